@@ -1,0 +1,54 @@
+# ESP — run `make help` for the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+redis: ## Make sure redis-server exists (apt-get install as root)
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+	      || { echo "could not install redis-server with apt-get"; exit 1; }; \
+	    (service redis-server stop || true) >/dev/null 2>&1; \
+	  else echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server') and re-run"; exit 1; fi; }
+
+setup: $(STAMP) redis ## Create the virtualenv, install ESP and redis-server
+
+demo: setup ## Run ESP end to end on synthetic data (local Ray + embedded Redis + Serve), then stop
+	$(BIN)/esp demo
+
+test: setup ## Run the whole test suite (unit, integration, end to end, chaos)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+unit: setup ## Only the unit tests (no Ray, no Redis)
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: setup ## Benchmarks; results are written under .esp/bench/
+	$(BIN)/esp bench
+
+lint: setup ## ruff check and format check
+	$(BIN)/ruff check runtime actors serve tests
+	$(BIN)/ruff format --check runtime actors serve tests
+
+up: setup ## Start ESP locally and keep it running (esp up)
+	$(BIN)/esp up
+
+down: ## Stop what 'make up' started
+	$(BIN)/esp down
+
+clean: ## Remove local state (.esp)
+	rm -rf .esp
+
+.PHONY: help redis setup demo test unit bench lint up down clean

@@ -1,0 +1,72 @@
+"""Creating, finding and stopping the partition actors, and the partition assignment.
+
+The assignment (virtual partition -> actor index) is pure (``runtime.partitioning.assign``)
+and recorded in Redis so that any process can show it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import ray
+import redis
+
+from actors import partition_actor
+from runtime import keys
+from runtime.partitioning import assign
+from runtime.settings import EspSettings
+
+
+def actor_count(settings: EspSettings) -> int:
+    if settings.actors:
+        return settings.actors
+    return max(1, int(ray.available_resources().get("CPU", 1) // 1))
+
+
+def start_partition_actors(settings: EspSettings, *, detached: bool = True) -> list[Any]:
+    """Start one actor per assignment slot and record the assignment."""
+    assignment = assign(settings.partitions, min(actor_count(settings), settings.partitions))
+    handles = [
+        partition_actor.create(settings, partitions, index, detached=detached)
+        for index, partitions in enumerate(assignment)
+    ]
+    ray.get([h.status.remote() for h in handles])
+    client = redis.Redis.from_url(settings.effective_redis_url())
+    pipe = client.pipeline()
+    pipe.delete(keys.HEARTBEATS)
+    pipe.hset(keys.META, mapping={"assignment": json.dumps(assignment), "partitions": settings.partitions})
+    pipe.execute()
+    return handles
+
+
+def recorded_assignment(client: redis.Redis) -> list[list[int]]:
+    raw = client.hget(keys.META, "assignment")
+    return json.loads(raw) if raw else []
+
+
+def live_actors(client: redis.Redis, *, now_ms: int, max_age_ms: int = 10_000) -> list[int]:
+    """Indices of partition actors whose last heartbeat is recent."""
+    beats = client.hgetall(keys.HEARTBEATS)
+    return sorted(int(i) for i, at in beats.items() if now_ms - int(at) <= max_age_ms)
+
+
+def partition_actors(count: int) -> list[Any]:
+    handles = []
+    for index in range(count):
+        try:
+            handles.append(ray.get_actor(partition_actor.actor_name(index), namespace=partition_actor.NAMESPACE))
+        except ValueError:
+            continue
+    return handles
+
+
+def stop_partition_actors(count: int, *, graceful: bool = True) -> None:
+    handles = partition_actors(count)
+    if graceful:
+        try:
+            ray.get([h.stop.remote() for h in handles], timeout=30)
+        except Exception:  # best effort: the actor may already be gone
+            pass
+    for handle in handles:
+        ray.kill(handle, no_restart=True)

@@ -1,0 +1,114 @@
+"""Starting and stopping a whole ESP: Redis (embedded or external), Ray (local or an existing
+cluster), the partition actors and the Serve app. Used by ``esp up/down/demo`` and by tests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import redis
+from ray import serve
+
+from actors import coordinator
+from runtime.redis_server import EmbeddedRedis
+from runtime.settings import EspSettings
+from serve import app as api
+
+logger = logging.getLogger(__name__)
+
+RAY_GCS_PORT = 6380
+NAMESPACE = "esp"
+
+
+class Platform:
+    """One ESP deployment as seen from the process that manages it."""
+
+    def __init__(self, settings: EspSettings) -> None:
+        self.settings = settings
+        self.redis_server: EmbeddedRedis | None = None
+        self.actors: list[Any] = []  # non-detached actors live as long as their handles
+
+    @property
+    def state_file(self) -> Path:
+        return self.settings.state_dir / "platform.json"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+    def start_redis(self) -> None:
+        if self.settings.redis_url is None:
+            self.redis_server = EmbeddedRedis(self.settings.state_dir / "redis", self.settings.redis_port).start()
+        redis.Redis.from_url(self.settings.effective_redis_url()).ping()
+
+    def start_ray_head(self) -> str:
+        """``ray start --head`` as its own process tree, so it outlives this command."""
+        cmd = [
+            str(Path(sys.executable).with_name("ray")),
+            "start", "--head",
+            f"--port={RAY_GCS_PORT}",
+            f"--num-cpus={self.settings.ray_num_cpus}",
+            "--include-dashboard=false",
+            f"--metrics-export-port={self.settings.metrics_export_port}",
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return f"127.0.0.1:{RAY_GCS_PORT}"
+
+    def init_ray_in_process(self) -> None:
+        """A private local Ray that ends with this process (demo and tests)."""
+        ray.init(
+            num_cpus=self.settings.ray_num_cpus,
+            include_dashboard=False,
+            namespace=NAMESPACE,
+            _metrics_export_port=self.settings.metrics_export_port,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+
+    def deploy(self, *, detached: bool) -> None:
+        self.actors = coordinator.start_partition_actors(self.settings, detached=detached)
+        serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
+        serve.run(api.build(self.settings), name=api.APP_NAME, route_prefix="/", blocking=False)
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.get(f"{self.base_url}/readyz", timeout=5)
+                if response.status_code == 200:
+                    return
+                last = response.text
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            time.sleep(0.5)
+        raise RuntimeError(f"ESP not ready after {timeout_s}s: {last}")
+
+    def undeploy(self) -> None:
+        try:
+            serve.shutdown()
+        except Exception:  # already gone
+            logger.debug("serve shutdown failed", exc_info=True)
+        client = redis.Redis.from_url(self.settings.effective_redis_url())
+        count = len(coordinator.recorded_assignment(client))
+        coordinator.stop_partition_actors(count)
+
+    def save_state(self, **fields: Any) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self.state_file.write_text(json.dumps(fields, indent=2))
+
+    def load_state(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}

@@ -1,0 +1,206 @@
+"""The ``esp`` command line: run the platform locally, apply config, send and read events."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from runtime.client import EspClient
+from runtime.config.documents import load_yaml_documents, parse_document
+from runtime.errors import EspError
+from runtime.settings import EspSettings
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _settings(**overrides: Any) -> EspSettings:
+    return EspSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(exc: EspError) -> None:
+    click.echo(json.dumps({"error": exc.to_dict()}), err=True)
+    sys.exit(2)
+
+
+@click.group()
+def main() -> None:
+    """ESP — real-time event strategy platform."""
+
+
+@main.command()
+@click.option("--address", help="Deploy onto an existing Ray cluster (e.g. ray://head:10001 or auto).")
+@click.option("--redis-url", envvar="ESP_REDIS_URL", help="External Redis; default: embedded redis-server.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Local state directory (default .esp).")
+@click.option("--no-auth", is_flag=True, help="Accept 'X-ESP-Source: <name>' instead of source keys.")
+def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_auth: bool) -> None:
+    """Start Redis, Ray, the partition actors and the HTTP API; they keep running."""
+    import ray
+
+    from actors.platform import NAMESPACE, Platform
+
+    settings = _settings(redis_url=redis_url, state_dir=state_dir, auth=False if no_auth else None)
+    platform = Platform(settings)
+    try:
+        platform.start_redis()
+    except EspError as exc:
+        _fail(exc)
+    started_ray = address is None
+    if started_ray:
+        click.echo("starting Ray head ...")
+        address = platform.start_ray_head()
+    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+    platform.deploy(detached=True)
+    redis_pid = platform.redis_server.pid if platform.redis_server else None
+    platform.save_state(address=address, started_ray=started_ray, redis_pid=redis_pid, url=platform.base_url)
+    click.echo(f"ESP is up at {platform.base_url} (OpenAPI: {platform.base_url}/docs); 'esp down' stops it.")
+
+
+@main.command()
+@click.option("--state-dir", type=click.Path(path_type=Path))
+def down(state_dir: Path | None) -> None:
+    """Stop what 'esp up' started (checkpointing the partition actors first)."""
+    import subprocess
+
+    import ray
+
+    from actors.platform import NAMESPACE, Platform
+    from runtime.redis_server import EmbeddedRedis
+
+    settings = _settings(state_dir=state_dir)
+    platform = Platform(settings)
+    state = platform.load_state()
+    if not state:
+        click.echo("nothing to stop: no running ESP recorded under " + str(settings.state_dir))
+        return
+    try:
+        ray.init(address=state["address"], namespace=NAMESPACE, log_to_driver=False)
+        platform.undeploy()
+        ray.shutdown()
+    except Exception as exc:  # the cluster may be gone already; still stop the rest
+        click.echo(f"warning: could not undeploy cleanly: {exc}", err=True)
+    if state.get("started_ray"):
+        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], check=False, capture_output=True)
+    if state.get("redis_pid"):
+        EmbeddedRedis(settings.state_dir / "redis", settings.redis_port).stop()
+    platform.state_file.unlink(missing_ok=True)
+    click.echo("ESP is down.")
+
+
+@main.command()
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+def status(url: str) -> None:
+    """Readiness, partition actors and backlog of a running ESP."""
+    import httpx
+
+    try:
+        ready = httpx.get(f"{url}/readyz", timeout=5)
+    except httpx.HTTPError as exc:
+        click.echo(f"ESP is not reachable at {url}: {exc}")
+        sys.exit(1)
+    click.echo(json.dumps(ready.json(), indent=2))
+    sys.exit(0 if ready.status_code == 200 else 1)
+
+
+@main.command()
+@click.option("-f", "path", required=True, type=click.Path(exists=True, path_type=Path), help="File or directory.")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Validate only.")
+def apply(path: Path, url: str, dry_run: bool) -> None:
+    """Validate and store YAML config documents (sources, event types, rules, subscriptions)."""
+    origin = str(path)
+    try:
+        docs = list(load_yaml_documents(path))
+        for origin, raw in docs:
+            parse_document(raw)
+    except EspError as exc:
+        click.echo(json.dumps({"document": origin, "error": exc.to_dict()}), err=True)
+        sys.exit(2)
+    if dry_run:
+        click.echo(f"{len(docs)} documents valid")
+        return
+    with EspClient(url) as client:
+        for origin, raw in docs:
+            try:
+                result = client.put_config(raw)
+            except EspError as exc:
+                click.echo(f"{origin}: {exc.message}", err=True)
+                sys.exit(2)
+            click.echo(f"{result['kind']}/{result['name']} version {result['version']}")
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    text = path.read_bytes().strip()
+    if text.startswith(b"["):
+        return orjson.loads(text)
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--key", envvar="ESP_SOURCE_KEY", help="Source API key.")
+@click.option("--source", help="Source name (only when the platform runs with auth off).")
+@click.option("--batch-size", default=10_000, show_default=True)
+def send(file: Path, url: str, key: str | None, source: str | None, batch_size: int) -> None:
+    """Post events from a JSON array or NDJSON file, in batches."""
+    events = read_events(file)
+    with EspClient(url, key=key, source=source) as client:
+        try:
+            report = client.send(events, batch_size=batch_size)
+        except EspError as exc:
+            _fail(exc)
+    click.echo(
+        f"sent {len(events)} events in {report.requests} requests: accepted {report.accepted}, "
+        f"duplicates {report.duplicates}, rejected {len(report.rejected)} ({report.events_per_s:,.0f} events/s)"
+    )
+    for rejection in report.rejected[:20]:
+        click.echo(f"  rejected #{rejection['index']} id={rejection['id']}: {rejection['reason']}: {rejection['message']}")
+
+
+@main.command()
+@click.argument("subscription")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--max", "max_events", default=100, show_default=True)
+def tail(subscription: str, url: str, max_events: int) -> None:
+    """Print a subscription's events as they arrive (pull, ack)."""
+    with EspClient(url) as client:
+        while True:
+            events = client.pull(subscription, max_events=max_events, wait_s=5)["events"]
+            for event in events:
+                click.echo(orjson.dumps(event).decode())
+            if events:
+                client.ack(subscription, [e["ack_id"] for e in events])
+
+
+@main.command()
+@click.option("--customers", default=2000, show_default=True)
+@click.option("--events", default=50_000, show_default=True)
+@click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".esp/demo"), show_default=True)
+def demo(customers: int, events: int, state_dir: Path) -> None:
+    """Everything end to end on synthetic data, then stop."""
+    from runtime.demo import run_demo
+
+    run_demo(customers=customers, events=events, state_dir=state_dir)
+
+
+@main.command()
+@click.option("--events", default=100_000, show_default=True)
+@click.option("--users", default=10_000, show_default=True)
+@click.option("--batch-size", default=10_000, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path(".esp/bench"), show_default=True)
+def bench(events: int, users: int, batch_size: int, out: Path) -> None:
+    """Measure the in-process engine and end-to-end ingestion; results go to a JSON file."""
+    from runtime.bench import run_bench
+
+    results = run_bench(events=events, users=users, batch_size=batch_size, state_dir=out / "state")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    click.echo(json.dumps(results, indent=2))
+    click.echo(f"written to {path}")

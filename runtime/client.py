@@ -1,0 +1,138 @@
+"""A small HTTP client for ESP's API: used by the CLI, the demo, the benchmark and the tests.
+
+Sending retries a whole batch on 429/503 (honouring ``Retry-After``) and on connection errors;
+because event ids are idempotency keys, a retried batch never doubles an event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from runtime.errors import EspError
+
+
+@dataclass(slots=True)
+class SendReport:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        total = self.accepted + self.duplicates + len(self.rejected)
+        return total / self.seconds if self.seconds else 0.0
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class EspClient:
+    def __init__(
+        self, base_url: str, *, source: str | None = None, key: str | None = None, timeout_s: float = 60.0
+    ) -> None:
+        headers = {}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        elif source:
+            headers["X-ESP-Source"] = source
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> EspClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _json(self, response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = {"reason": "http_error", "message": response.text[:500]}
+            raise EspError(f"{response.status_code} {body.get('message', body)}", reason=str(body.get("reason")))
+        return response.json()
+
+    # --- events --------------------------------------------------------------------------
+
+    def post_body(self, body: bytes, content_type: str, *, max_retries: int = 60) -> tuple[dict[str, Any], int]:
+        """POST one body, retrying while the platform asks to back off. Returns (answer, retries)."""
+        retries = 0
+        while True:
+            try:
+                response = self.http.post("/v1/events", content=body, headers={"Content-Type": content_type})
+            except httpx.TransportError:
+                response = None
+            if response is not None and response.status_code not in (429, 503):
+                return self._json(response), retries
+            if retries >= max_retries:
+                status = response.status_code if response is not None else "no connection"
+                raise EspError(f"gave up after {retries} retries ({status})", reason="unavailable")
+            retries += 1
+            delay = float(response.headers.get("Retry-After", 1)) if response is not None else 1.0
+            time.sleep(min(delay, 5.0))
+
+    def send(self, events: Iterable[dict[str, Any]], *, batch_size: int = 10_000) -> SendReport:
+        """Post events as NDJSON in batches; rejected indices are made global."""
+        report = SendReport()
+        started = time.perf_counter()
+        offset = 0
+        for batch in batched(events, batch_size):
+            body = b"\n".join(orjson.dumps(e) for e in batch)
+            answer, retries = self.post_body(body, "application/x-ndjson")
+            report.requests += 1
+            report.retries += retries
+            report.accepted += answer["accepted"]
+            report.duplicates += answer["duplicates"]
+            report.rejected += [{**r, "index": r["index"] + offset} for r in answer["rejected"]]
+            offset += len(batch)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    # --- config and subscriptions --------------------------------------------------------
+
+    def put_config(self, document: dict[str, Any]) -> dict[str, Any]:
+        kind, name = document.get("kind"), document.get("name")
+        return self._json(self.http.put(f"/v1/config/{kind}/{name}", json=document))
+
+    def get_config(self, kind: str, name: str) -> dict[str, Any]:
+        return self._json(self.http.get(f"/v1/config/{kind}/{name}"))
+
+    def pull(self, subscription: str, *, max_events: int = 100, wait_s: float = 0) -> dict[str, Any]:
+        params = {"max": max_events, "wait": wait_s}
+        return self._json(self.http.get(f"/v1/subscriptions/{subscription}/events", params=params))
+
+    def ack(self, subscription: str, ack_ids: list[str]) -> int:
+        return int(self._json(self.http.post(f"/v1/subscriptions/{subscription}/ack", json={"ack_ids": ack_ids}))["acked"])
+
+    def drain(self, subscription: str, *, idle_s: float = 3.0, timeout_s: float = 120.0) -> list[dict[str, Any]]:
+        """Pull and ack until nothing new arrives for ``idle_s`` (or ``timeout_s`` passes)."""
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout_s
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < idle_s:
+            got = self.pull(subscription, max_events=5000, wait_s=min(1.0, idle_s))["events"]
+            if got:
+                events += got
+                self.ack(subscription, [e["ack_id"] for e in got])
+                quiet_since = time.monotonic()
+        return events

@@ -1,0 +1,2 @@
+"""Declarative configuration: pydantic documents (``models``), parsing and error shaping
+(``documents``), and the versioned store (``store``)."""

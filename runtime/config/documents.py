@@ -1,0 +1,91 @@
+"""Turning YAML/JSON into validated documents, with errors that name the document, the field
+path, what was expected and what arrived."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from runtime.config.models import KINDS, Doc, Rule
+from runtime.errors import ConfigError, ExpressionError, NotFound
+
+
+def _describe(kind: str, name: object) -> str:
+    return f"{kind} {name!r}" if name else f"{kind} document"
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, object]]:
+    """pydantic's errors reshaped: dotted path, what was expected, what arrived."""
+    errors = []
+    for err in exc.errors(include_url=False):
+        path = ".".join(str(p) for p in err["loc"])
+        got = err.get("input")
+        errors.append({"path": path, "expected": err["msg"], "got": got if _jsonable(got) else repr(got)})
+    return errors
+
+
+def _jsonable(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, list, dict))
+
+
+def parse_document(raw: Any, *, kind: str | None = None, name: str | None = None) -> Doc:
+    """Validate one document. ``kind``/``name`` from a URL fill in or must match the body."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config document must be a mapping, got {type(raw).__name__}")
+    body = dict(raw)
+    doc_kind = body.get("kind", kind)
+    if kind is not None and doc_kind != kind:
+        raise ConfigError(f"document kind {doc_kind!r} does not match the URL's kind {kind!r}")
+    if name is not None:
+        if body.setdefault("name", name) != name:
+            raise ConfigError(f"document name {body['name']!r} does not match the URL's name {name!r}")
+    model = KINDS.get(str(doc_kind))
+    if model is None:
+        raise NotFound(f"unknown config kind {doc_kind!r}; expected one of {sorted(KINDS)}")
+    body["kind"] = doc_kind
+    try:
+        doc = model.model_validate(body)
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        first = errors[0]
+        raise ConfigError(
+            f"{_describe(str(doc_kind), body.get('name'))}: field '{first['path']}': {first['expected']} "
+            f"(got {first['got']!r})",
+            errors=errors,
+        ) from None
+    check_expressions(doc)
+    return doc
+
+
+def check_expressions(doc: Doc) -> None:
+    """Compile every expression of the document now, so a bad one is refused at apply time."""
+    from runtime.expr import compile_expr
+
+    if isinstance(doc, Rule) and doc.when.where is not None:
+        try:
+            compile_expr(doc.when.where)
+        except ExpressionError as exc:
+            raise ExpressionError(
+                f"rule {doc.name!r} field 'when.where': {exc.message}",
+                expression=exc.expression,
+                position=exc.position,
+            ) from None
+
+
+def load_yaml_documents(path: Path) -> Iterator[tuple[str, Any]]:
+    """(origin, raw document) for every YAML document in a file or a directory tree."""
+    files = sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"}) if path.is_dir() else [path]
+    if not files:
+        raise ConfigError(f"no .yaml or .yml files under {path}")
+    for file in files:
+        try:
+            docs = list(yaml.safe_load_all(file.read_text()))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+        for index, raw in enumerate(docs):
+            if raw is not None:
+                yield f"{file}#{index}", raw

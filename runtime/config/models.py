@@ -1,0 +1,172 @@
+"""Config documents, one model per kind. The same documents are YAML files in ``configs/``
+and JSON bodies of ``PUT /v1/config/{kind}/{name}``.
+
+Every document has ``kind`` and ``name``; the rest is per kind. Models are frozen and forbid
+unknown fields, so a typo is an error, not a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+
+from runtime.durations import format_duration_ms, parse_duration_ms
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+TOPIC_PATTERN = r"^[a-z0-9*][a-z0-9._*-]{0,200}$"
+
+DurationMs = Annotated[
+    int,
+    BeforeValidator(parse_duration_ms),
+    PlainSerializer(format_duration_ms, return_type=str),
+]
+
+
+class Doc(BaseModel):
+    """Fields every document has."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique name within the kind.")
+    description: str = Field("", max_length=2000, description="Free text for operators.")
+
+
+def hash_key(key: str) -> str:
+    """How source and subscriber keys are stored: SHA-256 hex, never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Source(Doc):
+    """A system that posts events. Selected by its API key (``Authorization: Bearer``)."""
+
+    kind: Literal["source"] = "source"
+    api_key: str | None = Field(
+        None, min_length=16, description="Plain key, accepted on PUT only; stored as api_key_sha256."
+    )
+    api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Hash of the key.")
+    identity: Literal["customer", "phone", "imei"] = Field(
+        "customer", description="What the event 'subject' holds for this source."
+    )
+    enabled: bool = Field(True, description="A disabled source is refused with 403.")
+
+    def stored(self) -> Source:
+        """The form kept in the store: the key replaced by its hash."""
+        if self.api_key is None:
+            return self
+        return self.model_copy(update={"api_key": None, "api_key_sha256": hash_key(self.api_key)})
+
+
+class Attribute(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["string", "int", "float", "bool", "object", "list", "any"] = "any"
+    required: bool = False
+    description: str = ""
+
+
+class EventType(Doc):
+    """An atomic event type of the catalogue."""
+
+    kind: Literal["event-type"] = "event-type"
+    category: Literal["attribute", "behaviour", "status"] = "behaviour"
+    attributes: dict[str, Attribute] = Field(default_factory=dict, description="Fields of 'data'.")
+
+
+class Threshold(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gte: int = Field(ge=1, le=100_000, description="Fire when the count reaches this value.")
+
+
+class Condition(BaseModel):
+    """Events of one type, filtered, counted over a sliding event-time window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event: str = Field(pattern=NAME_PATTERN, description="Atomic event type.")
+    where: str | None = Field(None, max_length=2000, description="Filter expression (CEL syntax).")
+    count: Threshold = Field(Threshold(gte=1), description="How many matching events fire the rule.")
+    within: DurationMs = Field(0, description="Sliding window (event time); required when count > 1.")
+
+    @field_validator("count", mode="before")
+    @classmethod
+    def _count_shorthand(cls, value: Any) -> Any:
+        return {"gte": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _window_needed(self) -> Condition:
+        if self.count.gte > 1 and self.within <= 0:
+            raise ValueError(f"count.gte is {self.count.gte} but 'within' is not set: a count needs a window")
+        return self
+
+
+class Notify(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channel: str = Field(pattern=NAME_PATTERN)
+    template: str = Field(pattern=NAME_PATTERN)
+    campaign: str | None = Field(None, pattern=NAME_PATTERN)
+    priority: int = Field(50, ge=0, le=100)
+
+
+class Action(BaseModel):
+    """One step of a rule's ``then``: exactly one of ``emit`` or ``notify``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    emit: str | None = Field(None, pattern=NAME_PATTERN, description="Business event name (topic business.<name>).")
+    notify: Notify | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Action:
+        chosen = [k for k in ("emit", "notify") if getattr(self, k) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"an action needs exactly one of emit, notify; got {chosen or 'none'}")
+        return self
+
+    @property
+    def topic(self) -> str:
+        if self.emit is not None:
+            return self.emit if self.emit.startswith("business.") else f"business.{self.emit}"
+        assert self.notify is not None  # guaranteed by _exactly_one
+        return f"notifications.{self.notify.channel}"
+
+
+class Rule(Doc):
+    """``when`` a condition holds for a customer, ``then`` run the actions."""
+
+    kind: Literal["rule"] = "rule"
+    priority: int = Field(50, ge=0, le=100)
+    enabled: bool = True
+    when: Condition
+    then: list[Action] = Field(min_length=1, max_length=20)
+    cooldown: DurationMs = Field(0, description="After firing, the rule is silent for this customer this long.")
+
+
+class Subscription(Doc):
+    """A consumer of topics (``atomic.<type>``, ``business.<name>``, ``notifications.<channel>``;
+    ``*`` matches any run of characters)."""
+
+    kind: Literal["subscription"] = "subscription"
+    topics: list[str] = Field(min_length=1, max_length=100)
+    mode: Literal["pull"] = "pull"
+
+    @field_validator("topics")
+    @classmethod
+    def _topic_shape(cls, topics: list[str]) -> list[str]:
+        import re
+
+        for topic in topics:
+            if not re.match(TOPIC_PATTERN, topic):
+                raise ValueError(f"topic {topic!r} is not of the form 'atomic.<type>', 'business.<name>' or a pattern")
+        return topics
+
+
+KINDS: dict[str, type[Doc]] = {
+    "source": Source,
+    "event-type": EventType,
+    "rule": Rule,
+    "subscription": Subscription,
+}

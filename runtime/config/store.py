@@ -1,0 +1,120 @@
+"""The versioned config store in Redis.
+
+Each kind is a hash ``name -> JSON document`` (with ``version`` and ``updated_at``); every
+change also appends to the document's history and bumps one global counter that running
+actors poll, so changes reach them without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from runtime import keys
+from runtime.config.documents import parse_document
+from runtime.config.models import KINDS, Doc, Source, Subscription
+from runtime.errors import NotFound
+
+
+class ConfigStore:
+    """Read and write config documents; ``put`` validates before it stores."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def put(self, raw: Any, *, kind: str | None = None, name: str | None = None) -> dict[str, Any]:
+        doc = parse_document(raw, kind=kind, name=name)
+        if isinstance(doc, Source):
+            doc = doc.stored()
+        return self._store(doc)
+
+    def _store(self, doc: Doc) -> dict[str, Any]:
+        kind = _kind_of(doc)
+        previous = self._get_raw(kind, doc.name)
+        version = int(previous["version"]) + 1 if previous else 1
+        body = doc.model_dump(mode="json", exclude_none=True)
+        record = {**body, "version": version, "updated_at": int(time.time() * 1000)}
+        encoded = json.dumps(record, sort_keys=True)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(keys.config_docs(kind), doc.name, encoded)
+        pipe.rpush(keys.config_history(kind, doc.name), encoded)
+        if isinstance(doc, Source):
+            if previous and previous.get("api_key_sha256"):
+                pipe.hdel(keys.SOURCE_KEYS, previous["api_key_sha256"])
+            if doc.api_key_sha256:
+                pipe.hset(keys.SOURCE_KEYS, doc.api_key_sha256, doc.name)
+        if isinstance(doc, Subscription):
+            _ensure_subscription_stream(pipe, doc.name)
+        pipe.incr(keys.CONFIG_VERSION)
+        pipe.execute()
+        return {"kind": kind, "name": doc.name, "version": version}
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        _check_kind(kind)
+        record = self._get_raw(kind, name)
+        if record is None:
+            raise NotFound(f"no {kind} named {name!r}")
+        return record
+
+    def _get_raw(self, kind: str, name: str) -> dict[str, Any] | None:
+        raw = self._redis.hget(keys.config_docs(kind), name)
+        return json.loads(raw) if raw else None
+
+    def list(self, kind: str) -> list[dict[str, Any]]:
+        _check_kind(kind)
+        docs = self._redis.hgetall(keys.config_docs(kind))
+        return [json.loads(v) for _, v in sorted(docs.items())]
+
+    def delete(self, kind: str, name: str) -> dict[str, Any]:
+        record = self.get(kind, name)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hdel(keys.config_docs(kind), name)
+        if kind == "source" and record.get("api_key_sha256"):
+            pipe.hdel(keys.SOURCE_KEYS, record["api_key_sha256"])
+        if kind == "subscription":
+            pipe.delete(keys.subscription_stream(name))
+        pipe.incr(keys.CONFIG_VERSION)
+        pipe.execute()
+        return {"kind": kind, "name": name, "deleted": True, "version": record["version"]}
+
+    def version(self) -> int:
+        return int(self._redis.get(keys.CONFIG_VERSION) or 0)
+
+    def source_for_key(self, key_sha256: str) -> str | None:
+        name = self._redis.hget(keys.SOURCE_KEYS, key_sha256)
+        return name.decode() if isinstance(name, bytes) else name
+
+    def snapshot(self) -> tuple[int, dict[str, list[dict[str, Any]]]]:
+        """The global version and every document of every kind, read atomically."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.get(keys.CONFIG_VERSION)
+        for kind in KINDS:
+            pipe.hgetall(keys.config_docs(kind))
+        version, *per_kind = pipe.execute()
+        docs = {
+            kind: [json.loads(v) for _, v in sorted(raw.items())] for kind, raw in zip(KINDS, per_kind, strict=True)
+        }
+        return int(version or 0), docs
+
+
+def _ensure_subscription_stream(pipe: Any, name: str) -> None:
+    """Create the subscription's stream and consumer group now, so events emitted from this
+    moment on are kept for it (MKSTREAM; an existing group is left as it is)."""
+    pipe.eval(
+        "local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM') return 1",
+        1,
+        keys.subscription_stream(name),
+        keys.SUBSCRIPTION_GROUP,
+    )
+
+
+def _kind_of(doc: Doc) -> str:
+    return str(doc.kind)  # type: ignore[attr-defined]
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise NotFound(f"unknown config kind {kind!r}; expected one of {sorted(KINDS)}")

@@ -1,0 +1,206 @@
+"""The event envelope: decoding request bodies and validating events in batch.
+
+Input events use CloudEvents attribute names (``id``, ``type``, ``time``, ``subject``,
+``data``, optional ``source``). A standardised :class:`Event` also carries the resolved
+``customer`` and ``received_at``. Validation is a tight loop over decoded objects: one bad
+event is rejected with its index and a reason, the rest go on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+from runtime.errors import UnparseableBody, UnsupportedContentType
+
+MAX_ID_LENGTH = 256
+MAX_TYPE_LENGTH = 128
+
+JSON_TYPES = {"application/json", "application/cloudevents+json", "application/cloudevents-batch+json"}
+NDJSON_TYPES = {"application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-seq"}
+ARROW_TYPES = {"application/vnd.apache.arrow.stream"}
+SUPPORTED_TYPES = JSON_TYPES | NDJSON_TYPES | ARROW_TYPES
+
+
+class Event(msgspec.Struct, array_like=True, gc=False):
+    """A standardised event as it travels through the log (msgpack, positional)."""
+
+    id: str
+    type: str
+    time: int  # event time, epoch milliseconds
+    subject: str
+    customer: str
+    source: str
+    data: dict[str, Any]
+    received_at: int  # epoch milliseconds
+
+    def as_context(self) -> dict[str, Any]:
+        """The mapping expressions see."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "time": self.time,
+            "subject": self.subject,
+            "customer": self.customer,
+            "source": self.source,
+            "data": self.data,
+        }
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "time": format_time_ms(self.time),
+            "subject": self.subject,
+            "customer": self.customer,
+            "receivedat": format_time_ms(self.received_at),
+            "data": self.data,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    id: str | None
+    reason: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "id": self.id, "reason": self.reason, "message": self.message}
+
+
+@dataclass(slots=True)
+class Batch:
+    """The result of validating a request: good events and why the others were refused."""
+
+    events: list[Event] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)  # request index of each good event
+    rejected: list[Rejection] = field(default_factory=list)
+
+
+_json_decoder = msgspec.json.Decoder()
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "application/json").split(";")[0].strip().lower()
+
+
+def decode_body(body: bytes, content_type: str | None) -> list[Any]:
+    """Raw items of a body. Whole-body problems raise; a bad NDJSON line becomes an
+    :class:`_Unparseable` item so that only that line is rejected."""
+    kind = media_type(content_type)
+    if kind not in SUPPORTED_TYPES:
+        raise UnsupportedContentType(f"content type {kind!r} is not accepted; use one of {sorted(SUPPORTED_TYPES)}")
+    if kind in NDJSON_TYPES:
+        return [_decode_line(line) for line in body.splitlines() if line.strip()]
+    if kind in ARROW_TYPES:
+        return _decode_arrow(body)
+    try:
+        decoded = _json_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise UnparseableBody(f"body is not valid JSON: {exc}") from None
+    return decoded if isinstance(decoded, list) else [decoded]
+
+
+class _Unparseable:
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _decode_line(line: bytes) -> Any:
+    try:
+        return _json_decoder.decode(line)
+    except msgspec.DecodeError as exc:
+        return _Unparseable(f"line is not valid JSON: {exc}")
+
+
+def _decode_arrow(body: bytes) -> list[Any]:
+    import pyarrow as pa
+
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise UnparseableBody(f"body is not an Arrow IPC stream: {exc}") from None
+    return table.to_pylist()
+
+
+def parse_time_ms(value: Any) -> int | None:
+    """Epoch milliseconds from an RFC 3339 string or epoch-millisecond number; None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return int(parsed.timestamp() * 1000)
+    return None
+
+
+def format_time_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def validate_batch(items: list[Any], *, source: str, received_at: int) -> Batch:
+    """Check each item; good ones become :class:`Event` with ``customer = subject``."""
+    batch = Batch()
+    for index, item in enumerate(items):
+        problem = _problem(item, source)
+        if problem is not None:
+            reason, message = problem
+            item_id = item.get("id") if isinstance(item, dict) and isinstance(item.get("id"), str) else None
+            batch.rejected.append(Rejection(index, item_id, reason, message))
+            continue
+        subject = item["subject"]
+        batch.events.append(
+            Event(
+                id=item["id"],
+                type=item["type"],
+                time=parse_time_ms(item["time"]),  # type: ignore[arg-type]  # checked in _problem
+                subject=subject,
+                customer=subject,
+                source=source,
+                data=item.get("data") or {},
+                received_at=received_at,
+            )
+        )
+        batch.indices.append(index)
+    return batch
+
+
+def _problem(item: Any, source: str) -> tuple[str, str] | None:
+    """(reason, message) if the item is not a usable event, else None."""
+    if isinstance(item, _Unparseable):
+        return "unparseable", item.message
+    if not isinstance(item, dict):
+        return "not_an_object", f"expected a JSON object, got {type(item).__name__}"
+    for name, limit in (("id", MAX_ID_LENGTH), ("type", MAX_TYPE_LENGTH), ("subject", MAX_ID_LENGTH)):
+        value = item.get(name)
+        if value is None:
+            return "missing_field", f"required field '{name}' is missing"
+        if not isinstance(value, str) or not value or len(value) > limit:
+            return "invalid_field", f"field '{name}' must be a non-empty string of at most {limit} characters, got {value!r:.80}"
+    if "time" not in item:
+        return "missing_field", "required field 'time' is missing"
+    if parse_time_ms(item["time"]) is None:
+        return "invalid_time", f"field 'time' must be RFC 3339 or epoch milliseconds, got {item['time']!r:.80}"
+    data = item.get("data")
+    if data is not None and not isinstance(data, dict):
+        return "invalid_field", f"field 'data' must be an object, got {type(data).__name__}"
+    claimed = item.get("source")
+    if claimed is not None and claimed != source:
+        return "source_mismatch", f"event names source {claimed!r:.80} but the credentials are for {source!r}"
+    return None

@@ -1,0 +1,83 @@
+"""ESP's safe expression language: a CEL-syntax subset compiled once into closures.
+
+Used for event filters, derived fields and segment tags::
+
+    expr = compile_expr("data.site == 'official' && data.duration_s >= 120")
+    expr.predicate(event)   # -> bool; False on any runtime error (missing field, ...)
+    expr(event)             # -> the value; raises EvalError on runtime errors
+    expr.fields             # -> frozenset({'data.site', 'data.duration_s'})
+
+Nothing is ever ``eval``-ed: the source is tokenized (:mod:`.lexer`), parsed into a
+small AST (:mod:`.parser`, :mod:`.nodes`) and compiled into nested Python closures
+(:mod:`.compiler`, :mod:`.specialize`) over the whitelisted functions (:mod:`.functions`)
+and the value rules of :mod:`.values`. Every compile-time problem raises
+:class:`runtime.errors.ExpressionError` with a 0-based ``position``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from runtime.errors import ExpressionError
+from runtime.expr.compiler import Compiler
+from runtime.expr.parser import parse
+from runtime.expr.values import EvalError
+
+__all__ = ["EvalError", "Expr", "ExpressionError", "compile_expr"]
+
+Context = Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A compiled expression. Immutable, thread-safe, cheap to call.
+
+    ``fn(ctx)`` is the raw closure (fastest; raises :class:`EvalError`, and in principle
+    any other exception on exotic inputs). ``predicate(ctx)`` is a closure built at
+    compile time returning ``True`` only if the value is exactly ``True``, and ``False``
+    on any runtime error. Values returned may share structure with the context or with
+    constants in the expression: do not mutate them.
+    """
+
+    source: str
+    fn: Callable[[Context], object] = field(repr=False, compare=False)
+    fields: frozenset[str]
+    predicate: Callable[[Context], bool] = field(repr=False, compare=False)
+
+    def __call__(self, ctx: Context) -> object:
+        """Evaluate against ``ctx``; runtime problems raise :class:`EvalError`."""
+        try:
+            return self.fn(ctx)
+        except EvalError:
+            raise
+        except Exception as exc:  # a Python error the value rules did not foresee
+            raise EvalError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _make_predicate(fn: Callable[[Context], object]) -> Callable[[Context], bool]:
+    def predicate(ctx: Context) -> bool:
+        try:
+            return fn(ctx) is True
+        except Exception:
+            return False
+
+    return predicate
+
+
+def compile_expr(source: str, *, max_length: int = 2000, max_depth: int = 32) -> Expr:
+    """Compile ``source`` once into an :class:`Expr`.
+
+    Raises :class:`ExpressionError` (with ``position``) for syntax errors, unknown
+    functions, names starting with ``_``, sources over ``max_length`` characters,
+    nesting deeper than ``max_depth``, integer literals over 2**63, list literals over
+    1000 elements and non-literal or non-RE2 ``matches()`` patterns.
+    """
+    try:
+        tree = parse(source, max_length=max_length, max_depth=max_depth)
+        compiler = Compiler(source)
+        fn = compiler.compile(tree).fn
+    except RecursionError:  # only reachable with a very large max_depth
+        raise ExpressionError(f"expected at most {max_depth} levels of nesting, found more "
+                              "than Python can parse", expression=source[:200]) from None
+    return Expr(source, fn, frozenset(compiler.fields), _make_predicate(fn))

@@ -1,0 +1,42 @@
+"""Every Redis key ESP uses, in one place. Changing a name here migrates nothing: keys are a
+storage format."""
+
+from __future__ import annotations
+
+PREFIX = "esp"
+RULES_GROUP = "esp-rules"
+
+
+def log_stream(partition: int) -> str:
+    """The durable partition log: one stream per virtual partition."""
+    return f"{PREFIX}:log:{partition}"
+
+
+def idempotency(source: str, event_id: str) -> str:
+    return f"{PREFIX}:idem:{source}:{event_id}"
+
+
+def emitted(output_id: str) -> str:
+    return f"{PREFIX}:out:{output_id}"
+
+
+def subscription_stream(name: str) -> str:
+    return f"{PREFIX}:sub:{name}"
+
+
+SUBSCRIPTION_GROUP = "pull"
+
+
+def config_docs(kind: str) -> str:
+    return f"{PREFIX}:config:{kind}"
+
+
+def config_history(kind: str, name: str) -> str:
+    return f"{PREFIX}:config:history:{kind}:{name}"
+
+
+CONFIG_VERSION = f"{PREFIX}:config:version"
+SOURCE_KEYS = f"{PREFIX}:source-keys"
+DEADLETTER = f"{PREFIX}:deadletter"
+META = f"{PREFIX}:meta"
+HEARTBEATS = f"{PREFIX}:heartbeats"

@@ -1,0 +1,158 @@
+"""The durable partition log: one Redis stream per virtual partition.
+
+A log entry carries a micro-batch (all of one request's events for that partition, msgpack),
+never one entry per event. Appending de-duplicates by (source, event id) and writes the entry in
+one Lua script, so "marked as seen" and "in the log" can never disagree after a crash.
+
+Partition actors read through the consumer group ``esp-rules`` with NOACK: the group's
+last-delivered id is the read cursor, and the truth about what has been processed is the
+offset stored in each partition checkpoint. Recovery rewinds the cursor to that offset
+(``XGROUP SETID``), which re-delivers everything after it — in log order, which rebuilding
+state needs and which per-entry reclaiming (XAUTOCLAIM) would not give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import redis
+
+from runtime import keys
+from runtime.envelope import Event
+
+_APPEND = """
+local horizon = ARGV[1]
+local groups = tonumber(ARGV[2])
+local i = 3
+local out = {}
+for g = 1, groups do
+  local stream, n, payload = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  i = i + 3
+  local dups = {}
+  for j = 0, n - 1 do
+    if not redis.call('SET', ARGV[i + j], '1', 'NX', 'PX', horizon) then dups[#dups + 1] = j end
+  end
+  i = i + n
+  local id = false
+  if #dups < n then
+    id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','))
+  end
+  out[#out + 1] = {id, dups}
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What one partition's part of a request became: its log entry and duplicate positions."""
+
+    partition: int
+    entry_id: str | None  # None when every event was a duplicate
+    duplicates: tuple[int, ...]  # positions within the partition's events
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    partition: int
+    entry_id: str
+    events: list[Event]  # duplicates already removed
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[Event])
+
+
+def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> LogEntry:
+    events = _decoder.decode(fields[b"b"])
+    dups = fields.get(b"d", b"")
+    if dups:
+        skip = {int(x) for x in dups.split(b",")}
+        events = [e for i, e in enumerate(events) if i not in skip]
+    return LogEntry(partition, entry_id, events)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class PartitionLog:
+    """Append to and read from the partition streams."""
+
+    def __init__(self, client: redis.Redis, *, horizon_s: int) -> None:
+        self._redis = client
+        self._horizon_ms = horizon_s * 1000
+        self._append = client.register_script(_APPEND)
+
+    def append(self, by_partition: dict[int, list[Event]]) -> list[Appended]:
+        """Append each partition's events as one entry, dropping already-seen (source, id)."""
+        if not by_partition:
+            return []
+        argv: list[Any] = [self._horizon_ms, len(by_partition)]
+        for partition, events in by_partition.items():
+            argv += [keys.log_stream(partition), len(events), _encoder.encode(events)]
+            argv += [keys.idempotency(e.source, e.id) for e in events]
+        result = self._append(keys=[], args=argv)
+        return [
+            Appended(p, _text(entry_id) if entry_id else None, tuple(int(d) for d in dups))
+            for p, (entry_id, dups) in zip(by_partition, result, strict=True)
+        ]
+
+    # --- the reading side, used by partition actors -------------------------------------
+
+    def ensure_groups(self, partitions: Iterable[int]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for p in partitions:
+            pipe.xgroup_create(keys.log_stream(p), keys.RULES_GROUP, id="0", mkstream=True)
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
+                raise result
+
+    def rewind(self, offsets: dict[int, str]) -> None:
+        """Make the next read start right after each partition's offset ('0' = from the start)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p, offset in offsets.items():
+            pipe.xgroup_setid(keys.log_stream(p), keys.RULES_GROUP, id=offset)
+        pipe.execute()
+
+    def read(self, partitions: list[int], *, consumer: str, count: int, block_ms: int) -> list[LogEntry]:
+        streams = {keys.log_stream(p): ">" for p in partitions}
+        reply = self._redis.xreadgroup(
+            keys.RULES_GROUP, consumer, streams, count=count, block=block_ms, noack=True
+        )
+        entries = []
+        for stream, items in reply or []:
+            partition = int(_text(stream).rsplit(":", 1)[1])
+            entries += [decode_entry(partition, _text(eid), fields) for eid, fields in items if fields]
+        return entries
+
+    def read_range(self, partition: int, after: str, count: int) -> list[LogEntry]:
+        """Entries after ``after`` (exclusive), for replay and inspection."""
+        start = "-" if after in ("0", "0-0") else f"({after}"
+        items = self._redis.xrange(keys.log_stream(partition), min=start, count=count)
+        return [decode_entry(partition, _text(eid), fields) for eid, fields in items if fields]
+
+    def trim(self, offsets: dict[int, str]) -> None:
+        """Drop entries older than each given id (already checkpointed and past retention)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p, min_id in offsets.items():
+            pipe.xtrim(keys.log_stream(p), minid=min_id, approximate=True)
+        pipe.execute()
+
+    def backlog(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Entries not yet read by the partition actors, per partition."""
+        parts = list(partitions)
+        pipe = self._redis.pipeline(transaction=False)
+        for p in parts:
+            pipe.xinfo_groups(keys.log_stream(p))
+        lags: dict[int, int] = {}
+        for p, groups in zip(parts, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(groups, Exception):
+                lags[p] = 0
+                continue
+            group = next((g for g in groups if _text(g["name"]) == keys.RULES_GROUP), None)
+            lags[p] = int(group.get("lag") or 0) if group else 0
+        return lags

@@ -1,0 +1,39 @@
+"""Names, descriptions and labels of ESP's Prometheus metrics, in one place.
+
+The values are recorded with Ray's metrics API (see ``actors/metrics.py``) and exported by
+every Ray node on its metrics export port, prefixed ``ray_``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    kind: str  # counter | gauge | histogram
+    description: str
+    labels: tuple[str, ...] = ()
+    boundaries: tuple[float, ...] = ()
+
+
+LATENCY_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+SIZES = (1, 10, 100, 1000, 5000, 10_000, 50_000, 100_000)
+
+INGEST_EVENTS = MetricSpec(
+    "esp_ingest_events_total", "counter", "Events received, by source and outcome.", ("source", "outcome", "reason")
+)
+INGEST_REQUESTS = MetricSpec(
+    "esp_ingest_requests_total", "counter", "Ingestion requests, by HTTP status.", ("status",)
+)
+INGEST_LATENCY = MetricSpec(
+    "esp_ingest_request_seconds", "histogram", "Ingestion request latency.", (), LATENCY_S
+)
+INGEST_BATCH = MetricSpec("esp_ingest_batch_events", "histogram", "Events per ingestion request.", (), SIZES)
+PROCESSED = MetricSpec("esp_partition_events_total", "counter", "Events processed by partition actors.", ("actor",))
+RULE_FIRES = MetricSpec("esp_rule_fires_total", "counter", "Outputs produced by each rule.", ("rule",))
+PUBLISHED = MetricSpec("esp_outputs_published_total", "counter", "Outputs delivered to subscription streams.", ("actor",))
+LAG = MetricSpec("esp_partition_lag_entries", "gauge", "Log entries not yet read, per partition.", ("partition",))
+PULLED = MetricSpec("esp_subscription_events_pulled_total", "counter", "Events handed to pull subscribers.", ("subscription",))
+ACKED = MetricSpec("esp_subscription_events_acked_total", "counter", "Events acknowledged by subscribers.", ("subscription",))

@@ -1,0 +1,62 @@
+"""The outbox: outputs fanned out to the streams of the subscriptions that want them.
+
+Each output has a deterministic id; the emit script records the id and appends to every
+subscriber stream in one atomic step, so replaying a partition after a crash never delivers an
+output twice (invariant 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from runtime import keys
+from runtime.topics import TopicRouter
+
+_EMIT = """
+local horizon, maxlen, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local i, emitted = 4, 0
+for k = 1, n do
+  local key, payload, streams = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local fresh = redis.call('SET', key, '1', 'NX', 'PX', horizon)
+  for s = 1, streams do
+    if fresh then redis.call('XADD', ARGV[i + 2 + s], 'MAXLEN', '~', maxlen, '*', 'e', payload) end
+  end
+  if fresh then emitted = emitted + 1 end
+  i = i + 3 + streams
+end
+return emitted
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One output ready to publish: its id, topic and CloudEvent."""
+
+    id: str
+    topic: str
+    event: dict[str, Any]
+
+
+class Outbox:
+    def __init__(self, client: redis.Redis, *, horizon_s: int, maxlen: int) -> None:
+        self._emit = client.register_script(_EMIT)
+        self._horizon_ms = horizon_s * 1000
+        self._maxlen = maxlen
+
+    def publish(self, publications: list[Publication], router: TopicRouter) -> int:
+        """Deliver to subscribers; returns how many were new (not seen before)."""
+        argv: list[Any] = [self._horizon_ms, self._maxlen, 0]
+        count = 0
+        for pub in publications:
+            streams = [keys.subscription_stream(s) for s in router.subscribers(pub.topic)]
+            payload = orjson.dumps({**pub.event, "topic": pub.topic})
+            argv += [keys.emitted(pub.id), payload, len(streams), *streams]
+            count += 1
+        if not count:
+            return 0
+        argv[2] = count
+        return int(self._emit(keys=[], args=argv))

@@ -1,0 +1,74 @@
+"""Platform settings: one frozen model, read from ``ESP_*`` environment variables or given
+explicitly. Internal tunables that users should not need live here too, each described."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EspSettings(BaseSettings):
+    """Everything a running ESP needs to know. ``ESP_<FIELD>`` overrides each field."""
+
+    model_config = SettingsConfigDict(env_prefix="ESP_", frozen=True, extra="forbid")
+
+    state_dir: Path = Field(
+        Path(".esp"), description="Local state: embedded Redis data (AOF), checkpoints, logs, pid files."
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="External Redis URL. Unset means the embedded redis-server under state_dir."
+    )
+    redis_port: int = Field(6390, description="Port of the embedded redis-server (loopback only).")
+    checkpoint_uri: str | None = Field(
+        None,
+        description="Where partition checkpoints go: a local path or a pyarrow.fs URI "
+        "(s3://bucket/prefix, gs://..., hdfs://...). Default: <state_dir>/checkpoints.",
+    )
+    partitions: int = Field(64, ge=1, le=4096, description="Virtual partitions; fixed once data exists.")
+    actors: int = Field(0, ge=0, description="Partition actors; 0 means one per available CPU.")
+    actor_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per partition actor.")
+    http_host: str = Field("127.0.0.1", description="Address the Serve HTTP proxy binds.")
+    http_port: int = Field(8000, description="Port of the Serve HTTP proxy.")
+    api_replicas: int = Field(1, ge=1, description="Replicas of the HTTP API deployment.")
+    auth: bool = Field(
+        True,
+        description="Require 'Authorization: Bearer <key>' on ingestion. When false (local mode) "
+        "the header 'X-ESP-Source: <name>' names the source.",
+    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    max_events_per_request: int = Field(100_000, ge=1, description="Largest number of events in one request.")
+    idempotency_horizon_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long an (source, event id) pair is remembered for de-duplication."
+    )
+    max_backlog_entries: int = Field(
+        20_000,
+        ge=10,
+        description="Unprocessed log entries per partition above which ingestion answers 429 (backpressure).",
+    )
+    log_retention_s: int = Field(24 * 3600, ge=0, description="Processed log entries are kept this long for replay.")
+    checkpoint_interval_s: float = Field(5.0, gt=0, description="Seconds between partition checkpoints.")
+    read_batch_entries: int = Field(64, ge=1, description="Log entries one actor read takes per partition.")
+    visibility_timeout_s: float = Field(30.0, gt=0, description="Pulled, unacked events are redelivered after this.")
+    subscription_maxlen: int = Field(1_000_000, ge=1000, description="Approximate cap of a subscription's backlog.")
+    metrics_export_port: int = Field(8090, description="Ray's Prometheus export port on each node (local mode).")
+    ray_num_cpus: int = Field(2, ge=1, description="CPUs given to the local Ray started by 'esp up'.")
+
+    @property
+    def checkpoint_location(self) -> str:
+        return self.checkpoint_uri or str((self.state_dir / "checkpoints").resolve())
+
+    def effective_redis_url(self) -> str:
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def to_wire(self) -> dict[str, object]:
+        """A dict that rebuilds these settings in another process (secrets included, paths
+        absolute): what actors and Serve replicas are constructed from."""
+        wire = self.model_dump(mode="json")
+        wire["redis_url"] = self.effective_redis_url()
+        wire["state_dir"] = str(self.state_dir.resolve())
+        wire["checkpoint_uri"] = self.checkpoint_location
+        return wire
