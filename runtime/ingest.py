@@ -64,11 +64,17 @@ class Ingestor:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise AuthError("Authorization must be 'Bearer <source key>'")
-            name = self._keys.get(hash_key(token.strip()))
+            digest = hash_key(token.strip())
+            name = self._keys.get(digest)
+            if name is None:
+                self._refresh_sources(force=True)  # a source created a moment ago
+                name = self._keys.get(digest)
             if name is None:
                 raise AuthError("the source key is not valid")
             return self._enabled(name)
         if source_header and not self.settings.auth:
+            if source_header not in self._sources:
+                self._refresh_sources(force=True)
             if source_header not in self._sources:
                 raise AuthError(f"unknown source {source_header!r}", reason="unknown_source")
             return self._enabled(source_header)
@@ -81,9 +87,9 @@ class Ingestor:
             raise AuthError(f"source {name!r} is disabled", reason="forbidden")
         return name
 
-    def _refresh_sources(self) -> None:
+    def _refresh_sources(self, *, force: bool = False) -> None:
         now = self._clock()
-        if now - self._sources_checked < SOURCES_REFRESH_S:
+        if not force and now - self._sources_checked < SOURCES_REFRESH_S:
             return
         self._sources_checked = now
         version = self.config.version()

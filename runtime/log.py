@@ -1,7 +1,9 @@
 """The durable partition log: one Redis stream per virtual partition.
 
 A log entry carries a micro-batch (all of one request's events for that partition, msgpack),
-never one entry per event. Appending de-duplicates by (source, event id) and writes the entry in
+never one entry per event, and the config version current when it was appended: an actor
+that reads an entry newer than its config reloads first, so a rule or subscription applies to
+every event accepted after its PUT returned. Appending de-duplicates by (source, event id) and writes the entry in
 one Lua script, so "marked as seen" and "in the log" can never disagree after a crash.
 
 Partition actors read through the consumer group ``esp-rules`` with NOACK: the group's
@@ -26,7 +28,8 @@ from runtime.envelope import Event
 _APPEND = """
 local horizon = ARGV[1]
 local groups = tonumber(ARGV[2])
-local i = 3
+local config_version = redis.call('GET', ARGV[3]) or '0'
+local i = 4
 local out = {}
 for g = 1, groups do
   local stream, n, payload = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
@@ -38,7 +41,7 @@ for g = 1, groups do
   i = i + n
   local id = false
   if #dups < n then
-    id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','))
+    id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
   end
   out[#out + 1] = {id, dups}
 end
@@ -60,6 +63,7 @@ class LogEntry:
     partition: int
     entry_id: str
     events: list[Event]  # duplicates already removed
+    config_version: int  # the config version when the entry was appended
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -72,7 +76,7 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> L
     if dups:
         skip = {int(x) for x in dups.split(b",")}
         events = [e for i, e in enumerate(events) if i not in skip]
-    return LogEntry(partition, entry_id, events)
+    return LogEntry(partition, entry_id, events, int(fields.get(b"v", 0)))
 
 
 def _text(value: Any) -> str:
@@ -91,7 +95,7 @@ class PartitionLog:
         """Append each partition's events as one entry, dropping already-seen (source, id)."""
         if not by_partition:
             return []
-        argv: list[Any] = [self._horizon_ms, len(by_partition)]
+        argv: list[Any] = [self._horizon_ms, len(by_partition), keys.CONFIG_VERSION]
         for partition, events in by_partition.items():
             argv += [keys.log_stream(partition), len(events), _encoder.encode(events)]
             argv += [keys.idempotency(e.source, e.id) for e in events]

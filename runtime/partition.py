@@ -124,6 +124,8 @@ class PartitionRunner:
         )
         publications: list[Publication] = []
         for entry in entries:
+            if entry.config_version > self._config_version:
+                self.refresh_config()
             publications += self._process(entry.partition, entry.events, stats)
             self.offsets[entry.partition] = entry.entry_id
             self._dirty.add(entry.partition)

@@ -78,6 +78,7 @@ def compile_expr(source: str, *, max_length: int = 2000, max_depth: int = 32) ->
         compiler = Compiler(source)
         fn = compiler.compile(tree).fn
     except RecursionError:  # only reachable with a very large max_depth
-        raise ExpressionError(f"expected at most {max_depth} levels of nesting, found more "
-                              "than Python can parse", expression=source[:200]) from None
+        raise ExpressionError(
+            f"expected at most {max_depth} levels of nesting, found more than Python can parse", expression=source[:200]
+        ) from None
     return Expr(source, fn, frozenset(compiler.fields), _make_predicate(fn))

@@ -8,8 +8,9 @@ from collections.abc import Mapping
 from runtime.expr import compile_expr
 
 
-def measure(source: str, ctx: Mapping[str, object], n: int = 100_000, *, repeat: int = 5,
-            predicate: bool = True) -> float:
+def measure(
+    source: str, ctx: Mapping[str, object], n: int = 100_000, *, repeat: int = 5, predicate: bool = True
+) -> float:
     """Nanoseconds per evaluation of ``source`` against ``ctx``: best of ``repeat`` runs of
     ``n`` calls. Times ``Expr.predicate`` by default, the raw ``Expr.fn`` otherwise (which
     must then not raise). Compilation is excluded; loop overhead is included.

@@ -57,8 +57,11 @@ def _path(node: nodes.Node) -> tuple[str, ...] | None:
             return tuple(reversed(keys))
         if isinstance(node, nodes.Select):
             keys.append(node.field)
-        elif (isinstance(node, nodes.Index) and isinstance(node.index, nodes.Literal)
-              and node.index.value.__class__ is str):
+        elif (
+            isinstance(node, nodes.Index)
+            and isinstance(node.index, nodes.Literal)
+            and node.index.value.__class__ is str
+        ):
             keys.append(node.index.value)  # type: ignore[arg-type]
         else:
             return None
@@ -146,9 +149,8 @@ class Compiler:
         path = _path(node.operand)
         if path is not None:
             self._record((*path, name))
-            get = specialize.path_getter(path)
-        else:
-            get = self.compile(node.operand).fn
+            return Compiled(specialize.has_field(path, name), boolean=True)
+        get = self.compile(node.operand).fn
 
         def has(ctx: object) -> bool:
             try:
@@ -184,8 +186,22 @@ class Compiler:
         special = self._special_binary(node, left, right)
         if special is not None:
             return Compiled(special, boolean=boolean)
-        impl = values.BINARY_OPS[op]
         fl, fr = left.fn, right.fn
+        if op == "in":  # call contains(container, item) directly, without the swapping shim
+            contains = values.contains
+            if left.is_const:
+                c = left.const
+                return Compiled(lambda ctx: contains(fr(ctx), c), boolean=True)
+            if right.is_const:
+                c = right.const
+                return Compiled(lambda ctx: contains(c, fl(ctx)), boolean=True)
+
+            def member(ctx: object) -> bool:
+                item = fl(ctx)
+                return contains(fr(ctx), item)
+
+            return Compiled(member, boolean=True)
+        impl = values.BINARY_OPS[op]
         if right.is_const:
             c = right.const
             return Compiled(lambda ctx: impl(fl(ctx), c), boolean=boolean)
@@ -241,22 +257,26 @@ class Compiler:
         spec = FUNCTIONS.get(node.name)
         if spec is None:
             known = ", ".join(sorted([*FUNCTIONS, "has"]))
-            raise self.error(f"expected a known function ({known}) at position {node.pos}, "
-                             f"found {node.name!r}", node.pos)
+            raise self.error(
+                f"expected a known function ({known}) at position {node.pos}, found {node.name!r}", node.pos
+            )
         count = len(node.args) - (1 if node.receiver else 0)
         low, high = spec.min_args, spec.max_args
         if len(node.args) < low or (high is not None and len(node.args) > high):
             want = f"{low}" if low == high else f"at least {low}"
             if node.receiver:
                 want = f"{low - 1}" if low == high else f"at least {max(low - 1, 0)}"
-            raise self.error(f"expected {want} argument(s) to {node.name}() at position "
-                             f"{node.pos}, found {count}", node.pos)
+            raise self.error(
+                f"expected {want} argument(s) to {node.name}() at position {node.pos}, found {count}", node.pos
+            )
         if node.name == "matches":
             return self._matches(node)
         parts = [self.compile(arg) for arg in node.args]
         impl = spec.impl
         fns = tuple(part.fn for part in parts)
         boolean = node.name in ("startsWith", "endsWith", "contains")
+        if boolean and parts[1].is_const and parts[1].const.__class__ is str and not parts[0].is_const:
+            return Compiled(specialize.string_test(node.name, fns[0], parts[1].const), boolean=True)  # type: ignore[arg-type]
         if len(fns) == 1:
             (f1,) = fns
             result = Compiled(lambda ctx: impl(f1(ctx)), boolean=boolean)
@@ -273,13 +293,16 @@ class Compiler:
     def _matches(self, node: nodes.Call) -> Compiled:
         subject, pattern_node = node.args
         if not (isinstance(pattern_node, nodes.Literal) and pattern_node.value.__class__ is str):
-            raise self.error(f"expected a string literal pattern for matches() at position "
-                             f"{pattern_node.pos}, found an expression", pattern_node.pos)
+            raise self.error(
+                f"expected a string literal pattern for matches() at position {pattern_node.pos}, found an expression",
+                pattern_node.pos,
+            )
         try:
             pattern = compile_pattern(pattern_node.value)  # type: ignore[arg-type]
         except ValueError as exc:
-            raise self.error(f"expected a valid RE2-style pattern at position "
-                             f"{pattern_node.pos}, found {exc}", pattern_node.pos) from None
+            raise self.error(
+                f"expected a valid RE2-style pattern at position {pattern_node.pos}, found {exc}", pattern_node.pos
+            ) from None
         part = self.compile(subject)
         matcher, fn = make_matcher(pattern), part.fn
         return self._fold(Compiled(lambda ctx: matcher(fn(ctx)), boolean=True), [part])

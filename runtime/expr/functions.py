@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from runtime.expr.values import (
-    INT_MAX,
     INT_MIN,
     LIST_TYPES,
     NUMBER_TYPES,
@@ -164,8 +163,10 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     """Compile a ``matches()`` pattern once; raise ValueError for non-RE2 or invalid ones."""
     bad = _NON_RE2.search(pattern)
     if bad:
-        raise ValueError(f"unsupported regex feature {bad.group()!r} (patterns are RE2-like: "
-                         "no lookaround, backreferences or possessive quantifiers)")
+        raise ValueError(
+            f"unsupported regex feature {bad.group()!r} (patterns are RE2-like: "
+            "no lookaround, backreferences or possessive quantifiers)"
+        )
     try:
         return re.compile(pattern)
     except re.error as exc:

@@ -29,9 +29,7 @@ _OPERATORS = (
 )  # fmt: skip
 
 _SPACE = re.compile(r"(?:[ \t\r\n\f]+|//[^\n]*)+")
-_NUMBER = re.compile(
-    r"0[xX][0-9a-fA-F]+|[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|[0-9]+(?:[eE][+-]?[0-9]+)"
-)
+_NUMBER = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|[0-9]+(?:[eE][+-]?[0-9]+)")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _IDENT_CHAR = re.compile(r"[A-Za-z0-9_]")
 
@@ -109,14 +107,15 @@ def _number(source: str, pos: int) -> Token:
     after = m.end()
     if after < len(source) and (source[after] in "uU" or source[after] == "."):
         if source[after] in "uU":
-            raise _fail(source, f"expected a signed number at position {after}, found 'u' "
-                        "(unsigned literals are not supported)", after)
+            raise _fail(
+                source,
+                f"expected a signed number at position {after}, found 'u' (unsigned literals are not supported)",
+                after,
+            )
         if after + 1 < len(source) and source[after + 1].isdigit():
-            raise _fail(source, f"expected a digit or operator at position {after}, found '.'",
-                        after)
+            raise _fail(source, f"expected a digit or operator at position {after}, found '.'", after)
     if after < len(source) and _IDENT_CHAR.match(source[after]):
-        raise _fail(source, f"expected an operator after number at position {after}, "
-                    f"found {source[after]!r}", after)
+        raise _fail(source, f"expected an operator after number at position {after}, found {source[after]!r}", after)
     if text[:2] in ("0x", "0X"):
         value: int | float = int(text, 16)
     elif any(c in text for c in ".eE"):
@@ -124,8 +123,7 @@ def _number(source: str, pos: int) -> Token:
     else:
         value = int(text)
     if value > INT_LITERAL_MAX:
-        raise _fail(source, f"expected an integer literal of at most 2**63 at position {pos}, "
-                    f"found {text}", pos)
+        raise _fail(source, f"expected an integer literal of at most 2**63 at position {pos}, found {text}", pos)
     return Token("int", value, pos, text)
 
 
@@ -137,8 +135,12 @@ def _string(source: str, pos: int, *, raw: bool) -> Token:
     end = len(source)
     while True:
         if i >= end or source[i] == "\n":
-            raise _fail(source, f"expected closing {quote} for the string at position {pos}, "
-                        f"found {_describe_char(source, i)} at position {i}", pos)
+            raise _fail(
+                source,
+                f"expected closing {quote} for the string at position {pos}, "
+                f"found {_describe_char(source, i)} at position {i}",
+                pos,
+            )
         ch = source[i]
         if ch == quote:
             text = source[pos : i + 1]
@@ -163,25 +165,30 @@ def _escape(source: str, i: int) -> tuple[str, int]:
             code = int(digits, 16)
             if code <= 0x10FFFF and not 0xD800 <= code <= 0xDFFF:
                 return chr(code), i + 2 + widths[nxt]
-        raise _fail(source, f"expected {widths[nxt]} hex digits of a valid code point after "
-                    f"'\\{nxt}' at position {i}, found {digits!r}", i)
+        raise _fail(
+            source,
+            f"expected {widths[nxt]} hex digits of a valid code point after "
+            f"'\\{nxt}' at position {i}, found {digits!r}",
+            i,
+        )
     if nxt and nxt in "0123":
         digits = source[i + 1 : i + 4]
         if len(digits) == 3 and all(c in "01234567" for c in digits):
             return chr(int(digits, 8)), i + 4
-        raise _fail(source, f"expected 3 octal digits after '\\' at position {i}, "
-                    f"found {digits!r}", i)
+        raise _fail(source, f"expected 3 octal digits after '\\' at position {i}, found {digits!r}", i)
     found = "end of input" if not nxt else repr(nxt)
-    raise _fail(source, f"expected a valid escape sequence after '\\' at position {i}, "
-                f"found {found}", i)
+    raise _fail(source, f"expected a valid escape sequence after '\\' at position {i}, found {found}", i)
 
 
 def _operator(source: str, pos: int) -> Token:
     for op in _OPERATORS:
         if source.startswith(op, pos):
             if op == "*" and source.startswith("**", pos):
-                raise _fail(source, f"expected an operand at position {pos + 1}, found '*' "
-                            "(there is no power operator)", pos + 1)
+                raise _fail(
+                    source,
+                    f"expected an operand at position {pos + 1}, found '*' (there is no power operator)",
+                    pos + 1,
+                )
             return Token(op, op, pos, op)
     ch = source[pos]
     hints = {"=": "'=='", "&": "'&&'", "|": "'||'"}

@@ -38,25 +38,32 @@ _FIELD_KINDS = frozenset({"ident", "true", "false", "null", "in"})
 def parse(source: str, *, max_length: int = 2000, max_depth: int = 32) -> nodes.Node:
     """Parse ``source`` into an AST, or raise :class:`ExpressionError` with a position."""
     if not isinstance(source, str):
-        raise ExpressionError(f"expected an expression string, found {type(source).__name__}",
-                              expression=repr(source)[:200], position=None)
+        raise ExpressionError(
+            f"expected an expression string, found {type(source).__name__}",
+            expression=repr(source)[:200],
+            position=None,
+        )
     if len(source) > max_length:
         raise ExpressionError(
-            f"expected at most {max_length} characters at position {max_length}, "
-            f"found {len(source)} characters", expression=source[:200], position=max_length)
+            f"expected at most {max_length} characters at position {max_length}, found {len(source)} characters",
+            expression=source[:200],
+            position=max_length,
+        )
     tree = _Parser(source, tokenize(source), max_depth).parse()
     level, pos = nodes.depth(tree)
     if level > max_depth:
         raise ExpressionError(
-            f"expected at most {max_depth} levels of nesting at position {pos}, "
-            f"found {level}", expression=source, position=pos)
+            f"expected at most {max_depth} levels of nesting at position {pos}, found {level}",
+            expression=source,
+            position=pos,
+        )
     return tree
 
 
 class _Parser:
     """A one-shot recursive-descent / precedence-climbing parser over a token list."""
 
-    __slots__ = ("source", "tokens", "i", "max_depth", "nesting")
+    __slots__ = ("i", "max_depth", "nesting", "source", "tokens")
 
     def __init__(self, source: str, tokens: list[Token], max_depth: int) -> None:
         self.source = source
@@ -91,8 +98,10 @@ class _Parser:
         if self.nesting > self.max_depth:
             tok = self.peek()
             raise ExpressionError(
-                f"expected at most {self.max_depth} levels of nesting at position {tok.pos}, "
-                f"found deeper nesting", expression=self.source, position=tok.pos)
+                f"expected at most {self.max_depth} levels of nesting at position {tok.pos}, found deeper nesting",
+                expression=self.source,
+                position=tok.pos,
+            )
 
     def name(self, tok: Token) -> str:
         """Validate an identifier or field name: names starting with '_' are refused."""
@@ -143,8 +152,12 @@ class _Parser:
             return self.postfix()
         self.advance()
         nxt = self.peek()
-        if (tok.kind == "-" and nxt.kind == "int" and nxt.value == INT_LITERAL_MAX
-                and self.peek(1).kind not in (".", "[")):
+        if (
+            tok.kind == "-"
+            and nxt.kind == "int"
+            and nxt.value == INT_LITERAL_MAX
+            and self.peek(1).kind not in (".", "[")
+        ):
             self.advance()
             return nodes.Literal(-INT_LITERAL_MAX, tok.pos)
         self.enter()
@@ -182,8 +195,7 @@ class _Parser:
         if kind in ("int", "float", "string"):
             self.advance()
             if kind == "int" and tok.value == INT_LITERAL_MAX:
-                raise self.error("an integer literal below 2**63", tok,
-                                 " (only -9223372036854775808 may use it)")
+                raise self.error("an integer literal below 2**63", tok, " (only -9223372036854775808 may use it)")
             return nodes.Literal(tok.value, tok.pos)
         if kind in ("true", "false", "null"):
             self.advance()
@@ -228,8 +240,10 @@ class _Parser:
             items.append(self.expr())
             if len(items) > MAX_LIST_ITEMS:
                 raise ExpressionError(
-                    f"expected at most {MAX_LIST_ITEMS} list elements at position {start.pos}, "
-                    f"found more", expression=self.source, position=start.pos)
+                    f"expected at most {MAX_LIST_ITEMS} list elements at position {start.pos}, found more",
+                    expression=self.source,
+                    position=start.pos,
+                )
             if self.peek().kind != ",":
                 break
             self.advance()
@@ -243,16 +257,20 @@ class _Parser:
         args = self.arguments()
         if len(args) != 1:
             raise ExpressionError(
-                f"expected exactly 1 argument to has() at position {tok.pos}, "
-                f"found {len(args)}", expression=self.source, position=tok.pos)
+                f"expected exactly 1 argument to has() at position {tok.pos}, found {len(args)}",
+                expression=self.source,
+                position=tok.pos,
+            )
         arg = args[0]
         if isinstance(arg, nodes.Select):
             return nodes.Has(arg.operand, arg.field, tok.pos)
         if isinstance(arg, nodes.Ident):
             return nodes.Has(None, arg.name, tok.pos)
         raise ExpressionError(
-            f"expected a field selection like has(a.b) at position {arg.pos}, "
-            f"found {type(arg).__name__.lower()}", expression=self.source, position=arg.pos)
+            f"expected a field selection like has(a.b) at position {arg.pos}, found {type(arg).__name__.lower()}",
+            expression=self.source,
+            position=arg.pos,
+        )
 
 
 def _logical(op: str, left: nodes.Node, right: nodes.Node, pos: int) -> nodes.Logical:

@@ -4,6 +4,8 @@
 * :func:`compare_path` -- ``data.x >= 120`` as one closure with the lookup inlined.
 * :func:`member_of_set` -- ``x in ['a', 'b']`` as a frozenset lookup.
 * :func:`logical_chain` -- ``a && b && c`` as one closure over a tuple.
+* :func:`has_field` -- ``has(data.x)`` without building any error.
+* :func:`string_test` -- ``s.startsWith('lit')`` and friends with a literal argument.
 
 Each must behave exactly like the generic forms in :mod:`runtime.expr.values`; the
 oracle tests check that.
@@ -11,9 +13,10 @@ oracle tests check that.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
-from runtime.expr.values import EvalError, equals, path_error, type_name
+from runtime.expr.values import EvalError, PathError, equals, type_name
 
 Fn = Callable[[object], object]
 
@@ -29,7 +32,7 @@ def path_getter(path: tuple[str, ...]) -> Fn:
             try:
                 return ctx[a]  # type: ignore[index]
             except Exception:
-                raise path_error(ctx, path) from None
+                raise PathError(ctx, path) from None
 
         return get1
     if len(path) == 2:
@@ -39,7 +42,7 @@ def path_getter(path: tuple[str, ...]) -> Fn:
             try:
                 return ctx[a][b]  # type: ignore[index]
             except Exception:
-                raise path_error(ctx, path) from None
+                raise PathError(ctx, path) from None
 
         return get2
 
@@ -50,7 +53,7 @@ def path_getter(path: tuple[str, ...]) -> Fn:
                 value = value[key]  # type: ignore[index]
             return value
         except Exception:
-            raise path_error(ctx, path) from None
+            raise PathError(ctx, path) from None
 
     return get_n
 
@@ -65,126 +68,87 @@ def _order_error(value: object, symbol: str, literal: object) -> EvalError:
     return EvalError(f"cannot compare {type_name(value)} {symbol} {type_name(literal)}")
 
 
+_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
 def compare_path(path: tuple[str, ...], op: str, lit: object) -> Fn:
-    """``path op lit`` for a scalar literal (not null for ordering), lookup inlined."""
+    """``path op lit`` for a scalar literal (never null for ordering), lookup inlined.
+
+    Equality is true only for a value of the literal's kind (numbers count as one kind,
+    bool is its own) that is equal; ordering raises unless the value is of that kind.
+    """
     kinds = _kinds(lit)
+    if op in ("==", "!="):
+        return _equality(path, lit, kinds, want=op == "==")
+    compare = _ORDER[op]
+    if len(path) == 1:
+        (a,) = path
+
+        def order1(ctx: object) -> bool:
+            try:
+                v = ctx[a]  # type: ignore[index]
+            except Exception:
+                raise PathError(ctx, path) from None
+            if v.__class__ in kinds:
+                return compare(v, lit)  # type: ignore[no-any-return]
+            raise _order_error(v, op, lit)
+
+        return order1
     if len(path) == 2:
         a, b = path
-    else:
-        getter = path_getter(path)
-        a, b = "", ""
 
-    if op in ("==", "!="):
-        want = op == "=="
-        if len(path) == 2:
+        def order2(ctx: object) -> bool:
+            try:
+                v = ctx[a][b]  # type: ignore[index]
+            except Exception:
+                raise PathError(ctx, path) from None
+            if v.__class__ in kinds:
+                return compare(v, lit)  # type: ignore[no-any-return]
+            raise _order_error(v, op, lit)
 
-            def eq2(ctx: object) -> bool:
-                try:
-                    v = ctx[a][b]  # type: ignore[index]
-                except Exception:
-                    raise path_error(ctx, path) from None
-                return (v.__class__ in kinds and v == lit) is want
+        return order2
+    get = path_getter(path)
 
-            return eq2
+    def order_n(ctx: object) -> bool:
+        v = get(ctx)
+        if v.__class__ in kinds:
+            return compare(v, lit)  # type: ignore[no-any-return]
+        raise _order_error(v, op, lit)
 
-        def eq_n(ctx: object) -> bool:
-            v = getter(ctx)
+    return order_n
+
+
+def _equality(path: tuple[str, ...], lit: object, kinds: frozenset[type], *, want: bool) -> Fn:
+    if len(path) == 1:
+        (a,) = path
+
+        def eq1(ctx: object) -> bool:
+            try:
+                v = ctx[a]  # type: ignore[index]
+            except Exception:
+                raise PathError(ctx, path) from None
             return (v.__class__ in kinds and v == lit) is want
 
-        return eq_n
-
+        return eq1
     if len(path) == 2:
-        get = None
-    else:
-        get = getter
-    return _ORDER_FACTORIES[op](a, b, get, path, kinds, lit)
+        a, b = path
 
-
-def _lt(a: str, b: str, get: Fn | None, path: tuple[str, ...], kinds: frozenset[type],
-        lit: object) -> Fn:
-    if get is None:
-        def lt2(ctx: object) -> bool:
+        def eq2(ctx: object) -> bool:
             try:
                 v = ctx[a][b]  # type: ignore[index]
             except Exception:
-                raise path_error(ctx, path) from None
-            if v.__class__ in kinds:
-                return v < lit  # type: ignore[operator]
-            raise _order_error(v, "<", lit)
-        return lt2
+                raise PathError(ctx, path) from None
+            return (v.__class__ in kinds and v == lit) is want
 
-    def lt_n(ctx: object) -> bool:
+        return eq2
+    get = path_getter(path)
+
+    def eq_n(ctx: object) -> bool:
         v = get(ctx)
-        if v.__class__ in kinds:
-            return v < lit  # type: ignore[operator]
-        raise _order_error(v, "<", lit)
-    return lt_n
+        return (v.__class__ in kinds and v == lit) is want
 
+    return eq_n
 
-def _le(a: str, b: str, get: Fn | None, path: tuple[str, ...], kinds: frozenset[type],
-        lit: object) -> Fn:
-    if get is None:
-        def le2(ctx: object) -> bool:
-            try:
-                v = ctx[a][b]  # type: ignore[index]
-            except Exception:
-                raise path_error(ctx, path) from None
-            if v.__class__ in kinds:
-                return v <= lit  # type: ignore[operator]
-            raise _order_error(v, "<=", lit)
-        return le2
-
-    def le_n(ctx: object) -> bool:
-        v = get(ctx)
-        if v.__class__ in kinds:
-            return v <= lit  # type: ignore[operator]
-        raise _order_error(v, "<=", lit)
-    return le_n
-
-
-def _gt(a: str, b: str, get: Fn | None, path: tuple[str, ...], kinds: frozenset[type],
-        lit: object) -> Fn:
-    if get is None:
-        def gt2(ctx: object) -> bool:
-            try:
-                v = ctx[a][b]  # type: ignore[index]
-            except Exception:
-                raise path_error(ctx, path) from None
-            if v.__class__ in kinds:
-                return v > lit  # type: ignore[operator]
-            raise _order_error(v, ">", lit)
-        return gt2
-
-    def gt_n(ctx: object) -> bool:
-        v = get(ctx)
-        if v.__class__ in kinds:
-            return v > lit  # type: ignore[operator]
-        raise _order_error(v, ">", lit)
-    return gt_n
-
-
-def _ge(a: str, b: str, get: Fn | None, path: tuple[str, ...], kinds: frozenset[type],
-        lit: object) -> Fn:
-    if get is None:
-        def ge2(ctx: object) -> bool:
-            try:
-                v = ctx[a][b]  # type: ignore[index]
-            except Exception:
-                raise path_error(ctx, path) from None
-            if v.__class__ in kinds:
-                return v >= lit  # type: ignore[operator]
-            raise _order_error(v, ">=", lit)
-        return ge2
-
-    def ge_n(ctx: object) -> bool:
-        v = get(ctx)
-        if v.__class__ in kinds:
-            return v >= lit  # type: ignore[operator]
-        raise _order_error(v, ">=", lit)
-    return ge_n
-
-
-_ORDER_FACTORIES = {"<": _lt, "<=": _le, ">": _gt, ">=": _ge}
 
 #: How an operator reads with its operands swapped: ``5 < x`` is ``x > 5``.
 FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -217,48 +181,109 @@ def member_of_set(operand: Fn, items: list[object] | tuple[object, ...]) -> Fn |
 def logical_chain(op: str, fns: tuple[Fn, ...], typed: bool) -> Fn:
     """An n-ary ``&&`` (``op='&&'``) or ``||`` with CEL's commutative error absorption.
 
-    Evaluation stops at the first deciding operand (``false`` for ``&&``, ``true`` for
-    ``||``). An error or non-bool operand is remembered and raised only if no later
-    operand decides. ``typed`` means every operand is known to yield a bool or raise.
+    The fast path evaluates left to right and stops at the first deciding operand
+    (``false`` for ``&&``, ``true`` for ``||``). If an operand raises or is not a bool,
+    the chain is re-run by :func:`_absorbing` (operands are pure, so re-running is safe):
+    a deciding operand anywhere wins, otherwise the first error is raised. ``typed``
+    means every operand is known to yield a bool or raise.
     """
-    decide = op == "&&"  # the value that is *not* deciding: && continues while True
-    stop = not decide
-
+    stop = op == "||"  # the deciding value
+    go_on = not stop
+    slow = _absorbing(op, fns)
     if typed and len(fns) == 2:
         first, second = fns
 
         def chain2(ctx: object) -> bool:
             try:
-                left = first(ctx)
-            except Exception as exc:
-                try:
-                    right = second(ctx)
-                except Exception:
-                    raise exc from None
-                if right is stop:
+                if first(ctx) is stop:
                     return stop
-                raise
-            if left is stop:
-                return stop
-            return second(ctx)  # type: ignore[return-value]
+                return second(ctx)  # type: ignore[return-value]
+            except Exception:
+                return slow(ctx)
 
         return chain2
 
     def chain(ctx: object) -> bool:
+        try:
+            for fn in fns:
+                value = fn(ctx)
+                if value is not go_on:
+                    if value is stop:
+                        return stop
+                    break  # not a bool: let the slow path sort it out
+            else:
+                return go_on
+        except Exception:
+            pass
+        return slow(ctx)
+
+    return chain
+
+
+def _absorbing(op: str, fns: tuple[Fn, ...]) -> Callable[[object], bool]:
+    stop = op == "||"
+    go_on = not stop
+
+    def absorbing(ctx: object) -> bool:
         error: Exception | None = None
         for fn in fns:
             try:
                 value = fn(ctx)
             except Exception as exc:
-                if error is None:
-                    error = exc
+                error = error or exc
                 continue
             if value is stop:
                 return stop
-            if value is not decide and error is None:
-                error = EvalError(f"'{op}' expects bool operands, got {type_name(value)}")
+            if value is not go_on:
+                error = error or EvalError(f"'{op}' expects bool operands, got {type_name(value)}")
         if error is not None:
             raise error
-        return decide
+        return go_on
 
-    return chain
+    return absorbing
+
+
+def has_field(path: tuple[str, ...], name: str) -> Fn:
+    """``has(path.name)``: true iff ``path`` reads to a map holding key ``name``."""
+    if len(path) == 1:
+        (a,) = path
+
+        def has1(ctx: object) -> bool:
+            try:
+                obj = ctx[a]  # type: ignore[index]
+            except Exception:
+                return False
+            return isinstance(obj, dict) and name in obj
+
+        return has1
+
+    def has_n(ctx: object) -> bool:
+        try:
+            obj = ctx
+            for key in path:
+                obj = obj[key]  # type: ignore[index]
+        except Exception:
+            return False
+        return isinstance(obj, dict) and name in obj
+
+    return has_n
+
+
+_STRING_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "startsWith": str.startswith,
+    "endsWith": str.endswith,
+    "contains": str.__contains__,
+}
+
+
+def string_test(name: str, operand: Fn, lit: str) -> Fn:
+    """``operand.name(lit)`` for startsWith/endsWith/contains with a literal string."""
+    test = _STRING_TESTS[name]
+
+    def string_test(ctx: object) -> bool:
+        v = operand(ctx)
+        if v.__class__ is str:
+            return test(v, lit)  # type: ignore[arg-type]
+        raise EvalError(f"{name}() expects a string, got {type_name(v)}")
+
+    return string_test

@@ -281,14 +281,23 @@ def select(obj: object, field: str) -> object:
     raise EvalError(f"cannot select {field!r} from {type_name(obj)}")
 
 
-def path_error(ctx: object, path: tuple[str, ...]) -> EvalError:
-    """Explain why looking ``path`` up in ``ctx`` failed (slow path, errors only)."""
-    current = ctx
-    for i, key in enumerate(path):
-        where = ".".join(path[:i]) or "the context"
-        if not isinstance(current, Mapping):
-            return EvalError(f"cannot select {key!r} from {type_name(current)} {where}")
-        if key not in current:
-            return EvalError(f"no such key {key!r} in {where}")
-        current = current[key]
-    return EvalError(f"cannot read {'.'.join(path)}")
+class PathError(EvalError):
+    """A context path could not be read. The message is built only when asked for, so a
+    predicate over events that lack the field stays cheap."""
+
+    def __init__(self, ctx: object, path: tuple[str, ...]) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.path = path
+
+    def __str__(self) -> str:
+        current = self.ctx
+        path = self.path
+        for i, key in enumerate(path):
+            where = ".".join(path[:i]) or "the context"
+            if not isinstance(current, Mapping):
+                return f"cannot select {key!r} from {type_name(current)} {where}"
+            if key not in current:
+                return f"no such key {key!r} in {where}"
+            current = current[key]
+        return f"cannot read {'.'.join(path)}"

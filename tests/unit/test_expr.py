@@ -312,7 +312,7 @@ def test_predicate_true_only_for_true() -> None:
 def test_runtime_error_messages_name_the_problem() -> None:
     with pytest.raises(EvalError, match="no such key 'missing' in data"):
         compile_expr("data.missing == 1")(CTX)
-    with pytest.raises(EvalError, match="cannot select 'x' from string data.site"):
+    with pytest.raises(EvalError, match=r"cannot select .x. from string data\.site"):
         compile_expr("data.site.x")(CTX)
     with pytest.raises(EvalError, match="cannot compare string < int"):
         compile_expr("data.site < 5")(CTX)
@@ -609,8 +609,15 @@ def test_constant_folding_keeps_runtime_errors() -> None:
 
 def test_fn_raises_only_eval_error_on_exotic_values() -> None:
     weird = {"data": {"x": object(), "y": {1, 2}, "b": b"bytes"}}
-    for source in ["data.x < 1", "data.x + 1", "size(data.x)", "data.y[0]", "data.b.x",
-                   "data.x in data.y", "data.b < 'a'"]:
+    for source in [
+        "data.x < 1",
+        "data.x + 1",
+        "size(data.x)",
+        "data.y[0]",
+        "data.b.x",
+        "data.x in data.y",
+        "data.b < 'a'",
+    ]:
         with pytest.raises(EvalError):
             compile_expr(source)(weird)
         assert compile_expr(source).predicate(weird) is False

@@ -187,7 +187,7 @@ def attempt(tree: Tree, ctx: dict[str, Any]) -> Any:
         return exc
 
 
-def oracle(tree: Tree, ctx: dict[str, Any]) -> Any:  # noqa: C901, PLR0911, PLR0912
+def oracle(tree: Tree, ctx: dict[str, Any]) -> Any:
     kind = tree[0]
     if kind == "lit":
         return tree[1]
@@ -249,8 +249,22 @@ def oracle(tree: Tree, ctx: dict[str, Any]) -> Any:  # noqa: C901, PLR0911, PLR0
 
 # -- rendering -----------------------------------------------------------------------------
 
-PREC = {"||": 1, "&&": 2, "==": 3, "!=": 3, "<": 3, "<=": 3, ">": 3, ">=": 3, "in": 3,
-        "+": 4, "-": 4, "*": 5, "/": 5, "%": 5}
+PREC = {
+    "||": 1,
+    "&&": 2,
+    "==": 3,
+    "!=": 3,
+    "<": 3,
+    "<=": 3,
+    ">": 3,
+    ">=": 3,
+    "in": 3,
+    "+": 4,
+    "-": 4,
+    "*": 5,
+    "/": 5,
+    "%": 5,
+}
 
 
 def render_literal(value: Any, quote: str = "'") -> tuple[str, int]:
@@ -278,7 +292,7 @@ def _wrap(tree: Tree, need: int, full: bool) -> str:
     return f"({text})" if prec < need or (full and prec < 7) else text
 
 
-def _render(tree: Tree, full: bool) -> tuple[str, int]:  # noqa: PLR0911
+def _render(tree: Tree, full: bool) -> tuple[str, int]:
     kind = tree[0]
     if kind == "lit":
         return render_literal(tree[1], tree[2] if len(tree) > 2 else "'")
@@ -297,8 +311,7 @@ def _render(tree: Tree, full: bool) -> tuple[str, int]:  # noqa: PLR0911
     if kind == "un":
         return tree[1] + " " + _wrap(tree[2], 6, full), 6
     if kind == "cond":
-        return (_wrap(tree[1], 1, full) + " ? " + _wrap(tree[2], 1, full) + " : "
-                + _wrap(tree[3], 0, full)), 0
+        return (_wrap(tree[1], 1, full) + " ? " + _wrap(tree[2], 1, full) + " : " + _wrap(tree[3], 0, full)), 0
     if kind == "call":
         name, args, receiver = tree[1], tree[2], tree[3]
         if receiver:
@@ -342,21 +355,26 @@ BINARY_FNS = ["startsWith", "endsWith", "contains"]
 def _extend(children: st.SearchStrategy[Tree]) -> st.SearchStrategy[Tree]:
     return st.one_of(
         st.tuples(st.just("un"), st.sampled_from(["!", "-"]), children),
-        st.tuples(st.just("bin"), st.sampled_from(list(PREC.keys() - {"&&", "||"})),
-                  children, children),
+        st.tuples(st.just("bin"), st.sampled_from(list(PREC.keys() - {"&&", "||"})), children, children),
         st.tuples(st.sampled_from(["&&", "||"]), children, children),
         st.tuples(st.just("cond"), children, children, children),
         st.tuples(st.just("list"), st.lists(children, max_size=3).map(tuple)),
         st.tuples(st.just("index"), children, children),
         st.tuples(st.just("sel"), children, st.sampled_from(KEYS)),
         st.tuples(st.just("call"), st.sampled_from(UNARY_FNS), st.tuples(children), st.booleans()),
-        st.tuples(st.just("call"), st.sampled_from(BINARY_FNS), st.tuples(children, children),
-                  st.booleans()),
-        st.tuples(st.just("call"), st.sampled_from(["min", "max"]),
-                  st.lists(children, min_size=1, max_size=3).map(tuple), st.booleans()),
-        st.tuples(st.just("call"), st.just("matches"),
-                  st.tuples(children, st.sampled_from(PATTERNS).map(lambda p: ("lit", p))),
-                  st.booleans()),
+        st.tuples(st.just("call"), st.sampled_from(BINARY_FNS), st.tuples(children, children), st.booleans()),
+        st.tuples(
+            st.just("call"),
+            st.sampled_from(["min", "max"]),
+            st.lists(children, min_size=1, max_size=3).map(tuple),
+            st.booleans(),
+        ),
+        st.tuples(
+            st.just("call"),
+            st.just("matches"),
+            st.tuples(children, st.sampled_from(PATTERNS).map(lambda p: ("lit", p))),
+            st.booleans(),
+        ),
     )
 
 
@@ -367,15 +385,20 @@ trees = st.recursive(leaves, _extend, max_leaves=10)
 # mostly follow one schema (int i, float f, string s, bool t, list l, map m, null n, and
 # the same again under data.*), so that values, not just errors, get compared.
 
-SCHEMA = {"i": INTS, "f": FLOATS, "s": TEXT, "t": st.booleans(), "n": st.none(),
-          "l": st.lists(st.one_of(INTS, TEXT), max_size=3),
-          "m": st.dictionaries(st.sampled_from(KEYS), st.one_of(INTS, TEXT), max_size=3)}
+SCHEMA = {
+    "i": INTS,
+    "f": FLOATS,
+    "s": TEXT,
+    "t": st.booleans(),
+    "n": st.none(),
+    "l": st.lists(st.one_of(INTS, TEXT), max_size=3),
+    "m": st.dictionaries(st.sampled_from(KEYS), st.one_of(INTS, TEXT), max_size=3),
+}
 
 
 def _slot(name: str) -> st.SearchStrategy[Any]:
     """Mostly the schema's type; sometimes any value; sometimes absent (None -> dropped)."""
-    return st.one_of(SCHEMA[name], SCHEMA[name], SCHEMA[name], SCHEMA[name], values,
-                     st.just(_ABSENT))
+    return st.one_of(SCHEMA[name], SCHEMA[name], SCHEMA[name], SCHEMA[name], values, st.just(_ABSENT))
 
 
 _ABSENT = object()
@@ -404,20 +427,22 @@ def _lit(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Tree]:
 _CACHE: dict[tuple[str, int], st.SearchStrategy[Tree]] = {}
 
 
-def typed(kind: str, depth: int) -> st.SearchStrategy[Tree]:  # noqa: C901
+def typed(kind: str, depth: int) -> st.SearchStrategy[Tree]:
     """An expression of ``kind`` (int, num, str, bool, list, any) nested up to ``depth``."""
     key = (kind, depth)
     if key in _CACHE:
         return _CACHE[key]
     leaves: dict[str, st.SearchStrategy[Tree]] = {
         "int": st.one_of(_lit(INTS), _typed_path("i")),
-        "num": st.one_of(_lit(INTS), _lit(FLOATS.filter(math.isfinite)), _typed_path("i"),
-                         _typed_path("f")),
+        "num": st.one_of(_lit(INTS), _lit(FLOATS.filter(math.isfinite)), _typed_path("i"), _typed_path("f")),
         "str": st.one_of(_lit(TEXT), _typed_path("s")),
         "bool": st.one_of(_lit(st.booleans()), _typed_path("t"), has_nodes),
-        "list": st.one_of(_typed_path("l"),
-                          st.lists(_lit(st.one_of(INTS, TEXT, st.booleans(), st.none())),
-                                   max_size=4).map(lambda items: ("list", tuple(items)))),
+        "list": st.one_of(
+            _typed_path("l"),
+            st.lists(_lit(st.one_of(INTS, TEXT, st.booleans(), st.none())), max_size=4).map(
+                lambda items: ("list", tuple(items))
+            ),
+        ),
     }
     leaves["any"] = st.one_of(*leaves.values(), _typed_path("m"), _typed_path("n"))
     if depth == 0:
@@ -435,32 +460,53 @@ def typed(kind: str, depth: int) -> st.SearchStrategy[Tree]:  # noqa: C901
 
     cond = st.tuples(st.just("cond"), sub("bool"), sub(kind), sub(kind))
     compound: dict[str, list[st.SearchStrategy[Tree]]] = {
-        "int": [binop(["+", "-", "*", "/", "%"], "int", "int"),
-                st.tuples(st.just("un"), st.just("-"), sub("int")),
-                call("size", sub("str")), call("size", sub("list")), call("int", sub("num")),
-                call("abs", sub("int")), call("min", sub("int"), sub("int")),
-                st.tuples(st.just("index"), sub("list"), _lit(st.integers(0, 2)))],
-        "num": [binop(["+", "-", "*", "/"], "num", "num"), call("double", sub("int")),
-                call("max", sub("num"), sub("num"), sub("num")), sub("int")],
-        "str": [binop(["+"], "str", "str"), call("lower", sub("str")),
-                call("upper", sub("str")), call("string", sub("num"))],
-        "bool": [binop(["<", "<=", ">", ">=", "==", "!="], "num", "num"),
-                 binop(["<", "<=", ">", ">=", "==", "!="], "str", "str"),
-                 binop(["==", "!="], "any", "any"),
-                 binop(["in"], "any", "list"), binop(["in"], "str", "str"),
-                 binop(["in"], "str", "any"),
-                 st.tuples(st.just("un"), st.just("!"), sub("bool")),
-                 st.tuples(st.sampled_from(["&&", "||"]), sub("bool"), sub("bool")),
-                 st.tuples(st.sampled_from(["&&", "||"]), sub("bool"), sub("any")),
-                 call("startsWith", sub("str"), sub("str")),
-                 call("endsWith", sub("str"), sub("str")),
-                 call("contains", sub("str"), sub("str")),
-                 call("matches", sub("str"), st.sampled_from(PATTERNS).map(lambda p: ("lit", p)))],
-        "list": [binop(["+"], "list", "list"),
-                 st.tuples(st.just("list"), st.lists(sub("any"), max_size=3).map(tuple))],
-        "any": [sub("int"), sub("num"), sub("str"), sub("bool"), sub("list"),
-                st.tuples(st.just("sel"), sub("any"), st.sampled_from(KEYS)),
-                st.tuples(st.just("index"), sub("any"), sub("any"))],
+        "int": [
+            binop(["+", "-", "*", "/", "%"], "int", "int"),
+            st.tuples(st.just("un"), st.just("-"), sub("int")),
+            call("size", sub("str")),
+            call("size", sub("list")),
+            call("int", sub("num")),
+            call("abs", sub("int")),
+            call("min", sub("int"), sub("int")),
+            st.tuples(st.just("index"), sub("list"), _lit(st.integers(0, 2))),
+        ],
+        "num": [
+            binop(["+", "-", "*", "/"], "num", "num"),
+            call("double", sub("int")),
+            call("max", sub("num"), sub("num"), sub("num")),
+            sub("int"),
+        ],
+        "str": [
+            binop(["+"], "str", "str"),
+            call("lower", sub("str")),
+            call("upper", sub("str")),
+            call("string", sub("num")),
+        ],
+        "bool": [
+            binop(["<", "<=", ">", ">=", "==", "!="], "num", "num"),
+            binop(["<", "<=", ">", ">=", "==", "!="], "str", "str"),
+            binop(["==", "!="], "any", "any"),
+            binop(["in"], "any", "list"),
+            binop(["in"], "str", "str"),
+            binop(["in"], "str", "any"),
+            st.tuples(st.just("un"), st.just("!"), sub("bool")),
+            st.tuples(st.sampled_from(["&&", "||"]), sub("bool"), sub("bool")),
+            st.tuples(st.sampled_from(["&&", "||"]), sub("bool"), sub("any")),
+            call("startsWith", sub("str"), sub("str")),
+            call("endsWith", sub("str"), sub("str")),
+            call("contains", sub("str"), sub("str")),
+            call("matches", sub("str"), st.sampled_from(PATTERNS).map(lambda p: ("lit", p))),
+        ],
+        "list": [binop(["+"], "list", "list"), st.tuples(st.just("list"), st.lists(sub("any"), max_size=3).map(tuple))],
+        "any": [
+            sub("int"),
+            sub("num"),
+            sub("str"),
+            sub("bool"),
+            sub("list"),
+            st.tuples(st.just("sel"), sub("any"), st.sampled_from(KEYS)),
+            st.tuples(st.just("index"), sub("any"), sub("any")),
+        ],
     }
     strategy = st.one_of(leaves[kind], cond, *compound[kind])
     _CACHE[key] = strategy
@@ -498,7 +544,8 @@ def check(tree: Tree, ctx: dict[str, Any], full: bool) -> None:
         got = exc
     if isinstance(expected, Err) or isinstance(got, EvalError):
         assert isinstance(expected, Err) and isinstance(got, EvalError), (
-            f"{source!r} on {ctx!r}: compiled {got!r}, oracle {expected!r}")
+            f"{source!r} on {ctx!r}: compiled {got!r}, oracle {expected!r}"
+        )
     else:
         assert same(got, expected), f"{source!r} on {ctx!r}: compiled {got!r}, oracle {expected!r}"
     assert expr.predicate(ctx) is (expected is True), source
@@ -518,15 +565,16 @@ def test_fully_parenthesized_agrees_with_oracle(tree: Tree, ctx: dict[str, Any])
 
 # Shapes the compiler specializes, generated densely: path OP literal, && / || chains,
 # and `in` against literal lists.
-_cmp = st.tuples(st.just("bin"), st.sampled_from(["==", "!=", "<", "<=", ">", ">="]),
-                 paths, literals)
-_cmp_flipped = st.tuples(st.just("bin"), st.sampled_from(["==", "!=", "<", "<=", ">", ">="]),
-                         literals, paths)
-_in_list = st.tuples(st.just("bin"), st.just("in"), st.one_of(paths, literals),
-                     st.tuples(st.just("list"), st.lists(literals, max_size=4).map(tuple)))
+_cmp = st.tuples(st.just("bin"), st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), paths, literals)
+_cmp_flipped = st.tuples(st.just("bin"), st.sampled_from(["==", "!=", "<", "<=", ">", ">="]), literals, paths)
+_in_list = st.tuples(
+    st.just("bin"),
+    st.just("in"),
+    st.one_of(paths, literals),
+    st.tuples(st.just("list"), st.lists(literals, max_size=4).map(tuple)),
+)
 _hot = st.one_of(_cmp, _cmp_flipped, _in_list, has_nodes, paths)
-hot_trees = st.recursive(_hot, lambda c: st.tuples(st.sampled_from(["&&", "||"]), c, c),
-                         max_leaves=6)
+hot_trees = st.recursive(_hot, lambda c: st.tuples(st.sampled_from(["&&", "||"]), c, c), max_leaves=6)
 
 
 @settings(max_examples=1500, deadline=None)
@@ -536,8 +584,11 @@ def test_specialized_shapes_agree_with_oracle(tree: Tree, ctx: dict[str, Any]) -
 
 
 def test_oracle_renderer_smoke() -> None:
-    tree: Tree = ("&&", ("bin", "==", ("path", ("data", "a")), ("lit", "x")),
-                  ("bin", ">=", ("path", ("data", "b")), ("lit", 120)))
+    tree: Tree = (
+        "&&",
+        ("bin", "==", ("path", ("data", "a")), ("lit", "x")),
+        ("bin", ">=", ("path", ("data", "b")), ("lit", 120)),
+    )
     assert render(tree) == "data.a == 'x' && data.b >= 120"
     ctx = {"data": {"a": "x", "b": 300}}
     assert oracle(tree, ctx) is True
@@ -545,8 +596,7 @@ def test_oracle_renderer_smoke() -> None:
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(tree=st.sampled_from(["bool", "any", "int", "num", "str"]).flatmap(lambda k: typed(k, 3)),
-       ctx=schema_contexts())
+@given(tree=st.sampled_from(["bool", "any", "int", "num", "str"]).flatmap(lambda k: typed(k, 3)), ctx=schema_contexts())
 def test_typed_expressions_agree_with_oracle(tree: Tree, ctx: dict[str, Any]) -> None:
     check(tree, ctx, full=False)
 
@@ -556,13 +606,15 @@ _ARITH = ["+", "-", "*", "/", "%"]
 _RELATIONS = ["<", "<=", ">", ">=", "==", "!="]
 focused_trees = st.one_of(
     st.tuples(st.just("bin"), st.sampled_from(_ARITH), typed("int", 1), typed("int", 1)),
-    st.tuples(st.just("bin"), st.sampled_from(_ARITH + _RELATIONS), typed("num", 1),
-              typed("num", 1)),
+    st.tuples(st.just("bin"), st.sampled_from(_ARITH + _RELATIONS), typed("num", 1), typed("num", 1)),
     st.tuples(st.just("bin"), st.just("in"), typed("any", 1), typed("list", 1)),
-    st.tuples(st.just("bin"), st.sampled_from(["==", "!=", "in"]), typed("any", 1),
-              typed("any", 1)),
-    st.tuples(st.just("call"), st.sampled_from(["min", "max"]),
-              st.lists(typed("any", 0), min_size=1, max_size=3).map(tuple), st.booleans()),
+    st.tuples(st.just("bin"), st.sampled_from(["==", "!=", "in"]), typed("any", 1), typed("any", 1)),
+    st.tuples(
+        st.just("call"),
+        st.sampled_from(["min", "max"]),
+        st.lists(typed("any", 0), min_size=1, max_size=3).map(tuple),
+        st.booleans(),
+    ),
 )
 
 

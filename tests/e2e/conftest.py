@@ -1,0 +1,75 @@
+"""A real local Ray for the session, and a whole ESP (embedded Redis, partition actors, the
+Serve app on a free loopback port) per test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+from ray import serve
+
+from actors.platform import NAMESPACE, Platform
+from runtime.client import EspClient
+from runtime.redis_server import free_port
+from runtime.settings import EspSettings
+
+SOURCE_KEY = "e2e-source-key-0123456789"
+METRICS_PORT = free_port()
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+        _metrics_export_port=METRICS_PORT,
+    )
+    yield
+    ray.shutdown()
+
+
+def make_platform(tmp: Path, **overrides: object) -> Platform:
+    settings = EspSettings(
+        state_dir=tmp,
+        redis_port=free_port(),
+        http_port=free_port(),
+        metrics_export_port=METRICS_PORT,
+        partitions=16,
+        actors=2,
+        checkpoint_interval_s=1.0,
+        visibility_timeout_s=2.0,
+        **overrides,
+    )
+    platform = Platform(settings)
+    platform.start_redis()
+    platform.deploy(detached=False)
+    return platform
+
+
+def stop_platform(platform: Platform) -> None:
+    try:
+        platform.undeploy()
+        serve.shutdown()
+    finally:
+        platform.actors = []
+        if platform.redis_server:
+            platform.redis_server.stop()
+
+
+@pytest.fixture(scope="module")
+def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    platform = make_platform(tmp_path_factory.mktemp("esp"))
+    with EspClient(platform.base_url) as admin:
+        admin.put_config({"kind": "source", "name": "e2e", "api_key": SOURCE_KEY})
+    yield platform
+    stop_platform(platform)
+
+
+@pytest.fixture
+def client(platform: Platform) -> Iterator[EspClient]:
+    with EspClient(platform.base_url, key=SOURCE_KEY) as c:
+        yield c

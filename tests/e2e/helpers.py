@@ -1,0 +1,38 @@
+"""Small helpers for end-to-end tests: event factories and reading a subscription."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runtime.client import EspClient
+
+T0 = 1_790_000_000_000
+
+
+def event(i: int, kind: str, *, customer: str | None = None, prefix: str = "e", **data: Any) -> dict[str, Any]:
+    return {"id": f"{prefix}{i}", "type": kind, "time": T0 + i, "subject": customer or f"c{i % 97}", "data": data}
+
+
+def every_event_rule(name: str, kind: str) -> dict[str, Any]:
+    """A rule that fires once per event of ``kind``: outputs map one to one onto inputs."""
+    return {"kind": "rule", "name": name, "when": {"event": kind}, "then": [{"emit": name}]}
+
+
+def read_exactly(client: EspClient, subscription: str, expected: int, *, timeout_s: float = 90.0,
+                 settle_s: float = 2.0) -> list[dict[str, Any]]:
+    """Pull and ack until ``expected`` events arrived, then keep pulling ``settle_s`` longer so that
+    extra (duplicate) deliveries would be seen too."""
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    settle_until = None
+    while time.monotonic() < deadline:
+        got = client.pull(subscription, max_events=5000, wait_s=0.5)["events"]
+        if got:
+            events += got
+            client.ack(subscription, [e["ack_id"] for e in got])
+        if len(events) >= expected and settle_until is None:
+            settle_until = time.monotonic() + settle_s
+        if settle_until is not None and time.monotonic() >= settle_until:
+            break
+    return events
