@@ -56,6 +56,9 @@ class Expr:
 
 
 def _make_predicate(fn: Callable[[Context], object]) -> Callable[[Context], bool]:
+    """``fn(ctx) is True``, with any exception meaning False. ``fn`` is the root's probe
+    (tri-state, never raising in practice) when it has one, else its value closure."""
+
     def predicate(ctx: Context) -> bool:
         try:
             return fn(ctx) is True
@@ -76,9 +79,10 @@ def compile_expr(source: str, *, max_length: int = 2000, max_depth: int = 32) ->
     try:
         tree = parse(source, max_length=max_length, max_depth=max_depth)
         compiler = Compiler(source)
-        fn = compiler.compile(tree).fn
+        root = compiler.compile(tree)
     except RecursionError:  # only reachable with a very large max_depth
         raise ExpressionError(
             f"expected at most {max_depth} levels of nesting, found more than Python can parse", expression=source[:200]
         ) from None
-    return Expr(source, fn, frozenset(compiler.fields), _make_predicate(fn))
+    fn = root.fn
+    return Expr(source, fn, frozenset(compiler.fields), _make_predicate(root.probe or fn))  # type: ignore[arg-type]

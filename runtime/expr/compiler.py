@@ -21,6 +21,7 @@ from runtime.expr import nodes, specialize, values
 from runtime.expr.functions import FUNCTIONS, compile_pattern, make_matcher
 
 Fn = Callable[[object], object]
+Probe = specialize.Probe
 
 _NO_CONST = object()
 _BOOL_OPS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in"})
@@ -32,12 +33,15 @@ class Compiled:
     """One compiled sub-expression.
 
     ``const`` is the folded value (or the private no-constant marker); ``boolean`` says
-    the closure always yields a bool or raises, which lets ``&&``/``||`` skip a check.
+    the closure always yields a bool or raises. ``probe``, when set, is the non-raising
+    tri-state form (True / False / None for error) of a boolean node, see
+    :mod:`runtime.expr.specialize`.
     """
 
     fn: Fn
     const: object = _NO_CONST
     boolean: bool = False
+    probe: Probe | None = None
 
     @property
     def is_const(self) -> bool:
@@ -45,7 +49,14 @@ class Compiled:
 
 
 def _constant(value: object) -> Compiled:
-    return Compiled(lambda ctx: value, value, value.__class__ is bool)
+    fn: Fn = lambda ctx: value  # noqa: E731
+    is_bool = value.__class__ is bool
+    return Compiled(fn, value, is_bool, fn if is_bool else None)  # type: ignore[arg-type]
+
+
+def _probed(probe: Probe, slow: Fn) -> Compiled:
+    """A boolean node whose fast form is ``probe``; ``slow`` explains its errors."""
+    return Compiled(specialize.raising(probe, slow), boolean=True, probe=probe)
 
 
 def _path(node: nodes.Node) -> tuple[str, ...] | None:
@@ -145,21 +156,20 @@ class Compiler:
         name = node.field
         if node.operand is None:
             self._record((name,))
-            return Compiled(lambda ctx: name in ctx, boolean=True)  # type: ignore[operator]
+            probe: Probe = lambda ctx: name in ctx  # type: ignore[operator]  # noqa: E731
+            return Compiled(probe, boolean=True, probe=probe)
         path = _path(node.operand)
         if path is not None:
             self._record((*path, name))
-            return Compiled(specialize.has_field(path, name), boolean=True)
-        get = self.compile(node.operand).fn
+            probe = specialize.has_field(path, name)
+            return Compiled(probe, boolean=True, probe=probe)
+        get = specialize.safe(self.compile(node.operand).fn)
 
         def has(ctx: object) -> bool:
-            try:
-                obj = get(ctx)
-            except Exception:
-                return False
+            obj = get(ctx)
             return isinstance(obj, dict) and name in obj
 
-        return Compiled(has, boolean=True)
+        return Compiled(has, boolean=True, probe=has)
 
     # -- operators -------------------------------------------------------------------------
 
@@ -167,6 +177,9 @@ class Compiler:
         operand = self.compile(node.operand)
         fn = operand.fn
         if node.op == "!":
+            if operand.probe is not None and not operand.is_const:
+                slow: Fn = lambda ctx: values.logical_not(fn(ctx))  # noqa: E731
+                return _probed(specialize.not_probe(operand.probe), slow)
             if operand.boolean:
                 result = Compiled(lambda ctx: not fn(ctx), boolean=True)
             else:
@@ -183,37 +196,17 @@ class Compiler:
             impl = values.BINARY_OPS[op]
             a, b = left.const, right.const
             return self._fold(Compiled(lambda ctx: impl(a, b), boolean=boolean), [left, right])
-        special = self._special_binary(node, left, right)
-        if special is not None:
-            return Compiled(special, boolean=boolean)
-        fl, fr = left.fn, right.fn
-        if op == "in":  # call contains(container, item) directly, without the swapping shim
-            contains = values.contains
-            if left.is_const:
-                c = left.const
-                return Compiled(lambda ctx: contains(fr(ctx), c), boolean=True)
-            if right.is_const:
-                c = right.const
-                return Compiled(lambda ctx: contains(c, fl(ctx)), boolean=True)
+        generic = Compiled(_generic_binary(op, left, right), boolean=boolean)
+        probe = self._probe_binary(node, left, right)
+        return generic if probe is None else _probed(probe, generic.fn)
 
-            def member(ctx: object) -> bool:
-                item = fl(ctx)
-                return contains(fr(ctx), item)
-
-            return Compiled(member, boolean=True)
-        impl = values.BINARY_OPS[op]
-        if right.is_const:
-            c = right.const
-            return Compiled(lambda ctx: impl(fl(ctx), c), boolean=boolean)
-        if left.is_const:
-            c = left.const
-            return Compiled(lambda ctx: impl(c, fr(ctx)), boolean=boolean)
-        return Compiled(lambda ctx: impl(fl(ctx), fr(ctx)), boolean=boolean)
-
-    def _special_binary(self, node: nodes.Binary, left: Compiled, right: Compiled) -> Fn | None:
+    def _probe_binary(self, node: nodes.Binary, left: Compiled, right: Compiled) -> Probe | None:
+        """A specialized probe for ``x in [literals]`` and ``path op literal``, if any."""
         op = node.op
         if op == "in" and right.is_const and right.const.__class__ is list:
-            return specialize.member_of_set(left.fn, right.const)  # type: ignore[arg-type]
+            return specialize.member_probe(self._safe(node.left, left), right.const)  # type: ignore[arg-type]
+        if op == "in" and left.is_const and (path := _path(node.right)) is not None:
+            return specialize.contains_probe(specialize.path_peek(path), left.const)
         if op not in specialize.FLIPPED:
             return None
         if right.is_const:
@@ -226,13 +219,18 @@ class Compiler:
             return None
         if lit is None and op not in ("==", "!="):
             return None
-        return specialize.compare_path(path, op, lit)
+        return specialize.compare_probe(path, op, lit)
+
+    def _safe(self, node: nodes.Node, compiled: Compiled) -> Fn:
+        """A getter for ``node`` that returns MISSING instead of raising."""
+        path = _path(node)
+        return specialize.path_peek(path) if path is not None else specialize.safe(compiled.fn)
 
     def _logical(self, node: nodes.Logical) -> Compiled:
         parts = [self.compile(item) for item in node.items]
-        typed = all(part.boolean for part in parts)
-        fn = specialize.logical_chain(node.op, tuple(part.fn for part in parts), typed)
-        return self._fold(Compiled(fn, boolean=True), parts)
+        probes = tuple(part.probe or specialize.as_probe(part.fn) for part in parts)
+        slow = specialize.absorbing_chain(node.op, tuple(part.fn for part in parts))
+        return self._fold(_probed(specialize.chain_probe(node.op, probes), slow), parts)
 
     def _cond(self, node: nodes.Cond) -> Compiled:
         cond, then, other = (self.compile(n) for n in (node.cond, node.then, node.otherwise))
@@ -276,7 +274,9 @@ class Compiler:
         fns = tuple(part.fn for part in parts)
         boolean = node.name in ("startsWith", "endsWith", "contains")
         if boolean and parts[1].is_const and parts[1].const.__class__ is str and not parts[0].is_const:
-            return Compiled(specialize.string_test(node.name, fns[0], parts[1].const), boolean=True)  # type: ignore[arg-type]
+            f1, c2 = fns[0], parts[1].const
+            probe = specialize.string_probe(node.name, self._safe(node.args[0], parts[0]), c2)  # type: ignore[arg-type]
+            return _probed(probe, lambda ctx: impl(f1(ctx), c2))
         if len(fns) == 1:
             (f1,) = fns
             result = Compiled(lambda ctx: impl(f1(ctx)), boolean=boolean)
@@ -305,4 +305,39 @@ class Compiler:
             ) from None
         part = self.compile(subject)
         matcher, fn = make_matcher(pattern), part.fn
-        return self._fold(Compiled(lambda ctx: matcher(fn(ctx)), boolean=True), [part])
+        if part.is_const:
+            return self._fold(Compiled(lambda ctx: matcher(fn(ctx)), boolean=True), [part])
+        get, search = self._safe(subject, part), pattern.search
+
+        def probe(ctx: object) -> bool | None:
+            v = get(ctx)
+            return search(v) is not None if v.__class__ is str else None  # type: ignore[arg-type]
+
+        return _probed(probe, lambda ctx: matcher(fn(ctx)))
+
+
+def _generic_binary(op: str, left: Compiled, right: Compiled) -> Fn:
+    """``left op right`` through the generic value rules of :mod:`runtime.expr.values`."""
+    fl, fr = left.fn, right.fn
+    if op == "in":  # contains(container, item), called directly
+        contains = values.contains
+        if left.is_const:
+            c = left.const
+            return lambda ctx: contains(fr(ctx), c)
+        if right.is_const:
+            c = right.const
+            return lambda ctx: contains(c, fl(ctx))
+
+        def member(ctx: object) -> bool:
+            item = fl(ctx)
+            return contains(fr(ctx), item)
+
+        return member
+    impl = values.BINARY_OPS[op]
+    if right.is_const:
+        c = right.const
+        return lambda ctx: impl(fl(ctx), c)
+    if left.is_const:
+        c = left.const
+        return lambda ctx: impl(c, fr(ctx))
+    return lambda ctx: impl(fl(ctx), fr(ctx))

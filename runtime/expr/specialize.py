@@ -1,14 +1,22 @@
 """Hand-specialized closures for the hot shapes of filter expressions.
 
-* :func:`path_getter` -- ``data.x`` as one closure doing ``ctx["data"]["x"]``.
-* :func:`compare_path` -- ``data.x >= 120`` as one closure with the lookup inlined.
-* :func:`member_of_set` -- ``x in ['a', 'b']`` as a frozenset lookup.
-* :func:`logical_chain` -- ``a && b && c`` as one closure over a tuple.
-* :func:`has_field` -- ``has(data.x)`` without building any error.
-* :func:`string_test` -- ``s.startsWith('lit')`` and friends with a literal argument.
+Two kinds of closure live here:
 
-Each must behave exactly like the generic forms in :mod:`runtime.expr.values`; the
-oracle tests check that.
+* getters: :func:`path_getter` reads ``ctx["data"]["x"]`` in one closure and raises
+  :class:`PathError` if it cannot; :func:`path_peek` returns :data:`MISSING` instead.
+* probes: boolean tests that return ``True``, ``False`` or ``None`` -- ``None`` meaning
+  "this would be a runtime error" -- and never raise. Raising in Python costs about a
+  microsecond, so filters over events that lack a field would be slow if errors were
+  exceptions. ``Expr.predicate`` and ``&&``/``||`` chains run on probes; the raising
+  ``fn`` of a probed node is :func:`raising`, which falls back to the generic closure
+  (with its precise error message) only when the probe says ``None``.
+
+Hot shapes: path-vs-literal comparisons (:func:`compare_probe`), ``in`` against a literal
+list (:func:`member_probe`, a frozenset lookup), ``has()`` (:func:`has_field`), string
+tests with a literal argument (:func:`string_probe`), ``'lit' in path``
+(:func:`contains_probe`) and flat ``&&``/``||`` chains
+(:func:`chain_probe`). All must agree with the generic rules in
+:mod:`runtime.expr.values`; the oracle tests check that they do.
 """
 
 from __future__ import annotations
@@ -16,15 +24,40 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 
-from runtime.expr.values import EvalError, PathError, equals, type_name
+from runtime.expr.values import EvalError, PathError, contains, equals, type_name
 
 Fn = Callable[[object], object]
+Probe = Callable[[object], "bool | None"]
+
+
+class _Missing:
+    """The absent value. ``MISSING.get(key, default)`` is MISSING again, so a path lookup
+    can chain ``.get`` calls without raising when an intermediate key is absent."""
+
+    __slots__ = ()
+
+    def get(self, key: object, default: object = None) -> _Missing:
+        return self
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+#: What :func:`path_peek` and safe getters return instead of raising.
+MISSING: object = _Missing()
 
 _NUMBER_KINDS = frozenset({int, float})
+_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+#: How an operator reads with its operands swapped: ``5 < x`` is ``x > 5``.
+FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+# -- getters ---------------------------------------------------------------------------------
 
 
 def path_getter(path: tuple[str, ...]) -> Fn:
-    """A closure returning ``ctx[path[0]][path[1]]...``; raises EvalError if absent."""
+    """A closure returning ``ctx[path[0]][path[1]]...``; raises PathError if absent."""
     if len(path) == 1:
         (a,) = path
 
@@ -58,24 +91,102 @@ def path_getter(path: tuple[str, ...]) -> Fn:
     return get_n
 
 
+def path_peek(path: tuple[str, ...]) -> Fn:
+    """Like :func:`path_getter` but returns :data:`MISSING` instead of raising.
+
+    Uses ``.get`` so that an absent key costs no exception; a non-map intermediate has
+    no ``.get`` (AttributeError), which also ends in MISSING.
+    """
+    if len(path) == 1:
+        (a,) = path
+
+        def peek1(ctx: object) -> object:
+            try:
+                return ctx.get(a, MISSING)  # type: ignore[attr-defined]
+            except Exception:
+                return MISSING
+
+        return peek1
+    if len(path) == 2:
+        a, b = path
+
+        def peek2(ctx: object) -> object:
+            try:
+                return ctx.get(a, MISSING).get(b, MISSING)  # type: ignore[attr-defined]
+            except Exception:
+                return MISSING
+
+        return peek2
+
+    def peek_n(ctx: object) -> object:
+        try:
+            value = ctx
+            for key in path:
+                value = value.get(key, MISSING)  # type: ignore[attr-defined]
+            return value
+        except Exception:
+            return MISSING
+
+    return peek_n
+
+
+def safe(fn: Fn) -> Fn:
+    """``fn`` returning :data:`MISSING` instead of raising (exceptions stay the slow path)."""
+
+    def safe_fn(ctx: object) -> object:
+        try:
+            return fn(ctx)
+        except Exception:
+            return MISSING
+
+    return safe_fn
+
+
+# -- probes ----------------------------------------------------------------------------------
+
+
+def raising(probe: Probe, slow: Fn) -> Fn:
+    """The value-returning form of a probed node: ``slow`` explains (raises) a ``None``."""
+
+    def fn(ctx: object) -> object:
+        result = probe(ctx)
+        if result is None:
+            return slow(ctx)
+        return result
+
+    return fn
+
+
+def as_probe(fn: Fn) -> Probe:
+    """Any closure as a probe: a bool passes through, anything else is ``None``."""
+
+    def probe(ctx: object) -> bool | None:
+        try:
+            value = fn(ctx)
+        except Exception:
+            return None
+        return value if value is True or value is False else None  # type: ignore[return-value]
+
+    return probe
+
+
 def _kinds(literal: object) -> frozenset[type]:
     """The value classes a literal may equal or be ordered against."""
     cls = literal.__class__
     return _NUMBER_KINDS if cls in _NUMBER_KINDS else frozenset({cls})
 
 
-def _order_error(value: object, symbol: str, literal: object) -> EvalError:
-    return EvalError(f"cannot compare {type_name(value)} {symbol} {type_name(literal)}")
+def is_scalar(value: object) -> bool:
+    """True for literal values the specialized comparisons handle."""
+    return value is None or value.__class__ in (bool, int, float, str)
 
 
-_ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
-def compare_path(path: tuple[str, ...], op: str, lit: object) -> Fn:
+def compare_probe(path: tuple[str, ...], op: str, lit: object) -> Probe:
     """``path op lit`` for a scalar literal (never null for ordering), lookup inlined.
 
-    Equality is true only for a value of the literal's kind (numbers count as one kind,
-    bool is its own) that is equal; ordering raises unless the value is of that kind.
+    Equality holds only for a value of the literal's kind (ints and floats are one kind,
+    bool its own) that is equal; ordering is an error unless the value is of that kind.
+    A MISSING value is of no kind, so it fails the kind test and yields None.
     """
     kinds = _kinds(lit)
     if op in ("==", "!="):
@@ -84,143 +195,220 @@ def compare_path(path: tuple[str, ...], op: str, lit: object) -> Fn:
     if len(path) == 1:
         (a,) = path
 
-        def order1(ctx: object) -> bool:
+        def order1(ctx: object) -> bool | None:
             try:
-                v = ctx[a]  # type: ignore[index]
+                v = ctx.get(a, MISSING)  # type: ignore[attr-defined]
             except Exception:
-                raise PathError(ctx, path) from None
+                return None
             if v.__class__ in kinds:
                 return compare(v, lit)  # type: ignore[no-any-return]
-            raise _order_error(v, op, lit)
+            return None
 
         return order1
     if len(path) == 2:
         a, b = path
 
-        def order2(ctx: object) -> bool:
+        def order2(ctx: object) -> bool | None:
             try:
-                v = ctx[a][b]  # type: ignore[index]
+                v = ctx.get(a, MISSING).get(b, MISSING)  # type: ignore[attr-defined]
             except Exception:
-                raise PathError(ctx, path) from None
+                return None
             if v.__class__ in kinds:
                 return compare(v, lit)  # type: ignore[no-any-return]
-            raise _order_error(v, op, lit)
+            return None
 
         return order2
-    get = path_getter(path)
+    peek = path_peek(path)
 
-    def order_n(ctx: object) -> bool:
-        v = get(ctx)
+    def order_n(ctx: object) -> bool | None:
+        v = peek(ctx)
         if v.__class__ in kinds:
             return compare(v, lit)  # type: ignore[no-any-return]
-        raise _order_error(v, op, lit)
+        return None
 
     return order_n
 
 
-def _equality(path: tuple[str, ...], lit: object, kinds: frozenset[type], *, want: bool) -> Fn:
+def _equality(path: tuple[str, ...], lit: object, kinds: frozenset[type], *, want: bool) -> Probe:
     if len(path) == 1:
         (a,) = path
 
-        def eq1(ctx: object) -> bool:
+        def eq1(ctx: object) -> bool | None:
             try:
-                v = ctx[a]  # type: ignore[index]
+                v = ctx.get(a, MISSING)  # type: ignore[attr-defined]
             except Exception:
-                raise PathError(ctx, path) from None
+                return None
+            if v is MISSING:
+                return None
             return (v.__class__ in kinds and v == lit) is want
 
         return eq1
     if len(path) == 2:
         a, b = path
 
-        def eq2(ctx: object) -> bool:
+        def eq2(ctx: object) -> bool | None:
             try:
-                v = ctx[a][b]  # type: ignore[index]
+                v = ctx.get(a, MISSING).get(b, MISSING)  # type: ignore[attr-defined]
             except Exception:
-                raise PathError(ctx, path) from None
+                return None
+            if v is MISSING:
+                return None
             return (v.__class__ in kinds and v == lit) is want
 
         return eq2
-    get = path_getter(path)
+    peek = path_peek(path)
 
-    def eq_n(ctx: object) -> bool:
-        v = get(ctx)
+    def eq_n(ctx: object) -> bool | None:
+        v = peek(ctx)
+        if v is MISSING:
+            return None
         return (v.__class__ in kinds and v == lit) is want
 
     return eq_n
 
 
-#: How an operator reads with its operands swapped: ``5 < x`` is ``x > 5``.
-FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-
-
-def is_scalar(value: object) -> bool:
-    """True for literal values the specialized comparisons handle."""
-    return value is None or value.__class__ in (bool, int, float, str)
-
-
-def member_of_set(operand: Fn, items: list[object] | tuple[object, ...]) -> Fn | None:
-    """``operand in [scalars...]`` as a set lookup, or None if ``items`` has non-scalars."""
+def member_probe(get: Fn, items: list[object] | tuple[object, ...]) -> Probe | None:
+    """``get(ctx) in [scalars...]`` as a set lookup (``get`` returns MISSING, never
+    raises), or None if ``items`` holds non-scalars."""
     if not all(is_scalar(item) for item in items):
         return None
     bools = frozenset(item for item in items if item.__class__ is bool)
     others = frozenset(item for item in items if item.__class__ is not bool)
 
-    def member(ctx: object) -> bool:
-        v = operand(ctx)
+    def member_checked(ctx: object) -> bool | None:
+        v = get(ctx)
+        if v is MISSING:
+            return None
         if v.__class__ is bool:
             return v in bools
         try:
             return v in others
-        except TypeError:  # unhashable list/map: equal to no scalar
+        except TypeError:
             return any(equals(v, item) for item in items)
 
-    return member
+    return member_checked
 
 
-def logical_chain(op: str, fns: tuple[Fn, ...], typed: bool) -> Fn:
-    """An n-ary ``&&`` (``op='&&'``) or ``||`` with CEL's commutative error absorption.
+def contains_probe(peek: Fn, item: object) -> Probe:
+    """``item in path`` for a literal ``item``: list element, map key or substring."""
+    if item.__class__ is str:
+        # A string equals only strings, so Python's own ``in`` is exact for all three.
+        exact = frozenset({list, tuple, dict, str})
 
-    The fast path evaluates left to right and stops at the first deciding operand
-    (``false`` for ``&&``, ``true`` for ``||``). If an operand raises or is not a bool,
-    the chain is re-run by :func:`_absorbing` (operands are pure, so re-running is safe):
-    a deciding operand anywhere wins, otherwise the first error is raised. ``typed``
-    means every operand is known to yield a bool or raise.
-    """
-    stop = op == "||"  # the deciding value
-    go_on = not stop
-    slow = _absorbing(op, fns)
-    if typed and len(fns) == 2:
-        first, second = fns
-
-        def chain2(ctx: object) -> bool:
+        def contains_string(ctx: object) -> bool | None:
+            container = peek(ctx)
+            if container.__class__ in exact:
+                return item in container  # type: ignore[operator]
+            if container is MISSING:
+                return None
             try:
-                if first(ctx) is stop:
-                    return stop
-                return second(ctx)  # type: ignore[return-value]
+                return contains(container, item)
             except Exception:
-                return slow(ctx)
+                return None
+
+        return contains_string
+
+    def contains_literal(ctx: object) -> bool | None:
+        container = peek(ctx)
+        if container is MISSING:
+            return None
+        try:
+            return contains(container, item)
+        except Exception:
+            return None
+
+    return contains_literal
+
+
+def has_field(path: tuple[str, ...], name: str) -> Probe:
+    """``has(path.name)``: true iff ``path`` reads to a map holding key ``name``."""
+    if len(path) == 1:
+        (a,) = path
+
+        def has1(ctx: object) -> bool:
+            try:
+                obj = ctx.get(a)  # type: ignore[attr-defined]
+            except Exception:
+                return False
+            return isinstance(obj, dict) and name in obj
+
+        return has1
+    peek = path_peek(path)
+
+    def has_n(ctx: object) -> bool:
+        obj = peek(ctx)
+        return isinstance(obj, dict) and name in obj
+
+    return has_n
+
+
+_STRING_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "startsWith": str.startswith,
+    "endsWith": str.endswith,
+    "contains": str.__contains__,
+}
+
+
+def string_probe(name: str, get: Fn, lit: str) -> Probe:
+    """``get(ctx).name(lit)`` for startsWith/endsWith/contains with a literal string."""
+    test = _STRING_TESTS[name]
+
+    def string_test(ctx: object) -> bool | None:
+        v = get(ctx)
+        if v.__class__ is str:
+            return test(v, lit)  # type: ignore[arg-type]
+        return None
+
+    return string_test
+
+
+def not_probe(probe: Probe) -> Probe:
+    """``!x`` over a probe."""
+
+    def negated(ctx: object) -> bool | None:
+        v = probe(ctx)
+        return None if v is None else not v
+
+    return negated
+
+
+def chain_probe(op: str, probes: tuple[Probe, ...]) -> Probe:
+    """A flat ``&&``/``||`` over probes with CEL's commutative error absorption.
+
+    Stops at the first deciding operand (``False`` for ``&&``, ``True`` for ``||``);
+    an undecided chain with an error (``None``) anywhere is ``None``.
+    """
+    stop = op == "||"
+    go_on = not stop
+    if len(probes) == 2:
+        first, second = probes
+
+        def chain2(ctx: object) -> bool | None:
+            v = first(ctx)
+            if v is go_on:
+                return second(ctx)  # the chain's value is exactly the second's
+            if v is stop:
+                return stop
+            return stop if second(ctx) is stop else None
 
         return chain2
 
-    def chain(ctx: object) -> bool:
-        try:
-            for fn in fns:
-                value = fn(ctx)
-                if value is not go_on:
-                    if value is stop:
-                        return stop
-                    break  # not a bool: let the slow path sort it out
-            else:
-                return go_on
-        except Exception:
-            pass
-        return slow(ctx)
+    def chain(ctx: object) -> bool | None:
+        undecided = False
+        for probe in probes:
+            v = probe(ctx)
+            if v is not go_on:
+                if v is stop:
+                    return stop
+                undecided = True
+        return None if undecided else go_on
 
     return chain
 
 
-def _absorbing(op: str, fns: tuple[Fn, ...]) -> Callable[[object], bool]:
+def absorbing_chain(op: str, fns: tuple[Fn, ...]) -> Fn:
+    """The raising form of an ``&&``/``||`` chain over ordinary closures: a deciding
+    operand anywhere wins; otherwise the first error (or non-bool operand) is raised."""
     stop = op == "||"
     go_on = not stop
 
@@ -241,49 +429,3 @@ def _absorbing(op: str, fns: tuple[Fn, ...]) -> Callable[[object], bool]:
         return go_on
 
     return absorbing
-
-
-def has_field(path: tuple[str, ...], name: str) -> Fn:
-    """``has(path.name)``: true iff ``path`` reads to a map holding key ``name``."""
-    if len(path) == 1:
-        (a,) = path
-
-        def has1(ctx: object) -> bool:
-            try:
-                obj = ctx[a]  # type: ignore[index]
-            except Exception:
-                return False
-            return isinstance(obj, dict) and name in obj
-
-        return has1
-
-    def has_n(ctx: object) -> bool:
-        try:
-            obj = ctx
-            for key in path:
-                obj = obj[key]  # type: ignore[index]
-        except Exception:
-            return False
-        return isinstance(obj, dict) and name in obj
-
-    return has_n
-
-
-_STRING_TESTS: dict[str, Callable[[str, str], bool]] = {
-    "startsWith": str.startswith,
-    "endsWith": str.endswith,
-    "contains": str.__contains__,
-}
-
-
-def string_test(name: str, operand: Fn, lit: str) -> Fn:
-    """``operand.name(lit)`` for startsWith/endsWith/contains with a literal string."""
-    test = _STRING_TESTS[name]
-
-    def string_test(ctx: object) -> bool:
-        v = operand(ctx)
-        if v.__class__ is str:
-            return test(v, lit)  # type: ignore[arg-type]
-        raise EvalError(f"{name}() expects a string, got {type_name(v)}")
-
-    return string_test

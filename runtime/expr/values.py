@@ -285,14 +285,10 @@ class PathError(EvalError):
     """A context path could not be read. The message is built only when asked for, so a
     predicate over events that lack the field stays cheap."""
 
-    def __init__(self, ctx: object, path: tuple[str, ...]) -> None:
-        super().__init__()
-        self.ctx = ctx
-        self.path = path
+    # Raised as PathError(ctx, path): no Python-level __init__, to keep raising cheap.
 
     def __str__(self) -> str:
-        current = self.ctx
-        path = self.path
+        current, path = self.args
         for i, key in enumerate(path):
             where = ".".join(path[:i]) or "the context"
             if not isinstance(current, Mapping):

@@ -357,6 +357,10 @@ def test_short_circuit_does_not_evaluate_right_side() -> None:
             calls.append(key)
             return super().__getitem__(key)
 
+        def get(self, key: str, default: object = None) -> object:
+            calls.append(key)
+            return super().get(key, default)
+
     ctx = Spy(a=False, b=True)
     assert compile_expr("a && b").fn(ctx) is False
     assert calls == ["a"]

@@ -1,0 +1,469 @@
+"""runtime.rules.engine and runtime.rules.compiled: hand-drawn timelines.
+
+Timelines are drawn in event-time milliseconds; ``x`` is a matching event, ``o`` one the
+rule's ``where`` refuses, ``!`` a firing. The brute-force comparison lives in
+test_engine_oracle.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+import pytest
+
+from runtime.envelope import Event
+from runtime.rules import CompiledRule, PartitionEngine, compile_rule
+from runtime.rules.engine import output_id
+
+KNOWN_BUG = "known runtime bug, see the test's docstring; remove the mark once fixed"
+
+
+def rule(name: str = "r", *, version: int = 1, **fields: Any) -> CompiledRule:
+    when = {"event": "a", **fields.pop("when", {})}
+    doc = {"kind": "rule", "name": name, "when": when, "then": [{"emit": f"{name}-out"}], **fields}
+    return compile_rule({**doc, "version": version})
+
+
+def ev(n: int, time: int, customer: str = "c1", *, type: str = "a", **data: Any) -> Event:
+    return Event(
+        id=f"e{n}",
+        type=type,
+        time=time,
+        subject=customer,
+        customer=customer,
+        source="src",
+        data=data,
+        received_at=0,
+    )
+
+
+def fired(outputs) -> list[tuple[str, str, list[str]]]:
+    """(rule, customer, matched event ids) of each output."""
+    return [
+        (o.event["data"]["rule"], o.event["subject"], [r["id"] for r in o.event["data"]["events"]]) for o in outputs
+    ]
+
+
+def feed(engine: PartitionEngine, *events: Event) -> list[tuple[str, str, list[str]]]:
+    return fired(engine.on_events(list(events)))
+
+
+# -- compile_rule --------------------------------------------------------------------------------
+
+
+def test_compile_rule_units_and_defaults():
+    compiled = compile_rule(
+        {
+            "kind": "rule",
+            "name": "login-failures",
+            "priority": 80,
+            "when": {"event": "app.login", "where": "data.result == 'fail'", "count": {"gte": 3}, "within": "10m"},
+            "then": [{"emit": "business.account_risk"}],
+            "cooldown": "30m",
+            "version": 7,
+            "updated_at": 123,
+        }
+    )
+    assert (compiled.name, compiled.version, compiled.priority, compiled.event_type) == (
+        "login-failures",
+        7,
+        80,
+        "app.login",
+    )
+    assert (compiled.threshold, compiled.window_ms, compiled.cooldown_ms) == (3, 600_000, 1_800_000)
+    assert compiled.where is not None and compiled.where.source == "data.result == 'fail'"
+    assert [a.topic for a in compiled.actions] == ["business.account_risk"]
+
+
+def test_compile_rule_without_where_or_window():
+    compiled = rule()
+    assert (compiled.where, compiled.threshold, compiled.window_ms, compiled.cooldown_ms) == (None, 1, 0, 0)
+
+
+def test_shape_ignores_priority_actions_cooldown_and_version():
+    base = rule(when={"count": 2, "within": "1s", "where": "data.v > 1"})
+    other = compile_rule(
+        {
+            "kind": "rule",
+            "name": "r",
+            "priority": 99,
+            "when": {"event": "a", "count": 2, "within": "1000ms", "where": "data.v > 1"},
+            "then": [{"notify": {"channel": "sms", "template": "t"}}],
+            "cooldown": "1h",
+            "version": 9,
+        }
+    )
+    assert base.shape == other.shape
+    for changed in (
+        rule(when={"count": 3, "within": "1s", "where": "data.v > 1"}),
+        rule(when={"count": 2, "within": "2s", "where": "data.v > 1"}),
+        rule(when={"count": 2, "within": "1s", "where": "data.v > 2"}),
+        rule(when={"count": 2, "within": "1s"}),
+        rule(when={"event": "b", "count": 2, "within": "1s", "where": "data.v > 1"}),
+    ):
+        assert changed.shape != base.shape
+
+
+# -- windows ---------------------------------------------------------------------------------
+
+
+def test_count_over_sliding_window():
+    # threshold 3, within 100 ms
+    #
+    #   t:   0    50   100  120
+    #        x    x    x    x!        at 100 the event at 0 has left the window (0 > 100-100 fails)
+    #             [---- 100 ms ---]   at 120 the window holds 50, 100, 120 -> fire
+    engine = PartitionEngine([rule(when={"count": 3, "within": "100ms"})])
+    assert feed(engine, ev(0, 0), ev(1, 50), ev(2, 100)) == []
+    assert feed(engine, ev(3, 120)) == [("r", "c1", ["e1", "e2", "e3"])]
+    # the window restarted: two more are not enough
+    assert feed(engine, ev(4, 121), ev(5, 122)) == []
+    assert feed(engine, ev(6, 123)) == [("r", "c1", ["e4", "e5", "e6"])]
+
+
+def test_window_edge_is_exclusive():
+    # within 100 ms: an event exactly 100 ms older than the newest is out.
+    #   t:  0   100
+    #       x   x      -> window {100}: no fire
+    #   t:  0    99
+    #       x    x!    -> window {0, 99}: fire
+    engine = PartitionEngine([rule(when={"count": 2, "within": "100ms"})])
+    assert feed(engine, ev(0, 0), ev(1, 100)) == []
+    engine = PartitionEngine([rule(when={"count": 2, "within": "100ms"})])
+    assert feed(engine, ev(0, 0), ev(1, 99)) == [("r", "c1", ["e0", "e1"])]
+
+
+def test_where_filters_and_other_types_are_ignored():
+    #   t:  0     1     2           3
+    #       x     o     (type b)    x!
+    engine = PartitionEngine([rule(when={"count": 2, "within": "1s", "where": "data.v >= 5"})])
+    assert feed(engine, ev(0, 0, v=5), ev(1, 1, v=4), ev(2, 2, type="b", v=9)) == []
+    assert feed(engine, ev(3, 3, v=7)) == [("r", "c1", ["e0", "e3"])]
+
+
+def test_where_on_missing_field_does_not_match():
+    engine = PartitionEngine([rule(when={"where": "data.v >= 5"})])
+    assert feed(engine, ev(0, 0), ev(1, 1, w=9)) == []
+    assert engine.customers == 0
+
+
+def test_customers_are_independent():
+    engine = PartitionEngine([rule(when={"count": 2, "within": "1s"})])
+    assert feed(engine, ev(0, 0, "alice"), ev(1, 1, "bob")) == []
+    assert engine.customers == 2
+    assert feed(engine, ev(2, 2, "bob"), ev(3, 3, "alice")) == [
+        ("r", "bob", ["e1", "e2"]),
+        ("r", "alice", ["e0", "e3"]),
+    ]
+    assert engine.customers == 0
+
+
+def test_cooldown_holds_back_firing_until_it_ends():
+    # threshold 2, within 100 ms, cooldown 60 ms
+    #
+    #   t:   0   10!  20   30   40   70!
+    #        x   x    x    x    x    x       fire at 10, silent until 70,
+    #                                         at 70 the window holds 20,30,40,70 -> fire with all four
+    engine = PartitionEngine([rule(when={"count": 2, "within": "100ms"}, cooldown="60ms")])
+    assert feed(engine, ev(0, 0), ev(1, 10)) == [("r", "c1", ["e0", "e1"])]
+    assert feed(engine, ev(2, 20), ev(3, 30), ev(4, 40)) == []
+    assert feed(engine, ev(5, 70)) == [("r", "c1", ["e2", "e3", "e4", "e5"])]
+
+
+def test_cooldown_state_keeps_customer_until_it_ends():
+    engine = PartitionEngine([rule(cooldown="1s")])
+    assert feed(engine, ev(0, 5)) == [("r", "c1", ["e0"])]
+    assert engine.customers == 1  # the running cooldown is state
+    assert engine.snapshot()["customers"] == {"c1": {"r": [[], [], 1005]}}
+
+
+def test_firing_without_cooldown_leaves_no_state():
+    engine = PartitionEngine([rule(when={"count": 2, "within": "1s"})])
+    feed(engine, ev(0, 0), ev(1, 1))
+    assert engine.customers == 0
+    assert engine.snapshot()["customers"] == {}
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
+def test_single_event_rule_with_cooldown_does_not_hoard_events():
+    """BUG runtime/rules/engine.py PartitionEngine._on_match: with no 'within'
+    (window_ms == 0, allowed for count 1) nothing is ever evicted, so every matching event
+    during a cooldown is kept (unbounded memory for 'count 1, cooldown 7d' rules; expire()
+    keeps them too), and the first event after the cooldown fires with all of them:
+    events at 10 (fire), 100, 200, 300, 1500 with cooldown 1s -> the output at 1500 lists
+    e1..e4 (count 4). Expected: it lists only e4, and no refs are held during the cooldown."""
+    engine = PartitionEngine([rule(cooldown="1s")])
+    assert feed(engine, ev(0, 10)) == [("r", "c1", ["e0"])]
+    assert feed(engine, ev(1, 100), ev(2, 200), ev(3, 300)) == []
+    assert engine.snapshot()["customers"]["c1"]["r"][0] == []
+    assert feed(engine, ev(4, 1500)) == [("r", "c1", ["e4"])]
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
+def test_events_before_1970_can_fire():
+    """BUG runtime/rules/engine.py: WindowState.cooldown_until = 0 means 'no cooldown', but
+    _on_match compares ``event.time >= window.cooldown_until`` anyway, so an event with a
+    negative time (accepted by envelope.parse_time_ms, e.g. '1969-12-31T23:59:59Z' -> -1000)
+    never fires. Expected: a count-1 rule fires on it."""
+    engine = PartitionEngine([rule()])
+    assert feed(engine, ev(0, -1000)) == [("r", "c1", ["e0"])]
+
+
+def test_out_of_order_event_joins_the_window_in_time_order():
+    # threshold 3, within 100 ms; arrival order 100, 30, 60
+    #   t:  30  60  100
+    #       x   x   x!     fires on the third arrival, refs in event-time order
+    engine = PartitionEngine([rule(when={"count": 3, "within": "100ms"})])
+    assert feed(engine, ev(0, 100), ev(1, 30)) == []
+    assert feed(engine, ev(2, 60)) == [("r", "c1", ["e1", "e2", "e0"])]
+
+
+def test_late_event_older_than_the_window_counts_for_nothing():
+    engine = PartitionEngine([rule(when={"count": 2, "within": "100ms"})])
+    assert feed(engine, ev(0, 500), ev(1, 400)) == []  # 400 <= 500 - 100: evicted at once
+    assert engine.snapshot()["customers"]["c1"]["r"][1] == [["src", "e0"]]
+
+
+# -- outputs ---------------------------------------------------------------------------------
+
+
+def test_output_cloudevent_shape():
+    compiled = compile_rule(
+        {
+            "kind": "rule",
+            "name": "big-spender",
+            "when": {"event": "order.placed", "count": 2, "within": "1h"},
+            "then": [{"emit": "business.vip_lead"}, {"notify": {"channel": "sms", "template": "vip-welcome"}}],
+            "version": 4,
+        }
+    )
+    engine = PartitionEngine([compiled])
+    outputs = engine.on_events(
+        [ev(1, 1_704_067_200_000, type="order.placed"), ev(2, 1_704_067_260_500, type="order.placed")]
+    )
+    assert [o.topic for o in outputs] == ["business.vip_lead", "notifications.sms"]
+    emit, notify = outputs
+    assert emit.event == {
+        "specversion": "1.0",
+        "id": emit.id,
+        "source": "esp/rule/big-spender",
+        "type": "business.vip_lead",
+        "time": "2024-01-01T00:01:00.500Z",
+        "subject": "c1",
+        "data": {
+            "rule": "big-spender",
+            "rule_version": 4,
+            "count": 2,
+            "events": [{"source": "src", "id": "e1"}, {"source": "src", "id": "e2"}],
+        },
+    }
+    assert notify.event["data"]["notify"] == {"channel": "sms", "template": "vip-welcome", "priority": 50}
+    assert notify.event["type"] == "notifications.sms"
+    assert emit.id != notify.id  # one id per action
+    assert len(emit.id) == 32 and int(emit.id, 16) >= 0
+
+
+def test_output_id_is_the_documented_digest():
+    # Subscribers de-duplicate on this id across versions and replays: it is a storage format.
+    digest = hashlib.sha256(b"r\x1fc1\x1f0")
+    digest.update(b"\x1esrc\x1fe1")
+    digest.update(b"\x1esrc\x1fe2")
+    assert output_id("r", "c1", [("src", "e1"), ("src", "e2")], 0) == digest.hexdigest()[:32]
+
+
+def test_output_ids_are_deterministic_across_engines():
+    events = [ev(i, i * 10, f"c{i % 3}") for i in range(30)]
+    first = PartitionEngine([rule(when={"count": 2, "within": "1s"})]).on_events(events)
+    again = PartitionEngine([rule(when={"count": 2, "within": "1s"})]).on_events(events)
+    assert len(first) == 15
+    assert [o.id for o in first] == [o.id for o in again]
+    assert len({o.id for o in first}) == 15
+
+
+@pytest.mark.parametrize(
+    ("rule_name", "customer", "refs", "action"),
+    [
+        ("r2", "c1", [("s", "e1")], 0),
+        ("r", "c2", [("s", "e1")], 0),
+        ("r", "c1", [("s", "e2")], 0),
+        ("r", "c1", [("t", "e1")], 0),
+        ("r", "c1", [("s", "e1"), ("s", "e2")], 0),
+        ("r", "c1", [("s", "e1")], 1),
+    ],
+)
+def test_output_id_differs_when_any_input_differs(rule_name, customer, refs, action):
+    assert output_id(rule_name, customer, refs, action) != output_id("r", "c1", [("s", "e1")], 0)
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
+def test_output_id_is_unambiguous_for_ids_with_separator_characters():
+    """BUG runtime/rules/engine.py output_id: fields are joined with \\x1e/\\x1f, which event
+    ids may contain (validate_batch accepts any non-empty string), so two different
+    matched-event lists collide: [('s', 'a\\x1es\\x1fb')] and [('s', 'a'), ('s', 'b')] give
+    the same id, and a subscriber de-duplicating on it drops a real output. Expected:
+    different ids (e.g. length-prefix or JSON-encode the parts)."""
+    assert output_id("r", "c", [("s", "a\x1es\x1fb")], 0) != output_id("r", "c", [("s", "a"), ("s", "b")], 0)
+
+
+def test_rules_fire_in_priority_order_then_name():
+    rules = [
+        rule("low", priority=10),
+        rule("high", priority=90),
+        rule("b-mid", priority=50),
+        rule("a-mid", priority=50),
+    ]
+    engine = PartitionEngine(rules)
+    assert [f[0] for f in feed(engine, ev(0, 0))] == ["high", "a-mid", "b-mid", "low"]
+
+
+# -- snapshot and resume ---------------------------------------------------------------------
+
+
+def test_snapshot_resume_continues_the_window():
+    # threshold 3 within 1 s: two events before the checkpoint, one after
+    rules = [rule(when={"count": 3, "within": "1s"}, cooldown="5s")]
+    engine = PartitionEngine(rules)
+    feed(engine, ev(0, 0), ev(1, 100), ev(2, 200, "other"))
+    snapshot = msgspec.msgpack.decode(msgspec.msgpack.encode(engine.snapshot()))
+    assert snapshot == {
+        "customers": {
+            "c1": {"r": [[0, 100], [["src", "e0"], ["src", "e1"]], 0]},
+            "other": {"r": [[200], [["src", "e2"]], 0]},
+        },
+        "rules": {"r": 1},
+    }
+    resumed = PartitionEngine(rules, resume_state=snapshot)
+    assert resumed.customers == 2
+    assert feed(resumed, ev(3, 300)) == [("r", "c1", ["e0", "e1", "e3"])]
+
+
+def test_resume_ignores_rules_that_no_longer_exist():
+    snapshot = {"customers": {"c1": {"gone": [[1], [["src", "e0"]], 0], "r": [[1], [["src", "e1"]], 0]}}}
+    engine = PartitionEngine([rule(when={"count": 2, "within": "1s"})], resume_state=snapshot)
+    assert engine.snapshot()["customers"] == {"c1": {"r": [[1], [["src", "e1"]], 0]}}
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
+def test_resume_without_any_remaining_rule_holds_no_customer():
+    """BUG runtime/rules/engine.py PartitionEngine.__init__: resuming a snapshot whose
+    customers only have state for rules that were deleted keeps an empty dict per customer,
+    so ``customers`` (shown by PartitionWorker.status) counts them until the next expire().
+    Expected: 0 customers, as update_rules() would leave."""
+    snapshot = {"customers": {"c1": {"gone": [[1], [["src", "e0"]], 0]}}}
+    assert PartitionEngine([rule()], resume_state=snapshot).customers == 0
+
+
+def test_empty_resume_state_is_a_fresh_engine():
+    assert PartitionEngine([rule()], resume_state={}).customers == 0
+    assert PartitionEngine([rule()], resume_state=None).snapshot() == {"customers": {}, "rules": {"r": 1}}
+
+
+# -- hot reload ------------------------------------------------------------------------------
+
+
+def three_in_a_second(**changes: Any) -> CompiledRule:
+    when = {"count": 3, "within": "1s", "where": "data.v > 0", **changes.pop("when", {})}
+    return rule(when=when, **changes)
+
+
+def test_reload_with_unchanged_shape_keeps_windows_and_uses_the_new_version():
+    engine = PartitionEngine([three_in_a_second()])
+    feed(engine, ev(0, 0, v=1), ev(1, 10, v=1))
+    engine.update_rules([three_in_a_second(version=2, priority=5, cooldown="1m")])
+    outputs = engine.on_events([ev(2, 20, v=1)])
+    assert fired(outputs) == [("r", "c1", ["e0", "e1", "e2"])]
+    assert outputs[0].event["data"]["rule_version"] == 2
+    assert engine.snapshot()["rules"] == {"r": 2}
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"when": {"where": "data.v > 1"}},
+        {"when": {"where": None}},
+        {"when": {"count": 2}},
+        {"when": {"within": "2s"}},
+    ],
+    ids=["where", "where-removed", "threshold", "window"],
+)
+def test_reload_with_changed_shape_drops_windows(changed):
+    engine = PartitionEngine([three_in_a_second()])
+    feed(engine, ev(0, 0, v=5), ev(1, 10, v=5))
+    engine.update_rules([three_in_a_second(version=2, **changed)])
+    assert engine.customers == 0
+    threshold = 2 if changed == {"when": {"count": 2}} else 3
+    events = [ev(n, 20 + n, v=5) for n in range(2, 2 + threshold)]
+    assert feed(engine, *events[:-1]) == []
+    assert feed(engine, events[-1]) == [("r", "c1", [e.id for e in events])]
+
+
+def test_reload_removing_a_rule_drops_its_state_and_idle_customers():
+    # alice has windows for r1 and r2 (r2 only sees alice), bob only for r1
+    only_alice = rule("r2", when={"count": 2, "within": "1s", "where": "customer == 'alice'"})
+    engine = PartitionEngine([rule("r1", when={"count": 2, "within": "1s"}), only_alice])
+    feed(engine, ev(0, 0, "alice"), ev(1, 1, "bob"))
+    assert engine.customers == 2
+    assert set(engine.snapshot()["customers"]["alice"]) == {"r1", "r2"}
+    assert set(engine.snapshot()["customers"]["bob"]) == {"r1"}
+
+    engine.update_rules([only_alice])
+    assert engine.customers == 1  # bob had no other window
+    assert engine.snapshot()["customers"] == {"alice": {"r2": [[0], [["src", "e0"]], 0]}}
+    assert feed(engine, ev(2, 2, "bob")) == []  # r1 is gone
+    assert feed(engine, ev(3, 3, "alice")) == [("r2", "alice", ["e0", "e3"])]
+
+
+def test_reload_to_no_rules_empties_the_engine():
+    engine = PartitionEngine([rule(when={"count": 2, "within": "1s"})])
+    feed(engine, *(ev(i, i, f"c{i}") for i in range(10)))
+    assert engine.customers == 10
+    engine.update_rules([])
+    assert engine.customers == 0
+    assert engine.rules == {}
+    assert feed(engine, ev(99, 99)) == []
+
+
+def test_reload_keeps_a_running_cooldown_when_only_cooldown_changes():
+    engine = PartitionEngine([rule(cooldown="100ms")])
+    assert feed(engine, ev(0, 0)) == [("r", "c1", ["e0"])]
+    engine.update_rules([rule(cooldown="10ms", version=2)])
+    # The cooldown that started under version 1 runs to its end (100 ms).
+    assert feed(engine, ev(1, 50)) == []
+
+
+def test_rules_property_is_a_copy():
+    engine = PartitionEngine([rule()])
+    engine.rules.clear()
+    assert list(engine.rules) == ["r"]
+
+
+# -- expire ----------------------------------------------------------------------------------
+
+
+def test_expire_forgets_windows_that_ended():
+    # within 100 ms; newest event of c1 at 50, of c2 at 200
+    #   watermark 150: c1's window ended (50 <= 150 - 100), c2's did not
+    engine = PartitionEngine([rule(when={"count": 3, "within": "100ms"})])
+    feed(engine, ev(0, 0, "c1"), ev(1, 50, "c1"), ev(2, 200, "c2"))
+    engine.expire(149)
+    assert engine.customers == 2  # 50 > 149 - 100: still open
+    engine.expire(150)
+    assert engine.snapshot()["customers"] == {"c2": {"r": [[200], [["src", "e2"]], 0]}}
+
+
+def test_expire_ends_cooldowns_at_the_watermark():
+    engine = PartitionEngine([rule(cooldown="100ms")])
+    feed(engine, ev(0, 0))  # cooldown until 100
+    engine.expire(99)
+    assert engine.customers == 1
+    engine.expire(100)
+    assert engine.customers == 0
+
+
+def test_expire_clears_an_ended_window_but_keeps_a_running_cooldown():
+    engine = PartitionEngine([rule(when={"count": 2, "within": "10ms"}, cooldown="1s")])
+    feed(engine, ev(0, 0), ev(1, 1), ev(2, 500))  # fire at 1, cooldown until 1001, window {500}
+    engine.expire(600)
+    assert engine.snapshot()["customers"] == {"c1": {"r": [[], [], 1001]}}

@@ -1,0 +1,40 @@
+"""The modules under unit test are pure: importing them starts and imports neither Ray nor Redis."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PURE = [
+    "runtime.envelope",
+    "runtime.rules",
+    "runtime.rules.engine",
+    "runtime.rules.compiled",
+    "runtime.durations",
+    "runtime.partitioning",
+    "runtime.config.documents",
+    "runtime.config.models",
+    "runtime.topics",
+    "runtime.checkpoint",
+    "runtime.settings",
+    "runtime.errors",
+    "runtime.expr",
+]
+
+
+def test_pure_modules_import_neither_ray_nor_redis():
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {PURE!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'redis'))))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert json.loads(result.stdout) == []
