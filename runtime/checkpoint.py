@@ -56,7 +56,9 @@ class CheckpointStore:
         except FileNotFoundError:
             return None
         if raw.get("format") != FORMAT_VERSION:
-            raise ValueError(f"checkpoint of partition {partition} has format {raw.get('format')}, expected {FORMAT_VERSION}")
+            raise ValueError(
+                f"checkpoint of partition {partition} has format {raw.get('format')}, expected {FORMAT_VERSION}"
+            )
         return Checkpoint(raw["partition"], raw["offset"], raw["state"], raw["written_at_ms"])
 
 

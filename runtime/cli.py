@@ -116,7 +116,7 @@ def apply(path: Path, url: str, dry_run: bool) -> None:
     origin = str(path)
     try:
         docs = list(load_yaml_documents(path))
-        for origin, raw in docs:
+        for origin, raw in docs:  # noqa: B007 - the failing document's origin is reported below
             parse_document(raw)
     except EspError as exc:
         click.echo(json.dumps({"document": origin, "error": exc.to_dict()}), err=True)
@@ -160,7 +160,9 @@ def send(file: Path, url: str, key: str | None, source: str | None, batch_size: 
         f"duplicates {report.duplicates}, rejected {len(report.rejected)} ({report.events_per_s:,.0f} events/s)"
     )
     for rejection in report.rejected[:20]:
-        click.echo(f"  rejected #{rejection['index']} id={rejection['id']}: {rejection['reason']}: {rejection['message']}")
+        click.echo(
+            f"  rejected #{rejection['index']} id={rejection['id']}: {rejection['reason']}: {rejection['message']}"
+        )
 
 
 @main.command()

@@ -122,7 +122,9 @@ class EspClient:
         return self._json(self.http.get(f"/v1/subscriptions/{subscription}/events", params=params))
 
     def ack(self, subscription: str, ack_ids: list[str]) -> int:
-        return int(self._json(self.http.post(f"/v1/subscriptions/{subscription}/ack", json={"ack_ids": ack_ids}))["acked"])
+        return int(
+            self._json(self.http.post(f"/v1/subscriptions/{subscription}/ack", json={"ack_ids": ack_ids}))["acked"]
+        )
 
     def drain(self, subscription: str, *, idle_s: float = 3.0, timeout_s: float = 120.0) -> list[dict[str, Any]]:
         """Pull and ack until nothing new arrives for ``idle_s`` (or ``timeout_s`` passes)."""

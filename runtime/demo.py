@@ -65,7 +65,9 @@ def _stream(client: EspClient, *, customers: int, events: int) -> None:
         f"in {report.seconds:.2f}s ({report.events_per_s:,.0f} events/s)"
     )
     for rejection in report.rejected:
-        click.echo(f"  rejected #{rejection['index']} ({rejection['id']}): {rejection['reason']} - {rejection['message']}")
+        click.echo(
+            f"  rejected #{rejection['index']} ({rejection['id']}): {rejection['reason']} - {rejection['message']}"
+        )
     again = client.send(stream[:10_000], batch_size=10_000)
     click.echo(f"  re-sent the first 10,000: accepted {again.accepted}, duplicates {again.duplicates}")
     click.echo("reading subscription 'marketing' ...")

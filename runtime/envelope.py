@@ -8,9 +8,10 @@ event is rejected with its index and a reason, the rest go on.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -86,6 +87,54 @@ class Batch:
 _json_decoder = msgspec.json.Decoder()
 
 
+class _InEvent(msgspec.Struct):
+    """The fast path's typed view of an incoming event (unknown attributes are ignored)."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TYPE_LENGTH)]
+    time: int | float | str
+    subject: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+    data: dict[str, Any] | None = None
+    source: str | None = None
+
+
+_typed_decoder = msgspec.json.Decoder(list[_InEvent])
+
+
+def decode_events(body: bytes, content_type: str | None, *, source: str, received_at: int) -> tuple[Batch, int]:
+    """Decode and validate a body: (batch, number of items). A body whose events are all
+    well-formed takes a typed decode in C; any problem falls back to item-by-item checks
+    that find exactly the bad ones."""
+    kind = media_type(content_type)
+    if kind in JSON_TYPES or kind in NDJSON_TYPES:
+        array = body
+        if kind in NDJSON_TYPES:
+            array = b"[" + b",".join(line for line in body.splitlines() if line.strip()) + b"]"
+        elif body.lstrip()[:1] != b"[":
+            array = b"[" + body + b"]"
+        try:
+            typed = _typed_decoder.decode(array)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            typed = None
+        if typed is not None:
+            batch = _from_typed(typed, source, received_at)
+            if batch is not None:
+                return batch, len(typed)
+    items = decode_body(body, content_type)
+    return validate_batch(items, source=source, received_at=received_at), len(items)
+
+
+def _from_typed(typed: list[_InEvent], source: str, received_at: int) -> Batch | None:
+    """Events from typed items, or None when one needs the slow path's precise rejection."""
+    events = []
+    for item in typed:
+        at = item.time if type(item.time) is int else parse_time_ms(item.time)
+        if at is None or (item.source is not None and item.source != source):
+            return None
+        events.append(Event(item.id, item.type, at, item.subject, item.subject, source, item.data or {}, received_at))
+    return Batch(events=events, indices=list(range(len(events))))
+
+
 def media_type(content_type: str | None) -> str:
     return (content_type or "application/json").split(";")[0].strip().lower()
 
@@ -151,7 +200,9 @@ def parse_time_ms(value: Any) -> int | None:
 
 
 def format_time_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 in UTC with milliseconds, e.g. ``2026-09-21T14:13:20.180Z``."""
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def validate_batch(items: list[Any], *, source: str, received_at: int) -> Batch:
@@ -192,7 +243,10 @@ def _problem(item: Any, source: str) -> tuple[str, str] | None:
         if value is None:
             return "missing_field", f"required field '{name}' is missing"
         if not isinstance(value, str) or not value or len(value) > limit:
-            return "invalid_field", f"field '{name}' must be a non-empty string of at most {limit} characters, got {value!r:.80}"
+            return (
+                "invalid_field",
+                f"field '{name}' must be a non-empty string of at most {limit} characters, got {value!r:.80}",
+            )
     if "time" not in item:
         return "missing_field", "required field 'time' is missing"
     if parse_time_ms(item["time"]) is None:

@@ -19,7 +19,7 @@ import redis
 
 from runtime.config.models import hash_key
 from runtime.config.store import ConfigStore
-from runtime.envelope import Event, decode_body, validate_batch
+from runtime.envelope import Event, decode_events
 from runtime.errors import AuthError, InputError, Overloaded
 from runtime.log import PartitionLog
 from runtime.partitioning import partition_of
@@ -103,21 +103,28 @@ class Ingestor:
     # --- the body ------------------------------------------------------------------------
 
     def ingest(self, body: bytes, content_type: str | None, source: str) -> IngestResult:
-        items = decode_body(body, content_type)
-        if len(items) > self.settings.max_events_per_request:
+        now_ms = int(self._clock() * 1000)
+        batch, total = decode_events(body, content_type, source=source, received_at=now_ms)
+        if total > self.settings.max_events_per_request:
             raise InputError(
-                f"{len(items)} events in one request; at most {self.settings.max_events_per_request} are accepted",
+                f"{total} events in one request; at most {self.settings.max_events_per_request} are accepted",
                 reason="too_many_events",
             )
-        batch = validate_batch(items, source=source, received_at=int(self._clock() * 1000))
         by_partition: dict[int, list[Event]] = defaultdict(list)
         partitions = self.settings.partitions
+        seen: set[str] = set()
+        repeated = 0
         for event in batch.events:
+            if event.id in seen:  # the same id twice in one request: the first one counts
+                repeated += 1
+                continue
+            seen.add(event.id)
             by_partition[partition_of(event.customer, partitions)].append(event)
         self._check_backlog(by_partition)
-        duplicates = sum(len(a.duplicates) for a in self.log.append(dict(by_partition)))
+        appended = self.log.append(dict(by_partition), now_ms=now_ms)
+        duplicates = repeated + sum(len(a.duplicates) for a in appended)
         rejected = [r.to_dict() for r in batch.rejected]
-        return IngestResult(source, len(batch.events) - duplicates, duplicates, rejected, len(items))
+        return IngestResult(source, len(batch.events) - duplicates, duplicates, rejected, total)
 
     def _check_backlog(self, by_partition: dict[int, list[Event]]) -> None:
         now = self._clock()

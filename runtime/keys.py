@@ -12,8 +12,9 @@ def log_stream(partition: int) -> str:
     return f"{PREFIX}:log:{partition}"
 
 
-def idempotency(source: str, event_id: str) -> str:
-    return f"{PREFIX}:idem:{source}:{event_id}"
+def idempotency(source: str, day: int) -> str:
+    """Event ids of ``source`` first seen on ``day`` (days since the epoch, UTC)."""
+    return f"{PREFIX}:idem:{source}:{day}"
 
 
 def emitted(output_id: str) -> str:

@@ -26,21 +26,39 @@ from runtime import keys
 from runtime.envelope import Event
 
 _APPEND = """
-local horizon = ARGV[1]
-local groups = tonumber(ARGV[2])
-local config_version = redis.call('GET', ARGV[3]) or '0'
-local i = 4
+-- ARGV: config-version key, ttl_s, n buckets, bucket keys (today first), n groups,
+--       then per group: stream, msgpack array of ids, payload
+local config_version = redis.call('GET', ARGV[1]) or '0'
+local ttl, nb = ARGV[2], tonumber(ARGV[3])
+local buckets = {}
+for b = 1, nb do buckets[b] = ARGV[3 + b] end
+local groups = tonumber(ARGV[4 + nb])
+local i = 5 + nb
 local out = {}
 for g = 1, groups do
-  local stream, n, payload = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  local stream, ids, payload = ARGV[i], cmsgpack.unpack(ARGV[i + 1]), ARGV[i + 2]
   i = i + 3
-  local dups = {}
-  for j = 0, n - 1 do
-    if not redis.call('SET', ARGV[i + j], '1', 'NX', 'PX', horizon) then dups[#dups + 1] = j end
+  local n = #ids
+  local seen = {}
+  for start = 1, n, 4000 do
+    local stop = math.min(start + 3999, n)
+    for b = 1, nb do
+      local found = redis.call('SMISMEMBER', buckets[b], unpack(ids, start, stop))
+      for j = 1, #found do
+        if found[j] == 1 then seen[start + j - 1] = true end
+      end
+    end
   end
-  i = i + n
+  local dups, fresh = {}, {}
+  for j = 1, n do
+    if seen[j] then dups[#dups + 1] = j - 1 else fresh[#fresh + 1] = ids[j] end
+  end
   local id = false
-  if #dups < n then
+  if #fresh > 0 then
+    for start = 1, #fresh, 4000 do
+      redis.call('SADD', buckets[1], unpack(fresh, start, math.min(start + 3999, #fresh)))
+    end
+    redis.call('EXPIRE', buckets[1], ttl)
     id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
   end
   out[#out + 1] = {id, dups}
@@ -66,6 +84,9 @@ class LogEntry:
     config_version: int  # the config version when the entry was appended
 
 
+DAY_S = 86_400
+DAY_MS = DAY_S * 1000
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Event])
 
@@ -88,17 +109,24 @@ class PartitionLog:
 
     def __init__(self, client: redis.Redis, *, horizon_s: int) -> None:
         self._redis = client
-        self._horizon_ms = horizon_s * 1000
+        self._horizon_days = -(-horizon_s // DAY_S)  # rounded up
         self._append = client.register_script(_APPEND)
 
-    def append(self, by_partition: dict[int, list[Event]]) -> list[Appended]:
-        """Append each partition's events as one entry, dropping already-seen (source, id)."""
+    def append(self, by_partition: dict[int, list[Event]], *, now_ms: int) -> list[Appended]:
+        """Append each partition's events as one entry, dropping already-seen (source, id).
+
+        Seen ids live in one set per source and arrival day; a request checks the sets of the
+        whole horizon (rounded up to days) with SMISMEMBER, so no per-event key or round trip.
+        All events of one call must share a source; ids must be unique within the call."""
         if not by_partition:
             return []
-        argv: list[Any] = [self._horizon_ms, len(by_partition), keys.CONFIG_VERSION]
+        source = next(iter(by_partition.values()))[0].source
+        day = now_ms // DAY_MS
+        buckets = [keys.idempotency(source, day - back) for back in range(self._horizon_days + 1)]
+        argv: list[Any] = [keys.CONFIG_VERSION, (self._horizon_days + 1) * DAY_S, len(buckets), *buckets]
+        argv.append(len(by_partition))
         for partition, events in by_partition.items():
-            argv += [keys.log_stream(partition), len(events), _encoder.encode(events)]
-            argv += [keys.idempotency(e.source, e.id) for e in events]
+            argv += [keys.log_stream(partition), _encoder.encode([e.id for e in events]), _encoder.encode(events)]
         result = self._append(keys=[], args=argv)
         return [
             Appended(p, _text(entry_id) if entry_id else None, tuple(int(d) for d in dups))
@@ -124,9 +152,7 @@ class PartitionLog:
 
     def read(self, partitions: list[int], *, consumer: str, count: int, block_ms: int) -> list[LogEntry]:
         streams = {keys.log_stream(p): ">" for p in partitions}
-        reply = self._redis.xreadgroup(
-            keys.RULES_GROUP, consumer, streams, count=count, block=block_ms, noack=True
-        )
+        reply = self._redis.xreadgroup(keys.RULES_GROUP, consumer, streams, count=count, block=block_ms, noack=True)
         entries = []
         for stream, items in reply or []:
             partition = int(_text(stream).rsplit(":", 1)[1])

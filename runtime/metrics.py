@@ -24,16 +24,18 @@ SIZES = (1, 10, 100, 1000, 5000, 10_000, 50_000, 100_000)
 INGEST_EVENTS = MetricSpec(
     "esp_ingest_events_total", "counter", "Events received, by source and outcome.", ("source", "outcome", "reason")
 )
-INGEST_REQUESTS = MetricSpec(
-    "esp_ingest_requests_total", "counter", "Ingestion requests, by HTTP status.", ("status",)
-)
-INGEST_LATENCY = MetricSpec(
-    "esp_ingest_request_seconds", "histogram", "Ingestion request latency.", (), LATENCY_S
-)
+INGEST_REQUESTS = MetricSpec("esp_ingest_requests_total", "counter", "Ingestion requests, by HTTP status.", ("status",))
+INGEST_LATENCY = MetricSpec("esp_ingest_request_seconds", "histogram", "Ingestion request latency.", (), LATENCY_S)
 INGEST_BATCH = MetricSpec("esp_ingest_batch_events", "histogram", "Events per ingestion request.", (), SIZES)
 PROCESSED = MetricSpec("esp_partition_events_total", "counter", "Events processed by partition actors.", ("actor",))
 RULE_FIRES = MetricSpec("esp_rule_fires_total", "counter", "Outputs produced by each rule.", ("rule",))
-PUBLISHED = MetricSpec("esp_outputs_published_total", "counter", "Outputs delivered to subscription streams.", ("actor",))
+PUBLISHED = MetricSpec(
+    "esp_outputs_published_total", "counter", "Outputs delivered to subscription streams.", ("actor",)
+)
 LAG = MetricSpec("esp_partition_lag_entries", "gauge", "Log entries not yet read, per partition.", ("partition",))
-PULLED = MetricSpec("esp_subscription_events_pulled_total", "counter", "Events handed to pull subscribers.", ("subscription",))
-ACKED = MetricSpec("esp_subscription_events_acked_total", "counter", "Events acknowledged by subscribers.", ("subscription",))
+PULLED = MetricSpec(
+    "esp_subscription_events_pulled_total", "counter", "Events handed to pull subscribers.", ("subscription",)
+)
+ACKED = MetricSpec(
+    "esp_subscription_events_acked_total", "counter", "Events acknowledged by subscribers.", ("subscription",)
+)

@@ -138,11 +138,14 @@ class PartitionRunner:
         return stats
 
     def _process(self, partition: int, events: list[Event], stats: StepStats) -> list[Publication]:
-        publications = [
-            Publication(f"atomic/{e.source}/{e.id}", atomic_topic(e.type), e.to_cloudevent())
-            for e in events
-            if self.router.wants_atomic(e.type)
-        ]
+        publications = []
+        if self.router.any_atomic:
+            wants = self.router.wants_atomic
+            publications = [
+                Publication(f"atomic/{e.source}/{e.id}", atomic_topic(e.type), e.to_cloudevent())
+                for e in events
+                if wants(e.type)
+            ]
         outputs = self.engines[partition].on_events(events)
         for out in outputs:
             rule = out.event["data"]["rule"]

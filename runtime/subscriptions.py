@@ -16,7 +16,6 @@ from runtime import keys
 from runtime.errors import InputError
 
 
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -27,15 +27,21 @@ class TopicRouter:
     def __init__(self, subscriptions: dict[str, Iterable[str]]) -> None:
         self._subscriptions = {name: tuple(patterns) for name, patterns in subscriptions.items()}
         self._cache: dict[str, tuple[str, ...]] = {}
+        self._atomic: dict[str, bool] = {}
+        # conservative: False only when no pattern can match an atomic topic
+        self.any_atomic = any(
+            not p.startswith(("business.", "notifications.")) for ps in self._subscriptions.values() for p in ps
+        )
 
     def subscribers(self, topic: str) -> tuple[str, ...]:
         found = self._cache.get(topic)
         if found is None:
-            found = tuple(
-                sorted(n for n, pats in self._subscriptions.items() if any(matches(p, topic) for p in pats))
-            )
+            found = tuple(sorted(n for n, pats in self._subscriptions.items() if any(matches(p, topic) for p in pats)))
             self._cache[topic] = found
         return found
 
     def wants_atomic(self, event_type: str) -> bool:
-        return bool(self.subscribers(atomic_topic(event_type)))
+        wanted = self._atomic.get(event_type)
+        if wanted is None:
+            wanted = self._atomic[event_type] = bool(self.subscribers(atomic_topic(event_type)))
+        return wanted

@@ -4,7 +4,6 @@ Routes only authenticate, read the body within limits, hand off to ``runtime`` a
 (``serve/errors.py``). Blocking Redis work runs in the threadpool, never on the event loop.
 """
 
-
 import time
 from typing import Any
 
@@ -127,7 +126,7 @@ class EspApi:
     def pull(
         self,
         name: str,
-        max: int = Query(100, ge=1, le=MAX_PULL_EVENTS),  # noqa: A002 - the public parameter name
+        max: int = Query(100, ge=1, le=MAX_PULL_EVENTS),
         wait: float = Query(0, ge=0, le=MAX_PULL_WAIT_S),
         consumer: str = Query("default", pattern=r"^[A-Za-z0-9._-]{1,64}$"),
     ) -> dict[str, Any]:

@@ -5,8 +5,10 @@ Beyond the direct translation the compiler
 * folds constants: a node whose operands are all constants is evaluated once here (if
   that evaluation fails, the node is left to fail at run time, unchanged);
 * turns context paths (``data.a.b``, ``data['k']``) into one lookup closure;
-* uses the specialized closures of :mod:`runtime.expr.specialize` for
-  path-vs-literal comparisons, ``in`` against literal lists and ``&&``/``||`` chains;
+* gives boolean nodes a non-raising tri-state *probe* where it can, using the
+  specialized closures of :mod:`runtime.expr.specialize` for path-vs-literal
+  comparisons, ``in`` against literal lists, ``has()``, string tests and flat
+  ``&&``/``||`` chains; ``Expr.predicate`` runs the root's probe;
 * validates functions (whitelist, arity) and pre-compiles literal ``matches()`` patterns;
 * records the dotted paths the expression reads, for :attr:`Expr.fields`.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from runtime.errors import ExpressionError
 from runtime.expr import nodes, specialize, values
 from runtime.expr.functions import FUNCTIONS, compile_pattern, make_matcher
+from runtime.expr.paths import path_getter, path_peek, safe
 
 Fn = Callable[[object], object]
 Probe = specialize.Probe
@@ -103,7 +106,7 @@ class Compiler:
         path = _path(node)
         if path is not None:
             self._record(path)
-            return Compiled(specialize.path_getter(path))
+            return Compiled(path_getter(path))
         method = getattr(self, "_" + type(node).__name__.lower())
         result: Compiled = method(node)
         return result
@@ -163,7 +166,7 @@ class Compiler:
             self._record((*path, name))
             probe = specialize.has_field(path, name)
             return Compiled(probe, boolean=True, probe=probe)
-        get = specialize.safe(self.compile(node.operand).fn)
+        get = safe(self.compile(node.operand).fn)
 
         def has(ctx: object) -> bool:
             obj = get(ctx)
@@ -206,7 +209,7 @@ class Compiler:
         if op == "in" and right.is_const and right.const.__class__ is list:
             return specialize.member_probe(self._safe(node.left, left), right.const)  # type: ignore[arg-type]
         if op == "in" and left.is_const and (path := _path(node.right)) is not None:
-            return specialize.contains_probe(specialize.path_peek(path), left.const)
+            return specialize.contains_probe(path_peek(path), left.const)
         if op not in specialize.FLIPPED:
             return None
         if right.is_const:
@@ -224,7 +227,7 @@ class Compiler:
     def _safe(self, node: nodes.Node, compiled: Compiled) -> Fn:
         """A getter for ``node`` that returns MISSING instead of raising."""
         path = _path(node)
-        return specialize.path_peek(path) if path is not None else specialize.safe(compiled.fn)
+        return path_peek(path) if path is not None else safe(compiled.fn)
 
     def _logical(self, node: nodes.Logical) -> Compiled:
         parts = [self.compile(item) for item in node.items]

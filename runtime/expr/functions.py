@@ -26,8 +26,9 @@ _FLOAT_TEXT = re.compile(
     r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)",
     re.IGNORECASE,
 )
-# Features a linear-time (RE2) engine lacks; refusing them keeps patterns RE2-compatible.
-_NON_RE2 = re.compile(r"\(\?[=!]|\(\?<[=!]|\(\?P=|\(\?\(|\\[1-9]|[*+?}]\+")
+# Group openers a linear-time (RE2) engine lacks: lookaround, named backreference,
+# conditional and atomic groups.
+_NON_RE2_GROUPS = ("(?=", "(?!", "(?<=", "(?<!", "(?P=", "(?(", "(?>")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,13 +160,40 @@ FUNCTIONS: dict[str, Function] = {
 }
 
 
+def _non_re2_feature(pattern: str) -> str | None:
+    """The first construct in ``pattern`` that RE2 would not accept, if any."""
+    i, in_class = 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            nxt = pattern[i + 1 : i + 2]
+            if nxt and nxt in "123456789" and not in_class:
+                return "\\" + nxt  # a backreference
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            i += 2 if pattern[i + 1 : i + 2] == "^" else 1
+            if pattern[i : i + 1] == "]":  # a leading ']' is a literal
+                i += 1
+            continue
+        elif ch == "(" and pattern.startswith(_NON_RE2_GROUPS, i):
+            return next(group for group in _NON_RE2_GROUPS if pattern.startswith(group, i))
+        elif ch in "*+?}" and pattern[i + 1 : i + 2] == "+":
+            return pattern[i : i + 2]  # a possessive quantifier
+        i += 1
+    return None
+
+
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     """Compile a ``matches()`` pattern once; raise ValueError for non-RE2 or invalid ones."""
-    bad = _NON_RE2.search(pattern)
+    bad = _non_re2_feature(pattern)
     if bad:
         raise ValueError(
-            f"unsupported regex feature {bad.group()!r} (patterns are RE2-like: "
-            "no lookaround, backreferences or possessive quantifiers)"
+            f"unsupported regex feature {bad!r} (patterns are RE2-like: "
+            "no lookaround, backreferences, atomic groups or possessive quantifiers)"
         )
     try:
         return re.compile(pattern)

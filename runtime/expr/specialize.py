@@ -1,11 +1,7 @@
 """Hand-specialized closures for the hot shapes of filter expressions.
 
-Two kinds of closure live here:
-
-* getters: :func:`path_getter` reads ``ctx["data"]["x"]`` in one closure and raises
-  :class:`PathError` if it cannot; :func:`path_peek` returns :data:`MISSING` instead.
-* probes: boolean tests that return ``True``, ``False`` or ``None`` -- ``None`` meaning
-  "this would be a runtime error" -- and never raise. Raising in Python costs about a
+The closures here are *probes*: boolean tests that return ``True``, ``False`` or
+``None`` -- ``None`` meaning "this would be a runtime error" -- and never raise. Raising in Python costs about a
   microsecond, so filters over events that lack a field would be slow if errors were
   exceptions. ``Expr.predicate`` and ``&&``/``||`` chains run on probes; the raising
   ``fn`` of a probed node is :func:`raising`, which falls back to the generic closure
@@ -24,122 +20,18 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable
 
-from runtime.expr.values import EvalError, PathError, contains, equals, type_name
+from runtime.expr.paths import MISSING, path_peek
+from runtime.expr.values import EvalError, contains, equals, type_name
 
 Fn = Callable[[object], object]
 Probe = Callable[[object], "bool | None"]
 
-
-class _Missing:
-    """The absent value. ``MISSING.get(key, default)`` is MISSING again, so a path lookup
-    can chain ``.get`` calls without raising when an intermediate key is absent."""
-
-    __slots__ = ()
-
-    def get(self, key: object, default: object = None) -> _Missing:
-        return self
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-#: What :func:`path_peek` and safe getters return instead of raising.
-MISSING: object = _Missing()
 
 _NUMBER_KINDS = frozenset({int, float})
 _ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 #: How an operator reads with its operands swapped: ``5 < x`` is ``x > 5``.
 FLIPPED = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
-
-
-# -- getters ---------------------------------------------------------------------------------
-
-
-def path_getter(path: tuple[str, ...]) -> Fn:
-    """A closure returning ``ctx[path[0]][path[1]]...``; raises PathError if absent."""
-    if len(path) == 1:
-        (a,) = path
-
-        def get1(ctx: object) -> object:
-            try:
-                return ctx[a]  # type: ignore[index]
-            except Exception:
-                raise PathError(ctx, path) from None
-
-        return get1
-    if len(path) == 2:
-        a, b = path
-
-        def get2(ctx: object) -> object:
-            try:
-                return ctx[a][b]  # type: ignore[index]
-            except Exception:
-                raise PathError(ctx, path) from None
-
-        return get2
-
-    def get_n(ctx: object) -> object:
-        try:
-            value = ctx
-            for key in path:
-                value = value[key]  # type: ignore[index]
-            return value
-        except Exception:
-            raise PathError(ctx, path) from None
-
-    return get_n
-
-
-def path_peek(path: tuple[str, ...]) -> Fn:
-    """Like :func:`path_getter` but returns :data:`MISSING` instead of raising.
-
-    Uses ``.get`` so that an absent key costs no exception; a non-map intermediate has
-    no ``.get`` (AttributeError), which also ends in MISSING.
-    """
-    if len(path) == 1:
-        (a,) = path
-
-        def peek1(ctx: object) -> object:
-            try:
-                return ctx.get(a, MISSING)  # type: ignore[attr-defined]
-            except Exception:
-                return MISSING
-
-        return peek1
-    if len(path) == 2:
-        a, b = path
-
-        def peek2(ctx: object) -> object:
-            try:
-                return ctx.get(a, MISSING).get(b, MISSING)  # type: ignore[attr-defined]
-            except Exception:
-                return MISSING
-
-        return peek2
-
-    def peek_n(ctx: object) -> object:
-        try:
-            value = ctx
-            for key in path:
-                value = value.get(key, MISSING)  # type: ignore[attr-defined]
-            return value
-        except Exception:
-            return MISSING
-
-    return peek_n
-
-
-def safe(fn: Fn) -> Fn:
-    """``fn`` returning :data:`MISSING` instead of raising (exceptions stay the slow path)."""
-
-    def safe_fn(ctx: object) -> object:
-        try:
-            return fn(ctx)
-        except Exception:
-            return MISSING
-
-    return safe_fn
 
 
 # -- probes ----------------------------------------------------------------------------------

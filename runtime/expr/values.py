@@ -10,7 +10,8 @@ Values are plain Python objects as decoded from JSON: ``None``, ``bool``, ``int`
 * ordering (``< <= > >=``) works on number/number, string/string and bool/bool only.
 * integer arithmetic is checked against the int64 range; ``/`` on ints truncates toward
   zero and ``%`` takes the sign of the dividend, as in CEL.
-* ``string + string`` is capped at :data:`MAX_STRING_BYTES` characters.
+* ``string + string`` is capped at :data:`MAX_STRING_CHARS` characters (1 Mi) and
+  ``list + list`` at :data:`MAX_LIST_LENGTH` elements, so no expression can balloon.
 
 Every failure raises :class:`EvalError`; callers never see a raw ``TypeError``.
 """
@@ -22,7 +23,8 @@ from collections.abc import Callable, Mapping
 
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
-MAX_STRING_BYTES = 1 << 20
+MAX_STRING_CHARS = 1 << 20
+MAX_LIST_LENGTH = 1 << 20
 
 NUMBER_TYPES = frozenset({int, float})
 LIST_TYPES = frozenset({list, tuple})
@@ -177,10 +179,12 @@ def add(a: object, b: object) -> object:
     if ta is int and tb is int:
         return check_int(a + b)  # type: ignore[operator]
     if ta is str and tb is str:
-        if len(a) + len(b) > MAX_STRING_BYTES:  # type: ignore[arg-type]
-            raise EvalError(f"string concatenation exceeds {MAX_STRING_BYTES} characters")
+        if len(a) + len(b) > MAX_STRING_CHARS:  # type: ignore[arg-type]
+            raise EvalError(f"string concatenation exceeds {MAX_STRING_CHARS} characters")
         return a + b  # type: ignore[operator]
     if ta in LIST_TYPES and tb in LIST_TYPES:
+        if len(a) + len(b) > MAX_LIST_LENGTH:  # type: ignore[arg-type]
+            raise EvalError(f"list concatenation exceeds {MAX_LIST_LENGTH} elements")
         return [*a, *b]  # type: ignore[misc]
     _numbers(a, b, "+")
     return a + b  # type: ignore[operator]

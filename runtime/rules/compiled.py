@@ -20,6 +20,8 @@ class CompiledRule:
     window_ms: int
     cooldown_ms: int
     actions: tuple[Action, ...]
+    action_topics: tuple[str, ...] = ()
+    action_details: tuple[dict[str, Any] | None, ...] = ()  # the notify request of each action
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -43,4 +45,6 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         window_ms=when.within,
         cooldown_ms=doc.cooldown,
         actions=tuple(doc.then),
+        action_topics=tuple(a.topic for a in doc.then),
+        action_details=tuple(a.notify.model_dump(exclude_none=True) if a.notify else None for a in doc.then),
     )

@@ -131,27 +131,30 @@ class PartitionEngine:
 
     def _fire(self, rule: CompiledRule, event: Event, window: WindowState) -> list[Output]:
         refs = list(window.refs)
+        matched = [{"source": s, "id": i} for s, i in refs]
+        when = format_time_ms(event.time)
         outputs = []
-        for index, action in enumerate(rule.actions):
+        for index, topic in enumerate(rule.action_topics):
             oid = output_id(rule.name, event.customer, refs, index)
             data: dict[str, Any] = {
                 "rule": rule.name,
                 "rule_version": rule.version,
                 "count": len(refs),
-                "events": [{"source": s, "id": i} for s, i in refs],
+                "events": matched,
             }
-            if action.notify is not None:
-                data["notify"] = action.notify.model_dump(exclude_none=True)
+            notify = rule.action_details[index]
+            if notify is not None:
+                data["notify"] = notify
             cloudevent = {
                 "specversion": "1.0",
                 "id": oid,
                 "source": f"esp/rule/{rule.name}",
-                "type": action.topic,
-                "time": format_time_ms(event.time),
+                "type": topic,
+                "time": when,
                 "subject": event.customer,
                 "data": data,
             }
-            outputs.append(Output(oid, action.topic, cloudevent))
+            outputs.append(Output(oid, topic, cloudevent))
         return outputs
 
     def expire(self, watermark_ms: int) -> None:

@@ -19,8 +19,9 @@ def every_event_rule(name: str, kind: str) -> dict[str, Any]:
     return {"kind": "rule", "name": name, "when": {"event": kind}, "then": [{"emit": name}]}
 
 
-def read_exactly(client: EspClient, subscription: str, expected: int, *, timeout_s: float = 90.0,
-                 settle_s: float = 2.0) -> list[dict[str, Any]]:
+def read_exactly(
+    client: EspClient, subscription: str, expected: int, *, timeout_s: float = 90.0, settle_s: float = 2.0
+) -> list[dict[str, Any]]:
     """Pull and ack until ``expected`` events arrived, then keep pulling ``settle_s`` longer so that
     extra (duplicate) deliveries would be seen too."""
     events: list[dict[str, Any]] = []

@@ -27,7 +27,9 @@ def test_config_documents_are_validated_versioned_and_listed(platform):
     assert error["reason"] == "invalid_config"
     assert error["errors"][0]["path"] == "when.count.gte" and error["errors"][0]["got"] == 0
 
-    expr = httpx.put(f"{url}/rule/api-expr", json={**rule, "name": "api-expr", "when": {"event": "a.b", "where": "data.x >"}})
+    expr = httpx.put(
+        f"{url}/rule/api-expr", json={**rule, "name": "api-expr", "when": {"event": "a.b", "where": "data.x >"}}
+    )
     assert (expr.status_code, expr.json()["reason"]) == (422, "invalid_expression")
     assert expr.json()["position"] is not None
 
@@ -61,7 +63,9 @@ def test_pull_ack_and_redelivery_over_http(platform, client):
     time.sleep(platform.settings.visibility_timeout_s + 0.5)
     redelivered = client.pull("pull-sub", max_events=50, wait_s=1)
     assert sorted(e["id"] for e in redelivered["events"]) == sorted(e["id"] for e in got[15:])
-    assert redelivered["cursor"] == max((e["ack_id"] for e in redelivered["events"]), key=lambda i: tuple(map(int, i.split("-"))))
+    assert redelivered["cursor"] == max(
+        (e["ack_id"] for e in redelivered["events"]), key=lambda i: tuple(map(int, i.split("-")))
+    )
     response = httpx.post(f"{platform.base_url}/v1/subscriptions/pull-sub/ack", json={"cursor": redelivered["cursor"]})
     assert response.json() == {"acked": 5}
     assert httpx.get(f"{platform.base_url}/v1/subscriptions/nope/events").status_code == 404

@@ -14,9 +14,7 @@ T0 = 1_790_000_000_000
 
 
 def settings_for(server, tmp_path, **overrides) -> EspSettings:
-    return EspSettings(
-        state_dir=tmp_path, redis_url=server.url, partitions=4, checkpoint_interval_s=3600, **overrides
-    )
+    return EspSettings(state_dir=tmp_path, redis_url=server.url, partitions=4, checkpoint_interval_s=3600, **overrides)
 
 
 def ev(i: int, customer: str, kind: str = "t.login", **data) -> Event:
@@ -25,8 +23,14 @@ def ev(i: int, customer: str, kind: str = "t.login", **data) -> Event:
 
 def setup_config(client) -> None:
     store = ConfigStore(client)
-    store.put({"kind": "rule", "name": "pairs", "when": {"event": "t.login", "count": 2, "within": "1h"},
-               "then": [{"emit": "pair"}]})
+    store.put(
+        {
+            "kind": "rule",
+            "name": "pairs",
+            "when": {"event": "t.login", "count": 2, "within": "1h"},
+            "then": [{"emit": "pair"}],
+        }
+    )
     store.put({"kind": "subscription", "name": "out", "topics": ["business.*"]})
 
 
@@ -34,7 +38,7 @@ def append_all(log: PartitionLog, events: list[Event], partitions: int = 4) -> N
     from runtime.partitioning import partition_of
 
     for e in events:  # one entry per event here, so a crash can fall between any two
-        log.append({partition_of(e.customer, partitions): [e]})
+        log.append({partition_of(e.customer, partitions): [e]}, now_ms=T0)
 
 
 def drain(runner: PartitionRunner) -> None:
@@ -104,8 +108,12 @@ def test_config_change_reaches_a_running_runner(redis_server, redis_client, tmp_
     runner = PartitionRunner(settings, [0, 1, 2, 3], consumer="a", client=redis_client)
     runner.recover()
     ConfigStore(redis_client).put(
-        {"kind": "rule", "name": "vip", "when": {"event": "t.order", "where": "data.amount >= 100"},
-         "then": [{"emit": "vip"}]}
+        {
+            "kind": "rule",
+            "name": "vip",
+            "when": {"event": "t.order", "where": "data.amount >= 100"},
+            "then": [{"emit": "vip"}],
+        }
     )
     append_all(log, [ev(1, "x", "t.order", amount=150), ev(2, "y", "t.order", amount=50)])
     drain(runner)

@@ -223,6 +223,7 @@ def test_snapshot_and_resume_equal_one_uninterrupted_engine(rules, events, data)
     outputs = before.on_events(events[:split])
     checkpoint = msgspec.msgpack.decode(msgspec.msgpack.encode(before.snapshot()))  # what the store keeps
     after = PartitionEngine([s.compile() for s in reversed(rules)], resume_state=checkpoint)
+    assert after.snapshot() == checkpoint  # nothing lost or invented on the way
     outputs += after.on_events(events[split:])
 
     assert outputs == uninterrupted  # same firings, same ids, same CloudEvents

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -325,6 +326,22 @@ def test_json_seq_records_are_parsed():
 )
 def test_parse_time_ms(value, expected):
     assert parse_time_ms(value) == expected
+
+
+@pytest.fixture
+def local_time_in_shanghai(monkeypatch):
+    """A process whose local time zone is UTC+8, so "naive means UTC" is observable."""
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_naive_time_is_utc_whatever_the_local_zone(local_time_in_shanghai):
+    assert time.localtime(0).tm_hour == 8  # the fixture took effect
+    assert parse_time_ms("2024-01-01T00:00:00") == 1_704_067_200_000
+    assert parse_time_ms("2024-01-01T08:00:00+08:00") == 1_704_067_200_000
 
 
 @pytest.mark.parametrize("value", ["", "noon", "2024-13-01T00:00:00Z", "2024-01-01T25:00:00Z", None, True, False, [1]])

@@ -196,11 +196,40 @@ def test_arithmetic(source: str, expected: object) -> None:
     assert ev(source) == expected
 
 
-def test_string_concatenation_is_capped() -> None:
-    big = {"s": "x" * 600_000}
+def test_concatenation_is_capped() -> None:
+    big = {"s": "x" * 600_000, "l": [0] * 600_000}
     assert ev("s + 'y'", big) == "x" * 600_000 + "y"
     assert ev("s + s", big) is _ERROR
-    assert compile_expr("s + s").predicate(big) is False
+    assert compile_expr("size(s + s) > 0").predicate(big) is False
+    assert ev("size(l + [1])", big) == 600_001
+    assert ev("l + l", big) is _ERROR
+
+
+@pytest.mark.parametrize(
+    ("pattern", "ok"),
+    [
+        ("^a+$", True),
+        ("(?i)abc", True),
+        ("(?P<name>a)b", True),
+        ("[?+]", True),
+        (r"\\1", True),  # an escaped backslash followed by '1' is no backreference
+        (r"(a)\1", False),
+        ("(?=a)", False),
+        ("(?<!a)b", False),
+        ("(?P=name)", False),
+        ("a++", False),
+        ("(?>a)", False),
+        ("(", False),
+    ],
+)
+def test_matches_patterns(pattern: str, ok: bool) -> None:
+    source = f"s.matches(r'{pattern}')"
+    if ok:
+        assert compile_expr(source).predicate({"s": "zzz"}) in (True, False)
+    else:
+        err = compile_error(source)
+        assert err.position == 10
+        assert "RE2-style pattern" in str(err)
 
 
 # -- comparisons and equality --------------------------------------------------------------

@@ -1,0 +1,161 @@
+"""``esp bench``: the numbers of DESIGN.md §6, measured the same way every time.
+
+- ``engine``: the generic rule engine in one process over msgpack-encoded log entries
+  (decoding included), against a hand-written loop over parsed tuples for the same rule.
+- ``expression``: nanoseconds per predicate evaluation.
+- ``ingest``/``end_to_end``: a private local ESP; events posted as NDJSON batches; the ack rate
+  (events durable in the log) and the rate until the partition actors have processed all.
+"""
+
+from __future__ import annotations
+
+import os
+import platform as host
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from runtime.envelope import Event
+from runtime.rules import PartitionEngine, compile_rule
+from runtime.synthetic import START_MS, ab_events
+
+BENCH_RULE = {
+    "kind": "rule",
+    "name": "bench-pair",
+    "when": {"event": "bench.a", "where": "data.v >= 90", "count": 2, "within": "60s"},
+    "then": [{"emit": "bench_pair"}],
+}
+
+
+def _events(n: int, users: int) -> list[Event]:
+    return [
+        Event(e["id"], e["type"], e["time"], e["subject"], e["subject"], "bench", e["data"], START_MS)
+        for e in ab_events(users=users, events=n)
+    ]
+
+
+def bench_engine(events: int, users: int, entry_size: int = 5000) -> dict[str, Any]:
+    parsed = _events(events, users)
+    encoder = msgspec.msgpack.Encoder()
+    decoder = msgspec.msgpack.Decoder(list[Event])
+    entries = [encoder.encode(parsed[i : i + entry_size]) for i in range(0, len(parsed), entry_size)]
+    engine = PartitionEngine([compile_rule(BENCH_RULE)])
+    started = time.perf_counter()
+    fired = 0
+    for entry in entries:
+        fired += len(engine.on_events(decoder.decode(entry)))
+    generic_s = time.perf_counter() - started
+
+    tuples = [(e.customer, e.type, e.time, e.data["v"]) for e in parsed]
+    started = time.perf_counter()
+    baseline_fired = _hand_written(tuples)
+    baseline_s = time.perf_counter() - started
+    return {
+        "events": events,
+        "users": users,
+        "fired": fired,
+        "baseline_fired": baseline_fired,
+        "engine_events_per_s": round(events / generic_s),
+        "baseline_events_per_s": round(events / baseline_s),
+        "ratio_to_baseline": round(baseline_s / generic_s, 3),
+        "state_customers": engine.customers,
+    }
+
+
+def _hand_written(tuples: list[tuple[str, str, int, int]]) -> int:
+    """The same rule as BENCH_RULE, written by hand over parsed tuples (the baseline)."""
+    windows: dict[str, list[int]] = {}
+    fired = 0
+    for customer, kind, time_ms, v in tuples:
+        if kind != "bench.a" or v < 90:
+            continue
+        window = windows.setdefault(customer, [])
+        window.append(time_ms)
+        while window and window[0] <= time_ms - 60_000:
+            window.pop(0)
+        if len(window) >= 2:
+            fired += 1
+            window.clear()
+    return fired
+
+
+def bench_expression(n: int = 200_000) -> dict[str, Any]:
+    from runtime.expr.bench import measure
+
+    source = "data.site == 'official' && data.duration_s >= 120"
+    ns = measure(source, {"data": {"site": "official", "duration_s": 300}}, n)
+    return {"expression": source, "ns_per_eval": round(ns, 1)}
+
+
+def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) -> dict[str, Any]:
+    import shutil
+
+    import orjson
+    import ray
+
+    from actors.platform import Platform
+    from runtime.client import EspClient
+    from runtime.redis_server import free_port
+    from runtime.settings import EspSettings
+
+    shutil.rmtree(state_dir, ignore_errors=True)
+    settings = EspSettings(
+        state_dir=state_dir,
+        redis_port=free_port(),
+        metrics_export_port=free_port(),
+        http_port=free_port(),
+        max_backlog_entries=100_000,
+    )
+    platform = Platform(settings)
+    platform.start_redis()
+    try:
+        platform.init_ray_in_process()
+        platform.deploy(detached=False)
+        key = "bench-source-key-0123456789"
+        stream = list(ab_events(users=users, events=events))
+        bodies = [
+            b"\n".join(orjson.dumps(e) for e in stream[i : i + batch_size]) for i in range(0, len(stream), batch_size)
+        ]
+        with EspClient(platform.base_url, key=key) as client:
+            client.put_config({"kind": "source", "name": "bench", "api_key": key})
+            client.put_config(BENCH_RULE)
+            started = time.perf_counter()
+            for body in bodies:
+                client.post_body(body, "application/x-ndjson")
+            acked_s = time.perf_counter() - started
+            processed_s = _wait_processed(platform, events, started)
+        return {
+            "events": events,
+            "batch_size": batch_size,
+            "ingest_ack_events_per_s": round(events / acked_s),
+            "end_to_end_events_per_s": round(events / processed_s) if processed_s else None,
+            "actors": len(platform.actors),
+        }
+    finally:
+        platform.undeploy()
+        ray.shutdown()
+        if platform.redis_server:
+            platform.redis_server.stop()
+
+
+def _wait_processed(platform: Any, events: int, started: float, timeout_s: float = 300) -> float | None:
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = sum(s["events"] for s in ray.get([a.status.remote() for a in platform.actors]))
+        if done >= events:
+            return time.perf_counter() - started
+        time.sleep(0.05)
+    return None
+
+
+def run_bench(*, events: int, users: int, batch_size: int, state_dir: Path) -> dict[str, Any]:
+    return {
+        "host": {"cpus": os.cpu_count(), "python": host.python_version(), "machine": host.machine()},
+        "engine": bench_engine(max(events, 1_000_000), users),
+        "expression": bench_expression(),
+        "end_to_end": bench_end_to_end(events, users, batch_size, state_dir),
+    }
