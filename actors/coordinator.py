@@ -14,6 +14,7 @@ import redis
 
 from actors import partition_actor
 from runtime import keys
+from runtime.errors import EspError
 from runtime.partitioning import assign
 from runtime.settings import EspSettings
 
@@ -24,15 +25,27 @@ def actor_count(settings: EspSettings) -> int:
     return max(1, int(ray.available_resources().get("CPU", 1) // 1))
 
 
+def check_partitions(client: redis.Redis, partitions: int) -> None:
+    """Virtual partitions are fixed once data exists: hash(customer) mod P must not change."""
+    recorded = client.hget(keys.META, "partitions")
+    if recorded is not None and int(recorded) != partitions:
+        raise EspError(
+            f"this store was created with {int(recorded)} virtual partitions, but the settings say "
+            f"{partitions}; partitions are fixed at creation (set ESP_PARTITIONS={int(recorded)})",
+            reason="partitions_mismatch",
+        )
+
+
 def start_partition_actors(settings: EspSettings, *, detached: bool = True) -> list[Any]:
     """Start one actor per assignment slot and record the assignment."""
+    client = redis.Redis.from_url(settings.effective_redis_url())
+    check_partitions(client, settings.partitions)
     assignment = assign(settings.partitions, min(actor_count(settings), settings.partitions))
     handles = [
         partition_actor.create(settings, partitions, index, detached=detached)
         for index, partitions in enumerate(assignment)
     ]
     ray.get([h.status.remote() for h in handles])
-    client = redis.Redis.from_url(settings.effective_redis_url())
     pipe = client.pipeline()
     pipe.delete(keys.HEARTBEATS)
     pipe.hset(keys.META, mapping={"assignment": json.dumps(assignment), "partitions": settings.partitions})

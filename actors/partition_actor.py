@@ -112,4 +112,4 @@ def create(settings: EspSettings, partitions: list[int], index: int, *, detached
         max_concurrency=4,
         get_if_exists=True,
     )
-    return remote.remote(settings.model_dump(mode="json"), partitions, index)
+    return remote.remote(settings.to_wire(), partitions, index)

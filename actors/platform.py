@@ -48,7 +48,9 @@ class Platform:
         redis.Redis.from_url(self.settings.effective_redis_url()).ping()
 
     def start_ray_head(self) -> str:
-        """``ray start --head`` as its own process tree, so it outlives this command."""
+        """``ray start --head`` as its own process tree, so it outlives this command. The head
+        uses Ray's token authentication (the CLI sets RAY_AUTH_MODE=token before importing Ray,
+        so ``connect`` sends the token the head wrote to ~/.ray/auth_token)."""
         cmd = [
             str(Path(sys.executable).with_name("ray")),
             "start", "--head",
@@ -58,8 +60,17 @@ class Platform:
             f"--metrics-export-port={self.settings.metrics_export_port}",
             "--disable-usage-stats",
         ]  # fmt: skip
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log = self.settings.state_dir / "ray-start.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:  # not a pipe: Ray's daemons inherit it and never close it
+            done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"'ray start --head' failed (exit {done.returncode}); see {log}")
         return f"127.0.0.1:{RAY_GCS_PORT}"
+
+    @staticmethod
+    def connect(address: str) -> None:
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
 
     def init_ray_in_process(self) -> None:
         """A private local Ray that ends with this process (demo and tests)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,11 @@ def _settings(**overrides: Any) -> EspSettings:
     return EspSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def _use_ray_token_auth() -> None:
+    """Must run before Ray is imported: Ray reads its auth mode once."""
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
 def _fail(exc: EspError) -> None:
     click.echo(json.dumps({"error": exc.to_dict()}), err=True)
     sys.exit(2)
@@ -40,12 +46,15 @@ def main() -> None:
 @click.option("--no-auth", is_flag=True, help="Accept 'X-ESP-Source: <name>' instead of source keys.")
 def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_auth: bool) -> None:
     """Start Redis, Ray, the partition actors and the HTTP API; they keep running."""
-    import ray
-
-    from actors.platform import NAMESPACE, Platform
+    if address is None:
+        _use_ray_token_auth()  # the head 'ray start' creates uses token authentication
+    from actors.platform import Platform
 
     settings = _settings(redis_url=redis_url, state_dir=state_dir, auth=False if no_auth else None)
     platform = Platform(settings)
+    if platform.load_state():
+        click.echo(f"ESP is already up (state in {platform.state_file}); run 'esp down' first.", err=True)
+        sys.exit(1)
     try:
         platform.start_redis()
     except EspError as exc:
@@ -54,10 +63,20 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
     if started_ray:
         click.echo("starting Ray head ...")
         address = platform.start_ray_head()
-    ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
-    platform.deploy(detached=True)
+    platform.connect(address)
+    try:
+        platform.deploy(detached=True)
+    except EspError as exc:
+        _fail(exc)
     redis_pid = platform.redis_server.pid if platform.redis_server else None
-    platform.save_state(address=address, started_ray=started_ray, redis_pid=redis_pid, url=platform.base_url)
+    platform.save_state(
+        address=address,
+        started_ray=started_ray,
+        redis_pid=redis_pid,
+        url=platform.base_url,
+        redis_url=settings.effective_redis_url(),
+        state_dir=str(settings.state_dir.resolve()),
+    )
     click.echo(f"ESP is up at {platform.base_url} (OpenAPI: {platform.base_url}/docs); 'esp down' stops it.")
 
 
@@ -67,19 +86,25 @@ def down(state_dir: Path | None) -> None:
     """Stop what 'esp up' started (checkpointing the partition actors first)."""
     import subprocess
 
+    state_file = (state_dir or EspSettings().state_dir) / "platform.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if state.get("started_ray"):
+        _use_ray_token_auth()
     import ray
 
-    from actors.platform import NAMESPACE, Platform
+    from actors.platform import Platform
     from runtime.redis_server import EmbeddedRedis
 
     settings = _settings(state_dir=state_dir)
     platform = Platform(settings)
-    state = platform.load_state()
     if not state:
         click.echo("nothing to stop: no running ESP recorded under " + str(settings.state_dir))
         return
+    if state.get("redis_url"):
+        settings = _settings(state_dir=state_dir, redis_url=state["redis_url"])
+        platform = Platform(settings)
     try:
-        ray.init(address=state["address"], namespace=NAMESPACE, log_to_driver=False)
+        platform.connect(state["address"])
         platform.undeploy()
         ray.shutdown()
     except Exception as exc:  # the cluster may be gone already; still stop the rest
@@ -129,7 +154,7 @@ def apply(path: Path, url: str, dry_run: bool) -> None:
             try:
                 result = client.put_config(raw)
             except EspError as exc:
-                click.echo(f"{origin}: {exc.message}", err=True)
+                click.echo(json.dumps({"document": origin, "error": exc.to_dict()}), err=True)
                 sys.exit(2)
             click.echo(f"{result['kind']}/{result['name']} version {result['version']}")
 
@@ -172,12 +197,15 @@ def send(file: Path, url: str, key: str | None, source: str | None, batch_size: 
 def tail(subscription: str, url: str, max_events: int) -> None:
     """Print a subscription's events as they arrive (pull, ack)."""
     with EspClient(url) as client:
-        while True:
-            events = client.pull(subscription, max_events=max_events, wait_s=5)["events"]
-            for event in events:
-                click.echo(orjson.dumps(event).decode())
-            if events:
-                client.ack(subscription, [e["ack_id"] for e in events])
+        try:
+            while True:
+                events = client.pull(subscription, max_events=max_events, wait_s=5)["events"]
+                for event in events:
+                    click.echo(orjson.dumps(event).decode())
+                if events:
+                    client.ack(subscription, [e["ack_id"] for e in events])
+        except EspError as exc:
+            _fail(exc)
 
 
 @main.command()

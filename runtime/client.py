@@ -1,6 +1,6 @@
 """A small HTTP client for ESP's API: used by the CLI, the demo, the benchmark and the tests.
 
-Sending retries a whole batch on 429/503 (honouring ``Retry-After``) and on connection errors;
+Sending retries a whole batch on 429, 5xx (honouring ``Retry-After``) and connection errors;
 because event ids are idempotency keys, a retried batch never doubles an event.
 """
 
@@ -15,6 +15,8 @@ import httpx
 import orjson
 
 from runtime.errors import EspError
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})  # safe: event ids make retries idempotent
 
 
 @dataclass(slots=True)
@@ -63,6 +65,13 @@ class EspClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise EspError(f"ESP is not reachable at {self.http.base_url}: {exc}", reason="unreachable") from None
+        return self._json(response)
+
     def _json(self, response: httpx.Response) -> Any:
         if response.status_code >= 400:
             try:
@@ -82,7 +91,7 @@ class EspClient:
                 response = self.http.post("/v1/events", content=body, headers={"Content-Type": content_type})
             except httpx.TransportError:
                 response = None
-            if response is not None and response.status_code not in (429, 503):
+            if response is not None and response.status_code not in RETRY_STATUSES:
                 return self._json(response), retries
             if retries >= max_retries:
                 status = response.status_code if response is not None else "no connection"
@@ -112,19 +121,17 @@ class EspClient:
 
     def put_config(self, document: dict[str, Any]) -> dict[str, Any]:
         kind, name = document.get("kind"), document.get("name")
-        return self._json(self.http.put(f"/v1/config/{kind}/{name}", json=document))
+        return self._request("PUT", f"/v1/config/{kind}/{name}", json=document)
 
     def get_config(self, kind: str, name: str) -> dict[str, Any]:
-        return self._json(self.http.get(f"/v1/config/{kind}/{name}"))
+        return self._request("GET", f"/v1/config/{kind}/{name}")
 
     def pull(self, subscription: str, *, max_events: int = 100, wait_s: float = 0) -> dict[str, Any]:
         params = {"max": max_events, "wait": wait_s}
-        return self._json(self.http.get(f"/v1/subscriptions/{subscription}/events", params=params))
+        return self._request("GET", f"/v1/subscriptions/{subscription}/events", params=params)
 
     def ack(self, subscription: str, ack_ids: list[str]) -> int:
-        return int(
-            self._json(self.http.post(f"/v1/subscriptions/{subscription}/ack", json={"ack_ids": ack_ids}))["acked"]
-        )
+        return int(self._request("POST", f"/v1/subscriptions/{subscription}/ack", json={"ack_ids": ack_ids})["acked"])
 
     def drain(self, subscription: str, *, idle_s: float = 3.0, timeout_s: float = 120.0) -> list[dict[str, Any]]:
         """Pull and ack until nothing new arrives for ``idle_s`` (or ``timeout_s`` passes)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -13,13 +15,13 @@ def parse_duration_ms(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration like '30m' or '7d', got {value!r}")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"expected a non-negative duration, got {value!r}")
-        return int(value * 1000)
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"expected a finite, non-negative duration, got {value!r}")
+        return int(Decimal(str(value)) * 1000)
     if isinstance(value, str):
         match = _PATTERN.match(value)
         if match:
-            return int(float(match.group(1)) * _UNITS_MS[match.group(2) or "s"])
+            return int(Decimal(match.group(1)) * _UNITS_MS[match.group(2) or "s"])
     raise ValueError(f"expected a duration like '30m', '7d' or a number of seconds, got {value!r}")
 
 

@@ -8,9 +8,10 @@ event is rejected with its index and a reason, the rest go on.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any
 
 import msgspec
@@ -107,16 +108,18 @@ def decode_events(body: bytes, content_type: str | None, *, source: str, receive
     that find exactly the bad ones."""
     kind = media_type(content_type)
     if kind in JSON_TYPES or kind in NDJSON_TYPES:
-        array = body
+        array, expected = body, None
         if kind in NDJSON_TYPES:
-            array = b"[" + b",".join(line for line in body.splitlines() if line.strip()) + b"]"
+            records = _records(body)
+            array, expected = b"[" + b",".join(records) + b"]", len(records)
         elif body.lstrip()[:1] != b"[":
-            array = b"[" + body + b"]"
+            array, expected = b"[" + body + b"]", 1
         try:
             typed = _typed_decoder.decode(array)
         except (msgspec.DecodeError, msgspec.ValidationError):
             typed = None
-        if typed is not None:
+        # a count mismatch means a record held more than one value: let the slow path judge it
+        if typed is not None and (expected is None or len(typed) == expected):
             batch = _from_typed(typed, source, received_at)
             if batch is not None:
                 return batch, len(typed)
@@ -128,7 +131,7 @@ def _from_typed(typed: list[_InEvent], source: str, received_at: int) -> Batch |
     """Events from typed items, or None when one needs the slow path's precise rejection."""
     events = []
     for item in typed:
-        at = item.time if type(item.time) is int else parse_time_ms(item.time)
+        at = parse_time_ms(item.time)
         if at is None or (item.source is not None and item.source != source):
             return None
         events.append(Event(item.id, item.type, at, item.subject, item.subject, source, item.data or {}, received_at))
@@ -146,7 +149,7 @@ def decode_body(body: bytes, content_type: str | None) -> list[Any]:
     if kind not in SUPPORTED_TYPES:
         raise UnsupportedContentType(f"content type {kind!r} is not accepted; use one of {sorted(SUPPORTED_TYPES)}")
     if kind in NDJSON_TYPES:
-        return [_decode_line(line) for line in body.splitlines() if line.strip()]
+        return [_decode_line(line) for line in _records(body)]
     if kind in ARROW_TYPES:
         return _decode_arrow(body)
     try:
@@ -154,6 +157,11 @@ def decode_body(body: bytes, content_type: str | None) -> list[Any]:
     except msgspec.DecodeError as exc:
         raise UnparseableBody(f"body is not valid JSON: {exc}") from None
     return decoded if isinstance(decoded, list) else [decoded]
+
+
+def _records(body: bytes) -> list[bytes]:
+    """The records of NDJSON or JSON text sequences (RFC 7464: each record starts with RS)."""
+    return [r for r in (line.strip(b"\x1e \t\r") for line in body.splitlines()) if r]
 
 
 class _Unparseable:
@@ -180,29 +188,42 @@ def _decode_arrow(body: bytes) -> list[Any]:
     return table.to_pylist()
 
 
+MIN_TIME_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_MS = timedelta(milliseconds=1)
+
+
 def parse_time_ms(value: Any) -> int | None:
-    """Epoch milliseconds from an RFC 3339 string or epoch-millisecond number; None if neither."""
+    """Epoch milliseconds from an RFC 3339 string or an epoch-millisecond number within years
+    1-9999; None if it is neither."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float):
-        return int(value)
+        if not math.isfinite(value):
+            return None
+        value = int(value)
+    if isinstance(value, int):
+        return value if MIN_TIME_MS <= value <= MAX_TIME_MS else None
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
-        return int(parsed.timestamp() * 1000)
-    return None
+    elif isinstance(value, datetime):  # Arrow timestamp columns
+        parsed = value
+    else:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return (parsed - _EPOCH) // _ONE_MS
 
 
 def format_time_ms(ms: int) -> str:
     """RFC 3339 in UTC with milliseconds, e.g. ``2026-09-21T14:13:20.180Z``."""
     seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    t = time.gmtime(seconds)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z"
 
 
 def validate_batch(items: list[Any], *, source: str, received_at: int) -> Batch:

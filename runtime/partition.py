@@ -162,7 +162,7 @@ class PartitionRunner:
         written = 0
         for p in sorted(self._dirty):
             engine = self.engines[p]
-            engine.expire(self.watermarks.get(p, 0))
+            engine.expire(self.watermarks.get(p, 0) - self.settings.allowed_lateness_s * 1000)
             state = {**engine.snapshot(), "watermark": self.watermarks.get(p, 0)}
             self.checkpoints.save(Checkpoint(p, self.offsets[p], state, now_ms))
             written += 1

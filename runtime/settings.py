@@ -47,6 +47,12 @@ class EspSettings(BaseSettings):
         ge=10,
         description="Unprocessed log entries per partition above which ingestion answers 429 (backpressure).",
     )
+    allowed_lateness_s: int = Field(
+        3600,
+        ge=0,
+        description="Idle windows and cooldowns are forgotten only once the partition's newest event time "
+        "is this far past them, so a customer whose events lag others' keeps its state.",
+    )
     log_retention_s: int = Field(24 * 3600, ge=0, description="Processed log entries are kept this long for replay.")
     checkpoint_interval_s: float = Field(5.0, gt=0, description="Seconds between partition checkpoints.")
     read_batch_entries: int = Field(64, ge=1, description="Log entries one actor read takes per partition.")

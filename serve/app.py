@@ -80,7 +80,7 @@ class EspApi:
             self._record_ingest(result)
             return JSONResponse(result.to_dict(), status_code=202)
         except Exception as exc:
-            status = errors.status_of(exc) if hasattr(exc, "reason") else 500
+            status = errors.status_of(exc)
             raise
         finally:
             metric(m.INGEST_REQUESTS).inc(1, tags={"status": str(status)})

@@ -20,7 +20,12 @@ STATUS: list[tuple[type[e.EspError], int]] = [
 ]
 
 
-def status_of(exc: e.EspError) -> int:
+def status_of(exc: Exception) -> int:
+    """The HTTP status an exception is answered with (the handlers below use the same)."""
+    if isinstance(exc, redis.RedisError):
+        return 503
+    if not isinstance(exc, e.EspError):
+        return 500
     if isinstance(exc, e.AuthError):
         return 403 if exc.reason in ("forbidden", "unknown_source") else 401
     return next((code for cls, code in STATUS if isinstance(exc, cls)), 400)

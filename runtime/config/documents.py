@@ -43,6 +43,11 @@ def parse_document(raw: Any, *, kind: str | None = None, name: str | None = None
     if name is not None:
         if body.setdefault("name", name) != name:
             raise ConfigError(f"document name {body['name']!r} does not match the URL's name {name!r}")
+    if doc_kind is None:
+        raise ConfigError(
+            "a config document needs a 'kind'",
+            errors=[{"path": "kind", "expected": f"one of {sorted(KINDS)}", "got": None}],
+        )
     model = KINDS.get(str(doc_kind))
     if model is None:
         raise NotFound(f"unknown config kind {doc_kind!r}; expected one of {sorted(KINDS)}")

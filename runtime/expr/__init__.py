@@ -45,6 +45,10 @@ class Expr:
     fields: frozenset[str]
     predicate: Callable[[Context], bool] = field(repr=False, compare=False)
 
+    def __reduce__(self) -> tuple[Callable[[str], Expr], tuple[str]]:
+        """Pickle as source text; unpickling compiles again (closures do not pickle)."""
+        return _recompile, (self.source,)
+
     def __call__(self, ctx: Context) -> object:
         """Evaluate against ``ctx``; runtime problems raise :class:`EvalError`."""
         try:
@@ -86,3 +90,8 @@ def compile_expr(source: str, *, max_length: int = 2000, max_depth: int = 32) ->
         ) from None
     fn = root.fn
     return Expr(source, fn, frozenset(compiler.fields), _make_predicate(root.probe or fn))  # type: ignore[arg-type]
+
+
+def _recompile(source: str) -> Expr:
+    """Rebuild a pickled :class:`Expr`; it was validated once, so only loose limits apply."""
+    return compile_expr(source, max_length=max(len(source), 2000), max_depth=64)

@@ -29,12 +29,15 @@ MAX_LIST_LENGTH = 1 << 20
 NUMBER_TYPES = frozenset({int, float})
 LIST_TYPES = frozenset({list, tuple})
 
+_MISSING = object()
+
 
 class EvalError(Exception):
     """A runtime evaluation error (missing key, type mismatch, overflow).
 
-    Internal and cheap: raised inside compiled closures, turned into ``False`` by
-    ``Expr.predicate``. It is deliberately not an :class:`~runtime.errors.EspError`.
+    Raised inside compiled closures and by ``Expr.__call__``; ``Expr.predicate`` turns it
+    into ``False``. Deliberately a plain ``Exception``, not an
+    :class:`~runtime.errors.EspError`: it describes one event, not a user's config.
     """
 
 
@@ -116,8 +119,7 @@ def contains(container: object, item: object) -> bool:
             return False
         return any(equals(item, element) for element in container)  # type: ignore[attr-defined]
     if cls is dict or isinstance(container, dict):
-        missing = contains
-        return lookup_key(container, item, missing) is not missing  # type: ignore[arg-type]
+        return lookup_key(container, item, _MISSING) is not _MISSING  # type: ignore[arg-type]
     if cls is str:
         if item.__class__ is str:
             return item in container  # type: ignore[operator]
@@ -253,9 +255,6 @@ BINARY_OPS: dict[str, Callable[[object, object], object]] = {
     "%": modulo,
     "in": lambda a, b: contains(b, a),
 }
-
-
-_MISSING = object()
 
 
 def index(obj: object, key: object) -> object:

@@ -1,8 +1,11 @@
 """Per-partition rule evaluation: (rules, state) + events -> (outputs, state).
 
 For each customer and rule the engine keeps the matching events of the current window (event
-time, newest last). When the count reaches the threshold the rule fires, the window restarts and
-the cooldown begins. Customers with no open window and no running cooldown hold no state.
+time, newest last; an event arriving out of order takes its place by time, and events older
+than the newest minus the window fall out). When the count reaches the threshold the rule
+fires with the events in the window, the window restarts and the cooldown begins. During a
+cooldown the customer's matching events are ignored: counting starts afresh when it ends.
+Customers with no open window and no running cooldown hold no state.
 
 The same engine runs inside partition actors, in tests and in the benchmark; it never reads the
 clock and never touches Redis or Ray.
@@ -17,6 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from runtime.envelope import Event, format_time_ms
 from runtime.rules.compiled import CompiledRule
 
@@ -27,7 +32,7 @@ class WindowState:
 
     times: list[int] = field(default_factory=list)
     refs: list[tuple[str, str]] = field(default_factory=list)  # (source, id)
-    cooldown_until: int = 0
+    cooldown_until: int | None = None  # event time before which matches are ignored
 
     def to_wire(self) -> list[Any]:
         return [self.times, [list(r) for r in self.refs], self.cooldown_until]
@@ -35,7 +40,7 @@ class WindowState:
     @classmethod
     def from_wire(cls, wire: list[Any]) -> WindowState:
         times, refs, cooldown_until = wire
-        return cls(list(times), [(s, i) for s, i in refs], int(cooldown_until))
+        return cls(list(times), [(s, i) for s, i in refs], cooldown_until)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +53,10 @@ class Output:
 
 
 def output_id(rule: str, customer: str, refs: Iterable[tuple[str, str]], action_index: int) -> str:
-    """Deterministic: the same rule, customer, matched events and action give the same id."""
-    digest = hashlib.sha256(f"{rule}\x1f{customer}\x1f{action_index}".encode())
-    for source, event_id in refs:
-        digest.update(f"\x1e{source}\x1f{event_id}".encode())
-    return digest.hexdigest()[:32]
+    """Deterministic: the same rule, customer, matched events and action give the same id;
+    the parts are JSON-encoded, so no choice of ids can make two different inputs collide."""
+    encoded = orjson.dumps([rule, customer, action_index, list(refs)])
+    return hashlib.sha256(encoded).hexdigest()[:32]
 
 
 class PartitionEngine:
@@ -62,10 +66,12 @@ class PartitionEngine:
         self._state: dict[str, dict[str, WindowState]] = {}
         self._set_rules(list(rules))
         if resume_state:
+            shapes = resume_state.get("shapes", {})
+            keep = {n for n, r in self._rules.items() if shapes.get(n) == list(r.shape)}
             for customer, per_rule in resume_state.get("customers", {}).items():
-                self._state[customer] = {
-                    name: WindowState.from_wire(w) for name, w in per_rule.items() if name in self._rules
-                }
+                windows = {name: WindowState.from_wire(w) for name, w in per_rule.items() if name in keep}
+                if windows:
+                    self._state[customer] = windows
 
     def _set_rules(self, rules: list[CompiledRule]) -> None:
         self._rules = {r.name: r for r in rules}
@@ -79,7 +85,8 @@ class PartitionEngine:
         return dict(self._rules)
 
     def update_rules(self, rules: Iterable[CompiledRule]) -> None:
-        """Hot reload: keep the windows of rules whose shape is unchanged, drop the others."""
+        """Hot reload: keep the windows of rules whose shape is unchanged, drop the others.
+        (Resuming from a snapshot applies the same test.)"""
         old = self._rules
         self._set_rules(list(rules))
         keep = {name for name, r in self._rules.items() if name in old and old[name].shape == r.shape}
@@ -112,6 +119,10 @@ class PartitionEngine:
         window = per_rule.get(rule.name)
         if window is None:
             window = per_rule[rule.name] = WindowState()
+        if window.cooldown_until is not None:
+            if event.time < window.cooldown_until:
+                return
+            window.cooldown_until = None
         at = bisect.bisect_right(window.times, event.time)
         window.times.insert(at, event.time)
         window.refs.insert(at, (event.source, event.id))
@@ -119,12 +130,13 @@ class PartitionEngine:
             cut = bisect.bisect_left(window.times, window.times[-1] - rule.window_ms + 1)
             if cut:
                 del window.times[:cut], window.refs[:cut]
-        if len(window.times) >= rule.threshold and event.time >= window.cooldown_until:
+        if len(window.times) >= rule.threshold:
             outputs += self._fire(rule, event, window)
             window.times.clear()
             window.refs.clear()
-            window.cooldown_until = event.time + rule.cooldown_ms if rule.cooldown_ms else 0
-        if not window.times and not window.cooldown_until:
+            if rule.cooldown_ms:
+                window.cooldown_until = event.time + rule.cooldown_ms
+        if not window.times and window.cooldown_until is None:
             del per_rule[rule.name]
             if not per_rule:
                 del self._state[event.customer]
@@ -166,9 +178,9 @@ class PartitionEngine:
                 if rule.window_ms and window.times and window.times[-1] <= watermark_ms - rule.window_ms:
                     window.times.clear()
                     window.refs.clear()
-                if window.cooldown_until <= watermark_ms:
-                    window.cooldown_until = 0
-                if not window.times and not window.cooldown_until:
+                if window.cooldown_until is not None and window.cooldown_until <= watermark_ms:
+                    window.cooldown_until = None
+                if not window.times and window.cooldown_until is None:
                     del per_rule[name]
             if not per_rule:
                 del self._state[customer]
@@ -181,4 +193,5 @@ class PartitionEngine:
         return {
             "customers": {c: {n: w.to_wire() for n, w in per_rule.items()} for c, per_rule in self._state.items()},
             "rules": {n: r.version for n, r in self._rules.items()},
+            "shapes": {n: list(r.shape) for n, r in self._rules.items()},
         }

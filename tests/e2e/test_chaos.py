@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -113,3 +114,19 @@ def test_redis_crash_and_aof_restart_loses_and_doubles_nothing(chaos_platform):
     thread.join(timeout=300)
     assert result["report"].retries > 0  # the client really saw the outage and retried
     check_exactly_once(platform, result["report"], "rd", "kill_redis_restart_on_aof", started)
+
+
+def test_killing_the_serve_replica_loses_and_doubles_nothing(chaos_platform):
+    """Requests in flight when the replica dies are answered 5xx or cut; the client retries the
+    whole batch, and idempotency keys make the retry harmless."""
+    platform = chaos_platform
+    started = time.monotonic()
+    thread, result = stream_in_background(platform, "sr")
+    time.sleep(2.0)
+    assert thread.is_alive()
+    found = subprocess.run(["pgrep", "-f", "ServeReplica:esp:api"], capture_output=True, text=True).stdout.split()
+    assert found, "no Serve replica process found"
+    for pid in found:
+        os.kill(int(pid), signal.SIGKILL)
+    thread.join(timeout=300)
+    check_exactly_once(platform, result["report"], "sr", "kill_serve_replica", started)

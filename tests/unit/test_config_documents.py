@@ -13,7 +13,6 @@ from runtime.config.documents import load_yaml_documents, parse_document
 from runtime.config.models import EventType, Rule, Source, Subscription
 from runtime.errors import ConfigError, EspError, ExpressionError, NotFound
 
-KNOWN_BUG = "known runtime bug, see the test's docstring; remove the mark once fixed"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 RULE = {
@@ -196,9 +195,8 @@ def test_good_expression_is_kept_as_written():
     )
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
 def test_infinite_window_is_a_config_error():
-    """BUG runtime/durations.py parse_duration_ms (used by models.DurationMs): YAML
+    """Regression, once a bug: runtime/durations.py parse_duration_ms (used by models.DurationMs): YAML
     'within: .inf' gives float('inf'); int(inf) raises OverflowError, which pydantic lets
     through, so parse_document raises OverflowError (an HTTP 500 / CLI traceback) instead
     of ConfigError with path 'when.within'."""

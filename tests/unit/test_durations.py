@@ -8,8 +8,6 @@ from hypothesis import strategies as st
 
 from runtime.durations import format_duration_ms, parse_duration_ms
 
-KNOWN_BUG = "known runtime bug, see the test's docstring; remove the mark once fixed"
-
 SECOND, MINUTE, HOUR, DAY, WEEK = 1000, 60_000, 3_600_000, 86_400_000, 604_800_000
 
 
@@ -84,9 +82,8 @@ def test_whole_units(n, unit):
     assert parse_duration_ms(f"{n}{name}") == n * size
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
 def test_millisecond_fractions_of_a_second_are_exact():
-    """BUG runtime/durations.py parse_duration_ms, ``int(float(number) * unit)``: float
+    """Regression, once a bug: runtime/durations.py parse_duration_ms, ``int(float(number) * unit)``: float
     truncation drops a millisecond for many decimal inputs: '1.001s' -> 1000 (expected 1001),
     '1.005s' -> 1004, 4.35 (seconds, from YAML) -> 4350 but 1.005 -> 1004. Parsing the
     number with decimal.Decimal (or rounding) is exact."""
@@ -95,9 +92,8 @@ def test_millisecond_fractions_of_a_second_are_exact():
     assert parse_duration_ms(1.005) == 1005
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
 def test_infinite_duration_is_a_value_error():
-    """BUG runtime/durations.py parse_duration_ms: float('inf') (YAML '.inf') raises
+    """Regression, once a bug: runtime/durations.py parse_duration_ms: float('inf') (YAML '.inf') raises
     OverflowError, which pydantic does not turn into a validation error, so parse_document
     raises OverflowError instead of ConfigError. Expected: ValueError naming the input."""
     with pytest.raises(ValueError):

@@ -8,6 +8,7 @@ test_engine_oracle.py.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import msgspec
@@ -16,8 +17,6 @@ import pytest
 from runtime.envelope import Event
 from runtime.rules import CompiledRule, PartitionEngine, compile_rule
 from runtime.rules.engine import output_id
-
-KNOWN_BUG = "known runtime bug, see the test's docstring; remove the mark once fixed"
 
 
 def rule(name: str = "r", *, version: int = 1, **fields: Any) -> CompiledRule:
@@ -160,16 +159,18 @@ def test_customers_are_independent():
     assert engine.customers == 0
 
 
-def test_cooldown_holds_back_firing_until_it_ends():
+def test_cooldown_ignores_matches_and_counting_starts_afresh():
     # threshold 2, within 100 ms, cooldown 60 ms
     #
-    #   t:   0   10!  20   30   40   70!
-    #        x   x    x    x    x    x       fire at 10, silent until 70,
-    #                                         at 70 the window holds 20,30,40,70 -> fire with all four
+    #   t:   0   10!  20   30   69   70   80!
+    #        x   x    -    -    -    x    x      fire at 10; matches before 70 are ignored;
+    #            [cooldown 60 ms)                from 70 counting starts afresh -> fire at 80
     engine = PartitionEngine([rule(when={"count": 2, "within": "100ms"}, cooldown="60ms")])
     assert feed(engine, ev(0, 0), ev(1, 10)) == [("r", "c1", ["e0", "e1"])]
-    assert feed(engine, ev(2, 20), ev(3, 30), ev(4, 40)) == []
-    assert feed(engine, ev(5, 70)) == [("r", "c1", ["e2", "e3", "e4", "e5"])]
+    assert feed(engine, ev(2, 20), ev(3, 30), ev(4, 69)) == []
+    assert engine.snapshot()["customers"] == {"c1": {"r": [[], [], 70]}}  # nothing was kept
+    assert feed(engine, ev(5, 70)) == []
+    assert feed(engine, ev(6, 80)) == [("r", "c1", ["e5", "e6"])]
 
 
 def test_cooldown_state_keeps_customer_until_it_ends():
@@ -186,14 +187,9 @@ def test_firing_without_cooldown_leaves_no_state():
     assert engine.snapshot()["customers"] == {}
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
 def test_single_event_rule_with_cooldown_does_not_hoard_events():
-    """BUG runtime/rules/engine.py PartitionEngine._on_match: with no 'within'
-    (window_ms == 0, allowed for count 1) nothing is ever evicted, so every matching event
-    during a cooldown is kept (unbounded memory for 'count 1, cooldown 7d' rules; expire()
-    keeps them too), and the first event after the cooldown fires with all of them:
-    events at 10 (fire), 100, 200, 300, 1500 with cooldown 1s -> the output at 1500 lists
-    e1..e4 (count 4). Expected: it lists only e4, and no refs are held during the cooldown."""
+    """Regression: a 'count 1, no window, cooldown' rule used to keep every match of the
+    cooldown (unbounded state) and then fire with all of them."""
     engine = PartitionEngine([rule(cooldown="1s")])
     assert feed(engine, ev(0, 10)) == [("r", "c1", ["e0"])]
     assert feed(engine, ev(1, 100), ev(2, 200), ev(3, 300)) == []
@@ -201,14 +197,12 @@ def test_single_event_rule_with_cooldown_does_not_hoard_events():
     assert feed(engine, ev(4, 1500)) == [("r", "c1", ["e4"])]
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
-def test_events_before_1970_can_fire():
-    """BUG runtime/rules/engine.py: WindowState.cooldown_until = 0 means 'no cooldown', but
-    _on_match compares ``event.time >= window.cooldown_until`` anyway, so an event with a
-    negative time (accepted by envelope.parse_time_ms, e.g. '1969-12-31T23:59:59Z' -> -1000)
-    never fires. Expected: a count-1 rule fires on it."""
-    engine = PartitionEngine([rule()])
+def test_events_before_1970_fire_and_cool_down():
+    """Regression: 'no cooldown' used to be cooldown_until = 0, which held back negative times."""
+    engine = PartitionEngine([rule(cooldown="500ms")])
     assert feed(engine, ev(0, -1000)) == [("r", "c1", ["e0"])]
+    assert feed(engine, ev(1, -501)) == []
+    assert feed(engine, ev(2, -500)) == [("r", "c1", ["e2"])]
 
 
 def test_out_of_order_event_joins_the_window_in_time_order():
@@ -267,10 +261,9 @@ def test_output_cloudevent_shape():
 
 def test_output_id_is_the_documented_digest():
     # Subscribers de-duplicate on this id across versions and replays: it is a storage format.
-    digest = hashlib.sha256(b"r\x1fc1\x1f0")
-    digest.update(b"\x1esrc\x1fe1")
-    digest.update(b"\x1esrc\x1fe2")
-    assert output_id("r", "c1", [("src", "e1"), ("src", "e2")], 0) == digest.hexdigest()[:32]
+    # Documented: SHA-256 of the compact JSON [rule, customer, action index, [[source, id], ...]].
+    encoded = json.dumps(["r", "c1", 0, [["src", "e1"], ["src", "e2"]]], separators=(",", ":")).encode()
+    assert output_id("r", "c1", [("src", "e1"), ("src", "e2")], 0) == hashlib.sha256(encoded).hexdigest()[:32]
 
 
 def test_output_ids_are_deterministic_across_engines():
@@ -297,14 +290,19 @@ def test_output_id_differs_when_any_input_differs(rule_name, customer, refs, act
     assert output_id(rule_name, customer, refs, action) != output_id("r", "c1", [("s", "e1")], 0)
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
-def test_output_id_is_unambiguous_for_ids_with_separator_characters():
-    """BUG runtime/rules/engine.py output_id: fields are joined with \\x1e/\\x1f, which event
-    ids may contain (validate_batch accepts any non-empty string), so two different
-    matched-event lists collide: [('s', 'a\\x1es\\x1fb')] and [('s', 'a'), ('s', 'b')] give
-    the same id, and a subscriber de-duplicating on it drops a real output. Expected:
-    different ids (e.g. length-prefix or JSON-encode the parts)."""
-    assert output_id("r", "c", [("s", "a\x1es\x1fb")], 0) != output_id("r", "c", [("s", "a"), ("s", "b")], 0)
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        (("r", "c", [("s", "a\x1es\x1fb")]), ("r", "c", [("s", "a"), ("s", "b")])),
+        (("r", "c", [("s", 'a"],["s","b')]), ("r", "c", [("s", "a"), ("s", "b")])),
+        (("r\x1fc", "", [("s", "a")]), ("r", "c", [("s", "a")])),
+        (("r", "c", [("s\x1fa", "b")]), ("r", "c", [("s", "a\x1fb")])),
+    ],
+)
+def test_output_id_is_unambiguous_whatever_the_ids_contain(left, right):
+    """Regression: parts joined with \\x1e/\\x1f made these pairs collide; event ids may
+    contain any character, and a collision makes a subscriber drop a real output."""
+    assert output_id(*left, 0) != output_id(*right, 0)
 
 
 def test_rules_fire_in_priority_order_then_name():
@@ -322,42 +320,55 @@ def test_rules_fire_in_priority_order_then_name():
 
 
 def test_snapshot_resume_continues_the_window():
-    # threshold 3 within 1 s: two events before the checkpoint, one after
-    rules = [rule(when={"count": 3, "within": "1s"}, cooldown="5s")]
+    # threshold 5 within 1 s: four events of c1 before the checkpoint, one after
+    rules = [rule(when={"count": 5, "within": "1s"}, cooldown="5s")]
     engine = PartitionEngine(rules)
-    feed(engine, ev(0, 0), ev(1, 100), ev(2, 200, "other"))
+    feed(engine, ev(0, 0), ev(1, 100), ev(2, 100), ev(3, 150), ev(9, 200, "other"))
     snapshot = msgspec.msgpack.decode(msgspec.msgpack.encode(engine.snapshot()))
+    c1_refs = [["src", "e0"], ["src", "e1"], ["src", "e2"], ["src", "e3"]]
     assert snapshot == {
-        "customers": {
-            "c1": {"r": [[0, 100], [["src", "e0"], ["src", "e1"]], 0]},
-            "other": {"r": [[200], [["src", "e2"]], 0]},
-        },
+        "customers": {"c1": {"r": [[0, 100, 100, 150], c1_refs, None]}, "other": {"r": [[200], [["src", "e9"]], None]}},
         "rules": {"r": 1},
+        "shapes": {"r": ["a", None, 5, 1000]},
     }
     resumed = PartitionEngine(rules, resume_state=snapshot)
     assert resumed.customers == 2
-    assert feed(resumed, ev(3, 300)) == [("r", "c1", ["e0", "e1", "e3"])]
+    assert feed(resumed, ev(4, 300)) == [("r", "c1", ["e0", "e1", "e2", "e3", "e4"])]
+    # the cooldown started after the resume is carried by the next checkpoint
+    assert resumed.snapshot()["customers"]["c1"] == {"r": [[], [], 5300]}
 
 
 def test_resume_ignores_rules_that_no_longer_exist():
-    snapshot = {"customers": {"c1": {"gone": [[1], [["src", "e0"]], 0], "r": [[1], [["src", "e1"]], 0]}}}
+    snapshot = {
+        "customers": {"c1": {"gone": [[1], [["src", "e0"]], None], "r": [[1], [["src", "e1"]], None]}},
+        "shapes": {"gone": ["a", None, 1, 0], "r": ["a", None, 2, 1000]},
+    }
     engine = PartitionEngine([rule(when={"count": 2, "within": "1s"})], resume_state=snapshot)
-    assert engine.snapshot()["customers"] == {"c1": {"r": [[1], [["src", "e1"]], 0]}}
+    assert engine.snapshot()["customers"] == {"c1": {"r": [[1], [["src", "e1"]], None]}}
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
+def test_resume_drops_windows_of_a_rule_whose_shape_changed_while_down():
+    """Like update_rules: a window counted for 'count 2 within 1s' means nothing for 'count 3'."""
+    snapshot = {"customers": {"c1": {"r": [[1], [["src", "e1"]], None]}}, "shapes": {"r": ["a", None, 2, 1000]}}
+    changed = PartitionEngine([rule(when={"count": 3, "within": "1s"})], resume_state=snapshot)
+    assert changed.customers == 0
+    same = PartitionEngine([rule(when={"count": 2, "within": "1s"})], resume_state=snapshot)
+    assert same.customers == 1
+
+
 def test_resume_without_any_remaining_rule_holds_no_customer():
-    """BUG runtime/rules/engine.py PartitionEngine.__init__: resuming a snapshot whose
-    customers only have state for rules that were deleted keeps an empty dict per customer,
-    so ``customers`` (shown by PartitionWorker.status) counts them until the next expire().
-    Expected: 0 customers, as update_rules() would leave."""
-    snapshot = {"customers": {"c1": {"gone": [[1], [["src", "e0"]], 0]}}}
+    """Regression: customers whose only state was for deleted rules used to stay counted."""
+    snapshot = {"customers": {"c1": {"gone": [[1], [["src", "e0"]], None]}}}
     assert PartitionEngine([rule()], resume_state=snapshot).customers == 0
 
 
 def test_empty_resume_state_is_a_fresh_engine():
     assert PartitionEngine([rule()], resume_state={}).customers == 0
-    assert PartitionEngine([rule()], resume_state=None).snapshot() == {"customers": {}, "rules": {"r": 1}}
+    assert PartitionEngine([rule()], resume_state=None).snapshot() == {
+        "customers": {},
+        "rules": {"r": 1},
+        "shapes": {"r": ["a", None, 1, 0]},
+    }
 
 
 # -- hot reload ------------------------------------------------------------------------------
@@ -410,7 +421,7 @@ def test_reload_removing_a_rule_drops_its_state_and_idle_customers():
 
     engine.update_rules([only_alice])
     assert engine.customers == 1  # bob had no other window
-    assert engine.snapshot()["customers"] == {"alice": {"r2": [[0], [["src", "e0"]], 0]}}
+    assert engine.snapshot()["customers"] == {"alice": {"r2": [[0], [["src", "e0"]], None]}}
     assert feed(engine, ev(2, 2, "bob")) == []  # r1 is gone
     assert feed(engine, ev(3, 3, "alice")) == [("r2", "alice", ["e0", "e3"])]
 
@@ -450,7 +461,7 @@ def test_expire_forgets_windows_that_ended():
     engine.expire(149)
     assert engine.customers == 2  # 50 > 149 - 100: still open
     engine.expire(150)
-    assert engine.snapshot()["customers"] == {"c2": {"r": [[200], [["src", "e2"]], 0]}}
+    assert engine.snapshot()["customers"] == {"c2": {"r": [[200], [["src", "e2"]], None]}}
 
 
 def test_expire_ends_cooldowns_at_the_watermark():
@@ -462,8 +473,13 @@ def test_expire_ends_cooldowns_at_the_watermark():
     assert engine.customers == 0
 
 
-def test_expire_clears_an_ended_window_but_keeps_a_running_cooldown():
-    engine = PartitionEngine([rule(when={"count": 2, "within": "10ms"}, cooldown="1s")])
-    feed(engine, ev(0, 0), ev(1, 1), ev(2, 500))  # fire at 1, cooldown until 1001, window {500}
+def test_expire_treats_each_rule_of_a_customer_on_its_own():
+    # c1: rule "short" (within 10 ms) has an ended window, rule "cool" a running cooldown
+    engine = PartitionEngine(
+        [rule("short", when={"count": 2, "within": "10ms"}), rule("cool", when={"event": "b"}, cooldown="1s")]
+    )
+    feed(engine, ev(0, 0), ev(1, 1, type="b"), ev(2, 500))  # short: window {0, 500} -> {500}; cool: fired at 1
     engine.expire(600)
-    assert engine.snapshot()["customers"] == {"c1": {"r": [[], [], 1001]}}
+    assert engine.snapshot()["customers"] == {"c1": {"cool": [[], [], 1001]}}
+    engine.expire(1001)
+    assert engine.customers == 0

@@ -1,11 +1,13 @@
 """PartitionEngine against a brute-force oracle (hypothesis).
 
 The oracle is written from the semantics in runtime/rules/engine.py's docstring, per customer
-and rule: keep the matching events whose time > newest - window; when the count reaches the
-threshold and the event's time >= cooldown_until, fire with those events, clear the window
-and set cooldown_until = time + cooldown. Rules of one event type are evaluated in priority
-order (highest first, then by name). It keeps every event in plain lists and recomputes the
-window from scratch each time; nothing here calls the engine to decide what is expected.
+and rule: a matching event whose time is before cooldown_until is ignored (the cooldown then
+still runs; one at or after it ends the cooldown); otherwise keep the matching events whose
+time > newest - window; when the count reaches the threshold, fire with those events, clear
+the window and, if the rule has a cooldown, set cooldown_until = time + cooldown. Rules of one
+event type are evaluated in priority order (highest first, then by name). It keeps every event
+in plain lists and recomputes the window from scratch each time; nothing here calls the
+engine to decide what is expected.
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ def specs(draw) -> list[Spec]:
             event_type=draw(st.sampled_from(TYPES)),
             priority=draw(st.integers(0, 100)),
             threshold=draw(st.integers(1, 5)),
-            window_ms=draw(st.integers(1, 100)),
-            cooldown_ms=draw(st.integers(0, 50)),
+            window_ms=draw(st.one_of(st.sampled_from([10, 20, 50, 100]), st.integers(1, 100))),
+            cooldown_ms=draw(st.one_of(st.sampled_from([0, 10, 20, 50]), st.integers(0, 50))),
             where_min=draw(st.one_of(st.none(), st.integers(0, 9))),
         )
         for i in range(count)
@@ -78,10 +80,18 @@ def make_event(n: int, customer: str, type_: str, time: int, v: int | None) -> E
     return Event(f"e{n}", type_, time, customer, customer, "src", data, 0)
 
 
+def raw_events(draw, max_size: int) -> list[tuple[str, str, int, int | None]]:
+    # Draw the length first: plain st.lists() mostly yields very short streams, in which
+    # windows rarely fill up and rules rarely fire.
+    size = draw(st.integers(0, max_size))
+    return draw(st.lists(RAW, min_size=size, max_size=size))
+
+
 RAW = st.tuples(
     st.sampled_from(CUSTOMERS),
     st.sampled_from(TYPES),
-    st.integers(0, 40),  # time step (or absolute time for arbitrary order)
+    # time step: bursts, round steps (which land events exactly on window edges), gaps
+    st.one_of(st.integers(0, 3), st.sampled_from([5, 10, 25]), st.integers(0, 40)),
     st.one_of(st.none(), st.integers(0, 9)),
 )
 
@@ -91,7 +101,7 @@ def ordered_events(draw, max_size: int = 60) -> list[Event]:
     """Events whose times never decrease per customer; customers interleave freely."""
     last = dict.fromkeys(CUSTOMERS, 0)
     events = []
-    for n, (customer, type_, step, v) in enumerate(draw(st.lists(RAW, max_size=max_size))):
+    for n, (customer, type_, step, v) in enumerate(raw_events(draw, max_size)):
         last[customer] += step
         events.append(make_event(n, customer, type_, last[customer], v))
     return events
@@ -102,7 +112,7 @@ def globally_ordered_events(draw, max_size: int = 60) -> list[Event]:
     """Events whose times never decrease across the whole stream (a partition's watermark)."""
     now = 0
     events = []
-    for n, (customer, type_, step, v) in enumerate(draw(st.lists(RAW, max_size=max_size))):
+    for n, (customer, type_, step, v) in enumerate(raw_events(draw, max_size)):
         now += step
         events.append(make_event(n, customer, type_, now, v))
     return events
@@ -111,7 +121,7 @@ def globally_ordered_events(draw, max_size: int = 60) -> list[Event]:
 @st.composite
 def unordered_events(draw, max_size: int = 60) -> list[Event]:
     """Events in any order: each time drawn on its own from 0..200."""
-    raw = draw(st.lists(RAW, max_size=max_size))
+    raw = raw_events(draw, max_size)
     times = draw(st.lists(st.integers(0, 200), min_size=len(raw), max_size=len(raw)))
     return [make_event(n, c, t, times[n], v) for n, (c, t, _, v) in enumerate(raw)]
 
@@ -124,8 +134,9 @@ Fired = tuple[str, str, list[str]]
 class Oracle:
     """Brute force. ``in_order=False`` documents the engine's behaviour for late events: the
     window is kept sorted by event time (a late event goes after equal times), "newest" is the
-    largest time in the window, the cooldown test uses the arriving event's own time, and a
-    cooldown of 0 means no cooldown at all (rather than "not before the last firing")."""
+    largest time in the window, and the cooldown test uses the arriving event's own time (so
+    once an event at or after cooldown_until has ended the cooldown, a later-arriving older
+    event counts again)."""
 
     def __init__(self, rules: list[Spec], *, in_order: bool = True) -> None:
         self.rules = sorted(rules, key=lambda s: (-s.priority, s.name))
@@ -143,22 +154,22 @@ class Oracle:
 
     def _match(self, spec: Spec, event: Event) -> list[Fired]:
         key = (event.customer, spec.name)
+        until = self.cooldown_until.get(key)
+        if until is not None:
+            if event.time < until:
+                return []  # ignored: the cooldown runs
+            del self.cooldown_until[key]
         window = self.window[key]
         window.append((event.time, event.id))
         if not self.in_order:
             window.sort(key=lambda item: item[0])  # stable: a late event goes after equal times
         newest = max(t for t, _ in window)
         window[:] = [(t, i) for t, i in window if t > newest - spec.window_ms]
-        until = self.cooldown_until.get(key)
-        if len(window) >= spec.threshold and (until is None or event.time >= until):
+        if len(window) >= spec.threshold:
             fired = [(spec.name, event.customer, [i for _, i in window])]
             window.clear()
-            # A cooldown of 0 holds nothing back. (In order this is the same as cooldown_until =
-            # time + 0; for late events it is the engine's documented-here behaviour.)
             if spec.cooldown_ms:
                 self.cooldown_until[key] = event.time + spec.cooldown_ms
-            else:
-                self.cooldown_until.pop(key, None)
             return fired
         return []
 

@@ -1,8 +1,9 @@
 """runtime.envelope: body decoding, batch validation and event times.
 
-Invariant 4 ("bad input never costs good input") is shown here for every body format: one
-malformed event among 1,000 good ones is rejected with its index and reason, and the other
-999 are accepted in request order.
+Invariant 4 ("bad input never costs good input") is shown here for every body format and for
+both ways in: ``decode_body`` + ``validate_batch`` (item by item) and ``decode_events`` (the
+typed fast path that falls back to item by item). One malformed event among 1,000 good ones
+is rejected with its index and reason, and the other 999 are accepted in request order.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.envelope import Event, Rejection, decode_body, format_time_ms, parse_time_ms, validate_batch
+from runtime.envelope import (
+    Batch,
+    Event,
+    Rejection,
+    decode_body,
+    decode_events,
+    format_time_ms,
+    parse_time_ms,
+    validate_batch,
+)
 from runtime.errors import EspError, InputError, UnparseableBody, UnsupportedContentType
 
 SOURCE = "crm"
@@ -27,8 +37,6 @@ RECEIVED_AT = 1_700_000_999_000
 BASE_MS = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 N = 1_000
 BAD = 537  # index of the malformed event in the 1,000-event batches
-
-KNOWN_BUG = "known runtime bug, see the test's docstring; remove the mark once fixed"
 
 
 def good(i: int) -> dict[str, Any]:
@@ -51,8 +59,20 @@ def expected_event(i: int) -> Event:
 GOOD_INDICES = [i for i in range(N) if i != BAD]
 
 
-def validate(body: bytes, content_type: str | None):
+def validate(body: bytes, content_type: str | None) -> Batch:
+    """The item-by-item path: decode_body, then validate_batch."""
     return validate_batch(decode_body(body, content_type), source=SOURCE, received_at=RECEIVED_AT)
+
+
+def fast(body: bytes, content_type: str | None) -> Batch:
+    """decode_events, checking that its item count agrees with the batch it returns."""
+    batch, items = decode_events(body, content_type, source=SOURCE, received_at=RECEIVED_AT)
+    assert items == len(batch.events) + len(batch.rejected)
+    assert sorted(batch.indices + [r.index for r in batch.rejected]) == list(range(items))
+    return batch
+
+
+PATHS = pytest.mark.parametrize("decode", [validate, fast], ids=["validate_batch", "decode_events"])
 
 
 def assert_one_rejected(batch, reason: str, rejected_id: str | None) -> None:
@@ -64,26 +84,29 @@ def assert_one_rejected(batch, reason: str, rejected_id: str | None) -> None:
 # -- one bad event among 1,000, per body format ------------------------------------------------
 
 
-def test_json_array_rejects_only_the_event_missing_its_subject():
+@PATHS
+def test_json_array_rejects_only_the_event_missing_its_subject(decode):
     items = [good(i) for i in range(N)]
     del items[BAD]["subject"]
-    batch = validate(json.dumps(items).encode(), "application/json")
+    batch = decode(json.dumps(items).encode(), "application/json")
     assert_one_rejected(batch, "missing_field", f"e{BAD}")
     assert "subject" in batch.rejected[0].message
 
 
-def test_ndjson_rejects_only_the_unparseable_line():
+@PATHS
+def test_ndjson_rejects_only_the_unparseable_line(decode):
     lines = [json.dumps(good(i)) for i in range(N)]
     lines[BAD] = '{"id": "e537", "type": "app.login", "time": '  # truncated line
-    batch = validate("\n".join(lines).encode(), "application/x-ndjson")
+    batch = decode("\n".join(lines).encode(), "application/x-ndjson")
     assert_one_rejected(batch, "unparseable", None)
     assert "not valid JSON" in batch.rejected[0].message
 
 
-def test_cloudevents_batch_rejects_only_the_event_with_a_bad_time():
+@PATHS
+def test_cloudevents_batch_rejects_only_the_event_with_a_bad_time(decode):
     items = [{"specversion": "1.0", "source": SOURCE, **good(i)} for i in range(N)]
     items[BAD]["time"] = "yesterday at noon"
-    batch = validate(json.dumps(items).encode(), "application/cloudevents-batch+json")
+    batch = decode(json.dumps(items).encode(), "application/cloudevents-batch+json")
     assert_one_rejected(batch, "invalid_time", f"e{BAD}")
     assert "yesterday at noon" in batch.rejected[0].message
 
@@ -95,7 +118,8 @@ def arrow_stream(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def test_arrow_ipc_stream_rejects_only_the_row_with_a_null_subject():
+@PATHS
+def test_arrow_ipc_stream_rejects_only_the_row_with_a_null_subject(decode):
     rows = [good(i) for i in range(N)]
     subjects: list[str | None] = [r["subject"] for r in rows]
     subjects[BAD] = None
@@ -108,21 +132,23 @@ def test_arrow_ipc_stream_rejects_only_the_row_with_a_null_subject():
             "data": pa.array([r["data"] for r in rows], pa.struct([("n", pa.int64())])),
         }
     )
-    batch = validate(arrow_stream(table), "application/vnd.apache.arrow.stream")
+    batch = decode(arrow_stream(table), "application/vnd.apache.arrow.stream")
     assert_one_rejected(batch, "missing_field", f"e{BAD}")
 
 
+@PATHS
 @pytest.mark.parametrize("content_type", ["application/json", "application/cloudevents+json"])
-def test_single_object_body_is_a_batch_of_one(content_type):
-    batch = validate(json.dumps(good(3)).encode(), content_type)
+def test_single_object_body_is_a_batch_of_one(decode, content_type):
+    batch = decode(json.dumps(good(3)).encode(), content_type)
     assert batch.events == [expected_event(3)]
     assert batch.indices == [0]
     assert batch.rejected == []
 
 
-def test_single_bad_object_is_rejected_at_index_zero():
+@PATHS
+def test_single_bad_object_is_rejected_at_index_zero(decode):
     item = {**good(3), "data": [1, 2]}
-    batch = validate(json.dumps(item).encode(), "application/cloudevents+json")
+    batch = decode(json.dumps(item).encode(), "application/cloudevents+json")
     assert batch.events == []
     assert [(r.index, r.id, r.reason) for r in batch.rejected] == [(0, "e3", "invalid_field")]
 
@@ -266,11 +292,9 @@ def test_validated_events_survive_the_log_encoding():
     assert msgspec.msgpack.decode(wire, type=list[Event]) == [expected_event(i) for i in range(5)]
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
-def test_nan_time_in_an_arrow_batch_costs_only_that_row():
-    """BUG runtime/envelope.py parse_time_ms (``int(value)`` for floats): a NaN float time
-    (possible in an Arrow float64 column) raises ValueError out of validate_batch, so the
-    whole request fails instead of rejecting one row as 'invalid_time'."""
+@PATHS
+def test_nan_time_in_an_arrow_batch_costs_only_that_row(decode):
+    """A NaN time (possible in an Arrow float64 column) is one bad row, not a failed request."""
     table = pa.table(
         {
             "id": ["a", "b"],
@@ -279,29 +303,31 @@ def test_nan_time_in_an_arrow_batch_costs_only_that_row():
             "subject": ["c", "c"],
         }
     )
-    batch = validate(arrow_stream(table), "application/vnd.apache.arrow.stream")
+    batch = decode(arrow_stream(table), "application/vnd.apache.arrow.stream")
     assert [(r.index, r.reason) for r in batch.rejected] == [(1, "invalid_time")]
     assert [e.id for e in batch.events] == ["a"]
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
-def test_out_of_range_epoch_time_is_rejected():
-    """BUG runtime/envelope.py _problem/parse_time_ms: an int time like 10**20 is accepted;
-    the event then cannot be written to the log (msgpack: ints > 2**64-1 raise
-    OverflowError in log.append) nor rendered (format_time_ms raises OSError), so the whole
-    request fails later. Expected: rejected at its index with 'invalid_time'."""
-    rejection = one({**good(1), "time": 10**20})
+@pytest.mark.parametrize("time_ms", [10**20, -(10**20), 253_402_300_800_000, -62_135_596_800_001])
+def test_out_of_range_epoch_time_is_rejected(time_ms):
+    """Times outside years 1..9999 cannot be logged (msgpack int range) or rendered, so they
+    are refused at the edge rather than failing the whole request later."""
+    rejection = one({**good(1), "time": time_ms})
     assert isinstance(rejection, Rejection)
     assert rejection.reason == "invalid_time"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
-def test_json_seq_records_are_parsed():
-    """BUG runtime/envelope.py decode_body: 'application/json-seq' (RFC 7464) is accepted,
-    but its records start with the RS byte 0x1E, which the NDJSON path leaves in place, so
-    every record is rejected as 'unparseable'."""
+@pytest.mark.parametrize("time_ms", [253_402_300_799_999, -62_135_596_800_000])  # 9999-12-31T23:59:59.999Z, 0001-01-01
+def test_extreme_epoch_times_within_range_are_accepted(time_ms):
+    event = one({**good(1), "time": time_ms})
+    assert isinstance(event, Event) and event.time == time_ms
+
+
+@PATHS
+def test_json_seq_records_are_parsed(decode):
+    """RFC 7464 JSON text sequences: each record starts with the RS byte 0x1E."""
     body = b"".join(b"\x1e" + json.dumps(good(i)).encode() + b"\n" for i in range(3))
-    batch = validate(body, "application/json-seq")
+    batch = decode(body, "application/json-seq")
     assert batch.rejected == []
     assert batch.events == [expected_event(i) for i in range(3)]
 
@@ -344,7 +370,10 @@ def test_naive_time_is_utc_whatever_the_local_zone(local_time_in_shanghai):
     assert parse_time_ms("2024-01-01T08:00:00+08:00") == 1_704_067_200_000
 
 
-@pytest.mark.parametrize("value", ["", "noon", "2024-13-01T00:00:00Z", "2024-01-01T25:00:00Z", None, True, False, [1]])
+@pytest.mark.parametrize(
+    "value",
+    ["", "noon", "2024-13-01T00:00:00Z", "2024-01-01T25:00:00Z", None, True, False, [1], float("nan"), float("inf")],
+)
 def test_parse_time_ms_refuses(value):
     assert parse_time_ms(value) is None
 
@@ -367,16 +396,43 @@ def test_format_time_ms():
     assert format_time_ms(0) == "1970-01-01T00:00:00.000Z"
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG)
 def test_millisecond_fractions_are_exact():
-    """BUG runtime/envelope.py parse_time_ms, ``int(parsed.timestamp() * 1000)``: float
-    truncation loses 1 ms for about 0.6% of millisecond timestamps, e.g.
-    '2004-03-15T07:55:47.472Z' -> 1079337347471 (expected 1079337347472); so
-    parse_time_ms(format_time_ms(ms)) != ms and window edges shift by 1 ms. Integer
-    arithmetic (timedelta // timedelta(milliseconds=1)) is exact."""
+    """Regression: float arithmetic (timestamp() * 1000) used to lose 1 ms on these."""
     assert parse_time_ms("2004-03-15T07:55:47.472Z") == 1_079_337_347_472
     assert parse_time_ms("2039-03-08T19:46:13.411Z") == 2_183_226_373_411
-    assert parse_time_ms(format_time_ms(2_165_497_250_430)) == 2_165_497_250_430
+    assert parse_time_ms("2038-08-15T15:00:50.430Z") == 2_165_497_250_430
+
+
+MS_1970_TO_2099 = st.integers(0, 4_102_444_799_999)
+
+
+@settings(max_examples=300, deadline=None)
+@given(MS_1970_TO_2099)
+def test_format_then_parse_round_trips(ms):
+    text = format_time_ms(ms)
+    assert text.endswith("Z") and len(text) == len("2024-01-01T00:00:00.000Z")
+    assert parse_time_ms(text) == ms
+
+
+@settings(max_examples=300, deadline=None)
+@given(MS_1970_TO_2099)
+def test_format_agrees_with_calendar_arithmetic(ms):
+    seconds, millis = divmod(ms, 1000)
+    expected = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=seconds)
+    assert format_time_ms(ms) == expected.strftime("%Y-%m-%dT%H:%M:%S") + f".{millis:03d}Z"
+
+
+def test_format_before_1970():
+    assert format_time_ms(-1) == "1969-12-31T23:59:59.999Z"
+    assert parse_time_ms("1969-12-31T23:59:59.999Z") == -1
+
+
+def test_format_of_early_years_is_rfc3339():
+    """Regression, once a bug: runtime/envelope.py format_time_ms: time.strftime('%Y') does not zero-pad years
+    below 1000 on glibc, so an accepted time of 0001-01-01 (-62135596800000, inside
+    MIN_TIME_MS) renders as '1-01-01T00:00:00.000Z', which is not RFC 3339 and which
+    parse_time_ms itself refuses. Expected '0001-01-01T00:00:00.000Z'."""
+    assert format_time_ms(-62_135_596_800_000) == "0001-01-01T00:00:00.000Z"
 
 
 def test_cloudevent_rendering():
@@ -401,3 +457,89 @@ def test_cloudevent_rendering():
         "source": SOURCE,
         "data": {"n": 0},
     }
+
+
+# -- decode_events (fast path) agrees with decode_body + validate_batch -----------------------
+
+ITEM_VARIANTS: list[Any] = [
+    {"time": "2024-01-01T00:00:00.5Z"},
+    {"time": 1.5},
+    {"time": "later"},
+    {"time": None},
+    {"time": True},
+    {"data": None},
+    {"data": []},
+    {"source": SOURCE},
+    {"source": "other"},
+    {"source": 7},
+    {"id": ""},
+    {"id": "é" * 256},
+    {"id": "é" * 257},
+    {"id": 5},
+    {"subject": None},
+    {"type": "t" * 129},
+    {"extra": {"nested": [1]}},
+]
+
+
+@st.composite
+def items(draw) -> list[Any]:
+    out: list[Any] = []
+    for i in range(draw(st.integers(0, 12))):
+        kind = draw(st.sampled_from(["good", "variant", "missing", "scalar"]))
+        if kind == "good":
+            out.append(good(i))
+        elif kind == "variant":
+            out.append({**good(i), **draw(st.sampled_from(ITEM_VARIANTS))})
+        elif kind == "missing":
+            item = good(i)
+            del item[draw(st.sampled_from(["id", "type", "time", "subject", "data"]))]
+            out.append(item)
+        else:
+            out.append(draw(st.sampled_from([1, "e", None, [good(i)]])))
+    return out
+
+
+def outcome(decode, body: bytes, content_type: str) -> Batch | str:
+    try:
+        return decode(body, content_type)
+    except EspError as exc:
+        return exc.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(items(), st.sampled_from(["application/json", "application/cloudevents-batch+json", "application/x-ndjson"]))
+def test_fast_path_agrees_with_item_by_item(batch_items, content_type):
+    if content_type == "application/x-ndjson":
+        body = "\n".join(json.dumps(item) for item in batch_items).encode()
+    else:
+        body = json.dumps(batch_items).encode()
+    assert outcome(fast, body, content_type) == outcome(validate, body, content_type)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(["{", "nope", '{"id": ', "1,2", "", "  ", "null"]), max_size=4), items())
+def test_fast_path_agrees_on_ndjson_with_broken_lines(broken, batch_items):
+    lines = [json.dumps(item) for item in batch_items] + broken
+    body = "\n".join(sorted(lines, key=len)).encode()  # broken lines mixed in, deterministically
+    assert outcome(fast, body, "application/x-ndjson") == outcome(validate, body, "application/x-ndjson")
+
+
+def test_fast_path_rejects_an_ndjson_line_holding_two_objects():
+    """Regression, once a bug: runtime/envelope.py decode_events: the NDJSON fast path joins the lines with ','
+    inside '[...]', so a line '{...},{...}' (not valid JSON) decodes as two good events: 3
+    events accepted for 2 lines, and later indices shift. decode_body + validate_batch
+    reject that line as 'unparseable' (index 0) and accept line 1 (index 1)."""
+    body = (json.dumps(good(1)) + "," + json.dumps(good(2)) + "\n" + json.dumps(good(3))).encode()
+    batch = fast(body, "application/x-ndjson")
+    assert [(r.index, r.reason) for r in batch.rejected] == [(0, "unparseable")]
+    assert batch.events == [expected_event(3)]
+
+
+def test_fast_path_refuses_comma_separated_objects_that_are_not_an_array():
+    """Regression, once a bug: runtime/envelope.py decode_events: a JSON body '{...},{...}' (not valid JSON) is
+    wrapped in '[...]' by the single-object shortcut and accepted as two events; decode_body
+    raises UnparseableBody for it. Expected: UnparseableBody (reason 'unparseable_body')."""
+    body = (json.dumps(good(1)) + "," + json.dumps(good(2))).encode()
+    with pytest.raises(UnparseableBody):
+        fast(body, "application/json")

@@ -64,6 +64,16 @@ def test_expr_object_api() -> None:
     assert compile_expr("1 + 1") == compile_expr("1 + 1")
 
 
+def test_expr_pickles_by_source() -> None:
+    import pickle
+
+    expr = compile_expr("data.site == 'official' && data.duration_s >= 120")
+    copy = pickle.loads(pickle.dumps(expr))
+    assert copy == expr
+    assert copy.fields == expr.fields
+    assert copy.predicate(CTX) is True
+
+
 def test_expression_error_is_config_error_with_details() -> None:
     err = compile_error("data.site ==")
     assert isinstance(err, ConfigError)
