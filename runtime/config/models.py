@@ -8,21 +8,12 @@ unknown fields, so a typo is an error, not a silently ignored setting.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runtime.durations import format_duration_ms, parse_duration_ms
-
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
-TOPIC_PATTERN = r"^[a-z0-9*][a-z0-9._*-]{0,200}$"
-
-DurationMs = Annotated[
-    int,
-    BeforeValidator(parse_duration_ms),
-    PlainSerializer(format_duration_ms, return_type=str),
-]
-
+from runtime.config.sources import CsvFormat, Dedupe, KvFormat, Mapping, SourceFormat, UnknownIdentity
+from runtime.config.types import NAME_PATTERN, TOPIC_PATTERN, DurationMs
 
 class Doc(BaseModel):
     """Fields every document has."""
@@ -50,6 +41,24 @@ class Source(Doc):
         "customer", description="What the event 'subject' holds for this source."
     )
     enabled: bool = Field(True, description="A disabled source is refused with 403.")
+    format: SourceFormat = Field(
+        "json",
+        description="Body format: json (JSON, NDJSON, CloudEvents), csv, kv (key=value lines) or arrow (IPC stream).",
+    )
+    csv: CsvFormat = Field(default_factory=CsvFormat, description="CSV settings (format csv).")
+    kv: KvFormat = Field(default_factory=KvFormat, description="key=value settings (format kv).")
+    mapping: Mapping | None = Field(None, description="Record -> envelope; none means records are envelopes.")
+    filter: str | None = Field(None, max_length=2000, description="Keep only events for which this is true.")
+    unknown_identity: UnknownIdentity = Field(
+        "quarantine", description="What to do with a subject the identity store does not know."
+    )
+    require_opt_in: bool = Field(False, description="Drop events of customers who have not opted in.")
+    opt_in_purpose: str | None = Field(None, pattern=NAME_PATTERN, description="Consent purpose to check.")
+    unknown_types: Literal["accept", "quarantine"] = Field(
+        "accept", description="Events of a type missing from the catalogue: accept, or quarantine."
+    )
+    dedupe: Dedupe = Field(default_factory=Dedupe, description="Idempotency settings.")
+    rate_limit_per_s: int | None = Field(None, ge=1, description="Events per second accepted from this source.")
 
     def stored(self) -> Source:
         """The form kept in the store: the key replaced by its hash."""

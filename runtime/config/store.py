@@ -35,7 +35,7 @@ class ConfigStore:
         kind = _kind_of(doc)
         previous = self._get_raw(kind, doc.name)
         version = int(previous["version"]) + 1 if previous else 1
-        body = doc.model_dump(mode="json", exclude_none=True)
+        body = doc.model_dump(mode="json", exclude_none=True, by_alias=True)
         record = {**body, "version": version, "updated_at": int(time.time() * 1000)}
         encoded = json.dumps(record, sort_keys=True)
         pipe = self._redis.pipeline(transaction=True)
