@@ -234,3 +234,63 @@ def bench(events: int, users: int, batch_size: int, out: Path) -> None:
     path.write_text(json.dumps(results, indent=2))
     click.echo(json.dumps(results, indent=2))
     click.echo(f"written to {path}")
+
+
+@main.group()
+def quarantine() -> None:
+    """Inspect and replay quarantined events."""
+
+
+@quarantine.command("list")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--source", help="Only this source.")
+@click.option("--reason", help="Only reasons starting with this, e.g. unmapped_value.")
+@click.option("--limit", default=20, show_default=True)
+def quarantine_list(url: str, source: str | None, reason: str | None, limit: int) -> None:
+    """Newest quarantined records first."""
+    params = {k: v for k, v in {"source": source, "reason": reason, "limit": limit}.items() if v is not None}
+    with EspClient(url) as client:
+        try:
+            answer = client.request("GET", "/v1/quarantine", params=params)
+        except EspError as exc:
+            _fail(exc)
+    click.echo(f"{answer['total']} records in quarantine; showing {len(answer['items'])}")
+    for item in answer["items"]:
+        click.echo(f"{item['qid']}  {item['source']:12s} #{item['index']:<6d} {item['reason']:18s} {item['message']}")
+
+
+@quarantine.command("show")
+@click.argument("qid")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+def quarantine_show(qid: str, url: str) -> None:
+    """One quarantined record with its raw payload."""
+    with EspClient(url) as client:
+        try:
+            click.echo(json.dumps(client.request("GET", f"/v1/quarantine/{qid}"), indent=2))
+        except EspError as exc:
+            _fail(exc)
+
+
+@quarantine.command("replay")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--source", help="Only this source.")
+@click.option("--reason", help="Only reasons starting with this.")
+@click.option("--limit", default=10_000, show_default=True)
+def quarantine_replay(url: str, source: str | None, reason: str | None, limit: int) -> None:
+    """Re-ingest quarantined records through the current config (ids kept: nothing doubles)."""
+    params = {k: v for k, v in {"source": source, "reason": reason, "limit": limit}.items() if v is not None}
+    with EspClient(url) as client:
+        try:
+            click.echo(json.dumps(client.request("POST", "/v1/quarantine/replay", params=params)))
+        except EspError as exc:
+            _fail(exc)
+
+
+def _register_data_commands() -> None:
+    from runtime.cli_data import consents, identities
+
+    main.add_command(identities)
+    main.add_command(consents)
+
+
+_register_data_commands()

@@ -65,7 +65,8 @@ class EspClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Any API call; errors become :class:`EspError` with the answer's reason."""
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -121,17 +122,17 @@ class EspClient:
 
     def put_config(self, document: dict[str, Any]) -> dict[str, Any]:
         kind, name = document.get("kind"), document.get("name")
-        return self._request("PUT", f"/v1/config/{kind}/{name}", json=document)
+        return self.request("PUT", f"/v1/config/{kind}/{name}", json=document)
 
     def get_config(self, kind: str, name: str) -> dict[str, Any]:
-        return self._request("GET", f"/v1/config/{kind}/{name}")
+        return self.request("GET", f"/v1/config/{kind}/{name}")
 
     def pull(self, subscription: str, *, max_events: int = 100, wait_s: float = 0) -> dict[str, Any]:
         params = {"max": max_events, "wait": wait_s}
-        return self._request("GET", f"/v1/subscriptions/{subscription}/events", params=params)
+        return self.request("GET", f"/v1/subscriptions/{subscription}/events", params=params)
 
     def ack(self, subscription: str, ack_ids: list[str]) -> int:
-        return int(self._request("POST", f"/v1/subscriptions/{subscription}/ack", json={"ack_ids": ack_ids})["acked"])
+        return int(self.request("POST", f"/v1/subscriptions/{subscription}/ack", json={"ack_ids": ack_ids})["acked"])
 
     def drain(self, subscription: str, *, idle_s: float = 3.0, timeout_s: float = 120.0) -> list[dict[str, Any]]:
         """Pull and ack until nothing new arrives for ``idle_s`` (or ``timeout_s`` passes)."""

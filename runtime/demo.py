@@ -13,10 +13,12 @@ import click
 from runtime.client import EspClient
 from runtime.config.documents import load_yaml_documents
 from runtime.settings import EspSettings
-from runtime.synthetic import demo_events
+from runtime.synthetic import cell_kv, demo_consents, demo_events, demo_identity_links, hotline_csv
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "demo"
 DEMO_KEY = "demo-app-key-0123456789"
+HOTLINE_KEY = "hotline-key-0123456789"
+CELL_KEY = "cell-feed-key-0123456789"
 
 
 def run_demo(*, customers: int, events: int, state_dir: Path) -> None:
@@ -37,7 +39,10 @@ def run_demo(*, customers: int, events: int, state_dir: Path) -> None:
         click.echo(f"up in {time.perf_counter() - started:.1f}s at {platform.base_url}")
         with EspClient(platform.base_url, key=DEMO_KEY) as client:
             _apply(client)
+            _reference_data(client, customers)
             _stream(client, customers=customers, events=events)
+            _other_sources(platform.base_url, customers=customers)
+            _show_results(client)
     finally:
         click.echo("stopping ...")
         try:
@@ -55,30 +60,56 @@ def _apply(client: EspClient) -> None:
         click.echo(f"  applied {result['kind']}/{result['name']} v{result['version']}  ({Path(origin).name})")
 
 
+def _reference_data(client: EspClient, customers: int) -> None:
+    links = client.request("PUT", "/v1/identities", json=demo_identity_links(customers))
+    consents = client.request("PUT", "/v1/consents", json=demo_consents(customers))
+    click.echo(f"  linked {links['stored']} phone numbers to customers; recorded {consents['stored']} consents")
+
+
 def _stream(client: EspClient, *, customers: int, events: int) -> None:
     stream = list(demo_events(customers=customers, events=events))
     stream.insert(len(stream) // 2, {"id": "broken-1", "type": "app.login", "subject": "c000001"})  # no time
-    click.echo(f"sending {len(stream)} synthetic events of {customers} customers (one malformed) ...")
+    click.echo(f"source demo-app (JSON): {len(stream)} synthetic events of {customers} customers (one malformed)")
     report = client.send(stream, batch_size=10_000)
     click.echo(
         f"  accepted {report.accepted}, duplicates {report.duplicates}, rejected {len(report.rejected)} "
         f"in {report.seconds:.2f}s ({report.events_per_s:,.0f} events/s)"
     )
-    for rejection in report.rejected:
-        click.echo(
-            f"  rejected #{rejection['index']} ({rejection['id']}): {rejection['reason']} - {rejection['message']}"
-        )
     again = client.send(stream[:10_000], batch_size=10_000)
     click.echo(f"  re-sent the first 10,000: accepted {again.accepted}, duplicates {again.duplicates}")
+
+
+def _other_sources(base_url: str, *, customers: int) -> None:
+    feeds = [
+        ("hotline", HOTLINE_KEY, "text/csv", hotline_csv(customers=customers, calls=3000), "CSV"),
+        ("cell-feed", CELL_KEY, "text/plain", cell_kv(customers=customers, updates=5000), "key=value"),
+    ]
+    for name, key, content_type, body, label in feeds:
+        with EspClient(base_url, key=key) as feed:
+            answer, _ = feed.post_body(body, content_type)
+            again, _ = feed.post_body(body, content_type)
+        click.echo(
+            f"source {name} ({label}): accepted {answer['accepted']}, duplicates {answer['duplicates']}, "
+            f"filtered {answer['filtered']}, dropped {answer['dropped']}, rejected {len(answer['rejected'])}"
+        )
+        click.echo(f"  sent again: accepted {again['accepted']}, duplicates {again['duplicates']}")
+        for rejection in answer["rejected"][:2]:
+            click.echo(f"  quarantined #{rejection['index']}: {rejection['reason']} - {rejection['message']}")
+
+
+def _show_results(client: EspClient) -> None:
+    quarantine = client.request("GET", "/v1/quarantine", params={"limit": 5})
+    click.echo(f"quarantine holds {quarantine['total']} records (GET /v1/quarantine, esp quarantine list)")
     click.echo("reading subscription 'marketing' ...")
     received = client.drain("marketing", idle_s=3.0)
     by_type = Counter(e["type"] for e in received)
     for kind, count in sorted(by_type.items()):
         click.echo(f"  {kind:32s} {count:6d}")
-    for event in received[:3]:
+    for kind in sorted(by_type):
+        event = next(e for e in received if e["type"] == kind)
         data = event["data"]
         click.echo(
-            f"  e.g. {event['type']} for {event['subject']} at {event['time']}: rule {data['rule']} "
+            f"  e.g. {kind} for {event['subject']} at {event['time']}: rule {data['rule']} "
             f"v{data['rule_version']}, {data['count']} events, id {event['id']}"
         )
     ids = [e["id"] for e in received]

@@ -165,17 +165,18 @@ def _records(body: bytes) -> list[bytes]:
 
 
 class _Unparseable:
-    __slots__ = ("message",)
+    __slots__ = ("message", "raw")
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, raw: bytes = b"") -> None:
         self.message = message
+        self.raw = raw
 
 
 def _decode_line(line: bytes) -> Any:
     try:
         return _json_decoder.decode(line)
     except msgspec.DecodeError as exc:
-        return _Unparseable(f"line is not valid JSON: {exc}")
+        return _Unparseable(f"line is not valid JSON: {exc}", line)
 
 
 def _decode_arrow(body: bytes) -> list[Any]:
@@ -192,6 +193,16 @@ MIN_TIME_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS = timedelta(milliseconds=1)
+
+
+def raw_of(item: Any) -> bytes:
+    """The bytes to keep in quarantine for a decoded item."""
+    if isinstance(item, _Unparseable):
+        return item.raw
+    try:
+        return msgspec.json.encode(item)
+    except (TypeError, msgspec.EncodeError):
+        return repr(item).encode()
 
 
 def parse_time_ms(value: Any) -> int | None:

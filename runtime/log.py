@@ -112,7 +112,9 @@ class PartitionLog:
         self._horizon_days = -(-horizon_s // DAY_S)  # rounded up
         self._append = client.register_script(_APPEND)
 
-    def append(self, by_partition: dict[int, list[Event]], *, now_ms: int) -> list[Appended]:
+    def append(
+        self, by_partition: dict[int, list[Event]], *, now_ms: int, horizon_s: int | None = None
+    ) -> list[Appended]:
         """Append each partition's events as one entry, dropping already-seen (source, id).
 
         Seen ids live in one set per source and arrival day; a request checks the sets of the
@@ -122,8 +124,9 @@ class PartitionLog:
             return []
         source = next(iter(by_partition.values()))[0].source
         day = now_ms // DAY_MS
-        buckets = [keys.idempotency(source, day - back) for back in range(self._horizon_days + 1)]
-        argv: list[Any] = [keys.CONFIG_VERSION, (self._horizon_days + 1) * DAY_S, len(buckets), *buckets]
+        horizon_days = self._horizon_days if horizon_s is None else -(-horizon_s // DAY_S)
+        buckets = [keys.idempotency(source, day - back) for back in range(horizon_days + 1)]
+        argv: list[Any] = [keys.CONFIG_VERSION, (horizon_days + 1) * DAY_S, len(buckets), *buckets]
         argv.append(len(by_partition))
         for partition, events in by_partition.items():
             argv += [keys.log_stream(partition), _encoder.encode([e.id for e in events]), _encoder.encode(events)]

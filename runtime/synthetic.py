@@ -39,3 +39,47 @@ def ab_events(*, users: int, events: int, seed: int = 11) -> Iterator[dict[str, 
             "subject": f"u{rng.randrange(users)}",
             "data": {"v": n % 100},
         }
+
+
+def demo_phone(customer_index: int) -> str:
+    return f"138{customer_index:08d}"
+
+
+def demo_identity_links(customers: int) -> list[dict[str, Any]]:
+    """Every demo customer's phone number (and a device for some)."""
+    return [
+        {"customer": f"c{i:06d}", "phone": demo_phone(i), **({"imei": f"86{i:013d}"} if i % 3 == 0 else {})}
+        for i in range(customers)
+    ]
+
+
+def demo_consents(customers: int) -> list[dict[str, Any]]:
+    """Four in five customers opted in to marketing; the rest opted out."""
+    return [{"customer": f"c{i:06d}", "opted_in": i % 5 != 0, "purpose": "marketing"} for i in range(customers)]
+
+
+def hotline_csv(*, customers: int, calls: int, seed: int = 3) -> bytes:
+    """Call records as the hotline exports them: local time, line codes, no ids."""
+    import datetime as dt
+
+    rng = random.Random(seed)
+    start = dt.datetime(2026, 9, 21, 22, 0, 0)  # Asia/Shanghai local time
+    lines = ["msisdn,call_time,line_code,duration"]
+    for n in range(calls):
+        when = start + dt.timedelta(seconds=n * 3600 // max(calls, 1))
+        who = rng.randrange(customers // 10 or 1)  # a tenth of the customers call, some often
+        code = rng.choice("111223") if n != calls // 2 else "9"  # one unknown line code
+        lines.append(f"{demo_phone(who)},{when:%Y-%m-%d %H:%M:%S},{code},{rng.randrange(10, 900)}")
+    return "\n".join(lines).encode()
+
+
+def cell_kv(*, customers: int, updates: int, seed: int = 5) -> bytes:
+    """Location updates as key=value lines; a few from numbers nobody knows."""
+    rng = random.Random(seed)
+    cells = ["AIRPORT-T1", "AIRPORT-T2", "CBD-01", "CBD-02", "HOME-17", "MALL-03"]
+    lines = []
+    for n in range(updates):
+        phone = demo_phone(rng.randrange(customers)) if n % 50 else f"199{n:08d}"
+        ts = START_MS // 1000 + n * 3600 // max(updates, 1)
+        lines.append(f"msisdn={phone}|cell={rng.choice(cells)}|lac=4601|ts={ts}")
+    return "\n".join(lines).encode()

@@ -5,6 +5,7 @@ Routes only authenticate, read the body within limits, hand off to ``runtime`` a
 """
 
 import time
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -19,8 +20,11 @@ from actors.coordinator import live_actors, recorded_assignment
 from actors.metrics import metric
 from runtime import metrics as m
 from runtime.config.store import ConfigStore
-from runtime.errors import BodyTooLarge, InputError
-from runtime.ingest import Ingestor
+from runtime.consent import ConsentRecord
+from runtime.errors import BodyTooLarge, InputError, NotFound
+from runtime.identity import IdentityLink
+from runtime.ingest import Ingestor, replay_quarantine
+from runtime.profiles import ProfileStore
 from runtime.settings import EspSettings
 from runtime.subscriptions import SubscriptionReader
 from serve import errors
@@ -35,6 +39,20 @@ app = FastAPI(
     description="Ingestion, configuration and subscription endpoints.",
 )
 errors.install(app)
+
+
+def from_body(cls: Any, index: int, raw: Any) -> Any:
+    """One item of a batch body as ``cls``; unknown or missing fields name the item's index."""
+    if not isinstance(raw, dict):
+        raise InputError(f"item {index}: expected an object, got {type(raw).__name__}", reason="invalid_item")
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise InputError(f"item {index}: unknown field(s) {unknown}; expected {sorted(known)}", reason="invalid_item")
+    try:
+        return cls(**raw)
+    except TypeError as exc:
+        raise InputError(f"item {index}: {exc}", reason="invalid_item") from None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -59,6 +77,7 @@ class EspApi:
         self.redis = redis.Redis.from_url(self.settings.effective_redis_url(), max_connections=128)
         self.ingestor = Ingestor(self.settings, self.redis)
         self.config = ConfigStore(self.redis)
+        self.profiles = ProfileStore(self.redis)
         self.subscriptions = SubscriptionReader(
             self.redis, visibility_timeout_ms=int(self.settings.visibility_timeout_s * 1000)
         )
@@ -89,15 +108,17 @@ class EspApi:
     def _record_ingest(self, result: Any) -> None:
         counter = metric(m.INGEST_EVENTS)
         metric(m.INGEST_BATCH).observe(result.total)
-        if result.accepted:
-            counter.inc(result.accepted, tags={"source": result.source, "outcome": "accepted", "reason": ""})
-        if result.duplicates:
-            counter.inc(result.duplicates, tags={"source": result.source, "outcome": "duplicate", "reason": ""})
-        reasons: dict[str, int] = {}
+        counts: Counter[tuple[str, str]] = Counter()
+        counts["accepted", ""] += result.accepted
+        counts["duplicate", ""] += result.duplicates
+        counts["filtered", ""] += result.filtered
         for r in result.rejected:
-            reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-        for reason, count in reasons.items():
-            counter.inc(count, tags={"source": result.source, "outcome": "rejected", "reason": reason})
+            counts["rejected", r["reason"]] += 1
+        for reason, n in result.dropped.items():
+            counts["dropped", reason] += n
+        for (outcome, reason), n in counts.items():
+            if n:
+                counter.inc(n, tags={"source": result.source, "outcome": outcome, "reason": reason})
 
     # --- configuration -----------------------------------------------------------------
 
@@ -116,6 +137,57 @@ class EspApi:
     @app.get("/v1/config/{kind}")
     def list_config(self, kind: str) -> dict[str, Any]:
         return {"kind": kind, "items": self.config.list(kind)}
+
+    # --- reference data: identities, consents, profiles ---------------------------------
+
+    @app.put("/v1/identities", summary="Link phone numbers and IMEIs to customers (batch)")
+    def put_identities(self, links: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+        return {
+            "stored": self.ingestor.identities.put([from_body(IdentityLink, i, raw) for i, raw in enumerate(links)])
+        }
+
+    @app.get("/v1/identities/{kind}/{identifier}", summary="Resolve one identifier now")
+    def get_identity(self, kind: str, identifier: str) -> dict[str, Any]:
+        customer = self.ingestor.identities.resolve(kind, [identifier], int(time.time() * 1000))[0]
+        if customer is None:
+            raise NotFound(f"no customer is linked to {kind} {identifier!r}")
+        return {"kind": kind, "identifier": identifier, "customer": customer}
+
+    @app.put("/v1/consents", summary="Record opt-ins and opt-outs (batch)")
+    def put_consents(self, records: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+        return {"stored": self.ingestor.consents.put([from_body(ConsentRecord, i, r) for i, r in enumerate(records)])}
+
+    @app.put("/v1/profiles/{customer}", summary="Set profile attributes and tags of a customer")
+    def put_profile(self, customer: str, attributes: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        self.profiles.put(customer, attributes)
+        return {"customer": customer, "attributes": len(attributes)}
+
+    @app.get("/v1/profiles/{customer}")
+    def get_profile(self, customer: str) -> dict[str, Any]:
+        return {"customer": customer, "attributes": self.profiles.get_many([customer]).get(customer, {})}
+
+    # --- quarantine ----------------------------------------------------------------------
+
+    @app.get("/v1/quarantine", summary="Quarantined events, newest first")
+    def list_quarantine(
+        self,
+        source: str | None = None,
+        reason: str | None = None,
+        limit: int = Query(100, ge=1, le=10_000),
+        before: str | None = None,
+    ) -> dict[str, Any]:
+        items = self.ingestor.quarantine.list(source=source, reason=reason, limit=limit, before=before)
+        return {"items": items, "total": self.ingestor.quarantine.count()}
+
+    @app.get("/v1/quarantine/{qid}")
+    def get_quarantined(self, qid: str) -> dict[str, Any]:
+        return self.ingestor.quarantine.get(qid)
+
+    @app.post("/v1/quarantine/replay", summary="Re-ingest quarantined events through the current config")
+    def replay(
+        self, source: str | None = None, reason: str | None = None, limit: int = Query(10_000, ge=1, le=10_000)
+    ) -> dict[str, Any]:
+        return replay_quarantine(self.ingestor, source=source, reason=reason, limit=limit)
 
     # --- subscriptions -----------------------------------------------------------------
 

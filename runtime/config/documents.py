@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from runtime.config.models import KINDS, Doc, Rule
+from runtime.config.models import KINDS, Doc, Rule, Source
 from runtime.errors import ConfigError, ExpressionError, NotFound
 
 
@@ -67,18 +67,48 @@ def parse_document(raw: Any, *, kind: str | None = None, name: str | None = None
 
 
 def check_expressions(doc: Doc) -> None:
-    """Compile every expression of the document now, so a bad one is refused at apply time."""
+    """Compile every expression (and a source's mapping) now, so a bad one is refused at apply
+    time with the document, the field and the position."""
     from runtime.expr import compile_expr
 
+    expressions: list[tuple[str, str]] = []
     if isinstance(doc, Rule) and doc.when.where is not None:
+        expressions.append(("when.where", doc.when.where))
+    if isinstance(doc, Source):
+        if doc.filter is not None:
+            expressions.append(("filter", doc.filter))
+        if doc.mapping is not None:
+            from runtime.adapters import compile_mapping
+
+            compile_mapping(doc.mapping, source_name=doc.name)
+    for path, source in expressions:
         try:
-            compile_expr(doc.when.where)
+            compile_expr(source)
         except ExpressionError as exc:
             raise ExpressionError(
-                f"rule {doc.name!r} field 'when.where': {exc.message}",
+                f"{_describe(str(doc.kind), doc.name)} field '{path}': {exc.message}",  # type: ignore[attr-defined]
                 expression=exc.expression,
                 position=exc.position,
             ) from None
+
+
+def check_fields_against_type(rule: Rule, event_type: dict[str, Any] | None) -> None:
+    """A rule's ``where`` may only read ``data`` attributes its event type declares (when the
+    type is in the catalogue and declares any)."""
+    from runtime.expr import compile_expr
+
+    if rule.when.where is None or not event_type or not event_type.get("attributes"):
+        return
+    declared = set(event_type["attributes"])
+    for path in sorted(compile_expr(rule.when.where).fields):
+        head, _, rest = path.partition(".")
+        name = rest.split(".")[0]
+        if head == "data" and name and name not in declared:
+            raise ConfigError(
+                f"rule {rule.name!r} field 'when.where': field 'data.{name}' is not in event type "
+                f"{rule.when.event!r} (fields: {', '.join(sorted(declared))})",
+                errors=[{"path": "when.where", "expected": f"one of data.{sorted(declared)}", "got": f"data.{name}"}],
+            )
 
 
 def load_yaml_documents(path: Path) -> Iterator[tuple[str, Any]]:

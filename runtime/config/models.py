@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from runtime.config.sources import CsvFormat, Dedupe, KvFormat, Mapping, SourceFormat, UnknownIdentity
 from runtime.config.types import NAME_PATTERN, TOPIC_PATTERN, DurationMs
 
+
 class Doc(BaseModel):
     """Fields every document has."""
 
@@ -72,7 +73,16 @@ class Attribute(BaseModel):
 
     type: Literal["string", "int", "float", "bool", "object", "list", "any"] = "any"
     required: bool = False
+    enum: list[Any] | None = Field(None, description="Allowed values.")
+    min: float | None = Field(None, description="Smallest allowed value (numbers).")
+    max: float | None = Field(None, description="Largest allowed value (numbers).")
     description: str = ""
+
+    @model_validator(mode="after")
+    def _range_order(self) -> Attribute:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        return self
 
 
 class EventType(Doc):

@@ -14,8 +14,8 @@ from typing import Any
 import redis
 
 from runtime import keys
-from runtime.config.documents import parse_document
-from runtime.config.models import KINDS, Doc, Source, Subscription
+from runtime.config.documents import check_fields_against_type, parse_document
+from runtime.config.models import KINDS, Doc, Rule, Source, Subscription
 from runtime.errors import NotFound
 
 
@@ -27,6 +27,8 @@ class ConfigStore:
 
     def put(self, raw: Any, *, kind: str | None = None, name: str | None = None) -> dict[str, Any]:
         doc = parse_document(raw, kind=kind, name=name)
+        if isinstance(doc, Rule):
+            check_fields_against_type(doc, self._get_raw("event-type", doc.when.event))
         if isinstance(doc, Source):
             doc = doc.stored()
         return self._store(doc)

@@ -19,6 +19,7 @@ def body(ids, kind="t.x") -> bytes:
 @pytest.fixture
 def ingestor(redis_server, redis_client, tmp_path):
     ConfigStore(redis_client).put({"kind": "source", "name": "crm", "api_key": "crm-key-0123456789abcdef"})
+    ConfigStore(redis_client).put({"kind": "source", "name": "billing"})
     settings = EspSettings(state_dir=tmp_path, redis_url=redis_server.url, partitions=8, max_backlog_entries=10)
     return Ingestor(settings, redis_client)
 

@@ -1,0 +1,150 @@
+"""The profile store: per customer, attributes and tags the rules read (``tag``, ``segment``,
+``score`` conditions) and enrichment copies onto events.
+
+One Redis hash per customer, ``esp:profile:<customer>``: field = attribute name, value = the
+attribute as JSON, so strings, numbers, booleans and lists of them (tag sets) read back with
+their types. Writes of many customers are one MULTI/EXEC round trip, reads one pipelined
+round trip of HGETALLs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from runtime import keys
+from runtime.identity import InvalidRecord
+
+if TYPE_CHECKING:
+    import redis
+
+Scalar = str | int | float | bool
+Value = Scalar | list[Scalar]
+
+_INT64 = 2**63
+
+
+def profile_key(customer: str) -> str:
+    """The hash of one customer's profile. (Belongs in :mod:`runtime.keys`.)"""
+    return f"{keys.PREFIX}:profile:{customer}"
+
+
+def encode_value(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def decode_value(raw: bytes | str) -> Any:
+    """A stored attribute; a field that is not JSON (written by another tool) reads as its raw
+    string."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _scalar_problem(value: Any) -> str | None:
+    if isinstance(value, bool | str):
+        return None
+    if isinstance(value, int):
+        return None if -_INT64 <= value < _INT64 else f"integer out of the 64-bit range: {value}"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"must be a finite number, got {value}"
+    return f"must be a string, number, boolean, null or a list of those, got {type(value).__name__}"
+
+
+def _attrs_problem(customer: Any, attrs: Any) -> tuple[str, str] | None:
+    if not isinstance(customer, str) or not customer:
+        return "customer", f"must be a non-empty string, got {customer!r}"
+    if not isinstance(attrs, Mapping):
+        return "attrs", f"must be a mapping of attribute names to values, got {type(attrs).__name__}"
+    for name, value in attrs.items():
+        if not isinstance(name, str) or not name:
+            return str(name), "attribute names must be non-empty strings"
+        if value is None:
+            continue
+        if isinstance(value, list | tuple | set | frozenset):
+            for item in value:
+                problem = _scalar_problem(item)
+                if problem is not None:
+                    return name, f"list item {problem}"
+            continue
+        problem = _scalar_problem(value)
+        if problem is not None:
+            return name, problem
+    return None
+
+
+def _validate(profiles: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    for index, (customer, attrs) in enumerate(profiles):
+        problem = _attrs_problem(customer, attrs)
+        if problem is not None:
+            field, message = problem
+            raise InvalidRecord(message, reason="invalid_profile", index=index, field=field)
+
+
+def _stored(value: Any) -> Any:
+    """Sets are stored as sorted lists, so a tag set reads back in a stable order."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=lambda item: (type(item).__name__, item))
+    return value
+
+
+class ProfileStore:
+    """Attributes and tags per customer."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def put(self, customer: str, attrs: Mapping[str, Any], *, replace: bool = False) -> int:
+        """Set ``attrs`` on the customer's profile (an attribute set to ``None`` is removed);
+        with ``replace`` the profile becomes exactly ``attrs``. Returns attributes written."""
+        return self.put_many({customer: attrs}, replace=replace)
+
+    def put_many(self, profiles: Mapping[str, Mapping[str, Any]], *, replace: bool = False) -> int:
+        """:meth:`put` for many customers, atomically, in one round trip (MULTI/EXEC).
+        A bad attribute raises :class:`InvalidRecord` (reason ``invalid_profile``, ``index`` =
+        the customer's position) before anything is written. Returns attributes written."""
+        items = list(profiles.items())
+        _validate(items)
+        if not items:
+            return 0
+        written = 0
+        pipe = self._redis.pipeline(transaction=True)
+        for customer, attrs in items:
+            key = profile_key(customer)
+            mapping = {name: encode_value(_stored(v)) for name, v in attrs.items() if v is not None}
+            removed = [name for name, v in attrs.items() if v is None]
+            if replace:
+                pipe.delete(key)
+            elif removed:
+                pipe.hdel(key, *removed)
+            if mapping:
+                pipe.hset(key, mapping=mapping)
+            written += len(mapping)
+        pipe.execute()
+        return written
+
+    def get(self, customer: str) -> dict[str, Any]:
+        return self.get_many([customer])[customer]
+
+    def get_many(self, customers: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Each customer's profile (``{}`` when it has none), in one pipelined round trip."""
+        unique = list(dict.fromkeys(customers))
+        if not unique:
+            return {}
+        pipe = self._redis.pipeline(transaction=False)
+        for customer in unique:
+            pipe.hgetall(profile_key(customer))
+        out = {}
+        for customer, raw in zip(unique, pipe.execute(), strict=True):
+            out[customer] = {
+                (name.decode() if isinstance(name, bytes) else name): decode_value(value) for name, value in raw.items()
+            }
+        return out
+
+    def delete(self, customer: str) -> bool:
+        """Remove the customer's profile; whether it existed."""
+        return bool(self._redis.delete(profile_key(customer)))
