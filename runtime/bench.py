@@ -90,6 +90,13 @@ def bench_expression(n: int = 200_000) -> dict[str, Any]:
     return {"expression": source, "ns_per_eval": round(ns, 1)}
 
 
+def bench_adapters(n: int = 100_000) -> dict[str, Any]:
+    """Parse + map a 100k-record body per source format, in-process (records/s)."""
+    from runtime.adapters.bench import measure_formats
+
+    return measure_formats(n)
+
+
 def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) -> dict[str, Any]:
     import shutil
 
@@ -154,5 +161,6 @@ def run_bench(*, events: int, users: int, batch_size: int, state_dir: Path) -> d
         "host": {"cpus": os.cpu_count(), "python": host.python_version(), "machine": host.machine()},
         "engine": bench_engine(max(events, 1_000_000), users),
         "expression": bench_expression(),
+        "adapters": bench_adapters(),
         "end_to_end": bench_end_to_end(events, users, batch_size, state_dir),
     }

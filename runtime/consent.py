@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import redis
 
-CONSENT_KEY = f"{keys.PREFIX}:consent"
+CONSENT_KEY = keys.CONSENT
 """The consent hash. (Belongs in :mod:`runtime.keys`.)"""
 
 GLOBAL = ""

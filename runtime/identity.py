@@ -66,7 +66,7 @@ HMGET_CHUNK = 20_000
 
 def identity_key(kind: str) -> str:
     """The hash of one identifier kind. (Belongs in :mod:`runtime.keys`.)"""
-    return f"{keys.PREFIX}:identity:{kind}"
+    return keys.identity(kind)
 
 
 # ---------------------------------------------------------------------------------------------

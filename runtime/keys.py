@@ -42,3 +42,13 @@ DEADLETTER = f"{PREFIX}:deadletter"
 META = f"{PREFIX}:meta"
 HEARTBEATS = f"{PREFIX}:heartbeats"
 QUARANTINE = f"{PREFIX}:quarantine"
+CONSENT = f"{PREFIX}:consent"
+
+
+def identity(kind: str) -> str:
+    """Identifier (phone, imei) -> links to customers, one hash per kind."""
+    return f"{PREFIX}:identity:{kind}"
+
+
+def profile(customer: str) -> str:
+    return f"{PREFIX}:profile:{customer}"

@@ -29,7 +29,7 @@ _INT64 = 2**63
 
 def profile_key(customer: str) -> str:
     """The hash of one customer's profile. (Belongs in :mod:`runtime.keys`.)"""
-    return f"{keys.PREFIX}:profile:{customer}"
+    return keys.profile(customer)
 
 
 def encode_value(value: Any) -> bytes:

@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from runtime.envelope import _Unparseable, decode_body, raw_of
+import msgspec
+
+from runtime.envelope import _records, _Unparseable, decode_body, raw_of
 from runtime.errors import UnparseableBody, UnsupportedContentType
 
 if TYPE_CHECKING:
@@ -169,7 +171,7 @@ def _parse_csv(body: bytes, source: Source) -> list[Record]:
         if len(row) == width and row.__class__ is list and (clean or not _is_dirty(lines[index])):
             if width == 1 and not row[0].strip():
                 continue  # an empty line
-            append(Record(dict(zip(names, row)), lines[index]))
+            append(Record(dict(zip(names, row, strict=True)), lines[index]))
             continue
         line = lines[index]
         if row.__class__ is str:
@@ -263,8 +265,11 @@ def _parse_json(body: bytes) -> list[Record]:
     """A JSON object, a JSON array of items, or NDJSON (a body that is not one JSON value)."""
     try:
         items = decode_body(body, "application/json")
-    except UnparseableBody:
-        items = decode_body(body, "application/x-ndjson")
+    except (UnparseableBody, UnicodeDecodeError):
+        try:
+            items = decode_body(body, "application/x-ndjson")
+        except UnicodeDecodeError:  # msgspec's error for invalid UTF-8 inside a string
+            items = [_decode_json_line(line) for line in _records(body)]
     out: list[Record] = []
     append = out.append
     for item in items:
@@ -276,6 +281,16 @@ def _parse_json(body: bytes) -> list[Record]:
             message = f"expected a JSON object, got {type(item).__name__} {_show(item)}"
             append(Record(None, raw_of(item), ("not_an_object", message)))
     return out
+
+
+_json_decode = msgspec.json.Decoder().decode
+
+
+def _decode_json_line(line: bytes) -> Any:
+    try:
+        return _json_decode(line)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return _Unparseable(f"line is not valid JSON: {exc}", line)
 
 
 # --- Arrow ------------------------------------------------------------------------------
@@ -300,8 +315,8 @@ def _parse_arrow(body: bytes) -> list[Record]:
         return [Record({}, {}) for _ in range(table.num_rows)]
     out = []
     append = out.append
-    for values in zip(*columns):
-        row = dict(zip(names, values))
+    for values in zip(*columns, strict=True):
+        row = dict(zip(names, values, strict=True))
         append(Record(row, row))
     return out
 

@@ -252,6 +252,13 @@ JSON_CASES = [
         [{"id": "e1"}, "not_an_object", "not_an_object", "not_an_object", "not_an_object"],
         [b'{"id":"e1"}', b"5", b'"x"', b"null", b"[1]"],
     ),
+    (
+        "invalid UTF-8 inside a string costs only its line",
+        b'{"id": "e1"}\n{"id": "\x80"}\n{"id": "e3"}\n',
+        [{"id": "e1"}, "unparseable", {"id": "e3"}],
+        [b'{"id":"e1"}', b'{"id": "\x80"}', b'{"id":"e3"}'],
+    ),
+    ("invalid UTF-8 in a one-value body", b'"\x80"', ["unparseable"], [b'"\x80"']),
     ("a scalar body", b"42", ["not_an_object"], [b"42"]),
     ("empty array", b"[]", [], []),
     ("empty body", b"", [], []),
@@ -376,6 +383,7 @@ def test_arbitrary_bytes_never_raise(body: bytes) -> None:
 def test_quote_free_csv_fast_path_reads_what_the_csv_module_reads(lines: list[str], delimiter: str) -> None:
     text = "\n".join(line.replace('"', "") for line in lines)
     rows, raws = _csv_rows(text, delimiter)
+    assert len(raws) == len(rows)
     expected = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     # the csv module yields no row for an empty line; the fast path an empty field
     assert [r for r in rows if r != [""]] == [r for r in expected if r]
@@ -390,7 +398,7 @@ def test_kv_lines_one_record_per_non_blank_line(lines: list[str]) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
     max_leaves=15,
 )

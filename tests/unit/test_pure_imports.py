@@ -21,6 +21,11 @@ PURE = [
     "runtime.settings",
     "runtime.errors",
     "runtime.expr",
+    "runtime.adapters",
+    "runtime.catalogue",
+    "runtime.identity",
+    "runtime.consent",
+    "runtime.profiles",
 ]
 
 
