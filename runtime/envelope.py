@@ -110,13 +110,13 @@ def decode_events(body: bytes, content_type: str | None, *, source: str, receive
     if kind in JSON_TYPES or kind in NDJSON_TYPES:
         array, expected = body, None
         if kind in NDJSON_TYPES:
-            records = _records(body)
+            records = text_records(body)
             array, expected = b"[" + b",".join(records) + b"]", len(records)
         elif body.lstrip()[:1] != b"[":
             array, expected = b"[" + body + b"]", 1
         try:
             typed = _typed_decoder.decode(array)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
             typed = None
         # a count mismatch means a record held more than one value: let the slow path judge it
         if typed is not None and (expected is None or len(typed) == expected):
@@ -144,27 +144,27 @@ def media_type(content_type: str | None) -> str:
 
 def decode_body(body: bytes, content_type: str | None) -> list[Any]:
     """Raw items of a body. Whole-body problems raise; a bad NDJSON line becomes an
-    :class:`_Unparseable` item so that only that line is rejected."""
+    :class:`Unparseable` item so that only that line is rejected."""
     kind = media_type(content_type)
     if kind not in SUPPORTED_TYPES:
         raise UnsupportedContentType(f"content type {kind!r} is not accepted; use one of {sorted(SUPPORTED_TYPES)}")
     if kind in NDJSON_TYPES:
-        return [_decode_line(line) for line in _records(body)]
+        return [_decode_line(line) for line in text_records(body)]
     if kind in ARROW_TYPES:
         return _decode_arrow(body)
     try:
         decoded = _json_decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise UnparseableBody(f"body is not valid JSON: {exc}") from None
     return decoded if isinstance(decoded, list) else [decoded]
 
 
-def _records(body: bytes) -> list[bytes]:
+def text_records(body: bytes) -> list[bytes]:
     """The records of NDJSON or JSON text sequences (RFC 7464: each record starts with RS)."""
     return [r for r in (line.strip(b"\x1e \t\r") for line in body.splitlines()) if r]
 
 
-class _Unparseable:
+class Unparseable:
     __slots__ = ("message", "raw")
 
     def __init__(self, message: str, raw: bytes = b"") -> None:
@@ -175,8 +175,8 @@ class _Unparseable:
 def _decode_line(line: bytes) -> Any:
     try:
         return _json_decoder.decode(line)
-    except msgspec.DecodeError as exc:
-        return _Unparseable(f"line is not valid JSON: {exc}", line)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return Unparseable(f"line is not valid JSON: {exc}", line)
 
 
 def _decode_arrow(body: bytes) -> list[Any]:
@@ -197,7 +197,7 @@ _ONE_MS = timedelta(milliseconds=1)
 
 def raw_of(item: Any) -> bytes:
     """The bytes to keep in quarantine for a decoded item."""
-    if isinstance(item, _Unparseable):
+    if isinstance(item, Unparseable):
         return item.raw
     try:
         return msgspec.json.encode(item)
@@ -266,7 +266,7 @@ def validate_batch(items: list[Any], *, source: str, received_at: int) -> Batch:
 
 def _problem(item: Any, source: str) -> tuple[str, str] | None:
     """(reason, message) if the item is not a usable event, else None."""
-    if isinstance(item, _Unparseable):
+    if isinstance(item, Unparseable):
         return "unparseable", item.message
     if not isinstance(item, dict):
         return "not_an_object", f"expected a JSON object, got {type(item).__name__}"

@@ -242,7 +242,7 @@ class Ingestor:
         indices = [pairs[i][0] for i in batch.indices]
         parsed = Parsed(batch.events, indices, [], len(records), lambda i: records[i].raw, fmt, context)
         parsed.failures = [
-            parsed.quarantined(source.name, f.index, None, f.reason, f.message) for f in mapping_failures
+            parsed.quarantined(source.name, f.index, f.id, f.reason, f.message) for f in mapping_failures
         ]
         parsed.failures += [
             parsed.quarantined(source.name, pairs[r.index][0], r.id, r.reason, r.message) for r in batch.rejected

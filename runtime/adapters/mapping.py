@@ -13,14 +13,18 @@ Semantics (DESIGN.md §3-4, ``runtime/config/sources.py``):
   A missing key and a null value are the same thing.
 - ``id``: a path (numbers become strings) or a digest (sha1 hex, 24 characters) of the JSON
   list of several paths' values, missing ones as null, so feeds without ids de-duplicate on
-  content. ``type``: a constant, or a path, through ``map`` when given. ``subject``: a path.
+  content (values as parsed: the CSV text "1" and the JSON number 1 digest differently).
+  ``type``: a constant, or a path, through ``map`` when given. ``subject``: a path.
 - ``time``: :class:`~runtime.config.sources.TimeSpec`, output epoch milliseconds.
 - ``data``: fields in declaration order (an ``expr`` sees the event mapped so far). A value
-  from a path that is missing or an empty string takes ``default``, else fails when
-  ``required``, else is left out; then ``map``, then ``type``. ``const`` values (and
-  defaults) are mapped and coerced at compile time, so a bad one is a config error.
+  (from a path or an expression) that is missing, null or an empty string takes ``default``,
+  else fails when ``required``, else is left out; other values go through ``map``, then
+  ``type``. A ``const`` is mapped and coerced at compile time, a ``default`` coerced (it is
+  the output value, so not mapped): a bad one is a config error.
 - ``keep_unmapped``: top-level source keys no path above names are copied into ``data``
   (mapped fields win).
+- No mapping: the records are envelopes already and are passed on as they are (the
+  envelope *is* the record's dict).
 
 Reasons: ``missing_field``, ``unmapped_value``, ``invalid_time``, ``invalid_value``,
 ``mapping_error`` (an expression failed); records that did not parse keep their own reason.
@@ -569,7 +573,8 @@ def _check_pattern(pattern: str) -> str | None:
 class _Compiler:
     def __init__(self, source_name: str) -> None:
         self.source = source_name
-        self.used: set[str] = set()  # top-level source keys named by a path
+        # source keys a path names, left out by keep_unmapped ("a.b" names the key "a.b", not "a")
+        self.used: set[str] = set()
 
     def error(self, path: str, what: str, *, expected: str = "", got: Any = None, **extra: Any) -> ConfigError:
         detail = {"path": path, "expected": expected or what, "got": got, **extra}
@@ -731,8 +736,9 @@ class _Compiler:
         codes = _codes(table) if table is not None else ""
 
         def finish_const(value: Any, what: str) -> Any:
-            """Map and coerce a constant now; a bad one is a config error."""
-            if table is not None:
+            """Map (a const, not a default: that is the output value) and coerce a constant
+            now; a bad one is a config error."""
+            if table is not None and what == "const":
                 mapped = table.get(_key(value), _BAD)
                 if mapped is _BAD:
                     raise self.error(f"{where}.{what}", f"expected one of {codes}, got {_show(value)}", got=value)

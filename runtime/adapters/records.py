@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from runtime.envelope import _records, _Unparseable, decode_body, raw_of
+from runtime.envelope import Unparseable, decode_body, raw_of, text_records
 from runtime.errors import UnparseableBody, UnsupportedContentType
 
 if TYPE_CHECKING:
@@ -102,9 +102,9 @@ def parse_records(body: bytes, fmt: str, source: Source) -> list[Record]:
         if fmt == "kv":
             return _parse_kv(body, source)
         if fmt == "json":
-            return _parse_json(body)
+            return _parse_json(body, source.name)
         if fmt == "arrow":
-            return _parse_arrow(body)
+            return _parse_arrow(body, source.name)
     raise UnsupportedContentType(f"record format {fmt!r} is not supported; use one of {list(FORMATS)}")
 
 
@@ -261,7 +261,7 @@ def _parse_kv(body: bytes, source: Source) -> list[Record]:
 # --- JSON -------------------------------------------------------------------------------
 
 
-def _parse_json(body: bytes) -> list[Record]:
+def _parse_json(body: bytes, name: str) -> list[Record]:
     """A JSON object, a JSON array of items, or NDJSON (a body that is not one JSON value)."""
     try:
         items = decode_body(body, "application/json")
@@ -269,16 +269,16 @@ def _parse_json(body: bytes) -> list[Record]:
         try:
             items = decode_body(body, "application/x-ndjson")
         except UnicodeDecodeError:  # msgspec's error for invalid UTF-8 inside a string
-            items = [_decode_json_line(line) for line in _records(body)]
+            items = [_decode_json_line(line) for line in text_records(body)]
     out: list[Record] = []
     append = out.append
     for item in items:
         if item.__class__ is dict:
             append(Record(item, item))
-        elif isinstance(item, _Unparseable):
-            append(Record(None, item.raw, ("unparseable", item.message)))
+        elif isinstance(item, Unparseable):
+            append(Record(None, item.raw, ("unparseable", f"source {name!r} record: {item.message}")))
         else:
-            message = f"expected a JSON object, got {type(item).__name__} {_show(item)}"
+            message = f"source {name!r} record: expected a JSON object, got {type(item).__name__} {_show(item)}"
             append(Record(None, raw_of(item), ("not_an_object", message)))
     return out
 
@@ -290,13 +290,13 @@ def _decode_json_line(line: bytes) -> Any:
     try:
         return _json_decode(line)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        return _Unparseable(f"line is not valid JSON: {exc}", line)
+        return Unparseable(f"line is not valid JSON: {exc}", line)
 
 
 # --- Arrow ------------------------------------------------------------------------------
 
 
-def _parse_arrow(body: bytes) -> list[Record]:
+def _parse_arrow(body: bytes, name: str) -> list[Record]:
     """Rows of an Arrow IPC stream, built column by column (faster than ``Table.to_pylist``).
     Timestamp columns with a time zone become epoch milliseconds, the platform's time unit
     (making a datetime object per value would cost more than the rest of the row)."""
@@ -305,12 +305,12 @@ def _parse_arrow(body: bytes) -> list[Record]:
     try:
         table = pa.ipc.open_stream(body).read_all()
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
-        raise UnparseableBody(f"body is not an Arrow IPC stream: {exc}") from None
+        raise UnparseableBody(f"source {name!r}: body is not an Arrow IPC stream: {exc}") from None
     names = table.column_names
     try:
         columns = [_column_values(column, pa) for column in table.columns]
     except (pa.ArrowException, ValueError, OverflowError) as exc:
-        raise UnparseableBody(f"Arrow body cannot be read: {exc}") from None
+        raise UnparseableBody(f"source {name!r}: Arrow body cannot be read: {exc}") from None
     if not names:
         return [Record({}, {}) for _ in range(table.num_rows)]
     out = []

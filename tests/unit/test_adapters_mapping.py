@@ -185,6 +185,12 @@ DATA_CASES = [
     ("from nested path", {"site": "page.site"}, {"page": {"site": "official"}}, {"site": "official"}),
     ("default (coerced once)", {"dur": {"from": "dur", "default": "0", "type": "int"}}, {}, {"dur": 0}),
     ("default for empty", {"line": {"from": "line", "default": "unknown"}}, {"line": ""}, {"line": "unknown"}),
+    (
+        "default is not mapped",
+        {"line": {"from": "line", "map": {"1": "billing"}, "default": "unknown"}},
+        {},
+        {"line": "unknown"},
+    ),
     ("required missing", {"dur": {"from": "dur", "required": True}}, {}, "missing_field"),
     ("required present", {"dur": {"from": "dur", "required": True}}, {"dur": "1"}, {"dur": "1"}),
     ("const", {"channel": {"const": "hotline"}}, {}, {"channel": "hotline"}),
@@ -583,6 +589,6 @@ def test_pattern_hour_cache_across_many_hours_and_transitions() -> None:
 
 
 def test_bench_runs_every_format() -> None:
-    result = measure_formats(n=500)
+    result = measure_formats(n=500, repeat=1)
     assert set(result) == {"csv", "kv", "json", "arrow"}
     assert all(r["records"] == 500 and r["records_per_s"] > 0 for r in result.values())

@@ -210,6 +210,12 @@ def test_kv(settings_: dict[str, Any], body: bytes, expected: list[Any], raws: l
     assert [r.raw for r in records] == raws
 
 
+def test_json_messages_name_the_source() -> None:
+    bad_line, scalar = parse_records(b'{"id":\n5\n', "json", source())
+    assert bad_line.error is not None and bad_line.error[1].startswith("source 'feed' record: line is not valid JSON")
+    assert scalar.error == ("not_an_object", "source 'feed' record: expected a JSON object, got int 5")
+
+
 def test_kv_malformed_message() -> None:
     (record,) = parse_records(b"a=1|junk\n", "kv", source("kv"))
     assert record.error == (
