@@ -23,6 +23,7 @@ from runtime.config.store import ConfigStore
 from runtime.envelope import Event
 from runtime.log import PartitionLog
 from runtime.outbox import Outbox, Publication
+from runtime.profiles import ProfileStore
 from runtime.rules import CompiledRule, PartitionEngine, compile_rule
 from runtime.settings import EspSettings
 from runtime.topics import TopicRouter, atomic_topic
@@ -73,6 +74,7 @@ class PartitionRunner:
         self.log = PartitionLog(self._redis, horizon_s=settings.idempotency_horizon_s)
         self.outbox = Outbox(self._redis, horizon_s=settings.idempotency_horizon_s, maxlen=settings.subscription_maxlen)
         self.config = ConfigStore(self._redis)
+        self.profiles = ProfileStore(self._redis)
         self.checkpoints = CheckpointStore(settings.checkpoint_location)
         self.engines: dict[int, PartitionEngine] = {}
         self.offsets: dict[int, str] = {}
@@ -146,7 +148,11 @@ class PartitionRunner:
                 for e in events
                 if wants(e.type)
             ]
-        outputs = self.engines[partition].on_events(events)
+        engine = self.engines[partition]
+        profiles = None
+        if engine.reads_profiles and events:  # enrichment: one round trip per log entry
+            profiles = self.profiles.get_many(sorted({e.customer for e in events}))
+        outputs = engine.on_events(events, profiles)
         for out in outputs:
             rule = out.event["data"]["rule"]
             stats.fired[rule] = stats.fired.get(rule, 0) + 1

@@ -79,6 +79,9 @@ class PartitionEngine:
         for rule in sorted(rules, key=lambda r: (-r.priority, r.name)):
             by_type[rule.event_type].append(rule)
         self._by_type = dict(by_type)
+        self._reads_profiles = any(
+            r.where is not None and any(f == "profile" or f.startswith("profile.") for f in r.where.fields) for r in rules
+        )
 
     @property
     def rules(self) -> dict[str, CompiledRule]:
@@ -97,7 +100,14 @@ class PartitionEngine:
             else:
                 del self._state[customer]
 
-    def on_events(self, events: Iterable[Event]) -> list[Output]:
+    @property
+    def reads_profiles(self) -> bool:
+        """Whether any rule's expression reads ``profile.*`` (enrichment is needed)."""
+        return self._reads_profiles
+
+    def on_events(self, events: Iterable[Event], profiles: dict[str, dict[str, Any]] | None = None) -> list[Output]:
+        """Evaluate the rules over ``events`` in order. ``profiles`` (customer -> attributes and
+        tags from the profile store) are visible to expressions as ``profile``."""
         outputs: list[Output] = []
         by_type = self._by_type
         for event in events:
@@ -109,6 +119,8 @@ class PartitionEngine:
                 if rule.where is not None:
                     if context is None:
                         context = event.as_context()
+                        if profiles is not None:
+                            context["profile"] = profiles.get(event.customer, {})
                     if not rule.where.predicate(context):
                         continue
                 self._on_match(rule, event, outputs)

@@ -159,3 +159,24 @@ def test_schema_violations_and_bad_lines_are_quarantined_not_lost(platform, clie
     assert answer["accepted"] == 1
     reasons = {r["index"]: r["reason"] for r in answer["rejected"]}
     assert reasons[0] == "schema_violation" and 1 in reasons
+
+
+def test_rules_read_profile_attributes_attached_at_evaluation(platform, client):
+    client.request("PUT", "/v1/profiles/erin", json={"tier": "gold", "tags": ["frequent-traveller"]})
+    client.request("PUT", "/v1/profiles/frank", json={"tier": "silver"})
+    client.put_config(
+        {
+            "kind": "rule",
+            "name": "src-gold-orders",
+            "when": {"event": "enr.order", "where": "profile.tier == 'gold' && data.amount >= 100"},
+            "then": [{"emit": "src_gold_order"}],
+        }
+    )
+    client.put_config({"kind": "subscription", "name": "src-gold", "topics": ["business.src_gold_order"]})
+    events = [
+        {"id": f"enr{i}", "type": "enr.order", "time": 1_790_000_000_000 + i, "subject": who, "data": {"amount": 150}}
+        for i, who in enumerate(["erin", "frank", "nobody"])
+    ]
+    assert client.send(events).accepted == 3
+    received = read_exactly(client, "src-gold", 1, timeout_s=30, settle_s=3)
+    assert [e["subject"] for e in received] == ["erin"]
