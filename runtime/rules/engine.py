@@ -79,9 +79,8 @@ class PartitionEngine:
         for rule in sorted(rules, key=lambda r: (-r.priority, r.name)):
             by_type[rule.event_type].append(rule)
         self._by_type = dict(by_type)
-        self._reads_profiles = any(
-            r.where is not None and any(f == "profile" or f.startswith("profile.") for f in r.where.fields) for r in rules
-        )
+        fields = {f for r in rules if r.where is not None for f in r.where.fields}
+        self._reads_profiles = any(f == "profile" or f.startswith("profile.") for f in fields)
 
     @property
     def rules(self) -> dict[str, CompiledRule]:
