@@ -294,3 +294,16 @@ def _register_data_commands() -> None:
 
 
 _register_data_commands()
+
+
+@main.command()
+@click.argument("source")
+@click.argument("event_id")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+def trace(source: str, event_id: str, url: str) -> None:
+    """Where an event went: logged (partition, entry), read, rules matched, dropped, quarantined."""
+    with EspClient(url) as client:
+        try:
+            click.echo(json.dumps(client.request("GET", f"/v1/events/{source}/{event_id}/trace"), indent=2))
+        except EspError as exc:
+            _fail(exc)

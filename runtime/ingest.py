@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 
+from runtime import keys
 from runtime.adapters import compile_mapping, parse_records
 from runtime.catalogue import Catalogue
 from runtime.config.models import Source, hash_key
@@ -41,7 +42,7 @@ from runtime.envelope import (
 from runtime.errors import AuthError, InputError, Overloaded, UnsupportedContentType
 from runtime.expr import Expr, compile_expr
 from runtime.identity import IdentityStore
-from runtime.log import PartitionLog
+from runtime.log import DAY_MS, PartitionLog
 from runtime.partitioning import partition_of
 from runtime.quarantine import Quarantined, QuarantineStore
 from runtime.settings import EspSettings
@@ -60,6 +61,11 @@ class IngestResult:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     filtered: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    dropped_ids: dict[str, str] = field(default_factory=dict)  # event id -> reason, for the trace
+
+    def drop(self, event_id: str, reason: str) -> None:
+        self.dropped[reason] += 1
+        self.dropped_ids[event_id] = reason
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +137,7 @@ class Ingestor:
     def __init__(self, settings: EspSettings, client: redis.Redis, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self._clock = clock
+        self._redis = client
         self.log = PartitionLog(client, horizon_s=settings.idempotency_horizon_s)
         self.config = ConfigStore(client)
         self.identities = IdentityStore(client)
@@ -194,6 +201,12 @@ class Ingestor:
         self._catalogue = Catalogue(docs["event-type"])
         self._version = version
 
+    def horizon_days(self, source_name: str) -> int:
+        """Days of idempotency buckets kept for a source (the trace looks this far back)."""
+        self._refresh()
+        source = self._sources.get(source_name)
+        return -(-source.horizon_s // 86_400) if source else 1
+
     # --- the body ------------------------------------------------------------------------
 
     def ingest(self, body: bytes, content_type: str | None, source_name: str) -> IngestResult:
@@ -216,6 +229,7 @@ class Ingestor:
         self._append(source, events, result, now_ms)
         failures = sorted(parsed.failures, key=lambda q: q.index)
         self.quarantine.add(failures, at_ms=now_ms)
+        self._remember_dropped(source, result.dropped_ids, now_ms)
         result.rejected = [{"index": q.index, "id": q.id, "reason": q.reason, "message": q.message} for q in failures]
         return result
 
@@ -257,6 +271,7 @@ class Ingestor:
         for event, index in zip(parsed.events, parsed.indices, strict=True):
             if source.filter is not None and not source.filter.predicate(event.as_context()):
                 result.filtered += 1
+                result.dropped_ids[event.id] = "filtered"
                 continue
             problem = self._catalogue.check(event.type, event.data, unknown=doc.unknown_types)
             if problem is not None:
@@ -269,7 +284,7 @@ class Ingestor:
             resolved = []
             for (event, index), customer in zip(kept, customers, strict=True):
                 if customer is None and doc.unknown_identity == "drop":
-                    result.dropped["unknown_identity"] += 1
+                    result.drop(event.id, "unknown_identity")
                     continue
                 if customer is None and doc.unknown_identity == "quarantine":
                     message = f"no customer is linked to {doc.identity} {event.subject!r} at that time"
@@ -282,9 +297,10 @@ class Ingestor:
             kept = resolved
         if doc.require_opt_in and kept:
             consent = self.consents.opted_in([e.customer for e, _ in kept], doc.opt_in_purpose)
-            allowed = [pair for pair, ok in zip(kept, consent, strict=True) if ok]
-            result.dropped["opt_out"] += len(kept) - len(allowed)
-            kept = allowed
+            for (event, _), ok in zip(kept, consent, strict=True):
+                if not ok:
+                    result.drop(event.id, "opt_out")
+            kept = [pair for pair, ok in zip(kept, consent, strict=True) if ok]
         return [event for event, _ in kept]
 
     def _append(self, source: CompiledSource, events: list[Event], result: IngestResult, now_ms: int) -> None:
@@ -302,6 +318,16 @@ class Ingestor:
         appended = self.log.append(dict(by_partition), now_ms=now_ms, horizon_s=source.horizon_s)
         result.duplicates = repeated + sum(len(a.duplicates) for a in appended)
         result.accepted = len(events) - result.duplicates
+
+    def _remember_dropped(self, source: CompiledSource, dropped: dict[str, str], now_ms: int) -> None:
+        """One HSET per request, so the trace can say why an event went no further."""
+        if not dropped:
+            return
+        key = keys.dropped(source.name, now_ms // DAY_MS)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(key, mapping=dropped)
+        pipe.expire(key, source.horizon_s + 86_400)
+        pipe.execute()
 
     def _check_backlog(self, by_partition: dict[int, list[Event]]) -> None:
         now = self._clock()

@@ -13,8 +13,19 @@ def log_stream(partition: int) -> str:
 
 
 def idempotency(source: str, day: int) -> str:
-    """Event ids of ``source`` first seen on ``day`` (days since the epoch, UTC)."""
+    """Event ids of ``source`` first seen on ``day`` (days since the epoch, UTC), each mapped
+    to where it went (``<partition>/<log entry id>``)."""
     return f"{PREFIX}:idem:{source}:{day}"
+
+
+def dropped(source: str, day: int) -> str:
+    """Event ids of ``source`` dropped on purpose on ``day`` -> the reason."""
+    return f"{PREFIX}:dropped:{source}:{day}"
+
+
+def hits(source: str, event_id: str) -> str:
+    """The outputs an event contributed to (rule, topic, output id), for the trace."""
+    return f"{PREFIX}:hits:{source}:{event_id}"
 
 
 def emitted(output_id: str) -> str:

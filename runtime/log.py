@@ -27,7 +27,8 @@ from runtime.envelope import Event
 
 _APPEND = """
 -- ARGV: config-version key, ttl_s, n buckets, bucket keys (today first), n groups,
---       then per group: stream, msgpack array of ids, payload
+--       then per group: stream, partition, msgpack array of ids, payload
+-- A bucket is a hash: event id -> '<partition>/<log entry id>' (where the event went).
 local config_version = redis.call('GET', ARGV[1]) or '0'
 local ttl, nb = ARGV[2], tonumber(ARGV[3])
 local buckets = {}
@@ -36,16 +37,16 @@ local groups = tonumber(ARGV[4 + nb])
 local i = 5 + nb
 local out = {}
 for g = 1, groups do
-  local stream, ids, payload = ARGV[i], cmsgpack.unpack(ARGV[i + 1]), ARGV[i + 2]
-  i = i + 3
+  local stream, partition, ids, payload = ARGV[i], ARGV[i + 1], cmsgpack.unpack(ARGV[i + 2]), ARGV[i + 3]
+  i = i + 4
   local n = #ids
   local seen = {}
   for start = 1, n, 4000 do
     local stop = math.min(start + 3999, n)
     for b = 1, nb do
-      local found = redis.call('SMISMEMBER', buckets[b], unpack(ids, start, stop))
-      for j = 1, #found do
-        if found[j] == 1 then seen[start + j - 1] = true end
+      local found = redis.call('HMGET', buckets[b], unpack(ids, start, stop))
+      for j = 1, stop - start + 1 do
+        if found[j] then seen[start + j - 1] = true end
       end
     end
   end
@@ -55,11 +56,17 @@ for g = 1, groups do
   end
   local id = false
   if #fresh > 0 then
-    for start = 1, #fresh, 4000 do
-      redis.call('SADD', buckets[1], unpack(fresh, start, math.min(start + 3999, #fresh)))
+    id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
+    local where = partition .. '/' .. id
+    for start = 1, #fresh, 2000 do
+      local args = {}
+      for j = start, math.min(start + 1999, #fresh) do
+        args[#args + 1] = fresh[j]
+        args[#args + 1] = where
+      end
+      redis.call('HSET', buckets[1], unpack(args))
     end
     redis.call('EXPIRE', buckets[1], ttl)
-    id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
   end
   out[#out + 1] = {id, dups}
 end
@@ -117,8 +124,9 @@ class PartitionLog:
     ) -> list[Appended]:
         """Append each partition's events as one entry, dropping already-seen (source, id).
 
-        Seen ids live in one set per source and arrival day; a request checks the sets of the
-        whole horizon (rounded up to days) with SMISMEMBER, so no per-event key or round trip.
+        Seen ids live in one hash per source and arrival day (id -> partition/log entry, which
+        the event trace reads); a request checks the hashes of the whole horizon (rounded up to
+        days) with HMGET, so no per-event key or round trip.
         All events of one call must share a source; ids must be unique within the call."""
         if not by_partition:
             return []
@@ -129,7 +137,8 @@ class PartitionLog:
         argv: list[Any] = [keys.CONFIG_VERSION, (horizon_days + 1) * DAY_S, len(buckets), *buckets]
         argv.append(len(by_partition))
         for partition, events in by_partition.items():
-            argv += [keys.log_stream(partition), _encoder.encode([e.id for e in events]), _encoder.encode(events)]
+            ids = _encoder.encode([e.id for e in events])
+            argv += [keys.log_stream(partition), partition, ids, _encoder.encode(events)]
         result = self._append(keys=[], args=argv)
         return [
             Appended(p, _text(entry_id) if entry_id else None, tuple(int(d) for d in dups))

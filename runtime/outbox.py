@@ -17,16 +17,27 @@ from runtime import keys
 from runtime.topics import TopicRouter
 
 _EMIT = """
+-- per output: dedupe key, payload, n streams, streams..., trace note, n hit keys, hit keys...
 local horizon, maxlen, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local i, emitted = 4, 0
 for k = 1, n do
   local key, payload, streams = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local fresh = redis.call('SET', key, '1', 'NX', 'PX', horizon)
-  for s = 1, streams do
-    if fresh then redis.call('XADD', ARGV[i + 2 + s], 'MAXLEN', '~', maxlen, '*', 'e', payload) end
+  i = i + 3
+  for s = 0, streams - 1 do
+    if fresh then redis.call('XADD', ARGV[i + s], 'MAXLEN', '~', maxlen, '*', 'e', payload) end
   end
+  i = i + streams
+  local note, hits = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  for h = 0, hits - 1 do
+    if fresh then
+      redis.call('RPUSH', ARGV[i + h], note)
+      redis.call('PEXPIRE', ARGV[i + h], horizon)
+    end
+  end
+  i = i + hits
   if fresh then emitted = emitted + 1 end
-  i = i + 3 + streams
 end
 return emitted
 """
@@ -39,6 +50,7 @@ class Publication:
     id: str
     topic: str
     event: dict[str, Any]
+    refs: tuple[tuple[str, str], ...] = ()  # (source, id) of the events that produced it, for the trace
 
 
 class Outbox:
@@ -54,7 +66,9 @@ class Outbox:
         for pub in publications:
             streams = [keys.subscription_stream(s) for s in router.subscribers(pub.topic)]
             payload = orjson.dumps({**pub.event, "topic": pub.topic})
-            argv += [keys.emitted(pub.id), payload, len(streams), *streams]
+            note = orjson.dumps({"output": pub.id, "topic": pub.topic, "rule": pub.event.get("data", {}).get("rule")})
+            hits = [keys.hits(source, event_id) for source, event_id in pub.refs]
+            argv += [keys.emitted(pub.id), payload, len(streams), *streams, note, len(hits), *hits]
             count += 1
         if not count:
             return 0

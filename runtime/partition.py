@@ -156,7 +156,8 @@ class PartitionRunner:
         for out in outputs:
             rule = out.event["data"]["rule"]
             stats.fired[rule] = stats.fired.get(rule, 0) + 1
-            publications.append(Publication(out.id, out.topic, out.event))
+            refs = tuple((m["source"], m["id"]) for m in out.event["data"]["events"])
+            publications.append(Publication(out.id, out.topic, out.event, refs))
         if events:
             self.watermarks[partition] = max(self.watermarks.get(partition, 0), max(e.time for e in events))
         stats.events += len(events)

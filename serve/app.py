@@ -27,6 +27,7 @@ from runtime.ingest import Ingestor, replay_quarantine
 from runtime.profiles import ProfileStore
 from runtime.settings import EspSettings
 from runtime.subscriptions import SubscriptionReader
+from runtime.trace import trace_event
 from serve import errors
 
 APP_NAME = "esp"
@@ -119,6 +120,12 @@ class EspApi:
         for (outcome, reason), n in counts.items():
             if n:
                 counter.inc(n, tags={"source": result.source, "outcome": outcome, "reason": reason})
+
+    @app.get("/v1/events/{source}/{event_id}/trace", summary="Where an event went")
+    def trace(self, source: str, event_id: str) -> dict[str, Any]:
+        self.config.get("source", source)
+        days = self.ingestor.horizon_days(source)
+        return trace_event(self.redis, source, event_id, now_ms=int(time.time() * 1000), days=days)
 
     # --- configuration -----------------------------------------------------------------
 

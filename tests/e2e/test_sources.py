@@ -3,6 +3,8 @@ linking, opt-in, de-duplication by content, and the quarantine with replay."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from runtime.client import EspClient
@@ -180,3 +182,42 @@ def test_rules_read_profile_attributes_attached_at_evaluation(platform, client):
     assert client.send(events).accepted == 3
     received = read_exactly(client, "src-gold", 1, timeout_s=30, settle_s=3)
     assert [e["subject"] for e in received] == ["erin"]
+
+
+def test_trace_shows_where_each_event_went(platform, client):
+    call_sources(client, csv_line_map={"1": "service"})
+    client.request(
+        "PUT",
+        "/v1/identities",
+        json=[{"customer": "gina", "phone": "13800000007"}, {"customer": "hank", "phone": "13800000008"}],
+    )
+    client.request(
+        "PUT", "/v1/consents", json=[{"customer": "gina", "opted_in": True}, {"customer": "hank", "opted_in": False}]
+    )
+    client.put_config(
+        {"kind": "rule", "name": "src-trace-rule", "when": {"event": "src.call"}, "then": [{"emit": "src_traced"}]}
+    )
+    body = (
+        b"seq=t1|msisdn=13800000007|ts=1790000000|line=service|dur=5\n"
+        b"seq=t2|msisdn=13800000008|ts=1790000000|line=service|dur=5\n"
+        b"seq=t3|msisdn=13800000007|ts=1790000000|line=service|dur=-1\n"
+    )
+    post(platform, KV_KEY, body, "text/plain")
+
+    def trace(event_id: str) -> dict:
+        return client.request("GET", f"/v1/events/calls-kv/{event_id}/trace")
+
+    deadline = time.monotonic() + 30
+    accepted = trace("t1")
+    while not any(s["step"] == "matched" for s in accepted["steps"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        accepted = trace("t1")
+    assert accepted["status"] == "accepted"
+    steps = {s["step"]: s for s in accepted["steps"]}
+    assert steps["logged"]["partition"] >= 0 and steps["processed"]
+    assert steps["matched"]["rule"] == "src-trace-rule" and steps["matched"]["topic"] == "business.src_traced"
+    assert trace("t2")["status"] == "dropped" and trace("t2")["steps"][0]["reason"] == "opt_out"
+    quarantined = trace("t3")
+    assert quarantined["status"] == "quarantined" and quarantined["steps"][0]["reason"] == "schema_violation"
+    assert trace("never-sent")["status"] == "unknown"
+    assert httpx.get(f"{platform.base_url}/v1/events/no-such-source/t1/trace").status_code == 404

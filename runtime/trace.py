@@ -1,0 +1,71 @@
+"""Where did event X go? The trace is put together on demand from what the pipeline keeps
+anyway: the idempotency hashes (event id -> partition and log entry), the partition's read
+position, the outputs each event contributed to, the ids dropped on purpose, and the quarantine.
+Nothing is written per event just for tracing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis
+
+from runtime import keys
+from runtime.log import DAY_MS
+from runtime.quarantine import QuarantineStore
+
+QUARANTINE_SCAN = 10_000  # newest quarantine entries of the source searched for the id
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int, days: int) -> dict[str, Any]:
+    """The path of one event, newest knowledge first looked up over ``days`` days."""
+    day = now_ms // DAY_MS
+    pipe = client.pipeline(transaction=False)
+    for back in range(days + 1):
+        pipe.hget(keys.idempotency(source, day - back), event_id)
+        pipe.hget(keys.dropped(source, day - back), event_id)
+    pipe.lrange(keys.hits(source, event_id), 0, -1)
+    *found, hits = pipe.execute()
+    where = next((_text(v) for v in found[0::2] if v), None)
+    dropped = next((_text(v) for v in found[1::2] if v), None)
+    steps: list[dict[str, Any]] = []
+    status = "unknown"
+    if where:
+        status = "accepted"
+        partition, _, entry = where.partition("/")
+        steps.append({"step": "logged", "partition": int(partition), "log_entry": entry})
+        steps.append({"step": "processed" if _read_past(client, int(partition), entry) else "waiting"})
+        for raw in hits:
+            steps.append({"step": "matched", **orjson.loads(raw)})
+    elif dropped:
+        status = "dropped"
+        steps.append({"step": "dropped", "reason": dropped})
+    quarantined = [
+        q for q in QuarantineStore(client).list(source=source, limit=QUARANTINE_SCAN) if q["id"] == event_id
+    ][:10]
+    for q in quarantined:
+        steps.append({"step": "quarantined", "qid": q["qid"], "reason": q["reason"], "message": q["message"]})
+    if status == "unknown" and quarantined:
+        status = "quarantined"
+    return {"source": source, "id": event_id, "status": status, "steps": steps}
+
+
+def _read_past(client: redis.Redis, partition: int, entry: str) -> bool:
+    """Whether the partition actors have read the log past ``entry``."""
+    try:
+        groups = client.xinfo_groups(keys.log_stream(partition))
+    except redis.ResponseError:
+        return False
+    group = next((g for g in groups if _text(g["name"]) == keys.RULES_GROUP), None)
+    if group is None:
+        return False
+    return _id_key(_text(group["last-delivered-id"])) >= _id_key(entry)
