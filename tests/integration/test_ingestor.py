@@ -55,3 +55,16 @@ def test_backpressure_refuses_instead_of_growing(ingestor, redis_client):
     backlog = log.backlog(range(8))
     assert max(backlog.values()) <= 11  # the bound held: nothing was appended past it
     assert accepted == sum(len(e.events) for p in range(8) for e in log.read_range(p, "0", 1000))
+
+
+def test_a_source_over_its_rate_limit_is_told_to_back_off(redis_server, redis_client, tmp_path):
+    ConfigStore(redis_client).put({"kind": "source", "name": "slow", "rate_limit_per_s": 100})
+    settings = EspSettings(state_dir=tmp_path, redis_url=redis_server.url, partitions=8)
+    ingestor = Ingestor(settings, redis_client)
+    assert ingestor.ingest(body([f"r{i}" for i in range(80)]), "application/x-ndjson", "slow").accepted == 80
+    with pytest.raises(Overloaded) as refused:
+        ingestor.ingest(body([f"s{i}" for i in range(80)]), "application/x-ndjson", "slow")
+    assert refused.value.retry_after_s >= 1
+    log = PartitionLog(redis_client, horizon_s=60)
+    logged = sum(len(e.events) for p in range(8) for e in log.read_range(p, "0", 1000))
+    assert logged == 80  # the refused request appended nothing
