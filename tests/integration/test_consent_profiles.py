@@ -17,20 +17,9 @@ from runtime.consent import CONSENT_KEY, ConsentRecord, ConsentStore, import_par
 from runtime.errors import InputError
 from runtime.identity import InvalidRecord
 from runtime.profiles import ProfileStore, profile_key
+from tests.conftest import round_trips
 
 T = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-def round_trip_counter(monkeypatch) -> list[int]:
-    sent: list[int] = []
-    original = redis.connection.AbstractConnection.send_packed_command
-
-    def counting(self, command, check_health=True):
-        sent.append(1)
-        return original(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
-    return sent
 
 
 def hmget_calls(client: redis.Redis) -> int:
@@ -116,10 +105,9 @@ def test_10k_consent_checks_in_one_round_trip(consent, redis_client, monkeypatch
     customers = [f"c{i}" for i in range(10_000)]
     consent.put([ConsentRecord(c, i % 3 == 0, at_ms=T) for i, c in enumerate(customers)])
     before = hmget_calls(redis_client)
-    sent = round_trip_counter(monkeypatch)
-    flags = consent.opted_in(customers, "sms")
+    with round_trips(monkeypatch) as sent:
+        flags = consent.opted_in(customers, "sms")
     assert len(sent) == 1
-    monkeypatch.undo()
     assert flags == [i % 3 == 0 for i in range(10_000)]
     assert hmget_calls(redis_client) == before + 1
 
@@ -216,9 +204,9 @@ def test_profiles_round_trip_with_types(profiles, redis_client):
 def test_profiles_many_in_one_round_trip(profiles, redis_client, monkeypatch):
     batch = {f"c{i}": {"i": i, "even": i % 2 == 0} for i in range(2_000)}
     redis_client.ping()  # connect first: the handshake is not the batch's
-    sent = round_trip_counter(monkeypatch)
-    profiles.put_many(batch)
-    got = profiles.get_many(list(batch))
+    with round_trips(monkeypatch) as sent:
+        profiles.put_many(batch)
+        got = profiles.get_many(list(batch))
     assert len(sent) == 2  # one MULTI/EXEC write, one pipelined read
     assert got == batch
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -28,27 +27,13 @@ from runtime.identity import (
     import_parquet,
     merge_links,
 )
+from tests.conftest import round_trips
 
 T = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
 def command_calls(client: redis.Redis) -> dict[str, int]:
     return {name: stats["calls"] for name, stats in client.info("commandstats").items()}
-
-
-@contextmanager
-def round_trips(monkeypatch):
-    """Counts requests written to any Redis connection (a pipeline is one)."""
-    sent: list[int] = []
-    original = redis.connection.AbstractConnection.send_packed_command
-
-    def counting(self, command, check_health=True):
-        sent.append(1)
-        return original(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
-    yield sent
-    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", original)
 
 
 @pytest.fixture
