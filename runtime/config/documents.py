@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from runtime.config.models import KINDS, Doc, Rule, Source
+from runtime.config.models import KINDS, Doc, Rule, Source, leaves
 from runtime.errors import ConfigError, ExpressionError, NotFound
 
 
@@ -22,7 +22,7 @@ def validation_errors(exc: ValidationError) -> list[dict[str, object]]:
     """pydantic's errors reshaped: dotted path, what was expected, what arrived."""
     errors = []
     for err in exc.errors(include_url=False):
-        path = ".".join(str(p) for p in err["loc"])
+        path = ".".join(str(p) for p in err["loc"] if not str(p).startswith("_"))
         got = err.get("input")
         errors.append({"path": path, "expected": err["msg"], "got": got if _jsonable(got) else repr(got)})
     return errors
@@ -72,8 +72,8 @@ def check_expressions(doc: Doc) -> None:
     from runtime.expr import compile_expr
 
     expressions: list[tuple[str, str]] = []
-    if isinstance(doc, Rule) and doc.when.where is not None:
-        expressions.append(("when.where", doc.when.where))
+    if isinstance(doc, Rule):
+        expressions += [(f"{path}.where", leaf.where) for path, leaf in leaves(doc.when) if leaf.where is not None]
     if isinstance(doc, Source):
         if doc.filter is not None:
             expressions.append(("filter", doc.filter))
@@ -92,23 +92,28 @@ def check_expressions(doc: Doc) -> None:
             ) from None
 
 
-def check_fields_against_type(rule: Rule, event_type: dict[str, Any] | None) -> None:
+def check_fields_against_type(rule: Rule, event_types: dict[str, dict[str, Any] | None]) -> None:
     """A rule's ``where`` may only read ``data`` attributes its event type declares (when the
-    type is in the catalogue and declares any)."""
+    type is in the catalogue and declares any). ``event_types`` maps each type the rule uses to
+    its stored document (or None)."""
     from runtime.expr import compile_expr
 
-    if rule.when.where is None or not event_type or not event_type.get("attributes"):
-        return
-    declared = set(event_type["attributes"])
-    for path in sorted(compile_expr(rule.when.where).fields):
-        head, _, rest = path.partition(".")
-        name = rest.split(".")[0]
-        if head == "data" and name and name not in declared:
-            raise ConfigError(
-                f"rule {rule.name!r} field 'when.where': field 'data.{name}' is not in event type "
-                f"{rule.when.event!r} (fields: {', '.join(sorted(declared))})",
-                errors=[{"path": "when.where", "expected": f"one of data.{sorted(declared)}", "got": f"data.{name}"}],
-            )
+    for path, leaf in leaves(rule.when):
+        event_type = event_types.get(leaf.event)
+        if leaf.where is None or not event_type or not event_type.get("attributes"):
+            continue
+        declared = set(event_type["attributes"])
+        for field in sorted(compile_expr(leaf.where).fields):
+            head, _, rest = field.partition(".")
+            name = rest.split(".")[0]
+            if head == "data" and name and name not in declared:
+                raise ConfigError(
+                    f"rule {rule.name!r} field '{path}.where': field 'data.{name}' is not in event type "
+                    f"{leaf.event!r} (fields: {', '.join(sorted(declared))})",
+                    errors=[
+                        {"path": f"{path}.where", "expected": f"one of data.{sorted(declared)}", "got": f"data.{name}"}
+                    ],
+                )
 
 
 def load_yaml_documents(path: Path) -> Iterator[tuple[str, Any]]:

@@ -8,9 +8,9 @@ unknown fields, so a typo is an error, not a silently ignored setting.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from runtime.config.sources import CsvFormat, Dedupe, KvFormat, Mapping, SourceFormat, UnknownIdentity
 from runtime.config.types import NAME_PATTERN, TOPIC_PATTERN, DurationMs
@@ -121,6 +121,44 @@ class Condition(BaseModel):
         return self
 
 
+class Group(BaseModel):
+    """Correlation: ``all`` of the conditions (each at least once) within ``within``, or ``any``
+    of them. Conditions may be events or groups again."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    all_: list[When] | None = Field(None, alias="all", min_length=1, max_length=20)
+    any_: list[When] | None = Field(None, alias="any", min_length=1, max_length=20)
+    within: DurationMs = Field(0, description="Every condition of an 'all' must hold within this span (event time).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Group:
+        if (self.all_ is None) == (self.any_ is None):
+            raise ValueError("a group needs exactly one of 'all' or 'any'")
+        if self.all_ is not None and len(self.all_) > 1 and self.within <= 0:
+            raise ValueError("'all' of several conditions needs 'within': the span they must fall in")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "all" if self.all_ is not None else "any"
+
+    @property
+    def children(self) -> list[When]:
+        return self.all_ if self.all_ is not None else self.any_ or []
+
+
+def _when_kind(value: Any) -> str:
+    # tags start with '_' so error paths can leave them out (documents.validation_errors)
+    if isinstance(value, dict):
+        return "_group" if ("all" in value or "any" in value) else "_condition"
+    return "_group" if isinstance(value, Group) else "_condition"
+
+
+When = Annotated[Annotated[Condition, Tag("_condition")] | Annotated[Group, Tag("_group")], Discriminator(_when_kind)]
+Group.model_rebuild()
+
+
 class Notify(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -153,13 +191,20 @@ class Action(BaseModel):
         return f"notifications.{self.notify.channel}"
 
 
+def leaves(when: Any, path: str = "when") -> list[tuple[str, Condition]]:
+    """Every event condition of a ``when`` tree with its field path (``when.all.0.any.1``)."""
+    if isinstance(when, Condition):
+        return [(path, when)]
+    return [leaf for i, child in enumerate(when.children) for leaf in leaves(child, f"{path}.{when.kind}.{i}")]
+
+
 class Rule(Doc):
     """``when`` a condition holds for a customer, ``then`` run the actions."""
 
     kind: Literal["rule"] = "rule"
     priority: int = Field(50, ge=0, le=100)
     enabled: bool = True
-    when: Condition
+    when: When
     then: list[Action] = Field(min_length=1, max_length=20)
     cooldown: DurationMs = Field(0, description="After firing, the rule is silent for this customer this long.")
 

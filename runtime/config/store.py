@@ -15,7 +15,7 @@ import redis
 
 from runtime import keys
 from runtime.config.documents import check_fields_against_type, parse_document
-from runtime.config.models import KINDS, Doc, Rule, Source, Subscription
+from runtime.config.models import KINDS, Doc, Rule, Source, Subscription, leaves
 from runtime.errors import NotFound
 
 
@@ -28,7 +28,8 @@ class ConfigStore:
     def put(self, raw: Any, *, kind: str | None = None, name: str | None = None) -> dict[str, Any]:
         doc = parse_document(raw, kind=kind, name=name)
         if isinstance(doc, Rule):
-            check_fields_against_type(doc, self._get_raw("event-type", doc.when.event))
+            types = {leaf.event for _, leaf in leaves(doc.when)}
+            check_fields_against_type(doc, {t: self._get_raw("event-type", t) for t in types})
         if isinstance(doc, Source):
             doc = doc.stored()
         return self._store(doc)

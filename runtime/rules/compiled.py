@@ -5,8 +5,41 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.config.models import Action, Rule
+from runtime.config.models import Action, Condition, Group, Rule
 from runtime.expr import Expr, compile_expr
+
+
+@dataclass(frozen=True, slots=True)
+class LeafSpec:
+    """An event condition inside a group: its path names its state."""
+
+    path: str
+    event_type: str
+    where: Expr | None
+    threshold: int
+    window_ms: int
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        return ("event", self.event_type, self.where.source if self.where else None, self.threshold, self.window_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSpec:
+    path: str
+    kind: str  # all | any
+    children: tuple[LeafSpec | GroupSpec, ...]
+    within_ms: int
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        return (self.kind, self.within_ms, tuple(c.shape for c in self.children))
+
+    def leaves(self) -> list[LeafSpec]:
+        found: list[LeafSpec] = []
+        for child in self.children:
+            found += child.leaves() if isinstance(child, GroupSpec) else [child]
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,11 +55,26 @@ class CompiledRule:
     actions: tuple[Action, ...]
     action_topics: tuple[str, ...] = ()
     action_details: tuple[dict[str, Any] | None, ...] = ()  # the notify request of each action
+    group: GroupSpec | None = None  # set when 'when' is all/any; the leaf fields above are then unused
 
     @property
     def shape(self) -> tuple[Any, ...]:
-        """What the window state depends on: state survives a reload when this is unchanged."""
+        """What the state depends on: state survives a reload when this is unchanged."""
+        if self.group is not None:
+            return self.group.shape
         return (self.event_type, self.where.source if self.where else None, self.threshold, self.window_ms)
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        if self.group is not None:
+            return frozenset(leaf.event_type for leaf in self.group.leaves())
+        return frozenset([self.event_type])
+
+    @property
+    def expressions(self) -> list[Expr]:
+        if self.group is not None:
+            return [leaf.where for leaf in self.group.leaves() if leaf.where is not None]
+        return [self.where] if self.where is not None else []
 
 
 def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
@@ -35,16 +83,31 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         version = int(doc.get("version", version))
         doc = Rule.model_validate({k: v for k, v in doc.items() if k not in ("version", "updated_at")})
     when = doc.when
+    group = _compile_group(when, "when") if isinstance(when, Group) else None
+    leaf = when if isinstance(when, Condition) else None
     return CompiledRule(
         name=doc.name,
         version=version,
         priority=doc.priority,
-        event_type=when.event,
-        where=compile_expr(when.where) if when.where else None,
-        threshold=when.count.gte,
-        window_ms=when.within,
+        event_type=leaf.event if leaf else "",
+        where=compile_expr(leaf.where) if leaf and leaf.where else None,
+        threshold=leaf.count.gte if leaf else 0,
+        window_ms=leaf.within if leaf else 0,
+        group=group,
         cooldown_ms=doc.cooldown,
         actions=tuple(doc.then),
         action_topics=tuple(a.topic for a in doc.then),
         action_details=tuple(a.notify.model_dump(exclude_none=True) if a.notify else None for a in doc.then),
     )
+
+
+def _compile_group(group: Group, path: str) -> GroupSpec:
+    children: list[LeafSpec | GroupSpec] = []
+    for i, child in enumerate(group.children):
+        child_path = f"{path}.{group.kind}.{i}"
+        if isinstance(child, Group):
+            children.append(_compile_group(child, child_path))
+        else:
+            where = compile_expr(child.where) if child.where else None
+            children.append(LeafSpec(child_path, child.event, where, child.count.gte, child.within))
+    return GroupSpec(path, group.kind, tuple(children), group.within)

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from runtime.envelope import Event, format_time_ms
-from runtime.rules.compiled import CompiledRule
+from runtime.rules.compiled import CompiledRule, GroupSpec, LeafSpec
 
 
 @dataclass(slots=True)
@@ -41,6 +41,64 @@ class WindowState:
     def from_wire(cls, wire: list[Any]) -> WindowState:
         times, refs, cooldown_until = wire
         return cls(list(times), [(s, i) for s, i in refs], cooldown_until)
+
+
+Occurrence = tuple[int, list[tuple[str, str]]]  # (event time, matched (source, id) refs)
+
+
+@dataclass(slots=True)
+class GroupState:
+    """One customer's state for an all/any rule: the count windows of its event conditions (by
+    path) and, per 'all' group, the latest occurrence of each of its conditions."""
+
+    windows: dict[str, WindowState] = field(default_factory=dict)
+    latest: dict[str, dict[int, Occurrence]] = field(default_factory=dict)
+    cooldown_until: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.windows and not self.latest and self.cooldown_until is None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "w": {p: [w.times, [list(r) for r in w.refs]] for p, w in self.windows.items()},
+            "o": {
+                p: {str(i): [t, [list(r) for r in refs]] for i, (t, refs) in occ.items()}
+                for p, occ in self.latest.items()
+            },
+            "c": self.cooldown_until,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> GroupState:
+        windows = {p: WindowState(list(t), [(s, i) for s, i in r]) for p, (t, r) in wire.get("w", {}).items()}
+        latest = {
+            p: {int(i): (int(t), [(s, e) for s, e in refs]) for i, (t, refs) in occ.items()}
+            for p, occ in wire.get("o", {}).items()
+        }
+        return cls(windows, latest, wire.get("c"))
+
+
+def state_from_wire(wire: Any) -> WindowState | GroupState:
+    return GroupState.from_wire(wire) if isinstance(wire, dict) else WindowState.from_wire(wire)
+
+
+def _count(window: WindowState, event: Event, threshold: int, window_ms: int) -> Occurrence | None:
+    """Add a matching event to a count window; the occurrence when the count is reached
+    (the window then restarts)."""
+    at = bisect.bisect_right(window.times, event.time)
+    window.times.insert(at, event.time)
+    window.refs.insert(at, (event.source, event.id))
+    if window_ms:
+        cut = bisect.bisect_left(window.times, window.times[-1] - window_ms + 1)
+        if cut:
+            del window.times[:cut], window.refs[:cut]
+    if len(window.times) < threshold:
+        return None
+    occurrence = (window.times[-1], list(window.refs))
+    window.times.clear()
+    window.refs.clear()
+    return occurrence
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +121,13 @@ class PartitionEngine:
     """Rules over the customers of one virtual partition. ``snapshot()`` is the checkpoint."""
 
     def __init__(self, rules: Iterable[CompiledRule], resume_state: dict[str, Any] | None = None) -> None:
-        self._state: dict[str, dict[str, WindowState]] = {}
+        self._state: dict[str, dict[str, WindowState | GroupState]] = {}
         self._set_rules(list(rules))
         if resume_state:
             shapes = resume_state.get("shapes", {})
-            keep = {n for n, r in self._rules.items() if shapes.get(n) == list(r.shape)}
+            keep = {n for n, r in self._rules.items() if shapes.get(n) == _wire_shape(r.shape)}
             for customer, per_rule in resume_state.get("customers", {}).items():
-                windows = {name: WindowState.from_wire(w) for name, w in per_rule.items() if name in keep}
+                windows = {name: state_from_wire(w) for name, w in per_rule.items() if name in keep}
                 if windows:
                     self._state[customer] = windows
 
@@ -77,9 +135,10 @@ class PartitionEngine:
         self._rules = {r.name: r for r in rules}
         by_type: dict[str, list[CompiledRule]] = defaultdict(list)
         for rule in sorted(rules, key=lambda r: (-r.priority, r.name)):
-            by_type[rule.event_type].append(rule)
+            for event_type in rule.event_types:
+                by_type[event_type].append(rule)
         self._by_type = dict(by_type)
-        fields = {f for r in rules if r.where is not None for f in r.where.fields}
+        fields = {f for r in rules for expr in r.expressions for f in expr.fields}
         self._reads_profiles = any(f == "profile" or f.startswith("profile.") for f in fields)
 
     @property
@@ -115,6 +174,13 @@ class PartitionEngine:
                 continue
             context = None
             for rule in rules:
+                if rule.group is not None:
+                    if context is None:
+                        context = event.as_context()
+                        if profiles is not None:
+                            context["profile"] = profiles.get(event.customer, {})
+                    self._on_group_event(rule, event, context, outputs)
+                    continue
                 if rule.where is not None:
                     if context is None:
                         context = event.as_context()
@@ -128,23 +194,15 @@ class PartitionEngine:
     def _on_match(self, rule: CompiledRule, event: Event, outputs: list[Output]) -> None:
         per_rule = self._state.setdefault(event.customer, {})
         window = per_rule.get(rule.name)
-        if window is None:
+        if not isinstance(window, WindowState):
             window = per_rule[rule.name] = WindowState()
         if window.cooldown_until is not None:
             if event.time < window.cooldown_until:
                 return
             window.cooldown_until = None
-        at = bisect.bisect_right(window.times, event.time)
-        window.times.insert(at, event.time)
-        window.refs.insert(at, (event.source, event.id))
-        if rule.window_ms:
-            cut = bisect.bisect_left(window.times, window.times[-1] - rule.window_ms + 1)
-            if cut:
-                del window.times[:cut], window.refs[:cut]
-        if len(window.times) >= rule.threshold:
-            outputs += self._fire(rule, event, window)
-            window.times.clear()
-            window.refs.clear()
+        occurrence = _count(window, event, rule.threshold, rule.window_ms)
+        if occurrence is not None:
+            outputs += self._fire(rule, event, occurrence[1])
             if rule.cooldown_ms:
                 window.cooldown_until = event.time + rule.cooldown_ms
         if not window.times and window.cooldown_until is None:
@@ -152,8 +210,59 @@ class PartitionEngine:
             if not per_rule:
                 del self._state[event.customer]
 
-    def _fire(self, rule: CompiledRule, event: Event, window: WindowState) -> list[Output]:
-        refs = list(window.refs)
+    def _on_group_event(self, rule: CompiledRule, event: Event, context: dict[str, Any], outputs: list[Output]) -> None:
+        assert rule.group is not None  # callers route only group rules here
+        per_rule = self._state.setdefault(event.customer, {})
+        state = per_rule.get(rule.name)
+        if not isinstance(state, GroupState):
+            state = per_rule[rule.name] = GroupState()
+        if state.cooldown_until is not None and event.time < state.cooldown_until:
+            return
+        state.cooldown_until = None
+        occurrence = self._evaluate(rule.group, event, context, state)
+        if occurrence is not None:
+            outputs += self._fire(rule, event, occurrence[1])
+            state.windows.clear()
+            state.latest.clear()
+            if rule.cooldown_ms:
+                state.cooldown_until = event.time + rule.cooldown_ms
+        if state.empty:
+            del per_rule[rule.name]
+            if not per_rule:
+                del self._state[event.customer]
+
+    def _evaluate(
+        self, node: LeafSpec | GroupSpec, event: Event, context: dict[str, Any], state: GroupState
+    ) -> Occurrence | None:
+        """The occurrence ``node`` completes with this event, updating its state."""
+        if isinstance(node, LeafSpec):
+            if node.event_type != event.type or (node.where is not None and not node.where.predicate(context)):
+                return None
+            window = state.windows.setdefault(node.path, WindowState())
+            occurrence = _count(window, event, node.threshold, node.window_ms)
+            if not window.times:
+                del state.windows[node.path]
+            return occurrence
+        results = [self._evaluate(child, event, context, state) for child in node.children]
+        if node.kind == "any":
+            return next((r for r in results if r is not None), None)
+        latest = state.latest.setdefault(node.path, {})
+        for index, occurrence in enumerate(results):
+            if occurrence is not None:
+                latest[index] = occurrence
+        newest = max(t for t, _ in latest.values()) if latest else 0
+        for index in [i for i, (t, _) in latest.items() if node.within_ms and t <= newest - node.within_ms]:
+            del latest[index]
+        fired = None
+        if len(latest) == len(node.children):
+            refs = dict.fromkeys(ref for i in range(len(node.children)) for ref in latest[i][1])
+            fired = (newest, list(refs))
+            latest.clear()
+        if not latest:
+            del state.latest[node.path]
+        return fired
+
+    def _fire(self, rule: CompiledRule, event: Event, refs: list[tuple[str, str]]) -> list[Output]:
         matched = [{"source": s, "id": i} for s, i in refs]
         when = format_time_ms(event.time)
         outputs = []
@@ -181,17 +290,22 @@ class PartitionEngine:
         return outputs
 
     def expire(self, watermark_ms: int) -> None:
-        """Forget windows and cooldowns that ended before ``watermark_ms``."""
+        """Forget windows, occurrences and cooldowns that ended before ``watermark_ms``."""
         for customer in list(self._state):
             per_rule = self._state[customer]
             for name in list(per_rule):
-                rule, window = self._rules[name], per_rule[name]
-                if rule.window_ms and window.times and window.times[-1] <= watermark_ms - rule.window_ms:
-                    window.times.clear()
-                    window.refs.clear()
-                if window.cooldown_until is not None and window.cooldown_until <= watermark_ms:
-                    window.cooldown_until = None
-                if not window.times and window.cooldown_until is None:
+                rule, state = self._rules[name], per_rule[name]
+                if isinstance(state, GroupState):
+                    _expire_group(rule, state, watermark_ms)
+                    if state.empty:
+                        del per_rule[name]
+                    continue
+                if rule.window_ms and state.times and state.times[-1] <= watermark_ms - rule.window_ms:
+                    state.times.clear()
+                    state.refs.clear()
+                if state.cooldown_until is not None and state.cooldown_until <= watermark_ms:
+                    state.cooldown_until = None
+                if not state.times and state.cooldown_until is None:
                     del per_rule[name]
             if not per_rule:
                 del self._state[customer]
@@ -204,5 +318,37 @@ class PartitionEngine:
         return {
             "customers": {c: {n: w.to_wire() for n, w in per_rule.items()} for c, per_rule in self._state.items()},
             "rules": {n: r.version for n, r in self._rules.items()},
-            "shapes": {n: list(r.shape) for n, r in self._rules.items()},
+            "shapes": {n: _wire_shape(r.shape) for n, r in self._rules.items()},
         }
+
+
+def _expire_group(rule: CompiledRule, state: GroupState, watermark_ms: int) -> None:
+    assert rule.group is not None
+    windows = {leaf.path: leaf.window_ms for leaf in rule.group.leaves()}
+    for path in list(state.windows):
+        window, span = state.windows[path], windows.get(path, 0)
+        if span and window.times and window.times[-1] <= watermark_ms - span:
+            del state.windows[path]
+    spans = _group_spans(rule.group)
+    for path in list(state.latest):
+        span = spans.get(path, 0)
+        occurrences = state.latest[path]
+        for index in [i for i, (t, _) in occurrences.items() if span and t <= watermark_ms - span]:
+            del occurrences[index]
+        if not occurrences:
+            del state.latest[path]
+    if state.cooldown_until is not None and state.cooldown_until <= watermark_ms:
+        state.cooldown_until = None
+
+
+def _group_spans(group: GroupSpec) -> dict[str, int]:
+    spans = {group.path: group.within_ms}
+    for child in group.children:
+        if isinstance(child, GroupSpec):
+            spans.update(_group_spans(child))
+    return spans
+
+
+def _wire_shape(shape: tuple[Any, ...]) -> list[Any]:
+    """A rule's shape as it reads back from a checkpoint (nested lists)."""
+    return orjson.loads(orjson.dumps(shape))
