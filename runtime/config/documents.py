@@ -74,6 +74,8 @@ def check_expressions(doc: Doc) -> None:
     expressions: list[tuple[str, str]] = []
     if isinstance(doc, Rule):
         expressions += [(f"{path}.where", leaf.where) for path, leaf in leaves(doc.when) if leaf.where is not None]
+        if doc.audience is not None and doc.audience.where is not None:
+            expressions.append(("audience.where", doc.audience.where))
     if isinstance(doc, Source):
         if doc.filter is not None:
             expressions.append(("filter", doc.filter))

@@ -191,6 +191,25 @@ class Action(BaseModel):
         return f"notifications.{self.notify.channel}"
 
 
+class Score(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    product: str = Field(pattern=NAME_PATTERN, description="Product of the customer x product match matrix.")
+    gte: float = Field(ge=0, le=100, description="Lowest propensity score (0-100) in the audience.")
+
+
+class Audience(BaseModel):
+    """Who a rule is for, read from the customer's profile (``segments``, ``tags`` and ``scores``
+    attributes, written by the batch jobs or ``PUT /v1/profiles``). All given parts must hold."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    segment: str | None = Field(None, pattern=NAME_PATTERN, description="Member of this segment.")
+    tag: str | None = Field(None, min_length=1, max_length=128, description="Carries this tag.")
+    score: Score | None = Field(None, description="Match score for a product at least this high.")
+    where: str | None = Field(None, max_length=2000, description="Expression over 'profile'.")
+
+
 def leaves(when: Any, path: str = "when") -> list[tuple[str, Condition]]:
     """Every event condition of a ``when`` tree with its field path (``when.all.0.any.1``)."""
     if isinstance(when, Condition):
@@ -204,6 +223,7 @@ class Rule(Doc):
     kind: Literal["rule"] = "rule"
     priority: int = Field(50, ge=0, le=100)
     enabled: bool = True
+    audience: Audience | None = Field(None, description="Only customers whose profile matches.")
     when: When
     then: list[Action] = Field(min_length=1, max_length=20)
     cooldown: DurationMs = Field(0, description="After firing, the rule is silent for this customer this long.")

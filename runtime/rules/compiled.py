@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.config.models import Action, Condition, Group, Rule
+from runtime.config.models import Action, Audience, Condition, Group, Rule
 from runtime.expr import Expr, compile_expr
 
 
@@ -56,6 +57,7 @@ class CompiledRule:
     action_topics: tuple[str, ...] = ()
     action_details: tuple[dict[str, Any] | None, ...] = ()  # the notify request of each action
     group: GroupSpec | None = None  # set when 'when' is all/any; the leaf fields above are then unused
+    audience: Callable[[dict[str, Any]], bool] | None = None  # profile -> in the audience
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -76,6 +78,11 @@ class CompiledRule:
             return [leaf.where for leaf in self.group.leaves() if leaf.where is not None]
         return [self.where] if self.where is not None else []
 
+    @property
+    def reads_profiles(self) -> bool:
+        fields = {f for expr in self.expressions for f in expr.fields}
+        return self.audience is not None or any(f == "profile" or f.startswith("profile.") for f in fields)
+
 
 def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
     """Compile a validated rule (or its stored JSON form, whose ``version`` is used)."""
@@ -94,6 +101,7 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         threshold=leaf.count.gte if leaf else 0,
         window_ms=leaf.within if leaf else 0,
         group=group,
+        audience=compile_audience(doc.audience) if doc.audience else None,
         cooldown_ms=doc.cooldown,
         actions=tuple(doc.then),
         action_topics=tuple(a.topic for a in doc.then),
@@ -111,3 +119,27 @@ def _compile_group(group: Group, path: str) -> GroupSpec:
             where = compile_expr(child.where) if child.where else None
             children.append(LeafSpec(child_path, child.event, where, child.count.gte, child.within))
     return GroupSpec(path, group.kind, tuple(children), group.within)
+
+
+def compile_audience(audience: Audience) -> Callable[[dict[str, Any]], bool]:
+    """One predicate over a profile: segment membership, a tag, a score floor, an expression."""
+    checks: list[Callable[[dict[str, Any]], bool]] = []
+    if audience.segment is not None:
+        segment = audience.segment
+        checks.append(lambda p: segment in (p.get("segments") or ()))
+    if audience.tag is not None:
+        tag = audience.tag
+        checks.append(lambda p: tag in (p.get("tags") or ()))
+    if audience.score is not None:
+        product, floor = audience.score.product, audience.score.gte
+        checks.append(lambda p: _score(p, product) >= floor)
+    if audience.where is not None:
+        expr = compile_expr(audience.where)
+        checks.append(lambda p: expr.predicate({"profile": p}))
+    return lambda profile: all(check(profile) for check in checks)
+
+
+def _score(profile: dict[str, Any], product: str) -> float:
+    scores = profile.get("scores")
+    value = scores.get(product) if isinstance(scores, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else -1.0

@@ -138,8 +138,7 @@ class PartitionEngine:
             for event_type in rule.event_types:
                 by_type[event_type].append(rule)
         self._by_type = dict(by_type)
-        fields = {f for r in rules for expr in r.expressions for f in expr.fields}
-        self._reads_profiles = any(f == "profile" or f.startswith("profile.") for f in fields)
+        self._reads_profiles = any(r.reads_profiles for r in rules)
 
     @property
     def rules(self) -> dict[str, CompiledRule]:
@@ -174,6 +173,10 @@ class PartitionEngine:
                 continue
             context = None
             for rule in rules:
+                if rule.audience is not None:
+                    profile = profiles.get(event.customer, {}) if profiles is not None else {}
+                    if not rule.audience(profile):
+                        continue
                 if rule.group is not None:
                     if context is None:
                         context = event.as_context()
