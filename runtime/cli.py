@@ -307,3 +307,33 @@ def trace(source: str, event_id: str, url: str) -> None:
             click.echo(json.dumps(client.request("GET", f"/v1/events/{source}/{event_id}/trace"), indent=2))
         except EspError as exc:
             _fail(exc)
+
+
+@main.command()
+@click.argument("rule_file", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--events",
+    "events_file",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="History: NDJSON, JSON array or Parquet envelopes.",
+)
+@click.option("--rule", "rule_name", help="Which rule, when the file holds several.")
+@click.option(
+    "--profiles",
+    "profiles_file",
+    type=click.Path(exists=True, path_type=Path),
+    help="JSON object customer -> profile, for audience and profile conditions.",
+)
+def backtest(rule_file: Path, events_file: Path, rule_name: str | None, profiles_file: Path | None) -> None:
+    """Run a rule over historical events in-process and report who it would have reached."""
+    from runtime.backtest import backtest as run_backtest
+    from runtime.backtest import load_events, load_rule
+
+    try:
+        rule = load_rule(rule_file, rule_name)
+        profiles = orjson.loads(profiles_file.read_bytes()) if profiles_file else None
+        report = run_backtest(rule, load_events(events_file), profiles=profiles)
+    except EspError as exc:
+        _fail(exc)
+    click.echo(json.dumps(report, indent=2))
