@@ -99,15 +99,49 @@ class Threshold(BaseModel):
     gte: int = Field(ge=1, le=100_000, description="Fire when the count reaches this value.")
 
 
+class Aggregate(BaseModel):
+    """A threshold on an aggregate of ``of`` (a ``data.<path>``) over the window's events."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    of: str = Field(pattern=r"^data(\.[A-Za-z0-9_-]+)+$", description="The attribute aggregated, e.g. data.amount.")
+    gte: float | None = None
+    gt: float | None = None
+    lte: float | None = None
+    lt: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Aggregate:
+        bounds = [k for k in ("gte", "gt", "lte", "lt") if getattr(self, k) is not None]
+        if len(bounds) != 1:
+            raise ValueError(f"an aggregate needs exactly one of gte, gt, lte, lt; got {bounds or 'none'}")
+        return self
+
+
+AGGREGATES = ("sum", "min", "max", "avg", "distinct")
+
+
 class Condition(BaseModel):
-    """Events of one type, filtered, counted over a sliding event-time window."""
+    """Events of one type, filtered, counted (or aggregated) over an event-time window."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     event: str = Field(pattern=NAME_PATTERN, description="Atomic event type.")
     where: str | None = Field(None, max_length=2000, description="Filter expression (CEL syntax).")
     count: Threshold = Field(Threshold(gte=1), description="How many matching events fire the rule.")
-    within: DurationMs = Field(0, description="Sliding window (event time); required when count > 1.")
+    within: DurationMs = Field(0, description="Window length (event time); required when count > 1.")
+    window: Literal["sliding", "tumbling"] = Field(
+        "sliding", description="sliding: the last 'within'; tumbling: fixed 'within' buckets from the epoch."
+    )
+    sum: Aggregate | None = Field(None, description="Fire when the sum of 'of' passes the bound.")
+    min: Aggregate | None = Field(None, description="Fire when the smallest 'of' passes the bound.")
+    max: Aggregate | None = Field(None, description="Fire when the largest 'of' passes the bound.")
+    avg: Aggregate | None = Field(None, description="Fire when the mean of 'of' passes the bound.")
+    distinct: Aggregate | None = Field(None, description="Fire when the number of distinct 'of' passes the bound.")
+
+    @property
+    def aggregate(self) -> tuple[str, Aggregate] | None:
+        return next(((name, getattr(self, name)) for name in AGGREGATES if getattr(self, name) is not None), None)
 
     @field_validator("count", mode="before")
     @classmethod
@@ -118,6 +152,13 @@ class Condition(BaseModel):
     def _window_needed(self) -> Condition:
         if self.count.gte > 1 and self.within <= 0:
             raise ValueError(f"count.gte is {self.count.gte} but 'within' is not set: a count needs a window")
+        aggregates = [name for name in AGGREGATES if getattr(self, name) is not None]
+        if len(aggregates) > 1:
+            raise ValueError(f"a condition takes one aggregate, got {aggregates}")
+        if aggregates and self.count.gte > 1:
+            raise ValueError(f"use either count or {aggregates[0]}, not both")
+        if (aggregates or self.window == "tumbling") and self.within <= 0:
+            raise ValueError("an aggregate or a tumbling window needs 'within'")
         return self
 
 

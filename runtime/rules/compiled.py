@@ -8,6 +8,7 @@ from typing import Any
 
 from runtime.config.models import Action, Audience, Condition, Group, Rule
 from runtime.expr import Expr, compile_expr
+from runtime.rules.aggregates import AggregateSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,10 +20,24 @@ class LeafSpec:
     where: Expr | None
     threshold: int
     window_ms: int
+    aggregate: AggregateSpec | None = None
+    tumbling: bool = False
 
     @property
     def shape(self) -> tuple[Any, ...]:
-        return ("event", self.event_type, self.where.source if self.where else None, self.threshold, self.window_ms)
+        where = self.where.source if self.where else None
+        shape: tuple[Any, ...] = ("event", self.event_type, where, self.threshold, self.window_ms)
+        if self.aggregate is not None or self.tumbling:
+            shape += (self.aggregate.shape if self.aggregate else None, self.tumbling)
+        return shape
+
+    @classmethod
+    def build(cls, path: str, condition: Condition) -> LeafSpec:
+        where = compile_expr(condition.where) if condition.where else None
+        named = condition.aggregate
+        aggregate = AggregateSpec.build(*named) if named else None
+        tumbling = condition.window == "tumbling"
+        return cls(path, condition.event, where, condition.count.gte, condition.within, aggregate, tumbling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +73,15 @@ class CompiledRule:
     action_details: tuple[dict[str, Any] | None, ...] = ()  # the notify request of each action
     group: GroupSpec | None = None  # set when 'when' is all/any; the leaf fields above are then unused
     audience: Callable[[dict[str, Any]], bool] | None = None  # profile -> in the audience
+    leaf: LeafSpec | None = None  # the condition when 'when' is a single event condition
 
     @property
     def shape(self) -> tuple[Any, ...]:
         """What the state depends on: state survives a reload when this is unchanged."""
         if self.group is not None:
             return self.group.shape
+        if self.leaf is not None and (self.leaf.aggregate is not None or self.leaf.tumbling):
+            return self.leaf.shape
         return (self.event_type, self.where.source if self.where else None, self.threshold, self.window_ms)
 
     @property
@@ -101,6 +119,7 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         threshold=leaf.count.gte if leaf else 0,
         window_ms=leaf.within if leaf else 0,
         group=group,
+        leaf=LeafSpec.build("when", leaf) if leaf else None,
         audience=compile_audience(doc.audience) if doc.audience else None,
         cooldown_ms=doc.cooldown,
         actions=tuple(doc.then),
@@ -116,8 +135,7 @@ def _compile_group(group: Group, path: str) -> GroupSpec:
         if isinstance(child, Group):
             children.append(_compile_group(child, child_path))
         else:
-            where = compile_expr(child.where) if child.where else None
-            children.append(LeafSpec(child_path, child.event, where, child.count.gte, child.within))
+            children.append(LeafSpec.build(child_path, child))
     return GroupSpec(path, group.kind, tuple(children), group.within)
 
 

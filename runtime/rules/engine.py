@@ -28,19 +28,27 @@ from runtime.rules.compiled import CompiledRule, GroupSpec, LeafSpec
 
 @dataclass(slots=True)
 class WindowState:
-    """Matching events of one customer for one rule, ordered by event time."""
+    """Matching events of one customer for one condition, ordered by event time (with their
+    aggregated values when the condition aggregates)."""
 
     times: list[int] = field(default_factory=list)
     refs: list[tuple[str, str]] = field(default_factory=list)  # (source, id)
     cooldown_until: int | None = None  # event time before which matches are ignored
+    values: list[Any] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.times.clear()
+        self.refs.clear()
+        self.values.clear()
 
     def to_wire(self) -> list[Any]:
-        return [self.times, [list(r) for r in self.refs], self.cooldown_until]
+        wire = [self.times, [list(r) for r in self.refs], self.cooldown_until]
+        return [*wire, self.values] if self.values else wire
 
     @classmethod
     def from_wire(cls, wire: list[Any]) -> WindowState:
-        times, refs, cooldown_until = wire
-        return cls(list(times), [(s, i) for s, i in refs], cooldown_until)
+        times, refs, cooldown_until, *values = wire
+        return cls(list(times), [(s, i) for s, i in refs], cooldown_until, list(values[0]) if values else [])
 
 
 Occurrence = tuple[int, list[tuple[str, str]]]  # (event time, matched (source, id) refs)
@@ -61,7 +69,10 @@ class GroupState:
 
     def to_wire(self) -> dict[str, Any]:
         return {
-            "w": {p: [w.times, [list(r) for r in w.refs]] for p, w in self.windows.items()},
+            "w": {
+                p: [w.times, [list(r) for r in w.refs], *([w.values] if w.values else [])]
+                for p, w in self.windows.items()
+            },
             "o": {
                 p: {str(i): [t, [list(r) for r in refs]] for i, (t, refs) in occ.items()}
                 for p, occ in self.latest.items()
@@ -71,7 +82,7 @@ class GroupState:
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> GroupState:
-        windows = {p: WindowState(list(t), [(s, i) for s, i in r]) for p, (t, r) in wire.get("w", {}).items()}
+        windows = {p: WindowState.from_wire([*w[:2], None, *w[2:]]) for p, w in wire.get("w", {}).items()}
         latest = {
             p: {int(i): (int(t), [(s, e) for s, e in refs]) for i, (t, refs) in occ.items()}
             for p, occ in wire.get("o", {}).items()
@@ -83,21 +94,36 @@ def state_from_wire(wire: Any) -> WindowState | GroupState:
     return GroupState.from_wire(wire) if isinstance(wire, dict) else WindowState.from_wire(wire)
 
 
-def _count(window: WindowState, event: Event, threshold: int, window_ms: int) -> Occurrence | None:
-    """Add a matching event to a count window; the occurrence when the count is reached
-    (the window then restarts)."""
+def _accumulate(window: WindowState, event: Event, leaf: LeafSpec) -> Occurrence | None:
+    """Add a matching event to a condition's window; the occurrence when its count or aggregate
+    threshold is reached (the window then restarts)."""
+    value = None
+    if leaf.aggregate is not None:
+        value = leaf.aggregate.value(event.data)
+        if value is None:
+            return None
+    if leaf.tumbling and window.times:
+        bucket, current = event.time // leaf.window_ms, window.times[-1] // leaf.window_ms
+        if bucket < current:
+            return None  # late for a window that has closed
+        if bucket > current:
+            window.clear()
     at = bisect.bisect_right(window.times, event.time)
     window.times.insert(at, event.time)
     window.refs.insert(at, (event.source, event.id))
-    if window_ms:
-        cut = bisect.bisect_left(window.times, window.times[-1] - window_ms + 1)
+    if leaf.aggregate is not None:
+        window.values.insert(at, value)
+    if leaf.window_ms and not leaf.tumbling:
+        cut = bisect.bisect_left(window.times, window.times[-1] - leaf.window_ms + 1)
         if cut:
-            del window.times[:cut], window.refs[:cut]
-    if len(window.times) < threshold:
+            del window.times[:cut], window.refs[:cut], window.values[:cut]
+    if leaf.aggregate is not None:
+        if not leaf.aggregate.satisfied(window.values):
+            return None
+    elif len(window.times) < leaf.threshold:
         return None
     occurrence = (window.times[-1], list(window.refs))
-    window.times.clear()
-    window.refs.clear()
+    window.clear()
     return occurrence
 
 
@@ -203,7 +229,8 @@ class PartitionEngine:
             if event.time < window.cooldown_until:
                 return
             window.cooldown_until = None
-        occurrence = _count(window, event, rule.threshold, rule.window_ms)
+        assert rule.leaf is not None  # compile_rule sets it for single-condition rules
+        occurrence = _accumulate(window, event, rule.leaf)
         if occurrence is not None:
             outputs += self._fire(rule, event, occurrence[1])
             if rule.cooldown_ms:
@@ -242,7 +269,7 @@ class PartitionEngine:
             if node.event_type != event.type or (node.where is not None and not node.where.predicate(context)):
                 return None
             window = state.windows.setdefault(node.path, WindowState())
-            occurrence = _count(window, event, node.threshold, node.window_ms)
+            occurrence = _accumulate(window, event, node)
             if not window.times:
                 del state.windows[node.path]
             return occurrence
@@ -304,8 +331,7 @@ class PartitionEngine:
                         del per_rule[name]
                     continue
                 if rule.window_ms and state.times and state.times[-1] <= watermark_ms - rule.window_ms:
-                    state.times.clear()
-                    state.refs.clear()
+                    state.clear()
                 if state.cooldown_until is not None and state.cooldown_until <= watermark_ms:
                     state.cooldown_until = None
                 if not state.times and state.cooldown_until is None:

@@ -1,0 +1,58 @@
+"""Aggregate thresholds of event conditions: sum, min, max, avg and distinct over the values of
+one ``data`` attribute of the events in a window."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.config.models import Aggregate
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "gte": operator.ge,
+    "gt": operator.gt,
+    "lte": operator.le,
+    "lt": operator.lt,
+}
+_AGGREGATE: dict[str, Callable[[list[Any]], float]] = {
+    "sum": lambda values: sum(values),
+    "min": lambda values: min(values),
+    "max": lambda values: max(values),
+    "avg": lambda values: sum(values) / len(values),
+    "distinct": lambda values: len(set(values)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateSpec:
+    fn: str  # sum | min | max | avg | distinct
+    path: tuple[str, ...]  # inside data
+    op: str  # gte | gt | lte | lt
+    bound: float
+
+    @classmethod
+    def build(cls, fn: str, aggregate: Aggregate) -> AggregateSpec:
+        op = next(k for k in _COMPARE if getattr(aggregate, k) is not None)
+        return cls(fn, tuple(aggregate.of.split(".")[1:]), op, float(getattr(aggregate, op)))
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        return (self.fn, ".".join(self.path), self.op, self.bound)
+
+    def value(self, data: dict[str, Any]) -> Any:
+        """The event's value, or None when it has none usable (then the event does not count)."""
+        value: Any = data
+        for key in self.path:
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        if self.fn == "distinct":
+            return value if isinstance(value, (str, int, float, bool)) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        return value
+
+    def satisfied(self, values: list[Any]) -> bool:
+        return bool(values) and _COMPARE[self.op](_AGGREGATE[self.fn](values), self.bound)
