@@ -189,14 +189,65 @@ class Group(BaseModel):
         return self.all_ if self.all_ is not None else self.any_ or []
 
 
+class NotStep(BaseModel):
+    """Inside a sequence: no such event between the steps around it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    not_: Condition = Field(alias="not")
+
+
+class Sequence(BaseModel):
+    """Followed-by: the steps in this order, the first to the last within ``within``; a ``not``
+    step forbids an event between its neighbours; ``strict`` forbids any other event of the
+    steps' types in between."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sequence: list[Condition | NotStep] = Field(min_length=2, max_length=20)
+    within: DurationMs = Field(description="From the first step's event to the last one's.")
+    strict: bool = Field(False, description="Steps must follow each other with no other event of their types.")
+
+    @model_validator(mode="after")
+    def _shape(self) -> Sequence:
+        steps = [s for s in self.sequence if isinstance(s, Condition)]
+        if len(steps) < 2:
+            raise ValueError("a sequence needs at least two event steps")
+        if isinstance(self.sequence[0], NotStep) or isinstance(self.sequence[-1], NotStep):
+            raise ValueError("a 'not' step must stand between two event steps")
+        for a, b in zip(self.sequence, self.sequence[1:], strict=False):
+            if isinstance(a, NotStep) and isinstance(b, NotStep):
+                raise ValueError("put one 'not' step between two event steps")
+        if any(s.count.gte > 1 or s.aggregate for s in steps):
+            raise ValueError("sequence steps are single events: no count or aggregate")
+        if self.within <= 0:
+            raise ValueError("a sequence needs 'within'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "sequence"
+
+    @property
+    def children(self) -> list[Any]:
+        return [s if isinstance(s, Condition) else s.not_ for s in self.sequence]
+
+
 def _when_kind(value: Any) -> str:
     # tags start with '_' so error paths can leave them out (documents.validation_errors)
     if isinstance(value, dict):
+        if "sequence" in value:
+            return "_sequence"
         return "_group" if ("all" in value or "any" in value) else "_condition"
+    if isinstance(value, Sequence):
+        return "_sequence"
     return "_group" if isinstance(value, Group) else "_condition"
 
 
-When = Annotated[Annotated[Condition, Tag("_condition")] | Annotated[Group, Tag("_group")], Discriminator(_when_kind)]
+When = Annotated[
+    Annotated[Condition, Tag("_condition")] | Annotated[Group, Tag("_group")] | Annotated[Sequence, Tag("_sequence")],
+    Discriminator(_when_kind),
+]
 Group.model_rebuild()
 
 

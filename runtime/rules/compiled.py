@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.config.models import Action, Audience, Condition, Group, Rule
+from runtime.config.models import Action, Audience, Condition, Group, NotStep, Rule, Sequence
 from runtime.expr import Expr, compile_expr
 from runtime.rules.aggregates import AggregateSpec
 
@@ -41,10 +41,30 @@ class LeafSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SequenceSpec:
+    """Followed-by: ``steps`` in order; ``guards[k]`` (or None) must not occur between step k-1
+    and step k; all within ``within_ms`` of the first step."""
+
+    path: str
+    steps: tuple[LeafSpec, ...]
+    guards: tuple[LeafSpec | None, ...]
+    within_ms: int
+    strict: bool
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        guards = tuple(g.shape if g else None for g in self.guards)
+        return ("sequence", self.within_ms, self.strict, tuple(s.shape for s in self.steps), guards)
+
+    def leaves(self) -> list[LeafSpec]:
+        return [*self.steps, *(g for g in self.guards if g is not None)]
+
+
+@dataclass(frozen=True, slots=True)
 class GroupSpec:
     path: str
     kind: str  # all | any
-    children: tuple[LeafSpec | GroupSpec, ...]
+    children: tuple[LeafSpec | GroupSpec | SequenceSpec, ...]
     within_ms: int
 
     @property
@@ -54,7 +74,7 @@ class GroupSpec:
     def leaves(self) -> list[LeafSpec]:
         found: list[LeafSpec] = []
         for child in self.children:
-            found += child.leaves() if isinstance(child, GroupSpec) else [child]
+            found += [child] if isinstance(child, LeafSpec) else child.leaves()
         return found
 
 
@@ -71,7 +91,7 @@ class CompiledRule:
     actions: tuple[Action, ...]
     action_topics: tuple[str, ...] = ()
     action_details: tuple[dict[str, Any] | None, ...] = ()  # the notify request of each action
-    group: GroupSpec | None = None  # set when 'when' is all/any; the leaf fields above are then unused
+    group: GroupSpec | SequenceSpec | None = None  # set when 'when' is all/any/sequence
     audience: Callable[[dict[str, Any]], bool] | None = None  # profile -> in the audience
     leaf: LeafSpec | None = None  # the condition when 'when' is a single event condition
 
@@ -108,7 +128,7 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         version = int(doc.get("version", version))
         doc = Rule.model_validate({k: v for k, v in doc.items() if k not in ("version", "updated_at")})
     when = doc.when
-    group = _compile_group(when, "when") if isinstance(when, Group) else None
+    group = _compile_node(when, "when") if isinstance(when, (Group, Sequence)) else None
     leaf = when if isinstance(when, Condition) else None
     return CompiledRule(
         name=doc.name,
@@ -128,15 +148,23 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
     )
 
 
-def _compile_group(group: Group, path: str) -> GroupSpec:
-    children: list[LeafSpec | GroupSpec] = []
-    for i, child in enumerate(group.children):
-        child_path = f"{path}.{group.kind}.{i}"
-        if isinstance(child, Group):
-            children.append(_compile_group(child, child_path))
-        else:
-            children.append(LeafSpec.build(child_path, child))
-    return GroupSpec(path, group.kind, tuple(children), group.within)
+def _compile_node(node: Condition | Group | Sequence, path: str) -> LeafSpec | GroupSpec | SequenceSpec:
+    if isinstance(node, Condition):
+        return LeafSpec.build(path, node)
+    if isinstance(node, Sequence):
+        steps: list[LeafSpec] = []
+        guards: list[LeafSpec | None] = []
+        pending: LeafSpec | None = None
+        for i, item in enumerate(node.sequence):
+            if isinstance(item, NotStep):
+                pending = LeafSpec.build(f"{path}.sequence.{i}.not", item.not_)
+                continue
+            steps.append(LeafSpec.build(f"{path}.sequence.{i}", item))
+            guards.append(pending)
+            pending = None
+        return SequenceSpec(path, tuple(steps), tuple(guards), node.within, node.strict)
+    children = tuple(_compile_node(child, f"{path}.{node.kind}.{i}") for i, child in enumerate(node.children))
+    return GroupSpec(path, node.kind, children, node.within)
 
 
 def compile_audience(audience: Audience) -> Callable[[dict[str, Any]], bool]:

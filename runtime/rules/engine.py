@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from runtime.envelope import Event, format_time_ms
-from runtime.rules.compiled import CompiledRule, GroupSpec, LeafSpec
+from runtime.rules.compiled import CompiledRule, GroupSpec, LeafSpec, SequenceSpec
 
 
 @dataclass(slots=True)
@@ -62,10 +62,11 @@ class GroupState:
     windows: dict[str, WindowState] = field(default_factory=dict)
     latest: dict[str, dict[int, Occurrence]] = field(default_factory=dict)
     cooldown_until: int | None = None
+    partials: dict[str, dict[int, Occurrence]] = field(default_factory=dict)  # sequence -> steps done -> match
 
     @property
     def empty(self) -> bool:
-        return not self.windows and not self.latest and self.cooldown_until is None
+        return not self.windows and not self.latest and not self.partials and self.cooldown_until is None
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -78,6 +79,10 @@ class GroupState:
                 for p, occ in self.latest.items()
             },
             "c": self.cooldown_until,
+            "p": {
+                p: {str(k): [t, [list(r) for r in refs]] for k, (t, refs) in m.items()}
+                for p, m in self.partials.items()
+            },
         }
 
     @classmethod
@@ -87,7 +92,11 @@ class GroupState:
             p: {int(i): (int(t), [(s, e) for s, e in refs]) for i, (t, refs) in occ.items()}
             for p, occ in wire.get("o", {}).items()
         }
-        return cls(windows, latest, wire.get("c"))
+        partials = {
+            p: {int(k): (int(t), [(s, e) for s, e in refs]) for k, (t, refs) in m.items()}
+            for p, m in wire.get("p", {}).items()
+        }
+        return cls(windows, latest, wire.get("c"), partials)
 
 
 def state_from_wire(wire: Any) -> WindowState | GroupState:
@@ -254,6 +263,7 @@ class PartitionEngine:
             outputs += self._fire(rule, event, occurrence[1])
             state.windows.clear()
             state.latest.clear()
+            state.partials.clear()
             if rule.cooldown_ms:
                 state.cooldown_until = event.time + rule.cooldown_ms
         if state.empty:
@@ -262,9 +272,11 @@ class PartitionEngine:
                 del self._state[event.customer]
 
     def _evaluate(
-        self, node: LeafSpec | GroupSpec, event: Event, context: dict[str, Any], state: GroupState
+        self, node: LeafSpec | GroupSpec | SequenceSpec, event: Event, context: dict[str, Any], state: GroupState
     ) -> Occurrence | None:
         """The occurrence ``node`` completes with this event, updating its state."""
+        if isinstance(node, SequenceSpec):
+            return _advance_sequence(node, event, context, state)
         if isinstance(node, LeafSpec):
             if node.event_type != event.type or (node.where is not None and not node.where.predicate(context)):
                 return None
@@ -349,6 +361,51 @@ class PartitionEngine:
             "rules": {n: r.version for n, r in self._rules.items()},
             "shapes": {n: _wire_shape(r.shape) for n, r in self._rules.items()},
         }
+
+
+def _matches(leaf: LeafSpec | None, event: Event, context: dict[str, Any]) -> bool:
+    return leaf is not None and leaf.event_type == event.type and (leaf.where is None or leaf.where.predicate(context))
+
+
+def _advance_sequence(
+    node: SequenceSpec, event: Event, context: dict[str, Any], state: GroupState
+) -> Occurrence | None:
+    """Keep, per number of steps done, the latest-started partial match (a later start is never
+    worse: it leaves more of ``within`` and fewer events in between). The match completing the
+    last step is the occurrence; the sequence then restarts."""
+    old = state.partials.get(node.path, {})
+    old = {k: m for k, m in old.items() if m[0] > event.time - node.within_ms}
+    ref = (event.source, event.id)
+    steps = len(node.steps)
+    advanced: dict[int, Occurrence] = {}
+    fired: Occurrence | None = None
+    for k, step in enumerate(node.steps):
+        if not _matches(step, event, context):
+            continue
+        if k == 0:
+            match: Occurrence = (event.time, [ref])
+        elif k in old:  # a 'not' condition counts only strictly between steps
+            match = (old[k][0], [*old[k][1], ref])
+        else:
+            continue
+        if k + 1 == steps:
+            fired = match
+        else:
+            advanced[k + 1] = match
+    if node.strict and any(s.event_type == event.type for s in node.steps):
+        kept: dict[int, Occurrence] = {}  # strict: an event of the steps' types ends every partial it does not extend
+    else:
+        kept = {k: m for k, m in old.items() if not _matches(node.guards[k], event, context)}
+    for k, match in advanced.items():
+        if k not in kept or kept[k][0] <= match[0]:
+            kept[k] = match
+    if fired is not None:
+        kept = {}
+    if kept:
+        state.partials[node.path] = kept
+    else:
+        state.partials.pop(node.path, None)
+    return fired
 
 
 def _expire_group(rule: CompiledRule, state: GroupState, watermark_ms: int) -> None:

@@ -1,0 +1,124 @@
+"""Sequences (followed-by, with ``within``, ``not`` between steps, strict or relaxed) against a
+brute-force oracle.
+
+Semantics: per customer, a sequence fires at the first event that ends a valid match among the
+events since the rule last fired: events i1 < ... < in (arrival order) matching the steps in
+order, the last within ``within`` of the first (``t(in) - t(i1) < within``), no event matching
+the ``not`` condition of a gap strictly inside that gap, and, when strict, no other event of the
+steps' types strictly inside any gap. The output lists a valid match.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runtime.envelope import Event
+from runtime.rules import PartitionEngine, compile_rule
+
+TYPES = ["a", "b", "c", "x"]
+
+
+def step_matches(step, e):
+    return e.type == step[0] and e.data["v"] >= step[1]
+
+
+def valid(match, history, steps, guards, within, strict):
+    events = [history[i] for i in match]
+    if not all(step_matches(s, e) for s, e in zip(steps, events, strict=True)):
+        return False
+    if events[-1].time - events[0].time >= within:
+        return False
+    step_types = {s[0] for s in steps}
+    for k in range(1, len(match)):
+        between = history[match[k - 1] + 1 : match[k]]
+        if guards[k] is not None and any(step_matches(guards[k], e) for e in between):
+            return False
+        if strict and any(e.type in step_types for e in between):
+            return False
+    return True
+
+
+def oracle(steps, guards, within, strict, events):
+    fired, history = [], []
+    for e in events:
+        history.append(e)
+        last = len(history) - 1
+        for earlier in combinations(range(last), len(steps) - 1):
+            if valid((*earlier, last), history, steps, guards, within, strict):
+                fired.append(e.id)
+                history = []
+                break
+    return fired, None
+
+
+def checked(steps, guards, within, strict, events, outputs):
+    """Each output must be a valid match over the events since the previous output."""
+    by_id = {e.id: i for i, e in enumerate(events)}
+    start = 0
+    for o in outputs:
+        ids = [m["id"] for m in o.event["data"]["events"]]
+        positions = [by_id[i] - start for i in ids]
+        history = events[start : by_id[ids[-1]] + 1]
+        assert valid(tuple(positions), history, steps, guards, within, strict), ids
+        start = by_id[ids[-1]] + 1
+
+
+steps_st = st.lists(st.tuples(st.sampled_from(TYPES[:3]), st.integers(0, 2)), min_size=2, max_size=3)
+
+
+@st.composite
+def case(draw):
+    steps = draw(steps_st)
+    guards = [None] + [
+        draw(st.one_of(st.none(), st.tuples(st.sampled_from(TYPES), st.integers(0, 2)))) for _ in steps[1:]
+    ]
+    n = draw(st.integers(1, 30))
+    events, clock = [], 0
+    for i in range(n):
+        clock += draw(st.sampled_from([0, 1, 2, 5]))
+        events.append(
+            Event(f"e{i}", draw(st.sampled_from(TYPES)), clock, "c", "c", "s", {"v": draw(st.integers(0, 2))}, 0)
+        )
+    return steps, guards, draw(st.sampled_from([1, 3, 6, 20])), draw(st.booleans()), events
+
+
+def doc(steps, guards, within, strict):
+    sequence = []
+    for step, guard in zip(steps, guards, strict=True):
+        if guard is not None:
+            sequence.append({"not": {"event": guard[0], "where": f"data.v >= {guard[1]}"}})
+        sequence.append({"event": step[0], "where": f"data.v >= {step[1]}"})
+    return {
+        "name": "s",
+        "when": {"sequence": sequence, "within": f"{within}ms", "strict": strict},
+        "then": [{"emit": "s"}],
+    }
+
+
+@settings(max_examples=400, deadline=None)
+@given(case())
+def test_sequences_fire_exactly_where_a_valid_match_ends(c):
+    steps, guards, within, strict, events = c
+    engine = PartitionEngine([compile_rule(doc(steps, guards, within, strict))])
+    outputs = engine.on_events(events)
+    expected, _ = oracle(steps, guards, within, strict, events)
+    assert [o.event["data"]["events"][-1]["id"] for o in outputs] == expected
+    checked(steps, guards, within, strict, events, outputs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(case(), st.integers(0, 30))
+def test_a_restart_mid_sequence_changes_nothing(c, split):
+    import msgspec
+
+    steps, guards, within, strict, events = c
+    rules = [compile_rule(doc(steps, guards, within, strict))]
+    whole = [o.id for o in PartitionEngine(rules).on_events(events)]
+    first = PartitionEngine(rules)
+    before = [o.id for o in first.on_events(events[:split])]
+    snapshot = msgspec.msgpack.decode(msgspec.msgpack.encode(first.snapshot()))
+    after = [o.id for o in PartitionEngine(rules, resume_state=snapshot).on_events(events[split:])]
+    assert before + after == whole
