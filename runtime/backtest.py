@@ -52,6 +52,8 @@ def replay(
     ordered = sorted(batch.events, key=lambda e: e.time)
     engine = PartitionEngine([compile_rule(rule, version=0)])
     outputs = engine.on_events(ordered, profiles if engine.reads_profiles else None)
+    if ordered:
+        outputs += engine.on_timer(ordered[-1].time)  # absences whose wait ended within the history
     return outputs, ordered, len(batch.rejected), engine.customers
 
 

@@ -24,7 +24,7 @@ from runtime.envelope import Event
 from runtime.log import PartitionLog
 from runtime.outbox import Outbox, Publication
 from runtime.profiles import ProfileStore
-from runtime.rules import CompiledRule, PartitionEngine, compile_rule
+from runtime.rules import CompiledRule, Output, PartitionEngine, compile_rule
 from runtime.settings import EspSettings
 from runtime.topics import TopicRouter, atomic_topic
 
@@ -132,6 +132,7 @@ class PartitionRunner:
             self.offsets[entry.partition] = entry.entry_id
             self._dirty.add(entry.partition)
             stats.entries += 1
+        publications += self._timers(stats, caught_up=not entries)
         if publications:
             stats.published = self.outbox.publish(publications, self.router)
         if self._clock() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
@@ -153,14 +154,27 @@ class PartitionRunner:
         if engine.reads_profiles and events:  # enrichment: one round trip per log entry
             profiles = self.profiles.get_many(sorted({e.customer for e in events}))
         outputs = engine.on_events(events, profiles)
-        for out in outputs:
-            rule = out.event["data"]["rule"]
-            stats.fired[rule] = stats.fired.get(rule, 0) + 1
-            refs = tuple((m["source"], m["id"]) for m in out.event["data"]["events"])
-            publications.append(Publication(out.id, out.topic, out.event, refs))
+        publications += [_publication(out, stats) for out in outputs]
         if events:
             self.watermarks[partition] = max(self.watermarks.get(partition, 0), max(e.time for e in events))
         stats.events += len(events)
+        return publications
+
+    def _timers(self, stats: StepStats, *, caught_up: bool) -> list[Publication]:
+        """Fire due absence timers. Time is the partition's event-time watermark; once the
+        partition has read all of its log, wall-clock time too, so a quiet customer's wait still
+        ends. (During a replay only event time counts, so a replay cannot fire early.)"""
+        wall_ms = int(self._clock() * 1000)
+        publications = []
+        for p, engine in self.engines.items():
+            due = engine.next_timer_at()
+            if due is None:
+                continue
+            now = max(self.watermarks.get(p, 0), wall_ms) if caught_up else self.watermarks.get(p, 0)
+            if due > now:
+                continue
+            publications += [_publication(out, stats) for out in engine.on_timer(now)]
+            self._dirty.add(p)
         return publications
 
     def checkpoint(self) -> int:
@@ -211,3 +225,11 @@ class PartitionRunner:
 def _id_key(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
+
+
+def _publication(output: Output, stats: StepStats) -> Publication:
+    """An engine output, counted per rule, as the outbox publishes it (with its events, for the trace)."""
+    rule = output.event["data"]["rule"]
+    stats.fired[rule] = stats.fired.get(rule, 0) + 1
+    refs = tuple((m["source"], m["id"]) for m in output.event["data"]["events"])
+    return Publication(output.id, output.topic, output.event, refs)

@@ -178,6 +178,8 @@ class Group(BaseModel):
             raise ValueError("a group needs exactly one of 'all' or 'any'")
         if self.all_ is not None and len(self.all_) > 1 and self.within <= 0:
             raise ValueError("'all' of several conditions needs 'within': the span they must fall in")
+        if any(getattr(child, "kind", None) == "absence" for child in self.children):
+            raise ValueError("an absence is fired by a timer and can only be a rule's whole 'when'")
         return self
 
     @property
@@ -233,19 +235,58 @@ class Sequence(BaseModel):
         return [s if isinstance(s, Condition) else s.not_ for s in self.sequence]
 
 
+class AbsenceSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    after: Condition = Field(description="The event that starts the wait.")
+    missing: Condition = Field(description="The event that must not follow it in time.")
+    within: DurationMs = Field(description="How long to wait (event time of 'after' + within).")
+
+    @model_validator(mode="after")
+    def _single_events(self) -> AbsenceSpec:
+        if self.within <= 0:
+            raise ValueError("an absence needs 'within'")
+        if any(c.count.gte > 1 or c.aggregate for c in (self.after, self.missing)):
+            raise ValueError("absence conditions are single events: no count or aggregate")
+        return self
+
+
+class Absence(BaseModel):
+    """``after`` not followed by ``missing`` within ``within``: fired by a timer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    absence: AbsenceSpec
+
+    @property
+    def kind(self) -> str:
+        return "absence"
+
+    @property
+    def children(self) -> list[Any]:
+        return [self.absence.after, self.absence.missing]
+
+
 def _when_kind(value: Any) -> str:
     # tags start with '_' so error paths can leave them out (documents.validation_errors)
     if isinstance(value, dict):
+        if "absence" in value:
+            return "_absence"
         if "sequence" in value:
             return "_sequence"
         return "_group" if ("all" in value or "any" in value) else "_condition"
     if isinstance(value, Sequence):
         return "_sequence"
+    if isinstance(value, Absence):
+        return "_absence"
     return "_group" if isinstance(value, Group) else "_condition"
 
 
 When = Annotated[
-    Annotated[Condition, Tag("_condition")] | Annotated[Group, Tag("_group")] | Annotated[Sequence, Tag("_sequence")],
+    Annotated[Condition, Tag("_condition")]
+    | Annotated[Group, Tag("_group")]
+    | Annotated[Sequence, Tag("_sequence")]
+    | Annotated[Absence, Tag("_absence")],
     Discriminator(_when_kind),
 ]
 Group.model_rebuild()

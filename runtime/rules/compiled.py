@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.config.models import Action, Audience, Condition, Group, NotStep, Rule, Sequence
+from runtime.config.models import Absence, Action, Audience, Condition, Group, NotStep, Rule, Sequence
 from runtime.expr import Expr, compile_expr
 from runtime.rules.aggregates import AggregateSpec
 
@@ -61,6 +61,23 @@ class SequenceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AbsenceSpec:
+    """``after`` not followed by ``missing`` within ``within_ms``: a timer fires the rule."""
+
+    path: str
+    after: LeafSpec
+    missing: LeafSpec
+    within_ms: int
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        return ("absence", self.within_ms, self.after.shape, self.missing.shape)
+
+    def leaves(self) -> list[LeafSpec]:
+        return [self.after, self.missing]
+
+
+@dataclass(frozen=True, slots=True)
 class GroupSpec:
     path: str
     kind: str  # all | any
@@ -91,7 +108,7 @@ class CompiledRule:
     actions: tuple[Action, ...]
     action_topics: tuple[str, ...] = ()
     action_details: tuple[dict[str, Any] | None, ...] = ()  # the notify request of each action
-    group: GroupSpec | SequenceSpec | None = None  # set when 'when' is all/any/sequence
+    group: GroupSpec | SequenceSpec | AbsenceSpec | None = None  # set when 'when' is all/any/sequence/absence
     audience: Callable[[dict[str, Any]], bool] | None = None  # profile -> in the audience
     leaf: LeafSpec | None = None  # the condition when 'when' is a single event condition
 
@@ -128,7 +145,7 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         version = int(doc.get("version", version))
         doc = Rule.model_validate({k: v for k, v in doc.items() if k not in ("version", "updated_at")})
     when = doc.when
-    group = _compile_node(when, "when") if isinstance(when, (Group, Sequence)) else None
+    group = _compile_node(when, "when") if isinstance(when, (Group, Sequence, Absence)) else None
     leaf = when if isinstance(when, Condition) else None
     return CompiledRule(
         name=doc.name,
@@ -148,9 +165,13 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
     )
 
 
-def _compile_node(node: Condition | Group | Sequence, path: str) -> LeafSpec | GroupSpec | SequenceSpec:
+def _compile_node(node: Any, path: str) -> Any:
     if isinstance(node, Condition):
         return LeafSpec.build(path, node)
+    if isinstance(node, Absence):
+        spec = node.absence
+        after = LeafSpec.build(f"{path}.absence.after", spec.after)
+        return AbsenceSpec(path, after, LeafSpec.build(f"{path}.absence.missing", spec.missing), spec.within)
     if isinstance(node, Sequence):
         steps: list[LeafSpec] = []
         guards: list[LeafSpec | None] = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 import orjson
 
 from runtime.envelope import Event, format_time_ms
-from runtime.rules.compiled import CompiledRule, GroupSpec, LeafSpec, SequenceSpec
+from runtime.rules.compiled import AbsenceSpec, CompiledRule, GroupSpec, LeafSpec, SequenceSpec
 
 
 @dataclass(slots=True)
@@ -63,10 +64,17 @@ class GroupState:
     latest: dict[str, dict[int, Occurrence]] = field(default_factory=dict)
     cooldown_until: int | None = None
     partials: dict[str, dict[int, Occurrence]] = field(default_factory=dict)  # sequence -> steps done -> match
+    timers: dict[str, Occurrence] = field(default_factory=dict)  # absence -> (deadline, the 'after' event)
 
     @property
     def empty(self) -> bool:
-        return not self.windows and not self.latest and not self.partials and self.cooldown_until is None
+        return (
+            not self.windows
+            and not self.latest
+            and not self.partials
+            and not self.timers
+            and self.cooldown_until is None
+        )
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -83,6 +91,7 @@ class GroupState:
                 p: {str(k): [t, [list(r) for r in refs]] for k, (t, refs) in m.items()}
                 for p, m in self.partials.items()
             },
+            "t": {p: [t, [list(r) for r in refs]] for p, (t, refs) in self.timers.items()},
         }
 
     @classmethod
@@ -96,7 +105,8 @@ class GroupState:
             p: {int(k): (int(t), [(s, e) for s, e in refs]) for k, (t, refs) in m.items()}
             for p, m in wire.get("p", {}).items()
         }
-        return cls(windows, latest, wire.get("c"), partials)
+        timers = {p: (int(t), [(s, e) for s, e in refs]) for p, (t, refs) in wire.get("t", {}).items()}
+        return cls(windows, latest, wire.get("c"), partials, timers)
 
 
 def state_from_wire(wire: Any) -> WindowState | GroupState:
@@ -157,6 +167,7 @@ class PartitionEngine:
 
     def __init__(self, rules: Iterable[CompiledRule], resume_state: dict[str, Any] | None = None) -> None:
         self._state: dict[str, dict[str, WindowState | GroupState]] = {}
+        self._timers: list[tuple[int, str, str]] = []  # (deadline, customer, rule); stale entries are skipped
         self._set_rules(list(rules))
         if resume_state:
             shapes = resume_state.get("shapes", {})
@@ -165,6 +176,10 @@ class PartitionEngine:
                 windows = {name: state_from_wire(w) for name, w in per_rule.items() if name in keep}
                 if windows:
                     self._state[customer] = windows
+                    for name, state in windows.items():
+                        if isinstance(state, GroupState):
+                            for deadline, _ in state.timers.values():
+                                heapq.heappush(self._timers, (deadline, customer, name))
 
     def _set_rules(self, rules: list[CompiledRule]) -> None:
         self._rules = {r.name: r for r in rules}
@@ -241,7 +256,7 @@ class PartitionEngine:
         assert rule.leaf is not None  # compile_rule sets it for single-condition rules
         occurrence = _accumulate(window, event, rule.leaf)
         if occurrence is not None:
-            outputs += self._fire(rule, event, occurrence[1])
+            outputs += self._fire(rule, event.customer, event.time, occurrence[1])
             if rule.cooldown_ms:
                 window.cooldown_until = event.time + rule.cooldown_ms
         if not window.times and window.cooldown_until is None:
@@ -260,12 +275,14 @@ class PartitionEngine:
         state.cooldown_until = None
         occurrence = self._evaluate(rule.group, event, context, state)
         if occurrence is not None:
-            outputs += self._fire(rule, event, occurrence[1])
+            outputs += self._fire(rule, event.customer, event.time, occurrence[1])
             state.windows.clear()
             state.latest.clear()
             state.partials.clear()
             if rule.cooldown_ms:
                 state.cooldown_until = event.time + rule.cooldown_ms
+        for deadline, _ in state.timers.values():
+            heapq.heappush(self._timers, (deadline, event.customer, rule.name))
         if state.empty:
             del per_rule[rule.name]
             if not per_rule:
@@ -277,6 +294,9 @@ class PartitionEngine:
         """The occurrence ``node`` completes with this event, updating its state."""
         if isinstance(node, SequenceSpec):
             return _advance_sequence(node, event, context, state)
+        if isinstance(node, AbsenceSpec):
+            _watch_absence(node, event, context, state)
+            return None
         if isinstance(node, LeafSpec):
             if node.event_type != event.type or (node.where is not None and not node.where.predicate(context)):
                 return None
@@ -304,12 +324,12 @@ class PartitionEngine:
             del state.latest[node.path]
         return fired
 
-    def _fire(self, rule: CompiledRule, event: Event, refs: list[tuple[str, str]]) -> list[Output]:
+    def _fire(self, rule: CompiledRule, customer: str, time_ms: int, refs: list[tuple[str, str]]) -> list[Output]:
         matched = [{"source": s, "id": i} for s, i in refs]
-        when = format_time_ms(event.time)
+        when = format_time_ms(time_ms)
         outputs = []
         for index, topic in enumerate(rule.action_topics):
-            oid = output_id(rule.name, event.customer, refs, index)
+            oid = output_id(rule.name, customer, refs, index)
             data: dict[str, Any] = {
                 "rule": rule.name,
                 "rule_version": rule.version,
@@ -325,10 +345,42 @@ class PartitionEngine:
                 "source": f"esp/rule/{rule.name}",
                 "type": topic,
                 "time": when,
-                "subject": event.customer,
+                "subject": customer,
                 "data": data,
             }
             outputs.append(Output(oid, topic, cloudevent))
+        return outputs
+
+    def next_timer_at(self) -> int | None:
+        """The earliest pending absence deadline (event time), if any."""
+        while self._timers and not self._timer_live(*self._timers[0]):
+            heapq.heappop(self._timers)
+        return self._timers[0][0] if self._timers else None
+
+    def _timer_live(self, deadline: int, customer: str, name: str) -> bool:
+        state = self._state.get(customer, {}).get(name)
+        return isinstance(state, GroupState) and any(t == deadline for t, _ in state.timers.values())
+
+    def on_timer(self, now_ms: int) -> list[Output]:
+        """Fire the absence rules whose deadline is at or before ``now_ms``: their 'after' event
+        was not followed by the 'missing' one in time."""
+        outputs: list[Output] = []
+        while self._timers and self._timers[0][0] <= now_ms:
+            deadline, customer, name = heapq.heappop(self._timers)
+            if not self._timer_live(deadline, customer, name):
+                continue
+            rule, state = self._rules[name], self._state[customer][name]
+            assert isinstance(state, GroupState)
+            for path, (due, refs) in list(state.timers.items()):
+                if due == deadline:
+                    del state.timers[path]
+                    outputs += self._fire(rule, customer, deadline, refs)
+                    if rule.cooldown_ms:
+                        state.cooldown_until = deadline + rule.cooldown_ms
+            if state.empty:
+                del self._state[customer][name]
+                if not self._state[customer]:
+                    del self._state[customer]
         return outputs
 
     def expire(self, watermark_ms: int) -> None:
@@ -361,6 +413,19 @@ class PartitionEngine:
             "rules": {n: r.version for n, r in self._rules.items()},
             "shapes": {n: _wire_shape(r.shape) for n, r in self._rules.items()},
         }
+
+
+def _watch_absence(node: AbsenceSpec, event: Event, context: dict[str, Any], state: GroupState) -> None:
+    """A 'missing' event at or after the 'after' event, before the deadline, cancels the wait;
+    an 'after' event starts one when none is pending."""
+    pending = state.timers.get(node.path)
+    if pending is not None and _matches(node.missing, event, context):
+        deadline = pending[0]
+        if deadline - node.within_ms <= event.time < deadline:
+            del state.timers[node.path]
+            pending = None
+    if pending is None and _matches(node.after, event, context):
+        state.timers[node.path] = (event.time + node.within_ms, [(event.source, event.id)])
 
 
 def _matches(leaf: LeafSpec | None, event: Event, context: dict[str, Any]) -> bool:
@@ -423,15 +488,26 @@ def _expire_group(rule: CompiledRule, state: GroupState, watermark_ms: int) -> N
             del occurrences[index]
         if not occurrences:
             del state.latest[path]
+    for path in list(state.partials):
+        span = spans.get(path, 0)
+        partials = {k: m for k, m in state.partials[path].items() if not (span and m[0] <= watermark_ms - span)}
+        if partials:
+            state.partials[path] = partials
+        else:
+            del state.partials[path]
     if state.cooldown_until is not None and state.cooldown_until <= watermark_ms:
         state.cooldown_until = None
 
 
-def _group_spans(group: GroupSpec) -> dict[str, int]:
-    spans = {group.path: group.within_ms}
-    for child in group.children:
-        if isinstance(child, GroupSpec):
-            spans.update(_group_spans(child))
+def _group_spans(node: Any) -> dict[str, int]:
+    """``within`` of every all/any group and sequence under ``node``, by path."""
+    if isinstance(node, SequenceSpec):
+        return {node.path: node.within_ms}
+    if not isinstance(node, GroupSpec):
+        return {}
+    spans = {node.path: node.within_ms}
+    for child in node.children:
+        spans.update(_group_spans(child))
     return spans
 
 

@@ -66,7 +66,10 @@ def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with EspClient(platform.base_url) as admin:
         admin.put_config({"kind": "source", "name": "e2e", "api_key": SOURCE_KEY})
     yield platform
+    errors = [ray.get(actor.status.remote())["errors"] for actor in platform.actors]
     stop_platform(platform)
+    if any(errors):  # an actor that failed and recovered hides a bug from every other assertion
+        pytest.fail(f"partition actors hit {errors} step failures during the module (see the Ray worker logs)")
 
 
 @pytest.fixture

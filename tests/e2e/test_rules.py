@@ -95,3 +95,27 @@ def test_backtest_predicts_what_the_live_platform_does(platform, client, tmp_pat
 
     assert fires(live) == fires([o.event for o in outputs])
     assert len({e["id"] for e in live}) == predicted["fires"]
+
+
+def test_an_absence_fires_by_timer_on_a_quiet_stream(platform, client):
+    """An order with no payment within 2 s: the timer fires although no further event comes."""
+    import time
+
+    client.put_config(
+        {
+            "kind": "rule",
+            "name": "unpaid-order",
+            "when": {"absence": {"after": {"event": "abs.order"}, "missing": {"event": "abs.pay"}, "within": "2s"}},
+            "then": [{"emit": "abs_unpaid"}],
+        }
+    )
+    client.put_config({"kind": "subscription", "name": "abs", "topics": ["business.abs_unpaid"]})
+    now = int(time.time() * 1000)
+    events = [
+        {"id": "ao1", "type": "abs.order", "time": now, "subject": "payer", "data": {}},
+        {"id": "ap1", "type": "abs.pay", "time": now + 500, "subject": "payer", "data": {}},
+        {"id": "ao2", "type": "abs.order", "time": now, "subject": "forgetful", "data": {}},
+    ]
+    assert client.send(events).accepted == 3
+    received = read_exactly(client, "abs", 1, timeout_s=30, settle_s=3)
+    assert [(e["subject"], e["data"]["events"][0]["id"]) for e in received] == [("forgetful", "ao2")]

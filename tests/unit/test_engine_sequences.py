@@ -122,3 +122,13 @@ def test_a_restart_mid_sequence_changes_nothing(c, split):
     snapshot = msgspec.msgpack.decode(msgspec.msgpack.encode(first.snapshot()))
     after = [o.id for o in PartitionEngine(rules, resume_state=snapshot).on_events(events[split:])]
     assert before + after == whole
+
+
+def test_expire_keeps_live_partials_and_drops_stale_ones():
+    rules = [compile_rule(doc([("a", 0), ("b", 0)], [None, None], 100, False))]
+    engine = PartitionEngine(rules)
+    engine.on_events([Event("e1", "a", 1000, "c", "c", "s", {"v": 0}, 0)])
+    engine.expire(1050)  # the partial may still complete until 1100
+    assert engine.customers == 1
+    engine.expire(1100)
+    assert engine.customers == 0
