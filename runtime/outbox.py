@@ -17,7 +17,8 @@ from runtime import keys
 from runtime.topics import TopicRouter
 
 _EMIT = """
--- per output: dedupe key, payload, n streams, streams..., trace note, n hit keys, hit keys...
+-- per output: dedupe key, payload, n streams, streams..., trace note, n hit keys, hit keys...,
+--             profile key, tag op ('' | set | clear), tag
 local horizon, maxlen, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local i, emitted = 4, 0
 for k = 1, n do
@@ -37,6 +38,18 @@ for k = 1, n do
     end
   end
   i = i + hits
+  local profile, op, tag = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  i = i + 3
+  if fresh and op ~= '' then
+    local raw = redis.call('HGET', profile, 'tags')
+    local ok, tags = pcall(cjson.decode, raw or '[]')
+    if not ok or type(tags) ~= 'table' then tags = {} end
+    local out = {}
+    for _, t in ipairs(tags) do if t ~= tag then out[#out + 1] = t end end
+    if op == 'set' then out[#out + 1] = tag end
+    table.sort(out)
+    redis.call('HSET', profile, 'tags', #out > 0 and cjson.encode(out) or '[]')
+  end
   if fresh then emitted = emitted + 1 end
 end
 return emitted
@@ -69,8 +82,18 @@ class Outbox:
             note = orjson.dumps({"output": pub.id, "topic": pub.topic, "rule": pub.event.get("data", {}).get("rule")})
             hits = [keys.hits(source, event_id) for source, event_id in pub.refs]
             argv += [keys.emitted(pub.id), payload, len(streams), *streams, note, len(hits), *hits]
+            argv += _tag_change(pub)
             count += 1
         if not count:
             return 0
         argv[2] = count
         return int(self._emit(keys=[], args=argv))
+
+
+def _tag_change(pub: Publication) -> list[str]:
+    """A ``tag`` action's profile update (applied once, with the output), or nothing."""
+    change = pub.event.get("data", {}).get("tag")
+    if not change:
+        return ["", "", ""]
+    op = "set" if "set" in change else "clear"
+    return [keys.profile(pub.event["subject"]), op, change[op]]

@@ -301,27 +301,70 @@ class Notify(BaseModel):
     priority: int = Field(50, ge=0, le=100)
 
 
+class Task(BaseModel):
+    """A task for an account manager or agent queue."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue: str = Field(pattern=NAME_PATTERN, description="Queue of the team that works it, e.g. vip-agents.")
+    title: str = Field("", max_length=200)
+    sla: DurationMs = Field(86_400_000, description="Time to act; the task's due time is fire time + sla.")
+    priority: int = Field(50, ge=0, le=100)
+
+
+class TagChange(BaseModel):
+    """Set or clear a real-time tag on the customer's profile (``tags``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    set: str | None = Field(None, min_length=1, max_length=128)
+    clear: str | None = Field(None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _one(self) -> TagChange:
+        if (self.set is None) == (self.clear is None):
+            raise ValueError("a tag action needs exactly one of set, clear")
+        return self
+
+
+ACTIONS = ("emit", "notify", "task", "tag")
+
+
 class Action(BaseModel):
-    """One step of a rule's ``then``: exactly one of ``emit`` or ``notify``."""
+    """One step of a rule's ``then``: exactly one of ``emit``, ``notify``, ``task`` or ``tag``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     emit: str | None = Field(None, pattern=NAME_PATTERN, description="Business event name (topic business.<name>).")
     notify: Notify | None = None
+    task: Task | None = None
+    tag: TagChange | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Action:
-        chosen = [k for k in ("emit", "notify") if getattr(self, k) is not None]
+        chosen = [k for k in ACTIONS if getattr(self, k) is not None]
         if len(chosen) != 1:
-            raise ValueError(f"an action needs exactly one of emit, notify; got {chosen or 'none'}")
+            raise ValueError(f"an action needs exactly one of {', '.join(ACTIONS)}; got {chosen or 'none'}")
         return self
 
     @property
     def topic(self) -> str:
         if self.emit is not None:
             return self.emit if self.emit.startswith("business.") else f"business.{self.emit}"
-        assert self.notify is not None  # guaranteed by _exactly_one
-        return f"notifications.{self.notify.channel}"
+        if self.notify is not None:
+            return f"notifications.{self.notify.channel}"
+        if self.task is not None:
+            return f"tasks.{self.task.queue}"
+        assert self.tag is not None  # guaranteed by _exactly_one
+        return "tags.set" if self.tag.set is not None else "tags.clear"
+
+    def details(self) -> tuple[str, dict[str, Any]] | None:
+        """The data key and body an output of this action carries besides the match."""
+        for key in ("notify", "task", "tag"):
+            value = getattr(self, key)
+            if value is not None:
+                return key, value.model_dump(mode="json", exclude_none=True)
+        return None
 
 
 class Score(BaseModel):

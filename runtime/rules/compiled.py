@@ -107,7 +107,7 @@ class CompiledRule:
     cooldown_ms: int
     actions: tuple[Action, ...]
     action_topics: tuple[str, ...] = ()
-    action_details: tuple[dict[str, Any] | None, ...] = ()  # the notify request of each action
+    action_details: tuple[tuple[str, dict[str, Any]] | None, ...] = ()  # (data key, body) per action
     group: GroupSpec | SequenceSpec | AbsenceSpec | None = None  # set when 'when' is all/any/sequence/absence
     audience: Callable[[dict[str, Any]], bool] | None = None  # profile -> in the audience
     leaf: LeafSpec | None = None  # the condition when 'when' is a single event condition
@@ -161,7 +161,7 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         cooldown_ms=doc.cooldown,
         actions=tuple(doc.then),
         action_topics=tuple(a.topic for a in doc.then),
-        action_details=tuple(a.notify.model_dump(exclude_none=True) if a.notify else None for a in doc.then),
+        action_details=tuple(a.details() for a in doc.then),
     )
 
 

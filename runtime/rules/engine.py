@@ -336,9 +336,12 @@ class PartitionEngine:
                 "count": len(refs),
                 "events": matched,
             }
-            notify = rule.action_details[index]
-            if notify is not None:
-                data["notify"] = notify
+            details = rule.action_details[index]
+            if details is not None:
+                key, body = details
+                data[key] = body
+                if key == "task":
+                    data[key] = {**body, "due": format_time_ms(time_ms + rule.actions[index].task.sla)}  # type: ignore[union-attr]
             cloudevent = {
                 "specversion": "1.0",
                 "id": oid,

@@ -119,3 +119,31 @@ def test_an_absence_fires_by_timer_on_a_quiet_stream(platform, client):
     assert client.send(events).accepted == 3
     received = read_exactly(client, "abs", 1, timeout_s=30, settle_s=3)
     assert [(e["subject"], e["data"]["events"][0]["id"]) for e in received] == [("forgetful", "ao2")]
+
+
+def test_tag_and_task_actions(platform, client):
+    """Real-time tag flips (事件为标签动态翻转) and agent tasks with an SLA."""
+    client.put_config(
+        {
+            "kind": "rule",
+            "name": "big-order-vip",
+            "when": {"event": "act.order", "where": "data.amount >= 1000"},
+            "then": [
+                {"tag": {"set": "big-spender"}},
+                {"task": {"queue": "vip-agents", "title": "call the customer", "sla": "2h", "priority": 80}},
+            ],
+        }
+    )
+    client.put_config({"kind": "subscription", "name": "act", "topics": ["tasks.*", "tags.*"]})
+    client.request("PUT", "/v1/profiles/ivy", json={"tags": ["app-user"]})
+    assert client.send(
+        [{"id": "act1", "type": "act.order", "time": T0, "subject": "ivy", "data": {"amount": 1500}}]
+    ).accepted
+    received = read_exactly(client, "act", 2, timeout_s=30, settle_s=2)
+    by_type = {e["type"]: e for e in received}
+    assert set(by_type) == {"tags.set", "tasks.vip-agents"}
+    task = by_type["tasks.vip-agents"]["data"]["task"]
+    assert (task["queue"], task["sla"], task["priority"]) == ("vip-agents", "2h", 80)
+    assert task["due"] == "2026-09-21T16:13:20.000Z"  # T0 + 2 h
+    profile = client.request("GET", "/v1/profiles/ivy")["attributes"]
+    assert profile["tags"] == ["app-user", "big-spender"]
