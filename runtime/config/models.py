@@ -400,9 +400,34 @@ class Rule(Doc):
     priority: int = Field(50, ge=0, le=100)
     enabled: bool = True
     audience: Audience | None = Field(None, description="Only customers whose profile matches.")
+    valid_from: str | int | None = Field(None, description="Events before this time are ignored (RFC 3339 or ms).")
+    valid_until: str | int | None = Field(None, description="Events at or after this time are ignored.")
     when: When
     then: list[Action] = Field(min_length=1, max_length=20)
     cooldown: DurationMs = Field(0, description="After firing, the rule is silent for this customer this long.")
+
+    @model_validator(mode="after")
+    def _validity(self) -> Rule:
+        start = _validity_time(self.valid_from, "valid_from")
+        end = _validity_time(self.valid_until, "valid_until")
+        if start is not None and end is not None and start >= end:
+            raise ValueError(f"valid_from {self.valid_from!r} is not before valid_until {self.valid_until!r}")
+        return self
+
+    @property
+    def validity_ms(self) -> tuple[int | None, int | None]:
+        return _validity_time(self.valid_from, "valid_from"), _validity_time(self.valid_until, "valid_until")
+
+
+def _validity_time(value: str | int | None, name: str) -> int | None:
+    from runtime.envelope import parse_time_ms
+
+    if value is None:
+        return None
+    parsed = parse_time_ms(value)
+    if parsed is None:
+        raise ValueError(f"{name} must be RFC 3339 or epoch milliseconds, got {value!r}")
+    return parsed
 
 
 class Subscription(Doc):

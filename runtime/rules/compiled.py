@@ -111,6 +111,13 @@ class CompiledRule:
     group: GroupSpec | SequenceSpec | AbsenceSpec | None = None  # set when 'when' is all/any/sequence/absence
     audience: Callable[[dict[str, Any]], bool] | None = None  # profile -> in the audience
     leaf: LeafSpec | None = None  # the condition when 'when' is a single event condition
+    valid_from_ms: int | None = None
+    valid_until_ms: int | None = None
+
+    def valid_at(self, time_ms: int) -> bool:
+        return (self.valid_from_ms is None or time_ms >= self.valid_from_ms) and (
+            self.valid_until_ms is None or time_ms < self.valid_until_ms
+        )
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -157,6 +164,8 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         window_ms=leaf.within if leaf else 0,
         group=group,
         leaf=LeafSpec.build("when", leaf) if leaf else None,
+        valid_from_ms=doc.validity_ms[0],
+        valid_until_ms=doc.validity_ms[1],
         audience=compile_audience(doc.audience) if doc.audience else None,
         cooldown_ms=doc.cooldown,
         actions=tuple(doc.then),

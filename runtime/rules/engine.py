@@ -223,6 +223,10 @@ class PartitionEngine:
                 continue
             context = None
             for rule in rules:
+                if (rule.valid_from_ms is not None or rule.valid_until_ms is not None) and not rule.valid_at(
+                    event.time
+                ):
+                    continue
                 if rule.audience is not None:
                     profile = profiles.get(event.customer, {}) if profiles is not None else {}
                     if not rule.audience(profile):

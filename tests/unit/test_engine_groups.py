@@ -167,3 +167,19 @@ def test_counts_inside_an_all():
     events = [ev(1, "login", 0, ok=False), ev(2, "transfer", 1000), ev(3, "login", 2000, ok=False)]
     assert run(engine, events) == [("c", ["e1", "e3", "e2"])]
     assert engine.customers == 0  # the fire restarted everything
+
+
+def test_a_rule_only_counts_events_in_its_validity_period():
+    rule = compile_rule(
+        {
+            "name": "campaign",
+            "valid_from": "2026-01-01T00:00:00Z",
+            "valid_until": 1_767_225_600_000 + 1000,
+            "when": {"event": "t"},
+            "then": [{"emit": "x"}],
+        }
+    )
+    t = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    engine = PartitionEngine([rule])
+    events = [Event(f"e{i}", "t", t + d, "c", "c", "s", {}, 0) for i, d in enumerate([-1, 0, 999, 1000])]
+    assert [o.event["data"]["events"][0]["id"] for o in engine.on_events(events)] == ["e1", "e2"]
