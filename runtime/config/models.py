@@ -178,8 +178,8 @@ class Group(BaseModel):
             raise ValueError("a group needs exactly one of 'all' or 'any'")
         if self.all_ is not None and len(self.all_) > 1 and self.within <= 0:
             raise ValueError("'all' of several conditions needs 'within': the span they must fall in")
-        if any(getattr(child, "kind", None) == "absence" for child in self.children):
-            raise ValueError("an absence is fired by a timer and can only be a rule's whole 'when'")
+        if any(getattr(child, "kind", None) in ("absence", "geofence") for child in self.children):
+            raise ValueError("absence and geofence conditions can only be a rule's whole 'when'")
         return self
 
     @property
@@ -267,9 +267,62 @@ class Absence(BaseModel):
         return [self.absence.after, self.absence.missing]
 
 
+class Zone(BaseModel):
+    """A place: a set of cell ids, or a polygon of [lat, lon] points."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cells: list[str] | None = Field(None, min_length=1, max_length=100_000)
+    polygon: list[tuple[float, float]] | None = Field(None, min_length=3, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _one(self) -> Zone:
+        if (self.cells is None) == (self.polygon is None):
+            raise ValueError("a zone needs exactly one of cells, polygon")
+        return self
+
+
+class GeofenceSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event: str = Field("location.update", pattern=NAME_PATTERN, description="The location event type.")
+    where: str | None = Field(None, max_length=2000)
+    zone: Zone
+    enter: bool = Field(False, description="Fire when the customer enters the zone.")
+    dwell: DurationMs = Field(0, description="Fire when the customer has stayed in the zone this long.")
+    cell_field: str = Field("cell", description="data attribute holding the cell id.")
+    lat_field: str = Field("lat", description="data attribute holding the latitude.")
+    lon_field: str = Field("lon", description="data attribute holding the longitude.")
+
+    @model_validator(mode="after")
+    def _what(self) -> GeofenceSpec:
+        if self.enter == bool(self.dwell):
+            raise ValueError("a geofence needs exactly one of enter: true or dwell: <duration>")
+        return self
+
+
+class Geofence(BaseModel):
+    """Entering a zone, or staying in it for a time (fired by a timer)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    geofence: GeofenceSpec
+
+    @property
+    def kind(self) -> str:
+        return "geofence"
+
+    @property
+    def children(self) -> list[Any]:
+        spec = self.geofence
+        return [Condition(event=spec.event, where=spec.where)]
+
+
 def _when_kind(value: Any) -> str:
     # tags start with '_' so error paths can leave them out (documents.validation_errors)
     if isinstance(value, dict):
+        if "geofence" in value:
+            return "_geofence"
         if "absence" in value:
             return "_absence"
         if "sequence" in value:
@@ -279,6 +332,8 @@ def _when_kind(value: Any) -> str:
         return "_sequence"
     if isinstance(value, Absence):
         return "_absence"
+    if isinstance(value, Geofence):
+        return "_geofence"
     return "_group" if isinstance(value, Group) else "_condition"
 
 
@@ -286,7 +341,8 @@ When = Annotated[
     Annotated[Condition, Tag("_condition")]
     | Annotated[Group, Tag("_group")]
     | Annotated[Sequence, Tag("_sequence")]
-    | Annotated[Absence, Tag("_absence")],
+    | Annotated[Absence, Tag("_absence")]
+    | Annotated[Geofence, Tag("_geofence")],
     Discriminator(_when_kind),
 ]
 Group.model_rebuild()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.config.models import Absence, Action, Audience, Condition, Group, NotStep, Rule, Sequence
+from runtime.config.models import Absence, Action, Audience, Condition, Geofence, Group, NotStep, Rule, Sequence
 from runtime.expr import Expr, compile_expr
 from runtime.rules.aggregates import AggregateSpec
 
@@ -78,6 +78,49 @@ class AbsenceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class GeofenceSpec:
+    """Entering a zone (``dwell_ms`` 0) or staying in it ``dwell_ms`` (a timer fires)."""
+
+    path: str
+    event: LeafSpec
+    cells: frozenset[str] | None
+    polygon: tuple[tuple[float, float], ...] | None
+    dwell_ms: int
+    fields: tuple[str, str, str]  # cell, lat, lon attributes of data
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        zone = sorted(self.cells) if self.cells is not None else self.polygon
+        return ("geofence", self.dwell_ms, self.event.shape, zone, self.fields)
+
+    def leaves(self) -> list[LeafSpec]:
+        return [self.event]
+
+    def contains(self, data: dict[str, Any]) -> bool | None:
+        """Whether the event's location is in the zone; None when it carries no location."""
+        cell_field, lat_field, lon_field = self.fields
+        if self.cells is not None:
+            cell = data.get(cell_field)
+            return None if cell is None else str(cell) in self.cells
+        lat, lon = data.get(lat_field), data.get(lon_field)
+        if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
+            return None
+        return _in_polygon(float(lat), float(lon), self.polygon or ())
+
+
+def _in_polygon(lat: float, lon: float, polygon: tuple[tuple[float, float], ...]) -> bool:
+    """Ray casting over [lat, lon] vertices (planar; fine for city-sized zones)."""
+    inside = False
+    j = len(polygon) - 1
+    for i, (lat_i, lon_i) in enumerate(polygon):
+        lat_j, lon_j = polygon[j]
+        if (lat_i > lat) != (lat_j > lat) and lon < (lon_j - lon_i) * (lat - lat_i) / (lat_j - lat_i) + lon_i:
+            inside = not inside
+        j = i
+    return inside
+
+
+@dataclass(frozen=True, slots=True)
 class GroupSpec:
     path: str
     kind: str  # all | any
@@ -108,7 +151,7 @@ class CompiledRule:
     actions: tuple[Action, ...]
     action_topics: tuple[str, ...] = ()
     action_details: tuple[tuple[str, dict[str, Any]] | None, ...] = ()  # (data key, body) per action
-    group: GroupSpec | SequenceSpec | AbsenceSpec | None = None  # set when 'when' is all/any/sequence/absence
+    group: GroupSpec | SequenceSpec | AbsenceSpec | GeofenceSpec | None = None  # when 'when' is not one event
     audience: Callable[[dict[str, Any]], bool] | None = None  # profile -> in the audience
     leaf: LeafSpec | None = None  # the condition when 'when' is a single event condition
     valid_from_ms: int | None = None
@@ -152,7 +195,7 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         version = int(doc.get("version", version))
         doc = Rule.model_validate({k: v for k, v in doc.items() if k not in ("version", "updated_at")})
     when = doc.when
-    group = _compile_node(when, "when") if isinstance(when, (Group, Sequence, Absence)) else None
+    group = _compile_node(when, "when") if isinstance(when, (Group, Sequence, Absence, Geofence)) else None
     leaf = when if isinstance(when, Condition) else None
     return CompiledRule(
         name=doc.name,
@@ -177,6 +220,13 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
 def _compile_node(node: Any, path: str) -> Any:
     if isinstance(node, Condition):
         return LeafSpec.build(path, node)
+    if isinstance(node, Geofence):
+        geo = node.geofence
+        leaf = LeafSpec.build(f"{path}.geofence", Condition(event=geo.event, where=geo.where))
+        cells = frozenset(geo.zone.cells) if geo.zone.cells is not None else None
+        polygon = tuple(geo.zone.polygon) if geo.zone.polygon is not None else None
+        fields = (geo.cell_field, geo.lat_field, geo.lon_field)
+        return GeofenceSpec(path, leaf, cells, polygon, geo.dwell, fields)
     if isinstance(node, Absence):
         spec = node.absence
         after = LeafSpec.build(f"{path}.absence.after", spec.after)

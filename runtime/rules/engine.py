@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from runtime.envelope import Event, format_time_ms
-from runtime.rules.compiled import AbsenceSpec, CompiledRule, GroupSpec, LeafSpec, SequenceSpec
+from runtime.rules.compiled import AbsenceSpec, CompiledRule, GeofenceSpec, GroupSpec, LeafSpec, SequenceSpec
 
 
 @dataclass(slots=True)
@@ -64,7 +64,8 @@ class GroupState:
     latest: dict[str, dict[int, Occurrence]] = field(default_factory=dict)
     cooldown_until: int | None = None
     partials: dict[str, dict[int, Occurrence]] = field(default_factory=dict)  # sequence -> steps done -> match
-    timers: dict[str, Occurrence] = field(default_factory=dict)  # absence -> (deadline, the 'after' event)
+    timers: dict[str, Occurrence] = field(default_factory=dict)  # absence/dwell -> (deadline, the events)
+    inside: dict[str, Occurrence] = field(default_factory=dict)  # geofence -> (entered at, the event)
 
     @property
     def empty(self) -> bool:
@@ -92,6 +93,7 @@ class GroupState:
                 for p, m in self.partials.items()
             },
             "t": {p: [t, [list(r) for r in refs]] for p, (t, refs) in self.timers.items()},
+            "i": {p: [t, [list(r) for r in refs]] for p, (t, refs) in self.inside.items()},
         }
 
     @classmethod
@@ -106,7 +108,8 @@ class GroupState:
             for p, m in wire.get("p", {}).items()
         }
         timers = {p: (int(t), [(s, e) for s, e in refs]) for p, (t, refs) in wire.get("t", {}).items()}
-        return cls(windows, latest, wire.get("c"), partials, timers)
+        inside = {p: (int(t), [(s, e) for s, e in refs]) for p, (t, refs) in wire.get("i", {}).items()}
+        return cls(windows, latest, wire.get("c"), partials, timers, inside)
 
 
 def state_from_wire(wire: Any) -> WindowState | GroupState:
@@ -275,6 +278,8 @@ class PartitionEngine:
         if not isinstance(state, GroupState):
             state = per_rule[rule.name] = GroupState()
         if state.cooldown_until is not None and event.time < state.cooldown_until:
+            if isinstance(rule.group, GeofenceSpec):  # keep knowing where the customer is
+                _watch_geofence(rule.group, event, context, state, quiet=True)
             return
         state.cooldown_until = None
         occurrence = self._evaluate(rule.group, event, context, state)
@@ -301,6 +306,8 @@ class PartitionEngine:
         if isinstance(node, AbsenceSpec):
             _watch_absence(node, event, context, state)
             return None
+        if isinstance(node, GeofenceSpec):
+            return _watch_geofence(node, event, context, state)
         if isinstance(node, LeafSpec):
             if node.event_type != event.type or (node.where is not None and not node.where.predicate(context)):
                 return None
@@ -420,6 +427,32 @@ class PartitionEngine:
             "rules": {n: r.version for n, r in self._rules.items()},
             "shapes": {n: _wire_shape(r.shape) for n, r in self._rules.items()},
         }
+
+
+def _watch_geofence(
+    node: GeofenceSpec, event: Event, context: dict[str, Any], state: GroupState, *, quiet: bool = False
+) -> Occurrence | None:
+    """Track whether the customer is in the zone. Entering: the occurrence (enter), or a dwell
+    timer; leaving cancels the timer. Staying inside does not fire again. ``quiet`` (during a
+    cooldown): track only."""
+    if not _matches(node.event, event, context):
+        return None
+    inside = node.contains(event.data)
+    if inside is None:
+        return None
+    was_inside = node.path in state.inside
+    if inside and not was_inside:
+        entered: Occurrence = (event.time, [(event.source, event.id)])
+        state.inside[node.path] = entered
+        if quiet:
+            return None
+        if not node.dwell_ms:
+            return entered
+        state.timers[node.path] = (event.time + node.dwell_ms, entered[1])
+    elif not inside and was_inside:
+        del state.inside[node.path]
+        state.timers.pop(node.path, None)
+    return None
 
 
 def _watch_absence(node: AbsenceSpec, event: Event, context: dict[str, Any], state: GroupState) -> None:
