@@ -74,6 +74,7 @@ class GroupState:
             and not self.latest
             and not self.partials
             and not self.timers
+            and not self.inside
             and self.cooldown_until is None
         )
 

@@ -147,3 +147,27 @@ def test_tag_and_task_actions(platform, client):
     assert task["due"] == "2026-09-21T16:13:20.000Z"  # T0 + 2 h
     profile = client.request("GET", "/v1/profiles/ivy")["attributes"]
     assert profile["tags"] == ["app-user", "big-spender"]
+
+
+def test_event_marketing_scenario_tags_then_targets(platform, client):
+    """configs/scenarios/event-marketing.yaml end to end: presence at the game sets the tag in the
+    profile, and the next game's offer reaches only the tagged fan (once: cooldown)."""
+    from pathlib import Path
+
+    from runtime.backtest import load_events
+    from runtime.config.documents import load_yaml_documents
+
+    scenarios = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
+    for _, raw in load_yaml_documents(scenarios / "event-marketing.yaml"):
+        client.put_config(raw)
+    client.put_config({"kind": "subscription", "name": "cba", "topics": ["notifications.app_push", "tags.*"]})
+    events = load_events(scenarios / "fixtures" / "event-marketing.ndjson")
+    assert client.send(events[:4]).accepted == 4  # the game night
+    tagged = read_exactly(client, "cba", 1, timeout_s=30, settle_s=2)
+    assert [(e["type"], e["subject"]) for e in tagged] == [("tags.set", "fan-1")]
+    assert "cba-fan" in client.request("GET", "/v1/profiles/fan-1")["attributes"]["tags"]
+    assert client.send(events[4:]).accepted == 4  # the next game's ticket sale
+    offers = read_exactly(client, "cba", 1, timeout_s=30, settle_s=3)
+    assert [(e["type"], e["subject"], e["data"]["events"][0]["id"]) for e in offers] == [
+        ("notifications.app_push", "fan-1", "em-5")
+    ]
