@@ -83,3 +83,16 @@ def stop_partition_actors(count: int, *, graceful: bool = True) -> None:
             pass
     for handle in handles:
         ray.kill(handle, no_restart=True)
+
+
+def owner_of(client: redis.Redis, customer: str) -> Any:
+    """The partition actor that holds ``customer``'s state."""
+    from runtime.partitioning import partition_of
+
+    meta = client.hgetall(keys.META)
+    assignment = json.loads(meta[b"assignment"]) if b"assignment" in meta else []
+    partition = partition_of(customer, int(meta.get(b"partitions", 0) or 1))
+    index = next((i for i, parts in enumerate(assignment) if partition in parts), None)
+    if index is None:
+        raise EspError("no partition actor owns this customer's partition; is ESP up?", reason="not_ready")
+    return ray.get_actor(partition_actor.actor_name(index), namespace=partition_actor.NAMESPACE)

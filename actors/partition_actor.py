@@ -88,6 +88,10 @@ class PartitionActor:
                 "errors": self._errors,
             }
 
+    def explain(self, customer: str, rule: str | None = None) -> dict[str, Any]:
+        with self._lock:
+            return self._runner.explain(customer, rule)
+
     def checkpoint(self) -> int:
         with self._lock:
             return self._runner.checkpoint()

@@ -337,3 +337,17 @@ def backtest(rule_file: Path, events_file: Path, rule_name: str | None, profiles
     except EspError as exc:
         _fail(exc)
     click.echo(json.dumps(report, indent=2))
+
+
+@main.command()
+@click.argument("customer")
+@click.argument("rule", required=False)
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+def why(customer: str, rule: str | None, url: str) -> None:
+    """What a customer's rule state holds: matched events, progress, timers, cooldown."""
+    params = {"rule": rule} if rule else {}
+    with EspClient(url) as client:
+        try:
+            click.echo(json.dumps(client.request("GET", f"/v1/decisions/{customer}", params=params), indent=2))
+        except EspError as exc:
+            _fail(exc)

@@ -204,6 +204,15 @@ class PartitionRunner:
         for rule, n in stats.fired.items():
             totals.fired[rule] = totals.fired.get(rule, 0) + n
 
+    def explain(self, customer: str, rule: str | None = None) -> dict[str, Any]:
+        from runtime.partitioning import partition_of
+
+        partition = partition_of(customer, self.settings.partitions)
+        engine = self.engines.get(partition)
+        if engine is None:
+            return {"customer": customer, "partition": partition, "rules": [], "owner": False}
+        return {"customer": customer, "partition": partition, "rules": engine.explain(customer, rule)}
+
     def heartbeat(self, index: int) -> None:
         """Tell readiness checks this actor is alive and stepping."""
         self._redis.hset(keys.HEARTBEATS, str(index), int(self._clock() * 1000))

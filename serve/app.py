@@ -127,6 +127,15 @@ class EspApi:
         days = self.ingestor.horizon_days(source)
         return trace_event(self.redis, source, event_id, now_ms=int(time.time() * 1000), days=days)
 
+    @app.get("/v1/decisions/{customer}", summary="Why a rule did or did not fire for a customer")
+    async def decisions(self, customer: str, rule: str | None = None) -> dict[str, Any]:
+        from actors.coordinator import owner_of
+
+        if rule is not None:
+            await run_in_threadpool(self.config.get, "rule", rule)
+        actor = await run_in_threadpool(owner_of, self.redis, customer)
+        return await actor.explain.remote(customer, rule)
+
     # --- configuration -----------------------------------------------------------------
 
     @app.put("/v1/config/{kind}/{name}", summary="Create or replace a config document")

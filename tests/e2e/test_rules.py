@@ -171,3 +171,37 @@ def test_event_marketing_scenario_tags_then_targets(platform, client):
     assert [(e["type"], e["subject"], e["data"]["events"][0]["id"]) for e in offers] == [
         ("notifications.app_push", "fan-1", "em-5")
     ]
+
+
+def test_why_shows_what_holds_and_what_is_missing(platform, client):
+    import time
+
+    from runtime.envelope import format_time_ms
+
+    client.put_config(
+        {
+            "kind": "rule",
+            "name": "why-three",
+            "when": {"event": "why.login", "count": 3, "within": "10m"},
+            "then": [{"emit": "why_fired"}],
+        }
+    )
+    # times near now: other tests of the module move the partitions' watermarks to the present
+    start = (int(time.time() * 1000) // 1000) * 1000
+    events = [
+        {"id": f"why{i}", "type": "why.login", "time": start + i * M, "subject": "wes", "data": {}} for i in range(2)
+    ]
+    assert client.send(events).accepted == 2
+    deadline = time.monotonic() + 30
+    while True:
+        answer = client.request("GET", "/v1/decisions/wes", params={"rule": "why-three"})
+        window = answer["rules"][0].get("window", {})
+        if window.get("count") == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert window.get("count") == 2, answer
+    assert window["needs"] == "3 events"
+    assert [e["id"] for e in window["events"]] == ["why0", "why1"]
+    assert window["oldest_expires_at"] == format_time_ms(start + 10 * M)  # why0 + 10 min
+    nobody = client.request("GET", "/v1/decisions/nobody", params={"rule": "why-three"})
+    assert nobody["rules"][0]["state"] is False
