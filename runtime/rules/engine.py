@@ -1,153 +1,40 @@
 """Per-partition rule evaluation: (rules, state) + events -> (outputs, state).
 
-For each customer and rule the engine keeps the matching events of the current window (event
-time, newest last; an event arriving out of order takes its place by time, and events older
-than the newest minus the window fall out). When the count reaches the threshold the rule
-fires with the events in the window, the window restarts and the cooldown begins. During a
-cooldown the customer's matching events are ignored: counting starts afresh when it ends.
-Customers with no open window and no running cooldown hold no state.
+``PartitionEngine`` routes each event to the rules that read its type, keeps every customer's
+state per rule (``state.py``), advances it with the operators (``operators.py``: count and
+aggregate windows, all/any groups, sequences, absences, geofences), fires actions with
+deterministic output ids, runs timers (``on_timer``), and snapshots everything for checkpoints.
+Semantics of each operator are in the README and in the docstrings of their oracle tests.
+Customers with no live state hold nothing.
 
-The same engine runs inside partition actors, in tests and in the benchmark; it never reads the
-clock and never touches Redis or Ray.
+The same engine runs inside partition actors, in tests, in backtests and in the benchmark; it
+never reads the clock and never touches Redis or Ray.
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import heapq
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from runtime.envelope import Event, format_time_ms
 from runtime.rules.compiled import AbsenceSpec, CompiledRule, GeofenceSpec, GroupSpec, LeafSpec, SequenceSpec
+from runtime.rules.explain import explain_rule
+from runtime.rules.operators import (
+    accumulate,
+    advance_sequence,
+    expire_group,
+    watch_absence,
+    watch_geofence,
+)
+from runtime.rules.state import GroupState, Occurrence, WindowState, state_from_wire
 
-
-@dataclass(slots=True)
-class WindowState:
-    """Matching events of one customer for one condition, ordered by event time (with their
-    aggregated values when the condition aggregates)."""
-
-    times: list[int] = field(default_factory=list)
-    refs: list[tuple[str, str]] = field(default_factory=list)  # (source, id)
-    cooldown_until: int | None = None  # event time before which matches are ignored
-    values: list[Any] = field(default_factory=list)
-
-    def clear(self) -> None:
-        self.times.clear()
-        self.refs.clear()
-        self.values.clear()
-
-    def to_wire(self) -> list[Any]:
-        wire = [self.times, [list(r) for r in self.refs], self.cooldown_until]
-        return [*wire, self.values] if self.values else wire
-
-    @classmethod
-    def from_wire(cls, wire: list[Any]) -> WindowState:
-        times, refs, cooldown_until, *values = wire
-        return cls(list(times), [(s, i) for s, i in refs], cooldown_until, list(values[0]) if values else [])
-
-
-Occurrence = tuple[int, list[tuple[str, str]]]  # (event time, matched (source, id) refs)
-
-
-@dataclass(slots=True)
-class GroupState:
-    """One customer's state for an all/any rule: the count windows of its event conditions (by
-    path) and, per 'all' group, the latest occurrence of each of its conditions."""
-
-    windows: dict[str, WindowState] = field(default_factory=dict)
-    latest: dict[str, dict[int, Occurrence]] = field(default_factory=dict)
-    cooldown_until: int | None = None
-    partials: dict[str, dict[int, Occurrence]] = field(default_factory=dict)  # sequence -> steps done -> match
-    timers: dict[str, Occurrence] = field(default_factory=dict)  # absence/dwell -> (deadline, the events)
-    inside: dict[str, Occurrence] = field(default_factory=dict)  # geofence -> (entered at, the event)
-
-    @property
-    def empty(self) -> bool:
-        return (
-            not self.windows
-            and not self.latest
-            and not self.partials
-            and not self.timers
-            and not self.inside
-            and self.cooldown_until is None
-        )
-
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "w": {
-                p: [w.times, [list(r) for r in w.refs], *([w.values] if w.values else [])]
-                for p, w in self.windows.items()
-            },
-            "o": {
-                p: {str(i): [t, [list(r) for r in refs]] for i, (t, refs) in occ.items()}
-                for p, occ in self.latest.items()
-            },
-            "c": self.cooldown_until,
-            "p": {
-                p: {str(k): [t, [list(r) for r in refs]] for k, (t, refs) in m.items()}
-                for p, m in self.partials.items()
-            },
-            "t": {p: [t, [list(r) for r in refs]] for p, (t, refs) in self.timers.items()},
-            "i": {p: [t, [list(r) for r in refs]] for p, (t, refs) in self.inside.items()},
-        }
-
-    @classmethod
-    def from_wire(cls, wire: dict[str, Any]) -> GroupState:
-        windows = {p: WindowState.from_wire([*w[:2], None, *w[2:]]) for p, w in wire.get("w", {}).items()}
-        latest = {
-            p: {int(i): (int(t), [(s, e) for s, e in refs]) for i, (t, refs) in occ.items()}
-            for p, occ in wire.get("o", {}).items()
-        }
-        partials = {
-            p: {int(k): (int(t), [(s, e) for s, e in refs]) for k, (t, refs) in m.items()}
-            for p, m in wire.get("p", {}).items()
-        }
-        timers = {p: (int(t), [(s, e) for s, e in refs]) for p, (t, refs) in wire.get("t", {}).items()}
-        inside = {p: (int(t), [(s, e) for s, e in refs]) for p, (t, refs) in wire.get("i", {}).items()}
-        return cls(windows, latest, wire.get("c"), partials, timers, inside)
-
-
-def state_from_wire(wire: Any) -> WindowState | GroupState:
-    return GroupState.from_wire(wire) if isinstance(wire, dict) else WindowState.from_wire(wire)
-
-
-def _accumulate(window: WindowState, event: Event, leaf: LeafSpec) -> Occurrence | None:
-    """Add a matching event to a condition's window; the occurrence when its count or aggregate
-    threshold is reached (the window then restarts)."""
-    value = None
-    if leaf.aggregate is not None:
-        value = leaf.aggregate.value(event.data)
-        if value is None:
-            return None
-    if leaf.tumbling and window.times:
-        bucket, current = event.time // leaf.window_ms, window.times[-1] // leaf.window_ms
-        if bucket < current:
-            return None  # late for a window that has closed
-        if bucket > current:
-            window.clear()
-    at = bisect.bisect_right(window.times, event.time)
-    window.times.insert(at, event.time)
-    window.refs.insert(at, (event.source, event.id))
-    if leaf.aggregate is not None:
-        window.values.insert(at, value)
-    if leaf.window_ms and not leaf.tumbling:
-        cut = bisect.bisect_left(window.times, window.times[-1] - leaf.window_ms + 1)
-        if cut:
-            del window.times[:cut], window.refs[:cut], window.values[:cut]
-    if leaf.aggregate is not None:
-        if not leaf.aggregate.satisfied(window.values):
-            return None
-    elif len(window.times) < leaf.threshold:
-        return None
-    occurrence = (window.times[-1], list(window.refs))
-    window.clear()
-    return occurrence
+__all__ = ["GroupState", "Output", "PartitionEngine", "WindowState", "output_id", "state_from_wire"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +149,7 @@ class PartitionEngine:
                 return
             window.cooldown_until = None
         assert rule.leaf is not None  # compile_rule sets it for single-condition rules
-        occurrence = _accumulate(window, event, rule.leaf)
+        occurrence = accumulate(window, event, rule.leaf)
         if occurrence is not None:
             outputs += self._fire(rule, event.customer, event.time, occurrence[1])
             if rule.cooldown_ms:
@@ -280,7 +167,7 @@ class PartitionEngine:
             state = per_rule[rule.name] = GroupState()
         if state.cooldown_until is not None and event.time < state.cooldown_until:
             if isinstance(rule.group, GeofenceSpec):  # keep knowing where the customer is
-                _watch_geofence(rule.group, event, context, state, quiet=True)
+                watch_geofence(rule.group, event, context, state, quiet=True)
             return
         state.cooldown_until = None
         occurrence = self._evaluate(rule.group, event, context, state)
@@ -303,17 +190,17 @@ class PartitionEngine:
     ) -> Occurrence | None:
         """The occurrence ``node`` completes with this event, updating its state."""
         if isinstance(node, SequenceSpec):
-            return _advance_sequence(node, event, context, state)
+            return advance_sequence(node, event, context, state)
         if isinstance(node, AbsenceSpec):
-            _watch_absence(node, event, context, state)
+            watch_absence(node, event, context, state)
             return None
         if isinstance(node, GeofenceSpec):
-            return _watch_geofence(node, event, context, state)
+            return watch_geofence(node, event, context, state)
         if isinstance(node, LeafSpec):
             if node.event_type != event.type or (node.where is not None and not node.where.predicate(context)):
                 return None
             window = state.windows.setdefault(node.path, WindowState())
-            occurrence = _accumulate(window, event, node)
+            occurrence = accumulate(window, event, node)
             if not window.times:
                 del state.windows[node.path]
             return occurrence
@@ -411,7 +298,7 @@ class PartitionEngine:
             for name in list(per_rule):
                 rule, state = self._rules[name], per_rule[name]
                 if isinstance(state, GroupState):
-                    _expire_group(rule, state, watermark_ms)
+                    expire_group(rule, state, watermark_ms)
                     if state.empty:
                         del per_rule[name]
                     continue
@@ -436,176 +323,6 @@ class PartitionEngine:
         }
 
 
-def _watch_geofence(
-    node: GeofenceSpec, event: Event, context: dict[str, Any], state: GroupState, *, quiet: bool = False
-) -> Occurrence | None:
-    """Track whether the customer is in the zone. Entering: the occurrence (enter), or a dwell
-    timer; leaving cancels the timer. Staying inside does not fire again. ``quiet`` (during a
-    cooldown): track only."""
-    if not _matches(node.event, event, context):
-        return None
-    inside = node.contains(event.data)
-    if inside is None:
-        return None
-    was_inside = node.path in state.inside
-    if inside and not was_inside:
-        entered: Occurrence = (event.time, [(event.source, event.id)])
-        state.inside[node.path] = entered
-        if quiet:
-            return None
-        if not node.dwell_ms:
-            return entered
-        state.timers[node.path] = (event.time + node.dwell_ms, entered[1])
-    elif not inside and was_inside:
-        del state.inside[node.path]
-        state.timers.pop(node.path, None)
-    return None
-
-
-def _watch_absence(node: AbsenceSpec, event: Event, context: dict[str, Any], state: GroupState) -> None:
-    """A 'missing' event at or after the 'after' event, before the deadline, cancels the wait;
-    an 'after' event starts one when none is pending."""
-    pending = state.timers.get(node.path)
-    if pending is not None and _matches(node.missing, event, context):
-        deadline = pending[0]
-        if deadline - node.within_ms <= event.time < deadline:
-            del state.timers[node.path]
-            pending = None
-    if pending is None and _matches(node.after, event, context):
-        state.timers[node.path] = (event.time + node.within_ms, [(event.source, event.id)])
-
-
-def _matches(leaf: LeafSpec | None, event: Event, context: dict[str, Any]) -> bool:
-    return leaf is not None and leaf.event_type == event.type and (leaf.where is None or leaf.where.predicate(context))
-
-
-def _advance_sequence(
-    node: SequenceSpec, event: Event, context: dict[str, Any], state: GroupState
-) -> Occurrence | None:
-    """Keep, per number of steps done, the latest-started partial match (a later start is never
-    worse: it leaves more of ``within`` and fewer events in between). The match completing the
-    last step is the occurrence; the sequence then restarts."""
-    old = state.partials.get(node.path, {})
-    old = {k: m for k, m in old.items() if m[0] > event.time - node.within_ms}
-    ref = (event.source, event.id)
-    steps = len(node.steps)
-    advanced: dict[int, Occurrence] = {}
-    fired: Occurrence | None = None
-    for k, step in enumerate(node.steps):
-        if not _matches(step, event, context):
-            continue
-        if k == 0:
-            match: Occurrence = (event.time, [ref])
-        elif k in old:  # a 'not' condition counts only strictly between steps
-            match = (old[k][0], [*old[k][1], ref])
-        else:
-            continue
-        if k + 1 == steps:
-            fired = match
-        else:
-            advanced[k + 1] = match
-    if node.strict and any(s.event_type == event.type for s in node.steps):
-        kept: dict[int, Occurrence] = {}  # strict: an event of the steps' types ends every partial it does not extend
-    else:
-        kept = {k: m for k, m in old.items() if not _matches(node.guards[k], event, context)}
-    for k, match in advanced.items():
-        if k not in kept or kept[k][0] <= match[0]:
-            kept[k] = match
-    if fired is not None:
-        kept = {}
-    if kept:
-        state.partials[node.path] = kept
-    else:
-        state.partials.pop(node.path, None)
-    return fired
-
-
-def _expire_group(rule: CompiledRule, state: GroupState, watermark_ms: int) -> None:
-    assert rule.group is not None
-    windows = {leaf.path: leaf.window_ms for leaf in rule.group.leaves()}
-    for path in list(state.windows):
-        window, span = state.windows[path], windows.get(path, 0)
-        if span and window.times and window.times[-1] <= watermark_ms - span:
-            del state.windows[path]
-    spans = _group_spans(rule.group)
-    for path in list(state.latest):
-        span = spans.get(path, 0)
-        occurrences = state.latest[path]
-        for index in [i for i, (t, _) in occurrences.items() if span and t <= watermark_ms - span]:
-            del occurrences[index]
-        if not occurrences:
-            del state.latest[path]
-    for path in list(state.partials):
-        span = spans.get(path, 0)
-        partials = {k: m for k, m in state.partials[path].items() if not (span and m[0] <= watermark_ms - span)}
-        if partials:
-            state.partials[path] = partials
-        else:
-            del state.partials[path]
-    if state.cooldown_until is not None and state.cooldown_until <= watermark_ms:
-        state.cooldown_until = None
-
-
-def _group_spans(node: Any) -> dict[str, int]:
-    """``within`` of every all/any group and sequence under ``node``, by path."""
-    if isinstance(node, SequenceSpec):
-        return {node.path: node.within_ms}
-    if not isinstance(node, GroupSpec):
-        return {}
-    spans = {node.path: node.within_ms}
-    for child in node.children:
-        spans.update(_group_spans(child))
-    return spans
-
-
 def _wire_shape(shape: tuple[Any, ...]) -> list[Any]:
     """A rule's shape as it reads back from a checkpoint (nested lists)."""
     return orjson.loads(orjson.dumps(shape))
-
-
-def _refs(refs: list[tuple[str, str]]) -> list[dict[str, str]]:
-    return [{"source": s, "id": i} for s, i in refs]
-
-
-def explain_rule(rule: CompiledRule, state: WindowState | GroupState | None) -> dict[str, Any]:
-    """What a customer's state for ``rule`` says: what holds, by which events, what is missing,
-    and when it runs out (times are event times, ms)."""
-    out: dict[str, Any] = {"rule": rule.name, "version": rule.version, "state": state is not None}
-    if state is None:
-        out["missing"] = "nothing has matched yet"
-        return out
-    out["cooldown_until"] = format_time_ms(state.cooldown_until) if state.cooldown_until is not None else None
-    if isinstance(state, WindowState):
-        leaf = rule.leaf
-        out["window"] = _explain_window(leaf, state) if leaf else {}
-        return out
-    out["conditions"] = {
-        path: _explain_window(leaf, state.windows[path])
-        for leaf in rule.group.leaves()  # type: ignore[union-attr]
-        if (path := leaf.path) in state.windows
-    }
-    out["satisfied"] = {
-        path: {str(i): {"at": format_time_ms(t), "events": _refs(refs)} for i, (t, refs) in occ.items()}
-        for path, occ in state.latest.items()
-    }
-    out["sequence_progress"] = {
-        path: {f"{k} steps": {"since": format_time_ms(t), "events": _refs(refs)} for k, (t, refs) in m.items()}
-        for path, m in state.partials.items()
-    }
-    out["timers"] = {
-        path: {"due": format_time_ms(t), "events": _refs(refs)} for path, (t, refs) in state.timers.items()
-    }
-    out["inside_zone_since"] = {path: format_time_ms(t) for path, (t, _) in state.inside.items()}
-    return out
-
-
-def _explain_window(leaf: LeafSpec, window: WindowState) -> dict[str, Any]:
-    info: dict[str, Any] = {"events": _refs(window.refs), "count": len(window.times)}
-    if leaf.aggregate is not None:
-        info["aggregate"] = {"fn": leaf.aggregate.fn, "of": ".".join(leaf.aggregate.path), "values": window.values}
-        info["needs"] = f"{leaf.aggregate.fn} {leaf.aggregate.op} {leaf.aggregate.bound:g}"
-    else:
-        info["needs"] = f"{leaf.threshold} events"
-    if leaf.window_ms and window.times:
-        info["oldest_expires_at"] = format_time_ms(window.times[0] + leaf.window_ms)
-    return info
