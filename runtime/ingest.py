@@ -50,6 +50,12 @@ from runtime.settings import EspSettings
 SOURCES_REFRESH_S = 1.0
 BACKLOG_REFRESH_S = 0.5
 TEXT_TYPES = {"text/csv", "text/plain"}
+REPLAY_CONTENT_TYPES = {
+    "json": "application/x-ndjson",
+    "arrow": "application/x-ndjson",
+    "csv": "text/csv",
+    "kv": "text/plain",
+}
 
 
 @dataclass(slots=True)
@@ -329,6 +335,34 @@ class Ingestor:
         pipe.expire(key, source.horizon_s + 86_400)
         pipe.execute()
 
+    def replay(self, *, source: str | None = None, reason: str | None = None, limit: int = 10_000) -> dict[str, Any]:
+        """Re-ingest quarantined records through the current config of their source. Records keep
+        their ids, so a record that was accepted meanwhile counts as a duplicate, never twice.
+        Replayed entries leave the quarantine; those that fail again are quarantined anew."""
+        entries = self.quarantine.list(source=source, reason=reason, limit=limit)
+        groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        for entry in reversed(entries):  # oldest first, as they arrived
+            fmt = "json" if entry["format"] == "arrow" else entry["format"]
+            groups[(entry["source"], fmt, entry["context"])].append(entry)
+        totals: Counter[str] = Counter()
+        self._refresh(force=True)
+        for (name, fmt, context), group in groups.items():
+            if name not in self._sources:
+                totals["skipped_unknown_source"] += len(group)
+                continue
+            lines = [e["raw"].encode() for e in group]
+            if fmt == "csv" and context:
+                lines.insert(0, context.encode())
+            result = self.ingest(b"\n".join(lines), REPLAY_CONTENT_TYPES[fmt], name)
+            self.quarantine.remove([e["qid"] for e in group])
+            totals["replayed"] += len(group)
+            totals["accepted"] += result.accepted
+            totals["duplicates"] += result.duplicates
+            totals["rejected"] += len(result.rejected)
+            totals["filtered"] += result.filtered
+            totals["dropped"] += sum(result.dropped.values())
+        return dict(totals)
+
     def _check_backlog(self, by_partition: dict[int, list[Event]]) -> None:
         now = self._clock()
         if now - self._backlog_checked >= BACKLOG_REFRESH_S:
@@ -348,42 +382,3 @@ def _csv_header(body: bytes) -> bytes:
         if line.strip():
             return line
     return b""
-
-
-REPLAY_CONTENT_TYPES = {
-    "json": "application/x-ndjson",
-    "arrow": "application/x-ndjson",
-    "csv": "text/csv",
-    "kv": "text/plain",
-}
-
-
-def replay_quarantine(
-    ingestor: Ingestor, *, source: str | None = None, reason: str | None = None, limit: int = 10_000
-) -> dict[str, Any]:
-    """Re-ingest quarantined records through the current config of their source. Records keep
-    their ids, so a record that was accepted meanwhile counts as a duplicate, never twice.
-    Replayed entries leave the quarantine; those that fail again are quarantined anew."""
-    entries = ingestor.quarantine.list(source=source, reason=reason, limit=limit)
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    for entry in reversed(entries):  # oldest first, as they arrived
-        fmt = "json" if entry["format"] == "arrow" else entry["format"]
-        groups[(entry["source"], fmt, entry["context"])].append(entry)
-    totals: Counter[str] = Counter()
-    ingestor._refresh(force=True)
-    for (name, fmt, context), group in groups.items():
-        if name not in ingestor._sources:
-            totals["skipped_unknown_source"] += len(group)
-            continue
-        lines = [e["raw"].encode() for e in group]
-        if fmt == "csv" and context:
-            lines.insert(0, context.encode())
-        result = ingestor.ingest(b"\n".join(lines), REPLAY_CONTENT_TYPES[fmt], name)
-        ingestor.quarantine.remove([e["qid"] for e in group])
-        totals["replayed"] += len(group)
-        totals["accepted"] += result.accepted
-        totals["duplicates"] += result.duplicates
-        totals["rejected"] += len(result.rejected)
-        totals["filtered"] += result.filtered
-        totals["dropped"] += sum(result.dropped.values())
-    return dict(totals)

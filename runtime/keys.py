@@ -48,8 +48,6 @@ def config_history(kind: str, name: str) -> str:
 
 
 CONFIG_VERSION = f"{PREFIX}:config:version"
-SOURCE_KEYS = f"{PREFIX}:source-keys"
-DEADLETTER = f"{PREFIX}:deadletter"
 META = f"{PREFIX}:meta"
 HEARTBEATS = f"{PREFIX}:heartbeats"
 QUARANTINE = f"{PREFIX}:quarantine"

@@ -24,6 +24,7 @@ import redis
 
 from runtime import keys
 from runtime.envelope import Event
+from runtime.streams import text
 
 _APPEND = """
 -- ARGV: config-version key, ttl_s, n buckets, bucket keys (today first), n groups,
@@ -107,10 +108,6 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> L
     return LogEntry(partition, entry_id, events, int(fields.get(b"v", 0)))
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class PartitionLog:
     """Append to and read from the partition streams."""
 
@@ -141,7 +138,7 @@ class PartitionLog:
             argv += [keys.log_stream(partition), partition, ids, _encoder.encode(events)]
         result = self._append(keys=[], args=argv)
         return [
-            Appended(p, _text(entry_id) if entry_id else None, tuple(int(d) for d in dups))
+            Appended(p, text(entry_id) if entry_id else None, tuple(int(d) for d in dups))
             for p, (entry_id, dups) in zip(by_partition, result, strict=True)
         ]
 
@@ -167,15 +164,15 @@ class PartitionLog:
         reply = self._redis.xreadgroup(keys.RULES_GROUP, consumer, streams, count=count, block=block_ms, noack=True)
         entries = []
         for stream, items in reply or []:
-            partition = int(_text(stream).rsplit(":", 1)[1])
-            entries += [decode_entry(partition, _text(eid), fields) for eid, fields in items if fields]
+            partition = int(text(stream).rsplit(":", 1)[1])
+            entries += [decode_entry(partition, text(eid), fields) for eid, fields in items if fields]
         return entries
 
     def read_range(self, partition: int, after: str, count: int) -> list[LogEntry]:
         """Entries after ``after`` (exclusive), for replay and inspection."""
         start = "-" if after in ("0", "0-0") else f"({after}"
         items = self._redis.xrange(keys.log_stream(partition), min=start, count=count)
-        return [decode_entry(partition, _text(eid), fields) for eid, fields in items if fields]
+        return [decode_entry(partition, text(eid), fields) for eid, fields in items if fields]
 
     def trim(self, offsets: dict[int, str]) -> None:
         """Drop entries older than each given id (already checkpointed and past retention)."""
@@ -195,6 +192,6 @@ class PartitionLog:
             if isinstance(groups, Exception):
                 lags[p] = 0
                 continue
-            group = next((g for g in groups if _text(g["name"]) == keys.RULES_GROUP), None)
+            group = next((g for g in groups if text(g["name"]) == keys.RULES_GROUP), None)
             lags[p] = int(group.get("lag") or 0) if group else 0
         return lags

@@ -26,6 +26,7 @@ from runtime.outbox import Outbox, Publication
 from runtime.profiles import ProfileStore
 from runtime.rules import CompiledRule, Output, PartitionEngine, compile_rule
 from runtime.settings import EspSettings
+from runtime.streams import entry_id_key
 from runtime.topics import TopicRouter, atomic_topic
 
 logger = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ class PartitionRunner:
         self._dirty.clear()
         self._last_checkpoint = self._clock()
         retention_id = f"{max(now_ms - self.settings.log_retention_s * 1000, 0)}-0"
-        trims = {p: min(off, retention_id, key=_id_key) for p, off in self.offsets.items() if off != "0"}
+        trims = {p: min(off, retention_id, key=entry_id_key) for p, off in self.offsets.items() if off != "0"}
         if trims:
             self.log.trim(trims)
         return written
@@ -229,11 +230,6 @@ class PartitionRunner:
             "fired": dict(self.totals.fired),
             "offsets": dict(self.offsets),
         }
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _publication(output: Output, stats: StepStats) -> Publication:

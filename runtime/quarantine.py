@@ -15,6 +15,7 @@ import redis
 
 from runtime import keys
 from runtime.errors import InputError, NotFound
+from runtime.streams import text
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +32,16 @@ class Quarantined:
     context: bytes = b""  # what the raw record needs to be read again, e.g. the CSV header line
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _entry(entry_id: Any, fields: dict[bytes, bytes]) -> dict[str, Any]:
     get = fields.get
     return {
-        "qid": _text(entry_id),
-        "source": _text(get(b"source", b"")),
+        "qid": text(entry_id),
+        "source": text(get(b"source", b"")),
         "index": int(get(b"index", b"0")),
-        "id": _text(get(b"id")) if get(b"id") else None,
-        "reason": _text(get(b"reason", b"")),
-        "message": _text(get(b"message", b"")),
-        "format": _text(get(b"format", b"json")),
+        "id": text(get(b"id")) if get(b"id") else None,
+        "reason": text(get(b"reason", b"")),
+        "message": text(get(b"message", b"")),
+        "format": text(get(b"format", b"json")),
         "at": int(get(b"at", b"0")),
         "raw": get(b"raw", b"").decode("utf-8", errors="replace"),
         "context": get(b"context", b"").decode("utf-8", errors="replace"),
@@ -96,7 +93,7 @@ class QuarantineStore:
                     found.append(entry)
                     if len(found) == limit:
                         break
-            upper = f"({_text(chunk[-1][0])}"
+            upper = f"({text(chunk[-1][0])}"
         return found
 
     def get(self, qid: str) -> dict[str, Any]:
@@ -112,7 +109,7 @@ class QuarantineStore:
         pipe = self._redis.pipeline(transaction=False)
         for qid in qids:
             pipe.xrange(keys.QUARANTINE, min=qid, max=qid, count=1)
-        return [(_text(r[0][0]), r[0][1]) for r in pipe.execute() if r]
+        return [(text(r[0][0]), r[0][1]) for r in pipe.execute() if r]
 
     def count(self) -> int:
         return int(self._redis.xlen(keys.QUARANTINE))

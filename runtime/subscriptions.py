@@ -14,10 +14,7 @@ import redis
 
 from runtime import keys
 from runtime.errors import InputError
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+from runtime.streams import entry_id_key, text
 
 
 def _valid_id(entry_id: str) -> bool:
@@ -49,9 +46,9 @@ class SubscriptionReader:
         events = []
         for entry_id, fields in items:
             event = orjson.loads(fields[b"e"])
-            event["ack_id"] = _text(entry_id)
+            event["ack_id"] = text(entry_id)
             events.append(event)
-        cursor = max((e["ack_id"] for e in events), key=_id_key, default=None)
+        cursor = max((e["ack_id"] for e in events), key=entry_id_key, default=None)
         return {"events": events, "cursor": cursor}
 
     def ack(self, name: str, *, ack_ids: list[str] | None = None, cursor: str | None = None) -> int:
@@ -63,19 +60,14 @@ class SubscriptionReader:
                 raise InputError(f"ack id {entry_id!r} is not of the form '<ms>-<seq>'", reason="invalid_ack_id")
         if cursor:
             pending = self._redis.xpending_range(stream, keys.SUBSCRIPTION_GROUP, min="-", max=cursor, count=100_000)
-            ids += [_text(p["message_id"]) for p in pending]
+            ids += [text(p["message_id"]) for p in pending]
         if not ids:
             return 0
         return int(self._redis.xack(stream, keys.SUBSCRIPTION_GROUP, *ids))
 
     def backlog(self, name: str) -> dict[str, int]:
         groups = self._redis.xinfo_groups(keys.subscription_stream(name))
-        group = next((g for g in groups if _text(g["name"]) == keys.SUBSCRIPTION_GROUP), None)
+        group = next((g for g in groups if text(g["name"]) == keys.SUBSCRIPTION_GROUP), None)
         if group is None:
             return {"pending": 0, "lag": 0}
         return {"pending": int(group["pending"]), "lag": int(group.get("lag") or 0)}
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq)

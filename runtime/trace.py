@@ -13,17 +13,9 @@ import redis
 from runtime import keys
 from runtime.log import DAY_MS
 from runtime.quarantine import QuarantineStore
+from runtime.streams import entry_id_key, text
 
 QUARANTINE_SCAN = 10_000  # newest quarantine entries of the source searched for the id
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int, days: int) -> dict[str, Any]:
@@ -35,8 +27,8 @@ def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int,
         pipe.hget(keys.dropped(source, day - back), event_id)
     pipe.lrange(keys.hits(source, event_id), 0, -1)
     *found, hits = pipe.execute()
-    where = next((_text(v) for v in found[0::2] if v), None)
-    dropped = next((_text(v) for v in found[1::2] if v), None)
+    where = next((text(v) for v in found[0::2] if v), None)
+    dropped = next((text(v) for v in found[1::2] if v), None)
     steps: list[dict[str, Any]] = []
     status = "unknown"
     if where:
@@ -65,7 +57,7 @@ def _read_past(client: redis.Redis, partition: int, entry: str) -> bool:
         groups = client.xinfo_groups(keys.log_stream(partition))
     except redis.ResponseError:
         return False
-    group = next((g for g in groups if _text(g["name"]) == keys.RULES_GROUP), None)
+    group = next((g for g in groups if text(g["name"]) == keys.RULES_GROUP), None)
     if group is None:
         return False
-    return _id_key(_text(group["last-delivered-id"])) >= _id_key(entry)
+    return entry_id_key(text(group["last-delivered-id"])) >= entry_id_key(entry)

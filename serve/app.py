@@ -23,7 +23,7 @@ from runtime.config.store import ConfigStore
 from runtime.consent import ConsentRecord
 from runtime.errors import BodyTooLarge, InputError, NotFound
 from runtime.identity import IdentityLink
-from runtime.ingest import Ingestor, replay_quarantine
+from runtime.ingest import Ingestor
 from runtime.profiles import ProfileStore
 from runtime.settings import EspSettings
 from runtime.subscriptions import SubscriptionReader
@@ -203,7 +203,7 @@ class EspApi:
     def replay(
         self, source: str | None = None, reason: str | None = None, limit: int = Query(10_000, ge=1, le=10_000)
     ) -> dict[str, Any]:
-        return replay_quarantine(self.ingestor, source=source, reason=reason, limit=limit)
+        return self.ingestor.replay(source=source, reason=reason, limit=limit)
 
     # --- subscriptions -----------------------------------------------------------------
 

@@ -44,11 +44,6 @@ class ConfigStore:
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(keys.config_docs(kind), doc.name, encoded)
         pipe.rpush(keys.config_history(kind, doc.name), encoded)
-        if isinstance(doc, Source):
-            if previous and previous.get("api_key_sha256"):
-                pipe.hdel(keys.SOURCE_KEYS, previous["api_key_sha256"])
-            if doc.api_key_sha256:
-                pipe.hset(keys.SOURCE_KEYS, doc.api_key_sha256, doc.name)
         if isinstance(doc, Subscription):
             _ensure_subscription_stream(pipe, doc.name)
         pipe.incr(keys.CONFIG_VERSION)
@@ -75,8 +70,6 @@ class ConfigStore:
         record = self.get(kind, name)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hdel(keys.config_docs(kind), name)
-        if kind == "source" and record.get("api_key_sha256"):
-            pipe.hdel(keys.SOURCE_KEYS, record["api_key_sha256"])
         if kind == "subscription":
             pipe.delete(keys.subscription_stream(name))
         pipe.incr(keys.CONFIG_VERSION)
@@ -85,10 +78,6 @@ class ConfigStore:
 
     def version(self) -> int:
         return int(self._redis.get(keys.CONFIG_VERSION) or 0)
-
-    def source_for_key(self, key_sha256: str) -> str | None:
-        name = self._redis.hget(keys.SOURCE_KEYS, key_sha256)
-        return name.decode() if isinstance(name, bytes) else name
 
     def snapshot(self) -> tuple[int, dict[str, list[dict[str, Any]]]]:
         """The global version and every document of every kind, read atomically."""
