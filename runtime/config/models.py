@@ -138,6 +138,11 @@ class Condition(BaseModel):
     max: Aggregate | None = Field(None, description="Fire when the largest 'of' passes the bound.")
     avg: Aggregate | None = Field(None, description="Fire when the mean of 'of' passes the bound.")
     distinct: Aggregate | None = Field(None, description="Fire when the number of distinct 'of' passes the bound.")
+    group_by: str | None = Field(
+        None,
+        pattern=r"^data(\.[A-Za-z0-9_-]+)+$",
+        description="Count or aggregate separately per value of this attribute, e.g. data.merchant.",
+    )
 
     @property
     def aggregate(self) -> tuple[str, Aggregate] | None:
@@ -159,7 +164,14 @@ class Condition(BaseModel):
             raise ValueError(f"use either count or {aggregates[0]}, not both")
         if (aggregates or self.window == "tumbling") and self.within <= 0:
             raise ValueError("an aggregate or a tumbling window needs 'within'")
+        if self.group_by is not None and not aggregates and self.count.gte == 1:
+            raise ValueError("group_by needs a count above 1 or an aggregate to group")
         return self
+
+    @property
+    def single(self) -> bool:
+        """One event, no count, aggregate or grouping: what sequences, absences and durations take."""
+        return self.count.gte == 1 and self.aggregate is None and self.group_by is None
 
 
 class Group(BaseModel):
@@ -178,8 +190,8 @@ class Group(BaseModel):
             raise ValueError("a group needs exactly one of 'all' or 'any'")
         if self.all_ is not None and len(self.all_) > 1 and self.within <= 0:
             raise ValueError("'all' of several conditions needs 'within': the span they must fall in")
-        if any(getattr(child, "kind", None) in ("absence", "geofence") for child in self.children):
-            raise ValueError("absence and geofence conditions can only be a rule's whole 'when'")
+        if any(getattr(child, "kind", None) in TIMED for child in self.children):
+            raise ValueError("absence, duration and geofence conditions can only be a rule's whole 'when'")
         return self
 
     @property
@@ -220,8 +232,8 @@ class Sequence(BaseModel):
         for a, b in zip(self.sequence, self.sequence[1:], strict=False):
             if isinstance(a, NotStep) and isinstance(b, NotStep):
                 raise ValueError("put one 'not' step between two event steps")
-        if any(s.count.gte > 1 or s.aggregate for s in steps):
-            raise ValueError("sequence steps are single events: no count or aggregate")
+        if not all(s.single for s in steps):
+            raise ValueError("sequence steps are single events: no count, aggregate or group_by")
         if self.within <= 0:
             raise ValueError("a sequence needs 'within'")
         return self
@@ -246,8 +258,8 @@ class AbsenceSpec(BaseModel):
     def _single_events(self) -> AbsenceSpec:
         if self.within <= 0:
             raise ValueError("an absence needs 'within'")
-        if any(c.count.gte > 1 or c.aggregate for c in (self.after, self.missing)):
-            raise ValueError("absence conditions are single events: no count or aggregate")
+        if not (self.after.single and self.missing.single):
+            raise ValueError("absence conditions are single events: no count, aggregate or group_by")
         return self
 
 
@@ -267,18 +279,62 @@ class Absence(BaseModel):
         return [self.absence.after, self.absence.missing]
 
 
+class DurationSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: Condition = Field(description="The event that opens the state, e.g. call.start.")
+    stop: Condition = Field(description="The event that closes it, e.g. call.end.")
+    gte: DurationMs = Field(description="Fire once the state has lasted this long (event time).")
+
+    @model_validator(mode="after")
+    def _single_events(self) -> DurationSpec:
+        if self.gte <= 0:
+            raise ValueError("a duration needs 'gte' above zero")
+        if not (self.start.single and self.stop.single):
+            raise ValueError("duration conditions are single events: no count, aggregate or group_by")
+        return self
+
+
+class Duration(BaseModel):
+    """A state opened by ``start`` and closed by ``stop`` that lasts at least ``gte``: fired by a
+    timer while it is still open, or by a late enough ``stop``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    duration: DurationSpec
+
+    @property
+    def kind(self) -> str:
+        return "duration"
+
+    @property
+    def children(self) -> list[Any]:
+        return [self.duration.start, self.duration.stop]
+
+
+TIMED = ("absence", "duration", "geofence")
+
+
 class Zone(BaseModel):
-    """A place: a set of cell ids, or a polygon of [lat, lon] points."""
+    """A place: a set of cell ids, a polygon of [lat, lon] points, or a set of H3 cells."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     cells: list[str] | None = Field(None, min_length=1, max_length=100_000)
     polygon: list[tuple[float, float]] | None = Field(None, min_length=3, max_length=10_000)
+    h3: list[str] | None = Field(None, min_length=1, max_length=100_000, description="H3 cell indexes, any resolution.")
 
     @model_validator(mode="after")
     def _one(self) -> Zone:
-        if (self.cells is None) == (self.polygon is None):
-            raise ValueError("a zone needs exactly one of cells, polygon")
+        given = [k for k in ("cells", "polygon", "h3") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a zone needs exactly one of cells, polygon, h3; got {given or 'none'}")
+        if self.h3 is not None:
+            import h3
+
+            bad = [c for c in self.h3 if not h3.is_valid_cell(c)]
+            if bad:
+                raise ValueError(f"not H3 cell indexes: {bad[:5]}")
         return self
 
 
@@ -325,6 +381,8 @@ def _when_kind(value: Any) -> str:
             return "_geofence"
         if "absence" in value:
             return "_absence"
+        if "duration" in value:
+            return "_duration"
         if "sequence" in value:
             return "_sequence"
         return "_group" if ("all" in value or "any" in value) else "_condition"
@@ -332,6 +390,8 @@ def _when_kind(value: Any) -> str:
         return "_sequence"
     if isinstance(value, Absence):
         return "_absence"
+    if isinstance(value, Duration):
+        return "_duration"
     if isinstance(value, Geofence):
         return "_geofence"
     return "_group" if isinstance(value, Group) else "_condition"
@@ -342,6 +402,7 @@ When = Annotated[
     | Annotated[Group, Tag("_group")]
     | Annotated[Sequence, Tag("_sequence")]
     | Annotated[Absence, Tag("_absence")]
+    | Annotated[Duration, Tag("_duration")]
     | Annotated[Geofence, Tag("_geofence")],
     Discriminator(_when_kind),
 ]

@@ -6,7 +6,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.config.models import Absence, Action, Audience, Condition, Geofence, Group, NotStep, Rule, Sequence
+from runtime.config.models import (
+    Absence,
+    Action,
+    Audience,
+    Condition,
+    Duration,
+    Geofence,
+    NotStep,
+    Rule,
+    Sequence,
+)
 from runtime.expr import Expr, compile_expr
 from runtime.rules.aggregates import AggregateSpec
 
@@ -22,13 +32,16 @@ class LeafSpec:
     window_ms: int
     aggregate: AggregateSpec | None = None
     tumbling: bool = False
+    group_by: tuple[str, ...] | None = None  # inside data: one window per value
 
     @property
     def shape(self) -> tuple[Any, ...]:
         where = self.where.source if self.where else None
         shape: tuple[Any, ...] = ("event", self.event_type, where, self.threshold, self.window_ms)
-        if self.aggregate is not None or self.tumbling:
+        if self.aggregate is not None or self.tumbling or self.group_by:
             shape += (self.aggregate.shape if self.aggregate else None, self.tumbling)
+        if self.group_by:
+            shape += (".".join(self.group_by),)
         return shape
 
     @classmethod
@@ -37,7 +50,25 @@ class LeafSpec:
         named = condition.aggregate
         aggregate = AggregateSpec.build(*named) if named else None
         tumbling = condition.window == "tumbling"
-        return cls(path, condition.event, where, condition.count.gte, condition.within, aggregate, tumbling)
+        group_by = tuple(condition.group_by.split(".")[1:]) if condition.group_by else None
+        return cls(path, condition.event, where, condition.count.gte, condition.within, aggregate, tumbling, group_by)
+
+    def leaves(self) -> list[LeafSpec]:
+        return [self]
+
+    def window_key(self, data: dict[str, Any]) -> str | None:
+        """Where this event counts: the condition's path, or ``path#value`` when grouped (None
+        when the event has no usable value for ``group_by``)."""
+        if self.group_by is None:
+            return self.path
+        value: Any = data
+        for key in self.group_by:
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        if not isinstance(value, (str, int, float, bool)):
+            return None
+        return f"{self.path}#{value}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +109,26 @@ class AbsenceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class DurationSpec:
+    """A state from a ``start`` to a ``stop`` event lasting ``min_ms``: a timer at start +
+    ``min_ms`` fires it while it is open; a ``stop`` at or after that time fires it too (when
+    the timer has not yet run). Either way the output's events are the start event alone, so
+    which one fires first never changes the output id."""
+
+    path: str
+    start: LeafSpec
+    stop: LeafSpec
+    min_ms: int
+
+    @property
+    def shape(self) -> tuple[Any, ...]:
+        return ("duration", self.min_ms, self.start.shape, self.stop.shape)
+
+    def leaves(self) -> list[LeafSpec]:
+        return [self.start, self.stop]
+
+
+@dataclass(frozen=True, slots=True)
 class GeofenceSpec:
     """Entering a zone (``dwell_ms`` 0) or staying in it ``dwell_ms`` (a timer fires)."""
 
@@ -87,10 +138,17 @@ class GeofenceSpec:
     polygon: tuple[tuple[float, float], ...] | None
     dwell_ms: int
     fields: tuple[str, str, str]  # cell, lat, lon attributes of data
+    h3_cells: frozenset[str] | None = None
+    h3_resolutions: tuple[int, ...] = ()  # of the zone's H3 cells, finest first
 
     @property
     def shape(self) -> tuple[Any, ...]:
-        zone = sorted(self.cells) if self.cells is not None else self.polygon
+        if self.cells is not None:
+            zone: Any = sorted(self.cells)
+        elif self.h3_cells is not None:
+            zone = ["h3", *sorted(self.h3_cells)]
+        else:
+            zone = self.polygon
         return ("geofence", self.dwell_ms, self.event.shape, zone, self.fields)
 
     def leaves(self) -> list[LeafSpec]:
@@ -105,7 +163,19 @@ class GeofenceSpec:
         lat, lon = data.get(lat_field), data.get(lon_field)
         if not isinstance(lat, (int, float)) or not isinstance(lon, (int, float)):
             return None
+        if self.h3_cells is not None:
+            return _in_h3(float(lat), float(lon), self.h3_cells, self.h3_resolutions)
         return _in_polygon(float(lat), float(lon), self.polygon or ())
+
+
+def _in_h3(lat: float, lon: float, cells: frozenset[str], resolutions: tuple[int, ...]) -> bool:
+    """Whether the point's cell at any of the zone's resolutions is one of the zone's cells."""
+    import h3
+
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        return False
+    finest = h3.latlng_to_cell(lat, lon, resolutions[0])
+    return any(h3.cell_to_parent(finest, r) in cells for r in resolutions)
 
 
 def _in_polygon(lat: float, lon: float, polygon: tuple[tuple[float, float], ...]) -> bool:
@@ -138,6 +208,9 @@ class GroupSpec:
         return found
 
 
+Node = GroupSpec | SequenceSpec | AbsenceSpec | DurationSpec | GeofenceSpec | LeafSpec
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     name: str
@@ -151,7 +224,7 @@ class CompiledRule:
     actions: tuple[Action, ...]
     action_topics: tuple[str, ...] = ()
     action_details: tuple[tuple[str, dict[str, Any]] | None, ...] = ()  # (data key, body) per action
-    group: GroupSpec | SequenceSpec | AbsenceSpec | GeofenceSpec | None = None  # when 'when' is not one event
+    group: Node | None = None  # when 'when' is not one plain event condition
     audience: Callable[[dict[str, Any]], bool] | None = None  # profile -> in the audience
     leaf: LeafSpec | None = None  # the condition when 'when' is a single event condition
     valid_from_ms: int | None = None
@@ -167,7 +240,7 @@ class CompiledRule:
         """What the state depends on: state survives a reload when this is unchanged."""
         if self.group is not None:
             return self.group.shape
-        if self.leaf is not None and (self.leaf.aggregate is not None or self.leaf.tumbling):
+        if self.leaf is not None and (self.leaf.aggregate is not None or self.leaf.tumbling or self.leaf.group_by):
             return self.leaf.shape
         return (self.event_type, self.where.source if self.where else None, self.threshold, self.window_ms)
 
@@ -195,8 +268,8 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         version = int(doc.get("version", version))
         doc = Rule.model_validate({k: v for k, v in doc.items() if k not in ("version", "updated_at")})
     when = doc.when
-    group = _compile_node(when, "when") if isinstance(when, (Group, Sequence, Absence, Geofence)) else None
     leaf = when if isinstance(when, Condition) else None
+    group = _compile_node(when, "when") if leaf is None or leaf.group_by else None  # grouped: one window per value
     return CompiledRule(
         name=doc.name,
         version=version,
@@ -226,7 +299,13 @@ def _compile_node(node: Any, path: str) -> Any:
         cells = frozenset(geo.zone.cells) if geo.zone.cells is not None else None
         polygon = tuple(geo.zone.polygon) if geo.zone.polygon is not None else None
         fields = (geo.cell_field, geo.lat_field, geo.lon_field)
-        return GeofenceSpec(path, leaf, cells, polygon, geo.dwell, fields)
+        h3_cells = frozenset(geo.zone.h3) if geo.zone.h3 is not None else None
+        resolutions = _h3_resolutions(h3_cells) if h3_cells else ()
+        return GeofenceSpec(path, leaf, cells, polygon, geo.dwell, fields, h3_cells, resolutions)
+    if isinstance(node, Duration):
+        spec = node.duration
+        start = LeafSpec.build(f"{path}.duration.start", spec.start)
+        return DurationSpec(path, start, LeafSpec.build(f"{path}.duration.stop", spec.stop), spec.gte)
     if isinstance(node, Absence):
         spec = node.absence
         after = LeafSpec.build(f"{path}.absence.after", spec.after)
@@ -245,6 +324,12 @@ def _compile_node(node: Any, path: str) -> Any:
         return SequenceSpec(path, tuple(steps), tuple(guards), node.within, node.strict)
     children = tuple(_compile_node(child, f"{path}.{node.kind}.{i}") for i, child in enumerate(node.children))
     return GroupSpec(path, node.kind, children, node.within)
+
+
+def _h3_resolutions(cells: frozenset[str]) -> tuple[int, ...]:
+    import h3
+
+    return tuple(sorted({h3.get_resolution(c) for c in cells}, reverse=True))
 
 
 def compile_audience(audience: Audience) -> Callable[[dict[str, Any]], bool]:

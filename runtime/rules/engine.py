@@ -23,13 +23,21 @@ from typing import Any
 import orjson
 
 from runtime.envelope import Event, format_time_ms
-from runtime.rules.compiled import AbsenceSpec, CompiledRule, GeofenceSpec, GroupSpec, LeafSpec, SequenceSpec
+from runtime.rules.compiled import (
+    AbsenceSpec,
+    CompiledRule,
+    DurationSpec,
+    GeofenceSpec,
+    LeafSpec,
+    SequenceSpec,
+)
 from runtime.rules.explain import explain_rule
 from runtime.rules.operators import (
     accumulate,
     advance_sequence,
     expire_group,
     watch_absence,
+    watch_duration,
     watch_geofence,
 )
 from runtime.rules.state import GroupState, Occurrence, WindowState, state_from_wire
@@ -168,14 +176,17 @@ class PartitionEngine:
         if state.cooldown_until is not None and event.time < state.cooldown_until:
             if isinstance(rule.group, GeofenceSpec):  # keep knowing where the customer is
                 watch_geofence(rule.group, event, context, state, quiet=True)
+            elif isinstance(rule.group, DurationSpec):  # and whether the state is open
+                watch_duration(rule.group, event, context, state, quiet=True)
             return
         state.cooldown_until = None
         occurrence = self._evaluate(rule.group, event, context, state)
         if occurrence is not None:
             outputs += self._fire(rule, event.customer, event.time, occurrence[1])
-            state.windows.clear()
-            state.latest.clear()
-            state.partials.clear()
+            if not isinstance(rule.group, LeafSpec):  # grouped counts: the other values' windows go on
+                state.windows.clear()
+                state.latest.clear()
+                state.partials.clear()
             if rule.cooldown_ms:
                 state.cooldown_until = event.time + rule.cooldown_ms
         for deadline, _ in state.timers.values():
@@ -185,9 +196,7 @@ class PartitionEngine:
             if not per_rule:
                 del self._state[event.customer]
 
-    def _evaluate(
-        self, node: LeafSpec | GroupSpec | SequenceSpec, event: Event, context: dict[str, Any], state: GroupState
-    ) -> Occurrence | None:
+    def _evaluate(self, node: Any, event: Event, context: dict[str, Any], state: GroupState) -> Occurrence | None:
         """The occurrence ``node`` completes with this event, updating its state."""
         if isinstance(node, SequenceSpec):
             return advance_sequence(node, event, context, state)
@@ -196,13 +205,18 @@ class PartitionEngine:
             return None
         if isinstance(node, GeofenceSpec):
             return watch_geofence(node, event, context, state)
+        if isinstance(node, DurationSpec):
+            return watch_duration(node, event, context, state)
         if isinstance(node, LeafSpec):
             if node.event_type != event.type or (node.where is not None and not node.where.predicate(context)):
                 return None
-            window = state.windows.setdefault(node.path, WindowState())
+            key = node.window_key(event.data)
+            if key is None:
+                return None
+            window = state.windows.setdefault(key, WindowState())
             occurrence = accumulate(window, event, node)
             if not window.times:
-                del state.windows[node.path]
+                del state.windows[key]
             return occurrence
         results = [self._evaluate(child, event, context, state) for child in node.children]
         if node.kind == "any":

@@ -25,10 +25,11 @@ def explain_rule(rule: CompiledRule, state: WindowState | GroupState | None) -> 
         leaf = rule.leaf
         out["window"] = _explain_window(leaf, state) if leaf else {}
         return out
+    leaves = {leaf.path: leaf for leaf in rule.group.leaves()}  # type: ignore[union-attr]
     out["conditions"] = {
-        path: _explain_window(leaf, state.windows[path])
-        for leaf in rule.group.leaves()  # type: ignore[union-attr]
-        if (path := leaf.path) in state.windows
+        key: _explain_window(leaves[key.partition("#")[0]], window)
+        for key, window in state.windows.items()
+        if key.partition("#")[0] in leaves
     }
     out["satisfied"] = {
         path: {str(i): {"at": format_time_ms(t), "events": _refs(refs)} for i, (t, refs) in occ.items()}
@@ -41,7 +42,7 @@ def explain_rule(rule: CompiledRule, state: WindowState | GroupState | None) -> 
     out["timers"] = {
         path: {"due": format_time_ms(t), "events": _refs(refs)} for path, (t, refs) in state.timers.items()
     }
-    out["inside_zone_since"] = {path: format_time_ms(t) for path, (t, _) in state.inside.items()}
+    out["open_since"] = {path: format_time_ms(t) for path, (t, _) in state.inside.items()}
     return out
 
 

@@ -7,7 +7,15 @@ import bisect
 from typing import Any
 
 from runtime.envelope import Event
-from runtime.rules.compiled import AbsenceSpec, CompiledRule, GeofenceSpec, GroupSpec, LeafSpec, SequenceSpec
+from runtime.rules.compiled import (
+    AbsenceSpec,
+    CompiledRule,
+    DurationSpec,
+    GeofenceSpec,
+    GroupSpec,
+    LeafSpec,
+    SequenceSpec,
+)
 from runtime.rules.state import GroupState, Occurrence, WindowState
 
 
@@ -67,6 +75,27 @@ def watch_geofence(
     elif not inside and was_inside:
         del state.inside[node.path]
         state.timers.pop(node.path, None)
+    return None
+
+
+def watch_duration(
+    node: DurationSpec, event: Event, context: dict[str, Any], state: GroupState, *, quiet: bool = False
+) -> Occurrence | None:
+    """A ``start`` opens the state (and a timer at start + ``min_ms``) unless one is open; a
+    ``stop`` closes it, firing when it comes at or after the timer's time and the timer has not
+    run yet. ``quiet`` (during a cooldown): track only."""
+    opened = state.inside.get(node.path)
+    if opened is not None and _matches(node.stop, event, context) and event.time >= opened[0]:
+        del state.inside[node.path]
+        timer = state.timers.pop(node.path, None)
+        if timer is not None and event.time >= timer[0] and not quiet:
+            return timer
+        return None
+    if opened is None and _matches(node.start, event, context):
+        ref = [(event.source, event.id)]
+        state.inside[node.path] = (event.time, ref)
+        if not quiet:
+            state.timers[node.path] = (event.time + node.min_ms, ref)
     return None
 
 
@@ -130,7 +159,7 @@ def expire_group(rule: CompiledRule, state: GroupState, watermark_ms: int) -> No
     assert rule.group is not None
     windows = {leaf.path: leaf.window_ms for leaf in rule.group.leaves()}
     for path in list(state.windows):
-        window, span = state.windows[path], windows.get(path, 0)
+        window, span = state.windows[path], windows.get(path.partition("#")[0], 0)
         if span and window.times and window.times[-1] <= watermark_ms - span:
             del state.windows[path]
     spans = _group_spans(rule.group)

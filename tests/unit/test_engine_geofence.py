@@ -57,3 +57,30 @@ def test_dwell_fires_by_timer_and_leaving_cancels_it():
 def test_events_without_a_location_change_nothing():
     engine = rule(zone={"cells": ["Z"]}, enter=True)
     assert engine.on_events([loc(0, 0, signal=3), loc(1, 1, cell="Z")]) != []
+
+
+def test_h3_zone_of_mixed_resolutions():
+    """A zone of one resolution-9 cell and one resolution-7 cell: points in either are inside."""
+    import h3
+
+    hall = h3.latlng_to_cell(31.1979, 121.3363, 9)  # a departure hall
+    district = h3.latlng_to_cell(31.2304, 121.4737, 7)  # a city district
+    engine = rule(zone={"h3": [hall, district]}, enter=True)
+    near_hall = h3.cell_to_latlng(hall)
+    in_district = h3.cell_to_latlng(h3.cell_to_children(district, 10)[3])
+    far = (39.9042, 116.4074)
+    events = [
+        loc(0, 0, lat=far[0], lon=far[1]),
+        loc(1, 1, lat=near_hall[0], lon=near_hall[1]),  # enter (fire)
+        loc(2, 2, lat=far[0], lon=far[1]),
+        loc(3, 30, lat=in_district[0], lon=in_district[1]),  # enter again after the cooldown
+    ]
+    assert fired(engine.on_events(events)) == [(1, "l1"), (30, "l3")]
+
+
+def test_h3_zone_rejects_bad_cells():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="not H3 cell"):
+        rule(zone={"h3": ["not-a-cell"]}, enter=True)
