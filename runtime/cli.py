@@ -343,11 +343,24 @@ def backtest(rule_file: Path, events_file: Path, rule_name: str | None, profiles
 @click.argument("customer")
 @click.argument("rule", required=False)
 @click.option("--url", default=DEFAULT_URL, show_default=True)
-def why(customer: str, rule: str | None, url: str) -> None:
-    """What a customer's rule state holds: matched events, progress, timers, cooldown."""
+@click.option("--json", "as_json", is_flag=True, help="Print the API answer as it is (last fires included).")
+def why(customer: str, rule: str | None, url: str, as_json: bool) -> None:
+    """What a customer's rule state holds (matched events, progress, timers, cooldown), then each
+    rule's last fires with the events that triggered them."""
     params = {"rule": rule} if rule else {}
     with EspClient(url) as client:
         try:
-            click.echo(json.dumps(client.request("GET", f"/v1/decisions/{customer}", params=params), indent=2))
+            answer = client.request("GET", f"/v1/decisions/{customer}", params=params)
         except EspError as exc:
             _fail(exc)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    fires = {entry["rule"]: entry.pop("last_fires", []) for entry in answer.get("rules", [])}
+    click.echo(json.dumps(answer, indent=2))
+    click.echo("last fires, newest first:")
+    for name, listed in fires.items():
+        click.echo(f"  {name}:" + ("" if listed else " none kept"))
+        for fire in listed:
+            events = ", ".join(f"{e['source']}/{e['id']}" for e in fire["events"])
+            click.echo(f"    {fire['time']}  v{fire['version']}  {fire['topic']}  output {fire['id']}  <- {events}")

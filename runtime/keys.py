@@ -32,6 +32,11 @@ def emitted(output_id: str) -> str:
     return f"{PREFIX}:out:{output_id}"
 
 
+def fires(customer: str) -> str:
+    """The customer's last rule outputs, newest first (capped), for ``esp why``."""
+    return f"{PREFIX}:fires:{customer}"
+
+
 def subscription_stream(name: str) -> str:
     return f"{PREFIX}:sub:{name}"
 

@@ -2,7 +2,7 @@
 
 Each output has a deterministic id; the emit script records the id and appends to every
 subscriber stream in one atomic step, so replaying a partition after a crash never delivers an
-output twice (invariant 3).
+output twice (invariant 3). The same step keeps each customer's last rule outputs (``esp why``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ import redis
 from runtime import keys
 from runtime.topics import TopicRouter
 
+FIRES_KEPT = 20  # per customer, all rules together: enough for the last few of each in ``esp why``
+ATOMIC_PREFIX = "atomic/"  # ids of re-published input events (runtime/partition.py): not rule fires
+
 _EMIT = """
+-- header: horizon ms, stream maxlen, n outputs, fires kept per customer
 -- per output: dedupe key, payload, n streams, streams..., trace note, n hit keys, hit keys...,
---             profile key, tag op ('' | set | clear), tag
-local horizon, maxlen, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local i, emitted = 4, 0
+--             profile key, tag op ('' | set | clear), tag, fires key ('' if not a rule fire), fire
+local horizon, maxlen, n, kept = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local i, emitted = 5, 0
 for k = 1, n do
   local key, payload, streams = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local fresh = redis.call('SET', key, '1', 'NX', 'PX', horizon)
@@ -50,6 +54,13 @@ for k = 1, n do
     table.sort(out)
     redis.call('HSET', profile, 'tags', #out > 0 and cjson.encode(out) or '[]')
   end
+  local fires, fire = ARGV[i], ARGV[i + 1]
+  i = i + 2
+  if fresh and fires ~= '' then
+    redis.call('LPUSH', fires, fire)
+    redis.call('LTRIM', fires, 0, kept - 1)
+    redis.call('PEXPIRE', fires, horizon)
+  end
   if fresh then emitted = emitted + 1 end
 end
 return emitted
@@ -74,7 +85,7 @@ class Outbox:
 
     def publish(self, publications: list[Publication], router: TopicRouter) -> int:
         """Deliver to subscribers; returns how many were new (not seen before)."""
-        argv: list[Any] = [self._horizon_ms, self._maxlen, 0]
+        argv: list[Any] = [self._horizon_ms, self._maxlen, 0, FIRES_KEPT]
         count = 0
         for pub in publications:
             streams = [keys.subscription_stream(s) for s in router.subscribers(pub.topic)]
@@ -83,6 +94,7 @@ class Outbox:
             hits = [keys.hits(source, event_id) for source, event_id in pub.refs]
             argv += [keys.emitted(pub.id), payload, len(streams), *streams, note, len(hits), *hits]
             argv += _tag_change(pub)
+            argv += _fire(pub)
             count += 1
         if not count:
             return 0
@@ -97,3 +109,33 @@ def _tag_change(pub: Publication) -> list[str]:
         return ["", "", ""]
     op = "set" if "set" in change else "clear"
     return [keys.profile(pub.event["subject"]), op, change[op]]
+
+
+def _fire(pub: Publication) -> list[Any]:
+    """A rule output's entry in its customer's last fires, or nothing (atomic re-publications and
+    other outputs are not rule fires)."""
+    data = pub.event.get("data")
+    if pub.id.startswith(ATOMIC_PREFIX) or not isinstance(data, dict) or "rule" not in data:
+        return ["", ""]
+    fire = {
+        "rule": data["rule"],
+        "version": data.get("rule_version"),
+        "topic": pub.topic,
+        "id": pub.id,
+        "time": pub.event.get("time"),
+        "events": data.get("events", []),
+    }
+    return [keys.fires(pub.event["subject"]), orjson.dumps(fire)]
+
+
+def last_fires(
+    client: redis.Redis, customer: str, rule: str | None = None, limit: int = 5
+) -> dict[str, list[dict[str, Any]]]:
+    """The customer's last outputs per rule (one rule, or all), newest first: what did fire, next to
+    the live state that says what has not yet. One read of a list of at most ``FIRES_KEPT``."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for raw in client.lrange(keys.fires(customer), 0, -1):
+        fire = orjson.loads(raw)
+        if (rule is None or fire["rule"] == rule) and len(out.setdefault(fire["rule"], [])) < limit:
+            out[fire["rule"]].append(fire)
+    return out

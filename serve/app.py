@@ -24,6 +24,7 @@ from runtime.consent import ConsentRecord
 from runtime.errors import BodyTooLarge, InputError, NotFound
 from runtime.identity import IdentityLink
 from runtime.ingest import Ingestor
+from runtime.outbox import last_fires
 from runtime.profiles import ProfileStore
 from runtime.settings import EspSettings
 from runtime.subscriptions import SubscriptionReader
@@ -129,12 +130,18 @@ class EspApi:
 
     @app.get("/v1/decisions/{customer}", summary="Why a rule did or did not fire for a customer")
     async def decisions(self, customer: str, rule: str | None = None) -> dict[str, Any]:
+        """The owning actor's live state per rule, with the rule's last fires (kept by the outbox)."""
         from actors.coordinator import owner_of
 
         if rule is not None:
             await run_in_threadpool(self.config.get, "rule", rule)
         actor = await run_in_threadpool(owner_of, self.redis, customer)
-        return await actor.explain.remote(customer, rule)
+        state = actor.explain.remote(customer, rule)  # runs while Redis is read
+        fires = await run_in_threadpool(last_fires, self.redis, customer, rule)
+        answer = await state
+        for entry in answer["rules"]:
+            entry["last_fires"] = fires.get(entry["rule"], [])
+        return answer
 
     # --- configuration -----------------------------------------------------------------
 

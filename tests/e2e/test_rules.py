@@ -203,5 +203,26 @@ def test_why_shows_what_holds_and_what_is_missing(platform, client):
     assert window["needs"] == "3 events"
     assert [e["id"] for e in window["events"]] == ["why0", "why1"]
     assert window["oldest_expires_at"] == format_time_ms(start + 10 * M)  # why0 + 10 min
+    assert answer["rules"][0]["last_fires"] == []
     nobody = client.request("GET", "/v1/decisions/nobody", params={"rule": "why-three"})
     assert nobody["rules"][0]["state"] is False
+    assert nobody["rules"][0]["last_fires"] == []
+
+    # the third login fires the rule: the answer keeps the fire with the events that triggered it
+    third = {"id": "why2", "type": "why.login", "time": start + 2 * M, "subject": "wes", "data": {}}
+    assert client.send([third]).accepted == 1
+    deadline = time.monotonic() + 30
+    while True:
+        answer = client.request("GET", "/v1/decisions/wes", params={"rule": "why-three"})
+        fires = answer["rules"][0]["last_fires"]
+        if fires or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(fires) == 1, answer
+    assert fires[0]["rule"] == "why-three"
+    assert fires[0]["version"] == answer["rules"][0]["version"]
+    assert fires[0]["time"] == format_time_ms(start + 2 * M)
+    assert [(e["source"], e["id"]) for e in fires[0]["events"]] == [("e2e", f"why{i}") for i in range(3)]
+    everything = client.request("GET", "/v1/decisions/wes")  # all rules: the fire is under its rule only
+    assert {r["rule"]: len(r["last_fires"]) for r in everything["rules"]}["why-three"] == 1
+    assert all(r["last_fires"] == [] for r in everything["rules"] if r["rule"] != "why-three")
