@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from runtime.adapters.coerce import show
 from runtime.envelope import Unparseable, decode_body, raw_of, text_records
 from runtime.errors import UnparseableBody, UnsupportedContentType
 
@@ -134,11 +135,6 @@ def _invalid_utf8(name: str, line: str) -> Record:
     return Record(None, line, ("invalid_encoding", f"source {name!r} record: expected UTF-8 text, got invalid bytes"))
 
 
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 # --- CSV --------------------------------------------------------------------------------
 
 
@@ -244,10 +240,10 @@ def _parse_kv(body: bytes, source: Source) -> list[Record]:
             if found and key:
                 fields[key] = value.strip()
             elif found:
-                problem = f"a key before {separator!r}, got {_show(pair.strip())}"
+                problem = f"a key before {separator!r}, got {show(pair.strip())}"
                 break
             elif key:
-                problem = f"key{separator}value, got {_show(key)}"
+                problem = f"key{separator}value, got {show(key)}"
                 break
             # else an empty pair, e.g. after a trailing delimiter: nothing to read
         if problem is None:
@@ -278,7 +274,7 @@ def _parse_json(body: bytes, name: str) -> list[Record]:
         elif isinstance(item, Unparseable):
             append(Record(None, item.raw, ("unparseable", f"source {name!r} record: {item.message}")))
         else:
-            message = f"source {name!r} record: expected a JSON object, got {type(item).__name__} {_show(item)}"
+            message = f"source {name!r} record: expected a JSON object, got {type(item).__name__} {show(item)}"
             append(Record(None, raw_of(item), ("not_an_object", message)))
     return out
 

@@ -4,7 +4,8 @@ Each table row is (mapping overrides, record fields, expected envelope changes o
 reason), expected values written by hand (1_700_000_000_000 ms is 2023-11-14T22:13:20Z).
 Then: failure messages, config errors, one bad record among 1,000 per format (parse + map +
 envelope validation), and properties (arbitrary input never raises; every record ends as
-exactly one envelope or one failure; the strptime fast paths agree with strptime).
+exactly one envelope or one failure). The converters alone: test_adapters_coerce.py and
+test_adapters_timeparse.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pytest
@@ -553,39 +553,6 @@ def test_arbitrary_json_values_map_or_fail_one_by_one(items: list[Any]) -> None:
     records = parse_records(json.dumps(items).encode(), "json", _source("json", ROBUST_MAPPING))
     assert len(records) == len(items)
     assert_partition(records)
-
-
-ZONES = ["UTC", "Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata"]
-PATTERNS = ["%Y%m%d%H%M%S", "%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M", "%Y%m%d", "%H:%M:%S %d.%m.%Y"]
-
-
-def strptime_ms(text: str, pattern: str, zone: str) -> int:
-    moment = datetime.strptime(text, pattern).replace(tzinfo=ZoneInfo(zone))
-    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // (datetime.resolution * 1000)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    moment=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2100, 12, 31)),
-    pattern=st.sampled_from(PATTERNS),
-    zone=st.sampled_from(ZONES),
-)
-def test_pattern_fast_paths_agree_with_strptime(moment: datetime, pattern: str, zone: str) -> None:
-    text = moment.strftime(pattern)
-    result = map_one(time_spec(pattern, zone), {"ts": text})
-    assert isinstance(result, dict), result
-    assert result["time"] == strptime_ms(text, pattern, zone)
-
-
-def test_pattern_hour_cache_across_many_hours_and_transitions() -> None:
-    mapping = compiled(time_spec("%Y%m%d%H%M%S", "America/New_York"))
-    # every 37 minutes for ~6 months: more hours than the cache holds, two DST changes
-    texts = [
-        datetime.fromtimestamp(1_678_000_000 + i * 2220, tz=timezone.utc).strftime("%Y%m%d%H%M%S") for i in range(7000)
-    ]
-    good, bad = mapping.apply([Record({**BASE_FIELDS, "ts": t}, b"") for t in texts])
-    assert bad == []
-    assert [e["time"] for _, e in good] == [strptime_ms(t, "%Y%m%d%H%M%S", "America/New_York") for t in texts]
 
 
 def test_bench_runs_every_format() -> None:
