@@ -71,6 +71,8 @@ class PartitionActor:
             metric(m.PROCESSED).inc(stats.events, tags=tags)
         if stats.published:
             metric(m.PUBLISHED).inc(stats.published, tags=tags)
+        if stats.late:
+            metric(m.LATE).inc(stats.late, tags={"policy": self._runner.settings.late_events})
         for rule, count in stats.fired.items():
             metric(m.RULE_FIRES).inc(count, tags={"rule": rule})
 

@@ -23,6 +23,11 @@ def dropped(source: str, day: int) -> str:
     return f"{PREFIX}:dropped:{source}:{day}"
 
 
+def late(source: str, day: int) -> str:
+    """Event ids of ``source`` that reached their partition late on ``day`` -> how late (ms)."""
+    return f"{PREFIX}:late:{source}:{day}"
+
+
 def hits(source: str, event_id: str) -> str:
     """The outputs an event contributed to (rule, topic, output id), for the trace."""
     return f"{PREFIX}:hits:{source}:{event_id}"

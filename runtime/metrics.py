@@ -28,6 +28,12 @@ INGEST_REQUESTS = MetricSpec("esp_ingest_requests_total", "counter", "Ingestion 
 INGEST_LATENCY = MetricSpec("esp_ingest_request_seconds", "histogram", "Ingestion request latency.", (), LATENCY_S)
 INGEST_BATCH = MetricSpec("esp_ingest_batch_events", "histogram", "Events per ingestion request.", (), SIZES)
 PROCESSED = MetricSpec("esp_partition_events_total", "counter", "Events processed by partition actors.", ("actor",))
+LATE = MetricSpec(
+    "esp_late_events_total",
+    "counter",
+    "Events older than their partition's watermark minus the allowed lateness, by what was done with them.",
+    ("policy",),
+)
 RULE_FIRES = MetricSpec("esp_rule_fires_total", "counter", "Outputs produced by each rule.", ("rule",))
 PUBLISHED = MetricSpec(
     "esp_outputs_published_total", "counter", "Outputs delivered to subscription streams.", ("actor",)

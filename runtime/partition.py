@@ -15,15 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 import redis
 
 from runtime import keys
 from runtime.checkpoint import Checkpoint, CheckpointStore
 from runtime.config.store import ConfigStore
 from runtime.envelope import Event
-from runtime.log import PartitionLog
+from runtime.eventtime import EventClock
+from runtime.log import DAY_MS, PartitionLog
 from runtime.outbox import Outbox, Publication
 from runtime.profiles import ProfileStore
+from runtime.quarantine import Quarantined, QuarantineStore
 from runtime.rules import CompiledRule, Output, PartitionEngine, compile_rule
 from runtime.settings import EspSettings
 from runtime.streams import entry_id_key
@@ -43,6 +46,7 @@ class StepStats:
     fired: dict[str, int] = field(default_factory=dict)  # rule -> outputs
     published: int = 0
     checkpointed: int = 0
+    late: int = 0
 
 
 def load_rules(docs: list[dict[str, Any]]) -> list[CompiledRule]:
@@ -77,9 +81,10 @@ class PartitionRunner:
         self.config = ConfigStore(self._redis)
         self.profiles = ProfileStore(self._redis)
         self.checkpoints = CheckpointStore(settings.checkpoint_location)
+        self.quarantine = QuarantineStore(self._redis)
         self.engines: dict[int, PartitionEngine] = {}
         self.offsets: dict[int, str] = {}
-        self.watermarks: dict[int, int] = {}
+        self.clocks: dict[int, EventClock] = {}
         self._dirty: set[int] = set()
         self._config_version = -1
         self._rules: list[CompiledRule] = []
@@ -99,9 +104,16 @@ class PartitionRunner:
             state = checkpoint.state if checkpoint else None
             self.engines[p] = PartitionEngine(self._rules, resume_state=state)
             self.offsets[p] = checkpoint.offset if checkpoint else "0"
-            self.watermarks[p] = int((state or {}).get("watermark", 0))
+            self.clocks[p] = self._clock_for(state or {})
         self.log.rewind(self.offsets)
         return dict(self.offsets)
+
+    def _clock_for(self, state: dict[str, Any]) -> EventClock:
+        resume = state.get("clock") or {"newest": state.get("watermark", 0)}
+        out_of_order_ms = int(self.settings.max_out_of_order_s * 1000)
+        return EventClock(
+            out_of_order_ms=out_of_order_ms, lateness_ms=self.settings.allowed_lateness_s * 1000, resume=resume
+        )
 
     def refresh_config(self, *, force: bool = False) -> bool:
         """Apply new config if the store's version moved. Cheap when nothing changed."""
@@ -150,32 +162,73 @@ class PartitionRunner:
                 for e in events
                 if wants(e.type)
             ]
+        clock = self.clocks[partition]
+        late = clock.late(events)
+        if late:
+            self._late(partition, late, clock, stats)
+            if self.settings.late_events != "accept":
+                gone = {id(e) for e in late}
+                events = [e for e in events if id(e) not in gone]
+        stats.events += len(events)
+        return publications + self._evaluate(partition, clock.push(events), stats)
+
+    def _evaluate(self, partition: int, events: list[Event], stats: StepStats) -> list[Publication]:
+        """Run the rules over events the watermark has released (in event-time order)."""
+        if not events:
+            return []
         engine = self.engines[partition]
         profiles = None
-        if engine.reads_profiles and events:  # enrichment: one round trip per log entry
+        if engine.reads_profiles:  # enrichment: one round trip per batch
             profiles = self.profiles.get_many(sorted({e.customer for e in events}))
-        outputs = engine.on_events(events, profiles)
-        publications += [_publication(out, stats) for out in outputs]
-        if events:
-            self.watermarks[partition] = max(self.watermarks.get(partition, 0), max(e.time for e in events))
-        stats.events += len(events)
-        return publications
+        return [_publication(out, stats) for out in engine.on_events(events, profiles)]
+
+    def _late(self, partition: int, late: list[Event], clock: EventClock, stats: StepStats) -> None:
+        """Count late events and record them for the trace (one round trip); under the drop and
+        quarantine policies, record why they did not reach the rules."""
+        stats.late += len(late)
+        policy = self.settings.late_events
+        now_ms = int(self._clock() * 1000)
+        day = now_ms // DAY_MS
+        pipe = self._redis.pipeline(transaction=False)
+        for e in late:
+            pipe.hset(keys.late(e.source, day), e.id, clock.watermark - e.time)
+            pipe.expire(keys.late(e.source, day), self.settings.idempotency_horizon_s)
+            if policy == "drop":
+                pipe.hset(keys.dropped(e.source, day), e.id, "late_event")
+        pipe.execute()
+        if policy == "quarantine":
+            message = (
+                f"event time is more than {self.settings.allowed_lateness_s} s behind partition {partition}'s watermark"
+            )
+            self.quarantine.add(
+                [
+                    Quarantined(e.source, 0, e.id, "late_event", message, orjson.dumps(e.to_cloudevent()), "json")
+                    for e in late
+                ],
+                at_ms=now_ms,
+            )
 
     def _timers(self, stats: StepStats, *, caught_up: bool) -> list[Publication]:
-        """Fire due absence timers. Time is the partition's event-time watermark; once the
-        partition has read all of its log, wall-clock time too, so a quiet customer's wait still
-        ends. (During a replay only event time counts, so a replay cannot fire early.)"""
+        """Release held events and fire due timers (absence, dwell, duration) up to the
+        partition's watermark; once the partition has read all of its log, up to wall-clock time
+        minus the out-of-order bound too, so a quiet customer's wait still ends. (During a replay
+        only event time counts, so a replay cannot fire early.)"""
         wall_ms = int(self._clock() * 1000)
         publications = []
         for p, engine in self.engines.items():
+            clock = self.clocks[p]
             due = engine.next_timer_at()
-            if due is None:
+            if due is None and not clock.held:
                 continue
-            now = max(self.watermarks.get(p, 0), wall_ms) if caught_up else self.watermarks.get(p, 0)
-            if due > now:
-                continue
-            publications += [_publication(out, stats) for out in engine.on_timer(now)]
-            self._dirty.add(p)
+            now = max(clock.watermark, wall_ms - clock.out_of_order_ms) if caught_up else clock.watermark
+            released = clock.release(now)
+            if released:
+                publications += self._evaluate(p, released, stats)
+                due = engine.next_timer_at()
+                self._dirty.add(p)
+            if due is not None and due <= now:
+                publications += [_publication(out, stats) for out in engine.on_timer(now)]
+                self._dirty.add(p)
         return publications
 
     def checkpoint(self) -> int:
@@ -183,9 +236,9 @@ class PartitionRunner:
         now_ms = int(self._clock() * 1000)
         written = 0
         for p in sorted(self._dirty):
-            engine = self.engines[p]
-            engine.expire(self.watermarks.get(p, 0) - self.settings.allowed_lateness_s * 1000)
-            state = {**engine.snapshot(), "watermark": self.watermarks.get(p, 0)}
+            engine, clock = self.engines[p], self.clocks[p]
+            engine.expire(clock.watermark - clock.lateness_ms)
+            state = {**engine.snapshot(), "clock": clock.snapshot()}
             self.checkpoints.save(Checkpoint(p, self.offsets[p], state, now_ms))
             written += 1
         self._dirty.clear()
@@ -202,6 +255,7 @@ class PartitionRunner:
         totals.events += stats.events
         totals.published += stats.published
         totals.checkpointed += stats.checkpointed
+        totals.late += stats.late
         for rule, n in stats.fired.items():
             totals.fired[rule] = totals.fired.get(rule, 0) + n
 
@@ -227,6 +281,8 @@ class PartitionRunner:
             "events": self.totals.events,
             "entries": self.totals.entries,
             "published": self.totals.published,
+            "late": self.totals.late,
+            "held": sum(c.held for c in self.clocks.values()),
             "fired": dict(self.totals.fired),
             "offsets": dict(self.offsets),
         }

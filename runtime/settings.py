@@ -4,6 +4,7 @@ explicitly. Internal tunables that users should not need live here too, each des
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,11 +48,23 @@ class EspSettings(BaseSettings):
         ge=10,
         description="Unprocessed log entries per partition above which ingestion answers 429 (backpressure).",
     )
+    max_out_of_order_s: float = Field(
+        0.0,
+        ge=0,
+        le=3600,
+        description="Event-time disorder the rules absorb: events wait this long (event time, or wall time once "
+        "the partition is idle) and reach the rules in time order. 0: each log entry is put in order, nothing waits.",
+    )
     allowed_lateness_s: int = Field(
         3600,
         ge=0,
-        description="Idle windows and cooldowns are forgotten only once the partition's newest event time "
-        "is this far past them, so a customer whose events lag others' keeps its state.",
+        description="Events older than the watermark minus this are late (see late_events); idle windows and "
+        "cooldowns are forgotten only once the watermark is this far past them.",
+    )
+    late_events: Literal["accept", "drop", "quarantine"] = Field(
+        "accept",
+        description="What happens to late events after they are counted and recorded for the trace: evaluated "
+        "anyway (accept), dropped, or dropped and kept in the quarantine with reason late_event.",
     )
     log_retention_s: int = Field(24 * 3600, ge=0, description="Processed log entries are kept this long for replay.")
     checkpoint_interval_s: float = Field(5.0, gt=0, description="Seconds between partition checkpoints.")

@@ -112,11 +112,15 @@ class PartitionEngine:
         return self._reads_profiles
 
     def on_events(self, events: Iterable[Event], profiles: dict[str, dict[str, Any]] | None = None) -> list[Output]:
-        """Evaluate the rules over ``events`` in order. ``profiles`` (customer -> attributes and
-        tags from the profile store) are visible to expressions as ``profile``."""
+        """Evaluate the rules over ``events`` in order; timers due at or before an event's time
+        fire before it, so how events are batched never changes the outputs. ``profiles``
+        (customer -> attributes and tags from the profile store) are visible to expressions as
+        ``profile``."""
         outputs: list[Output] = []
-        by_type = self._by_type
+        by_type, timers = self._by_type, self._timers
         for event in events:
+            if timers and timers[0][0] <= event.time:  # a wait that ended before this event fires first
+                outputs += self.on_timer(event.time)
             rules = by_type.get(event.type)
             if not rules:
                 continue

@@ -73,10 +73,10 @@ STEP = st.tuples(st.sampled_from(["call.start", "call.end", "tick"]), st.integer
 
 def oracle(stream: list[tuple[str, int]], gte: int) -> list[str]:
     """Periods: a start opens one when none is open; a stop closes it. A period fires once if it
-    lasted gte: closed at or after start + gte, or a tick reached start + gte while open."""
+    lasted gte: time (a tick or any event) reached start + gte while it was open."""
     fired, open_at, open_id, done = [], None, None, False
     for i, (kind, t) in enumerate(stream):
-        if open_at is not None and not done and t >= open_at + gte and kind in ("tick", "call.end"):
+        if open_at is not None and not done and t >= open_at + gte:
             fired.append(open_id)
             done = True
         if kind == "call.end" and open_at is not None:
