@@ -56,6 +56,11 @@ class LeafSpec:
     def leaves(self) -> list[LeafSpec]:
         return [self]
 
+    @property
+    def stride(self) -> int:
+        """Entries per event in this condition's window: time, ref (and the value aggregated)."""
+        return 3 if self.aggregate is not None else 2
+
     def window_key(self, data: dict[str, Any]) -> str | None:
         """Where this event counts: the condition's path, or ``path#value`` when grouped (None
         when the event has no usable value for ``group_by``)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -40,9 +41,9 @@ from runtime.rules.operators import (
     watch_duration,
     watch_geofence,
 )
-from runtime.rules.state import GroupState, Occurrence, WindowState, state_from_wire
+from runtime.rules.state import GroupState, Occurrence, Window, split_ref, window_from_wire, window_to_wire
 
-__all__ = ["GroupState", "Output", "PartitionEngine", "WindowState", "output_id", "state_from_wire"]
+__all__ = ["GroupState", "Output", "PartitionEngine", "output_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,23 +66,38 @@ class PartitionEngine:
     """Rules over the customers of one virtual partition. ``snapshot()`` is the checkpoint."""
 
     def __init__(self, rules: Iterable[CompiledRule], resume_state: dict[str, Any] | None = None) -> None:
-        self._state: dict[str, dict[str, WindowState | GroupState]] = {}
+        # rule -> customer -> state: a window (flat list) for a plain event condition, else a
+        # GroupState; one dict per rule rather than one per customer keeps a customer cheap
+        self._state: dict[str, dict[str, Window | GroupState]] = {}
+        self._cooldowns: dict[str, dict[str, int]] = {}  # plain-condition rule -> customer -> silent until
         self._timers: list[tuple[int, str, str]] = []  # (deadline, customer, rule); stale entries are skipped
         self._set_rules(list(rules))
         if resume_state:
             shapes = resume_state.get("shapes", {})
             keep = {n for n, r in self._rules.items() if shapes.get(n) == _wire_shape(r.shape)}
             for customer, per_rule in resume_state.get("customers", {}).items():
-                windows = {name: state_from_wire(w) for name, w in per_rule.items() if name in keep}
-                if windows:
-                    self._state[customer] = windows
-                    for name, state in windows.items():
-                        if isinstance(state, GroupState):
-                            for deadline, _ in state.timers.values():
-                                heapq.heappush(self._timers, (deadline, customer, name))
+                customer = sys.intern(customer)
+                for name, wire in per_rule.items():
+                    if name in keep:
+                        self._restore(customer, self._rules[name], wire)
+
+    def _restore(self, customer: str, rule: CompiledRule, wire: Any) -> None:
+        if rule.group is not None:
+            state = GroupState.from_wire(wire)
+            self._state[rule.name][customer] = state
+            for deadline, _ in state.timers.values():
+                heapq.heappush(self._timers, (deadline, customer, rule.name))
+            return
+        times, refs, cooldown_until, *values = wire
+        if times:
+            self._state[rule.name][customer] = window_from_wire(times, refs, *values)
+        if cooldown_until is not None:
+            self._cooldowns[rule.name][customer] = cooldown_until
 
     def _set_rules(self, rules: list[CompiledRule]) -> None:
         self._rules = {r.name: r for r in rules}
+        self._state = {r.name: self._state.get(r.name, {}) for r in rules}
+        self._cooldowns = {r.name: self._cooldowns.get(r.name, {}) for r in rules if r.group is None}
         by_type: dict[str, list[CompiledRule]] = defaultdict(list)
         for rule in sorted(rules, key=lambda r: (-r.priority, r.name)):
             for event_type in rule.event_types:
@@ -96,15 +112,12 @@ class PartitionEngine:
     def update_rules(self, rules: Iterable[CompiledRule]) -> None:
         """Hot reload: keep the windows of rules whose shape is unchanged, drop the others.
         (Resuming from a snapshot applies the same test.)"""
-        old = self._rules
-        self._set_rules(list(rules))
-        keep = {name for name, r in self._rules.items() if name in old and old[name].shape == r.shape}
-        for customer in list(self._state):
-            per_rule = {n: w for n, w in self._state[customer].items() if n in keep}
-            if per_rule:
-                self._state[customer] = per_rule
-            else:
-                del self._state[customer]
+        old, rules = self._rules, list(rules)
+        changed = {r.name for r in rules if r.name not in old or old[r.name].shape != r.shape}
+        for name in changed:
+            self._state.pop(name, None)
+            self._cooldowns.pop(name, None)
+        self._set_rules(rules)
 
     @property
     def reads_profiles(self) -> bool:
@@ -152,31 +165,38 @@ class PartitionEngine:
         return outputs
 
     def _on_match(self, rule: CompiledRule, event: Event, outputs: list[Output]) -> None:
-        per_rule = self._state.setdefault(event.customer, {})
-        window = per_rule.get(rule.name)
-        if not isinstance(window, WindowState):
-            window = per_rule[rule.name] = WindowState()
-        if window.cooldown_until is not None:
-            if event.time < window.cooldown_until:
-                return
-            window.cooldown_until = None
+        customer = event.customer
+        if rule.cooldown_ms:
+            cooldowns = self._cooldowns[rule.name]
+            until = cooldowns.get(customer)
+            if until is not None:
+                if event.time < until:
+                    return
+                del cooldowns[customer]
+        windows = self._state[rule.name]
+        window = windows.get(customer)
+        fresh = window is None
+        if fresh:
+            window = []
         assert rule.leaf is not None  # compile_rule sets it for single-condition rules
-        occurrence = accumulate(window, event, rule.leaf)
+        occurrence = accumulate(window, event, rule.leaf)  # type: ignore[arg-type]
         if occurrence is not None:
-            outputs += self._fire(rule, event.customer, event.time, occurrence[1])
+            outputs += self._fire(rule, customer, event.time, occurrence[1])
             if rule.cooldown_ms:
-                window.cooldown_until = event.time + rule.cooldown_ms
-        if not window.times and window.cooldown_until is None:
-            del per_rule[rule.name]
-            if not per_rule:
-                del self._state[event.customer]
+                self._cooldowns[rule.name][sys.intern(customer)] = event.time + rule.cooldown_ms
+        if not window:
+            if not fresh:
+                del windows[customer]
+        elif fresh:
+            windows[sys.intern(customer)] = window.copy()  # sized exactly: most windows hold one event
 
     def _on_group_event(self, rule: CompiledRule, event: Event, context: dict[str, Any], outputs: list[Output]) -> None:
         assert rule.group is not None  # callers route only group rules here
-        per_rule = self._state.setdefault(event.customer, {})
-        state = per_rule.get(rule.name)
-        if not isinstance(state, GroupState):
-            state = per_rule[rule.name] = GroupState()
+        states = self._state[rule.name]
+        state = states.get(event.customer)
+        if state is None:
+            state = states[sys.intern(event.customer)] = GroupState()
+        assert isinstance(state, GroupState)
         if state.cooldown_until is not None and event.time < state.cooldown_until:
             if isinstance(rule.group, GeofenceSpec):  # keep knowing where the customer is
                 watch_geofence(rule.group, event, context, state, quiet=True)
@@ -196,9 +216,7 @@ class PartitionEngine:
         for deadline, _ in state.timers.values():
             heapq.heappush(self._timers, (deadline, event.customer, rule.name))
         if state.empty:
-            del per_rule[rule.name]
-            if not per_rule:
-                del self._state[event.customer]
+            del states[event.customer]
 
     def _evaluate(self, node: Any, event: Event, context: dict[str, Any], state: GroupState) -> Occurrence | None:
         """The occurrence ``node`` completes with this event, updating its state."""
@@ -217,9 +235,9 @@ class PartitionEngine:
             key = node.window_key(event.data)
             if key is None:
                 return None
-            window = state.windows.setdefault(key, WindowState())
+            window = state.windows.setdefault(key, [])
             occurrence = accumulate(window, event, node)
-            if not window.times:
+            if not window:
                 del state.windows[key]
             return occurrence
         results = [self._evaluate(child, event, context, state) for child in node.children]
@@ -241,7 +259,8 @@ class PartitionEngine:
             del state.latest[node.path]
         return fired
 
-    def _fire(self, rule: CompiledRule, customer: str, time_ms: int, refs: list[tuple[str, str]]) -> list[Output]:
+    def _fire(self, rule: CompiledRule, customer: str, time_ms: int, matched_refs: list[str]) -> list[Output]:
+        refs = [split_ref(r) for r in matched_refs]
         matched = [{"source": s, "id": i} for s, i in refs]
         when = format_time_ms(time_ms)
         outputs = []
@@ -274,8 +293,11 @@ class PartitionEngine:
     def explain(self, customer: str, rule: str | None = None) -> list[dict[str, Any]]:
         """The state of ``customer`` for each rule (or one), for ``esp why``."""
         names = [rule] if rule is not None else sorted(self._rules)
-        per_rule = self._state.get(customer, {})
-        return [explain_rule(self._rules[n], per_rule.get(n)) for n in names if n in self._rules]
+        return [
+            explain_rule(self._rules[n], self._state[n].get(customer), self._cooldowns.get(n, {}).get(customer))
+            for n in names
+            if n in self._rules
+        ]
 
     def next_timer_at(self) -> int | None:
         """The earliest pending absence deadline (event time), if any."""
@@ -284,7 +306,7 @@ class PartitionEngine:
         return self._timers[0][0] if self._timers else None
 
     def _timer_live(self, deadline: int, customer: str, name: str) -> bool:
-        state = self._state.get(customer, {}).get(name)
+        state = self._state.get(name, {}).get(customer)
         return isinstance(state, GroupState) and any(t == deadline for t, _ in state.timers.values())
 
     def on_timer(self, now_ms: int) -> list[Output]:
@@ -295,7 +317,7 @@ class PartitionEngine:
             deadline, customer, name = heapq.heappop(self._timers)
             if not self._timer_live(deadline, customer, name):
                 continue
-            rule, state = self._rules[name], self._state[customer][name]
+            rule, state = self._rules[name], self._state[name][customer]
             assert isinstance(state, GroupState)
             for path, (due, refs) in list(state.timers.items()):
                 if due == deadline:
@@ -304,38 +326,54 @@ class PartitionEngine:
                     if rule.cooldown_ms:
                         state.cooldown_until = deadline + rule.cooldown_ms
             if state.empty:
-                del self._state[customer][name]
-                if not self._state[customer]:
-                    del self._state[customer]
+                del self._state[name][customer]
         return outputs
 
     def expire(self, watermark_ms: int) -> None:
         """Forget windows, occurrences and cooldowns that ended before ``watermark_ms``."""
-        for customer in list(self._state):
-            per_rule = self._state[customer]
-            for name in list(per_rule):
-                rule, state = self._rules[name], per_rule[name]
-                if isinstance(state, GroupState):
+        for name, states in self._state.items():
+            rule = self._rules[name]
+            if rule.group is not None:
+                for customer in list(states):
+                    state = states[customer]
+                    assert isinstance(state, GroupState)
                     expire_group(rule, state, watermark_ms)
                     if state.empty:
-                        del per_rule[name]
-                    continue
-                if rule.window_ms and state.times and state.times[-1] <= watermark_ms - rule.window_ms:
-                    state.clear()
-                if state.cooldown_until is not None and state.cooldown_until <= watermark_ms:
-                    state.cooldown_until = None
-                if not state.times and state.cooldown_until is None:
-                    del per_rule[name]
-            if not per_rule:
-                del self._state[customer]
+                        del states[customer]
+                continue
+            assert rule.leaf is not None
+            stride, span = rule.leaf.stride, rule.window_ms
+            if span:
+                for customer in [c for c, w in states.items() if w[-stride] <= watermark_ms - span]:
+                    del states[customer]
+            cooldowns = self._cooldowns[name]
+            for customer in [c for c, until in cooldowns.items() if until <= watermark_ms]:
+                del cooldowns[customer]
 
     @property
     def customers(self) -> int:
-        return len(self._state)
+        """Customers holding any state."""
+        return len(set().union(*self._state.values(), *self._cooldowns.values()))
 
     def snapshot(self) -> dict[str, Any]:
+        customers: dict[str, dict[str, Any]] = defaultdict(dict)
+        for name, states in self._state.items():
+            rule = self._rules[name]
+            if rule.group is not None:
+                strides = {leaf.path: leaf.stride for leaf in rule.group.leaves()}
+                for customer, state in states.items():
+                    customers[customer][name] = state.to_wire(strides)  # type: ignore[union-attr]
+                continue
+            assert rule.leaf is not None
+            stride, cooldowns = rule.leaf.stride, self._cooldowns[name]
+            for customer, window in states.items():
+                times, refs, *values = window_to_wire(window, stride)  # type: ignore[arg-type]
+                customers[customer][name] = [times, refs, cooldowns.get(customer), *values]
+            for customer, until in cooldowns.items():
+                if customer not in states:
+                    customers[customer][name] = [[], [], until]
         return {
-            "customers": {c: {n: w.to_wire() for n, w in per_rule.items()} for c, per_rule in self._state.items()},
+            "customers": dict(customers),
             "rules": {n: r.version for n, r in self._rules.items()},
             "shapes": {n: _wire_shape(r.shape) for n, r in self._rules.items()},
         }

@@ -6,24 +6,31 @@ from typing import Any
 
 from runtime.envelope import format_time_ms
 from runtime.rules.compiled import CompiledRule, LeafSpec
-from runtime.rules.state import GroupState, WindowState
+from runtime.rules.state import GroupState, Window, split_ref
 
 
-def _refs(refs: list[tuple[str, str]]) -> list[dict[str, str]]:
-    return [{"source": s, "id": i} for s, i in refs]
+def _refs(refs: list[str]) -> list[dict[str, str]]:
+    return [{"source": s, "id": i} for s, i in map(split_ref, refs)]
 
 
-def explain_rule(rule: CompiledRule, state: WindowState | GroupState | None) -> dict[str, Any]:
+def explain_rule(rule: CompiledRule, state: Window | GroupState | None, cooldown_until: int | None) -> dict[str, Any]:
     """What a customer's state for ``rule`` says: what holds, by which events, what is missing,
-    and when it runs out (times are event times, ms)."""
-    out: dict[str, Any] = {"rule": rule.name, "version": rule.version, "state": state is not None}
-    if state is None:
+    and when it runs out (times are event times, ms). ``cooldown_until`` is the plain-condition
+    rule's cooldown (a GroupState holds its own)."""
+    if isinstance(state, GroupState):
+        cooldown_until = state.cooldown_until
+    out: dict[str, Any] = {
+        "rule": rule.name,
+        "version": rule.version,
+        "state": bool(state) or cooldown_until is not None,
+    }
+    if not out["state"]:
         out["missing"] = "nothing has matched yet"
         return out
-    out["cooldown_until"] = format_time_ms(state.cooldown_until) if state.cooldown_until is not None else None
-    if isinstance(state, WindowState):
+    out["cooldown_until"] = format_time_ms(cooldown_until) if cooldown_until is not None else None
+    if not isinstance(state, GroupState):
         leaf = rule.leaf
-        out["window"] = _explain_window(leaf, state) if leaf else {}
+        out["window"] = _explain_window(leaf, state or []) if leaf else {}
         return out
     leaves = {leaf.path: leaf for leaf in rule.group.leaves()}  # type: ignore[union-attr]
     out["conditions"] = {
@@ -46,13 +53,14 @@ def explain_rule(rule: CompiledRule, state: WindowState | GroupState | None) -> 
     return out
 
 
-def _explain_window(leaf: LeafSpec, window: WindowState) -> dict[str, Any]:
-    info: dict[str, Any] = {"events": _refs(window.refs), "count": len(window.times)}
+def _explain_window(leaf: LeafSpec, window: Window) -> dict[str, Any]:
+    stride = leaf.stride
+    info: dict[str, Any] = {"events": _refs(window[1::stride]), "count": len(window) // stride}
     if leaf.aggregate is not None:
-        info["aggregate"] = {"fn": leaf.aggregate.fn, "of": ".".join(leaf.aggregate.path), "values": window.values}
+        info["aggregate"] = {"fn": leaf.aggregate.fn, "of": ".".join(leaf.aggregate.path), "values": window[2::3]}
         info["needs"] = f"{leaf.aggregate.fn} {leaf.aggregate.op} {leaf.aggregate.bound:g}"
     else:
         info["needs"] = f"{leaf.threshold} events"
-    if leaf.window_ms and window.times:
-        info["oldest_expires_at"] = format_time_ms(window.times[0] + leaf.window_ms)
+    if leaf.window_ms and window:
+        info["oldest_expires_at"] = format_time_ms(window[0] + leaf.window_ms)
     return info

@@ -3,7 +3,6 @@ absences and geofences. Plain functions over the state in ``runtime.rules.state`
 
 from __future__ import annotations
 
-import bisect
 from typing import Any
 
 from runtime.envelope import Event
@@ -16,38 +15,43 @@ from runtime.rules.compiled import (
     LeafSpec,
     SequenceSpec,
 )
-from runtime.rules.state import GroupState, Occurrence, WindowState
+from runtime.rules.state import GroupState, Occurrence, Window, ref_of
 
 
-def accumulate(window: WindowState, event: Event, leaf: LeafSpec) -> Occurrence | None:
-    """Add a matching event to a condition's window; the occurrence when its count or aggregate
-    threshold is reached (the window then restarts)."""
-    value = None
+def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | None:
+    """Add a matching event to a condition's window (a flat list, see ``state.py``); the
+    occurrence when its count or aggregate threshold is reached (the window then restarts)."""
+    stride = leaf.stride
     if leaf.aggregate is not None:
         value = leaf.aggregate.value(event.data)
         if value is None:
             return None
-    if leaf.tumbling and window.times:
-        bucket, current = event.time // leaf.window_ms, window.times[-1] // leaf.window_ms
+        entry: tuple[Any, ...] = (event.time, ref_of(event), value)
+    else:
+        entry = (event.time, ref_of(event))
+    time = event.time
+    if leaf.tumbling and window:
+        bucket, current = time // leaf.window_ms, window[-stride] // leaf.window_ms
         if bucket < current:
             return None  # late for a window that has closed
         if bucket > current:
             window.clear()
-    at = bisect.bisect_right(window.times, event.time)
-    window.times.insert(at, event.time)
-    window.refs.insert(at, (event.source, event.id))
-    if leaf.aggregate is not None:
-        window.values.insert(at, value)
+    at = len(window)  # after the last entry at or before this time: usually the end
+    while at and window[at - stride] > time:
+        at -= stride
+    window[at:at] = entry
     if leaf.window_ms and not leaf.tumbling:
-        cut = bisect.bisect_left(window.times, window.times[-1] - leaf.window_ms + 1)
+        floor, cut, size = window[-stride] - leaf.window_ms, 0, len(window)
+        while cut < size and window[cut] <= floor:
+            cut += stride
         if cut:
-            del window.times[:cut], window.refs[:cut], window.values[:cut]
+            del window[:cut]
     if leaf.aggregate is not None:
-        if not leaf.aggregate.satisfied(window.values):
+        if not leaf.aggregate.satisfied(window[2::3]):
             return None
-    elif len(window.times) < leaf.threshold:
+    elif len(window) < leaf.threshold * stride:
         return None
-    occurrence = (window.times[-1], list(window.refs))
+    occurrence = (window[-stride], window[1::stride])
     window.clear()
     return occurrence
 
@@ -65,7 +69,7 @@ def watch_geofence(
         return None
     was_inside = node.path in state.inside
     if inside and not was_inside:
-        entered: Occurrence = (event.time, [(event.source, event.id)])
+        entered: Occurrence = (event.time, [ref_of(event)])
         state.inside[node.path] = entered
         if quiet:
             return None
@@ -92,7 +96,7 @@ def watch_duration(
             return timer
         return None
     if opened is None and _matches(node.start, event, context):
-        ref = [(event.source, event.id)]
+        ref = [ref_of(event)]
         state.inside[node.path] = (event.time, ref)
         if not quiet:
             state.timers[node.path] = (event.time + node.min_ms, ref)
@@ -109,7 +113,7 @@ def watch_absence(node: AbsenceSpec, event: Event, context: dict[str, Any], stat
             del state.timers[node.path]
             pending = None
     if pending is None and _matches(node.after, event, context):
-        state.timers[node.path] = (event.time + node.within_ms, [(event.source, event.id)])
+        state.timers[node.path] = (event.time + node.within_ms, [ref_of(event)])
 
 
 def _matches(leaf: LeafSpec | None, event: Event, context: dict[str, Any]) -> bool:
@@ -122,7 +126,7 @@ def advance_sequence(node: SequenceSpec, event: Event, context: dict[str, Any], 
     last step is the occurrence; the sequence then restarts."""
     old = state.partials.get(node.path, {})
     old = {k: m for k, m in old.items() if m[0] > event.time - node.within_ms}
-    ref = (event.source, event.id)
+    ref = ref_of(event)
     steps = len(node.steps)
     advanced: dict[int, Occurrence] = {}
     fired: Occurrence | None = None
@@ -157,10 +161,10 @@ def advance_sequence(node: SequenceSpec, event: Event, context: dict[str, Any], 
 
 def expire_group(rule: CompiledRule, state: GroupState, watermark_ms: int) -> None:
     assert rule.group is not None
-    windows = {leaf.path: leaf.window_ms for leaf in rule.group.leaves()}
+    leaves = {leaf.path: leaf for leaf in rule.group.leaves()}
     for path in list(state.windows):
-        window, span = state.windows[path], windows.get(path.partition("#")[0], 0)
-        if span and window.times and window.times[-1] <= watermark_ms - span:
+        window, leaf = state.windows[path], leaves.get(path.partition("#")[0])
+        if leaf is None or (leaf.window_ms and window and window[-leaf.stride] <= watermark_ms - leaf.window_ms):
             del state.windows[path]
     spans = _group_spans(rule.group)
     for path in list(state.latest):

@@ -1,50 +1,77 @@
-"""Per-customer rule state and its checkpoint form (msgpack-friendly lists and dicts)."""
+"""Per-customer rule state, kept small (the budget is a few hundred bytes per active customer),
+and its checkpoint form (msgpack-friendly lists and dicts, unchanged across versions).
+
+A *window* is one flat list ``[time, ref, time, ref, ...]`` ordered by event time, or
+``[time, ref, value, ...]`` when its condition aggregates a value (``stride`` 3). A *ref* names
+a matched event as one string, ``"<source>\\x1f<id>"`` (source names cannot hold the separator),
+which costs a third of a (source, id) tuple. One list per window instead of parallel lists and
+an object: most windows hold one or two events.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from runtime.envelope import Event
 
-@dataclass(slots=True)
-class WindowState:
-    """Matching events of one customer for one condition, ordered by event time (with their
-    aggregated values when the condition aggregates)."""
+SEP = "\x1f"
 
-    times: list[int] = field(default_factory=list)
-    refs: list[tuple[str, str]] = field(default_factory=list)  # (source, id)
-    cooldown_until: int | None = None  # event time before which matches are ignored
-    values: list[Any] = field(default_factory=list)
-
-    def clear(self) -> None:
-        self.times.clear()
-        self.refs.clear()
-        self.values.clear()
-
-    def to_wire(self) -> list[Any]:
-        wire = [self.times, [list(r) for r in self.refs], self.cooldown_until]
-        return [*wire, self.values] if self.values else wire
-
-    @classmethod
-    def from_wire(cls, wire: list[Any]) -> WindowState:
-        times, refs, cooldown_until, *values = wire
-        return cls(list(times), [(s, i) for s, i in refs], cooldown_until, list(values[0]) if values else [])
+Window = list[Any]
+Occurrence = tuple[int, list[str]]  # (event time, refs of the matched events)
 
 
-Occurrence = tuple[int, list[tuple[str, str]]]  # (event time, matched (source, id) refs)
+def ref_of(event: Event) -> str:
+    return f"{event.source}{SEP}{event.id}"
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    source, _, event_id = ref.partition(SEP)
+    return source, event_id
+
+
+def window_times(window: Window, stride: int) -> list[int]:
+    return window[0::stride]
+
+
+def window_refs(window: Window, stride: int) -> list[str]:
+    return window[1::stride]
+
+
+def window_to_wire(window: Window, stride: int) -> list[Any]:
+    """``[times, [[source, id], ...], values?]``: the checkpoint form."""
+    wire = [window[0::stride], [list(split_ref(r)) for r in window[1::stride]]]
+    return [*wire, window[2::3]] if stride == 3 else wire
+
+
+def window_from_wire(times: list[int], refs: list[list[str]], values: list[Any] | None = None) -> Window:
+    window: Window = []
+    for i, (t, (source, event_id)) in enumerate(zip(times, refs, strict=True)):
+        window += (t, f"{source}{SEP}{event_id}", values[i]) if values else (t, f"{source}{SEP}{event_id}")
+    return window
+
+
+def _occ_to_wire(occurrence: Occurrence) -> list[Any]:
+    return [occurrence[0], [list(split_ref(r)) for r in occurrence[1]]]
+
+
+def _occ_from_wire(wire: list[Any]) -> Occurrence:
+    return int(wire[0]), [f"{s}{SEP}{i}" for s, i in wire[1]]
 
 
 @dataclass(slots=True)
 class GroupState:
-    """One customer's state for an all/any rule: the count windows of its event conditions (by
-    path) and, per 'all' group, the latest occurrence of each of its conditions."""
+    """One customer's state for a rule whose ``when`` is not one plain event condition: the
+    windows of its event conditions (by path, or ``path#value`` when grouped), per 'all' group
+    the latest occurrence of each of its conditions, sequence progress, pending timers and open
+    states (in a zone, a duration)."""
 
-    windows: dict[str, WindowState] = field(default_factory=dict)
+    windows: dict[str, Window] = field(default_factory=dict)
     latest: dict[str, dict[int, Occurrence]] = field(default_factory=dict)
     cooldown_until: int | None = None
     partials: dict[str, dict[int, Occurrence]] = field(default_factory=dict)  # sequence -> steps done -> match
-    timers: dict[str, Occurrence] = field(default_factory=dict)  # absence/dwell -> (deadline, the events)
-    inside: dict[str, Occurrence] = field(default_factory=dict)  # geofence -> (entered at, the event)
+    timers: dict[str, Occurrence] = field(default_factory=dict)  # absence/dwell/duration -> (deadline, events)
+    inside: dict[str, Occurrence] = field(default_factory=dict)  # geofence/duration -> (since, the event)
 
     @property
     def empty(self) -> bool:
@@ -57,40 +84,23 @@ class GroupState:
             and self.cooldown_until is None
         )
 
-    def to_wire(self) -> dict[str, Any]:
+    def to_wire(self, strides: dict[str, int]) -> dict[str, Any]:
         return {
-            "w": {
-                p: [w.times, [list(r) for r in w.refs], *([w.values] if w.values else [])]
-                for p, w in self.windows.items()
-            },
-            "o": {
-                p: {str(i): [t, [list(r) for r in refs]] for i, (t, refs) in occ.items()}
-                for p, occ in self.latest.items()
-            },
+            "w": {p: window_to_wire(w, strides.get(p.partition("#")[0], 2)) for p, w in self.windows.items()},
+            "o": {p: {str(i): _occ_to_wire(o) for i, o in occ.items()} for p, occ in self.latest.items()},
             "c": self.cooldown_until,
-            "p": {
-                p: {str(k): [t, [list(r) for r in refs]] for k, (t, refs) in m.items()}
-                for p, m in self.partials.items()
-            },
-            "t": {p: [t, [list(r) for r in refs]] for p, (t, refs) in self.timers.items()},
-            "i": {p: [t, [list(r) for r in refs]] for p, (t, refs) in self.inside.items()},
+            "p": {p: {str(k): _occ_to_wire(o) for k, o in m.items()} for p, m in self.partials.items()},
+            "t": {p: _occ_to_wire(o) for p, o in self.timers.items()},
+            "i": {p: _occ_to_wire(o) for p, o in self.inside.items()},
         }
 
     @classmethod
     def from_wire(cls, wire: dict[str, Any]) -> GroupState:
-        windows = {p: WindowState.from_wire([*w[:2], None, *w[2:]]) for p, w in wire.get("w", {}).items()}
-        latest = {
-            p: {int(i): (int(t), [(s, e) for s, e in refs]) for i, (t, refs) in occ.items()}
-            for p, occ in wire.get("o", {}).items()
-        }
-        partials = {
-            p: {int(k): (int(t), [(s, e) for s, e in refs]) for k, (t, refs) in m.items()}
-            for p, m in wire.get("p", {}).items()
-        }
-        timers = {p: (int(t), [(s, e) for s, e in refs]) for p, (t, refs) in wire.get("t", {}).items()}
-        inside = {p: (int(t), [(s, e) for s, e in refs]) for p, (t, refs) in wire.get("i", {}).items()}
-        return cls(windows, latest, wire.get("c"), partials, timers, inside)
-
-
-def state_from_wire(wire: Any) -> WindowState | GroupState:
-    return GroupState.from_wire(wire) if isinstance(wire, dict) else WindowState.from_wire(wire)
+        return cls(
+            {p: window_from_wire(*w) for p, w in wire.get("w", {}).items()},
+            {p: {int(i): _occ_from_wire(o) for i, o in occ.items()} for p, occ in wire.get("o", {}).items()},
+            wire.get("c"),
+            {p: {int(k): _occ_from_wire(o) for k, o in m.items()} for p, m in wire.get("p", {}).items()},
+            {p: _occ_from_wire(o) for p, o in wire.get("t", {}).items()},
+            {p: _occ_from_wire(o) for p, o in wire.get("i", {}).items()},
+        )
