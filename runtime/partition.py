@@ -88,6 +88,8 @@ class PartitionRunner:
         self._dirty: set[int] = set()
         self._config_version = -1
         self._rules: list[CompiledRule] = []
+        self._configs: list[tuple[int, list[CompiledRule]]] = []  # loaded config versions, oldest first
+        self._applied: dict[int, int] = {}  # partition -> the config version its engine runs
         self.router = TopicRouter({})
         self._last_checkpoint = clock()
         self._config_checked = clock()
@@ -103,6 +105,7 @@ class PartitionRunner:
             checkpoint = self.checkpoints.load(p)
             state = checkpoint.state if checkpoint else None
             self.engines[p] = PartitionEngine(self._rules, resume_state=state)
+            self._applied[p] = self._config_version
             self.offsets[p] = checkpoint.offset if checkpoint else "0"
             self.clocks[p] = self._clock_for(state or {})
         self.log.rewind(self.offsets)
@@ -116,16 +119,32 @@ class PartitionRunner:
         )
 
     def refresh_config(self, *, force: bool = False) -> bool:
-        """Apply new config if the store's version moved. Cheap when nothing changed."""
+        """Load new config if the store's version moved (cheap when nothing changed).
+        Subscriptions and channels apply at once; rules reach each partition in log order
+        (``_rules_for``)."""
         if not force and self.config.version() == self._config_version:
             return False
         version, docs = self.config.snapshot()
         self._rules = load_rules(docs["rule"])
-        self.router = TopicRouter({d["name"]: d["topics"] for d in docs["subscription"]})
-        for engine in self.engines.values():
-            engine.update_rules(self._rules)
+        self._configs.append((version, self._rules))
+        self.router = TopicRouter.from_docs(docs)
         self._config_version = version
         return True
+
+    def _rules_for(self, partition: int, accepted_under: int | None) -> None:
+        """Bring a partition's rules to the config its next log entry was accepted under (None:
+        the newest), so an event accepted before a change is evaluated without it and one
+        accepted after it with it. Engines only move forward."""
+        engine = self.engines.get(partition)
+        if engine is None:
+            return
+        applied = self._applied.get(partition, -1)
+        target = next((c for c in reversed(self._configs) if accepted_under is None or c[0] <= accepted_under), None)
+        if target is not None and target[0] > applied:
+            engine.update_rules(target[1])
+            self._applied[partition] = target[0]
+            oldest = min(self._applied.get(p, -1) for p in self.partitions)
+            self._configs = [c for i, c in enumerate(self._configs) if c[0] >= oldest or i == len(self._configs) - 1]
 
     # --- the loop body -------------------------------------------------------------------
 
@@ -141,10 +160,14 @@ class PartitionRunner:
         for entry in entries:
             if entry.config_version > self._config_version:
                 self.refresh_config()
+            self._rules_for(entry.partition, entry.config_version)
             publications += self._process(entry.partition, entry.events, stats)
             self.offsets[entry.partition] = entry.entry_id
             self._dirty.add(entry.partition)
             stats.entries += 1
+        if not entries:  # caught up: nothing accepted before the newest config is still waiting
+            for p in self.partitions:
+                self._rules_for(p, None)
         publications += self._timers(stats, caught_up=not entries)
         if publications:
             stats.published = self.outbox.publish(publications, self.router)

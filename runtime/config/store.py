@@ -15,7 +15,7 @@ import redis
 
 from runtime import keys
 from runtime.config.documents import check_fields_against_type, parse_document
-from runtime.config.models import KINDS, Doc, Rule, Source, Subscription, leaves
+from runtime.config.models import KINDS, Channel, Doc, Rule, Source, Subscription, leaves
 from runtime.errors import NotFound
 
 
@@ -30,14 +30,19 @@ class ConfigStore:
         if isinstance(doc, Rule):
             types = {leaf.event for _, leaf in leaves(doc.when)}
             check_fields_against_type(doc, {t: self._get_raw("event-type", t) for t in types})
-        if isinstance(doc, Source):
+        if isinstance(doc, Subscription) and doc.token is None and doc.token_sha256 is None:
+            previous = self._get_raw("subscription", doc.name)  # a change that does not name the token keeps it
+            if previous and previous.get("token_sha256"):
+                doc = doc.model_copy(update={"token_sha256": previous["token_sha256"]})
+        if isinstance(doc, (Source, Subscription)):
             doc = doc.stored()
         return self._store(doc)
 
     def _store(self, doc: Doc) -> dict[str, Any]:
         kind = _kind_of(doc)
-        previous = self._get_raw(kind, doc.name)
-        version = int(previous["version"]) + 1 if previous else 1
+        # one more than anything this name ever had, so a deleted and re-created document never
+        # repeats a version (outputs name the version that produced them)
+        version = int(self._redis.llen(keys.config_history(kind, doc.name))) + 1
         body = doc.model_dump(mode="json", exclude_none=True, by_alias=True)
         record = {**body, "version": version, "updated_at": int(time.time() * 1000)}
         encoded = json.dumps(record, sort_keys=True)
@@ -45,7 +50,9 @@ class ConfigStore:
         pipe.hset(keys.config_docs(kind), doc.name, encoded)
         pipe.rpush(keys.config_history(kind, doc.name), encoded)
         if isinstance(doc, Subscription):
-            _ensure_subscription_stream(pipe, doc.name)
+            _ensure_stream(pipe, keys.subscription_stream(doc.name))
+        if isinstance(doc, Channel):
+            _ensure_stream(pipe, keys.channel_stream(doc.name))
         pipe.incr(keys.CONFIG_VERSION)
         pipe.execute()
         return {"kind": kind, "name": doc.name, "version": version}
@@ -70,8 +77,9 @@ class ConfigStore:
         record = self.get(kind, name)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hdel(keys.config_docs(kind), name)
-        if kind == "subscription":
-            pipe.delete(keys.subscription_stream(name))
+        if kind in ("subscription", "channel"):
+            stream = keys.subscription_stream(name) if kind == "subscription" else keys.channel_stream(name)
+            pipe.delete(stream, keys.deadletters(stream), keys.delivery_state(stream))
         pipe.incr(keys.CONFIG_VERSION)
         pipe.execute()
         return {"kind": kind, "name": name, "deleted": True, "version": record["version"]}
@@ -92,13 +100,13 @@ class ConfigStore:
         return int(version or 0), docs
 
 
-def _ensure_subscription_stream(pipe: Any, name: str) -> None:
-    """Create the subscription's stream and consumer group now, so events emitted from this
-    moment on are kept for it (MKSTREAM; an existing group is left as it is)."""
+def _ensure_stream(pipe: Any, stream: str) -> None:
+    """Create a subscription's (or channel's) stream and consumer group now, so events emitted
+    from this moment on are kept for it (MKSTREAM; an existing group is left as it is)."""
     pipe.eval(
         "local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM') return 1",
         1,
-        keys.subscription_stream(name),
+        stream,
         keys.SUBSCRIPTION_GROUP,
     )
 
