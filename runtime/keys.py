@@ -46,6 +46,26 @@ def subscription_stream(name: str) -> str:
     return f"{PREFIX}:sub:{name}"
 
 
+def channel_stream(name: str) -> str:
+    """Notification requests waiting for the channel's gateway."""
+    return f"{PREFIX}:chan:{name}"
+
+
+def deadletters(stream: str) -> str:
+    """Events a subscription's or channel's receiver never took, with the last error."""
+    return f"{stream}:dead"
+
+
+def delivery_state(stream: str) -> str:
+    """A webhook destination's status: disabled (after a 410) and why."""
+    return f"{stream}:state"
+
+
+def deliveries(event_key: str) -> str:
+    """Delivery attempts of one event or output (``<source>/<id>`` or an output id), for the trace."""
+    return f"{PREFIX}:deliveries:{event_key}"
+
+
 SUBSCRIPTION_GROUP = "pull"
 
 

@@ -88,8 +88,9 @@ class Outbox:
         argv: list[Any] = [self._horizon_ms, self._maxlen, 0, FIRES_KEPT]
         count = 0
         for pub in publications:
-            streams = [keys.subscription_stream(s) for s in router.subscribers(pub.topic)]
-            payload = orjson.dumps({**pub.event, "topic": pub.topic})
+            event = {**pub.event, "topic": pub.topic}
+            streams = router.streams(pub.topic, event)
+            payload = orjson.dumps(event)
             note = orjson.dumps({"output": pub.id, "topic": pub.topic, "rule": pub.event.get("data", {}).get("rule")})
             hits = [keys.hits(source, event_id) for source, event_id in pub.refs]
             argv += [keys.emitted(pub.id), payload, len(streams), *streams, note, len(hits), *hits]

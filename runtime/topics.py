@@ -6,6 +6,10 @@ import fnmatch
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from typing import Any
+
+from runtime import keys
+from runtime.expr import Expr, compile_expr
 
 
 def atomic_topic(event_type: str) -> str:
@@ -22,16 +26,45 @@ def matches(pattern: str, topic: str) -> bool:
 
 
 class TopicRouter:
-    """Which subscriptions want a topic; answers are cached per topic."""
+    """Which subscriptions (and channel) want a topic; answers are cached per topic. A
+    subscription's ``filter`` is applied per event."""
 
-    def __init__(self, subscriptions: dict[str, Iterable[str]]) -> None:
+    def __init__(
+        self,
+        subscriptions: dict[str, Iterable[str]],
+        filters: dict[str, Expr] | None = None,
+        channels: Iterable[str] = (),
+    ) -> None:
         self._subscriptions = {name: tuple(patterns) for name, patterns in subscriptions.items()}
+        self._filters = filters or {}
+        self._channels = frozenset(channels)
+        self._streams: dict[str, tuple[tuple[str, str], ...]] = {}  # topic -> (subscription or "", stream)
         self._cache: dict[str, tuple[str, ...]] = {}
         self._atomic: dict[str, bool] = {}
         # conservative: False only when no pattern can match an atomic topic
         self.any_atomic = any(
             not p.startswith(("business.", "notifications.")) for ps in self._subscriptions.values() for p in ps
         )
+
+    @classmethod
+    def from_docs(cls, docs: dict[str, list[dict[str, Any]]]) -> TopicRouter:
+        """From the config store's snapshot: subscriptions (with filters) and enabled channels."""
+        subscriptions = docs.get("subscription", [])
+        filters = {d["name"]: compile_expr(d["filter"]) for d in subscriptions if d.get("filter")}
+        channels = [d["name"] for d in docs.get("channel", []) if d.get("enabled", True)]
+        return cls({d["name"]: d["topics"] for d in subscriptions}, filters, channels)
+
+    def streams(self, topic: str, event: dict[str, Any]) -> list[str]:
+        """The streams an output or event on ``topic`` goes to."""
+        routes = self._streams.get(topic)
+        if routes is None:
+            routes = tuple((name, keys.subscription_stream(name)) for name in self.subscribers(topic))
+            if topic.startswith("notifications.") and topic[len("notifications.") :] in self._channels:
+                routes += (("", keys.channel_stream(topic[len("notifications.") :])),)
+            self._streams[topic] = routes
+        if not self._filters:
+            return [stream for _, stream in routes]
+        return [s for name, s in routes if name not in self._filters or self._filters[name].predicate(event)]
 
     def subscribers(self, topic: str) -> tuple[str, ...]:
         found = self._cache.get(topic)

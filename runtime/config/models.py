@@ -7,27 +7,12 @@ unknown fields, so a typo is an error, not a silently ignored setting.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from runtime.config.sources import CsvFormat, Dedupe, KvFormat, Mapping, SourceFormat, UnknownIdentity
-from runtime.config.types import NAME_PATTERN, TOPIC_PATTERN, DurationMs
-
-
-class Doc(BaseModel):
-    """Fields every document has."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(pattern=NAME_PATTERN, description="Unique name within the kind.")
-    description: str = Field("", max_length=2000, description="Free text for operators.")
-
-
-def hash_key(key: str) -> str:
-    """How source and subscriber keys are stored: SHA-256 hex, never the key itself."""
-    return hashlib.sha256(key.encode()).hexdigest()
+from runtime.config.types import NAME_PATTERN, Doc, DurationMs, hash_key
 
 
 class Source(Doc):
@@ -547,28 +532,12 @@ def _validity_time(value: str | int | None, name: str) -> int | None:
     return parsed
 
 
-class Subscription(Doc):
-    """A consumer of topics (``atomic.<type>``, ``business.<name>``, ``notifications.<channel>``;
-    ``*`` matches any run of characters)."""
-
-    kind: Literal["subscription"] = "subscription"
-    topics: list[str] = Field(min_length=1, max_length=100)
-    mode: Literal["pull"] = "pull"
-
-    @field_validator("topics")
-    @classmethod
-    def _topic_shape(cls, topics: list[str]) -> list[str]:
-        import re
-
-        for topic in topics:
-            if not re.match(TOPIC_PATTERN, topic):
-                raise ValueError(f"topic {topic!r} is not of the form 'atomic.<type>', 'business.<name>' or a pattern")
-        return topics
-
+from runtime.config.delivery import Channel, Subscription  # noqa: E402  (the kinds of delivery)
 
 KINDS: dict[str, type[Doc]] = {
     "source": Source,
     "event-type": EventType,
     "rule": Rule,
     "subscription": Subscription,
+    "channel": Channel,
 }

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from runtime.durations import format_duration_ms, parse_duration_ms
 
@@ -16,3 +17,17 @@ DurationMs = Annotated[
     BeforeValidator(parse_duration_ms),
     PlainSerializer(format_duration_ms, return_type=str),
 ]
+
+
+class Doc(BaseModel):
+    """Fields every document has."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Unique name within the kind.")
+    description: str = Field("", max_length=2000, description="Free text for operators.")
+
+
+def hash_key(key: str) -> str:
+    """How source and subscriber keys are stored: SHA-256 hex, never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()
