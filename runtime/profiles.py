@@ -52,7 +52,7 @@ def _scalar_problem(value: Any) -> str | None:
         return None if -_INT64 <= value < _INT64 else f"integer out of the 64-bit range: {value}"
     if isinstance(value, float):
         return None if math.isfinite(value) else f"must be a finite number, got {value}"
-    return f"must be a string, number, boolean, null or a list of those, got {type(value).__name__}"
+    return f"must be a string, number, boolean, null, or a list or one-level map of those, got {type(value).__name__}"
 
 
 def _attrs_problem(customer: Any, attrs: Any) -> tuple[str, str] | None:
@@ -64,6 +64,13 @@ def _attrs_problem(customer: Any, attrs: Any) -> tuple[str, str] | None:
         if not isinstance(name, str) or not name:
             return str(name), "attribute names must be non-empty strings"
         if value is None:
+            continue
+        if isinstance(value, Mapping):  # one level, e.g. scores: {product: 0..100}
+            for key, item in value.items():
+                problem = None if isinstance(key, str) and key else "keys must be non-empty strings"
+                problem = problem or (None if item is None else _scalar_problem(item))
+                if problem is not None:
+                    return f"{name}.{key}", problem
             continue
         if isinstance(value, list | tuple | set | frozenset):
             for item in value:

@@ -220,7 +220,7 @@ def test_non_json_field_reads_as_its_string(profiles, redis_client):
     ("customer", "attrs", "field"),
     [
         ("", {"a": 1}, "customer"),
-        ("c", {"a": {"nested": 1}}, "a"),
+        ("c", {"a": {"nested": {"deeper": 1}}}, "a.nested"),  # maps are one level deep (scores: {product: n})
         ("c", {"a": float("nan")}, "a"),
         ("c", {"a": 2**70}, "a"),
         ("c", {"a": [1, object()]}, "a"),
