@@ -15,7 +15,8 @@ import ray
 import redis
 from ray import serve
 
-from actors import coordinator
+from actors import coordinator, dispatcher
+from runtime import keys
 from runtime.redis_server import EmbeddedRedis
 from runtime.settings import EspSettings
 from serve import app as api
@@ -33,6 +34,8 @@ class Platform:
         self.settings = settings
         self.redis_server: EmbeddedRedis | None = None
         self.actors: list[Any] = []  # non-detached actors live as long as their handles
+        self.dispatchers: list[Any] = []
+        self.gateway: Any = None  # the local message gateway when it runs in this process
 
     @property
     def state_file(self) -> Path:
@@ -46,6 +49,33 @@ class Platform:
         if self.settings.redis_url is None:
             self.redis_server = EmbeddedRedis(self.settings.state_dir / "redis", self.settings.redis_port).start()
         redis.Redis.from_url(self.settings.effective_redis_url()).ping()
+
+    @property
+    def gateway_log(self) -> Path:
+        return self.settings.state_dir / "gateway" / "messages.jsonl"
+
+    def start_gateway(self, *, own_process: bool) -> int | None:
+        """The built-in local message gateway that records what channels would have sent:
+        in this process (demo, tests), or as its own process that outlives it (``esp up``;
+        returns its pid)."""
+        if not self.settings.gateway_port:
+            return None
+        if not own_process:
+            from runtime.gateway import LocalGateway
+
+            self.gateway = LocalGateway(self.gateway_log, port=self.settings.gateway_port).start()
+            return None
+        self.gateway_log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "runtime.gateway", "--path", str(self.gateway_log)]
+        cmd += ["--port", str(self.settings.gateway_port)]
+        with (self.gateway_log.parent / "gateway.log").open("ab") as out:
+            process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        return process.pid
+
+    def stop_gateway(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
 
     def start_ray_head(self) -> str:
         """``ray start --head`` as its own process tree, so it outlives this command. The head
@@ -85,6 +115,9 @@ class Platform:
 
     def deploy(self, *, detached: bool) -> None:
         self.actors = coordinator.start_partition_actors(self.settings, detached=detached)
+        self.dispatchers = dispatcher.start(self.settings, detached=detached)
+        client = redis.Redis.from_url(self.settings.effective_redis_url())
+        client.hset(keys.META, "dispatchers", self.settings.dispatchers)
         serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
         serve.run(api.build(self.settings), name=api.APP_NAME, route_prefix="/", blocking=False)
         self.wait_ready()
@@ -111,6 +144,7 @@ class Platform:
         except Exception:  # already gone
             logger.debug("serve shutdown failed", exc_info=True)
         client = redis.Redis.from_url(self.settings.effective_redis_url())
+        dispatcher.stop(int(client.hget(keys.META, "dispatchers") or 0))
         count = len(coordinator.recorded_assignment(client))
         coordinator.stop_partition_actors(count)
 

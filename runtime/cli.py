@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -69,15 +70,19 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
     except EspError as exc:
         _fail(exc)
     redis_pid = platform.redis_server.pid if platform.redis_server else None
+    gateway_pid = platform.start_gateway(own_process=True)
     platform.save_state(
         address=address,
         started_ray=started_ray,
         redis_pid=redis_pid,
+        gateway_pid=gateway_pid,
         url=platform.base_url,
         redis_url=settings.effective_redis_url(),
         state_dir=str(settings.state_dir.resolve()),
     )
     click.echo(f"ESP is up at {platform.base_url} (OpenAPI: {platform.base_url}/docs); 'esp down' stops it.")
+    if gateway_pid:
+        click.echo(f"local message gateway on port {settings.gateway_port}: 'esp messages' shows what was sent.")
 
 
 @main.command()
@@ -113,6 +118,12 @@ def down(state_dir: Path | None) -> None:
         subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], check=False, capture_output=True)
     if state.get("redis_pid"):
         EmbeddedRedis(settings.state_dir / "redis", settings.redis_port).stop()
+    if state.get("gateway_pid"):
+        import os
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(state["gateway_pid"]), signal.SIGTERM)
     platform.state_file.unlink(missing_ok=True)
     click.echo("ESP is down.")
 
@@ -288,9 +299,12 @@ def quarantine_replay(url: str, source: str | None, reason: str | None, limit: i
 
 def _register_data_commands() -> None:
     from runtime.cli_data import consents, identities
+    from runtime.cli_delivery import deadletters, messages
 
     main.add_command(identities)
     main.add_command(consents)
+    main.add_command(deadletters)
+    main.add_command(messages)
 
 
 _register_data_commands()

@@ -3,6 +3,7 @@ a synthetic stream, and what fired — then everything is stopped."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections import Counter
@@ -33,6 +34,7 @@ def run_demo(*, customers: int, events: int, state_dir: Path) -> None:
     started = time.perf_counter()
     click.echo(f"starting embedded Redis, local Ray and the HTTP API (state in {state_dir}) ...")
     platform.start_redis()
+    platform.start_gateway(own_process=False)
     try:
         platform.init_ray_in_process()
         platform.deploy(detached=False)
@@ -43,12 +45,14 @@ def run_demo(*, customers: int, events: int, state_dir: Path) -> None:
             _stream(client, customers=customers, events=events)
             _other_sources(platform.base_url, customers=customers)
             _show_results(client)
+            _show_messages(platform.gateway_log)
     finally:
         click.echo("stopping ...")
         try:
             platform.undeploy()
         finally:
             ray.shutdown()
+            platform.stop_gateway()
             if platform.redis_server:
                 platform.redis_server.stop()
     click.echo(f"demo finished in {time.perf_counter() - started:.1f}s; nothing left running.")
@@ -114,3 +118,28 @@ def _show_results(client: EspClient) -> None:
         )
     ids = [e["id"] for e in received]
     click.echo(f"  {len(received)} outputs, {len(ids) - len(set(ids))} duplicate ids")
+
+
+def _show_messages(log: Path, settle_s: float = 3.0, timeout_s: float = 60.0) -> None:
+    """What the channels and webhooks delivered to the local gateway (waits until it settles)."""
+    from runtime.gateway import read_messages
+
+    click.echo("the local gateway (what the sms channel and the crm-webhook subscription sent) ...")
+    deadline, seen, quiet_since = time.monotonic() + timeout_s, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = len(read_messages(log, limit=1_000_000))
+        if count != seen:
+            seen, quiet_since = count, time.monotonic()
+        elif time.monotonic() - quiet_since >= settle_s:
+            break
+        time.sleep(0.25)
+    messages = read_messages(log, limit=1_000_000)
+    by_channel = Counter(m["channel"] for m in messages)
+    for channel, count in sorted(by_channel.items()):
+        click.echo(f"  {channel:32s} {count:6d}")
+    for channel in sorted(by_channel):
+        example = next(m for m in reversed(messages) if m["channel"] == channel)
+        body = example["body"]
+        shown = body.get("message") if isinstance(body, dict) and "message" in body else json.dumps(body)[:160]
+        signed = " (signed: webhook-signature)" if "webhook-signature" in example["headers"] else ""
+        click.echo(f"  e.g. {channel}{signed}: {shown}")

@@ -7,6 +7,7 @@ stable machine-readable ``reason`` that HTTP answers and the CLI print unchanged
     ├── ConfigError                  invalid_config      a config document does not validate
     │   └── ExpressionError          invalid_expression  an expression does not parse or type-check
     ├── NotFound                     not_found           a named thing does not exist
+    ├── Conflict                     conflict / wrong_mode  not possible in the thing's current state
     ├── InputError                   (per case)          a request body or event is unusable
     │   ├── UnparseableBody          unparseable_body
     │   ├── UnsupportedContentType   unsupported_content_type
@@ -71,6 +72,12 @@ class NotFound(EspError):
 
 class InputError(EspError):
     reason = "invalid_input"
+
+
+class Conflict(EspError):
+    """The request does not fit the thing's current state, e.g. pulling a webhook subscription."""
+
+    reason = "conflict"
 
 
 class UnparseableBody(InputError):

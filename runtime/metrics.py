@@ -45,3 +45,24 @@ PULLED = MetricSpec(
 ACKED = MetricSpec(
     "esp_subscription_events_acked_total", "counter", "Events acknowledged by subscribers.", ("subscription",)
 )
+
+DELIVERY_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+DELIVERED = MetricSpec(
+    "esp_delivery_events_total", "counter", "Events delivered to webhook and channel receivers.", ("destination",)
+)
+RETRIED = MetricSpec(
+    "esp_delivery_retries_total", "counter", "Delivery attempts that will be retried.", ("destination",)
+)
+DEAD_LETTERED = MetricSpec(
+    "esp_delivery_dead_letters_total", "counter", "Events moved to a destination's dead letters.", ("destination",)
+)
+DELIVERY_LAG = MetricSpec(
+    "esp_delivery_lag_seconds", "gauge", "Age of the oldest event not yet delivered, per destination.", ("destination",)
+)
+DELIVERY_LATENCY = MetricSpec(
+    "esp_delivery_latency_seconds",
+    "histogram",
+    "From publication to the receiver's 2xx (retries included).",
+    ("destination",),
+    DELIVERY_S,
+)

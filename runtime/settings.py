@@ -30,6 +30,11 @@ class EspSettings(BaseSettings):
     partitions: int = Field(64, ge=1, le=4096, description="Virtual partitions; fixed once data exists.")
     actors: int = Field(0, ge=0, description="Partition actors; 0 means one per available CPU.")
     actor_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per partition actor.")
+    dispatchers: int = Field(1, ge=0, le=64, description="Webhook and channel dispatcher actors (0: no delivery).")
+    gateway_port: int = Field(
+        8790, ge=0, le=65535, description="Port of the built-in local message gateway (esp up, esp demo); 0: none."
+    )
+    dispatcher_num_cpus: float = Field(0.1, gt=0, description="CPUs reserved per dispatcher actor (mostly waiting).")
     http_host: str = Field("127.0.0.1", description="Address the Serve HTTP proxy binds.")
     http_port: int = Field(8000, description="Port of the Serve HTTP proxy.")
     api_replicas: int = Field(1, ge=1, description="Replicas of the HTTP API deployment.")

@@ -7,13 +7,15 @@ idempotent: acking twice, or acking an unknown id, changes nothing.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 import orjson
 import redis
 
 from runtime import keys
-from runtime.errors import InputError
+from runtime.errors import InputError, NotFound
 from runtime.streams import entry_id_key, text
 
 
@@ -71,3 +73,42 @@ class SubscriptionReader:
         if group is None:
             return {"pending": 0, "lag": 0}
         return {"pending": int(group["pending"]), "lag": int(group.get("lag") or 0)}
+
+
+def authorize(doc: dict[str, Any], authorization: str | None) -> None:
+    """A subscription with a token answers only to it; any other caller (no token, another
+    subscriber's) is told the subscription does not exist, as if it did not (404)."""
+    expected = doc.get("token_sha256")
+    if expected is None:
+        return
+    scheme, _, token = (authorization or "").partition(" ")
+    given = hashlib.sha256(token.strip().encode()).hexdigest() if scheme.lower() == "bearer" and token else ""
+    if not hmac.compare_digest(given, expected):
+        raise NotFound(f"no subscription named {doc.get('name')!r}")
+
+
+def project(event: dict[str, Any], fields: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
+    """Only the listed dotted paths of ``event`` (missing ones are left out): a subscription's
+    ``fields``."""
+    if not fields:
+        return event
+    out: dict[str, Any] = {}
+    for path in fields:
+        value: Any = event
+        parts = path.split(".")
+        for part in parts:
+            if not isinstance(value, dict) or part not in value:
+                break
+            value = value[part]
+        else:
+            node = out
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+    return out
+
+
+def check_entry_id(entry_id: str, what: str) -> str:
+    if not _valid_id(entry_id):
+        raise InputError(f"{what} {entry_id!r} is not of the form '<ms>-<seq>'", reason="invalid_event_id")
+    return entry_id

@@ -43,8 +43,11 @@ def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int,
         if dropped:  # accepted, then kept from the rules (a late event under the drop policy)
             status = "dropped"
             steps.append({"step": "dropped", "reason": dropped})
-        for raw in hits:
-            steps.append({"step": "matched", **orjson.loads(raw)})
+        matched = [orjson.loads(raw) for raw in hits]
+        steps += [{"step": "matched", **hit} for hit in matched]
+        steps += _deliveries(
+            client, [f"{source}/{event_id}"] + [f"esp/rule/{h['rule']}/{h['output']}" for h in matched]
+        )
     elif dropped:
         status = "dropped"
         steps.append({"step": "dropped", "reason": dropped})
@@ -56,6 +59,18 @@ def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int,
     if status == "unknown" and quarantined:
         status = "quarantined"
     return {"source": source, "id": event_id, "status": status, "steps": steps}
+
+
+def _deliveries(client: redis.Redis, event_keys: list[str]) -> list[dict[str, Any]]:
+    """Webhook and channel delivery attempts of the event and of the outputs it produced."""
+    pipe = client.pipeline(transaction=False)
+    for key in event_keys:
+        pipe.lrange(keys.deliveries(key), 0, -1)
+    return [
+        {"step": "delivery", "event": key, **orjson.loads(raw)}
+        for key, attempts in zip(event_keys, pipe.execute(), strict=True)
+        for raw in attempts
+    ]
 
 
 def _read_past(client: redis.Redis, partition: int, entry: str) -> bool:

@@ -11,25 +11,29 @@ from typing import Any
 import httpx
 import ray
 import redis
+import redis.asyncio as aioredis
 from fastapi import Body, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 
 from actors.coordinator import live_actors, recorded_assignment
 from actors.metrics import metric
+from runtime import keys
 from runtime import metrics as m
+from runtime.config.delivery import public_view
 from runtime.config.store import ConfigStore
 from runtime.consent import ConsentRecord
-from runtime.errors import BodyTooLarge, InputError, NotFound
+from runtime.deadletters import delivery_status, list_dead, replay_dead
+from runtime.errors import BodyTooLarge, Conflict, InputError, NotFound
 from runtime.identity import IdentityLink
 from runtime.ingest import Ingestor
 from runtime.outbox import last_fires
 from runtime.profiles import ProfileStore
 from runtime.settings import EspSettings
-from runtime.subscriptions import SubscriptionReader
+from runtime.subscriptions import SubscriptionReader, authorize, check_entry_id, project
 from runtime.trace import trace_event
-from serve import errors
+from serve import errors, sse
 
 APP_NAME = "esp"
 MAX_PULL_WAIT_S = 30.0
@@ -77,6 +81,7 @@ class EspApi:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = EspSettings(**settings)
         self.redis = redis.Redis.from_url(self.settings.effective_redis_url(), max_connections=128)
+        self.aredis = aioredis.Redis.from_url(self.settings.effective_redis_url())  # SSE streams
         self.ingestor = Ingestor(self.settings, self.redis)
         self.config = ConfigStore(self.redis)
         self.profiles = ProfileStore(self.redis)
@@ -151,7 +156,7 @@ class EspApi:
 
     @app.get("/v1/config/{kind}/{name}")
     def get_config(self, kind: str, name: str) -> dict[str, Any]:
-        return self.config.get(kind, name)
+        return public_view(kind, self.config.get(kind, name))
 
     @app.delete("/v1/config/{kind}/{name}")
     def delete_config(self, kind: str, name: str) -> dict[str, Any]:
@@ -159,7 +164,7 @@ class EspApi:
 
     @app.get("/v1/config/{kind}")
     def list_config(self, kind: str) -> dict[str, Any]:
-        return {"kind": kind, "items": self.config.list(kind)}
+        return {"kind": kind, "items": [public_view(kind, d) for d in self.config.list(kind)]}
 
     # --- reference data: identities, consents, profiles ---------------------------------
 
@@ -212,28 +217,76 @@ class EspApi:
     ) -> dict[str, Any]:
         return self.ingestor.replay(source=source, reason=reason, limit=limit)
 
-    # --- subscriptions -----------------------------------------------------------------
+    # --- subscriptions (a subscription with a token answers only to it) -------------------
 
-    def _subscription(self, name: str) -> None:
-        self.config.get("subscription", name)
+    def _subscription(self, name: str, request: Request, *, mode: str | None = None) -> dict[str, Any]:
+        try:
+            doc = self.config.get("subscription", name)
+        except NotFound:
+            raise NotFound(f"no subscription named {name!r}") from None
+        authorize(doc, request.headers.get("authorization"))
+        if mode is not None and doc.get("mode", "pull") != mode:
+            raise Conflict(f"subscription {name!r} is delivered by {doc.get('mode')}, not {mode}", reason="wrong_mode")
+        return doc
+
+    @app.get("/v1/subscriptions", summary="The subscriptions this token may read")
+    def list_subscriptions(self, request: Request) -> dict[str, Any]:
+        mine = []
+        for doc in self.config.list("subscription"):
+            try:
+                authorize(doc, request.headers.get("authorization"))
+            except NotFound:
+                continue
+            mine.append(public_view("subscription", doc))
+        return {"items": mine}
 
     @app.get("/v1/subscriptions/{name}/events", summary="Pull events (long poll)")
     def pull(
         self,
         name: str,
+        request: Request,
         max: int = Query(100, ge=1, le=MAX_PULL_EVENTS),
         wait: float = Query(0, ge=0, le=MAX_PULL_WAIT_S),
         consumer: str = Query("default", pattern=r"^[A-Za-z0-9._-]{1,64}$"),
     ) -> dict[str, Any]:
-        self._subscription(name)
+        doc = self._subscription(name, request, mode="pull")
         result = self.subscriptions.pull(name, max_events=max, wait_ms=int(wait * 1000), consumer=consumer)
+        if doc.get("fields"):
+            result["events"] = [{**project(e, doc["fields"]), "ack_id": e["ack_id"]} for e in result["events"]]
         if result["events"]:
             metric(m.PULLED).inc(len(result["events"]), tags={"subscription": name})
         return result
 
+    @app.get("/v1/subscriptions/{name}/stream", summary="Server-sent events (resume with Last-Event-ID)")
+    async def stream(self, name: str, request: Request, last_event_id: str | None = None) -> StreamingResponse:
+        doc = await run_in_threadpool(self._subscription, name, request, mode="sse")
+        stream = keys.subscription_stream(name)
+        resume = request.headers.get("last-event-id") or last_event_id
+        position = check_entry_id(resume, "Last-Event-ID") if resume else await sse.start_position(self.aredis, stream)
+        return StreamingResponse(
+            sse.events(self.aredis, stream, position, doc.get("fields")),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/v1/subscriptions/{name}/deadletters", summary="Events the webhook receiver never took")
+    def subscription_dead(
+        self, name: str, request: Request, limit: int = Query(100, ge=1, le=10_000), before: str | None = None
+    ) -> dict[str, Any]:
+        self._subscription(name, request)
+        return list_dead(self.redis, keys.subscription_stream(name), limit=limit, before=before)
+
+    @app.post("/v1/subscriptions/{name}/deadletters/replay", summary="Deliver dead letters again")
+    def subscription_replay(
+        self, name: str, request: Request, body: dict[str, Any] | None = Body(None)
+    ) -> dict[str, Any]:
+        self._subscription(name, request)
+        ids = _ids(body)
+        return {"replayed": replay_dead(self.redis, keys.subscription_stream(name), ids=ids)}
+
     @app.post("/v1/subscriptions/{name}/ack", summary="Acknowledge pulled events (idempotent)")
-    def ack(self, name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-        self._subscription(name)
+    def ack(self, name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        self._subscription(name, request, mode="pull")
         ids = body.get("ack_ids", body.get("ids"))
         cursor = body.get("cursor")
         if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
@@ -243,10 +296,31 @@ class EspApi:
             metric(m.ACKED).inc(acked, tags={"subscription": name})
         return {"acked": acked}
 
-    @app.get("/v1/subscriptions/{name}", summary="Subscription backlog")
-    def subscription_status(self, name: str) -> dict[str, Any]:
-        self._subscription(name)
-        return {"name": name, **self.subscriptions.backlog(name)}
+    @app.get("/v1/subscriptions/{name}", summary="Subscription backlog and delivery status")
+    def subscription_status(self, name: str, request: Request) -> dict[str, Any]:
+        doc = self._subscription(name, request)
+        stream = keys.subscription_stream(name)
+        status = {"name": name, "mode": doc.get("mode", "pull"), **self.subscriptions.backlog(name)}
+        return {**status, **delivery_status(self.redis, stream)}
+
+    # --- channels (operator side) --------------------------------------------------------
+
+    @app.get("/v1/channels/{name}", summary="Channel backlog and delivery status")
+    def channel_status(self, name: str) -> dict[str, Any]:
+        self.config.get("channel", name)
+        return {"name": name, **delivery_status(self.redis, keys.channel_stream(name))}
+
+    @app.get("/v1/channels/{name}/deadletters", summary="Notifications the gateway never took")
+    def channel_dead(
+        self, name: str, limit: int = Query(100, ge=1, le=10_000), before: str | None = None
+    ) -> dict[str, Any]:
+        self.config.get("channel", name)
+        return list_dead(self.redis, keys.channel_stream(name), limit=limit, before=before)
+
+    @app.post("/v1/channels/{name}/deadletters/replay", summary="Send dead letters again")
+    def channel_replay(self, name: str, body: dict[str, Any] | None = Body(None)) -> dict[str, Any]:
+        self.config.get("channel", name)
+        return {"replayed": replay_dead(self.redis, keys.channel_stream(name), ids=_ids(body))}
 
     # --- operations --------------------------------------------------------------------
 
@@ -275,6 +349,13 @@ class EspApi:
         async with httpx.AsyncClient(timeout=5) as client:
             response = await client.get(url)
         return PlainTextResponse(response.text, media_type="text/plain; version=0.0.4")
+
+
+def _ids(body: dict[str, Any] | None) -> list[str] | None:
+    ids = (body or {}).get("ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
+        raise InputError("ids must be a list of dead letter ids", reason="invalid_ids")
+    return ids
 
 
 def build(settings: EspSettings) -> Any:

@@ -15,6 +15,7 @@ STATUS: list[tuple[type[e.EspError], int]] = [
     (e.UnparseableBody, 400),
     (e.ConfigError, 422),
     (e.NotFound, 404),
+    (e.Conflict, 409),
     (e.Overloaded, 429),
     (e.InputError, 400),
 ]

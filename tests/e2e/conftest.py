@@ -56,6 +56,7 @@ def stop_platform(platform: Platform) -> None:
         serve.shutdown()
     finally:
         platform.actors = []
+        platform.dispatchers = []
         if platform.redis_server:
             platform.redis_server.stop()
 

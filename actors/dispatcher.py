@@ -1,0 +1,113 @@
+"""The dispatcher actor: a thin Ray shell around :class:`runtime.delivery.Dispatcher`.
+
+A background thread runs the dispatcher's asyncio loop. Ray restarts a crashed actor; the new
+one takes back whatever its predecessor left pending (``runtime/delivery.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import ray
+
+from actors.metrics import metric
+from runtime import metrics as m
+from runtime.delivery import Dispatcher
+from runtime.settings import EspSettings
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "esp"
+
+
+def actor_name(index: int) -> str:
+    return f"esp-dispatcher-{index}"
+
+
+class RayMetrics:
+    def delivered(self, destination: str, count: int, latency_s: float) -> None:
+        tags = {"destination": destination}
+        metric(m.DELIVERED).inc(count, tags=tags)
+        metric(m.DELIVERY_LATENCY).observe(latency_s, tags=tags)
+
+    def retried(self, destination: str) -> None:
+        metric(m.RETRIED).inc(1, tags={"destination": destination})
+
+    def dead_lettered(self, destination: str, count: int) -> None:
+        metric(m.DEAD_LETTERED).inc(count, tags={"destination": destination})
+
+    def lag(self, destination: str, oldest_undelivered_s: float) -> None:
+        metric(m.DELIVERY_LAG).set(oldest_undelivered_s, tags={"destination": destination})
+
+
+class DispatcherActor:
+    def __init__(self, settings: dict[str, Any], index: int, count: int) -> None:
+        self._settings = EspSettings(**settings)
+        self._dispatcher = Dispatcher(
+            self._settings.effective_redis_url(),
+            horizon_s=self._settings.idempotency_horizon_s,
+            index=index,
+            count=count,
+            metrics=RayMetrics(),
+        )
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="dispatcher-loop", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        while True:
+            self._stop = asyncio.Event()
+            try:
+                self._loop.run_until_complete(self._dispatcher.run(self._stop))
+                return
+            except Exception:
+                logger.exception("dispatcher loop failed; starting it again")
+                time.sleep(1)
+
+    def status(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "destinations": self._dispatcher.status()}
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+
+
+def create(settings: EspSettings, index: int, count: int, *, detached: bool) -> Any:
+    remote = ray.remote(DispatcherActor).options(
+        name=actor_name(index),
+        namespace=NAMESPACE,
+        lifetime="detached" if detached else None,
+        max_restarts=-1,
+        max_task_retries=3,
+        num_cpus=settings.dispatcher_num_cpus,
+        max_concurrency=4,
+        get_if_exists=True,
+    )
+    return remote.remote(settings.to_wire(), index, count)
+
+
+def start(settings: EspSettings, *, detached: bool) -> list[Any]:
+    handles = [create(settings, i, settings.dispatchers, detached=detached) for i in range(settings.dispatchers)]
+    ray.get([h.status.remote() for h in handles])
+    return handles
+
+
+def stop(count: int) -> None:
+    for index in range(count):
+        try:
+            handle = ray.get_actor(actor_name(index), namespace=NAMESPACE)
+        except ValueError:
+            continue
+        try:
+            ray.get(handle.stop.remote(), timeout=15)
+        except Exception:  # best effort: it may be gone already
+            pass
+        ray.kill(handle, no_restart=True)

@@ -1,0 +1,116 @@
+"""Webhook delivery against a real redis-server and real HTTP receivers on loopback: the
+dispatcher runs in-process (``runtime.delivery.Dispatcher``)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from runtime import keys
+from runtime.config.store import ConfigStore
+from runtime.deadletters import list_dead, replay_dead
+from runtime.delivery import Dispatcher
+from runtime.outbox import Outbox, Publication
+from runtime.topics import TopicRouter
+from runtime.webhooks import generate_secret
+from tests.support.receiver import Receiver
+from tests.unit.test_webhooks import spec_verify
+
+
+@contextmanager
+def dispatcher(server) -> Iterator[Dispatcher]:
+    d = Dispatcher(server.url, horizon_s=3600)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(d.run(stop)), daemon=True)
+    thread.start()
+    try:
+        yield d
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+
+
+def webhook(name: str, url: str, **endpoint) -> dict:
+    return {
+        "kind": "subscription",
+        "name": name,
+        "topics": ["business.*"],
+        "mode": "webhook",
+        "webhook": {"url": url, "internal": True, "retry": ["50ms", "100ms", "100ms"], **endpoint},
+    }
+
+
+def publish(client, n: int, *, prefix: str = "o", customer: str = "c1") -> list[str]:
+    _, docs = ConfigStore(client).snapshot()
+    outbox = Outbox(client, horizon_s=3600, maxlen=100_000)
+    pubs = [
+        Publication(
+            f"{prefix}{i}",
+            "business.lead",
+            {
+                "specversion": "1.0",
+                "id": f"{prefix}{i}",
+                "source": "esp/rule/r",
+                "type": "business.lead",
+                "subject": customer,
+                "data": {"rule": "r", "n": i},
+            },
+        )
+        for i in range(n)
+    ]
+    outbox.publish(pubs, TopicRouter.from_docs(docs))
+    return [p.id for p in pubs]
+
+
+def test_signed_delivery_verifies_with_an_independent_check(redis_server, redis_client):
+    secret = generate_secret()
+    with Receiver() as receiver, dispatcher(redis_server):
+        ConfigStore(redis_client).put(webhook("hooks", receiver.url, secrets=[secret]))
+        time.sleep(0.8)  # the dispatcher picks the subscription up
+        ids = publish(redis_client, 20)
+        seen = receiver.wait_for(lambda r: len(r) >= 20)
+    assert sorted(r.json()["id"] for r in seen) == sorted(ids)
+    assert all(spec_verify(secret, r.headers, r.body) for r in seen)
+    assert len({r.headers["webhook-id"] for r in seen}) == 20
+
+
+def test_failures_then_success_give_one_effective_delivery_with_one_id(redis_server, redis_client):
+    def flaky(n, request):
+        return (503, {}, 0.0) if n <= 2 else (200, {}, 0.0)
+
+    with Receiver(flaky) as receiver, dispatcher(redis_server):
+        ConfigStore(redis_client).put(webhook("hooks", receiver.url))
+        time.sleep(0.8)
+        publish(redis_client, 1)
+        seen = receiver.wait_for(lambda r: len(r) >= 3)
+        time.sleep(0.5)
+    assert len(receiver.requests) == 3  # two failures, one success, nothing after
+    assert len({r.headers["webhook-id"] for r in seen}) == 1
+    assert redis_client.xpending(keys.subscription_stream("hooks"), keys.SUBSCRIPTION_GROUP)["pending"] == 0
+
+
+def test_exhausted_retries_dead_letter_and_replay_delivers_again(redis_server, redis_client):
+    state = {"healthy": False}
+
+    def down(n, request):
+        return (200, {}, 0.0) if state["healthy"] else (500, {}, 0.0)
+
+    with Receiver(down) as receiver, dispatcher(redis_server):
+        ConfigStore(redis_client).put(webhook("hooks", receiver.url))
+        time.sleep(0.8)
+        publish(redis_client, 2)
+        stream = keys.subscription_stream("hooks")
+        deadline = time.monotonic() + 10
+        while list_dead(redis_client, stream)["total"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        dead = list_dead(redis_client, stream)
+        assert dead["total"] == 2 and all(d["status"] == 500 and d["attempts"] == 4 for d in dead["items"])
+        state["healthy"] = True
+        assert replay_dead(redis_client, stream) == 2
+        seen = receiver.wait_for(lambda r: sum(1 for x in r if x.at and state["healthy"]) >= 10)
+    ok_ids = [r.headers["webhook-id"] for r in seen[8:]]
+    assert len(ok_ids) == 2 and list_dead(redis_client, stream)["total"] == 0
