@@ -208,4 +208,83 @@ def run_bench(*, events: int, users: int, batch_size: int, state_dir: Path) -> d
         "demo_rules": bench_demo_rules(),
         "adapters": bench_adapters(),
         "end_to_end": bench_end_to_end(events, users, batch_size, state_dir),
+        "delivery": bench_delivery(state_dir / "delivery"),
     }
+
+
+def bench_delivery(state_dir: Path, events: int = 20_000) -> dict[str, Any]:
+    """Webhook delivery from a subscription stream to the built-in local gateway on loopback
+    (which appends every request to a file): events/s and p99 publish-to-2xx latency, one
+    event per request and in batches of 100."""
+    import asyncio
+    import shutil
+    import threading
+
+    import redis
+
+    from runtime.config.store import ConfigStore
+    from runtime.delivery import Dispatcher
+    from runtime.gateway import LocalGateway
+    from runtime.outbox import Outbox, Publication
+    from runtime.redis_server import EmbeddedRedis, free_port
+    from runtime.topics import TopicRouter
+    from runtime.webhooks import generate_secret
+
+    class Latencies:
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+            self.count = 0
+
+        def delivered(self, destination: str, count: int, latency_s: float) -> None:
+            self.seen += [latency_s] * count
+            self.count += count
+
+        def retried(self, destination: str) -> None: ...
+        def dead_lettered(self, destination: str, count: int) -> None: ...
+        def lag(self, destination: str, oldest_undelivered_s: float) -> None: ...
+
+    shutil.rmtree(state_dir, ignore_errors=True)
+    server = EmbeddedRedis(state_dir / "redis", free_port()).start()
+    gateway = LocalGateway(state_dir / "messages.jsonl").start()
+    results: dict[str, Any] = {"events": events}
+    try:
+        client = redis.Redis.from_url(server.url)
+        for mode, batch in (("single", 1), ("batch_100", 100)):
+            name = f"bench-{mode.replace('_', '-')}"
+            endpoint = {"url": f"{gateway.url}/send/{name}", "internal": True, "secrets": [generate_secret()]}
+            doc = {"kind": "subscription", "name": name, "topics": [f"business.{name}"], "mode": "webhook"}
+            ConfigStore(client).put({**doc, "webhook": {**endpoint, "batch": batch, "max_in_flight": 8}})
+            metrics = Latencies()
+            dispatcher = Dispatcher(server.url, horizon_s=3600, metrics=metrics)
+            loop, stop = asyncio.new_event_loop(), asyncio.Event()
+            thread = threading.Thread(target=loop.run_until_complete, args=(dispatcher.run(stop),), daemon=True)
+            thread.start()
+            time.sleep(1.0)  # the dispatcher has picked the subscription up
+            _, docs = ConfigStore(client).snapshot()
+            router, outbox = TopicRouter.from_docs(docs), Outbox(client, horizon_s=3600, maxlen=1_000_000)
+            topic = f"business.{name}"
+            started = time.perf_counter()
+            for start in range(0, events, 5000):
+                pubs = [
+                    Publication(f"{name}-{i}", topic, {"specversion": "1.0", "id": f"{name}-{i}", "source": "bench",
+                                                       "type": topic, "subject": f"c{i % 1000}", "data": {"n": i}})
+                    for i in range(start, min(start + 5000, events))
+                ]  # fmt: skip
+                outbox.publish(pubs, router)
+            deadline = time.monotonic() + 300
+            while metrics.count < events and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seconds = time.perf_counter() - started
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(timeout=10)
+            ordered = sorted(metrics.seen)
+            results[mode] = {
+                "delivered": metrics.count,
+                "events_per_s": round(metrics.count / seconds),
+                "p50_latency_ms": round(ordered[len(ordered) // 2] * 1000, 1) if ordered else None,
+                "p99_latency_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 1) if ordered else None,
+            }
+    finally:
+        gateway.stop()
+        server.stop()
+    return results

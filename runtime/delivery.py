@@ -244,9 +244,11 @@ class Destination:
                 attempt += 1
                 status, error, retry_after = await self._attempt(body, msg_id, content_type)
                 outcome = classify(status, error)
-                await self._record(events, attempt, status, outcome, error)
-                if outcome is Outcome.DELIVERED:
-                    await self._redis.xack(self.target.stream, keys.SUBSCRIPTION_GROUP, *[eid for eid, _ in chunk])
+                delivered = outcome is Outcome.DELIVERED
+                await self._record(
+                    events, attempt, status, outcome, error, ack=[eid for eid, _ in chunk] if delivered else []
+                )
+                if delivered:
                     self.delivered += len(chunk)
                     self._metrics.delivered(self.target.key, len(chunk), self._age_s(chunk[0][0]))
                     return
@@ -351,9 +353,17 @@ class Destination:
         }
 
     async def _record(
-        self, events: list[dict[str, Any]], attempt: int, status: int | None, outcome: Outcome, error: str | None
+        self,
+        events: list[dict[str, Any]],
+        attempt: int,
+        status: int | None,
+        outcome: Outcome,
+        error: str | None,
+        *,
+        ack: list[str],
     ) -> None:
-        """Each attempt, for the event trace (capped per event)."""
+        """Each attempt, for the event trace (capped per event), with the acknowledgement of a
+        delivery in the same round trip."""
         note = orjson.dumps(
             {
                 "destination": self.target.key,
@@ -370,6 +380,8 @@ class Destination:
             pipe.rpush(key, note)
             pipe.ltrim(key, -ATTEMPTS_KEPT, -1)
             pipe.expire(key, self._horizon_s)
+        if ack:
+            pipe.xack(self.target.stream, keys.SUBSCRIPTION_GROUP, *ack)
         await pipe.execute()
 
     async def _dead_letter(

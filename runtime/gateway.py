@@ -112,6 +112,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # one small response: do not wait for the peer's delayed ACK
+    protocol_version = "HTTP/1.1"  # keep-alive: senders reuse connections
     server: _Server
     server_version = "esp-local-gateway"
 
