@@ -17,6 +17,7 @@ import ray
 
 from actors.metrics import metric
 from runtime import metrics as m
+from runtime.contact.stage import PolicyStage
 from runtime.delivery import Dispatcher
 from runtime.settings import EspSettings
 
@@ -59,6 +60,19 @@ class DispatcherActor:
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, name="dispatcher-loop", daemon=True)
         self._thread.start()
+        total = self._settings.policy_shards
+        shards = [s for s in range(total) if s % count == index]
+        self._stage = PolicyStage(
+            self._settings.effective_redis_url(),
+            shards,
+            total_shards=total,
+            horizon_s=self._settings.idempotency_horizon_s,
+            maxlen=self._settings.subscription_maxlen,
+        )
+        self._stage_stop = threading.Event()
+        self._stage_errors = 0
+        self._stage_thread = threading.Thread(target=self._run_stage, name="policy-stage", daemon=True)
+        self._stage_thread.start()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -71,10 +85,34 @@ class DispatcherActor:
                 logger.exception("dispatcher loop failed; starting it again")
                 time.sleep(1)
 
+    def _run_stage(self) -> None:
+        """The contact-policy stage of this dispatcher's shards; a failure retries (the
+        unacknowledged requests are read again, their decisions stand)."""
+        backoff = 0.1
+        while not self._stage_stop.is_set():
+            try:
+                for outcome, count in self._stage.step().items():
+                    metric(m.CONTACT_DECISIONS).inc(count, tags={"outcome": outcome})
+                backoff = 0.1
+            except Exception:
+                logger.exception("policy stage step failed; retrying")
+                self._stage_errors += 1
+                self._stage.restart()
+                self._stage_stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
     def status(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "destinations": self._dispatcher.status()}
+        return {
+            "pid": os.getpid(),
+            "destinations": self._dispatcher.status(),
+            "policy_shards": self._stage.shards,
+            "decisions": dict(self._stage.totals),
+            "policy_errors": self._stage_errors,
+        }
 
     def stop(self) -> None:
+        self._stage_stop.set()
+        self._stage_thread.join(timeout=10)
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)

@@ -47,6 +47,7 @@ from runtime.webhooks import (
     RetryPolicy,
     check_url,
     classify,
+    default_resolve,
     headers,
 )
 
@@ -156,6 +157,7 @@ class Destination:
         self._next_send = 0.0
         self._url_checked_at = -URL_RECHECK_S
         self._url_problem: str | None = None
+        self._pinned: str | None = None  # the checked address of the URL's host name
         self._templates = (
             {n: compile_template(s, name=n) for n, s in target.channel.templates.items()} if target.channel else {}
         )
@@ -241,6 +243,8 @@ class Destination:
             msg_id = message_id(events)
             attempt = 0
             while True:
+                if self.gone:  # 410 from an earlier attempt: leave the events pending
+                    return
                 attempt += 1
                 status, error, retry_after = await self._attempt(body, msg_id, content_type)
                 outcome = classify(status, error)
@@ -286,8 +290,15 @@ class Destination:
                 "content-type": content_type,
             }
         )
+        url, extensions = httpx.URL(endpoint.url), {}
+        if self._pinned is not None:  # connect to the address that was checked; name it for HTTP and TLS
+            sent["host"] = url.netloc.decode()
+            extensions["sni_hostname"] = url.host
+            url = url.copy_with(host=self._pinned)
         try:
-            response = await self._http.post(endpoint.url, content=body, headers={**endpoint.headers, **sent})
+            response = await self._http.post(
+                url, content=body, headers={**endpoint.headers, **sent}, extensions=extensions
+            )
         except httpx.TimeoutException:
             return None, "timeout", None
         except httpx.HTTPError as exc:
@@ -299,11 +310,14 @@ class Destination:
         )
 
     async def _url_check(self) -> str | None:
+        """Resolve and check the URL's host (at most every URL_RECHECK_S), remembering the
+        address checked: calls connect to it, so a name that changes its answer between the
+        check and the connection (DNS rebinding) cannot reach an internal address."""
         endpoint = self.target.endpoint
         if endpoint.internal:
             return None
         if time.monotonic() - self._url_checked_at >= URL_RECHECK_S:
-            self._url_problem = await asyncio.to_thread(check_url, endpoint.url, internal=False)
+            self._url_problem, self._pinned = await asyncio.to_thread(_checked_address, endpoint.url)
             self._url_checked_at = time.monotonic()
         return self._url_problem
 
@@ -433,6 +447,19 @@ class Destination:
 
     def _age_s(self, entry_id: str) -> float:
         return max(0.0, self._clock() - int(entry_id.partition("-")[0]) / 1000)
+
+
+def _checked_address(url: str) -> tuple[str | None, str | None]:
+    """``check_url``'s verdict, and the first address the host name resolved to (None for an
+    IP literal, which needs no pinning)."""
+    resolved: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        resolved[:] = default_resolve(host, port)
+        return list(resolved)
+
+    problem = check_url(url, internal=False, resolve=resolve)
+    return problem, (resolved[0] if resolved and problem is None else None)
 
 
 class Dispatcher:

@@ -45,6 +45,8 @@ def run_demo(*, customers: int, events: int, state_dir: Path) -> None:
             _stream(client, customers=customers, events=events)
             _other_sources(platform.base_url, customers=customers)
             _show_results(client)
+            _batch_campaign(client, customers)
+            _show_decisions(client)
             _show_messages(platform.gateway_log)
     finally:
         click.echo("stopping ...")
@@ -143,3 +145,33 @@ def _show_messages(log: Path, settle_s: float = 3.0, timeout_s: float = 60.0) ->
         shown = body.get("message") if isinstance(body, dict) and "message" in body else json.dumps(body)[:160]
         signed = " (signed: webhook-signature)" if "webhook-signature" in example["headers"] else ""
         click.echo(f"  e.g. {channel}{signed}: {shown}")
+
+
+def _batch_campaign(client: EspClient, customers: int) -> None:
+    """A batch campaign's contacts meet the real-time offers in the same ledger."""
+    contacts = [
+        {"customer": f"c{i:06d}", "channel": "sms", "template": "wealth-beginner"} for i in range(0, customers, 4)
+    ]
+    answer = client.request("POST", "/v1/campaigns/wealth-q4/contacts", json={"run": "demo", "contacts": contacts})
+    click.echo(f"batch campaign wealth-q4: submitted {answer['submitted']} contacts (every 4th customer) ...")
+
+
+def _show_decisions(client: EspClient) -> None:
+    """What the contact policy decided, and one customer whose offers competed."""
+    decisions = client.drain("contact-decisions", idle_s=4.0)
+    by_outcome = Counter(
+        d["data"]["outcome"]
+        + (f":{d['data']['reason']}" if d["data"]["reason"] and d["data"]["outcome"] != "lost_arbitration" else "")
+        for d in decisions
+    )
+    click.echo("contact-policy decisions (subscription 'contact-decisions'):")
+    for outcome, count in sorted(by_outcome.items()):
+        click.echo(f"  {outcome:32s} {count:6d}")
+    contested = Counter(d["subject"] for d in decisions)
+    customer = next((c for c, n in contested.most_common() if n > 1), None)
+    if customer is None:
+        return
+    click.echo(f"  e.g. customer {customer} (GET /v1/decisions/{customer}, 'contact_decisions'):")
+    for d in sorted((d for d in decisions if d["subject"] == customer), key=lambda d: d["time"]):
+        data = d["data"]
+        click.echo(f"    {data['campaign'] or '-':12s} {data['channel']:8s} {data['decision']}")

@@ -91,3 +91,44 @@ def identity(kind: str) -> str:
 
 def profile(customer: str) -> str:
     return f"{PREFIX}:profile:{customer}"
+
+
+# --- the contact policy (runtime/contact) ---------------------------------------------------
+
+HELD = f"{PREFIX}:policy:held"  # requests held (quiet hours, capacity), by release time
+POLICY_GROUP = "policy"
+
+
+def policy_requests(shard: int) -> str:
+    """Notify and task requests waiting for their contact-policy decision."""
+    return f"{PREFIX}:policy:requests:{shard}"
+
+
+def ledger(customer: str) -> str:
+    return f"{PREFIX}:ledger:{customer}"
+
+
+def ledger_version(customer: str) -> str:
+    return f"{PREFIX}:ledger:v:{customer}"
+
+
+def optouts(customer: str) -> str:
+    """Channels the customer opted out of (``*``: all)."""
+    return f"{PREFIX}:optout:{customer}"
+
+
+def capacity(channel: str) -> str:
+    return f"{PREFIX}:capacity:{channel}"
+
+
+def capacity_version(channel: str) -> str:
+    return f"{PREFIX}:capacity:v:{channel}"
+
+
+def decision(request_id: str) -> str:
+    return f"{PREFIX}:decision:{request_id}"
+
+
+def customer_decisions(customer: str) -> str:
+    """The customer's recent contact decisions, newest first (``esp why``)."""
+    return f"{PREFIX}:decisions:{customer}"

@@ -66,3 +66,9 @@ DELIVERY_LATENCY = MetricSpec(
     ("destination",),
     DELIVERY_S,
 )
+CONTACT_DECISIONS = MetricSpec(
+    "esp_contact_decisions_total",
+    "counter",
+    "Contact-policy decisions on notify and task requests, by outcome (sent, held:<why>, suppressed:<why>, lost).",
+    ("outcome",),
+)

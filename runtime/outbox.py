@@ -17,7 +17,7 @@ from runtime import keys
 from runtime.topics import TopicRouter
 
 FIRES_KEPT = 20  # per customer, all rules together: enough for the last few of each in ``esp why``
-ATOMIC_PREFIX = "atomic/"  # ids of re-published input events (runtime/partition.py): not rule fires
+NOT_FIRES = ("atomic/", "sent/", "decision/")  # re-published inputs, decided contacts, decisions: not rule fires
 
 _EMIT = """
 -- header: horizon ms, stream maxlen, n outputs, fires kept per customer
@@ -116,7 +116,7 @@ def _fire(pub: Publication) -> list[Any]:
     """A rule output's entry in its customer's last fires, or nothing (atomic re-publications and
     other outputs are not rule fires)."""
     data = pub.event.get("data")
-    if pub.id.startswith(ATOMIC_PREFIX) or not isinstance(data, dict) or "rule" not in data:
+    if pub.id.startswith(NOT_FIRES) or not isinstance(data, dict) or "rule" not in data:
         return ["", ""]
     fire = {
         "rule": data["rule"],

@@ -127,7 +127,7 @@ class PartitionRunner:
         version, docs = self.config.snapshot()
         self._rules = load_rules(docs["rule"])
         self._configs.append((version, self._rules))
-        self.router = TopicRouter.from_docs(docs)
+        self.router = TopicRouter.from_docs(docs, policy_shards=self.settings.policy_shards)
         self._config_version = version
         return True
 

@@ -31,6 +31,9 @@ class EspSettings(BaseSettings):
     actors: int = Field(0, ge=0, description="Partition actors; 0 means one per available CPU.")
     actor_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per partition actor.")
     dispatchers: int = Field(1, ge=0, le=64, description="Webhook and channel dispatcher actors (0: no delivery).")
+    policy_shards: int = Field(
+        4, ge=1, le=256, description="Streams of notify and task requests for the contact policy (per customer)."
+    )
     gateway_port: int = Field(
         8790, ge=0, le=65535, description="Port of the built-in local message gateway (esp up, esp demo); 0: none."
     )

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import zlib
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
 from runtime import keys
 from runtime.expr import Expr, compile_expr
+
+CONTACT_TOPICS = ("notifications.", "tasks.")  # what the contact policy decides on
+DECISIONS_TOPIC = "decisions"
+
+
+def policy_shard(customer: str, shards: int) -> int:
+    return zlib.crc32(customer.encode()) % shards
 
 
 def atomic_topic(event_type: str) -> str:
@@ -34,28 +42,36 @@ class TopicRouter:
         subscriptions: dict[str, Iterable[str]],
         filters: dict[str, Expr] | None = None,
         channels: Iterable[str] = (),
+        policy_shards: int = 0,
     ) -> None:
         self._subscriptions = {name: tuple(patterns) for name, patterns in subscriptions.items()}
         self._filters = filters or {}
         self._channels = frozenset(channels)
+        self._policy_shards = policy_shards  # > 0: notify and task requests go to the contact policy first
         self._streams: dict[str, tuple[tuple[str, str], ...]] = {}  # topic -> (subscription or "", stream)
         self._cache: dict[str, tuple[str, ...]] = {}
         self._atomic: dict[str, bool] = {}
         # conservative: False only when no pattern can match an atomic topic
         self.any_atomic = any(
-            not p.startswith(("business.", "notifications.")) for ps in self._subscriptions.values() for p in ps
+            not p.startswith(("business.", "notifications.", "tasks.", DECISIONS_TOPIC))
+            for ps in self._subscriptions.values()
+            for p in ps
         )
 
     @classmethod
-    def from_docs(cls, docs: dict[str, list[dict[str, Any]]]) -> TopicRouter:
-        """From the config store's snapshot: subscriptions (with filters) and enabled channels."""
+    def from_docs(cls, docs: dict[str, list[dict[str, Any]]], *, policy_shards: int = 0) -> TopicRouter:
+        """From the config store's snapshot: subscriptions (with filters) and enabled channels.
+        With ``policy_shards``, notify and task requests are routed to the contact policy
+        (the partition actors); without, to their subscribers (the policy stage, once decided)."""
         subscriptions = docs.get("subscription", [])
         filters = {d["name"]: compile_expr(d["filter"]) for d in subscriptions if d.get("filter")}
         channels = [d["name"] for d in docs.get("channel", []) if d.get("enabled", True)]
-        return cls({d["name"]: d["topics"] for d in subscriptions}, filters, channels)
+        return cls({d["name"]: d["topics"] for d in subscriptions}, filters, channels, policy_shards)
 
     def streams(self, topic: str, event: dict[str, Any]) -> list[str]:
         """The streams an output or event on ``topic`` goes to."""
+        if self._policy_shards and topic.startswith(CONTACT_TOPICS):
+            return [keys.policy_requests(policy_shard(str(event.get("subject", "")), self._policy_shards))]
         routes = self._streams.get(topic)
         if routes is None:
             routes = tuple((name, keys.subscription_stream(name)) for name in self.subscribers(topic))

@@ -14,6 +14,7 @@ from runtime import keys
 from runtime.log import DAY_MS
 from runtime.quarantine import QuarantineStore
 from runtime.streams import entry_id_key, text
+from runtime.topics import CONTACT_TOPICS
 
 QUARANTINE_SCAN = 10_000  # newest quarantine entries of the source searched for the id
 
@@ -45,6 +46,9 @@ def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int,
             steps.append({"step": "dropped", "reason": dropped})
         matched = [orjson.loads(raw) for raw in hits]
         steps += [{"step": "matched", **hit} for hit in matched]
+        steps += _contact_decisions(
+            client, [h["output"] for h in matched if str(h.get("topic")).startswith(CONTACT_TOPICS)]
+        )
         steps += _deliveries(
             client, [f"{source}/{event_id}"] + [f"esp/rule/{h['rule']}/{h['output']}" for h in matched]
         )
@@ -59,6 +63,14 @@ def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int,
     if status == "unknown" and quarantined:
         status = "quarantined"
     return {"source": source, "id": event_id, "status": status, "steps": steps}
+
+
+def _contact_decisions(client: redis.Redis, outputs: list[str]) -> list[dict[str, Any]]:
+    """The contact-policy decision on each notify or task output (final ones are kept)."""
+    if not outputs:
+        return []
+    found = client.mget([keys.decision(o) for o in outputs])
+    return [{"step": "contact_decision", **orjson.loads(raw)} for raw in found if raw]
 
 
 def _deliveries(client: redis.Redis, event_keys: list[str]) -> list[dict[str, Any]]:

@@ -24,14 +24,17 @@ from runtime import metrics as m
 from runtime.config.delivery import public_view
 from runtime.config.store import ConfigStore
 from runtime.consent import ConsentRecord
+from runtime.contact.ledger import Ledger
+from runtime.contact.requests import campaign_requests, optout_pairs
 from runtime.deadletters import delivery_status, list_dead, replay_dead
 from runtime.errors import BodyTooLarge, Conflict, InputError, NotFound
 from runtime.identity import IdentityLink
 from runtime.ingest import Ingestor
-from runtime.outbox import last_fires
+from runtime.outbox import Outbox, last_fires
 from runtime.profiles import ProfileStore
 from runtime.settings import EspSettings
 from runtime.subscriptions import SubscriptionReader, authorize, check_entry_id, project
+from runtime.topics import TopicRouter
 from runtime.trace import trace_event
 from serve import errors, sse
 
@@ -85,6 +88,10 @@ class EspApi:
         self.ingestor = Ingestor(self.settings, self.redis)
         self.config = ConfigStore(self.redis)
         self.profiles = ProfileStore(self.redis)
+        self.ledger = Ledger(self.redis, horizon_s=self.settings.idempotency_horizon_s)
+        self.outbox = Outbox(
+            self.redis, horizon_s=self.settings.idempotency_horizon_s, maxlen=self.settings.subscription_maxlen
+        )
         self.subscriptions = SubscriptionReader(
             self.redis, visibility_timeout_ms=int(self.settings.visibility_timeout_s * 1000)
         )
@@ -141,12 +148,35 @@ class EspApi:
         if rule is not None:
             await run_in_threadpool(self.config.get, "rule", rule)
         actor = await run_in_threadpool(owner_of, self.redis, customer)
+        contacts = await run_in_threadpool(self.ledger.recent, customer)
         state = actor.explain.remote(customer, rule)  # runs while Redis is read
         fires = await run_in_threadpool(last_fires, self.redis, customer, rule)
         answer = await state
         for entry in answer["rules"]:
             entry["last_fires"] = fires.get(entry["rule"], [])
-        return answer
+        return {**answer, "contact_decisions": contacts}
+
+    # --- contact policy ----------------------------------------------------------------
+
+    @app.put("/v1/optouts", summary="Opt customers out of a channel, or of all ('*') (batch)")
+    def put_optouts(self, entries: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+        return {"stored": self.ledger.opt_out(optout_pairs(entries))}
+
+    @app.delete("/v1/optouts", summary="Take opt-outs back (batch)")
+    def delete_optouts(self, entries: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+        return {"removed": self.ledger.opt_out(optout_pairs(entries), remove=True)}
+
+    @app.post("/v1/campaigns/{name}/contacts", status_code=202, summary="Submit a batch campaign's contacts")
+    def campaign_contacts(self, name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+        """The batch path into the contact policy: each contact competes with real-time offers
+        and counts against the same caps; ids are deterministic per (campaign, run, customer,
+        channel, template), so submitting a run again changes nothing."""
+        self.config.get("campaign", name)
+        publications = campaign_requests(name, body, now_ms=int(time.time() * 1000))
+        _, docs = self.config.snapshot()
+        router = TopicRouter.from_docs(docs, policy_shards=self.settings.policy_shards)
+        accepted = self.outbox.publish(publications, router)
+        return {"submitted": len(publications), "accepted": accepted, "duplicates": len(publications) - accepted}
 
     # --- configuration -----------------------------------------------------------------
 

@@ -532,6 +532,7 @@ def _validity_time(value: str | int | None, name: str) -> int | None:
     return parsed
 
 
+from runtime.config.contact import Campaign, Policy  # noqa: E402  (the kinds of the contact policy)
 from runtime.config.delivery import Channel, Subscription  # noqa: E402  (the kinds of delivery)
 
 KINDS: dict[str, type[Doc]] = {
@@ -540,4 +541,6 @@ KINDS: dict[str, type[Doc]] = {
     "rule": Rule,
     "subscription": Subscription,
     "channel": Channel,
+    "policy": Policy,
+    "campaign": Campaign,
 }

@@ -94,13 +94,13 @@ def test_name_mismatch_with_url():
     assert "'login-failures'" in error.message and "'other'" in error.message
 
 
-@pytest.mark.parametrize("url_kind", [None, "policy"])
+@pytest.mark.parametrize("url_kind", [None, "playbook"])
 def test_unknown_kind_is_not_found(url_kind):
-    raw = {**RULE, "kind": "policy"}
+    raw = {**RULE, "kind": "playbook"}
     with pytest.raises(NotFound) as info:
         parse_document(raw, kind=url_kind)
     assert info.value.reason == "not_found"
-    assert "'policy'" in info.value.message and "rule" in info.value.message
+    assert "'playbook'" in info.value.message and "rule" in info.value.message
 
 
 # -- field errors: path, expected, got -------------------------------------------------------

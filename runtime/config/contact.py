@@ -1,0 +1,112 @@
+"""Config documents of the contact policy: ``policy`` (caps, quiet hours, arbitration, channel
+capacity) and ``campaign`` (priority, product, de-dup days, quiet-hours handling)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runtime.config.types import NAME_PATTERN, Doc, DurationMs
+
+CLOCK = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class Cap(BaseModel):
+    """At most ``max`` contacts in any rolling ``window`` (not calendar buckets), counted per
+    customer over everything (scope customer), one channel, each campaign or each rule."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="Named in decisions: suppressed:cap:<name>.")
+    scope: Literal["customer", "channel", "campaign", "rule"] = "customer"
+    channel: str | None = Field(None, pattern=NAME_PATTERN, description="scope channel: which channel.")
+    window: DurationMs = Field(description="Rolling window, e.g. 7d.")
+    max: int = Field(ge=0, le=100_000, description="Contacts allowed in the window.")
+    max_by_tier: dict[str, int] = Field(
+        default_factory=dict, description="Per customer tier (profile attribute 'tier_attribute'), e.g. {gold: 2}."
+    )
+    tier_attribute: str = Field("tier", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    kinds: list[Literal["notify", "task"]] = Field(["notify"], min_length=1, description="What the cap counts.")
+
+    @model_validator(mode="after")
+    def _channel(self) -> Cap:
+        if (self.scope == "channel") != (self.channel is not None):
+            raise ValueError("a cap of scope channel names its 'channel' (and only such a cap does)")
+        if self.window <= 0:
+            raise ValueError("a cap needs a window above zero")
+        return self
+
+
+class QuietHours(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: str = Field(pattern=CLOCK, description="Local time quiet hours begin, e.g. 21:00.")
+    end: str = Field(pattern=CLOCK, description="Local time they end, e.g. 08:00 (may be the next day).")
+    timezone: str = Field("UTC", description="Default IANA zone; a profile's 'timezone' attribute overrides it.")
+    action: Literal["hold", "drop"] = Field("hold", description="hold: send when they end; drop: do not send.")
+    channels: list[str] | None = Field(None, description="Only these channels (default: all but task).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, zone: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone!r} (an IANA name like Asia/Shanghai)") from None
+        return zone
+
+
+class Capacity(BaseModel):
+    """A gateway's limits: excess is held and released in priority order, or dropped once it
+    has waited ``deadline``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    per_minute: int | None = Field(None, ge=1)
+    per_hour: int | None = Field(None, ge=1)
+    per_day: int | None = Field(None, ge=1)
+    deadline: DurationMs = Field(3_600_000, description="Held longer than this: dropped.")
+
+
+class Policy(Doc):
+    """The contact policy. Every document of this kind applies; caps of all of them combine and
+    the most restrictive wins."""
+
+    kind: Literal["policy"] = "policy"
+    caps: list[Cap] = Field(default_factory=list, max_length=100)
+    quiet_hours: QuietHours | None = None
+    arbitration_window: DurationMs = Field(2000, description="Requests for one customer this close compete.")
+    capacity: dict[str, Capacity] = Field(default_factory=dict, description="Per channel.")
+    dedupe_days: int = Field(0, ge=0, le=365, description="Default de-dup window of campaigns without their own.")
+    enabled: bool = True
+
+    @field_validator("capacity")
+    @classmethod
+    def _channels(cls, capacity: dict[str, Capacity]) -> dict[str, Capacity]:
+        for channel in capacity:
+            if not re.match(NAME_PATTERN, channel):
+                raise ValueError(f"channel name {channel!r} does not match {NAME_PATTERN}")
+        return capacity
+
+
+class Campaign(Doc):
+    """What rules' notify actions name as ``campaign``: how it competes and how often it may
+    repeat itself."""
+
+    kind: Literal["campaign"] = "campaign"
+    priority: int = Field(50, ge=0, le=100, description="Higher wins arbitration.")
+    product: str | None = Field(
+        None, pattern=NAME_PATTERN, description="Its product: the customer's match score breaks priority ties."
+    )
+    dedupe_days: int | None = Field(
+        None, ge=0, le=365, description="Not the same content to the same customer within this many days (3/7/15/30)."
+    )
+    dedupe_scope: Literal["channel", "all"] = Field("all", description="Per channel, or across channels.")
+    quiet_hours: Literal["policy", "hold", "drop", "ignore"] = Field(
+        "policy", description="Quiet-hours handling: the policy's, or its own."
+    )
+    enabled: bool = True

@@ -1,0 +1,102 @@
+"""The contact-policy stage against a real redis-server: requests published by the outbox (as
+partition actors do), gathered for arbitration, decided through the ledger, published."""
+
+from __future__ import annotations
+
+import time
+
+from runtime.config.store import ConfigStore
+from runtime.contact.stage import PolicyStage
+from runtime.outbox import Outbox, Publication
+from runtime.subscriptions import SubscriptionReader
+from runtime.topics import TopicRouter
+
+SHARDS = 2
+
+
+def notify(i: str, customer: str, campaign: str, template: str = "offer", channel: str = "sms") -> Publication:
+    event = {
+        "specversion": "1.0",
+        "id": i,
+        "source": "esp/rule/r",
+        "type": f"notifications.{channel}",
+        "subject": customer,
+        "data": {
+            "rule": "r",
+            "notify": {"channel": channel, "template": template, "campaign": campaign, "priority": 50},
+        },
+    }
+    return Publication(i, f"notifications.{channel}", event)
+
+
+def setup(client, **policy) -> PolicyStage:
+    store = ConfigStore(client)
+    store.put({"kind": "subscription", "name": "out", "topics": ["notifications.*"]})
+    store.put({"kind": "subscription", "name": "dec", "topics": ["decisions"]})
+    store.put({"kind": "campaign", "name": "gold", "priority": 90, "dedupe_days": 7})
+    store.put({"kind": "campaign", "name": "silver", "priority": 40, "dedupe_days": 7})
+    store.put({"kind": "policy", "name": "default", "arbitration_window": "300ms", **policy})
+    return PolicyStage(_url(client), list(range(SHARDS)), total_shards=SHARDS, horizon_s=3600, maxlen=100_000)
+
+
+def _url(client) -> str:
+    kw = client.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/0"
+
+
+def send(client, pubs: list[Publication]) -> None:
+    _, docs = ConfigStore(client).snapshot()
+    Outbox(client, horizon_s=3600, maxlen=100_000).publish(pubs, TopicRouter.from_docs(docs, policy_shards=SHARDS))
+
+
+def run(stage: PolicyStage, seconds: float = 1.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        stage.step(block_ms=50)
+
+
+def pulled(client, name: str) -> list[dict]:
+    return SubscriptionReader(client, visibility_timeout_ms=60_000).pull(name, max_events=1000, wait_ms=0)["events"]
+
+
+def test_the_best_offer_wins_and_the_others_lose_to_it(redis_client):
+    stage = setup(redis_client)
+    send(redis_client, [notify("n1", "c1", "silver"), notify("n2", "c1", "gold"), notify("n3", "c2", "silver")])
+    run(stage)
+    sent = sorted(e["id"] for e in pulled(redis_client, "out"))
+    assert sent == ["n2", "n3"]
+    decisions = {e["data"]["request"]: e["data"]["decision"] for e in pulled(redis_client, "dec")}
+    assert decisions == {"n1": "lost_arbitration:n2", "n2": "sent", "n3": "sent"}
+
+
+def test_caps_dedupe_and_replays(redis_client):
+    stage = setup(redis_client, caps=[{"name": "weekly", "window": "7d", "max": 2, "max_by_tier": {"gold": 1}}])
+    redis_client.hset("esp:profile:vip", "tier", '"gold"')
+    send(redis_client, [notify("a1", "c1", "gold", "t1")])
+    run(stage, 0.6)
+    send(redis_client, [notify("a2", "c1", "gold", "t1")])  # same campaign and content within 7 days
+    run(stage, 0.6)
+    send(redis_client, [notify("a3", "c1", "silver", "t2")])
+    run(stage, 0.6)
+    send(redis_client, [notify("a4", "c1", "silver", "t3")])  # third in the week: over the cap of 2
+    run(stage, 0.6)
+    send(redis_client, [notify("v1", "vip", "gold", "t1"), notify("v2", "vip", "silver", "t9")])
+    run(stage, 0.6)
+    send(redis_client, [notify("v3", "vip", "silver", "t8")])  # gold tier: 1 a week
+    run(stage, 0.6)
+    decisions = {e["data"]["request"]: e["data"]["decision"] for e in pulled(redis_client, "dec")}
+    assert decisions == {
+        "a1": "sent",
+        "a2": "suppressed:dedupe",
+        "a3": "sent",
+        "a4": "suppressed:cap:weekly",
+        "v1": "sent",
+        "v2": "lost_arbitration:v1",
+        "v3": "suppressed:cap:weekly",
+    }
+    # the same request again (a partition replay) is decided once and sent once
+    redis_client.delete("esp:out:a1")
+    send(redis_client, [notify("a1", "c1", "gold", "t1")])
+    run(stage, 0.6)
+    assert [e["id"] for e in pulled(redis_client, "out")] == ["a1", "a3", "v1"]
+    assert stage.ledger.recent("c1")[0]["outcome"] == "sent"
