@@ -36,7 +36,7 @@ import redis.asyncio as aioredis
 from runtime import keys
 from runtime.config.delivery import Channel, Endpoint, Subscription
 from runtime.config.store import ConfigStore
-from runtime.profiles import decode_value
+from runtime.profiles import ProfileStore
 from runtime.streams import text
 from runtime.subscriptions import project
 from runtime.templates import RenderError, compile_template, notification_context
@@ -142,6 +142,7 @@ class Destination:
         *,
         horizon_s: int,
         metrics: DeliveryMetrics,
+        profiles: ProfileStore,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.target = target
@@ -173,6 +174,7 @@ class Destination:
             ),
             follow_redirects=False,
         )
+        self._profiles = profiles
         self.gone = False
         self.delivered = 0
 
@@ -346,8 +348,8 @@ class Destination:
         template = self._templates.get(notify.get("template", ""))
         if template is None:
             raise Undeliverable(f"channel {channel.name!r} has no template {notify.get('template')!r}")
-        raw = await self._redis.hgetall(keys.profile(str(event.get("subject", ""))))
-        profile = {text(k): decode_value(v) for k, v in raw.items()}
+        customer = str(event.get("subject", ""))
+        profile = (await asyncio.to_thread(self._profiles.get_many, [customer]))[customer]
         try:
             message = template.render(notification_context(event, profile))
             context = notification_context(event, profile, message)
@@ -480,6 +482,7 @@ class Dispatcher:
         self._index, self._count = index, count
         self._metrics = metrics or NoMetrics()
         self.running: dict[str, tuple[Target, Destination, asyncio.Task[None]]] = {}
+        self._profiles = ProfileStore(redis.Redis.from_url(redis_url))
 
     def owns(self, key: str) -> bool:
         return int(hashlib.sha256(key.encode()).hexdigest(), 16) % self._count == self._index
@@ -527,7 +530,9 @@ class Dispatcher:
                 continue  # gone (410) until the document changes
             if state:
                 await client.delete(keys.delivery_state(target.stream))
-            destination = Destination(target, client, horizon_s=self._horizon_s, metrics=self._metrics)
+            destination = Destination(
+                target, client, horizon_s=self._horizon_s, metrics=self._metrics, profiles=self._profiles
+            )
             self.running[key] = (target, destination, asyncio.create_task(destination.run(), name=key))
 
     def status(self) -> dict[str, Any]:

@@ -93,6 +93,14 @@ def profile(customer: str) -> str:
     return f"{PREFIX}:profile:{customer}"
 
 
+BATCH_PROFILE_VERSION = f"{PREFIX}:pbatch:current"  # the batch profile version readers see
+
+
+def batch_profile(version: str, customer: str) -> str:
+    """What the batch jobs computed for a customer (tags, segments, scores) in one version."""
+    return f"{PREFIX}:pbatch:{version}:{customer}"
+
+
 # --- the contact policy (runtime/contact) ---------------------------------------------------
 
 HELD = f"{PREFIX}:policy:held"  # requests held (quiet hours, capacity), by release time

@@ -99,11 +99,78 @@ def _stored(value: Any) -> Any:
     return value
 
 
+_READ = """
+local version = redis.call('GET', ARGV[1])
+local out = {}
+for i = 3, #ARGV do
+  out[#out + 1] = redis.call('HGETALL', 'esp:profile:' .. ARGV[i])
+  out[#out + 1] = version and redis.call('HGETALL', ARGV[2] .. version .. ':' .. ARGV[i]) or {}
+end
+return out
+"""
+
+
+def _decoded(flat: list[Any]) -> dict[str, Any]:
+    return {
+        (flat[i].decode() if isinstance(flat[i], bytes) else flat[i]): decode_value(flat[i + 1])
+        for i in range(0, len(flat), 2)
+    }
+
+
+class BatchProfiles:
+    """Publishing what the batch jobs computed per customer (``tags``, ``segments``, ``scores``,
+    ...) as a new version, then switching readers to it at once: a reader sees the old version
+    or the new one, never half of each. The old version's keys expire after ``keep_s``."""
+
+    def __init__(self, client: redis.Redis, *, keep_s: int = 86_400, batch: int = 5000) -> None:
+        self._redis = client
+        self._keep_s = keep_s
+        self._batch = batch
+
+    def current(self) -> str | None:
+        raw = self._redis.get(keys.BATCH_PROFILE_VERSION)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def write(self, version: str, profiles: Mapping[str, Mapping[str, Any]]) -> int:
+        """Stage attributes of ``version`` (call as often as needed, then ``switch``)."""
+        items = list(profiles.items())
+        _validate(items)
+        for start in range(0, len(items), self._batch):
+            pipe = self._redis.pipeline(transaction=False)
+            for customer, attrs in items[start : start + self._batch]:
+                key = keys.batch_profile(version, customer)
+                pipe.delete(key)
+                mapping = {n: encode_value(_stored(v)) for n, v in attrs.items() if v is not None}
+                if mapping:
+                    pipe.hset(key, mapping=mapping)
+                    pipe.expire(key, self._keep_s * 30)
+            pipe.execute()
+        return len(items)
+
+    def switch(self, version: str) -> str | None:
+        """Make ``version`` the one readers see; the previous one expires. Returns it."""
+        previous = self.current()
+        self._redis.set(keys.BATCH_PROFILE_VERSION, version)
+        if previous and previous != version:
+            cursor = 0
+            while True:
+                cursor, found = self._redis.scan(cursor, match=keys.batch_profile(previous, "*"), count=10_000)
+                if found:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for key in found:
+                        pipe.expire(key, self._keep_s)
+                    pipe.execute()
+                if cursor == 0:
+                    break
+        return previous
+
+
 class ProfileStore:
     """Attributes and tags per customer."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
+        self._read = client.register_script(_READ)
 
     def put(self, customer: str, attrs: Mapping[str, Any], *, replace: bool = False) -> int:
         """Set ``attrs`` on the customer's profile (an attribute set to ``None`` is removed);
@@ -138,18 +205,22 @@ class ProfileStore:
         return self.get_many([customer])[customer]
 
     def get_many(self, customers: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Each customer's profile (``{}`` when it has none), in one pipelined round trip."""
+        """Each customer's profile (``{}`` when it has none) in one round trip: the attributes
+        put here over what the current batch version computed (``BatchProfiles``), with the
+        ``tags`` of both."""
         unique = list(dict.fromkeys(customers))
         if not unique:
             return {}
-        pipe = self._redis.pipeline(transaction=False)
-        for customer in unique:
-            pipe.hgetall(profile_key(customer))
+        replies = self._read(keys=[], args=[keys.BATCH_PROFILE_VERSION, keys.batch_profile("", "")[:-1], *unique])
         out = {}
-        for customer, raw in zip(unique, pipe.execute(), strict=True):
-            out[customer] = {
-                (name.decode() if isinstance(name, bytes) else name): decode_value(value) for name, value in raw.items()
-            }
+        for customer, own, batch in zip(unique, replies[0::2], replies[1::2], strict=True):
+            profile = _decoded(batch)
+            attrs = _decoded(own)
+            tags = set(profile.get("tags") or ()) | set(attrs.get("tags") or ())
+            profile.update(attrs)
+            if tags:
+                profile["tags"] = sorted(tags, key=str)
+            out[customer] = profile
         return out
 
     def delete(self, customer: str) -> bool:

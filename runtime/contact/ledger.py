@@ -28,7 +28,7 @@ from runtime.contact.decide import (
     PolicyRules,
     decide,
 )
-from runtime.profiles import decode_value
+from runtime.profiles import ProfileStore
 from runtime.streams import text
 
 DECISIONS_KEPT = 20  # per customer, for esp why
@@ -70,6 +70,7 @@ class Ledger:
         self._redis = client
         self._commit = client.register_script(_COMMIT)
         self._horizon_s = horizon_s
+        self._profiles = ProfileStore(client)
 
     def decide(
         self, groups: list[list[ContactRequest]], rules: PolicyRules, now_ms: int | None = None
@@ -103,29 +104,29 @@ class Ledger:
         for customer in customers:
             pipe.get(keys.ledger_version(customer))
             pipe.zrangebyscore(keys.ledger(customer), since, "+inf")
-            pipe.hgetall(keys.profile(customer))
             pipe.smembers(keys.optouts(customer))
         for channel in channels:
             pipe.get(keys.capacity_version(channel))
             pipe.zrangebyscore(keys.capacity(channel), now_ms - 86_400_000, "+inf", withscores=True)
         pipe.mget([keys.decision(i) for i in ids]) if ids else pipe.echo("")
         replies = pipe.execute()
+        profiles = self._profiles.get_many(customers)
         stored = replies[-1] or []
         decided = {i: decision_from(raw) for i, raw in zip(ids, stored, strict=False) if raw}
         sends: dict[str, tuple[int, ...]] = {}
         versions: dict[str, str] = {}
-        offset = 4 * len(customers)
+        offset = 3 * len(customers)
         for k, channel in enumerate(channels):
             version, members = replies[offset + 2 * k], replies[offset + 2 * k + 1]
             versions[keys.capacity_version(channel)] = text(version) if version else "0"
             sends[channel] = tuple(int(score) for _, score in members)
         views = {}
         for k, customer in enumerate(customers):
-            version, contacts, profile, optouts = replies[4 * k : 4 * k + 4]
+            version, contacts, optouts = replies[3 * k : 3 * k + 3]
             versions[keys.ledger_version(customer)] = text(version) if version else "0"
             views[customer] = CustomerView(
                 contacts=tuple(Contact(**orjson.loads(raw)) for raw in contacts),
-                profile={text(f): decode_value(v) for f, v in profile.items()},
+                profile=profiles[customer],
                 opted_out=frozenset(text(c) for c in optouts),
                 decided={i: d for i, d in decided.items() if d.customer == customer and d.final},
                 channel_sends=sends,

@@ -203,7 +203,7 @@ def test_profiles_round_trip_with_types(profiles, redis_client):
 
 def test_profiles_many_in_one_round_trip(profiles, redis_client, monkeypatch):
     batch = {f"c{i}": {"i": i, "even": i % 2 == 0} for i in range(2_000)}
-    redis_client.ping()  # connect first: the handshake is not the batch's
+    profiles.get_many(["warm-up"])  # connect and load the read script once: neither is the batch's
     with round_trips(monkeypatch) as sent:
         profiles.put_many(batch)
         got = profiles.get_many(list(batch))
@@ -234,3 +234,21 @@ def test_invalid_profiles_raise_with_index_and_write_nothing(profiles, redis_cli
     assert isinstance(info.value, InvalidRecord)
     assert (info.value.reason, info.value.index, info.value.field) == ("invalid_profile", 1, field)
     assert redis_client.exists(profile_key("ok")) == 0
+
+
+def test_batch_profiles_switch_versions_at_once_and_merge_under_own_attributes(profiles, redis_client):
+    from runtime.profiles import BatchProfiles
+
+    batch = BatchProfiles(redis_client)
+    profiles.put("c1", {"tags": ["vip"], "tier": "gold"})
+    batch.write("v1", {"c1": {"segments": ["frequent-travellers"], "tags": ["value:5"], "tier": "silver"}})
+    assert profiles.get("c1") == {"tags": ["vip"], "tier": "gold"}  # not switched yet: v1 is invisible
+    assert batch.switch("v1") is None
+    assert profiles.get("c1") == {"segments": ["frequent-travellers"], "tags": ["value:5", "vip"], "tier": "gold"}
+    batch.write("v2", {"c1": {"segments": []}, "c2": {"scores": {"wealth-beginner": 82}}})
+    assert batch.switch("v2") == "v1"
+    assert profiles.get_many(["c1", "c2"]) == {
+        "c1": {"segments": [], "tags": ["vip"], "tier": "gold"},
+        "c2": {"scores": {"wealth-beginner": 82}},
+    }
+    assert 0 < redis_client.ttl("esp:pbatch:v1:c1") <= 86_400  # the old version goes away
