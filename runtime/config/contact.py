@@ -110,3 +110,42 @@ class Campaign(Doc):
         "policy", description="Quiet-hours handling: the policy's, or its own."
     )
     enabled: bool = True
+    # --- a batch campaign (esp job campaign): who, on which channel, when ---------------------
+    segment: str | None = Field(None, pattern=NAME_PATTERN, description="Batch audience: this segment's members.")
+    plan: bool = Field(False, description="Batch audience: this campaign's rows of the allocation plan.")
+    channel: str | None = Field(None, pattern=NAME_PATTERN, description="Batch sends: the channel.")
+    template: str | None = Field(None, pattern=NAME_PATTERN, description="Batch sends: the channel's template.")
+    start: str | None = Field(None, description="Batch sends: not before this time (RFC 3339).")
+    period: DurationMs = Field(0, description="Batch sends: spread evenly over this long (0: at once).")
+    control_share: float = Field(0.1, ge=0, le=0.5, description="Share of the audience held out as control group.")
+
+    @model_validator(mode="after")
+    def _batch(self) -> Campaign:
+        if self.segment is not None and self.plan:
+            raise ValueError("a batch campaign takes its audience from a segment or from the plan, not both")
+        if (self.segment is not None or self.plan) and (self.channel is None or self.template is None):
+            raise ValueError("a batch campaign (segment or plan) needs a channel and a template")
+        if self.start is not None:
+            from runtime.envelope import parse_time_ms
+
+            if parse_time_ms(self.start) is None:
+                raise ValueError(f"start must be RFC 3339, got {self.start!r}")
+        return self
+
+
+class Segment(Doc):
+    """Customers for whom ``where`` holds, over their batch tags and profile: e.g.
+    ``'circle:behaviour:business-traveller' in tags && profile.tier in ['gold', 'platinum']``.
+    Materialised by ``esp job segments``; members get the segment in their profile's
+    ``segments``, which rules' ``audience: {segment: ...}`` read."""
+
+    kind: Literal["segment"] = "segment"
+    where: str = Field(max_length=4000, description="Expression over 'tags' (a list) and 'profile' (a map).")
+
+    @field_validator("where")
+    @classmethod
+    def _compiles(cls, source: str) -> str:
+        from runtime.expr import compile_expr
+
+        compile_expr(source)
+        return source

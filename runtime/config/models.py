@@ -532,7 +532,7 @@ def _validity_time(value: str | int | None, name: str) -> int | None:
     return parsed
 
 
-from runtime.config.contact import Campaign, Policy  # noqa: E402  (the kinds of the contact policy)
+from runtime.config.contact import Campaign, Policy, Segment  # noqa: E402  (contact policy and batch kinds)
 from runtime.config.delivery import Channel, Subscription  # noqa: E402  (the kinds of delivery)
 
 KINDS: dict[str, type[Doc]] = {
@@ -543,4 +543,5 @@ KINDS: dict[str, type[Doc]] = {
     "channel": Channel,
     "policy": Policy,
     "campaign": Campaign,
+    "segment": Segment,
 }

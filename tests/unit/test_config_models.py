@@ -11,7 +11,7 @@ from runtime.config.models import KINDS, Action, Condition, Rule, Source, Subscr
 
 
 def test_kinds():
-    assert sorted(KINDS) == ["campaign", "channel", "event-type", "policy", "rule", "source", "subscription"]
+    assert sorted(KINDS) == ["campaign", "channel", "event-type", "policy", "rule", "segment", "source", "subscription"]
     assert all(KINDS[k].model_fields["kind"].default == k for k in KINDS)
 
 
