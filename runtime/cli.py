@@ -298,9 +298,12 @@ def quarantine_replay(url: str, source: str | None, reason: str | None, limit: i
 
 
 def _register_data_commands() -> None:
+    from runtime.cli_batch import data, job
     from runtime.cli_data import consents, identities
     from runtime.cli_delivery import deadletters, messages
 
+    main.add_command(data)
+    main.add_command(job)
     main.add_command(identities)
     main.add_command(consents)
     main.add_command(deadletters)
