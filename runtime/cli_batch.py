@@ -131,14 +131,7 @@ def job_segments(
     from runtime.batch import segments
 
     docs = load_documents("segment", files, url)
-
-    def go() -> dict[str, Any]:
-        summary = segments.run(data, docs)
-        if compare:
-            summary["compare"] = segments.compare(data, *compare)
-        return summary
-
-    _run(go, address, num_cpus)
+    _run(lambda: segments.run(data, docs, compare_pairs=[compare] if compare else ()), address, num_cpus)
 
 
 @job.command("matrix")
