@@ -32,8 +32,11 @@ def list_dead(client: redis.Redis, stream: str, *, limit: int = 100, before: str
     """Newest first; ``before`` pages back from an id."""
     dead = keys.deadletters(stream)
     top = f"({check_entry_id(before, 'before')}" if before else "+"
-    items = [_entry(eid, f) for eid, f in client.xrevrange(dead, max=top, min="-", count=limit)]
-    return {"items": items, "total": int(client.xlen(dead))}
+    pipe = client.pipeline(transaction=True)  # items and total from the same moment
+    pipe.xrevrange(dead, max=top, min="-", count=limit)
+    pipe.xlen(dead)
+    entries, total = pipe.execute()
+    return {"items": [_entry(eid, f) for eid, f in entries], "total": int(total)}
 
 
 def replay_dead(client: redis.Redis, stream: str, *, ids: list[str] | None = None, limit: int = 10_000) -> int:

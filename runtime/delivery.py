@@ -58,6 +58,7 @@ CONFIG_POLL_S = 0.5
 URL_RECHECK_S = 10.0
 LAG_EVERY_S = 2.0
 ATTEMPTS_KEPT = 50  # per event, for the trace
+STRANDED_AFTER_S = 30.0  # a pending entry no delivery holds, idle this long, is taken back
 SINGLE_CONTENT_TYPE = "application/cloudevents+json"
 
 
@@ -175,6 +176,7 @@ class Destination:
             follow_redirects=False,
         )
         self._profiles = profiles
+        self._in_flight: set[str] = set()  # entry ids a delivery task of this loop is working on
         self.gone = False
         self.delivered = 0
 
@@ -199,6 +201,7 @@ class Destination:
                     task.add_done_callback(tasks.discard)
                 if time.monotonic() - last_lag >= LAG_EVERY_S:
                     await self._report_lag()
+                    backlog = await self._reclaim_stranded()
                     last_lag = time.monotonic()
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -223,6 +226,19 @@ class Destination:
             if start == "0-0" or not entries:
                 return claimed
 
+    async def _reclaim_stranded(self) -> list[tuple[str, dict[bytes, bytes]]]:
+        """Pending entries no delivery of this loop holds (a step failed on Redis): take them
+        back once they have been idle a while."""
+        idle_ms = int(STRANDED_AFTER_S * 1000)
+        pending = await self._redis.xpending_range(
+            self.target.stream, keys.SUBSCRIPTION_GROUP, min="-", max="+", count=1000, idle=idle_ms
+        )
+        stranded = [text(p["message_id"]) for p in pending if text(p["message_id"]) not in self._in_flight]
+        if not stranded:
+            return []
+        claimed = await self._redis.xclaim(self.target.stream, keys.SUBSCRIPTION_GROUP, CONSUMER, idle_ms, stranded)
+        return [(text(eid), f) for eid, f in claimed if f]
+
     async def _read(self) -> list[tuple[str, dict[bytes, bytes]]]:
         endpoint = self.target.endpoint
         reply = await self._redis.xreadgroup(
@@ -235,12 +251,10 @@ class Destination:
         return [(text(eid), f) for _, entries in reply or [] for eid, f in entries if f]
 
     async def _deliver(self, chunk: list[tuple[str, dict[bytes, bytes]]]) -> None:
+        self._in_flight.update(eid for eid, _ in chunk)
         try:
-            events = [orjson.loads(fields[b"e"]) for _, fields in chunk]
-            try:
-                body, content_type = await self._render(events)
-            except Undeliverable as exc:
-                await self._dead_letter(chunk, status=None, error=str(exc), attempts=0)
+            chunk, events, body, content_type = await self._render(chunk)
+            if not chunk:
                 return
             msg_id = message_id(events)
             attempt = 0
@@ -272,9 +286,10 @@ class Destination:
                 await asyncio.sleep(delay_ms / 1000)
         except asyncio.CancelledError:
             raise
-        except Exception:  # a bug or Redis gone: leave the events pending for the next dispatcher
+        except Exception:  # a bug or Redis gone: the events stay pending and are reclaimed later
             logger.exception("delivery to %s failed; the events stay pending", self.target.key)
         finally:
+            self._in_flight.difference_update(eid for eid, _ in chunk)
             self._slots.release()
 
     async def _attempt(self, body: bytes, msg_id: str, content_type: str) -> tuple[int | None, str | None, str | None]:
@@ -332,14 +347,29 @@ class Destination:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def _render(self, events: list[dict[str, Any]]) -> tuple[bytes, str]:
+    async def _render(
+        self, chunk: list[tuple[str, dict[bytes, bytes]]]
+    ) -> tuple[list[tuple[str, dict[bytes, bytes]]], list[dict[str, Any]], bytes, str]:
+        """The request body for a chunk. A notification that cannot be rendered goes to the dead
+        letters on its own; the rest of its chunk is sent."""
+        events = [orjson.loads(fields[b"e"]) for _, fields in chunk]
+        single = self.target.endpoint.batch == 1
         if self.target.channel is None:
             projected = [project(e, self.target.fields) for e in events]
-            if self.target.endpoint.batch == 1:
-                return orjson.dumps(projected[0]), SINGLE_CONTENT_TYPE
-            return orjson.dumps(projected), CONTENT_TYPE_CLOUDEVENTS_BATCH
-        payloads = [await self._channel_payload(e) for e in events]
-        return orjson.dumps(payloads[0] if self.target.endpoint.batch == 1 else payloads), "application/json"
+            if single:
+                return chunk, events, orjson.dumps(projected[0]), SINGLE_CONTENT_TYPE
+            return chunk, events, orjson.dumps(projected), CONTENT_TYPE_CLOUDEVENTS_BATCH
+        kept, kept_events, payloads = [], [], []
+        for entry, event in zip(chunk, events, strict=True):
+            try:
+                payloads.append(await self._channel_payload(event))
+            except Undeliverable as exc:
+                await self._dead_letter([entry], status=None, error=str(exc), attempts=0)
+                continue
+            kept.append(entry)
+            kept_events.append(event)
+        body = orjson.dumps(payloads[0] if single and payloads else payloads)
+        return kept, kept_events, body, "application/json"
 
     async def _channel_payload(self, event: dict[str, Any]) -> Any:
         channel = self.target.channel
@@ -398,7 +428,11 @@ class Destination:
             pipe.expire(key, self._horizon_s)
         if ack:
             pipe.xack(self.target.stream, keys.SUBSCRIPTION_GROUP, *ack)
-        await pipe.execute()
+        results = await pipe.execute(raise_on_error=False)
+        if ack and isinstance(results[-1], Exception):
+            raise results[-1]
+        if any(isinstance(r, Exception) for r in results):  # the trace is best effort; delivery goes on
+            logger.warning("%s: could not record a delivery attempt for the trace", self.target.key)
 
     async def _dead_letter(
         self, chunk: list[tuple[str, dict[bytes, bytes]]], *, status: int | None, error: str, attempts: int

@@ -64,6 +64,13 @@ def from_body(cls: Any, index: int, raw: Any) -> Any:
         raise InputError(f"item {index}: {exc}", reason="invalid_item") from None
 
 
+def _ids(body: dict[str, Any] | None) -> list[str] | None:
+    ids = (body or {}).get("ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
+        raise InputError("ids must be a list of dead letter ids", reason="invalid_ids")
+    return ids
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing with 413 as soon as it is known to exceed ``limit``."""
     declared = request.headers.get("content-length")
@@ -379,13 +386,6 @@ class EspApi:
         async with httpx.AsyncClient(timeout=5) as client:
             response = await client.get(url)
         return PlainTextResponse(response.text, media_type="text/plain; version=0.0.4")
-
-
-def _ids(body: dict[str, Any] | None) -> list[str] | None:
-    ids = (body or {}).get("ids")
-    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
-        raise InputError("ids must be a list of dead letter ids", reason="invalid_ids")
-    return ids
 
 
 def build(settings: EspSettings) -> Any:

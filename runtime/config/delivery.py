@@ -63,7 +63,8 @@ class Endpoint(BaseModel):
             return self
         reason = check_url(self.url, internal=self.internal)
         if reason is not None:
-            hint = "" if self.internal else " (set internal: true for a receiver inside your network)"
+            private = reason.endswith("_address")
+            hint = " (set internal: true for a receiver inside your network)" if private and not self.internal else ""
             raise ValueError(f"url {self.url!r} is refused: {reason}{hint}")
         return self
 
@@ -174,6 +175,8 @@ def public_view(kind: str, record: dict[str, Any]) -> dict[str, Any]:
     """A stored document as the config API shows it: signing secrets redacted."""
     key = {"subscription": "webhook", "channel": "endpoint"}.get(kind)
     endpoint = record.get(key) if key else None
-    if isinstance(endpoint, dict) and endpoint.get("secrets"):
-        return {**record, key: {**endpoint, "secrets": [REDACTED for _ in endpoint["secrets"]]}}
-    return record
+    if not isinstance(endpoint, dict) or not (endpoint.get("secrets") or endpoint.get("headers")):
+        return record
+    shown = {**endpoint, "secrets": [REDACTED for _ in endpoint.get("secrets", [])]}
+    shown["headers"] = dict.fromkeys(endpoint.get("headers", {}), REDACTED)  # may hold the receiver's credentials
+    return {**record, key: shown}

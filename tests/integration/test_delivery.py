@@ -1,18 +1,22 @@
 """Webhook delivery against a real redis-server and real HTTP receivers on loopback: the
-dispatcher runs in-process (``runtime.delivery.Dispatcher``)."""
+dispatcher runs in-process (``runtime.delivery.Dispatcher``).
+
+The helpers here (``dispatcher``, ``webhook``, ``publish``, ``wait_until``) are shared by the
+other ``test_delivery_*.py`` files."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from runtime import keys
 from runtime.config.store import ConfigStore
 from runtime.deadletters import list_dead, replay_dead
-from runtime.delivery import Dispatcher
+from runtime.delivery import DeliveryMetrics, Dispatcher
 from runtime.outbox import Outbox, Publication
 from runtime.topics import TopicRouter
 from runtime.webhooks import generate_secret
@@ -21,8 +25,10 @@ from tests.unit.test_webhooks import spec_verify
 
 
 @contextmanager
-def dispatcher(server) -> Iterator[Dispatcher]:
-    d = Dispatcher(server.url, horizon_s=3600)
+def dispatcher(server, *, metrics: DeliveryMetrics | None = None) -> Iterator[Dispatcher]:
+    """A Dispatcher running in its own thread and event loop; leaving the block stops it the way
+    the actor stops (its destinations are cancelled, unacknowledged events stay pending)."""
+    d = Dispatcher(server.url, horizon_s=3600, metrics=metrics)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     thread = threading.Thread(target=lambda: loop.run_until_complete(d.run(stop)), daemon=True)
@@ -32,6 +38,24 @@ def dispatcher(server) -> Iterator[Dispatcher]:
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=10)
+        assert not thread.is_alive(), "the dispatcher did not stop within 10 s"
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` every 20 ms until it returns something truthy (returned), or fail."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not met within {timeout_s}s (last: {value!r})")
+        time.sleep(0.02)
+
+
+def wait_running(d: Dispatcher, *names: str) -> None:
+    """Until the dispatcher runs a destination for each of ``names`` ("subscription/x", ...)."""
+    wait_until(lambda: all(n in d.running for n in names), 10, f"dispatcher running {names}")
 
 
 def webhook(name: str, url: str, **endpoint) -> dict:
@@ -44,10 +68,8 @@ def webhook(name: str, url: str, **endpoint) -> dict:
     }
 
 
-def publish(client, n: int, *, prefix: str = "o", customer: str = "c1") -> list[str]:
-    _, docs = ConfigStore(client).snapshot()
-    outbox = Outbox(client, horizon_s=3600, maxlen=100_000)
-    pubs = [
+def outputs(n: int, *, prefix: str = "o", customer: str = "c1", start: int = 0) -> list[Publication]:
+    return [
         Publication(
             f"{prefix}{i}",
             "business.lead",
@@ -60,17 +82,30 @@ def publish(client, n: int, *, prefix: str = "o", customer: str = "c1") -> list[
                 "data": {"rule": "r", "n": i},
             },
         )
-        for i in range(n)
+        for i in range(start, start + n)
     ]
-    outbox.publish(pubs, TopicRouter.from_docs(docs))
+
+
+def publish_all(client, pubs: list[Publication]) -> list[str]:
+    """Fan ``pubs`` out through the real outbox, routed by the stored config."""
+    _, docs = ConfigStore(client).snapshot()
+    Outbox(client, horizon_s=3600, maxlen=100_000).publish(pubs, TopicRouter.from_docs(docs))
     return [p.id for p in pubs]
+
+
+def publish(client, n: int, *, prefix: str = "o", customer: str = "c1") -> list[str]:
+    return publish_all(client, outputs(n, prefix=prefix, customer=customer))
+
+
+def pending(client, stream: str) -> int:
+    return int(client.xpending(stream, keys.SUBSCRIPTION_GROUP)["pending"])
 
 
 def test_signed_delivery_verifies_with_an_independent_check(redis_server, redis_client):
     secret = generate_secret()
-    with Receiver() as receiver, dispatcher(redis_server):
+    with Receiver() as receiver, dispatcher(redis_server) as d:
         ConfigStore(redis_client).put(webhook("hooks", receiver.url, secrets=[secret]))
-        time.sleep(0.8)  # the dispatcher picks the subscription up
+        wait_running(d, "subscription/hooks")
         ids = publish(redis_client, 20)
         seen = receiver.wait_for(lambda r: len(r) >= 20)
     assert sorted(r.json()["id"] for r in seen) == sorted(ids)
@@ -82,9 +117,9 @@ def test_failures_then_success_give_one_effective_delivery_with_one_id(redis_ser
     def flaky(n, request):
         return (503, {}, 0.0) if n <= 2 else (200, {}, 0.0)
 
-    with Receiver(flaky) as receiver, dispatcher(redis_server):
+    with Receiver(flaky) as receiver, dispatcher(redis_server) as d:
         ConfigStore(redis_client).put(webhook("hooks", receiver.url))
-        time.sleep(0.8)
+        wait_running(d, "subscription/hooks")
         publish(redis_client, 1)
         seen = receiver.wait_for(lambda r: len(r) >= 3)
         time.sleep(0.5)
@@ -99,9 +134,9 @@ def test_exhausted_retries_dead_letter_and_replay_delivers_again(redis_server, r
     def down(n, request):
         return (200, {}, 0.0) if state["healthy"] else (500, {}, 0.0)
 
-    with Receiver(down) as receiver, dispatcher(redis_server):
+    with Receiver(down) as receiver, dispatcher(redis_server) as d:
         ConfigStore(redis_client).put(webhook("hooks", receiver.url))
-        time.sleep(0.8)
+        wait_running(d, "subscription/hooks")
         publish(redis_client, 2)
         stream = keys.subscription_stream("hooks")
         deadline = time.monotonic() + 10
