@@ -209,6 +209,7 @@ def run_bench(*, events: int, users: int, batch_size: int, state_dir: Path) -> d
         "adapters": bench_adapters(),
         "end_to_end": bench_end_to_end(events, users, batch_size, state_dir),
         "delivery": bench_delivery(state_dir / "delivery"),
+        "contact": bench_contact(state_dir / "contact"),
     }
 
 
@@ -286,5 +287,189 @@ def bench_delivery(state_dir: Path, events: int = 20_000) -> dict[str, Any]:
             }
     finally:
         gateway.stop()
+        server.stop()
+    return results
+
+
+def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
+    """The contact policy on a local redis-server (3 caps, 3 campaigns, de-dup 7 days).
+
+    - ``ledger``: ``requests`` requests for ~requests/3 customers (each: a group of two competing
+      requests, then one more an hour later) decided through ``Ledger.decide`` in batches of 500
+      customer groups: decisions/s and p50/p99 latency of one batch (read + decide + commit).
+    - ``stage``: a smaller run through a PolicyStage (arbitration window 0) in a thread: one
+      request published into the policy stream every millisecond or so, and p50/p99 latency from
+      the publish to the decision appearing on a ``decisions`` subscription (read in another
+      thread of the same process).
+    """
+    import random
+    import shutil
+    import threading
+    from collections import Counter
+
+    import orjson
+    import redis
+
+    from runtime import keys
+    from runtime.config.contact import Campaign, Policy
+    from runtime.config.store import ConfigStore
+    from runtime.contact.decide import ContactRequest, PolicyRules
+    from runtime.contact.ledger import Ledger
+    from runtime.contact.stage import PolicyStage
+    from runtime.outbox import Outbox, Publication
+    from runtime.redis_server import EmbeddedRedis, free_port
+    from runtime.subscriptions import SubscriptionReader
+    from runtime.topics import TopicRouter
+
+    policy = {
+        "kind": "policy",
+        "name": "bench",
+        "arbitration_window": "0s",
+        "dedupe_days": 7,
+        "caps": [
+            {"name": "daily", "window": "1d", "max": 2},
+            {"name": "weekly", "window": "7d", "max": 3, "max_by_tier": {"gold": 5}},
+            {"name": "sms-weekly", "scope": "channel", "channel": "sms", "window": "7d", "max": 1},
+        ],
+    }
+    campaigns = [
+        {"kind": "campaign", "name": "bench-card", "priority": 80, "product": "card", "dedupe_days": 7},
+        {"kind": "campaign", "name": "bench-loan", "priority": 80, "product": "loan", "dedupe_days": 15},
+        {"kind": "campaign", "name": "bench-news", "priority": 20, "dedupe_days": 3},
+    ]
+    rules = PolicyRules.combine([Policy.model_validate(policy)], [Campaign.model_validate(c) for c in campaigns])
+    names, channels, templates = [c["name"] for c in campaigns], ["sms", "email", "push"], ["t1", "t2", "t3", "t4"]
+    rnd = random.Random(7)
+
+    def request(i: int, customer: str, requested_at: int = 0) -> ContactRequest:
+        return ContactRequest(
+            f"{customer}-{i}",
+            customer,
+            "notify",
+            rnd.choice(channels),
+            rnd.choice(templates),
+            rnd.choice(names),
+            "bench-rule",
+            requested_at=requested_at,
+        )
+
+    def quantile(values: list[float], q: float) -> float | None:
+        ordered = sorted(values)
+        return round(ordered[min(int(len(ordered) * q), len(ordered) - 1)] * 1000, 2) if ordered else None
+
+    shutil.rmtree(state_dir, ignore_errors=True)
+    server = EmbeddedRedis(state_dir / "redis", free_port()).start()
+    results: dict[str, Any] = {"requests": requests}
+    try:
+        client = redis.Redis.from_url(server.url)
+        customers = [f"c{i}" for i in range(max(requests // 3, 1))]
+        pipe = client.pipeline(transaction=False)
+        for i, customer in enumerate(customers):
+            scores = orjson.dumps({"card": i % 7 / 7, "loan": i % 5 / 5})
+            tier = '"gold"' if i % 10 == 0 else '"basic"'
+            pipe.hset(keys.profile(customer), mapping={"tier": tier, "scores": scores})
+        pipe.execute()
+        start_ms = int(time.time() * 1000)
+        rounds = [  # (time, groups): two competing requests per customer, then one more an hour later
+            (start_ms, [[request(0, c), request(1, c)] for c in customers]),
+            (start_ms + 3_600_000, [[request(2, c)] for c in customers]),
+        ]
+        ledger = Ledger(client, horizon_s=86_400)
+        latencies: list[float] = []
+        outcomes: Counter[str] = Counter()
+        decided = 0
+        started = time.perf_counter()
+        for now_ms, groups in rounds:
+            for first in range(0, len(groups), 500):
+                batch_started = time.perf_counter()
+                decisions = ledger.decide(groups[first : first + 500], rules, now_ms)
+                latencies.append(time.perf_counter() - batch_started)
+                decided += len(decisions)
+                for d in decisions:  # sent, lost_arbitration, suppressed:cap, suppressed:dedupe, ...
+                    outcomes[":".join(d.outcome.split(":")[: 1 if d.outcome.startswith("lost") else 2])] += 1
+        seconds = time.perf_counter() - started
+        results["ledger"] = {
+            "customers": len(customers),
+            "decisions": decided,
+            "batches": len(latencies),
+            "decisions_per_s": round(decided / seconds),
+            "batch_p50_ms": quantile(latencies, 0.5),
+            "batch_p99_ms": quantile(latencies, 0.99),
+            "outcomes": dict(outcomes),
+        }
+
+        # -- through the stage: publish -> decision on a subscription ------------------------
+        store = ConfigStore(client)
+        for doc in [*campaigns, policy, {"kind": "subscription", "name": "bench-dec", "topics": ["decisions"]}]:
+            store.put(doc)
+        _, docs = store.snapshot()
+        router, outbox = TopicRouter.from_docs(docs, policy_shards=1), Outbox(client, horizon_s=3600, maxlen=1_000_000)
+        stage = PolicyStage(server.url, [0], total_shards=1, horizon_s=3600, maxlen=1_000_000)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def run_stage() -> None:
+            try:
+                while not stop.is_set():
+                    stage.step(block_ms=50)
+            except BaseException as e:  # reported, not swallowed
+                errors.append(e)
+
+        stage_requests = min(2_000, requests)
+        published: dict[str, float] = {}
+        seen: dict[str, float] = {}
+
+        def read_decisions() -> None:
+            reader = SubscriptionReader(redis.Redis.from_url(server.url), visibility_timeout_ms=600_000)
+            while len(seen) < stage_requests and not stop.is_set():
+                pulled = reader.pull("bench-dec", max_events=1000, wait_ms=100)["events"]
+                at = time.perf_counter()
+                for event in pulled:
+                    seen.setdefault(event["data"]["request"], at)
+                if pulled:
+                    reader.ack("bench-dec", ack_ids=[e["ack_id"] for e in pulled])
+
+        threads = [
+            threading.Thread(target=run_stage, daemon=True),
+            threading.Thread(target=read_decisions, daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        stage_started = time.perf_counter()
+        for i in range(stage_requests):
+            customer = f"s{i % max(stage_requests // 3, 1)}"
+            rid = f"stage-{i}"
+            notify = {"channel": rnd.choice(channels), "template": rnd.choice(templates), "campaign": rnd.choice(names)}
+            event = {
+                "specversion": "1.0",
+                "id": rid,
+                "source": "esp/bench",
+                "type": "notifications.sms",
+                "subject": customer,
+                "data": {"rule": "bench-rule", "notify": notify},
+            }
+            published[rid] = time.perf_counter()
+            outbox.publish([Publication(rid, "notifications.sms", event)], router)
+            time.sleep(0.001)
+        deadline = time.monotonic() + 60
+        while len(seen) < stage_requests and time.monotonic() < deadline and not errors:
+            time.sleep(0.01)
+        stage_seconds = time.perf_counter() - stage_started
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        if errors:
+            raise errors[0]
+        waits = [seen[i] - published[i] for i in seen if i in published]
+        results["stage"] = {
+            "requests": stage_requests,
+            "decided": len(waits),
+            "requests_per_s": round(stage_requests / stage_seconds),
+            "p50_ms": quantile(waits, 0.5),
+            "p99_ms": quantile(waits, 0.99),
+            "max_ms": quantile(waits, 1.0),
+            "outcomes": dict(stage.totals),
+        }
+    finally:
         server.stop()
     return results

@@ -48,6 +48,12 @@ class QuietHours(BaseModel):
     action: Literal["hold", "drop"] = Field("hold", description="hold: send when they end; drop: do not send.")
     channels: list[str] | None = Field(None, description="Only these channels (default: all but task).")
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("quiet hours need start and end to differ (equal would be quiet all day)")
+        return self
+
     @field_validator("timezone")
     @classmethod
     def _zone(cls, zone: str) -> str:

@@ -182,6 +182,8 @@ def _check(
     for cap in rules.caps:
         if request.kind not in cap.kinds or (cap.scope == "channel" and cap.channel != request.channel):
             continue
+        if (cap.scope == "campaign" and request.campaign is None) or (cap.scope == "rule" and request.rule is None):
+            continue  # a per-campaign (per-rule) cap counts nothing for a request without one
         limit = cap.max_by_tier.get(str(view.profile.get(cap.tier_attribute)), cap.max)
         since = now_ms - cap.window
         used = sum(1 for c in contacts if c.at > since and c.kind in cap.kinds and _same_scope(cap, c, request))
@@ -228,7 +230,19 @@ def _quiet_until(
     ends = local.replace(hour=end // 60, minute=end % 60, second=0, microsecond=0)
     if ends <= local:
         ends += timedelta(days=1)
-    return int(ends.timestamp() * 1000)
+    at = int(ends.timestamp() * 1000)
+    back = datetime.fromtimestamp(at / 1000, zone)
+    if (back.hour, back.minute) != (ends.hour, ends.minute):
+        # that wall time does not exist that day (the clock skipped it for daylight saving): the
+        # hold ends when the clock jumps past it, found by bisection over the hours before
+        low, high = at - 3 * 3_600_000, at
+        while high - low > MINUTE_MS:
+            middle = (low + high) // 2
+            moment = datetime.fromtimestamp(middle / 1000, zone)
+            past = moment.date() == ends.date() and moment.hour * 60 + moment.minute >= end
+            low, high = (low, middle) if past else (middle, high)
+        at = high - high % MINUTE_MS
+    return at
 
 
 def _minutes(clock: str) -> int:

@@ -11,6 +11,7 @@ take the last slot of a cap.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -76,19 +77,24 @@ class Ledger:
         self, groups: list[list[ContactRequest]], rules: PolicyRules, now_ms: int | None = None
     ) -> list[Decision]:
         """Decide competing groups (one customer each) atomically; retried on conflicts."""
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             now = now_ms if now_ms is not None else int(time.time() * 1000)
             views, versions = self._read(groups, rules, now)
             decisions: list[Decision] = []
             commands: list[list[Any]] = []
             for group in groups:
                 customer = group[0].customer
-                made, contacts = decide(group, views[customer], rules, now)
+                view = views[customer]
+                made, contacts = decide(group, view, rules, now)
                 decisions += made
-                commands += self._writes(customer, made, contacts, group, rules, now)
+                commands += self._writes(customer, made, contacts, group, rules, now, replayed=set(view.decided))
+                for contact in contacts:  # later groups of the batch see these sends against capacity
+                    if contact.channel in rules.capacity:
+                        view.channel_sends[contact.channel] = (*view.channel_sends.get(contact.channel, ()), contact.at)
             try:
                 self._apply(versions, commands)
             except ConflictingWrite:
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other writer finish
                 continue
             return decisions
         raise ConflictingWrite(f"{MAX_ATTEMPTS} attempts met concurrent writes; giving up for now")
@@ -141,6 +147,8 @@ class Ledger:
         group: list[ContactRequest],
         rules: PolicyRules,
         now_ms: int,
+        *,
+        replayed: set[str],
     ) -> list[list[Any]]:
         ledger = keys.ledger(customer)
         window_s = rules.longest_window_ms // 1000 + 60
@@ -156,6 +164,8 @@ class Ledger:
         requests = {r.id: r for r in group}
         log = keys.customer_decisions(customer)
         for decision in decisions:
+            if decision.id in replayed:  # its first decision stands and is already recorded
+                continue
             encoded = decision_json(decision)
             if decision.final:
                 commands.append(["SET", keys.decision(decision.id), encoded, "EX", max(window_s, self._horizon_s)])
@@ -164,7 +174,7 @@ class Ledger:
                 assert decision.release_at is not None
                 commands.append(["ZADD", keys.HELD, decision.release_at, held_member(requests[decision.id])])
             commands.append(["LPUSH", log, encoded])
-        if decisions:
+        if any(d.id not in replayed for d in decisions):
             commands.append(["LTRIM", log, 0, DECISIONS_KEPT - 1])
             commands.append(["EXPIRE", log, self._horizon_s])
         return commands

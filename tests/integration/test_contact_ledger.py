@@ -1,0 +1,255 @@
+"""The contact ledger (runtime/contact/ledger.py) and the policy stage's holds against a real
+redis-server: idempotent decisions, trimming, opt-outs, the per-customer decision log, held
+requests, and a held request surviving a restart of the stage."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from runtime import keys
+from runtime.config.contact import Campaign, Cap, Capacity, QuietHours
+from runtime.config.store import ConfigStore
+from runtime.contact import ledger as ledger_module
+from runtime.contact.decide import DAY_MS, ContactRequest, PolicyRules
+from runtime.contact.ledger import DECISIONS_KEPT, Ledger
+from runtime.contact.stage import PolicyStage
+from runtime.outbox import Outbox, Publication
+from runtime.subscriptions import SubscriptionReader
+from runtime.topics import TopicRouter
+
+SHARDS = 2
+T0 = int(datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def req(i: str, customer: str = "c1", channel: str = "sms", **kw: Any) -> ContactRequest:
+    return ContactRequest(i, customer, kw.pop("kind", "notify"), channel, kw.pop("content", "t"), **kw)
+
+
+def ledger_ids(client, customer: str) -> list[str]:
+    return [orjson.loads(raw)["id"] for raw in client.zrange(keys.ledger(customer), 0, -1)]
+
+
+def test_the_same_requests_decided_twice_are_counted_once(redis_client) -> None:
+    ledger = Ledger(redis_client, horizon_s=3600)
+    rules = PolicyRules(caps=(Cap(name="weekly", window="7d", max=5),))
+    groups = [[req("a1"), req("a2", content="u")], [req("b1", customer="c2")]]
+    first = ledger.decide(groups, rules, T0)
+    assert {d.id: d.outcome for d in first} == {"a1": "sent", "a2": "lost_arbitration:a1", "b1": "sent"}
+    again = ledger.decide(groups, rules, T0 + 60_000)  # a replay, later: the recorded decisions stand
+    assert again == first
+    assert ledger_ids(redis_client, "c1") == ["a1"] and ledger_ids(redis_client, "c2") == ["b1"]
+    # and a third time one at a time, in another order
+    assert ledger.decide([[req("b1", customer="c2")], [req("a2", content="u")]], rules, T0 + 120_000) == [
+        first[2],
+        first[1],
+    ]
+    assert redis_client.zcard(keys.ledger("c1")) == 1
+    assert {d["id"] for d in ledger.recent("c1")} == {"a1", "a2"}
+
+
+def test_the_ledger_is_trimmed_to_the_longest_window(redis_client) -> None:
+    ledger = Ledger(redis_client, horizon_s=3600)
+    rules = PolicyRules(
+        caps=(Cap(name="weekly", window="7d", max=100), Cap(name="daily", window="1d", max=100)),
+        campaigns={"x": Campaign(name="x", dedupe_days=3)},
+    )
+    assert rules.longest_window_ms == 7 * DAY_MS
+    ledger.decide([[req("a")]], rules, T0)
+    ledger.decide([[req("b")]], rules, T0 + 3 * DAY_MS)
+    ledger.decide([[req("c")]], rules, T0 + 7 * DAY_MS)  # "a" is exactly 7 days old: out of the window
+    assert ledger_ids(redis_client, "c1") == ["b", "c"]
+    ledger.decide([[req("d")]], rules, T0 + 10 * DAY_MS + 1)
+    assert ledger_ids(redis_client, "c1") == ["c", "d"]
+    ttl = redis_client.ttl(keys.ledger("c1"))
+    assert 7 * 86_400 <= ttl <= 7 * 86_400 + 60
+    # a longer de-dup window keeps the ledger longer
+    longer = PolicyRules(caps=rules.caps, campaigns={"x": Campaign(name="x", dedupe_days=30)})
+    ledger.decide([[req("e")]], longer, T0 + 20 * DAY_MS)
+    assert ledger_ids(redis_client, "c1") == ["c", "d", "e"]
+
+
+def test_opt_out_and_remove(redis_client) -> None:
+    ledger = Ledger(redis_client, horizon_s=3600)
+    rules = PolicyRules()
+    assert ledger.opt_out([("c1", "sms"), ("c2", "*")]) == 2
+    decisions = ledger.decide(
+        [[req("a")], [req("b", channel="email")], [req("c", customer="c2", channel="push")]], rules, T0
+    )
+    assert [d.outcome for d in decisions] == ["suppressed:opt_out", "sent", "suppressed:opt_out"]
+    ledger.opt_out([("c1", "sms"), ("c2", "*")], remove=True)
+    decisions = ledger.decide([[req("a2")], [req("c2", customer="c2", channel="push")]], rules, T0 + 1)
+    assert [d.outcome for d in decisions] == ["sent", "sent"]
+    # the earlier suppressions are final: replaying them does not send them now
+    assert ledger.decide([[req("a")]], rules, T0 + 2)[0].outcome == "suppressed:opt_out"
+
+
+def test_an_opt_out_between_read_and_commit_is_seen_on_the_retry(redis_client, monkeypatch) -> None:
+    ledger = Ledger(redis_client, horizon_s=3600)
+    original = Ledger._read
+    reads = []
+
+    def read_then_opt_out(self, groups, rules, now_ms):  # type: ignore[no-untyped-def]
+        result = original(self, groups, rules, now_ms)
+        reads.append(1)
+        if len(reads) == 1:
+            Ledger(redis_client, horizon_s=3600).opt_out([("c1", "*")])  # lands while the batch is decided
+        return result
+
+    monkeypatch.setattr(Ledger, "_read", read_then_opt_out)
+    [decision] = ledger.decide([[req("a")]], PolicyRules(), T0)
+    assert len(reads) == 2 and decision.outcome == "suppressed:opt_out"
+    assert redis_client.zcard(keys.ledger("c1")) == 0
+
+
+def test_the_decision_log_per_customer_is_capped(redis_client) -> None:
+    ledger = Ledger(redis_client, horizon_s=3600)
+    for n in range(DECISIONS_KEPT + 7):
+        ledger.decide([[req(f"r{n:02d}")], [req(f"o{n:02d}", customer="other")]], PolicyRules(), T0 + n)
+    assert redis_client.llen(keys.customer_decisions("c1")) == DECISIONS_KEPT
+    recent = ledger.recent("c1")
+    assert [d["id"] for d in recent] == [f"r{n:02d}" for n in range(DECISIONS_KEPT + 6, 6, -1)]  # newest first
+    assert [d["id"] for d in ledger.recent("c1", limit=3)] == ["r26", "r25", "r24"]
+    assert 0 < redis_client.ttl(keys.customer_decisions("c1")) <= 3600
+
+
+def test_held_requests_wait_in_the_held_set_until_due(redis_client) -> None:
+    ledger = Ledger(redis_client, horizon_s=3600)
+    quiet = QuietHours(start="11:00", end="13:00", timezone="UTC", channels=["sms"])  # T0: 12:00 UTC
+    rules = PolicyRules(quiet_hours=quiet, capacity={"email": Capacity(per_minute=1, deadline="1h")})
+    release = T0 + 3_600_000
+    request = req("q", requested_at=T0, event={"id": "q", "topic": "notifications.sms"})
+    [held] = ledger.decide([[request]], rules, T0)
+    assert (held.outcome, held.release_at) == ("held:quiet_hours", release)
+    assert redis_client.get(keys.decision("q")) is None  # not final: not recorded as decided
+    assert ledger.due_held(release - 1) == []
+    assert ledger.due_held(release) == [request]
+    assert ledger.due_held(release)[0].event == request.event  # the event travels with it
+    # decided again at the end of the quiet hours: sent, and out of the held set
+    assert ledger.decide([[request]], rules, release)[0].outcome == "sent"
+    assert redis_client.zcard(keys.HELD) == 0 and ledger.due_held(release + DAY_MS) == []
+
+    # capacity: held for a minute, then dropped past the deadline (counted from requested_at)
+    assert ledger.decide([[req("e1", channel="email", requested_at=T0)]], rules, T0)[0].outcome == "sent"
+    waiting = req("e2", customer="c2", channel="email", requested_at=T0)
+    [d] = ledger.decide([[waiting]], rules, T0 + 1000)
+    assert (d.outcome, d.release_at) == ("held:capacity", T0 + 61_000)
+    assert redis_client.zscore(keys.HELD, ledger_module.held_member(waiting)) == T0 + 61_000
+    [d] = ledger.decide([[waiting]], rules, T0 + 30_000)  # early: held again, the release moves
+    assert redis_client.zscore(keys.HELD, ledger_module.held_member(waiting)) == T0 + 90_000
+    assert ledger.decide([[waiting]], rules, T0 + 60_000)[0].outcome == "sent"  # e1 has left the minute
+    assert redis_client.zcard(keys.HELD) == 0
+    stale = req("e3", customer="c3", channel="email", requested_at=T0 - 3_600_000)
+    assert ledger.decide([[stale]], rules, T0 + 60_001)[0].outcome == "suppressed:capacity"
+    assert redis_client.zcard(keys.HELD) == 0
+
+
+def test_capacity_is_respected_within_one_batch(redis_client) -> None:
+    ledger = Ledger(redis_client, horizon_s=3600)
+    rules = PolicyRules(capacity={"sms": Capacity(per_minute=1)})
+    decisions = ledger.decide([[req("a", customer="c1")], [req("b", customer="c2")]], rules, T0)
+    assert [d.outcome for d in decisions] == ["sent", "held:capacity"]
+
+
+# -- the stage: a hold survives a restart ----------------------------------------------------
+
+
+def _url(client) -> str:
+    kw = client.connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/0"
+
+
+def _notify(i: str, customer: str) -> Publication:
+    event = {
+        "specversion": "1.0",
+        "id": i,
+        "source": "esp/rule/r",
+        "type": "notifications.sms",
+        "subject": customer,
+        "data": {"rule": "r", "notify": {"channel": "sms", "template": "offer", "campaign": "promo"}},
+    }
+    return Publication(i, "notifications.sms", event)
+
+
+def _pull(client, name: str) -> list[dict]:
+    reader = SubscriptionReader(client, visibility_timeout_ms=600_000)
+    events = reader.pull(name, max_events=1000, wait_ms=0)["events"]
+    if events:
+        reader.ack(name, ack_ids=[e["ack_id"] for e in events])
+    return events
+
+
+def _run_until(stage: PolicyStage, done, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        stage.step(block_ms=20)
+        if done():
+            return
+    raise AssertionError("timed out")
+
+
+def test_a_request_held_for_quiet_hours_is_sent_once_by_a_new_stage_after_they_end(redis_client) -> None:
+    now = datetime.now(timezone.utc)
+    minute = now.hour * 60 + now.minute
+    start, end = (minute - 60) % 1440, (minute + 60) % 1440  # quiet now, for another hour or so (UTC)
+    quiet = {"start": f"{start // 60:02d}:{start % 60:02d}", "end": f"{end // 60:02d}:{end % 60:02d}"}
+    store = ConfigStore(redis_client)
+    store.put({"kind": "subscription", "name": "out", "topics": ["notifications.*"]})
+    store.put({"kind": "subscription", "name": "dec", "topics": ["decisions"]})
+    store.put({"kind": "campaign", "name": "promo"})
+    store.put({"kind": "policy", "name": "p", "arbitration_window": "0s", "quiet_hours": {**quiet, "action": "hold"}})
+    _, docs = store.snapshot()
+    Outbox(redis_client, horizon_s=3600, maxlen=10_000).publish(
+        [_notify("n1", "c1")], TopicRouter.from_docs(docs, policy_shards=SHARDS)
+    )
+
+    def stage(offset_s: float) -> PolicyStage:
+        return PolicyStage(
+            _url(redis_client),
+            list(range(SHARDS)),
+            total_shards=SHARDS,
+            horizon_s=3600,
+            maxlen=10_000,
+            clock=lambda: time.time() + offset_s,
+        )
+
+    first = stage(0)
+    decisions: list[dict] = []
+
+    def decided(n: int):  # type: ignore[no-untyped-def]
+        return lambda: bool(decisions.extend(_pull(redis_client, "dec"))) or len(decisions) >= n
+
+    _run_until(first, decided(1))
+    [held] = decisions
+    assert held["data"]["decision"] == "held:quiet_hours"
+    ends = now.replace(second=0, microsecond=0).timestamp() * 1000 + 60 * 60_000
+    release = datetime.fromisoformat(held["data"]["release_at"].replace("Z", "+00:00")).timestamp() * 1000
+    assert release == ends
+    assert redis_client.zcard(keys.HELD) == 1 and _pull(redis_client, "out") == []
+    assert all(redis_client.xpending(keys.policy_requests(s), keys.POLICY_GROUP)["pending"] == 0 for s in range(SHARDS))
+    first.step(block_ms=10)  # still quiet: nothing due
+    assert _pull(redis_client, "dec") == [] and redis_client.zcard(keys.HELD) == 1
+    del first  # the actor is gone; a new one starts two hours later
+
+    second = stage(2 * 3600 + 60)
+    _run_until(second, decided(2))
+    assert [d["data"]["decision"] for d in decisions] == ["held:quiet_hours", "sent"]
+    sent = _pull(redis_client, "out")
+    assert [e["id"] for e in sent] == ["n1"]
+    assert redis_client.zcard(keys.HELD) == 0 and ledger_ids(redis_client, "c1") == ["n1"]
+    # yet another restart, with the request replayed from the stream: not sent again
+    redis_client.delete(keys.emitted("n1"))
+    Outbox(redis_client, horizon_s=3600, maxlen=10_000).publish(
+        [_notify("n1", "c1")], TopicRouter.from_docs(docs, policy_shards=SHARDS)
+    )
+    third = stage(2 * 3600 + 120)
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        third.step(block_ms=20)
+    assert third.totals == {"sent": 1}  # the recorded decision, returned again
+    assert all(redis_client.xpending(keys.policy_requests(s), keys.POLICY_GROUP)["pending"] == 0 for s in range(SHARDS))
+    assert _pull(redis_client, "out") == [] and _pull(redis_client, "dec") == []  # publication de-duplicated
+    assert ledger_ids(redis_client, "c1") == ["n1"]
