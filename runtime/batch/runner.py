@@ -23,8 +23,10 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 
-def run_parts(fn: Callable[..., T], args: Sequence[Any], *, label: str, num_cpus: float = 1.0) -> list[T]:
-    """``fn(arg)`` for every arg, as Ray tasks when Ray is up (results in the order of ``args``)."""
+def run_parts(fn: Callable[..., T], args: Sequence[Any], *, label: str, num_cpus: float = 0.5) -> list[T]:
+    """``fn(arg)`` for every arg, as Ray tasks when Ray is up (results in the order of ``args``).
+    Half a CPU each by default: the jobs share the cluster with the real-time actors, which hold
+    CPUs of their own, and a task asking for a whole one could wait for ever on a small node."""
     import ray
 
     bar = tqdm(total=len(args), desc=label, unit="part", disable=os.environ.get("ESP_PROGRESS") == "0")
