@@ -223,11 +223,19 @@ def tail(subscription: str, url: str, max_events: int) -> None:
 @click.option("--customers", default=2000, show_default=True)
 @click.option("--events", default=50_000, show_default=True)
 @click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".esp/demo"), show_default=True)
-def demo(customers: int, events: int, state_dir: Path) -> None:
+@click.option("--batch-customers", default=2000, show_default=True, help="Customers of the batch part (0: skip it).")
+@click.option("--batch-days", default=14, show_default=True)
+def demo(customers: int, events: int, state_dir: Path, batch_customers: int, batch_days: int) -> None:
     """Everything end to end on synthetic data, then stop."""
     from runtime.demo import run_demo
 
-    run_demo(customers=customers, events=events, state_dir=state_dir)
+    run_demo(
+        customers=customers,
+        events=events,
+        state_dir=state_dir,
+        batch_customers=batch_customers,
+        batch_days=batch_days,
+    )
 
 
 @main.command()

@@ -22,7 +22,9 @@ HOTLINE_KEY = "hotline-key-0123456789"
 CELL_KEY = "cell-feed-key-0123456789"
 
 
-def run_demo(*, customers: int, events: int, state_dir: Path) -> None:
+def run_demo(
+    *, customers: int, events: int, state_dir: Path, batch_customers: int = 2000, batch_days: int = 14
+) -> None:
     import ray
 
     from actors.platform import Platform
@@ -48,6 +50,17 @@ def run_demo(*, customers: int, events: int, state_dir: Path) -> None:
             _batch_campaign(client, customers)
             _show_decisions(client)
             _show_messages(platform.gateway_log)
+            if batch_customers:
+                from runtime.demo_batch import run_batch
+
+                run_batch(
+                    client,
+                    base_url=platform.base_url,
+                    redis_url=settings.effective_redis_url(),
+                    data=state_dir / "batch-data",
+                    customers=batch_customers,
+                    days=batch_days,
+                )
     finally:
         click.echo("stopping ...")
         try:
