@@ -42,8 +42,8 @@ def run_batch(client: EspClient, *, base_url: str, redis_url: str, data: Path, c
     sizes = ", ".join(f"{n} {s['size']}" for n, s in segmented["segments"].items())
     click.echo(f"  segments: {sizes}")
     scored = step("matrix", lambda: matrix.run(data, top_n=3))
-    aucs = ", ".join(f"{p} {m['auc']:.2f}" for p, m in sorted(scored["products"].items()))
-    click.echo(f"  matrix holdout AUC: {aucs}")
+    aucs = ", ".join(f"{p} {m['auc']:.2f}" for p, m in sorted(scored["models"].items()))
+    click.echo(f"  matrix holdout AUC (baseline mean {scored['baseline_auc_mean']:.2f}): {aucs}")
     spec = yaml.safe_load(ALLOCATION.read_text())
     plan = step(
         "allocate",
@@ -55,9 +55,10 @@ def run_batch(client: EspClient, *, base_url: str, redis_url: str, data: Path, c
             channel_capacity=spec["channel_capacity"],
         ),
     )
+    best = plan["optimised"]
     click.echo(
-        f"  allocate: {plan['contacts']} contacts, total score {plan['total_score']:,.0f} "
-        f"({plan['gain_pct']:+.1f}% over greedy)"
+        f"  allocate: {best['contacts']} contacts, total score {best['total_score']:,.0f} "
+        f"({plan['gain_pct']:+.2f}% over greedy, {best['method']})"
     )
     synced = step("sync", lambda: sync.run(data, redis_url, version="demo"))
     click.echo(f"  sync: profiles of {synced['customers']:,} customers, version {synced['version']}")
