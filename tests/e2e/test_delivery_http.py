@@ -435,7 +435,7 @@ def dead_letter_three(http: httpx.Client, client: EspClient, failing: FailingRec
         listing = http.get(f"/v1/subscriptions/{name}/deadletters").json()
         return listing if len(listing["items"]) >= 3 else None
 
-    listing = wait_until(dead_letters, timeout_s=30, what="3 dead letters")
+    listing = wait_until(dead_letters, timeout_s=60, what="3 dead letters")
     time.sleep(0.5)  # nothing more may come
     listing = http.get(f"/v1/subscriptions/{name}/deadletters").json()
     assert listing["total"] == 3 and len(listing["items"]) == 3
