@@ -243,11 +243,24 @@ def demo(customers: int, events: int, state_dir: Path, batch_customers: int, bat
 @click.option("--users", default=10_000, show_default=True)
 @click.option("--batch-size", default=10_000, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path(".esp/bench"), show_default=True)
-def bench(events: int, users: int, batch_size: int, out: Path) -> None:
-    """Measure the in-process engine and end-to-end ingestion; results go to a JSON file."""
-    from runtime.bench import run_bench
+@click.option("--only", type=click.Choice(["all", "batch"]), default="all", show_default=True)
+@click.option("--batch-customers", default=100_000, show_default=True, help="Customers of the batch benchmark.")
+@click.option("--batch-days", default=30, show_default=True)
+def bench(
+    events: int, users: int, batch_size: int, out: Path, only: str, batch_customers: int, batch_days: int
+) -> None:
+    """Measure the engine, ingestion, delivery and the contact policy (or, with --only batch, each
+    batch job's wall time and peak memory); results go to a JSON file."""
+    if only == "batch":
+        from runtime.batch.bench import bench_batch
+        from runtime.cli_batch import ray_for_jobs
 
-    results = run_bench(events=events, users=users, batch_size=batch_size, state_dir=out / "state")
+        with ray_for_jobs(None, 2):
+            results = bench_batch(out / "batch-data", customers=batch_customers, days=batch_days)
+    else:
+        from runtime.bench import run_bench
+
+        results = run_bench(events=events, users=users, batch_size=batch_size, state_dir=out / "state")
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
