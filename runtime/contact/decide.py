@@ -1,10 +1,12 @@
 """The contact-policy decision, as a pure function of the requests, the customer's contact
 ledger, the opt-outs and the policy: ``decide(group, view, rules, now_ms)``.
 
-A *group* is the requests for one customer that arrived within the arbitration window. They
-compete: candidates are tried best first — campaign priority, then the customer's match score
-for the campaign's product, then the request id (a stable tie-break) — and the first one that
-the policy lets through is sent; those after it lose to it (``lost_arbitration:<winner>``).
+A *group* is the requests for one customer that arrived within the arbitration window. Under a
+policy with an arbitration window, its notify requests compete: candidates are tried best
+first — campaign priority, then the customer's match score for the campaign's product, then the
+request id (a stable tie-break) — and the first one that the policy lets through is sent; those
+after it lose to it (``lost_arbitration:<winner>``). Tasks (for staff, not the customer) never
+compete, and without a policy nothing does: each request is checked on its own, in that order.
 Each candidate is checked in this order, and the first check that fails is its reason:
 
 1. opted out, globally or for the channel              -> ``suppressed:opt_out``
@@ -95,7 +97,8 @@ class PolicyRules:
     capacity: dict[str, Capacity] = field(default_factory=dict)
     campaigns: dict[str, Campaign] = field(default_factory=dict)
     dedupe_days: int = 0
-    arbitration_window_ms: int = 2000
+    arbitration_window_ms: int = 0
+    arbitrate: bool = False  # only under a policy that asks for it: without one, everything is checked alone
 
     @classmethod
     def combine(cls, policies: list[Policy], campaigns: list[Campaign]) -> PolicyRules:
@@ -109,7 +112,8 @@ class PolicyRules:
             capacity=capacity,
             campaigns={c.name: c for c in campaigns if c.enabled},
             dedupe_days=max((p.dedupe_days for p in active), default=0),
-            arbitration_window_ms=max((p.arbitration_window for p in active), default=2000),
+            arbitration_window_ms=max((p.arbitration_window for p in active), default=0),
+            arbitrate=any(p.arbitration_window > 0 for p in active),
         )
 
     @property
@@ -140,18 +144,20 @@ def decide(
     decisions: list[Decision] = []
     winner: str | None = None
     for request in sorted(group, key=lambda r: rank(r, rules, view.profile)):
+        competes = rules.arbitrate and request.kind == "notify"  # tasks go to staff: they never compete
         earlier = view.decided.get(request.id)
         if earlier is not None:  # a replay: the first decision stands, nothing is counted twice
             decisions.append(earlier)
-            winner = winner or (request.id if earlier.outcome == "sent" else None)
+            if competes and earlier.outcome == "sent":
+                winner = winner or request.id
             continue
-        if winner is not None:
+        if competes and winner is not None:
             decisions.append(Decision(request.id, request.customer, f"lost_arbitration:{winner}", now_ms))
             continue
         outcome, release_at = _check(request, view, rules, contacts, now_ms)
         decisions.append(Decision(request.id, request.customer, outcome, now_ms, release_at))
         if outcome == "sent":
-            winner = request.id
+            winner = request.id if competes else winner
             contacts.append(contact_of(request, now_ms))
     return decisions, contacts[len(view.contacts) :]
 

@@ -35,7 +35,6 @@ from runtime.topics import DECISIONS_TOPIC, TopicRouter, policy_shard
 logger = logging.getLogger(__name__)
 
 CONSUMER = "stage"
-CONFIG_POLL_S = 0.5
 
 
 def request_of(event: dict[str, Any], received_ms: int) -> ContactRequest | None:
@@ -124,7 +123,6 @@ class PolicyStage:
         self._outbox = Outbox(self._redis, horizon_s=horizon_s, maxlen=maxlen)
         self._config = ConfigStore(self._redis)
         self._config_version = -1
-        self._config_checked = 0.0
         self.rules = PolicyRules()
         self._router = TopicRouter({})
         self._waiting: dict[str, _Waiting] = {}
@@ -149,9 +147,8 @@ class PolicyStage:
 
     def step(self, *, block_ms: int = 100) -> Counter[str]:
         """Read, gather, decide what is due, publish, acknowledge. Returns decisions by outcome."""
-        if self._clock() - self._config_checked >= CONFIG_POLL_S:
+        if self._config_version < 0:
             self.refresh_config()
-            self._config_checked = self._clock()
         now = int(self._clock() * 1000)
         for stream, entry_id, fields in self._read(block_ms):
             event = orjson.loads(fields[b"e"])
@@ -162,6 +159,7 @@ class PolicyStage:
             waiting = self._waiting.setdefault(request.customer, _Waiting(now + self.rules.arbitration_window_ms))
             waiting.requests.append(request)
             waiting.entries.append((stream, entry_id))
+        self.refresh_config()  # after the read: a subscription made before a request was published gets it
         now = int(self._clock() * 1000)
         due = {c: w for c, w in self._waiting.items() if w.due_ms <= now}
         groups: dict[str, list[ContactRequest]] = {c: list(w.requests) for c, w in due.items()}

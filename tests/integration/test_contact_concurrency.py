@@ -143,7 +143,7 @@ def _realtime_worker(url: str, barrier: Any, out: Any) -> None:
         groups = [[ContactRequest(f"rt-{c}-{i}", c, "notify", "sms", f"r{i}", campaign="promo")] for c in CUSTOMERS]
         decisions, _ = _decide_all(ledger, groups, rules)
         sent.update(d.customer for d in decisions if d.outcome == "sent")
-        time.sleep(0.002)
+        time.sleep(0.03)  # leave the batch path room to take part
     out.put({"worker": "realtime", "sent": dict(sent), "conflicts": counts.conflicts})
 
 

@@ -35,7 +35,7 @@ def ledger_ids(client, customer: str) -> list[str]:
 
 def test_the_same_requests_decided_twice_are_counted_once(redis_client) -> None:
     ledger = Ledger(redis_client, horizon_s=3600)
-    rules = PolicyRules(caps=(Cap(name="weekly", window="7d", max=5),))
+    rules = PolicyRules(caps=(Cap(name="weekly", window="7d", max=5),), arbitrate=True)
     groups = [[req("a1"), req("a2", content="u")], [req("b1", customer="c2")]]
     first = ledger.decide(groups, rules, T0)
     assert {d.id: d.outcome for d in first} == {"a1": "sent", "a2": "lost_arbitration:a1", "b1": "sent"}

@@ -208,6 +208,7 @@ class Model:
 
     def __init__(self, policy: Policy, campaigns: list[Campaign], profiles: dict, optouts: dict) -> None:
         self.policy = policy
+        self.arbitrate = policy.enabled and policy.arbitration_window > 0
         self.campaigns = {c.name: c for c in campaigns if c.enabled}
         self.profiles = profiles
         self.optouts = optouts
@@ -231,12 +232,13 @@ class Model:
         out: dict[str, tuple[str, int | None]] = {}
         winner = None
         for r in ordered:
-            if winner is not None:
+            competes = self.arbitrate and r.kind == "notify"  # tasks, and everything without a window, go alone
+            if competes and winner is not None:
                 out[r.id] = (f"lost_arbitration:{winner}", None)
                 continue
             out[r.id] = self.check(customer, r, now)
             if out[r.id][0] == "sent":
-                winner = r.id
+                winner = r.id if competes else winner
                 self.history.append(Sent(customer, r.id, now, r.kind, r.channel, r.campaign, r.rule, r.content))
         return out
 
@@ -571,6 +573,7 @@ def test_capacity_holds_for_a_minute_then_drops_past_the_deadline() -> None:
 # -- arbitration -----------------------------------------------------------------------------
 
 ARBITRATION_RULES = PolicyRules(
+    arbitrate=True,
     caps=(Cap(name="daily", scope="channel", channel="sms", window="1d", max=1),),
     campaigns={
         "hi": Campaign(name="hi", priority=90, product="card"),
