@@ -148,7 +148,13 @@ def job_matrix(data: Path, top_n: int, address: str | None, num_cpus: int) -> No
 
 @job.command("allocate")
 @data_option
-@click.option("-f", "plan_file", required=True, type=click.Path(exists=True, path_type=Path), help="Allocation YAML.")
+@click.option(
+    "-f",
+    "plan_file",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Allocation spec (JSON or YAML): campaigns, limits_by_tier, default_limit, channel_capacity.",
+)
 @address_option
 @cpus_option
 def job_allocate(data: Path, plan_file: Path, address: str | None, num_cpus: int) -> None:

@@ -16,7 +16,7 @@ from runtime.config.documents import load_yaml_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 SEGMENTS = ROOT / "configs" / "demo" / "segments.yaml"
-ALLOCATION = ROOT / "configs" / "batch" / "allocation.yaml"
+ALLOCATION = ROOT / "configs" / "batch" / "allocation.json"
 
 
 def run_batch(client: EspClient, *, base_url: str, redis_url: str, data: Path, customers: int, days: int) -> None:

@@ -63,7 +63,7 @@ def bench_batch(data: Path, *, customers: int, days: int, redis_url: str | None 
     from runtime.batch.generate import generate
     from runtime.config.documents import load_yaml_documents
 
-    spec = yaml.safe_load((ROOT / "configs" / "batch" / "allocation.yaml").read_text())
+    spec = yaml.safe_load((ROOT / "configs" / "batch" / "allocation.json").read_text())
     docs = [raw for _, raw in load_yaml_documents(ROOT / "configs" / "demo" / "segments.yaml")]
     jobs: list[tuple[str, Callable[[], Any]]] = [
         ("generate", lambda: generate(data, customers=customers, days=days, seed=7)),

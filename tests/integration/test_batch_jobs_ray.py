@@ -55,7 +55,7 @@ def test_every_job_runs_as_ray_tasks_on_generated_data(local_ray, tmp_path, redi
     scores = pq.read_table(sorted(layout.job_dir(data, "matrix").glob("part-*.parquet"))).to_pydict()
     assert len(scores["customer_id"]) == 1200 * 8 and 0 <= min(scores["score"]) <= max(scores["score"]) <= 100
 
-    spec = yaml.safe_load((ROOT / "configs" / "batch" / "allocation.yaml").read_text())
+    spec = yaml.safe_load((ROOT / "configs" / "batch" / "allocation.json").read_text())
     plan = allocate.run(
         data,
         spec["campaigns"],
