@@ -4,6 +4,7 @@ segment and score."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ def run_batch(client: EspClient, *, base_url: str, redis_url: str, data: Path, c
     from runtime.config.contact import Campaign
 
     click.echo(f"batch: {customers} synthetic customers x {days} days in {data} (Ray tasks) ...")
+    os.environ.setdefault("ESP_PROGRESS", "0")  # one line per step here; the jobs' own CLI shows progress bars
     steps: list[tuple[str, Any]] = []
 
     def step(name: str, fn: Any) -> Any:
@@ -91,6 +93,8 @@ def _gated_rule(client: EspClient, data: Path) -> None:
 
     members = pq.read_table(layout.job_dir(data, "segments") / "members.parquet").to_pylist()
     travellers = sorted({m["customer_id"] for m in members if m["segment"] == "frequent-travellers"})[:50]
+    scores = pq.read_table(sorted(layout.job_dir(data, "matrix").glob("part-*.parquet"))).to_pylist()
+    high = {s["customer_id"] for s in scores if s["product"] == "roaming-pack" and s["score"] >= 60}
     others = [f"c{i:07d}" for i in range(1, 51) if f"c{i:07d}" not in set(travellers)][:20]
     now = int(time.time() * 1000)
     events = [
@@ -101,6 +105,6 @@ def _gated_rule(client: EspClient, data: Path) -> None:
     fired = {e["subject"] for e in client.drain("roaming-leads", idle_s=3.0)}
     click.echo(
         f"real-time rule airport-roaming-scored (audience: batch segment frequent-travellers and roaming-pack "
-        f"score >= 60): {len(travellers)} members and {len(others)} others at the airport -> {len(fired)} fired, "
-        f"{len(fired - set(travellers))} of them outside the segment"
+        f"score >= 60): {len(travellers)} members ({len(high & set(travellers))} scoring >= 60) and {len(others)} "
+        f"others at the airport -> {len(fired)} fired, {len(fired - (high & set(travellers)))} of them outside both"
     )
