@@ -8,7 +8,7 @@ of the day, its peaks and troughs, and the hours at which to send to a segment.
 - ``hours.json``: peaks and troughs per category, and the recommended sending hours per segment;
 - ``summary.json``.
 
-Hours are local (Asia/Shanghai, UTC+8); the window is the tags job's (``tags.observation_window``).
+Hours are local (Asia/Shanghai, UTC+8); the window is the tags job's (``visits.observation_window``).
 
 Crowd
 -----
@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from runtime.batch import layout
 from runtime.batch.runner import JobTimer, run_parts, write_summary, write_table
-from runtime.batch.tags import (
+from runtime.batch.visits import (
     CHUNK_CUSTOMERS,
     HOUR_MS,
     LOCAL_OFFSET_MS,

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from runtime.batch import layout
-from runtime.batch.generate import DAY_MS, PREFERENCES, generate
+from runtime.batch.generate import generate
+from runtime.batch.world import DAY_MS, PREFERENCES
 from runtime.errors import InputError
 
 CUSTOMERS, DAYS, PARTS = 300, 3, 3

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from scipy.stats import spearmanr
 
-from runtime.batch import layout, matrix
+from runtime.batch import features, layout, matrix
 from runtime.errors import NotFound
 
 
@@ -25,7 +25,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _customers(n: int, rng: np.random.Generator, prefix: str = "c") -> pa.Table:
-    tiers = rng.choice(matrix.TIERS, n)
+    tiers = rng.choice(features.TIERS, n)
     arpu = [list(np.round(50 + 10 * rng.random(6), 2)) for _ in range(n)]
     columns = {
         "customer_id": [f"{prefix}{i:05d}" for i in range(n)],
@@ -34,7 +34,7 @@ def _customers(n: int, rng: np.random.Generator, prefix: str = "c") -> pa.Table:
         "age": rng.integers(18, 80, n).astype(np.int16),
         "gender": rng.choice(["f", "m"], n),
         "tier": tiers,
-        "plan": rng.choice(matrix.PLANS, n),
+        "plan": rng.choice(features.PLANS, n),
         "arpu": arpu,
         "data_gb": rng.gamma(2, 5, n).astype(np.float32),
         "voice_min": rng.gamma(2, 100, n).astype(np.float32),
@@ -59,9 +59,9 @@ def test_customer_features_follow_the_declared_columns():
     customers = customers.set_column(
         customers.schema.get_field_index("tier"), "tier", pa.array(["gold", "silver", None], pa.string())
     )
-    x = matrix.customer_features(customers)
-    assert x.shape == (3, len(matrix.CUSTOMER_FEATURES)) and x.dtype == np.float32
-    col = {name: x[:, i] for i, name in enumerate(matrix.CUSTOMER_FEATURES)}
+    x = features.customer_features(customers)
+    assert x.shape == (3, len(features.CUSTOMER_FEATURES)) and x.dtype == np.float32
+    col = {name: x[:, i] for i, name in enumerate(features.CUSTOMER_FEATURES)}
     assert col["arpu:mean"][0] == pytest.approx(20) and col["arpu:last"][0] == pytest.approx(30)
     assert col["arpu:trend"][0] == pytest.approx(10 / 20)  # slope 10 a month on a mean of 20
     assert np.isnan(col["arpu:mean"][1]) and np.isnan(col["arpu:mean"][2])
@@ -72,15 +72,15 @@ def test_customer_features_follow_the_declared_columns():
 
 
 def test_tag_keys_cut_paths_at_l2_and_depth_at_three():
-    assert matrix.tag_keys("value:5") == ["value", "value:5"]
-    assert matrix.tag_keys("circle:demand:sports:stadium") == ["circle", "circle:demand", "circle:demand:sports"]
-    assert matrix.tag_keys("stay:frequent:office>tower>grade-a-tower:day-weekday") == [
+    assert features.tag_keys("value:5") == ["value", "value:5"]
+    assert features.tag_keys("circle:demand:sports:stadium") == ["circle", "circle:demand", "circle:demand:sports"]
+    assert features.tag_keys("stay:frequent:office>tower>grade-a-tower:day-weekday") == [
         "stay",
         "stay:frequent",
         "stay:frequent:office",
         "stay:frequent:office>tower",
     ]
-    assert matrix.tag_keys("event:cba-game:e-17")[:2] == ["event", "event:cba-game"]
+    assert features.tag_keys("event:cba-game:e-17")[:2] == ["event", "event:cba-game"]
 
 
 def test_tag_features_count_rows_per_vocabulary_key():
@@ -90,11 +90,11 @@ def test_tag_features_count_rows_per_vocabulary_key():
             "tag": ["value:5", "circle:demand:sports", "value:5", "value:3", "value:5"],
         }
     )
-    counts = matrix.tag_key_counts(tags)
+    counts = features.tag_key_counts(tags)
     assert counts["value"] == 4 and counts["value:5"] == 3 and counts["circle:demand:sports"] == 1
-    vocabulary = matrix.choose_vocabulary(counts, 3)
+    vocabulary = features.choose_vocabulary(counts, 3)
     assert vocabulary == ("circle", "value", "value:5")  # top 3 by count, ties by name
-    x, stray = matrix.tag_features(tags, pa.array(["a", "b", "c"]), vocabulary)
+    x, stray = features.tag_features(tags, pa.array(["a", "b", "c"]), vocabulary)
     assert x.tolist() == [[1, 1, 1], [0, 2, 1], [0, 0, 0]]
     assert stray == 1  # zz is not a customer of this part
 
@@ -118,21 +118,21 @@ def test_activity_features_count_per_customer():
         {"customer_id": ["a", "a", "a", "b", "x"], "site": ["video", "video", "news", "other", "video"],
          "duration_s": pa.array([60, 120, 30, 10, 99], pa.int32())}
     )  # fmt: skip
-    x = matrix.session_features(sessions, ids, ["news", "video"])
+    x = features.session_features(sessions, ids, ["news", "video"])
     # sessions, share news, share video, minutes news, minutes video
     np.testing.assert_allclose(x, [[3, 1 / 3, 2 / 3, 0.5, 3], [1, 0, 0, 0, 0]], rtol=1e-6)
     calls = pa.table({"customer_id": ["a", "b", "b"], "line": ["sales", "sales", "service"]})
-    assert matrix.call_features(calls, ids, ["sales", "service"]).tolist() == [[1, 0], [1, 1]]
+    assert features.call_features(calls, ids, ["sales", "service"]).tolist() == [[1, 0], [1, 1]]
     contacts = pa.table(
         {"customer_id": ["a", "a", "b"], "product": ["p", "p", "q"], "control": [False, True, False],
          "responded": [True, False, False]}
     )  # fmt: skip
     # contacted p, contacted q, responded p, responded q (control rows are not contacts)
-    assert matrix.contact_features(contacts, ids, ["p", "q"]).tolist() == [[1, 0, 1, 0], [0, 1, 0, 0]]
+    assert features.contact_features(contacts, ids, ["p", "q"]).tolist() == [[1, 0, 1, 0], [0, 1, 0, 0]]
 
 
 def test_vocabulary_names_every_column():
-    vocabulary = matrix.Vocabulary(tags=("value",), sites=("video",), lines=("sales",), products=("p",))
+    vocabulary = features.Vocabulary(tags=("value",), sites=("video",), lines=("sales",), products=("p",))
     tables = {
         "customers": _customers(2, np.random.default_rng(0)),
         "tags": pa.table({"customer_id": ["c00001"], "tag": ["value:3"]}),
@@ -140,10 +140,10 @@ def test_vocabulary_names_every_column():
         "calls": pa.table({"customer_id": ["c00001"], "line": ["sales"]}),
         "contacts": pa.table({"customer_id": ["c00000"], "product": ["p"], "control": [False], "responded": [True]}),
     }
-    x, stray = matrix.part_features(tables, vocabulary)
+    x, stray = features.part_features(tables, vocabulary)
     names = vocabulary.names()
     assert x.shape == (2, len(names)) and stray == 0
-    got = {name: x[:, i].tolist() for i, name in enumerate(names) if name not in matrix.CUSTOMER_FEATURES}
+    got = {name: x[:, i].tolist() for i, name in enumerate(names) if name not in features.CUSTOMER_FEATURES}
     assert got == {
         "tag:value": [0, 1],
         "sessions": [1, 0],
@@ -167,7 +167,7 @@ def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     logit = -1.2 + 1.4 * f[:, 0] - 1.0 * f[:, 1] + 1.0 * f[:, 2] * f[:, 3] + 1.2 * (f[:, 4] > 0.5) + 0.15 * tier
     y = (rng.random(n) < _sigmoid(logit)).astype(np.int8)
     x = np.column_stack([age, np.eye(4)[tier], f]).astype(np.float32)
-    return x, y, ["age", *(f"tier:{t}" for t in matrix.TIERS), "f0", "f1", "f2", "f3", "f4"]
+    return x, y, ["age", *(f"tier:{t}" for t in features.TIERS), "f0", "f1", "f2", "f3", "f4"]
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +321,7 @@ def test_run_writes_scores_for_every_customer_and_product(data_dir: Path, monkey
 
     assert summary["customers"] == 400 and summary["products"] == ["p", "q"]
     assert "circle:demand:sports" in summary["features"]["tags"]
-    assert summary["features"]["count"] == len(matrix.CUSTOMER_FEATURES) + len(summary["features"]["tags"]) + 1
+    assert summary["features"]["count"] == len(features.CUSTOMER_FEATURES) + len(summary["features"]["tags"]) + 1
     p = summary["models"]["p"]
     assert p["sampled"] and p["labelled"] <= 250 < p["labelled_total"]
     assert p["auc"] > 0.6 and {"baseline_auc", "top_features", "calibration"} <= set(p)
@@ -334,7 +334,7 @@ def test_run_without_tags_or_activity_uses_customer_features(data_dir: Path, mon
     for f in layout.job_dir(data_dir, "tags").glob("*.parquet"):
         f.unlink()
     summary = matrix.run(data_dir)
-    assert summary["features"]["tags"] == [] and summary["features"]["count"] == len(matrix.CUSTOMER_FEATURES) + 1
+    assert summary["features"]["tags"] == [] and summary["features"]["count"] == len(features.CUSTOMER_FEATURES) + 1
     assert set(summary["models"]) == {"p", "q"}
 
 

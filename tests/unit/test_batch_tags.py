@@ -19,14 +19,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.batch import layout, tags
+from runtime.batch import consumption, layout, tags, visits
 from runtime.errors import InputError
 
 MIN = 60_000
 HOUR = 60 * MIN
 DAY = 24 * HOUR
 T0 = int(datetime(2026, 10, 5, tzinfo=timezone.utc).timestamp() * 1000)  # Monday 08:00 local
-WINDOW = tags.Window(T0, T0 + 7 * DAY)
+WINDOW = visits.Window(T0, T0 + 7 * DAY)
 MON, TUE, WED, THU, FRI, SAT, SUN = range(7)
 
 
@@ -65,7 +65,7 @@ CELLS = pa.Table.from_pylist(
     schema=layout.CELLS,
 )
 # Hand-set population edges: ARPU quintile edges and the top-quintile usage thresholds.
-POP = tags.Population((18.0, 26.0, 34.0, 42.0), (("data", 13.2), ("voice", 500.0), ("sms", 100.0)))
+POP = consumption.Population((18.0, 26.0, 34.0, 42.0), (("data", 13.2), ("voice", 500.0), ("sms", 100.0)))
 CONSUMPTION = ("value:", "arpu-trend:", "residence:")
 
 
@@ -104,7 +104,7 @@ def events(*rows: tuple[str, str, str, int, int]) -> pa.Table:
 
 
 def run_part(custs: pa.Table, sts: pa.Table, evs: pa.Table | None = None, sessions: pa.Table | None = None):
-    return tags.tag_part(custs, sts, tags.City(PLACES, CELLS, evs), WINDOW, POP, sessions)
+    return tags.tag_part(custs, sts, visits.City(PLACES, CELLS, evs), WINDOW, POP, sessions)
 
 
 def tags_of(table: pa.Table, customer: str, *, skip: tuple[str, ...] = CONSUMPTION) -> set[tuple]:
@@ -129,8 +129,8 @@ def test_split_daily_cuts_at_local_eight_and_twenty_across_midnight():
     # Friday 19:00 to Saturday 09:00 local = Friday 11:00 to Saturday 01:00 UTC.
     start, end = np.array([at(FRI, 19)]), np.array([at(SAT, 9)])
     friday = (date(2026, 10, 9) - date(1970, 1, 1)).days
-    _, day_date, day_ms = tags.split_daily(start, end, 8, 20)
-    _, night_date, night_ms = tags.split_daily(start, end, 20, 32)
+    _, day_date, day_ms = visits.split_daily(start, end, 8, 20)
+    _, night_date, night_ms = visits.split_daily(start, end, 20, 32)
     assert list(zip(day_date, day_ms, strict=True)) == [(friday, HOUR), (friday + 1, HOUR)]
     assert list(zip(night_date, night_ms, strict=True)) == [(friday, 12 * HOUR)]
 
@@ -143,22 +143,22 @@ def test_arpu_mean_and_slope():
         [[50, 50, 50, 50, 60, 70], [70, 60, 50, 50, 50, 50], [50, 51, 52, 53, 54, 55], [60], [], None, [50, None, 70]],
         pa.list_(pa.float32()),
     )
-    mean, slope = tags.arpu_stats(arpu)
+    mean, slope = consumption.arpu_stats(arpu)
     # slope = sum((x - 2.5)(y - mean)) / sum((x - 2.5)^2) = 65 / 17.5 for the first row
     np.testing.assert_allclose(mean, [55, 55, 52.5, 60, np.nan, np.nan, 60])
     np.testing.assert_allclose(slope, [65 / 17.5, -65 / 17.5, 1.0, np.nan, np.nan, np.nan, 10.0])
-    label, share = tags.arpu_trend(mean, slope)
+    label, share = consumption.arpu_trend(mean, slope)
     # 3.714 / 55 = 6.75% a month: up; 1 / 52.5 = 1.9%: flat; 10 / 60 = 16.7%: up
     assert list(label) == ["up", "down", "flat", "", "", "", "up"]
     assert share[0] == pytest.approx(65 / 17.5 / 55)
 
 
 def test_population_edges_are_quintiles_and_bands_are_global():
-    pop = tags.population(np.array([10.0, 20, 30, 40, 50]), {"data": np.array([1.0, 2, 3, 4, 50])} | _usage())
+    pop = consumption.population(np.array([10.0, 20, 30, 40, 50]), {"data": np.array([1.0, 2, 3, 4, 50])} | _usage())
     # numpy's linear quantile over 5 values: position q * 4, e.g. 0.2 -> 10 + 0.8 * 10 = 18
     assert pop.arpu_edges == pytest.approx((18, 26, 34, 42))
     assert dict(pop.intensive)["data"] == pytest.approx(13.2)  # position 3.2: 4 + 0.2 * 46
-    bands = tags.value_bands(np.array([10.0, 18, 20, 30, 40, 50, np.nan]), pop.arpu_edges)
+    bands = consumption.value_bands(np.array([10.0, 18, 20, 30, 40, 50, np.nan]), pop.arpu_edges)
     assert list(bands) == [1, 2, 2, 3, 4, 5, 0]
 
 
@@ -435,6 +435,6 @@ def test_group_rows(wide):
     a = np.array([3, -1, 3, 3 + big])
     b = np.array([5, 5, 5, 7 + big])
     c = np.array([0, 0, 0, big])
-    (ua, ub, uc), group = tags.group_rows(a, b, c)
+    (ua, ub, uc), group = visits.group_rows(a, b, c)
     assert (list(ua), list(ub), list(uc)) == ([-1, 3, 3 + big], [5, 5, 7 + big], [0, 0, big])
     assert list(group) == [1, 0, 1, 2]

@@ -18,13 +18,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.batch import layout, tags, timing
+from runtime.batch import layout, timing, visits
 
 MIN = 60_000
 HOUR = 60 * MIN
 DAY = 24 * HOUR
 T0 = int(datetime(2026, 10, 5, tzinfo=timezone.utc).timestamp() * 1000)  # Monday 08:00 local
-WINDOW = tags.Window(T0, T0 + 2 * DAY)
+WINDOW = visits.Window(T0, T0 + 2 * DAY)
 MON, TUE = 0, 1
 
 
@@ -52,7 +52,7 @@ CELLS = pa.Table.from_pylist(
     + [{"cell_id": "c-road", "place_id": None}],
     schema=layout.CELLS,
 )
-CITY = tags.City(PLACES, CELLS)
+CITY = visits.City(PLACES, CELLS)
 
 
 def stays(*rows: tuple[str, str, int, int]) -> pa.Table:
@@ -94,8 +94,8 @@ COMMUTER = [  # w works at the office, n at the hospital (her own work place)
 
 
 def average_crowd(table: pa.Table, work: dict[str, str | None]) -> np.ndarray:
-    visits = tags.resolve_visits(table, customers(work).column("customer_id"), CITY, WINDOW)
-    return timing.per_hour_of_day(timing.crowd_counts(visits, CITY, WINDOW), WINDOW)
+    resolved = visits.resolve_visits(table, customers(work).column("customer_id"), CITY, WINDOW)
+    return timing.per_hour_of_day(timing.crowd_counts(resolved, CITY, WINDOW), WINDOW)
 
 
 def row_of(l2: str) -> int:
@@ -116,7 +116,7 @@ def test_crowd_counts_distinct_customers_per_hour_averaged_over_days():
 
 
 def test_window_not_aligned_to_midnight_counts_each_hour_the_times_it_occurs():
-    window = tags.Window(T0, T0 + DAY + 3 * HOUR)  # Mon 08:00 .. Tue 11:00 local
+    window = visits.Window(T0, T0 + DAY + 3 * HOUR)  # Mon 08:00 .. Tue 11:00 local
     counts = np.zeros(timing.window_hours(window)[1])
     counts[[2, 26]] = 4  # 10:00 on both days
     counts[[12]] = 3  # 20:00 on Monday only
