@@ -390,21 +390,9 @@ def test_pull_applies_the_filter_and_the_fields_projection(platform, client, htt
 # --- 7. dead letters and replay ---------------------------------------------------------------
 
 
-REPLAY_NAME_ERROR = (
-    "product bug: serve/app.py defines _ids() (line ~354) after the @serve.ingress(app) class; Ray Serve's "
-    "serve.ingress cloudpickles the FastAPI app at decoration time, so the replica's route functions lack "
-    "_ids and POST /v1/subscriptions/{name}/deadletters/replay (and the channel one) answer 500 NameError"
-)
-
-
-class ReplayRefused(AssertionError):
-    """The replay endpoint did not answer 200: what the xfail below expects, and nothing else."""
-
-
 def replay(http: httpx.Client, path: str) -> dict[str, Any]:
     response = http.post(path, json={})
-    if response.status_code != 200:
-        raise ReplayRefused(f"POST {path}: {response.status_code} {response.text}")
+    assert response.status_code == 200, f"POST {path}: {response.status_code} {response.text}"
     return response.json()
 
 
