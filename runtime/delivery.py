@@ -188,15 +188,17 @@ class Destination:
             last_lag = 0.0
             while not self.gone:
                 if backlog:
-                    entries, backlog = backlog, []
+                    chunks, backlog = await self._rechunk(backlog), []
                 else:
                     entries = await self._read()
-                for start in range(0, len(entries), self.target.endpoint.batch):
+                    batch = self.target.endpoint.batch
+                    chunks = [entries[start : start + batch] for start in range(0, len(entries), batch)]
+                for chunk in chunks:
                     await self._slots.acquire()
                     if self.gone:
                         self._slots.release()
                         break
-                    task = asyncio.create_task(self._deliver(entries[start : start + self.target.endpoint.batch]))
+                    task = asyncio.create_task(self._deliver(chunk))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if time.monotonic() - last_lag >= LAG_EVERY_S:
@@ -208,6 +210,24 @@ class Destination:
             for task in tasks:
                 task.cancel()
             await self._http.aclose()
+
+    async def _rechunk(
+        self, entries: list[tuple[str, dict[bytes, bytes]]]
+    ) -> list[list[tuple[str, dict[bytes, bytes]]]]:
+        """Taken-back entries in the batches they were first sent in (so each batch keeps its
+        ``webhook-id``); entries never sent are batched afresh."""
+        batch = self.target.endpoint.batch
+        if batch == 1 or not entries:
+            return [[entry] for entry in entries]
+        firsts = await self._redis.hmget(keys.delivery_chunks(self.target.stream), [eid for eid, _ in entries])
+        sent: dict[str, list[tuple[str, dict[bytes, bytes]]]] = {}
+        fresh = []
+        for entry, first in zip(entries, firsts, strict=True):
+            if first is None:
+                fresh.append(entry)
+            else:
+                sent.setdefault(text(first), []).append(entry)
+        return list(sent.values()) + [fresh[i : i + batch] for i in range(0, len(fresh), batch)]
 
     async def _ensure_group(self) -> None:
         with contextlib.suppress(redis.ResponseError):  # exists already
@@ -256,6 +276,11 @@ class Destination:
             chunk, events, body, content_type = await self._render(chunk)
             if not chunk:
                 return
+            if len(chunk) > 1:  # remember the batch: resent after a crash, it keeps its webhook-id
+                first = chunk[0][0]
+                await self._redis.hset(
+                    keys.delivery_chunks(self.target.stream), mapping={eid: first for eid, _ in chunk}
+                )
             msg_id = message_id(events)
             attempt = 0
             while True:
@@ -427,6 +452,7 @@ class Destination:
             pipe.ltrim(key, -ATTEMPTS_KEPT, -1)
             pipe.expire(key, self._horizon_s)
         if ack:
+            pipe.hdel(keys.delivery_chunks(self.target.stream), *ack)
             pipe.xack(self.target.stream, keys.SUBSCRIPTION_GROUP, *ack)
         results = await pipe.execute(raise_on_error=False)
         if ack and isinstance(results[-1], Exception):
@@ -451,6 +477,7 @@ class Destination:
                     "at": int(self._clock() * 1000),
                 },
             )
+        pipe.hdel(keys.delivery_chunks(self.target.stream), *[eid for eid, _ in chunk])
         pipe.xack(self.target.stream, keys.SUBSCRIPTION_GROUP, *[eid for eid, _ in chunk])
         await pipe.execute()
         self._metrics.dead_lettered(self.target.key, len(chunk))

@@ -56,6 +56,12 @@ def deadletters(stream: str) -> str:
     return f"{stream}:dead"
 
 
+def delivery_chunks(stream: str) -> str:
+    """Entry id -> the first entry id of the batch it was sent in, while it is unacknowledged,
+    so a batch resent after a crash is the same batch (same ``webhook-id``)."""
+    return f"{stream}:chunks"
+
+
 def delivery_state(stream: str) -> str:
     """A webhook destination's status: disabled (after a 410) and why."""
     return f"{stream}:state"

@@ -79,7 +79,7 @@ class ConfigStore:
         pipe.hdel(keys.config_docs(kind), name)
         if kind in ("subscription", "channel"):
             stream = keys.subscription_stream(name) if kind == "subscription" else keys.channel_stream(name)
-            pipe.delete(stream, keys.deadletters(stream), keys.delivery_state(stream))
+            pipe.delete(stream, keys.deadletters(stream), keys.delivery_state(stream), keys.delivery_chunks(stream))
         pipe.incr(keys.CONFIG_VERSION)
         pipe.execute()
         return {"kind": kind, "name": name, "deleted": True, "version": record["version"]}

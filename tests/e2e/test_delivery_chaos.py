@@ -237,15 +237,6 @@ class RedeliveredUnderNewIds(AssertionError):
     """Events were sent again under webhook-ids they were never sent with."""
 
 
-REBATCH_BUG = (
-    "product bug: runtime/delivery.py Destination.run re-chunks the entries _claim_pending takes back "
-    "after a restart by 'batch' from the first pending one, so events in flight as a short chunk go "
-    "out again in different chunks, and message_id() (a hash of the chunk's events) gives them new "
-    "webhook-ids: a receiver de-duplicating on webhook-id (as the README says to) processes them twice"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=RedeliveredUnderNewIds, reason=REBATCH_BUG)
 def test_a_batch_redelivered_after_a_crash_keeps_its_webhook_id(platform):
     """batch 3: one event goes out alone, then three together (one customer, so they are
     published in one step); both requests hang at the receiver while the dispatcher is killed.

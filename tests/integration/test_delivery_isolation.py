@@ -8,8 +8,6 @@ import statistics
 import threading
 import time
 
-import pytest
-
 from runtime import keys
 from runtime.config.store import ConfigStore
 from runtime.deadletters import list_dead
@@ -152,13 +150,6 @@ def test_filter_and_projection_shape_what_a_webhook_receives(redis_server, redis
     assert all(r.headers["webhook-id"] == message_id([{"source": "esp/rule/r", "id": r.json()["id"]}]) for r in seen)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: after a restart, Destination._claim_pending (runtime/delivery.py) returns every "
-    "pending entry as one list and run() re-chunks it by `batch` from the start, so batches sent before "
-    "the restart come back cut differently, with a different webhook-id (message_id of the new chunk): "
-    "a receiver de-duplicating on webhook-id (as the README says to) can take those events twice",
-)
 def test_a_batch_redelivered_after_a_restart_keeps_its_webhook_id(redis_server, redis_client):
     healthy = threading.Event()
 
