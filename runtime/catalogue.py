@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from runtime.config.models import Attribute, EventType
+from runtime.config.types import document_body
 
 Check = Callable[[dict[str, Any]], str | None]
 
@@ -62,7 +63,7 @@ class Catalogue:
     def __init__(self, docs: list[dict[str, Any]]) -> None:
         self._checks: dict[str, Check] = {}
         for raw in docs:
-            doc = EventType.model_validate({k: v for k, v in raw.items() if k not in ("version", "updated_at")})
+            doc = EventType.model_validate(document_body(raw))
             self._checks[doc.name] = compile_event_type(doc)
 
     def __contains__(self, event_type: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from runtime.config.types import document_body
 from runtime.errors import EspError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -159,22 +160,9 @@ def job_matrix(data: Path, top_n: int, address: str | None, num_cpus: int) -> No
 @cpus_option
 def job_allocate(data: Path, plan_file: Path, address: str | None, num_cpus: int) -> None:
     """Contact allocation: maximise total match score under contact limits, capacity, quotas."""
-    import yaml
-
     from runtime.batch import allocate
 
-    spec = yaml.safe_load(plan_file.read_text())
-    _run(
-        lambda: allocate.run(
-            data,
-            spec["campaigns"],
-            limits_by_tier=spec.get("limits_by_tier", {}),
-            default_limit=int(spec.get("default_limit", 1)),
-            channel_capacity=spec.get("channel_capacity", {}),
-        ),
-        address,
-        num_cpus,
-    )
+    _run(lambda: allocate.run_spec(data, plan_file), address, num_cpus)
 
 
 @job.command("timing")
@@ -221,7 +209,7 @@ def job_campaign(name: str, data: Path, url: str, run_id: str, force: bool, addr
     [doc] = [d for d in load_documents("campaign", (), url) if d["name"] == name] or [None]
     if doc is None:
         raise click.UsageError(f"no campaign named {name!r} at {url}")
-    body = {k: v for k, v in doc.items() if k not in ("version", "updated_at")}
+    body = document_body(doc)
     _run(
         lambda: campaign.run(data, Campaign.model_validate(body), base_url=url, run_id=run_id, force=force),
         address,

@@ -36,6 +36,7 @@ import redis.asyncio as aioredis
 from runtime import keys
 from runtime.config.delivery import Channel, Endpoint, Subscription
 from runtime.config.store import ConfigStore
+from runtime.config.types import document_body
 from runtime.profiles import ProfileStore
 from runtime.streams import text
 from runtime.subscriptions import project
@@ -100,7 +101,7 @@ class Target:
         for raw in docs.get("subscription", []):
             if raw.get("mode") != "webhook" or not raw.get("enabled", True):
                 continue
-            sub = Subscription.model_validate(_doc_body(raw), context=STORED)
+            sub = Subscription.model_validate(document_body(raw), context=STORED)
             assert sub.webhook is not None  # the model requires it for mode webhook
             fields = tuple(sub.fields) if sub.fields else None
             key = f"subscription/{sub.name}"
@@ -108,7 +109,7 @@ class Target:
         for raw in docs.get("channel", []):
             if not raw.get("enabled", True):
                 continue
-            channel = Channel.model_validate(_doc_body(raw), context=STORED)
+            channel = Channel.model_validate(document_body(raw), context=STORED)
             key = f"channel/{channel.name}"
             targets[key] = cls(
                 key, int(raw["version"]), keys.channel_stream(channel.name), channel.endpoint, None, channel
@@ -117,10 +118,6 @@ class Target:
 
 
 STORED = {"stored": True}  # validation context: the URL was checked when saved, and is before calls
-
-
-def _doc_body(raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in raw.items() if k not in ("version", "updated_at")}
 
 
 def message_id(events: list[dict[str, Any]]) -> str:
@@ -384,10 +381,12 @@ class Destination:
             if single:
                 return chunk, events, orjson.dumps(projected[0]), SINGLE_CONTENT_TYPE
             return chunk, events, orjson.dumps(projected), CONTENT_TYPE_CLOUDEVENTS_BATCH
+        customers = [str(e.get("subject", "")) for e in events]
+        profiles = await asyncio.to_thread(self._profiles.get_many, customers)  # one round trip per chunk
         kept, kept_events, payloads = [], [], []
-        for entry, event in zip(chunk, events, strict=True):
+        for entry, event, customer in zip(chunk, events, customers, strict=True):
             try:
-                payloads.append(await self._channel_payload(event))
+                payloads.append(self._channel_payload(event, profiles[customer]))
             except Undeliverable as exc:
                 await self._dead_letter([entry], status=None, error=str(exc), attempts=0)
                 continue
@@ -396,15 +395,13 @@ class Destination:
         body = orjson.dumps(payloads[0] if single and payloads else payloads)
         return kept, kept_events, body, "application/json"
 
-    async def _channel_payload(self, event: dict[str, Any]) -> Any:
+    def _channel_payload(self, event: dict[str, Any], profile: dict[str, Any]) -> Any:
         channel = self.target.channel
         assert channel is not None
         notify = (event.get("data") or {}).get("notify") or {}
         template = self._templates.get(notify.get("template", ""))
         if template is None:
             raise Undeliverable(f"channel {channel.name!r} has no template {notify.get('template')!r}")
-        customer = str(event.get("subject", ""))
-        profile = (await asyncio.to_thread(self._profiles.get_many, [customer]))[customer]
         try:
             message = template.render(notification_context(event, profile))
             context = notification_context(event, profile, message)

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from runtime.client import EspClient
 from runtime.config.documents import load_yaml_documents
+from runtime.config.types import document_body
 
 ROOT = Path(__file__).resolve().parent.parent
 SEGMENTS = ROOT / "configs" / "demo" / "segments.yaml"
@@ -46,17 +46,7 @@ def run_batch(client: EspClient, *, base_url: str, redis_url: str, data: Path, c
     scored = step("matrix", lambda: matrix.run(data, top_n=3))
     aucs = ", ".join(f"{p} {m['auc']:.2f}" for p, m in sorted(scored["models"].items()))
     click.echo(f"  matrix holdout AUC (baseline mean {scored['baseline_auc_mean']:.2f}): {aucs}")
-    spec = yaml.safe_load(ALLOCATION.read_text())
-    plan = step(
-        "allocate",
-        lambda: allocate.run(
-            data,
-            spec["campaigns"],
-            limits_by_tier=spec["limits_by_tier"],
-            default_limit=spec["default_limit"],
-            channel_capacity=spec["channel_capacity"],
-        ),
-    )
+    plan = step("allocate", lambda: allocate.run_spec(data, ALLOCATION))
     best = plan["optimised"]
     click.echo(
         f"  allocate: {best['contacts']} contacts, total score {best['total_score']:,.0f} "
@@ -65,7 +55,7 @@ def run_batch(client: EspClient, *, base_url: str, redis_url: str, data: Path, c
     synced = step("sync", lambda: sync.run(data, redis_url, version="demo"))
     click.echo(f"  sync: profiles of {synced['customers']:,} customers, version {synced['version']}")
     doc = client.request("GET", "/v1/config/campaign/travel-q4")
-    body = {k: v for k, v in doc.items() if k not in ("version", "updated_at")}
+    body = document_body(doc)
     sent = step(
         "campaign",
         lambda: campaign.run(data, Campaign.model_validate(body), base_url=base_url, run_id="demo", force=True),

@@ -27,6 +27,7 @@ from runtime.adapters import compile_mapping, parse_records
 from runtime.catalogue import Catalogue
 from runtime.config.models import Source, hash_key
 from runtime.config.store import ConfigStore
+from runtime.config.types import document_body
 from runtime.consent import ConsentStore
 from runtime.envelope import (
     ARROW_TYPES,
@@ -199,7 +200,7 @@ class Ingestor:
         version, docs = self.config.snapshot()
         sources = {}
         for raw in docs["source"]:
-            doc = Source.model_validate({k: v for k, v in raw.items() if k not in ("version", "updated_at")})
+            doc = Source.model_validate(document_body(raw))
             old = self._sources.get(doc.name)
             sources[doc.name] = old if old is not None and old.doc == doc else CompiledSource(doc)
         self._sources = sources

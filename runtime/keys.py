@@ -104,7 +104,11 @@ BATCH_PROFILE_VERSION = f"{PREFIX}:pbatch:current"  # the batch profile version 
 
 def batch_profile(version: str, customer: str) -> str:
     """What the batch jobs computed for a customer (tags, segments, scores) in one version."""
-    return f"{PREFIX}:pbatch:{version}:{customer}"
+    return f"{batch_profile_prefix(version)}{customer}"
+
+
+def batch_profile_prefix(version: str) -> str:
+    return f"{PREFIX}:pbatch:{version}:"
 
 
 # --- the contact policy (runtime/contact) ---------------------------------------------------

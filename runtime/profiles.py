@@ -100,11 +100,12 @@ def _stored(value: Any) -> Any:
 
 
 _READ = """
+-- ARGV: the batch version key, profile key prefix, batch key prefix up to the version, customers
 local version = redis.call('GET', ARGV[1])
 local out = {}
-for i = 3, #ARGV do
-  out[#out + 1] = redis.call('HGETALL', 'esp:profile:' .. ARGV[i])
-  out[#out + 1] = version and redis.call('HGETALL', ARGV[2] .. version .. ':' .. ARGV[i]) or {}
+for i = 4, #ARGV do
+  out[#out + 1] = redis.call('HGETALL', ARGV[2] .. ARGV[i])
+  out[#out + 1] = version and redis.call('HGETALL', ARGV[3] .. version .. ':' .. ARGV[i]) or {}
 end
 return out
 """
@@ -211,7 +212,8 @@ class ProfileStore:
         unique = list(dict.fromkeys(customers))
         if not unique:
             return {}
-        replies = self._read(keys=[], args=[keys.BATCH_PROFILE_VERSION, keys.batch_profile("", "")[:-1], *unique])
+        prefixes = [keys.profile(""), keys.batch_profile_prefix("")[:-1]]  # the script inserts the version
+        replies = self._read(keys=[], args=[keys.BATCH_PROFILE_VERSION, *prefixes, *unique])
         out = {}
         for customer, own, batch in zip(unique, replies[0::2], replies[1::2], strict=True):
             profile = _decoded(batch)

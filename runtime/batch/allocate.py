@@ -544,6 +544,21 @@ def run(
     return summary
 
 
+def run_spec(data: Path, spec_file: Path) -> dict[str, Any]:
+    """``run`` with an allocation spec file (JSON or YAML): ``campaigns``, ``limits_by_tier``,
+    ``default_limit``, ``channel_capacity`` (see configs/batch/allocation.json)."""
+    import yaml
+
+    spec = yaml.safe_load(Path(spec_file).read_text())
+    return run(
+        data,
+        spec["campaigns"],
+        limits_by_tier=spec.get("limits_by_tier", {}),
+        default_limit=int(spec.get("default_limit", 1)),
+        channel_capacity=spec.get("channel_capacity", {}),
+    )
+
+
 def plan_table(problem: Problem, plan: Allocation, ids: pa.Array, specs: Sequence[Campaign]) -> pa.Table:
     """The plan in layout.PLAN, by campaign then score (highest first)."""
     order = np.lexsort((plan.customer, -problem.scores[plan.customer, plan.campaign], plan.campaign))

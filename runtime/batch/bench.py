@@ -15,8 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -63,23 +61,13 @@ def bench_batch(data: Path, *, customers: int, days: int, redis_url: str | None 
     from runtime.batch.generate import generate
     from runtime.config.documents import load_yaml_documents
 
-    spec = yaml.safe_load((ROOT / "configs" / "batch" / "allocation.json").read_text())
     docs = [raw for _, raw in load_yaml_documents(ROOT / "configs" / "demo" / "segments.yaml")]
     jobs: list[tuple[str, Callable[[], Any]]] = [
         ("generate", lambda: generate(data, customers=customers, days=days, seed=7)),
         ("tags", lambda: tags.run(data)),
         ("segments", lambda: segments.run(data, docs)),
         ("matrix", lambda: matrix.run(data, top_n=3)),
-        (
-            "allocate",
-            lambda: allocate.run(
-                data,
-                spec["campaigns"],
-                limits_by_tier=spec["limits_by_tier"],
-                default_limit=spec["default_limit"],
-                channel_capacity=spec["channel_capacity"],
-            ),
-        ),
+        ("allocate", lambda: allocate.run_spec(data, ROOT / "configs" / "batch" / "allocation.json")),
         ("timing", lambda: timing.run(data)),
         ("evaluate", lambda: evaluate.run(data, "2026-09-wealth-sms")),
     ]

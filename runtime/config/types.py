@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
@@ -17,6 +17,14 @@ DurationMs = Annotated[
     BeforeValidator(parse_duration_ms),
     PlainSerializer(format_duration_ms, return_type=str),
 ]
+
+
+STORE_FIELDS = ("version", "updated_at")  # what the config store adds to a document
+
+
+def document_body(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored config record as its document: without the fields the store added."""
+    return {k: v for k, v in record.items() if k not in STORE_FIELDS}
 
 
 class Doc(BaseModel):

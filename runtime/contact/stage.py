@@ -25,6 +25,7 @@ import redis
 from runtime import keys
 from runtime.config.contact import Campaign, Policy
 from runtime.config.store import ConfigStore
+from runtime.config.types import document_body
 from runtime.contact.decide import ContactRequest, Decision, PolicyRules
 from runtime.contact.ledger import Ledger
 from runtime.envelope import format_time_ms
@@ -139,8 +140,8 @@ class PolicyStage:
         if version == self._config_version:
             return
         _, docs = self._config.snapshot()
-        policies = [Policy.model_validate(_body(d)) for d in docs.get("policy", [])]
-        campaigns = [Campaign.model_validate(_body(d)) for d in docs.get("campaign", [])]
+        policies = [Policy.model_validate(document_body(d)) for d in docs.get("policy", [])]
+        campaigns = [Campaign.model_validate(document_body(d)) for d in docs.get("campaign", [])]
         self.rules = PolicyRules.combine(policies, campaigns)
         self._router = TopicRouter.from_docs(docs)  # deliver: no policy in front of itself
         self._config_version = version
@@ -150,11 +151,12 @@ class PolicyStage:
         if self._config_version < 0:
             self.refresh_config()
         now = int(self._clock() * 1000)
+        done: list[tuple[str, str]] = []  # (stream, entry id) to acknowledge, in one round trip
         for stream, entry_id, fields in self._read(block_ms):
             event = orjson.loads(fields[b"e"])
             request = request_of(event, now)
             if request is None:
-                self._redis.xack(stream, keys.POLICY_GROUP, entry_id)
+                done.append((stream, entry_id))
                 continue
             waiting = self._waiting.setdefault(request.customer, _Waiting(now + self.rules.arbitration_window_ms))
             waiting.requests.append(request)
@@ -169,15 +171,24 @@ class PolicyStage:
             if held.customer not in self._waiting or held.customer in due:
                 groups.setdefault(held.customer, []).append(held)
         if not groups:
+            self._ack(done)
             return Counter()
         decisions = self.ledger.decide(list(groups.values()), self.rules, now)
         self._publish(decisions, {r.id: r for g in groups.values() for r in g})
         for customer in due:
-            for stream, entry_id in self._waiting.pop(customer).entries:
-                self._redis.xack(stream, keys.POLICY_GROUP, entry_id)
+            done += self._waiting.pop(customer).entries
+        self._ack(done)
         made = Counter(d.outcome.split(":")[0] if d.outcome.startswith("lost") else d.outcome for d in decisions)
         self.totals.update(made)
         return made
+
+    def _ack(self, entries: list[tuple[str, str]]) -> None:
+        if not entries:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for stream, entry_id in entries:
+            pipe.xack(stream, keys.POLICY_GROUP, entry_id)
+        pipe.execute()
 
     def _read(self, block_ms: int) -> list[tuple[str, str, dict[bytes, bytes]]]:
         if not self._claimed:  # what an earlier stage read and did not acknowledge
@@ -213,7 +224,3 @@ class PolicyStage:
             decided = decision_event(decision, request)
             publications.append(Publication(f"decision/{decided['id']}", DECISIONS_TOPIC, decided))
         self._outbox.publish(publications, self._router)
-
-
-def _body(raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in raw.items() if k not in ("version", "updated_at")}

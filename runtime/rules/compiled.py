@@ -17,6 +17,7 @@ from runtime.config.models import (
     Rule,
     Sequence,
 )
+from runtime.config.types import document_body
 from runtime.expr import Expr, compile_expr
 from runtime.rules.aggregates import AggregateSpec
 
@@ -271,7 +272,7 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
     """Compile a validated rule (or its stored JSON form, whose ``version`` is used)."""
     if isinstance(doc, dict):
         version = int(doc.get("version", version))
-        doc = Rule.model_validate({k: v for k, v in doc.items() if k not in ("version", "updated_at")})
+        doc = Rule.model_validate(document_body(doc))
     when = doc.when
     leaf = when if isinstance(when, Condition) else None
     group = _compile_node(when, "when") if leaf is None or leaf.group_by else None  # grouped: one window per value

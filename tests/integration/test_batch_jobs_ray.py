@@ -10,7 +10,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import ray
-import yaml
 
 from runtime.batch import allocate, campaign, evaluate, layout, matrix, segments, sync, tags, timing
 from runtime.batch.generate import generate
@@ -55,14 +54,7 @@ def test_every_job_runs_as_ray_tasks_on_generated_data(local_ray, tmp_path, redi
     scores = pq.read_table(sorted(layout.job_dir(data, "matrix").glob("part-*.parquet"))).to_pydict()
     assert len(scores["customer_id"]) == 1200 * 8 and 0 <= min(scores["score"]) <= max(scores["score"]) <= 100
 
-    spec = yaml.safe_load((ROOT / "configs" / "batch" / "allocation.json").read_text())
-    plan = allocate.run(
-        data,
-        spec["campaigns"],
-        limits_by_tier=spec["limits_by_tier"],
-        default_limit=spec["default_limit"],
-        channel_capacity=spec["channel_capacity"],
-    )
+    plan = allocate.run_spec(data, ROOT / "configs" / "batch" / "allocation.json")
     assert plan["optimised"]["total_score"] >= plan["greedy"]["total_score"] - 1e-6 and plan["feasible"]
     assert not any(plan["optimised"]["violations"].values())
 

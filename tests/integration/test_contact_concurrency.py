@@ -16,6 +16,7 @@ import redis
 from runtime import keys
 from runtime.config.contact import Campaign, Policy
 from runtime.config.store import ConfigStore
+from runtime.config.types import document_body
 from runtime.contact.decide import ContactRequest, PolicyRules
 from runtime.contact.ledger import ConflictingWrite, Ledger
 from runtime.contact.requests import campaign_requests
@@ -133,8 +134,8 @@ def _realtime_worker(url: str, barrier: Any, out: Any) -> None:
     client = redis.Redis.from_url(url)
     _, docs = ConfigStore(client).snapshot()
     rules = PolicyRules.combine(
-        [Policy.model_validate(_doc(d)) for d in docs["policy"]],
-        [Campaign.model_validate(_doc(d)) for d in docs["campaign"]],
+        [Policy.model_validate(document_body(d)) for d in docs["policy"]],
+        [Campaign.model_validate(document_body(d)) for d in docs["campaign"]],
     )
     ledger = Ledger(client, horizon_s=3600)
     sent: Counter[str] = Counter()
@@ -145,10 +146,6 @@ def _realtime_worker(url: str, barrier: Any, out: Any) -> None:
         sent.update(d.customer for d in decisions if d.outcome == "sent")
         time.sleep(0.03)  # leave the batch path room to take part
     out.put({"worker": "realtime", "sent": dict(sent), "conflicts": counts.conflicts})
-
-
-def _doc(raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in raw.items() if k not in ("version", "updated_at")}
 
 
 def test_a_batch_campaign_and_real_time_decisions_share_the_cap(redis_server) -> None:

@@ -483,3 +483,37 @@ def test_expire_treats_each_rule_of_a_customer_on_its_own():
     assert engine.snapshot()["customers"] == {"c1": {"cool": [[], [], 1001]}}
     engine.expire(1001)
     assert engine.customers == 0
+
+
+def test_a_checkpoint_in_the_wire_format_of_earlier_versions_resumes():
+    """Checkpoints are written as plain lists and dicts whose layout did not change when the
+    in-memory state was compacted: a literal one, as an earlier version wrote it, resumes."""
+    rules = [
+        compile_rule({"name": "pair", "when": {"event": "t", "count": 2, "within": "1h"}, "then": [{"emit": "p"}]}),
+        compile_rule(
+            {
+                "name": "seq",
+                "when": {"sequence": [{"event": "a"}, {"event": "b"}], "within": "1h"},
+                "then": [{"emit": "s"}],
+            }
+        ),
+    ]
+    shapes = PartitionEngine(rules).snapshot()["shapes"]
+    wire = {
+        "customers": {
+            "c": {
+                "pair": [[1_000], [["src", "e1"]], None],  # times, (source, id) refs, cooldown
+                "seq": {"w": {}, "o": {}, "c": None, "p": {"when": {"1": [2_000, [["src", "a1"]]]}}, "t": {}, "i": {}},
+            }
+        },
+        "rules": {"pair": 0, "seq": 0},
+        "shapes": shapes,
+    }
+    engine = PartitionEngine(rules, resume_state=wire)
+    out = engine.on_events(
+        [Event("e2", "t", 3_000, "c", "c", "src", {}, 0), Event("b1", "b", 4_000, "c", "c", "src", {}, 0)]
+    )
+    assert sorted((o.topic, tuple(m["id"] for m in o.event["data"]["events"])) for o in out) == [
+        ("business.p", ("e1", "e2")),
+        ("business.s", ("a1", "b1")),
+    ]
