@@ -43,8 +43,23 @@ class EspSettings(BaseSettings):
     api_replicas: int = Field(1, ge=1, description="Replicas of the HTTP API deployment.")
     auth: bool = Field(
         True,
-        description="Require 'Authorization: Bearer <key>' on ingestion. When false (local mode) "
-        "the header 'X-ESP-Source: <name>' names the source.",
+        description="Require credentials: source keys on ingestion, operator tokens (admin/operator/viewer) or "
+        "subscriber tokens everywhere else. When false (local experiments only) every route is open and the header "
+        "'X-ESP-Source: <name>' names the source.",
+    )
+    secret: SecretStr | None = Field(
+        None,
+        description="Server secret that keys the hashes of operator tokens (HMAC-SHA256). Unset: generated once "
+        "into <state_dir>/secret (mode 0600) by the process that starts ESP; every API replica gets it from there.",
+    )
+    allowed_hosts: str = Field(
+        "",
+        description="Comma-separated Host header values the API answers (DNS-rebinding guard); '*' allows any. "
+        "Empty: localhost, 127.0.0.1, [::1] and http_host.",
+    )
+    config_history: int = Field(50, ge=1, le=10_000, description="Versions kept in each config document's history.")
+    audit_maxlen: int = Field(
+        1_000_000, ge=1000, description="Approximate number of audit records kept (oldest trimmed first)."
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     max_events_per_request: int = Field(100_000, ge=1, description="Largest number of events in one request.")
