@@ -19,6 +19,7 @@ from actors import coordinator, dispatcher
 from runtime import keys
 from runtime.redis_server import EmbeddedRedis
 from runtime.settings import EspSettings
+from runtime.tokens import TokenStore, bootstrap_admin
 from serve import app as api
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,29 @@ class Platform:
             configure_logging=False,
         )
 
+    @property
+    def admin_token_file(self) -> Path:
+        return self.settings.state_dir / "admin.token"
+
+    @property
+    def admin_token(self) -> str | None:
+        """The bootstrap admin token (None when auth is off or its file was removed)."""
+        try:
+            return self.admin_token_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def bootstrap_admin(self) -> str | None:
+        """On first start, an admin token in ``<state_dir>/admin.token`` (0600); returns it when
+        it was created now."""
+        if not self.settings.auth:
+            return None
+        secret = str(self.settings.to_wire()["secret"]).encode()
+        store = TokenStore(redis.Redis.from_url(self.settings.effective_redis_url()), secret)
+        return bootstrap_admin(store, self.admin_token_file)
+
     def deploy(self, *, detached: bool) -> None:
+        self.bootstrap_admin()
         self.actors = coordinator.start_partition_actors(self.settings, detached=detached)
         self.dispatchers = dispatcher.start(self.settings, detached=detached)
         client = redis.Redis.from_url(self.settings.effective_redis_url())

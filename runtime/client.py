@@ -6,9 +6,11 @@ because event ids are idempotency keys, a retried batch never doubles an event.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,15 +47,34 @@ def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
+def default_token() -> str | None:
+    """The operator token the CLI uses when none is given: ``ESP_TOKEN``, else the bootstrap
+    admin token that ``esp up`` wrote to ``<state dir>/admin.token``."""
+    if token := os.environ.get("ESP_TOKEN"):
+        return token
+    path = Path(os.environ.get("ESP_STATE_DIR", ".esp")) / "admin.token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class EspClient:
+    """``key`` (a source key) or ``source`` (auth off) is sent when posting events; ``token``
+    (an operator or subscriber token; default :func:`default_token`) on every other call."""
+
     def __init__(
-        self, base_url: str, *, source: str | None = None, key: str | None = None, timeout_s: float = 60.0
+        self,
+        base_url: str,
+        *,
+        source: str | None = None,
+        key: str | None = None,
+        token: str | None = None,
+        timeout_s: float = 60.0,
     ) -> None:
-        headers = {}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        elif source:
-            headers["X-ESP-Source"] = source
+        token = token or default_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ingest_headers = {"Authorization": f"Bearer {key}"} if key else {"X-ESP-Source": source} if source else {}
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
 
     def close(self) -> None:
@@ -89,7 +110,7 @@ class EspClient:
         retries = 0
         while True:
             try:
-                response = self.http.post("/v1/events", content=body, headers={"Content-Type": content_type})
+                response = self.http.send(self._ingest_request(body, content_type))
             except httpx.TransportError:
                 response = None
             if response is not None and response.status_code not in RETRY_STATUSES:
@@ -100,6 +121,13 @@ class EspClient:
             retries += 1
             delay = float(response.headers.get("Retry-After", 1)) if response is not None else 1.0
             time.sleep(min(delay, 5.0))
+
+    def _ingest_request(self, body: bytes, content_type: str) -> httpx.Request:
+        """POST /v1/events with the source's credentials, never the operator token."""
+        request = self.http.build_request("POST", "/v1/events", content=body, headers={"Content-Type": content_type})
+        request.headers.pop("Authorization", None)
+        request.headers.update(self._ingest_headers)
+        return request
 
     def send(self, events: Iterable[dict[str, Any]], *, batch_size: int = 10_000) -> SendReport:
         """Post events as NDJSON in batches; rejected indices are made global."""

@@ -150,3 +150,18 @@ def decision(request_id: str) -> str:
 def customer_decisions(customer: str) -> str:
     """The customer's recent contact decisions, newest first (``esp why``)."""
     return f"{PREFIX}:decisions:{customer}"
+
+
+TOKENS = f"{PREFIX}:tokens"
+"""Operator token id -> its record (name, role, keyed digest, expiry, revocation)."""
+
+TOKEN_NAMES = f"{PREFIX}:tokens:names"
+"""Name of each live operator token -> its id (names are unique among live tokens)."""
+
+AUDIT = f"{PREFIX}:audit"
+"""The audit trail: one stream entry per change, append-only."""
+
+
+def config_version(kind: str, name: str) -> str:
+    """The last version number a document ever had (survives deletion and trimmed history)."""
+    return f"{PREFIX}:config:version:{kind}:{name}"

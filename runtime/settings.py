@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runtime.tokens import server_secret
+
 
 class EspSettings(BaseSettings):
     """Everything a running ESP needs to know. ``ESP_<FIELD>`` overrides each field."""
@@ -62,6 +64,9 @@ class EspSettings(BaseSettings):
         1_000_000, ge=1000, description="Approximate number of audit records kept (oldest trimmed first)."
     )
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    max_api_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body of every route but ingestion (413 above)."
+    )
     max_events_per_request: int = Field(100_000, ge=1, description="Largest number of events in one request.")
     idempotency_horizon_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long an (source, event id) pair is remembered for de-duplication."
@@ -111,6 +116,7 @@ class EspSettings(BaseSettings):
         absolute): what actors and Serve replicas are constructed from."""
         wire = self.model_dump(mode="json")
         wire["redis_url"] = self.effective_redis_url()
+        wire["secret"] = server_secret(self.secret.get_secret_value() if self.secret else None, self.state_dir)
         wire["state_dir"] = str(self.state_dir.resolve())
         wire["checkpoint_uri"] = self.checkpoint_location
         return wire

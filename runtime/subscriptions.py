@@ -13,9 +13,10 @@ from typing import Any
 
 import orjson
 import redis
+import redis.asyncio as aioredis
 
 from runtime import keys
-from runtime.errors import InputError, NotFound
+from runtime.errors import InputError
 from runtime.streams import entry_id_key, text
 
 
@@ -31,27 +32,28 @@ class SubscriptionReader:
 
     def pull(self, name: str, *, max_events: int, wait_ms: int, consumer: str = "default") -> dict[str, Any]:
         stream = keys.subscription_stream(name)
-        _, claimed, _ = self._redis.xautoclaim(
-            stream, keys.SUBSCRIPTION_GROUP, consumer, self._visibility_ms, start_id="0-0", count=max_events
-        )
-        items = [(eid, f) for eid, f in claimed if f]
+        _, claimed, _ = self._redis.xautoclaim(*self._claim_args(stream, consumer, max_events))
+        items = _entries(claimed)
         if len(items) < max_events:
-            reply = self._redis.xreadgroup(
-                keys.SUBSCRIPTION_GROUP,
-                consumer,
-                {stream: ">"},
-                count=max_events - len(items),
-                block=None if items or wait_ms <= 0 else wait_ms,
-            )
-            for _, fresh in reply or []:
-                items += [(eid, f) for eid, f in fresh if f]
-        events = []
-        for entry_id, fields in items:
-            event = orjson.loads(fields[b"e"])
-            event["ack_id"] = text(entry_id)
-            events.append(event)
-        cursor = max((e["ack_id"] for e in events), key=entry_id_key, default=None)
-        return {"events": events, "cursor": cursor}
+            reply = self._redis.xreadgroup(*_read_args(stream, consumer, max_events - len(items), items, wait_ms))
+            items += [item for _, fresh in reply or [] for item in _entries(fresh)]
+        return _answer(items)
+
+    async def pull_async(
+        self, client: aioredis.Redis, name: str, *, max_events: int, wait_ms: int, consumer: str = "default"
+    ) -> dict[str, Any]:
+        """:meth:`pull` on an asyncio client: a long poll waits on the event loop, not in a
+        thread, so waiting subscribers cannot take the threads ingestion needs."""
+        stream = keys.subscription_stream(name)
+        _, claimed, _ = await client.xautoclaim(*self._claim_args(stream, consumer, max_events))
+        items = _entries(claimed)
+        if len(items) < max_events:
+            reply = await client.xreadgroup(*_read_args(stream, consumer, max_events - len(items), items, wait_ms))
+            items += [item for _, fresh in reply or [] for item in _entries(fresh)]
+        return _answer(items)
+
+    def _claim_args(self, stream: str, consumer: str, count: int) -> tuple[Any, ...]:
+        return stream, keys.SUBSCRIPTION_GROUP, consumer, self._visibility_ms, "0-0", count
 
     def ack(self, name: str, *, ack_ids: list[str] | None = None, cursor: str | None = None) -> int:
         """Acknowledge ids, or everything delivered up to and including ``cursor``."""
@@ -75,16 +77,30 @@ class SubscriptionReader:
         return {"pending": int(group["pending"]), "lag": int(group.get("lag") or 0)}
 
 
-def authorize(doc: dict[str, Any], authorization: str | None) -> None:
-    """A subscription with a token answers only to it; any other caller (no token, another
-    subscriber's) is told the subscription does not exist, as if it did not (404)."""
+def _entries(raw: list[Any]) -> list[tuple[Any, Any]]:
+    return [(entry_id, fields) for entry_id, fields in raw if fields]  # trimmed entries come back empty
+
+
+def _read_args(stream: str, consumer: str, count: int, have: list[Any], wait_ms: int) -> tuple[Any, ...]:
+    block = None if have or wait_ms <= 0 else wait_ms
+    return keys.SUBSCRIPTION_GROUP, consumer, {stream: ">"}, count, block
+
+
+def _answer(items: list[tuple[Any, Any]]) -> dict[str, Any]:
+    events = []
+    for entry_id, fields in items:
+        event = orjson.loads(fields[b"e"])
+        event["ack_id"] = text(entry_id)
+        events.append(event)
+    cursor = max((e["ack_id"] for e in events), key=entry_id_key, default=None)
+    return {"events": events, "cursor": cursor}
+
+
+def token_matches(doc: dict[str, Any], credential: str) -> bool:
+    """Whether ``credential`` is the subscription's own subscriber token (constant time)."""
     expected = doc.get("token_sha256")
-    if expected is None:
-        return
-    scheme, _, token = (authorization or "").partition(" ")
-    given = hashlib.sha256(token.strip().encode()).hexdigest() if scheme.lower() == "bearer" and token else ""
-    if not hmac.compare_digest(given, expected):
-        raise NotFound(f"no subscription named {doc.get('name')!r}")
+    given = hashlib.sha256(credential.encode()).hexdigest()
+    return expected is not None and hmac.compare_digest(given, expected)
 
 
 def project(event: dict[str, Any], fields: list[str] | tuple[str, ...] | None) -> dict[str, Any]:

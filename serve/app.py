@@ -4,6 +4,7 @@ Routes only authenticate, read the body within limits, hand off to ``runtime`` a
 (``serve/errors.py``). Blocking Redis work runs in the threadpool, never on the event loop.
 """
 
+import asyncio
 import time
 from collections import Counter
 from typing import Any
@@ -12,7 +13,7 @@ import httpx
 import ray
 import redis
 import redis.asyncio as aioredis
-from fastapi import Body, FastAPI, Query, Request
+from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
@@ -21,33 +22,44 @@ from actors.coordinator import live_actors, recorded_assignment
 from actors.metrics import metric
 from runtime import keys
 from runtime import metrics as m
+from runtime.audit import AuditLog, diff
 from runtime.config.delivery import public_view
 from runtime.config.store import ConfigStore
 from runtime.consent import ConsentRecord
 from runtime.contact.ledger import Ledger
 from runtime.contact.requests import campaign_requests, optout_pairs
 from runtime.deadletters import delivery_status, list_dead, replay_dead
-from runtime.errors import BodyTooLarge, Conflict, InputError, NotFound
+from runtime.errors import AuthError, BodyTooLarge, Conflict, InputError, NotFound
 from runtime.identity import IdentityLink
 from runtime.ingest import Ingestor
 from runtime.outbox import Outbox, last_fires
 from runtime.profiles import ProfileStore
 from runtime.settings import EspSettings
-from runtime.subscriptions import SubscriptionReader, authorize, check_entry_id, project
+from runtime.subscriptions import SubscriptionReader, check_entry_id, project, token_matches
+from runtime.tokens import Principal, TokenStore
 from runtime.topics import TopicRouter
 from runtime.trace import trace_event
-from serve import errors, sse
+from serve import access, errors, limits, sse
+from serve.schemas import TokenRequest
 
 APP_NAME = "esp"
 MAX_PULL_WAIT_S = 30.0
 MAX_PULL_EVENTS = 10_000
+MAX_WAITING = 128  # open SSE streams and waiting long polls per replica; more get 429
+MAX_ONGOING = MAX_WAITING + 128  # so waiting subscribers always leave room for ingestion and health checks
 
+# Every function a route calls is defined above the ingress class: Serve pickles the app's routes
+# by value when the class is decorated, so a helper defined below would not exist in the replica.
 app = FastAPI(
     title="ESP — real-time event strategy platform",
     version="0.1.0",
-    description="Ingestion, configuration and subscription endpoints.",
+    description="Ingestion, configuration and subscription endpoints. Every route but /healthz, /readyz and "
+    "POST /v1/events needs 'Authorization: Bearer <token>' (an operator token, or a subscriber token on its "
+    "own subscription).",
+    dependencies=[Depends(access.check)],
 )
 errors.install(app)
+app.add_middleware(limits.BodyLimit, limit=lambda: access.replica().settings.max_api_body_bytes)
 
 
 def from_body(cls: Any, index: int, raw: Any) -> Any:
@@ -71,6 +83,39 @@ def _ids(body: dict[str, Any] | None) -> list[str] | None:
     return ids
 
 
+def _may_use(doc: dict[str, Any], caller: access.Caller) -> bool:
+    if caller.principal is not None:
+        return True
+    return caller.credential is not None and token_matches(doc, caller.credential)
+
+
+def _sample(customers: Any, n: int = 20) -> list[str]:
+    """The first few customers a batch write touched, for the audit record."""
+    out: list[str] = []
+    for customer in customers:
+        if len(out) >= n:
+            break
+        out.append(customer)
+    return out
+
+
+def _reaches_internal(document: Any) -> bool:
+    """Whether a document marks a webhook or channel endpoint ``internal`` (admin only)."""
+    if not isinstance(document, dict):
+        return False
+    return any(
+        isinstance(document.get(k), dict) and document[k].get("internal") is True for k in ("webhook", "endpoint")
+    )
+
+
+def _comparable(kind: str, record: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored document as the audit diffs it: secrets redacted, bookkeeping left out."""
+    if record is None:
+        return {}
+    shown = public_view(kind, record)
+    return {k: v for k, v in shown.items() if k not in ("version", "updated_at")}
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refusing with 413 as soon as it is known to exceed ``limit``."""
     declared = request.headers.get("content-length")
@@ -85,7 +130,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-@serve.deployment(name="api", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.deployment(name="api", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=MAX_ONGOING)
 @serve.ingress(app)
 class EspApi:
     def __init__(self, settings: dict[str, Any]) -> None:
@@ -93,7 +138,12 @@ class EspApi:
         self.redis = redis.Redis.from_url(self.settings.effective_redis_url(), max_connections=128)
         self.aredis = aioredis.Redis.from_url(self.settings.effective_redis_url())  # SSE streams
         self.ingestor = Ingestor(self.settings, self.redis)
-        self.config = ConfigStore(self.redis)
+        self.config = ConfigStore(self.redis, history=self.settings.config_history)
+        secret = self.settings.secret.get_secret_value().encode() if self.settings.secret else b""
+        self.tokens = TokenStore(self.redis, secret) if self.settings.auth else None
+        self.guard = access.Guard(self.tokens)
+        self.audit = AuditLog(self.redis, maxlen=self.settings.audit_maxlen)
+        self.waiting = asyncio.Semaphore(MAX_WAITING)
         self.profiles = ProfileStore(self.redis)
         self.ledger = Ledger(self.redis, horizon_s=self.settings.idempotency_horizon_s)
         self.outbox = Outbox(
@@ -166,15 +216,24 @@ class EspApi:
     # --- contact policy ----------------------------------------------------------------
 
     @app.put("/v1/optouts", summary="Opt customers out of a channel, or of all ('*') (batch)")
-    def put_optouts(self, entries: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
-        return {"stored": self.ledger.opt_out(optout_pairs(entries))}
+    def put_optouts(self, request: Request, entries: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+        pairs = optout_pairs(entries)
+        stored = self.ledger.opt_out(pairs)
+        self._audit(
+            request, "optout.put", "optouts", {"entries": len(pairs), "customers": _sample(c for c, _ in pairs)}
+        )
+        return {"stored": stored}
 
     @app.delete("/v1/optouts", summary="Take opt-outs back (batch)")
-    def delete_optouts(self, entries: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
-        return {"removed": self.ledger.opt_out(optout_pairs(entries), remove=True)}
+    def delete_optouts(self, request: Request, entries: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+        pairs = optout_pairs(entries)
+        removed = self.ledger.opt_out(pairs, remove=True)
+        detail = {"entries": len(pairs), "customers": _sample(c for c, _ in pairs)}
+        self._audit(request, "optout.delete", "optouts", detail)
+        return {"removed": removed}
 
     @app.post("/v1/campaigns/{name}/contacts", status_code=202, summary="Submit a batch campaign's contacts")
-    def campaign_contacts(self, name: str, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def campaign_contacts(self, name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
         """The batch path into the contact policy: each contact competes with real-time offers
         and counts against the same caps; ids are deterministic per (campaign, run, customer,
         channel, template), so submitting a run again changes nothing."""
@@ -183,21 +242,39 @@ class EspApi:
         _, docs = self.config.snapshot()
         router = TopicRouter.from_docs(docs, policy_shards=self.settings.policy_shards)
         accepted = self.outbox.publish(publications, router)
+        detail = {"run": body.get("run"), "submitted": len(publications), "accepted": accepted}
+        self._audit(request, "campaign.submit", f"campaign/{name}", detail)
         return {"submitted": len(publications), "accepted": accepted, "duplicates": len(publications) - accepted}
 
     # --- configuration -----------------------------------------------------------------
 
     @app.put("/v1/config/{kind}/{name}", summary="Create or replace a config document")
-    def put_config(self, kind: str, name: str, document: dict[str, Any] = Body(...)) -> dict[str, Any]:
-        return self.config.put(document, kind=kind, name=name)
+    def put_config(
+        self, kind: str, name: str, request: Request, document: dict[str, Any] = Body(...)
+    ) -> dict[str, Any]:
+        caller = self._principal(request)
+        if _reaches_internal(document) and not caller.can("admin"):
+            raise AuthError("only an admin may point a destination at an internal address", reason="insufficient_role")
+        before = self.config.find(kind, name)
+        result = self.config.put(document, kind=kind, name=name)
+        after = self.config.get(kind, name)
+        changes = diff(_comparable(kind, before), _comparable(kind, after))
+        self._audit(request, "config.put", f"{kind}/{name}", {"version": result["version"], "changes": changes})
+        return result
 
     @app.get("/v1/config/{kind}/{name}")
     def get_config(self, kind: str, name: str) -> dict[str, Any]:
         return public_view(kind, self.config.get(kind, name))
 
+    @app.get("/v1/config/{kind}/{name}/history", summary="Kept versions of a document, oldest first")
+    def config_history(self, kind: str, name: str) -> dict[str, Any]:
+        return {"kind": kind, "name": name, "items": self.config.history(kind, name)}
+
     @app.delete("/v1/config/{kind}/{name}")
-    def delete_config(self, kind: str, name: str) -> dict[str, Any]:
-        return self.config.delete(kind, name)
+    def delete_config(self, kind: str, name: str, request: Request) -> dict[str, Any]:
+        result = self.config.delete(kind, name)
+        self._audit(request, "config.delete", f"{kind}/{name}", {"version": result["version"]})
+        return result
 
     @app.get("/v1/config/{kind}")
     def list_config(self, kind: str) -> dict[str, Any]:
@@ -206,10 +283,12 @@ class EspApi:
     # --- reference data: identities, consents, profiles ---------------------------------
 
     @app.put("/v1/identities", summary="Link phone numbers and IMEIs to customers (batch)")
-    def put_identities(self, links: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
-        return {
-            "stored": self.ingestor.identities.put([from_body(IdentityLink, i, raw) for i, raw in enumerate(links)])
-        }
+    def put_identities(self, request: Request, links: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+        parsed = [from_body(IdentityLink, i, raw) for i, raw in enumerate(links)]
+        stored = self.ingestor.identities.put(parsed)
+        detail = {"links": stored, "customers": _sample(link.customer for link in parsed)}
+        self._audit(request, "identity.put", "identities", detail)
+        return {"stored": stored}
 
     @app.get("/v1/identities/{kind}/{identifier}", summary="Resolve one identifier now")
     def get_identity(self, kind: str, identifier: str) -> dict[str, Any]:
@@ -219,12 +298,18 @@ class EspApi:
         return {"kind": kind, "identifier": identifier, "customer": customer}
 
     @app.put("/v1/consents", summary="Record opt-ins and opt-outs (batch)")
-    def put_consents(self, records: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
-        return {"stored": self.ingestor.consents.put([from_body(ConsentRecord, i, r) for i, r in enumerate(records)])}
+    def put_consents(self, request: Request, records: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+        parsed = [from_body(ConsentRecord, i, r) for i, r in enumerate(records)]
+        stored = self.ingestor.consents.put(parsed)
+        self._audit(
+            request, "consent.put", "consents", {"records": stored, "customers": _sample(r.customer for r in parsed)}
+        )
+        return {"stored": stored}
 
     @app.put("/v1/profiles/{customer}", summary="Set profile attributes and tags of a customer")
-    def put_profile(self, customer: str, attributes: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    def put_profile(self, customer: str, request: Request, attributes: dict[str, Any] = Body(...)) -> dict[str, Any]:
         self.profiles.put(customer, attributes)
+        self._audit(request, "profile.put", f"profile/{customer}", {"attributes": sorted(attributes)})
         return {"customer": customer, "attributes": len(attributes)}
 
     @app.get("/v1/profiles/{customer}")
@@ -250,35 +335,38 @@ class EspApi:
 
     @app.post("/v1/quarantine/replay", summary="Re-ingest quarantined events through the current config")
     def replay(
-        self, source: str | None = None, reason: str | None = None, limit: int = Query(10_000, ge=1, le=10_000)
+        self,
+        request: Request,
+        source: str | None = None,
+        reason: str | None = None,
+        limit: int = Query(10_000, ge=1, le=10_000),
     ) -> dict[str, Any]:
-        return self.ingestor.replay(source=source, reason=reason, limit=limit)
+        result = self.ingestor.replay(source=source, reason=reason, limit=limit)
+        detail = {"source": source, "reason": reason, "limit": limit, "result": result}
+        self._audit(request, "quarantine.replay", "quarantine", detail)
+        return result
 
     # --- subscriptions (a subscription with a token answers only to it) -------------------
 
     def _subscription(self, name: str, request: Request, *, mode: str | None = None) -> dict[str, Any]:
-        try:
-            doc = self.config.get("subscription", name)
-        except NotFound:
-            raise NotFound(f"no subscription named {name!r}") from None
-        authorize(doc, request.headers.get("authorization"))
+        """The subscription, if the caller may use it: an operator token (its role was checked
+        by the route's access), or the subscription's own subscriber token. Anyone else is told
+        it does not exist, so tokens cannot probe for names."""
+        doc = self.config.find("subscription", name)
+        if doc is None or not _may_use(doc, request.state.caller):
+            raise NotFound(f"no subscription named {name!r}")
         if mode is not None and doc.get("mode", "pull") != mode:
             raise Conflict(f"subscription {name!r} is delivered by {doc.get('mode')}, not {mode}", reason="wrong_mode")
         return doc
 
     @app.get("/v1/subscriptions", summary="The subscriptions this token may read")
     def list_subscriptions(self, request: Request) -> dict[str, Any]:
-        mine = []
-        for doc in self.config.list("subscription"):
-            try:
-                authorize(doc, request.headers.get("authorization"))
-            except NotFound:
-                continue
-            mine.append(public_view("subscription", doc))
-        return {"items": mine}
+        caller = request.state.caller
+        docs = self.config.list("subscription")
+        return {"items": [public_view("subscription", d) for d in docs if _may_use(d, caller)]}
 
     @app.get("/v1/subscriptions/{name}/events", summary="Pull events (long poll)")
-    def pull(
+    async def pull(
         self,
         name: str,
         request: Request,
@@ -286,8 +374,11 @@ class EspApi:
         wait: float = Query(0, ge=0, le=MAX_PULL_WAIT_S),
         consumer: str = Query("default", pattern=r"^[A-Za-z0-9._-]{1,64}$"),
     ) -> dict[str, Any]:
-        doc = self._subscription(name, request, mode="pull")
-        result = self.subscriptions.pull(name, max_events=max, wait_ms=int(wait * 1000), consumer=consumer)
+        doc = await run_in_threadpool(self._subscription, name, request, mode="pull")
+        async with self._waiting(wait > 0):
+            result = await self.subscriptions.pull_async(
+                self.aredis, name, max_events=max, wait_ms=int(wait * 1000), consumer=consumer
+            )
         if doc.get("fields"):
             result["events"] = [{**project(e, doc["fields"]), "ack_id": e["ack_id"]} for e in result["events"]]
         if result["events"]:
@@ -300,11 +391,18 @@ class EspApi:
         stream = keys.subscription_stream(name)
         resume = request.headers.get("last-event-id") or last_event_id
         position = check_entry_id(resume, "Last-Event-ID") if resume else await sse.start_position(self.aredis, stream)
+        slot = self._waiting(True)
+        await slot.__aenter__()
         return StreamingResponse(
-            sse.events(self.aredis, stream, position, doc.get("fields")),
+            limits.released(sse.events(self.aredis, stream, position, doc.get("fields")), slot),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    def _waiting(self, waits: bool) -> limits.Slot:
+        """A place among the replica's waiting subscribers (SSE streams, long polls): refused
+        with 429 when all are taken, so they can never hold every request slot."""
+        return limits.Slot(self.waiting if waits else None, what="waiting subscribers")
 
     @app.get("/v1/subscriptions/{name}/deadletters", summary="Events the webhook receiver never took")
     def subscription_dead(
@@ -318,8 +416,9 @@ class EspApi:
         self, name: str, request: Request, body: dict[str, Any] | None = Body(None)
     ) -> dict[str, Any]:
         self._subscription(name, request)
-        ids = _ids(body)
-        return {"replayed": replay_dead(self.redis, keys.subscription_stream(name), ids=ids)}
+        replayed = replay_dead(self.redis, keys.subscription_stream(name), ids=_ids(body))
+        self._audit(request, "deadletter.replay", f"subscription/{name}", {"replayed": replayed})
+        return {"replayed": replayed}
 
     @app.post("/v1/subscriptions/{name}/ack", summary="Acknowledge pulled events (idempotent)")
     def ack(self, name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
@@ -355,9 +454,54 @@ class EspApi:
         return list_dead(self.redis, keys.channel_stream(name), limit=limit, before=before)
 
     @app.post("/v1/channels/{name}/deadletters/replay", summary="Send dead letters again")
-    def channel_replay(self, name: str, body: dict[str, Any] | None = Body(None)) -> dict[str, Any]:
+    def channel_replay(self, name: str, request: Request, body: dict[str, Any] | None = Body(None)) -> dict[str, Any]:
         self.config.get("channel", name)
-        return {"replayed": replay_dead(self.redis, keys.channel_stream(name), ids=_ids(body))}
+        replayed = replay_dead(self.redis, keys.channel_stream(name), ids=_ids(body))
+        self._audit(request, "deadletter.replay", f"channel/{name}", {"replayed": replayed})
+        return {"replayed": replayed}
+
+    # --- operator tokens and the audit trail ---------------------------------------------
+
+    @app.get("/v1/tokens", summary="Operator tokens (never their secrets)")
+    def list_tokens(self) -> dict[str, Any]:
+        return {"items": self._token_store().list()}
+
+    @app.post("/v1/tokens", status_code=201, summary="Create an operator token; the answer is the only copy of it")
+    def create_token(self, request: Request, body: TokenRequest) -> dict[str, Any]:
+        token, record = self._token_store().create(body.name, body.role, expires_in_s=body.expires_in_s)
+        self._audit(request, "token.create", f"token/{body.name}", record)
+        return {**record, "token": token}
+
+    @app.delete("/v1/tokens/{name}", summary="Revoke an operator token")
+    def revoke_token(self, name: str, request: Request) -> dict[str, Any]:
+        record = self._token_store().revoke(name)
+        self._audit(request, "token.revoke", f"token/{name}", record)
+        return record
+
+    @app.get("/v1/audit", summary="The audit trail, newest first")
+    def audit_trail(
+        self,
+        action: str | None = Query(None, max_length=64),
+        who: str | None = Query(None, max_length=64),
+        target: str | None = Query(None, max_length=300),
+        since_ms: int | None = Query(None, ge=0, le=2**53),
+        limit: int = Query(100, ge=1, le=10_000),
+        before: str | None = Query(None, max_length=41),
+    ) -> dict[str, Any]:
+        return self.audit.list(action=action, who=who, target=target, since_ms=since_ms, limit=limit, before=before)
+
+    def _token_store(self) -> TokenStore:
+        if self.tokens is None:
+            raise Conflict("tokens are not used: this ESP runs without auth (--no-auth)", reason="auth_disabled")
+        return self.tokens
+
+    def _principal(self, request: Request) -> Principal:
+        principal = request.state.caller.principal
+        assert principal is not None, "operator routes always have a principal"
+        return principal
+
+    def _audit(self, request: Request, action: str, target: str, detail: Any) -> None:
+        self.audit.record(self._principal(request), action, target, remote=request.state.caller.remote, detail=detail)
 
     # --- operations --------------------------------------------------------------------
 

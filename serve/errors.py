@@ -28,7 +28,7 @@ def status_of(exc: Exception) -> int:
     if not isinstance(exc, e.EspError):
         return 500
     if isinstance(exc, e.AuthError):
-        return 403 if exc.reason in ("forbidden", "unknown_source") else 401
+        return 403 if exc.reason in ("forbidden", "unknown_source", "insufficient_role") else 401
     return next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
 
 

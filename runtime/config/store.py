@@ -1,8 +1,10 @@
 """The versioned config store in Redis.
 
 Each kind is a hash ``name -> JSON document`` (with ``version`` and ``updated_at``); every
-change also appends to the document's history and bumps one global counter that running
-actors poll, so changes reach them without a restart.
+change also appends to the document's history (the last ``history`` versions, as the API shows
+them: no secret enters it in clear) and bumps one global counter that running actors poll, so
+changes reach them without a restart. A per-document counter numbers versions, so a trimmed
+history or a deleted and re-created document never repeats one.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import redis
 
 from runtime import keys
+from runtime.config.delivery import public_view
 from runtime.config.documents import check_fields_against_type, parse_document
 from runtime.config.models import KINDS, Channel, Doc, Rule, Source, Subscription, leaves
 from runtime.errors import NotFound
@@ -22,8 +25,9 @@ from runtime.errors import NotFound
 class ConfigStore:
     """Read and write config documents; ``put`` validates before it stores."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, history: int = 50) -> None:
         self._redis = client
+        self._history = history
 
     def put(self, raw: Any, *, kind: str | None = None, name: str | None = None) -> dict[str, Any]:
         doc = parse_document(raw, kind=kind, name=name)
@@ -42,13 +46,16 @@ class ConfigStore:
         kind = _kind_of(doc)
         # one more than anything this name ever had, so a deleted and re-created document never
         # repeats a version (outputs name the version that produced them)
-        version = int(self._redis.llen(keys.config_history(kind, doc.name))) + 1
+        version = int(
+            self._redis.eval(_NEXT_VERSION, 2, keys.config_version(kind, doc.name), keys.config_history(kind, doc.name))
+        )
         body = doc.model_dump(mode="json", exclude_none=True, by_alias=True)
         record = {**body, "version": version, "updated_at": int(time.time() * 1000)}
-        encoded = json.dumps(record, sort_keys=True)
+        history = keys.config_history(kind, doc.name)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(keys.config_docs(kind), doc.name, encoded)
-        pipe.rpush(keys.config_history(kind, doc.name), encoded)
+        pipe.hset(keys.config_docs(kind), doc.name, json.dumps(record, sort_keys=True))
+        pipe.rpush(history, json.dumps(public_view(kind, record), sort_keys=True))
+        pipe.ltrim(history, -self._history, -1)
         if isinstance(doc, Subscription):
             _ensure_stream(pipe, keys.subscription_stream(doc.name))
         if isinstance(doc, Channel):
@@ -56,6 +63,16 @@ class ConfigStore:
         pipe.incr(keys.CONFIG_VERSION)
         pipe.execute()
         return {"kind": kind, "name": doc.name, "version": version}
+
+    def history(self, kind: str, name: str) -> list[dict[str, Any]]:
+        """The kept versions of a document, oldest first (secrets redacted)."""
+        _check_kind(kind)
+        return [json.loads(v) for v in self._redis.lrange(keys.config_history(kind, name), 0, -1)]
+
+    def find(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The stored document, or None."""
+        _check_kind(kind)
+        return self._get_raw(kind, name)
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
         _check_kind(kind)
@@ -98,6 +115,13 @@ class ConfigStore:
             kind: [json.loads(v) for _, v in sorted(raw.items())] for kind, raw in zip(KINDS, per_kind, strict=True)
         }
         return int(version or 0), docs
+
+
+_NEXT_VERSION = """
+-- the next version of a document: its counter, seeded once from a history kept before the counter existed
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], redis.call('LLEN', KEYS[2])) end
+return redis.call('INCR', KEYS[1])
+"""
 
 
 def _ensure_stream(pipe: Any, stream: str) -> None:

@@ -3,6 +3,7 @@ Serve app on a free loopback port) per test module."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,7 @@ METRICS_PORT = free_port()
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     ray.init(
+        address="local",  # always a private cluster, even if another one runs on this machine
         num_cpus=2,
         include_dashboard=False,
         namespace=NAMESPACE,
@@ -47,6 +49,8 @@ def make_platform(tmp: Path, **overrides: object) -> Platform:
     platform = Platform(settings)
     platform.start_redis()
     platform.deploy(detached=False)
+    if platform.admin_token:  # every EspClient of the tests acts as this admin unless told otherwise
+        os.environ["ESP_TOKEN"] = platform.admin_token
     return platform
 
 
