@@ -87,7 +87,7 @@ def check_expressions(doc: Doc) -> None:
         try:
             compile_expr(source)
         except ExpressionError as exc:
-            raise ExpressionError(
+            raise type(exc)(  # the same class keeps the reason, e.g. invalid_regex
                 f"{_describe(str(doc.kind), doc.name)} field '{path}': {exc.message}",  # type: ignore[attr-defined]
                 expression=exc.expression,
                 position=exc.position,

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 from runtime.errors import ExpressionError
 from runtime.expr.compiler import Compiler
+from runtime.expr.functions import RegexError
 from runtime.expr.parser import parse
 from runtime.expr.values import EvalError
 
-__all__ = ["EvalError", "Expr", "ExpressionError", "compile_expr"]
+__all__ = ["EvalError", "Expr", "ExpressionError", "RegexError", "compile_expr"]
 
 Context = Mapping[str, object]
 
@@ -78,7 +79,8 @@ def compile_expr(source: str, *, max_length: int = 2000, max_depth: int = 32) ->
     Raises :class:`ExpressionError` (with ``position``) for syntax errors, unknown
     functions, names starting with ``_``, sources over ``max_length`` characters,
     nesting deeper than ``max_depth``, integer literals over 2**63, list literals over
-    1000 elements and non-literal or non-RE2 ``matches()`` patterns.
+    1000 elements and non-literal ``matches()`` patterns; :class:`RegexError` (reason
+    ``invalid_regex``) for patterns RE2 refuses or longer than 1,000 characters.
     """
     try:
         tree = parse(source, max_length=max_length, max_depth=max_depth)

@@ -9,7 +9,8 @@ Beyond the direct translation the compiler
   specialized closures of :mod:`runtime.expr.specialize` for path-vs-literal
   comparisons, ``in`` against literal lists, ``has()``, string tests and flat
   ``&&``/``||`` chains; ``Expr.predicate`` runs the root's probe;
-* validates functions (whitelist, arity) and pre-compiles literal ``matches()`` patterns;
+* validates functions (whitelist, arity) and pre-compiles literal ``matches()`` patterns
+  with RE2 (linear time; refused ones raise :class:`RegexError`);
 * records the dotted paths the expression reads, for :attr:`Expr.fields`.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 from runtime.errors import ExpressionError
 from runtime.expr import nodes, specialize, values
-from runtime.expr.functions import FUNCTIONS, compile_pattern, make_matcher
+from runtime.expr.functions import FUNCTIONS, RegexError, compile_pattern, make_matcher
 from runtime.expr.paths import path_getter, path_peek, safe
 
 Fn = Callable[[object], object]
@@ -301,20 +302,27 @@ class Compiler:
                 pattern_node.pos,
             )
         try:
-            pattern = compile_pattern(pattern_node.value)  # type: ignore[arg-type]
+            search = compile_pattern(pattern_node.value)  # type: ignore[arg-type]
         except ValueError as exc:
-            raise self.error(
-                f"expected a valid RE2-style pattern at position {pattern_node.pos}, found {exc}", pattern_node.pos
+            raise RegexError(
+                f"expected a valid RE2 pattern at position {pattern_node.pos}, found {exc}",
+                expression=self.source,
+                position=pattern_node.pos,
             ) from None
         part = self.compile(subject)
-        matcher, fn = make_matcher(pattern), part.fn
+        matcher, fn = make_matcher(search), part.fn
         if part.is_const:
             return self._fold(Compiled(lambda ctx: matcher(fn(ctx)), boolean=True), [part])
-        get, search = self._safe(subject, part), pattern.search
+        get = self._safe(subject, part)
 
         def probe(ctx: object) -> bool | None:
             v = get(ctx)
-            return search(v) is not None if v.__class__ is str else None  # type: ignore[arg-type]
+            if v.__class__ is not str:
+                return None
+            try:
+                return search(v)  # type: ignore[arg-type]
+            except values.EvalError:
+                return None
 
         return _probed(probe, lambda ctx: matcher(fn(ctx)))
 

@@ -12,6 +12,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import re2
+
+from runtime.errors import ExpressionError
 from runtime.expr.values import (
     INT_MIN,
     LIST_TYPES,
@@ -26,9 +29,21 @@ _FLOAT_TEXT = re.compile(
     r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)",
     re.IGNORECASE,
 )
-# Group openers a linear-time (RE2) engine lacks: lookaround, named backreference,
-# conditional and atomic groups.
-_NON_RE2_GROUPS = ("(?=", "(?!", "(?<=", "(?<!", "(?P=", "(?(", "(?>")
+# RE2's complaints about the backtracking-only features it lacks: lookaround, named or
+# numbered backreferences, conditionals, atomic groups and possessive quantifiers.
+_UNSUPPORTED = re.compile(
+    r"invalid perl operator: \(\?[=!<>P(]|invalid escape sequence: \\[1-9kg]|bad repetition operator: .*\+$"
+)
+MAX_PATTERN_LENGTH = 1_000  # characters of one matches() pattern
+MAX_PATTERN_MEMORY = 1 << 20  # bytes RE2 may use for one pattern's program and DFA cache
+
+
+class RegexError(ExpressionError):
+    """A ``matches()`` pattern that RE2 refuses (lookaround, backreferences, a syntax error,
+    too long or too big): its own reason so that callers can tell it from other expression
+    errors."""
+
+    reason = "invalid_regex"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,54 +175,98 @@ FUNCTIONS: dict[str, Function] = {
 }
 
 
-def _non_re2_feature(pattern: str) -> str | None:
-    """The first construct in ``pattern`` that RE2 would not accept, if any."""
-    i, in_class = 0, False
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            nxt = pattern[i + 1 : i + 2]
-            if nxt and nxt in "123456789" and not in_class:
-                return "\\" + nxt  # a backreference
-            i += 2
-            continue
-        if in_class:
-            in_class = ch != "]"
-        elif ch == "[":
-            in_class = True
-            i += 2 if pattern[i + 1 : i + 2] == "^" else 1
-            if pattern[i : i + 1] == "]":  # a leading ']' is a literal
-                i += 1
-            continue
-        elif ch == "(" and pattern.startswith(_NON_RE2_GROUPS, i):
-            return next(group for group in _NON_RE2_GROUPS if pattern.startswith(group, i))
-        elif ch in "*+?}" and pattern[i + 1 : i + 2] == "+":
-            return pattern[i : i + 2]  # a possessive quantifier
-        i += 1
-    return None
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.max_mem = MAX_PATTERN_MEMORY
+    options.never_capture = True  # matches() only asks whether there is a match
+    options.log_errors = False  # a refused pattern is the caller's error, not a log line
+    return options
 
 
-def compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a ``matches()`` pattern once; raise ValueError for non-RE2 or invalid ones."""
-    bad = _non_re2_feature(pattern)
-    if bad:
-        raise ValueError(
-            f"unsupported regex feature {bad!r} (patterns are RE2-like: "
-            "no lookaround, backreferences, atomic groups or possessive quantifiers)"
-        )
+_OPTIONS = _re2_options()
+_UNANCHORED = re2._Anchor.UNANCHORED
+_REGEX_META = re.compile(r"[\\.^$*+?()\[\]{}|]")
+_MEMO_ENTRIES = 256  # remembered answers per pattern (cleared when full)
+_MEMO_TEXT_LENGTH = 128  # longer texts are not remembered
+
+
+def compile_pattern(pattern: str) -> Callable[[str], bool]:
+    """Compile a ``matches()`` pattern once into a partial-match test (CEL's ``matches``:
+    RE2 syntax, true when any substring matches); raise ValueError for a pattern RE2 refuses.
+
+    RE2 runs in time linear in the text whatever the pattern, so no pattern can stall a
+    partition or the API (``^(a+)+$`` on 10,000 characters takes microseconds). The test
+    calls the compiled RE2 program directly: ``re2``'s ``search`` builds a match object and
+    maps byte offsets back to characters, which costs some microseconds per call. RE2 reads
+    UTF-8, so a text that is not valid Unicode (lone surrogates) raises :class:`EvalError`
+    unless the pattern is a plain literal.
+    """
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise ValueError(f"a pattern of {len(pattern)} characters (at most {MAX_PATTERN_LENGTH})")
     try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise ValueError(f"invalid regex: {exc}") from None
+        match = re2.compile(pattern, _OPTIONS)._regexp.Match
+    except re2.error as exc:
+        raise ValueError(_explain(exc)) from None
+    return _literal_test(pattern) or _memoized(match)
 
 
-def make_matcher(pattern: re.Pattern[str]) -> Callable[[object], bool]:
-    """A one-argument ``matches`` for a pre-compiled pattern (partial match, like RE2)."""
-    search = pattern.search
+def _explain(exc: re2.error) -> str:
+    """RE2's complaint, saying so when it is about a feature that only backtracking has."""
+    detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+    if _UNSUPPORTED.match(detail):
+        return (
+            f"unsupported regex feature ({detail}; patterns are RE2: no lookaround, backreferences, "
+            "conditionals, atomic groups or possessive quantifiers)"
+        )
+    return f"invalid regex: {detail}"
+
+
+def _literal_test(pattern: str) -> Callable[[str], bool] | None:
+    """A plain ``str`` test, 5-10 times faster than an RE2 call, for a pattern that is a
+    literal between optional anchors (``promo``, ``^https:``, ``^gold$``), else None. Same
+    answers as RE2: ``$`` without the ``m`` flag is the end of the text."""
+    body = pattern.removeprefix("^")
+    start, end = len(body) < len(pattern), body.endswith("$")
+    body = body.removesuffix("$")  # an escaped '\$' leaves a '\\', a metacharacter
+    if _REGEX_META.search(body):
+        return None
+    if start and end:
+        return body.__eq__
+    if start:
+        return lambda text: text.startswith(body)
+    if end:
+        return lambda text: text.endswith(body)
+    return lambda text: body in text
+
+
+def _memoized(match: Callable[..., list[tuple[int, int]]]) -> Callable[[str], bool]:
+    """A partial-match test through RE2 that remembers the answers for short texts: filters
+    mostly test a few repeated values (a site, a country) and an RE2 call costs ~0.6 µs."""
+    memo: dict[str, bool] = {}
+
+    def search(text: str) -> bool:
+        found = memo.get(text)
+        if found is None:
+            try:
+                data = text.encode()
+            except UnicodeEncodeError:
+                raise EvalError("matches() expects valid Unicode text") from None
+            found = match(_UNANCHORED, data, 0, len(data))[0][0] >= 0
+            if len(text) <= _MEMO_TEXT_LENGTH:
+                if len(memo) >= _MEMO_ENTRIES:
+                    memo.clear()
+                memo[text] = found
+        return found
+
+    return search
+
+
+def make_matcher(search: Callable[[str], bool]) -> Callable[[object], bool]:
+    """A one-argument ``matches`` for a compiled pattern, raising EvalError for a non-string."""
 
     def matches(value: object) -> bool:
         if value.__class__ is not str:
             raise EvalError(f"matches() expects a string, got {type_name(value)}")
-        return search(value) is not None  # type: ignore[arg-type]
+        return search(value)  # type: ignore[arg-type]
 
     return matches

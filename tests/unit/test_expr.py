@@ -239,7 +239,7 @@ def test_matches_patterns(pattern: str, ok: bool) -> None:
     else:
         err = compile_error(source)
         assert err.position == 10
-        assert "RE2-style pattern" in str(err)
+        assert "RE2 pattern" in str(err)
 
 
 # -- comparisons and equality --------------------------------------------------------------
