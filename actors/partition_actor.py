@@ -2,7 +2,9 @@
 
 A background thread runs ``step`` in a loop. Any failure (Redis gone, a bug) makes it recover
 from the checkpoints and replay, so a half-done step can never lose or double an output. Ray
-restarts a crashed actor, whose constructor recovers the same way.
+restarts a crashed actor, whose constructor recovers the same way. A failure the input causes is
+counted against its events (in Redis), and an event that keeps failing is quarantined by the
+runner, so the loop never replays the same entry forever.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class PartitionActor:
         self._stop = threading.Event()
         self._recovered = False
         self._errors = 0
+        self._poison_recorded = 0
         self._thread = threading.Thread(target=self._loop, name="partition-loop", daemon=True)
         self._thread.start()
 
@@ -58,7 +61,7 @@ class PartitionActor:
                         last_lag = time.monotonic()
                 self._record(stats)
                 backoff = 0.1
-            except Exception:
+            except Exception:  # a poison event's failure is counted by the runner (StepFailed)
                 logger.exception("partition actor %s: step failed; recovering from checkpoints", self._index)
                 self._errors += 1
                 self._recovered = False
@@ -73,6 +76,10 @@ class PartitionActor:
             metric(m.PUBLISHED).inc(stats.published, tags=tags)
         if stats.late:
             metric(m.LATE).inc(stats.late, tags={"policy": self._runner.settings.late_events})
+        poison = self._runner.totals.poison - self._poison_recorded  # set-asides of failed steps too
+        if poison:
+            metric(m.POISON).inc(poison, tags={"stage": "partition"})
+            self._poison_recorded += poison
         for rule, count in stats.fired.items():
             metric(m.RULE_FIRES).inc(count, tags={"rule": rule})
 

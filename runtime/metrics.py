@@ -34,6 +34,13 @@ LATE = MetricSpec(
     "Events older than their partition's watermark minus the allowed lateness, by what was done with them.",
     ("policy",),
 )
+POISON = MetricSpec(
+    "esp_poison_entries_total",
+    "counter",
+    "Events, contact-policy requests and deliveries set aside (quarantine or dead letters, reason processing_error) "
+    "after their processing raised on every try, by stage (partition, policy, delivery).",
+    ("stage",),
+)
 RULE_FIRES = MetricSpec("esp_rule_fires_total", "counter", "Outputs produced by each rule.", ("rule",))
 PUBLISHED = MetricSpec(
     "esp_outputs_published_total", "counter", "Outputs delivered to subscription streams.", ("actor",)

@@ -5,16 +5,25 @@ checkpoint and rewinds the log cursor to the checkpoint's offset, so state is ex
 checkpoint + replay (invariant 2). ``step`` reads a batch of log entries, runs the rules,
 publishes outputs (de-duplicated by id, invariant 3), and checkpoints on schedule. Outputs are
 published before the offset that produced them can reach a checkpoint.
+
+Poison entries. A step that raises is retried from the checkpoint (the actor recovers), and the
+failure is counted against the events that may have caused it (all of an entry's or an
+evaluated batch's, or those an unpublishable output came from), in Redis, so a crash loop is
+bounded too. An event counted once is taken on its own from then on; one that fails on its own
+for the ``POISON_ATTEMPTS``-th time goes to the quarantine (reason ``processing_error``) and
+the partition moves on; the events around it go through. Outputs keep their deterministic ids,
+so the retries publish nothing twice.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
+import msgspec
 import orjson
 import redis
 
@@ -23,10 +32,17 @@ from runtime.checkpoint import Checkpoint, CheckpointStore
 from runtime.config.store import ConfigStore
 from runtime.envelope import Event
 from runtime.eventtime import EventClock
-from runtime.log import DAY_MS, PartitionLog
+from runtime.log import DAY_MS, DAY_S, LogEntry, PartitionLog
 from runtime.outbox import Outbox, Publication
 from runtime.profiles import ProfileStore
-from runtime.quarantine import Quarantined, QuarantineStore
+from runtime.quarantine import (
+    POISON_ATTEMPTS,
+    PROCESSING_ERROR,
+    Quarantined,
+    QuarantineStore,
+    error_text,
+    transient,
+)
 from runtime.rules import CompiledRule, Output, PartitionEngine, compile_rule
 from runtime.settings import EspSettings
 from runtime.streams import entry_id_key
@@ -35,6 +51,27 @@ from runtime.topics import TopicRouter, atomic_topic
 logger = logging.getLogger(__name__)
 
 CONFIG_POLL_S = 0.5  # how quickly a config change reaches a running actor
+
+T = TypeVar("T")
+Suspects = tuple[tuple[str, str], ...]  # (source, id) of the events a failure may come from
+
+
+class StepFailed(Exception):
+    """A step failed and the failure is counted against its suspect events: recover from the
+    checkpoints and step again."""
+
+
+def poison_key(partition: int) -> str:
+    """Failed tries of the partition's events and the events it set aside (one hash)."""
+    return f"{keys.log_stream(partition)}:poison"
+
+
+def _tries_field(source: str, event_id: str) -> str:
+    return orjson.dumps(["tries", source, event_id]).decode()
+
+
+def _set_aside_field(source: str, event_id: str) -> str:
+    return orjson.dumps(["quarantined", source, event_id]).decode()
 
 
 @dataclass(slots=True)
@@ -47,6 +84,7 @@ class StepStats:
     published: int = 0
     checkpointed: int = 0
     late: int = 0
+    poison: int = 0  # events set aside after failing POISON_ATTEMPTS times
 
 
 def load_rules(docs: list[dict[str, Any]]) -> list[CompiledRule]:
@@ -94,6 +132,9 @@ class PartitionRunner:
         self._last_checkpoint = clock()
         self._config_checked = clock()
         self.totals = StepStats()
+        self._pending: list[tuple[int, Suspects, Publication]] = []  # the step's outputs, to publish
+        self._poison: dict[int, dict[str, int]] = {}  # partition -> poison_key fields (tries, set aside)
+        self._settled: dict[int, set[str]] = {}  # poison_key fields of suspects processed since recovery
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -109,7 +150,20 @@ class PartitionRunner:
             self.offsets[p] = checkpoint.offset if checkpoint else "0"
             self.clocks[p] = self._clock_for(state or {})
         self.log.rewind(self.offsets)
+        self._pending, self._settled = [], {}
+        self._load_poison()
         return dict(self.offsets)
+
+    def _load_poison(self) -> None:
+        """Read the partitions' failure counts, keeping the higher of Redis's and this process's
+        (a count Redis could not take is not lost while the process lives)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p in self.partitions:
+            pipe.hgetall(poison_key(p))
+        for p, stored in zip(self.partitions, pipe.execute(), strict=True):
+            known = self._poison.setdefault(p, {})
+            for name, value in stored.items():
+                known[name.decode()] = max(known.get(name.decode(), 0), int(value))
 
     def _clock_for(self, state: dict[str, Any]) -> EventClock:
         resume = state.get("clock") or {"newest": state.get("watermark", 0)}
@@ -156,35 +210,59 @@ class PartitionRunner:
         entries = self.log.read(
             self.partitions, consumer=self.consumer, count=self.settings.read_batch_entries, block_ms=block_ms
         )
-        publications: list[Publication] = []
+        self._pending = []
         for entry in entries:
             if entry.config_version > self._config_version:
                 self.refresh_config()
             self._rules_for(entry.partition, entry.config_version)
-            publications += self._process(entry.partition, entry.events, stats)
+            self._process(entry, stats)
             self.offsets[entry.partition] = entry.entry_id
             self._dirty.add(entry.partition)
             stats.entries += 1
         if not entries:  # caught up: nothing accepted before the newest config is still waiting
             for p in self.partitions:
                 self._rules_for(p, None)
-        publications += self._timers(stats, caught_up=not entries)
-        if publications:
-            stats.published = self.outbox.publish(publications, self.router)
+        self._timers(stats, caught_up=not entries)
+        self._flush(stats)
         if self._clock() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
             stats.checkpointed = self.checkpoint()
         self._accumulate(stats)
         return stats
 
-    def _process(self, partition: int, events: list[Event], stats: StepStats) -> list[Publication]:
-        publications = []
+    def _process(self, entry: LogEntry, stats: StepStats) -> None:
+        """One log entry: its atomic re-publications, late events, and the rules over what the
+        watermark releases. An entry holding a suspect event is taken event by event."""
+        p = entry.partition
+        if not self._suspect(p, entry.events):
+            try:
+                released = self._admit(p, entry.events, stats, careful=False)
+            except Exception as exc:
+                self._failed(p, _refs(entry.events), exc)
+            self._evaluate(p, released, stats)
+            return
+        for event in entry.events:
+            self._evaluate(
+                p, self._careful(p, event, stats, lambda e=event: self._admit(p, [e], stats, careful=True)), stats
+            )
+
+    def _admit(self, partition: int, events: list[Event], stats: StepStats, *, careful: bool) -> list[Event]:
+        """Re-publish the events atomic subscriptions want (at once when ``careful``), sort out
+        the late ones, and return what the watermark releases."""
         if self.router.any_atomic:
             wants = self.router.wants_atomic
-            publications = [
-                Publication(f"atomic/{e.source}/{e.id}", atomic_topic(e.type), e.to_cloudevent())
+            atomic = [
+                (
+                    partition,
+                    ((e.source, e.id),),
+                    Publication(f"atomic/{e.source}/{e.id}", atomic_topic(e.type), e.to_cloudevent()),
+                )
                 for e in events
                 if wants(e.type)
             ]
+            if careful:
+                self._publish_now([pub for _, _, pub in atomic], stats)
+            else:
+                self._pending += atomic
         clock = self.clocks[partition]
         late = clock.late(events)
         if late:
@@ -193,17 +271,146 @@ class PartitionRunner:
                 gone = {id(e) for e in late}
                 events = [e for e in events if id(e) not in gone]
         stats.events += len(events)
-        return publications + self._evaluate(partition, clock.push(events), stats)
+        return clock.push(events)
 
-    def _evaluate(self, partition: int, events: list[Event], stats: StepStats) -> list[Publication]:
-        """Run the rules over events the watermark has released (in event-time order)."""
+    def _evaluate(self, partition: int, events: list[Event], stats: StepStats) -> None:
+        """Run the rules over events the watermark has released (in event-time order). Batching
+        never changes the outputs, so a batch with a suspect event is run event by event, each
+        one's outputs published at once."""
         if not events:
-            return []
+            return
+        if self._suspect(partition, events):
+            for event in events:
+                self._careful(
+                    partition, event, stats, lambda e=event: self._run_rules(partition, [e], stats, careful=True)
+                )
+            return
+        try:
+            self._run_rules(partition, events, stats, careful=False)
+        except Exception as exc:
+            self._failed(partition, _refs(events), exc)
+
+    def _run_rules(self, partition: int, events: list[Event], stats: StepStats, *, careful: bool) -> None:
         engine = self.engines[partition]
         profiles = None
         if engine.reads_profiles:  # enrichment: one round trip per batch
             profiles = self.profiles.get_many(sorted({e.customer for e in events}))
-        return [_publication(out, stats) for out in engine.on_events(events, profiles)]
+        outputs = [(partition, out_refs(out), _publication(out, stats)) for out in engine.on_events(events, profiles)]
+        if careful:
+            self._publish_now([pub for _, _, pub in outputs], stats)
+        else:
+            self._pending += outputs
+
+    def _publish_now(self, publications: list[Publication], stats: StepStats) -> None:
+        """Publish one event's outputs at once, after what the step made before them (order
+        kept); a failure is that event's own."""
+        self._flush(stats)
+        if publications:
+            stats.published += self.outbox.publish(publications, self.router)
+
+    def _flush(self, stats: StepStats) -> None:
+        """Publish the step's outputs so far, in one round trip. When that fails for a reason
+        of its own, publish them one by one (the outbox refuses repeats) to find the output that
+        fails, and count the failure against the events it came from."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            stats.published += self.outbox.publish([pub for _, _, pub in pending], self.router)
+            return
+        except Exception as exc:
+            if transient(exc):
+                raise
+        for partition, suspects, pub in pending:
+            try:
+                stats.published += self.outbox.publish([pub], self.router)
+            except Exception as exc:
+                self._failed(partition, suspects, exc)
+
+    # --- poison: bounded retries, then the quarantine ----------------------------------
+
+    def _suspect(self, partition: int, events: list[Event]) -> bool:
+        """Whether an event of ``events`` has failed before (only then is a field built)."""
+        known = self._poison.get(partition)
+        return bool(known) and any(_tries_field(e.source, e.id) in known for e in events)
+
+    def _failed(self, partition: int, suspects: Iterable[tuple[str, str]], exc: Exception) -> NoReturn:
+        """Count a failure against each suspect event (in Redis, so a restarted actor knows),
+        then fail the step. A failure of the store itself counts against nothing."""
+        if transient(exc) or isinstance(exc, StepFailed):
+            raise exc
+        names = [_tries_field(source, event_id) for source, event_id in suspects]
+        known = self._poison.setdefault(partition, {})
+        for name in names:
+            known[name] = known.get(name, 0) + 1
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hset(poison_key(partition), name, known[name])
+        pipe.expire(poison_key(partition), self._poison_keep_s)
+        try:
+            pipe.execute()
+        except redis.RedisError:  # counted in memory still; the next recovery merges the two
+            logger.warning("partition %s: could not record a failed try", partition, exc_info=True)
+        raise StepFailed(f"partition {partition}: {error_text(exc)}") from exc
+
+    def _careful(self, partition: int, event: Event, stats: StepStats, work: Callable[[], list[T] | None]) -> list[T]:
+        """Do ``work`` for one event of a suspect entry or batch. If it fails on its last try the
+        event is set aside; before that the failure is counted and the step fails."""
+        tries_field = _tries_field(event.source, event.id)
+        try:
+            done = work() or []
+        except StepFailed:
+            raise
+        except Exception as exc:
+            if transient(exc) or self._poison.get(partition, {}).get(tries_field, 0) < POISON_ATTEMPTS - 1:
+                self._failed(partition, ((event.source, event.id),), exc)
+            self._set_aside(partition, event, exc, stats)
+            done = []
+        self._settled.setdefault(partition, set()).update((tries_field, _set_aside_field(event.source, event.id)))
+        return done
+
+    def _set_aside(self, partition: int, event: Event, exc: Exception, stats: StepStats) -> None:
+        """Quarantine a poison event, once: the mark written with it keeps a replay from
+        quarantining it again."""
+        mark = _set_aside_field(event.source, event.id)
+        known = self._poison.setdefault(partition, {})
+        message = f"processing failed {POISON_ATTEMPTS} times in partition {partition}: {error_text(exc)}"
+        logger.warning("partition %s: event %r of %r set aside: %s", partition, event.id, event.source, message)
+        if mark in known:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        record = Quarantined(event.source, 0, event.id, PROCESSING_ERROR, message, _raw(event), "json")
+        self.quarantine.queue(pipe, [record], at_ms=int(self._clock() * 1000))
+        pipe.hset(poison_key(partition), mark, 1)
+        pipe.expire(poison_key(partition), self._poison_keep_s)
+        pipe.execute()
+        known[mark] = 1
+        stats.poison += 1
+        self.totals.poison += 1  # at once: the step it happened in may still fail
+
+    @property
+    def _poison_keep_s(self) -> int:
+        """How long failure counts outlive their last write: as long as a replay can reach them."""
+        return max(self.settings.log_retention_s, DAY_S)
+
+    def _forget_poison(self, partition: int) -> None:
+        """After a checkpoint: the counts and marks of the suspect events it covers (settled
+        since the last recovery and not held) are never needed again. Counts of events further
+        on in the log stay, however often a checkpoint falls before them."""
+        settled = self._settled.pop(partition, set())
+        known = self._poison.get(partition)
+        if not known or not settled:
+            return
+        held = {
+            f(e.source, e.id)
+            for e in self.clocks[partition].snapshot()["held"]
+            for f in (_tries_field, _set_aside_field)
+        }
+        done = [name for name in settled if name in known and name not in held]
+        if done:
+            self._redis.hdel(poison_key(partition), *done)
+            for name in done:
+                del known[name]
 
     def _late(self, partition: int, late: list[Event], clock: EventClock, stats: StepStats) -> None:
         """Count late events and record them for the trace (one round trip); under the drop and
@@ -231,13 +438,12 @@ class PartitionRunner:
                 at_ms=now_ms,
             )
 
-    def _timers(self, stats: StepStats, *, caught_up: bool) -> list[Publication]:
+    def _timers(self, stats: StepStats, *, caught_up: bool) -> None:
         """Release held events and fire due timers (absence, dwell, duration) up to the
         partition's watermark; once the partition has read all of its log, up to wall-clock time
         minus the out-of-order bound too, so a quiet customer's wait still ends. (During a replay
         only event time counts, so a replay cannot fire early.)"""
         wall_ms = int(self._clock() * 1000)
-        publications = []
         for p, engine in self.engines.items():
             clock = self.clocks[p]
             due = engine.next_timer_at()
@@ -246,13 +452,12 @@ class PartitionRunner:
             now = max(clock.watermark, wall_ms - clock.out_of_order_ms) if caught_up else clock.watermark
             released = clock.release(now)
             if released:
-                publications += self._evaluate(p, released, stats)
+                self._evaluate(p, released, stats)
                 due = engine.next_timer_at()
                 self._dirty.add(p)
             if due is not None and due <= now:
-                publications += [_publication(out, stats) for out in engine.on_timer(now)]
+                self._pending += [(p, out_refs(out), _publication(out, stats)) for out in engine.on_timer(now)]
                 self._dirty.add(p)
-        return publications
 
     def checkpoint(self) -> int:
         """Write a checkpoint for every partition that changed, then trim what they cover."""
@@ -263,6 +468,7 @@ class PartitionRunner:
             engine.expire(clock.watermark - clock.lateness_ms)
             state = {**engine.snapshot(), "clock": clock.snapshot()}
             self.checkpoints.save(Checkpoint(p, self.offsets[p], state, now_ms))
+            self._forget_poison(p)
             written += 1
         self._dirty.clear()
         self._last_checkpoint = self._clock()
@@ -305,15 +511,36 @@ class PartitionRunner:
             "entries": self.totals.entries,
             "published": self.totals.published,
             "late": self.totals.late,
+            "poison": self.totals.poison,
             "held": sum(c.held for c in self.clocks.values()),
             "fired": dict(self.totals.fired),
             "offsets": dict(self.offsets),
         }
 
 
+def _refs(events: list[Event]) -> Suspects:
+    return tuple((e.source, e.id) for e in events)
+
+
+def out_refs(output: Output) -> Suspects:
+    """The events an output came from, as its CloudEvent names them."""
+    return tuple((m["source"], m["id"]) for m in output.event["data"]["events"])
+
+
+def _raw(event: Event) -> bytes:
+    """The event as JSON for the quarantine (replayable); msgspec takes nesting orjson refuses,
+    and an event neither can encode is kept without its data."""
+    cloudevent = event.to_cloudevent()
+    for encode in (orjson.dumps, msgspec.json.encode):
+        try:
+            return encode(cloudevent)
+        except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
+            continue
+    return orjson.dumps({**cloudevent, "data": None})
+
+
 def _publication(output: Output, stats: StepStats) -> Publication:
     """An engine output, counted per rule, as the outbox publishes it (with its events, for the trace)."""
     rule = output.event["data"]["rule"]
     stats.fired[rule] = stats.fired.get(rule, 0) + 1
-    refs = tuple((m["source"], m["id"]) for m in output.event["data"]["events"])
-    return Publication(output.id, output.topic, output.event, refs)
+    return Publication(output.id, output.topic, output.event, out_refs(output))

@@ -8,6 +8,7 @@ means "kept here".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,38 @@ import redis
 from runtime import keys
 from runtime.errors import InputError, NotFound
 from runtime.streams import text
+
+PROCESSING_ERROR = "processing_error"  # the reason of events whose processing kept raising
+POISON_ATTEMPTS = 3  # tries of a log entry, policy request or delivery before it is set aside
+ERROR_TEXT_MAX = 500  # characters of an error kept with a poison entry
+
+_STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
+_MAX_ID_PART = 2**64 - 1
+_STORE_BUSY = ("OOM", "READONLY", "LOADING", "BUSY ", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
+_CREDENTIALS = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^/@\s]*@")
+
+
+def valid_qid(qid: str) -> bool:
+    """Whether ``qid`` is a stream entry id (``<ms>-<seq>``, each a 64-bit unsigned integer),
+    so a malformed id is answered as such instead of reaching Redis as an error."""
+    if not _STREAM_ID.fullmatch(qid):
+        return False
+    return all(int(part) <= _MAX_ID_PART for part in qid.split("-"))
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception as kept with a poison entry: its type and message, credentials in URLs
+    redacted, truncated (a message can quote the payload that caused it)."""
+    message = _CREDENTIALS.sub(r"\1***@", f"{type(exc).__name__}: {exc}")
+    return message if len(message) <= ERROR_TEXT_MAX else message[: ERROR_TEXT_MAX - 1] + "…"
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failure is the store's and not the input's (Redis unreachable, timed out or
+    still loading): such a failure is retried without counting towards ``POISON_ATTEMPTS``."""
+    if isinstance(exc, redis.ResponseError):  # the store refusing for now, not the input's fault
+        return str(exc).startswith(_STORE_BUSY)
+    return isinstance(exc, redis.ConnectionError | redis.TimeoutError | ConnectionError | TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +90,12 @@ class QuarantineStore:
         if not items:
             return
         pipe = self._redis.pipeline(transaction=False)
+        self.queue(pipe, items, at_ms=at_ms)
+        pipe.execute()
+
+    def queue(self, pipe: Any, items: list[Quarantined], *, at_ms: int) -> None:
+        """Queue the writes of ``add`` on a caller's pipeline, to go with its own writes (in one
+        transaction when the pipeline is one)."""
         for q in items:
             fields = {
                 "source": q.source,
@@ -71,7 +110,6 @@ class QuarantineStore:
             if q.id:
                 fields["id"] = q.id
             pipe.xadd(keys.QUARANTINE, fields, maxlen=self._maxlen, approximate=True)
-        pipe.execute()
 
     def list(
         self, *, source: str | None = None, reason: str | None = None, limit: int = 100, before: str | None = None
@@ -79,6 +117,10 @@ class QuarantineStore:
         """Newest first, filtered by source and reason (a prefix: 'mapping' matches 'mapping_error')."""
         if not 1 <= limit <= 10_000:
             raise InputError(f"limit must be between 1 and 10000, got {limit}", reason="invalid_limit")
+        if before is not None and not valid_qid(before):
+            raise InputError(
+                f"before must be a quarantine id like 1700000000000-0, got {before!r}", reason="invalid_qid"
+            )
         found: list[dict[str, Any]] = []
         upper = f"({before}" if before else "+"
         while len(found) < limit:
@@ -97,17 +139,20 @@ class QuarantineStore:
         return found
 
     def get(self, qid: str) -> dict[str, Any]:
+        if not valid_qid(qid):
+            raise NotFound(f"no quarantined event {qid[:100]!r}: not a quarantine id (like 1700000000000-0)")
         items = self._redis.xrange(keys.QUARANTINE, min=qid, max=qid, count=1)
         if not items:
             raise NotFound(f"no quarantined event {qid!r}")
         return _entry(*items[0])
 
     def remove(self, qids: list[str]) -> int:
-        return int(self._redis.xdel(keys.QUARANTINE, *qids)) if qids else 0
+        valid = [q for q in qids if valid_qid(q)]
+        return int(self._redis.xdel(keys.QUARANTINE, *valid)) if valid else 0
 
     def raw_entries(self, qids: list[str]) -> list[tuple[str, dict[bytes, bytes]]]:
         pipe = self._redis.pipeline(transaction=False)
-        for qid in qids:
+        for qid in filter(valid_qid, qids):
             pipe.xrange(keys.QUARANTINE, min=qid, max=qid, count=1)
         return [(text(r[0][0]), r[0][1]) for r in pipe.execute() if r]
 
