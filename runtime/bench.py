@@ -164,6 +164,7 @@ def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) 
     try:
         platform.init_ray_in_process()
         platform.deploy(detached=False)
+        os.environ["ESP_TOKEN"] = platform.admin_token or ""  # the benchmark operates its platform as admin
         key = "bench-source-key-0123456789"
         stream = list(ab_events(users=users, events=events))
         with EspClient(platform.base_url, key=key) as client:

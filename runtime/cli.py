@@ -44,7 +44,11 @@ def main() -> None:
 @click.option("--address", help="Deploy onto an existing Ray cluster (e.g. ray://head:10001 or auto).")
 @click.option("--redis-url", envvar="ESP_REDIS_URL", help="External Redis; default: embedded redis-server.")
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Local state directory (default .esp).")
-@click.option("--no-auth", is_flag=True, help="Accept 'X-ESP-Source: <name>' instead of source keys.")
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Local experiments only: no source keys, no operator or subscriber tokens; every route is open.",
+)
 def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_auth: bool) -> None:
     """Start Redis, Ray, the partition actors and the HTTP API; they keep running."""
     if address is None:
@@ -53,6 +57,12 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
 
     settings = _settings(redis_url=redis_url, state_dir=state_dir, auth=False if no_auth else None)
     platform = Platform(settings)
+    if no_auth:
+        click.echo(
+            "WARNING: --no-auth turns off every credential check: anyone who reaches the API port can read and "
+            "change everything (config, tokens, customer data) and post events as any source.",
+            err=True,
+        )
     if platform.load_state():
         click.echo(f"ESP is already up (state in {platform.state_file}); run 'esp down' first.", err=True)
         sys.exit(1)
@@ -81,6 +91,11 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
         state_dir=str(settings.state_dir.resolve()),
     )
     click.echo(f"ESP is up at {platform.base_url} (OpenAPI: {platform.base_url}/docs); 'esp down' stops it.")
+    if platform.admin_token:
+        click.echo(
+            f"admin token in {platform.admin_token_file} (mode 0600): the CLI uses it; "
+            "'esp tokens create' makes tokens for people and systems."
+        )
     if gateway_pid:
         click.echo(f"local message gateway on port {settings.gateway_port}: 'esp messages' shows what was sent.")
 
@@ -319,10 +334,13 @@ def quarantine_replay(url: str, source: str | None, reason: str | None, limit: i
 
 
 def _register_data_commands() -> None:
+    from runtime.cli_admin import audit, tokens
     from runtime.cli_batch import data, job
     from runtime.cli_data import consents, identities
     from runtime.cli_delivery import deadletters, messages
 
+    main.add_command(tokens)
+    main.add_command(audit)
     main.add_command(data)
     main.add_command(job)
     main.add_command(identities)

@@ -15,7 +15,11 @@ from runtime.errors import EspError
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 url_option = click.option("--url", default=DEFAULT_URL, show_default=True)
-token_option = click.option("--token", envvar="ESP_SUBSCRIBER_TOKEN", help="The subscriber's token (if it has one).")
+token_option = click.option(
+    "--token",
+    envvar="ESP_SUBSCRIBER_TOKEN",
+    help="The subscriber's token; default: the operator token (ESP_TOKEN or <state dir>/admin.token).",
+)
 channel_option = click.option("--channel", "is_channel", is_flag=True, help="NAME is a channel, not a subscription.")
 
 
@@ -24,7 +28,7 @@ def _path(name: str, is_channel: bool) -> str:
 
 
 def _call(url: str, token: str | None, method: str, path: str, **kwargs: object) -> dict:
-    with EspClient(url, key=token) as client:
+    with EspClient(url, token=token) as client:
         try:
             return client.request(method, path, **kwargs)  # type: ignore[arg-type]
         except EspError as exc:

@@ -4,6 +4,7 @@ a synthetic stream, and what fired — then everything is stopped."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections import Counter
@@ -40,6 +41,7 @@ def run_demo(
     try:
         platform.init_ray_in_process()
         platform.deploy(detached=False)
+        os.environ["ESP_TOKEN"] = platform.admin_token or ""  # this process operates the demo as its admin
         click.echo(f"up in {time.perf_counter() - started:.1f}s at {platform.base_url}")
         with EspClient(platform.base_url, key=DEMO_KEY) as client:
             _apply(client)

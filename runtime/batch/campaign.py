@@ -172,7 +172,7 @@ def run(
     now_ms: int | None = None,
     batch_size: int = 10_000,
     force: bool = False,
-    key: str | None = None,
+    key: str | None = None,  # an operator token; default: the CLI's (ESP_TOKEN or the state dir's)
     retries: int = 3,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -199,7 +199,7 @@ def run(
     error = None
     path = f"/v1/campaigns/{campaign.name}/contacts"
     began = clock()
-    with EspClient(base_url, key=key) as client:
+    with EspClient(base_url, token=key) as client:
         for piece in plan:
             sleep(max(0.0, began + piece.at_ms / 1000 - clock()))
             positions = targets[piece.start : piece.end]
