@@ -87,12 +87,17 @@ class DispatcherActor:
 
     def _run_stage(self) -> None:
         """The contact-policy stage of this dispatcher's shards; a failure retries (the
-        unacknowledged requests are read again, their decisions stand)."""
+        unacknowledged requests are read again, their decisions stand). Requests whose decision
+        keeps raising are quarantined by the stage after a bounded number of tries."""
         backoff = 0.1
+        recorded = 0  # requests set aside so far, as counted in the metric
         while not self._stage_stop.is_set():
             try:
                 for outcome, count in self._stage.step().items():
                     metric(m.CONTACT_DECISIONS).inc(count, tags={"outcome": outcome})
+                if self._stage.poison > recorded:
+                    metric(m.POISON).inc(self._stage.poison - recorded, tags={"stage": "policy"})
+                    recorded = self._stage.poison
                 backoff = 0.1
             except Exception:
                 logger.exception("policy stage step failed; retrying")

@@ -8,6 +8,15 @@ channels take them) and every decision on ``decisions``, and only then acknowled
 requests. Held requests (quiet hours, capacity) wait in a sorted set and are decided again when
 they are due, so holds survive restarts. A crash anywhere re-reads the unacknowledged requests:
 their recorded decisions are returned again and publication is de-duplicated by id.
+
+Poison requests. When deciding or publishing a batch raises for a reason of the input's (not
+Redis being unreachable, not a concurrent write), the batch is decided again customer by
+customer (a customer's competing requests are decided together, so a customer's group is the
+unit): the others go on, and the failing customer's requests wait and are tried again. Tries
+are counted per request in Redis (a restarted stage keeps counting); at ``POISON_ATTEMPTS``
+the requests go to the quarantine with reason ``processing_error`` and are acknowledged (or
+leave the held set) in the same transaction. A stream entry that is not a readable request is
+quarantined at once: reading the same bytes again cannot go differently.
 """
 
 from __future__ import annotations
@@ -27,15 +36,35 @@ from runtime.config.contact import Campaign, Policy
 from runtime.config.store import ConfigStore
 from runtime.config.types import document_body
 from runtime.contact.decide import ContactRequest, Decision, PolicyRules
-from runtime.contact.ledger import Ledger
+from runtime.contact.ledger import ConflictingWrite, Ledger, held_member
 from runtime.envelope import format_time_ms
 from runtime.outbox import Outbox, Publication
+from runtime.quarantine import (
+    POISON_ATTEMPTS,
+    PROCESSING_ERROR,
+    Quarantined,
+    QuarantineStore,
+    error_text,
+    transient,
+)
 from runtime.streams import text
 from runtime.topics import DECISIONS_TOPIC, TopicRouter, policy_shard
 
 logger = logging.getLogger(__name__)
 
 CONSUMER = "stage"
+STAGE_SOURCE = "esp/contact-policy"  # the quarantine's source for requests that are not readable
+RETRY_AFTER_MS = 200  # a failed customer's requests wait this long times their tries
+
+
+def poison_key(shard: int) -> str:
+    """Failed tries of the shard's requests (request id -> tries)."""
+    return f"{keys.policy_requests(shard)}:poison"
+
+
+def _retryable(exc: Exception) -> bool:
+    """A failure of the store or of a race, never counted against a request."""
+    return transient(exc) or isinstance(exc, ConflictingWrite)
 
 
 def request_of(event: dict[str, Any], received_ms: int) -> ContactRequest | None:
@@ -128,7 +157,10 @@ class PolicyStage:
         self._router = TopicRouter({})
         self._waiting: dict[str, _Waiting] = {}
         self._claimed = False
+        self._quarantine = QuarantineStore(self._redis)
+        self._horizon_s = horizon_s
         self.totals: Counter[str] = Counter()
+        self.poison = 0  # requests set aside after POISON_ATTEMPTS failed tries
 
     def restart(self) -> None:
         """After a failed step: forget what was gathering and read the unacknowledged again."""
@@ -153,8 +185,11 @@ class PolicyStage:
         now = int(self._clock() * 1000)
         done: list[tuple[str, str]] = []  # (stream, entry id) to acknowledge, in one round trip
         for stream, entry_id, fields in self._read(block_ms):
-            event = orjson.loads(fields[b"e"])
-            request = request_of(event, now)
+            try:
+                request = request_of(orjson.loads(fields[b"e"]), now)
+            except Exception as exc:
+                self._unreadable(stream, entry_id, fields, exc, now)
+                continue
             if request is None:
                 done.append((stream, entry_id))
                 continue
@@ -173,14 +208,88 @@ class PolicyStage:
         if not groups:
             self._ack(done)
             return Counter()
-        decisions = self.ledger.decide(list(groups.values()), self.rules, now)
-        self._publish(decisions, {r.id: r for g in groups.values() for r in g})
+        decisions, retrying = self._decide(groups, now)
         for customer in due:
-            done += self._waiting.pop(customer).entries
+            if customer not in retrying and customer in self._waiting:
+                done += self._waiting.pop(customer).entries
         self._ack(done)
         made = Counter(d.outcome.split(":")[0] if d.outcome.startswith("lost") else d.outcome for d in decisions)
         self.totals.update(made)
         return made
+
+    def _decide(self, groups: dict[str, list[ContactRequest]], now: int) -> tuple[list[Decision], set[str]]:
+        """Decide and publish every group in one go; if that fails for the input's sake, group by
+        group. Returns the decisions and the customers whose requests are to be tried again."""
+        try:
+            return self._decide_and_publish(list(groups.values()), now), set()
+        except Exception as exc:
+            if _retryable(exc):
+                raise
+        decisions: list[Decision] = []
+        retrying: set[str] = set()
+        for customer, group in groups.items():
+            try:
+                decisions += self._decide_and_publish([group], now)
+            except Exception as exc:
+                if _retryable(exc):
+                    raise
+                if self._failed(customer, group, exc, now):
+                    retrying.add(customer)
+        return decisions, retrying
+
+    def _decide_and_publish(self, groups: list[list[ContactRequest]], now: int) -> list[Decision]:
+        decisions = self.ledger.decide(groups, self.rules, now)
+        self._publish(decisions, {r.id: r for g in groups for r in g})
+        return decisions
+
+    def _failed(self, customer: str, group: list[ContactRequest], exc: Exception, now: int) -> bool:
+        """Count a failed try of a customer's requests; below ``POISON_ATTEMPTS`` they wait a
+        little and are tried again (True), at it they are set aside (False)."""
+        key = poison_key(policy_shard(customer, self._total_shards))
+        pipe = self._redis.pipeline(transaction=False)
+        for request in group:
+            pipe.hincrby(key, request.id, 1)
+        pipe.expire(key, self._horizon_s)
+        tries = max(pipe.execute()[:-1])
+        logger.warning("policy stage: requests of %r failed (try %d): %s", customer, tries, error_text(exc))
+        if tries < POISON_ATTEMPTS:
+            waiting = self._waiting.get(customer)
+            if waiting is not None:
+                waiting.due_ms = now + RETRY_AFTER_MS * tries
+            return True
+        message = f"contact-policy decision failed {tries} times: {error_text(exc)}"
+        entries = self._waiting.pop(customer).entries if customer in self._waiting else []
+        pipe = self._redis.pipeline(transaction=True)
+        self._quarantine.queue(pipe, [_quarantined(r, message) for r in group], at_ms=now)
+        for stream, entry_id in entries:
+            pipe.xack(stream, keys.POLICY_GROUP, entry_id)
+        held = _held_members(group)
+        if held:  # a held request leaves the held set
+            pipe.zrem(keys.HELD, *held)
+        pipe.hdel(key, *[r.id for r in group])
+        pipe.execute()
+        self.poison += len(group)
+        return False
+
+    def _unreadable(self, stream: str, entry_id: str, fields: dict[bytes, bytes], exc: Exception, now: int) -> None:
+        """Quarantine and acknowledge a stream entry that is not a request one can read."""
+        if transient(exc):
+            raise exc
+        logger.warning("policy stage: entry %s of %s is unreadable: %s", entry_id, stream, error_text(exc))
+        record = Quarantined(
+            STAGE_SOURCE,
+            0,
+            entry_id,
+            PROCESSING_ERROR,
+            f"not a readable contact request: {error_text(exc)}",
+            fields.get(b"e", b""),
+            "json",
+        )
+        pipe = self._redis.pipeline(transaction=True)
+        self._quarantine.queue(pipe, [record], at_ms=now)
+        pipe.xack(stream, keys.POLICY_GROUP, entry_id)
+        pipe.execute()
+        self.poison += 1
 
     def _ack(self, entries: list[tuple[str, str]]) -> None:
         if not entries:
@@ -224,3 +333,24 @@ class PolicyStage:
             decided = decision_event(decision, request)
             publications.append(Publication(f"decision/{decided['id']}", DECISIONS_TOPIC, decided))
         self._outbox.publish(publications, self._router)
+
+
+def _held_members(group: list[ContactRequest]) -> list[bytes]:
+    """The held-set members the requests would have (one that cannot be encoded was never held)."""
+    members = []
+    for request in group:
+        try:
+            members.append(held_member(request))
+        except TypeError:
+            continue
+    return members
+
+
+def _quarantined(request: ContactRequest, message: str) -> Quarantined:
+    """A poison request as the quarantine keeps it: the output that asked for the contact."""
+    source = str(request.event.get("source") or STAGE_SOURCE)
+    try:
+        raw = orjson.dumps(request.event)
+    except TypeError:  # what could not be published cannot always be encoded either
+        raw = orjson.dumps({k: v for k, v in request.event.items() if k != "data"})
+    return Quarantined(source, 0, request.id, PROCESSING_ERROR, message, raw, "json")

@@ -4,10 +4,13 @@ partition actors do), gathered for arbitration, decided through the ledger, publ
 from __future__ import annotations
 
 import time
+from urllib.parse import quote
 
+from runtime import keys
 from runtime.config.store import ConfigStore
 from runtime.contact.stage import PolicyStage
 from runtime.outbox import Outbox, Publication
+from runtime.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, QuarantineStore
 from runtime.subscriptions import SubscriptionReader
 from runtime.topics import TopicRouter
 
@@ -40,8 +43,10 @@ def setup(client, **policy) -> PolicyStage:
 
 
 def _url(client) -> str:
+    """The client's server, with its password when it has one (the embedded Redis does)."""
     kw = client.connection_pool.connection_kwargs
-    return f"redis://{kw['host']}:{kw['port']}/0"
+    auth = f":{quote(kw['password'], safe='')}@" if kw.get("password") else ""
+    return f"redis://{auth}{kw['host']}:{kw['port']}/0"
 
 
 def send(client, pubs: list[Publication]) -> None:
@@ -100,3 +105,45 @@ def test_caps_dedupe_and_replays(redis_client):
     run(stage, 0.6)
     assert [e["id"] for e in pulled(redis_client, "out")] == ["a1", "a3", "v1"]
     assert [d["id"] for d in stage.ledger.recent("c1")].count("a1") == 1  # the replay is not logged again
+
+
+def test_a_request_whose_decision_keeps_raising_is_quarantined_and_the_stage_moves_on(redis_client, monkeypatch):
+    """A customer id whose ledger key holds another type (a key collision) makes every decision
+    for them raise: after POISON_ATTEMPTS tries their request is quarantined and acknowledged;
+    the other customers' requests, and later ones, are decided and sent once."""
+    stage = setup(redis_client)
+    redis_client.set(keys.ledger("cbad"), "a string where a sorted set belongs")
+    tries: list[str] = []
+    failed = stage._failed
+
+    def counting(customer, group, exc, now):
+        tries.append(customer)
+        return failed(customer, group, exc, now)
+
+    monkeypatch.setattr(stage, "_failed", counting)
+    send(redis_client, [notify("p1", "cbad", "gold"), notify("g1", "c1", "gold"), notify("g2", "c2", "silver")])
+    run(stage, 2.0)
+    send(redis_client, [notify("g3", "c3", "gold")])
+    run(stage, 0.6)
+
+    assert tries == ["cbad"] * POISON_ATTEMPTS
+    assert sorted(e["id"] for e in pulled(redis_client, "out")) == ["g1", "g2", "g3"]
+    quarantined = QuarantineStore(redis_client).list(reason=PROCESSING_ERROR)
+    assert [(q["source"], q["id"]) for q in quarantined] == [("esp/rule/r", "p1")]
+    assert "WRONGTYPE" in quarantined[0]["message"]
+    assert stage.poison == 1
+    pending = [redis_client.xpending(keys.policy_requests(s), keys.POLICY_GROUP)["pending"] for s in range(SHARDS)]
+    assert pending == [0, 0]  # the poison request is acknowledged, not re-read forever
+
+
+def test_an_unreadable_policy_request_is_quarantined_at_once(redis_client):
+    stage = setup(redis_client)
+    stage.step(block_ms=10)  # creates the consumer groups
+    redis_client.xadd(keys.policy_requests(0), {"e": b"{not json"})
+    send(redis_client, [notify("g1", "c1", "gold")])
+    run(stage, 0.6)
+    assert [e["id"] for e in pulled(redis_client, "out")] == ["g1"]
+    quarantined = QuarantineStore(redis_client).list(reason=PROCESSING_ERROR)
+    assert [q["source"] for q in quarantined] == ["esp/contact-policy"]
+    assert quarantined[0]["raw"] == "{not json"
+    assert stage.poison == 1
