@@ -1,6 +1,9 @@
 """The embedded Redis: a ``redis-server`` process on loopback with AOF (``appendfsync
-everysec``) and its data in a directory of ours. Used by ``esp up``/``esp demo`` and by the
-tests, which give it a free port and a temporary directory."""
+everysec``), a generated password and its data in a directory of ours (mode 0700). Used by
+``esp up``/``esp demo`` and by the tests, which give it a free port and a temporary directory.
+
+The password lives in ``<data_dir>/password`` (0600) and reaches ``redis-server`` through its
+config file (0600), never its command line, which ``ps`` shows to every user."""
 
 from __future__ import annotations
 
@@ -15,6 +18,14 @@ from pathlib import Path
 import redis
 
 from runtime.errors import EspError
+from runtime.private_files import (
+    REDIS_PASSWORD_FILE,
+    local_redis_url,
+    private_dir,
+    read_secret,
+    secret_file,
+    write_private,
+)
 
 
 def free_port() -> int:
@@ -44,33 +55,46 @@ class EmbeddedRedis:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def password_file(self) -> Path:
+        return self.data_dir / REDIS_PASSWORD_FILE
+
+    @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL with the password (once the first start generated it): print it through
+        ``runtime.redact.redact_url`` only."""
+        return local_redis_url(self.port, read_secret(self.password_file))
 
     @property
     def pidfile(self) -> Path:
         return self.data_dir / "redis.pid"
 
     def start(self, *, timeout_s: float = 20.0) -> EmbeddedRedis:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            redis_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", self.fsync,
-            "--save", "",
-            "--pidfile", str(self.pidfile),
-            "--logfile", str(self.data_dir / "redis.log"),
-            "--protected-mode", "yes",
-        ]  # fmt: skip
+        private_dir(self.data_dir)
+        config = self.data_dir / "redis.conf"
+        write_private(config, self._config(secret_file(self.password_file)))
+        args = [redis_binary(), str(config)]
         self.process = subprocess.Popen(args, start_new_session=True, stdin=subprocess.DEVNULL)
         self._wait_ready(timeout_s)
         return self
 
+    def _config(self, password: str) -> str:
+        """redis-server's configuration, rewritten at each start (the settings may change)."""
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            f"requirepass {_quoted(password)}",
+            f"dir {_quoted(str(self.data_dir))}",
+            "appendonly yes",
+            f"appendfsync {self.fsync}",
+            'save ""',
+            f"pidfile {_quoted(str(self.pidfile))}",
+            f"logfile {_quoted(str(self.data_dir / 'redis.log'))}",
+        ]
+        return "\n".join(lines) + "\n"
+
     def _wait_ready(self, timeout_s: float) -> None:
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
@@ -120,6 +144,11 @@ class EmbeddedRedis:
                 self.process.wait(timeout=5)
         else:
             _wait_gone(pid, 15)
+
+
+def _quoted(value: str) -> str:
+    """A double-quoted argument of redis.conf (backslash and quote escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _wait_gone(pid: int, timeout_s: float) -> None:

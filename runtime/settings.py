@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runtime.private_files import REDIS_PASSWORD_FILE, local_redis_url, read_secret
 from runtime.tokens import server_secret
 
 
@@ -101,15 +102,22 @@ class EspSettings(BaseSettings):
     subscription_maxlen: int = Field(1_000_000, ge=1000, description="Approximate cap of a subscription's backlog.")
     metrics_export_port: int = Field(8090, description="Ray's Prometheus export port on each node (local mode).")
     ray_num_cpus: int = Field(2, ge=1, description="CPUs given to the local Ray started by 'esp up'.")
+    ray_port: int = Field(6380, ge=1, le=65535, description="GCS port of the local Ray head 'esp up' starts.")
+    ray_client_server_port: int = Field(
+        10001, ge=1024, le=65535, description="Ray client server port of the local Ray head 'esp up' starts."
+    )
 
     @property
     def checkpoint_location(self) -> str:
         return self.checkpoint_uri or str((self.state_dir / "checkpoints").resolve())
 
     def effective_redis_url(self) -> str:
+        """The Redis every component connects to, credentials included (show it only through
+        ``runtime.redact.redact_url``): the external one, or the embedded one with the password
+        its first start generated under ``state_dir``."""
         if self.redis_url is not None:
             return self.redis_url.get_secret_value()
-        return f"redis://127.0.0.1:{self.redis_port}/0"
+        return local_redis_url(self.redis_port, read_secret(self.state_dir / "redis" / REDIS_PASSWORD_FILE))
 
     def to_wire(self) -> dict[str, object]:
         """A dict that rebuilds these settings in another process (secrets included, paths

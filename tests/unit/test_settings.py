@@ -92,9 +92,12 @@ def test_redis_url_is_secret(monkeypatch):
     assert s.effective_redis_url() == "redis://:hunter2@redis.internal:6379/0"
 
 
-def test_embedded_redis_url_uses_the_port():
-    assert EspSettings().effective_redis_url() == "redis://127.0.0.1:6390/0"
-    assert EspSettings(redis_port=7000).effective_redis_url() == "redis://127.0.0.1:7000/0"
+def test_embedded_redis_url_uses_the_port_and_the_generated_password(tmp_path):
+    assert EspSettings(state_dir=tmp_path).effective_redis_url() == "redis://127.0.0.1:6390/0"  # not started yet
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / "password").write_text("pw-from-first-start\n")
+    url = EspSettings(state_dir=tmp_path, redis_port=7000).effective_redis_url()
+    assert url == "redis://:pw-from-first-start@127.0.0.1:7000/0"
 
 
 def test_checkpoint_location(tmp_path):
@@ -124,5 +127,5 @@ def test_to_wire_rebuilds_the_same_settings_elsewhere(tmp_path, monkeypatch):
     assert {k: v for k, v in rebuilt.model_dump().items() if k in same} == same
 
 
-def test_to_wire_of_embedded_redis_names_the_port():
-    assert EspSettings(redis_port=6401).to_wire()["redis_url"] == "redis://127.0.0.1:6401/0"
+def test_to_wire_of_embedded_redis_names_the_port(tmp_path):
+    assert EspSettings(state_dir=tmp_path, redis_port=6401).to_wire()["redis_url"] == "redis://127.0.0.1:6401/0"

@@ -1,0 +1,39 @@
+"""The embedded Redis demands a generated password, kept 0600 and off the command line."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import redis
+
+from runtime.redis_server import EmbeddedRedis
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_only_the_password_opens_the_embedded_redis(redis_server: EmbeddedRedis):
+    password = redis_server.password_file.read_text().strip()
+    assert redis_server.url == f"redis://:{password}@127.0.0.1:{redis_server.port}/0"
+    assert redis.Redis.from_url(redis_server.url).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=redis_server.port).ping()
+
+
+def test_the_password_is_private_and_not_on_the_command_line(redis_server: EmbeddedRedis):
+    password = redis_server.password_file.read_text().strip()
+    assert password.encode() not in Path(f"/proc/{redis_server.pid}/cmdline").read_bytes()
+    config = redis_server.data_dir / "redis.conf"
+    assert password in config.read_text()
+    assert (mode(redis_server.password_file), mode(config), mode(redis_server.data_dir)) == (0o600, 0o600, 0o700)
+
+
+def test_a_restart_keeps_the_password(redis_server: EmbeddedRedis):
+    url = redis_server.url
+    redis.Redis.from_url(url).set("kept", "1")
+    redis_server.stop()
+    redis_server.start()
+    assert redis_server.url == url and redis.Redis.from_url(url).get("kept") == b"1"
