@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from typing import Any
+
+import httpx
 
 from runtime.client import EspClient
 
@@ -37,3 +41,24 @@ def read_exactly(
         if settle_until is not None and time.monotonic() >= settle_until:
             break
     return events
+
+
+class AsAdmin:
+    """httpx's request functions (``get``, ``put``, ...) sending the platform's admin token,
+    which ``make_platform`` puts in ``ESP_TOKEN``."""
+
+    def __getattr__(self, method: str) -> Callable[..., httpx.Response]:
+        send = getattr(httpx, method)
+
+        def call(url: str, **kwargs: Any) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {os.environ['ESP_TOKEN']}", **kwargs.pop("headers", {})}
+            return send(url, headers=headers, **kwargs)
+
+        return call
+
+
+as_admin = AsAdmin()
+
+
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {os.environ['ESP_TOKEN']}"}

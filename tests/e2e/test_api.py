@@ -4,50 +4,48 @@ from __future__ import annotations
 
 import time
 
-import httpx
-
 from tests.e2e.conftest import METRICS_PORT
-from tests.e2e.helpers import event, every_event_rule, read_exactly
+from tests.e2e.helpers import as_admin, event, every_event_rule, read_exactly
 
 
 def test_config_documents_are_validated_versioned_and_listed(platform):
     url = f"{platform.base_url}/v1/config"
     rule = every_event_rule("api-rule", "api.x")
-    first = httpx.put(f"{url}/rule/api-rule", json=rule)
+    first = as_admin.put(f"{url}/rule/api-rule", json=rule)
     assert first.status_code == 200 and first.json()["version"] == 1
-    second = httpx.put(f"{url}/rule/api-rule", json={**rule, "priority": 70})
+    second = as_admin.put(f"{url}/rule/api-rule", json={**rule, "priority": 70})
     assert second.json()["version"] == 2
-    stored = httpx.get(f"{url}/rule/api-rule").json()
+    stored = as_admin.get(f"{url}/rule/api-rule").json()
     assert (stored["priority"], stored["version"]) == (70, 2)
-    assert "api-rule" in [d["name"] for d in httpx.get(f"{url}/rule").json()["items"]]
+    assert "api-rule" in [d["name"] for d in as_admin.get(f"{url}/rule").json()["items"]]
 
-    bad = httpx.put(f"{url}/rule/api-bad", json={**rule, "name": "api-bad", "when": {"event": "a.b", "count": 0}})
+    bad = as_admin.put(f"{url}/rule/api-bad", json={**rule, "name": "api-bad", "when": {"event": "a.b", "count": 0}})
     assert bad.status_code == 422
     error = bad.json()
     assert error["reason"] == "invalid_config"
     assert error["errors"][0]["path"] == "when.count.gte" and error["errors"][0]["got"] == 0
 
-    expr = httpx.put(
+    expr = as_admin.put(
         f"{url}/rule/api-expr", json={**rule, "name": "api-expr", "when": {"event": "a.b", "where": "data.x >"}}
     )
     assert (expr.status_code, expr.json()["reason"]) == (422, "invalid_expression")
     assert expr.json()["position"] is not None
 
-    mismatch = httpx.put(f"{url}/rule/other-name", json=rule)
+    mismatch = as_admin.put(f"{url}/rule/other-name", json=rule)
     assert mismatch.status_code == 422
-    assert httpx.get(f"{url}/widget").status_code == 404
-    assert httpx.get(f"{url}/rule/nope").json()["reason"] == "not_found"
+    assert as_admin.get(f"{url}/widget").status_code == 404
+    assert as_admin.get(f"{url}/rule/nope").json()["reason"] == "not_found"
 
-    assert httpx.delete(f"{url}/rule/api-rule").json()["deleted"] is True
-    assert httpx.get(f"{url}/rule/api-rule").status_code == 404
+    assert as_admin.delete(f"{url}/rule/api-rule").json()["deleted"] is True
+    assert as_admin.get(f"{url}/rule/api-rule").status_code == 404
 
 
 def test_source_keys_are_never_returned(platform):
     url = f"{platform.base_url}/v1/config/source/keyed"
-    httpx.put(url, json={"api_key": "a-very-secret-key-123456"}).raise_for_status()
-    stored = httpx.get(url).json()
+    as_admin.put(url, json={"api_key": "a-very-secret-key-123456"}).raise_for_status()
+    stored = as_admin.get(url).json()
     assert "api_key" not in stored and len(stored["api_key_sha256"]) == 64
-    assert "a-very-secret" not in httpx.get(f"{platform.base_url}/v1/config/source").text
+    assert "a-very-secret" not in as_admin.get(f"{platform.base_url}/v1/config/source").text
 
 
 def test_pull_ack_and_redelivery_over_http(platform, client):
@@ -66,32 +64,34 @@ def test_pull_ack_and_redelivery_over_http(platform, client):
     assert redelivered["cursor"] == max(
         (e["ack_id"] for e in redelivered["events"]), key=lambda i: tuple(map(int, i.split("-")))
     )
-    response = httpx.post(f"{platform.base_url}/v1/subscriptions/pull-sub/ack", json={"cursor": redelivered["cursor"]})
+    response = as_admin.post(
+        f"{platform.base_url}/v1/subscriptions/pull-sub/ack", json={"cursor": redelivered["cursor"]}
+    )
     assert response.json() == {"acked": 5}
-    assert httpx.get(f"{platform.base_url}/v1/subscriptions/nope/events").status_code == 404
-    assert httpx.get(f"{platform.base_url}/v1/subscriptions/pull-sub/events", params={"max": 0}).status_code == 422
+    assert as_admin.get(f"{platform.base_url}/v1/subscriptions/nope/events").status_code == 404
+    assert as_admin.get(f"{platform.base_url}/v1/subscriptions/pull-sub/events", params={"max": 0}).status_code == 422
 
 
 def test_health_readiness_and_metrics(platform, client):
-    assert httpx.get(f"{platform.base_url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{platform.base_url}/readyz")
+    assert as_admin.get(f"{platform.base_url}/healthz").json() == {"status": "ok"}
+    ready = as_admin.get(f"{platform.base_url}/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     client.send([event(i, "metrics.x", prefix="met") for i in range(10)])
     deadline = time.monotonic() + 60
     text = ""
     while time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+        text = as_admin.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
         if "esp_ingest_events_total" in text and "esp_partition_events_total" in text:
             break
         time.sleep(2)
     assert "esp_ingest_events_total" in text and "esp_partition_events_total" in text
     assert 'outcome="accepted"' in text
-    proxied = httpx.get(f"{platform.base_url}/metrics", timeout=10)
+    proxied = as_admin.get(f"{platform.base_url}/metrics", timeout=10)
     assert proxied.status_code == 200 and "esp_ingest_events_total" in proxied.text
 
 
 def test_openapi_is_served(platform):
-    paths = httpx.get(f"{platform.base_url}/openapi.json").json()["paths"]
+    paths = as_admin.get(f"{platform.base_url}/openapi.json").json()["paths"]
     assert {"/v1/events", "/v1/config/{kind}/{name}", "/v1/subscriptions/{name}/events"} <= set(paths)
 
 

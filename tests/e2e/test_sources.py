@@ -220,4 +220,4 @@ def test_trace_shows_where_each_event_went(platform, client):
     quarantined = trace("t3")
     assert quarantined["status"] == "quarantined" and quarantined["steps"][0]["reason"] == "schema_violation"
     assert trace("never-sent")["status"] == "unknown"
-    assert httpx.get(f"{platform.base_url}/v1/events/no-such-source/t1/trace").status_code == 404
+    assert client.http.get("/v1/events/no-such-source/t1/trace").status_code == 404
