@@ -90,14 +90,12 @@ class DispatcherActor:
         unacknowledged requests are read again, their decisions stand). Requests whose decision
         keeps raising are quarantined by the stage after a bounded number of tries."""
         backoff = 0.1
-        recorded = 0  # requests set aside so far, as counted in the metric
+        recorded = {"policy": 0, "delivery": 0}  # set aside so far, as counted in the metric
         while not self._stage_stop.is_set():
             try:
                 for outcome, count in self._stage.step().items():
                     metric(m.CONTACT_DECISIONS).inc(count, tags={"outcome": outcome})
-                if self._stage.poison > recorded:
-                    metric(m.POISON).inc(self._stage.poison - recorded, tags={"stage": "policy"})
-                    recorded = self._stage.poison
+                self._record_poison(recorded)
                 backoff = 0.1
             except Exception:
                 logger.exception("policy stage step failed; retrying")
@@ -106,6 +104,14 @@ class DispatcherActor:
                 self._stage_stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
 
+    def _record_poison(self, recorded: dict[str, int]) -> None:
+        """Count in ``esp_poison_entries_total`` the policy requests and deliveries set aside
+        since the last call (the delivery loop runs in another thread; its count only grows)."""
+        for stage, total in (("policy", self._stage.poison), ("delivery", self._dispatcher.poisoned)):
+            if total > recorded[stage]:
+                metric(m.POISON).inc(total - recorded[stage], tags={"stage": stage})
+                recorded[stage] = total
+
     def status(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
@@ -113,6 +119,8 @@ class DispatcherActor:
             "policy_shards": self._stage.shards,
             "decisions": dict(self._stage.totals),
             "policy_errors": self._stage_errors,
+            "policy_poison": self._stage.poison,
+            "delivery_poison": self._dispatcher.poisoned,
         }
 
     def stop(self) -> None:

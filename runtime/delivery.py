@@ -38,6 +38,7 @@ from runtime.config.delivery import Channel, Endpoint, Subscription
 from runtime.config.store import ConfigStore
 from runtime.config.types import document_body
 from runtime.profiles import ProfileStore
+from runtime.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, error_text, transient
 from runtime.streams import text
 from runtime.subscriptions import project
 from runtime.templates import RenderError, compile_template, notification_context
@@ -61,6 +62,7 @@ LAG_EVERY_S = 2.0
 ATTEMPTS_KEPT = 50  # per event, for the trace
 STRANDED_AFTER_S = 30.0  # a pending entry no delivery holds, idle this long, is taken back
 SINGLE_CONTENT_TYPE = "application/cloudevents+json"
+PREPARE_RETRY_S = 0.2  # pause before trying again to prepare an entry that failed, times its tries
 
 
 class DeliveryMetrics(Protocol):
@@ -142,8 +144,10 @@ class Destination:
         metrics: DeliveryMetrics,
         profiles: ProfileStore,
         clock: Callable[[], float] = time.time,
+        on_poison: Callable[[int], None] = lambda count: None,
     ) -> None:
         self.target = target
+        self._on_poison = on_poison  # told how many entries went to the dead letters as poison
         self._redis = client
         self._horizon_s = horizon_s
         self._metrics = metrics
@@ -270,7 +274,10 @@ class Destination:
     async def _deliver(self, chunk: list[tuple[str, dict[bytes, bytes]]]) -> None:
         self._in_flight.update(eid for eid, _ in chunk)
         try:
-            chunk, events, body, content_type = await self._render(chunk)
+            prepared = await self._prepare(chunk)
+            if prepared is None:
+                return
+            chunk, events, body, content_type = prepared
             if not chunk:
                 return
             if len(chunk) > 1:  # remember the batch: resent after a crash, it keeps its webhook-id
@@ -368,6 +375,47 @@ class Destination:
         self._next_send = max(now, self._next_send) + self._interval
         if wait > 0:
             await asyncio.sleep(wait)
+
+    async def _prepare(
+        self, chunk: list[tuple[str, dict[bytes, bytes]]]
+    ) -> tuple[list[tuple[str, dict[bytes, bytes]]], list[dict[str, Any]], bytes, str] | None:
+        """``_render`` with bounded tries. When preparing a chunk raises (not for Redis's sake),
+        each entry is tried on its own, so one poison entry never holds its chunk back; an entry
+        that fails ``POISON_ATTEMPTS`` times (the chunk's try was its first) goes to the dead
+        letters with a ``processing_error``. None: nothing is left to send."""
+        try:
+            return await self._render(chunk)
+        except Exception as exc:
+            if transient(exc):
+                raise
+            logger.warning("%s: preparing %d events failed: %s", self.target.key, len(chunk), error_text(exc))
+        kept = [entry for entry in await self._still_pending(chunk) if await self._renders_alone(entry)]
+        return await self._render(kept) if kept else None
+
+    async def _still_pending(self, chunk: list[tuple[str, dict[bytes, bytes]]]) -> list[tuple[str, dict[bytes, bytes]]]:
+        """The entries of a chunk not yet acknowledged (the failed try may have dead-lettered some)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_id, _ in chunk:
+            pipe.xpending_range(self.target.stream, keys.SUBSCRIPTION_GROUP, min=entry_id, max=entry_id, count=1)
+        return [entry for entry, pending in zip(chunk, await pipe.execute(), strict=True) if pending]
+
+    async def _renders_alone(self, entry: tuple[str, dict[bytes, bytes]]) -> bool:
+        """Whether one entry of a chunk that failed to prepare prepares on its own, within its
+        remaining tries; if it never does, it is dead-lettered."""
+        error: Exception | None = None
+        for attempt in range(2, POISON_ATTEMPTS + 1):
+            await asyncio.sleep(PREPARE_RETRY_S * (attempt - 1))
+            try:
+                kept, _, _, _ = await self._render([entry])
+                return bool(kept)
+            except Exception as exc:
+                if transient(exc):
+                    raise
+                error = exc
+        message = f"{PROCESSING_ERROR}: preparing the delivery failed {POISON_ATTEMPTS} times: {error_text(error)}"
+        await self._dead_letter([entry], status=None, error=message, attempts=0)
+        self._on_poison(1)
+        return False
 
     async def _render(
         self, chunk: list[tuple[str, dict[bytes, bytes]]]
@@ -540,6 +588,7 @@ class Dispatcher:
         self._index, self._count = index, count
         self._metrics = metrics or NoMetrics()
         self.running: dict[str, tuple[Target, Destination, asyncio.Task[None]]] = {}
+        self.poisoned = 0  # entries dead-lettered because preparing their delivery kept raising
         self._profiles = ProfileStore(redis.Redis.from_url(redis_url))
 
     def owns(self, key: str) -> bool:
@@ -589,9 +638,17 @@ class Dispatcher:
             if state:
                 await client.delete(keys.delivery_state(target.stream))
             destination = Destination(
-                target, client, horizon_s=self._horizon_s, metrics=self._metrics, profiles=self._profiles
+                target,
+                client,
+                horizon_s=self._horizon_s,
+                metrics=self._metrics,
+                profiles=self._profiles,
+                on_poison=self._poisoned,
             )
             self.running[key] = (target, destination, asyncio.create_task(destination.run(), name=key))
+
+    def _poisoned(self, count: int) -> None:
+        self.poisoned += count
 
     def status(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from runtime.deadletters import list_dead
 from runtime.delivery import message_id
 from runtime.outbox import Publication
 from runtime.profiles import ProfileStore
+from runtime.quarantine import POISON_ATTEMPTS
 from runtime.webhooks import generate_secret
 from tests.integration.test_delivery import dispatcher, pending, publish_all, wait_running, wait_until
 from tests.support.receiver import Receiver
@@ -147,3 +148,39 @@ def test_one_unrenderable_notification_does_not_take_its_batch_down(redis_server
         delivered = [p for r in rx.seen() for p in r.json()]
     assert [item["event"]["id"] for item in dead["items"]] == ["n4"]
     assert sorted(p["notification_id"] for p in delivered) == ["n0", "n1", "n2", "n3"]
+
+
+def test_a_delivery_whose_preparation_keeps_raising_is_dead_lettered_and_its_batch_sent(redis_server, redis_client):
+    """A profile whose reserved ``tags`` attribute is broken (written around the API's checks)
+    makes reading it raise: its notification is tried POISON_ATTEMPTS times (the batch's try
+    first, then on its own), then dead-lettered as a processing_error; its batch-mates are sent."""
+    ProfileStore(redis_client).put("c1", {"name": "Ann"})
+    redis_client.hset(keys.profile("cbad"), "tags", "1")
+    with Receiver() as rx, dispatcher(redis_server) as d:
+        reads: list[list[str]] = []
+        read = d._profiles.get_many
+
+        def spying(customers):
+            reads.append(list(customers))
+            return read(customers)
+
+        d._profiles.get_many = spying
+        ConfigStore(redis_client).put(
+            channel("sms", rx.url, templates={"hi": "Hi {{ profile.name }}"}, endpoint={"batch": 10})
+        )
+        wait_running(d, "channel/sms")
+        publish_all(redis_client, [notification(f"n{i}", "sms", "hi", c) for i, c in enumerate(["c1", "cbad", "c1"])])
+        seen = rx.wait_for(lambda r: sum(len(x.json()) for x in r) >= 2)
+        stream = keys.channel_stream("sms")
+        dead = wait_until(lambda: list_dead(redis_client, stream)["items"], 10, "a dead letter")
+        publish_all(redis_client, [notification("n9", "sms", "hi", "c1")])  # later ones still go
+        rx.wait_for(lambda r: any(m["notification_id"] == "n9" for x in r for m in x.json()))
+        time.sleep(0.3)
+    sent = sorted(m["notification_id"] for x in rx.requests for m in x.json())
+    assert sent == ["n0", "n2", "n9"]
+    assert [e["event"]["id"] for e in dead] == ["n1"]
+    assert dead[0]["error"].startswith("processing_error: preparing the delivery failed 3 times: TypeError")
+    assert sum("cbad" in r for r in reads) == POISON_ATTEMPTS
+    assert d.poisoned == 1
+    assert pending(redis_client, stream) == 0
+    assert seen
