@@ -12,7 +12,8 @@ evaluated batch's, or those an unpublishable output came from), in Redis, so a c
 bounded too. An event counted once is taken on its own from then on; one that fails on its own
 for the ``POISON_ATTEMPTS``-th time goes to the quarantine (reason ``processing_error``) and
 the partition moves on; the events around it go through. Outputs keep their deterministic ids,
-so the retries publish nothing twice.
+so the retries publish nothing twice. A log entry that does not even decode is moved from the
+log to the quarantine at once (decoding the same bytes cannot go differently).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from runtime.checkpoint import Checkpoint, CheckpointStore
 from runtime.config.store import ConfigStore
 from runtime.envelope import Event
 from runtime.eventtime import EventClock
-from runtime.log import DAY_MS, DAY_S, LogEntry, PartitionLog
+from runtime.log import DAY_MS, DAY_S, LogEntry, PartitionLog, decode_entry
 from runtime.outbox import Outbox, Publication
 from runtime.profiles import ProfileStore
 from runtime.quarantine import (
@@ -52,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 CONFIG_POLL_S = 0.5  # how quickly a config change reaches a running actor
 
+UNREADABLE_SOURCE = "esp/log"  # the quarantine's source for a log entry that does not decode
 T = TypeVar("T")
 Suspects = tuple[tuple[str, str], ...]  # (source, id) of the events a failure may come from
 
@@ -207,9 +209,15 @@ class PartitionRunner:
         if self._clock() - self._config_checked >= CONFIG_POLL_S:
             self.refresh_config()
             self._config_checked = self._clock()
-        entries = self.log.read(
-            self.partitions, consumer=self.consumer, count=self.settings.read_batch_entries, block_ms=block_ms
-        )
+        try:
+            entries = self.log.read(
+                self.partitions, consumer=self.consumer, count=self.settings.read_batch_entries, block_ms=block_ms
+            )
+        except Exception as exc:
+            if transient(exc):
+                raise
+            self._drop_unreadable()
+            raise StepFailed(f"a log entry could not be read: {error_text(exc)}") from exc
         self._pending = []
         for entry in entries:
             if entry.config_version > self._config_version:
@@ -387,6 +395,33 @@ class PartitionRunner:
         known[mark] = 1
         stats.poison += 1
         self.totals.poison += 1  # at once: the step it happened in may still fail
+
+    def _drop_unreadable(self) -> None:
+        """After a read failed: find the entries after each offset that do not decode, and move
+        them from the log to the quarantine (one transaction each). Decoding the same bytes again
+        cannot go differently, so this happens at the first failure; the read is then retried."""
+        now_ms = int(self._clock() * 1000)
+        for p in self.partitions:
+            after = self.offsets.get(p, "0")
+            start = "-" if after in ("0", "0-0") else f"({after}"
+            for raw_id, fields in self._redis.xrange(
+                keys.log_stream(p), min=start, count=self.settings.read_batch_entries
+            ):
+                entry_id = raw_id.decode()
+                try:
+                    decode_entry(p, entry_id, fields)
+                    continue
+                except Exception as exc:
+                    message = f"log entry {entry_id} of partition {p} cannot be read: {error_text(exc)}"
+                logger.warning("partition %s: %s; moved to the quarantine", p, message)
+                record = Quarantined(
+                    UNREADABLE_SOURCE, 0, entry_id, PROCESSING_ERROR, message, fields.get(b"b", b""), "json"
+                )
+                pipe = self._redis.pipeline(transaction=True)
+                self.quarantine.queue(pipe, [record], at_ms=now_ms)
+                pipe.xdel(keys.log_stream(p), entry_id)
+                pipe.execute()
+                self.totals.poison += 1
 
     @property
     def _poison_keep_s(self) -> int:

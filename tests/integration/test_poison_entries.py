@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from runtime import keys
 from runtime.config.store import ConfigStore
 from runtime.envelope import Event
 from runtime.errors import InputError, NotFound
@@ -202,3 +203,25 @@ def test_a_malformed_quarantine_id_is_not_found_rather_than_a_store_failure(redi
     assert raised.value.reason == "invalid_qid"
     assert store.remove(["junk"]) == 0
     assert store.raw_entries(["junk"]) == []
+
+
+def test_a_log_entry_that_does_not_decode_is_moved_to_the_quarantine(redis_server, redis_client, tmp_path):
+    setup_config(redis_client)
+    log = PartitionLog(redis_client, horizon_s=3600)
+    (a,) = same_partition(1)
+    append(log, [ev(1, a)])
+    stream = keys.log_stream(partition_of(a, PARTITIONS))
+    bad = redis_client.xadd(stream, {"b": b"\xc1 not msgpack", "d": b"", "v": b"0"}).decode()
+    append(log, [ev(2, a)])
+    runner = PartitionRunner(
+        settings_for(redis_server, tmp_path), list(range(PARTITIONS)), consumer="a", client=redis_client
+    )
+
+    assert run_until_settled(lambda: runner) == 1  # the failed read finds it; the retry goes past
+
+    quarantined = QuarantineStore(redis_client).list(reason=PROCESSING_ERROR)
+    assert [(q["source"], q["id"]) for q in quarantined] == [("esp/log", bad)]
+    assert "cannot be read" in quarantined[0]["message"]
+    assert redis_client.xrange(stream, min=bad, max=bad) == []
+    assert runner.totals.poison == 1
+    assert [e["subject"] for e in pulled(redis_client, "out")] == [a]  # 1+2
