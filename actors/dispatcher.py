@@ -55,6 +55,7 @@ class DispatcherActor:
             index=index,
             count=count,
             metrics=RayMetrics(),
+            sealer=self._settings.sealer(),
         )
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None

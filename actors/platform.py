@@ -3,6 +3,7 @@ cluster), the partition actors and the Serve app. Used by ``esp up/down/demo`` a
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import subprocess
@@ -17,6 +18,8 @@ from ray import serve
 
 from actors import coordinator, dispatcher
 from runtime import keys
+from runtime.local_ray import use_local_ray
+from runtime.private_files import private_dir, write_private
 from runtime.redis_server import EmbeddedRedis
 from runtime.settings import EspSettings
 from runtime.tokens import TokenStore, bootstrap_admin
@@ -24,7 +27,6 @@ from serve import app as api
 
 logger = logging.getLogger(__name__)
 
-RAY_GCS_PORT = 6380
 NAMESPACE = "esp"
 
 
@@ -47,6 +49,9 @@ class Platform:
         return f"http://{self.settings.http_host}:{self.settings.http_port}"
 
     def start_redis(self) -> None:
+        """The embedded Redis (with a generated password) unless an external one is set; the
+        first step of every local start, so it also closes the state directory (0700)."""
+        private_dir(self.settings.state_dir)
         if self.settings.redis_url is None:
             self.redis_server = EmbeddedRedis(self.settings.state_dir / "redis", self.settings.redis_port).start()
         redis.Redis.from_url(self.settings.effective_redis_url()).ping()
@@ -79,32 +84,38 @@ class Platform:
             self.gateway = None
 
     def start_ray_head(self) -> str:
-        """``ray start --head`` as its own process tree, so it outlives this command. The head
-        uses Ray's token authentication (the CLI sets RAY_AUTH_MODE=token before importing Ray,
-        so ``connect`` sends the token the head wrote to ~/.ray/auth_token)."""
+        """``ray start --head`` as its own process tree, so it outlives this command. Every port
+        it opens is on loopback, and it uses Ray's token authentication with the token in the
+        state directory (see ``runtime.local_ray``; the CLI calls ``use_local_ray`` before
+        importing Ray, so ``connect`` sends the same token)."""
+        use_local_ray(private_dir(self.settings.state_dir))
         cmd = [
             str(Path(sys.executable).with_name("ray")),
             "start", "--head",
-            f"--port={RAY_GCS_PORT}",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.settings.ray_port}",
+            f"--ray-client-server-port={self.settings.ray_client_server_port}",
             f"--num-cpus={self.settings.ray_num_cpus}",
             "--include-dashboard=false",
+            "--dashboard-host=127.0.0.1",
             f"--metrics-export-port={self.settings.metrics_export_port}",
             "--disable-usage-stats",
         ]  # fmt: skip
         log = self.settings.state_dir / "ray-start.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:  # not a pipe: Ray's daemons inherit it and never close it
             done = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"'ray start --head' failed (exit {done.returncode}); see {log}")
-        return f"127.0.0.1:{RAY_GCS_PORT}"
+        return f"127.0.0.1:{self.settings.ray_port}"
 
     @staticmethod
     def connect(address: str) -> None:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
 
     def init_ray_in_process(self) -> None:
-        """A private local Ray that ends with this process (demo and tests)."""
+        """A private local Ray that ends with this process (demo and tests). It listens on
+        loopback only when ``runtime.local_ray.use_local_ray`` ran before Ray was imported (the
+        CLI does so); otherwise Ray binds the routable address, which is logged loudly."""
         ray.init(
             num_cpus=self.settings.ray_num_cpus,
             include_dashboard=False,
@@ -113,6 +124,9 @@ class Platform:
             log_to_driver=False,
             configure_logging=False,
         )
+        node = ray.util.get_node_ip_address()
+        if not ipaddress.ip_address(node).is_loopback:
+            logger.warning("the local Ray listens on %s, not loopback: call use_local_ray() before importing Ray", node)
 
     @property
     def admin_token_file(self) -> Path:
@@ -131,7 +145,7 @@ class Platform:
         it was created now."""
         if not self.settings.auth:
             return None
-        secret = str(self.settings.to_wire()["secret"]).encode()
+        secret = self.settings.server_secret().encode()
         store = TokenStore(redis.Redis.from_url(self.settings.effective_redis_url()), secret)
         return bootstrap_admin(store, self.admin_token_file)
 
@@ -172,8 +186,8 @@ class Platform:
         coordinator.stop_partition_actors(count)
 
     def save_state(self, **fields: Any) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self.state_file.write_text(json.dumps(fields, indent=2))
+        """``platform.json``, mode 0600: it may name an external Redis URL with its password."""
+        write_private(self.state_file, json.dumps(fields, indent=2))
 
     def load_state(self) -> dict[str, Any]:
         try:

@@ -39,6 +39,7 @@ from runtime.config.store import ConfigStore
 from runtime.config.types import document_body
 from runtime.profiles import ProfileStore
 from runtime.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, error_text, transient
+from runtime.sealing import Sealer
 from runtime.streams import text
 from runtime.subscriptions import project
 from runtime.templates import RenderError, compile_template, notification_context
@@ -455,8 +456,8 @@ class Destination:
             context = notification_context(event, profile, message)
             if self._payload is not None:
                 return self._payload.render_json(context)
-        except RenderError as exc:
-            raise Undeliverable(str(exc)) from exc
+        except RenderError as exc:  # this notification only: dead-lettered with its reason
+            raise Undeliverable(f"{exc.reason}: {exc}") from exc
         return {
             "channel": channel.name,
             "type": channel.type,
@@ -582,8 +583,10 @@ class Dispatcher:
         index: int = 0,
         count: int = 1,
         metrics: DeliveryMetrics | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self._redis_url = redis_url
+        self._sealer = sealer  # opens the endpoint secrets the config store keeps sealed
         self._horizon_s = horizon_s
         self._index, self._count = index, count
         self._metrics = metrics or NoMetrics()
@@ -596,7 +599,7 @@ class Dispatcher:
 
     async def run(self, stop: asyncio.Event) -> None:
         client = aioredis.Redis.from_url(self._redis_url)
-        store = ConfigStore(redis.Redis.from_url(self._redis_url))
+        store = ConfigStore(redis.Redis.from_url(self._redis_url), sealer=self._sealer)
         version = -1
         try:
             while not stop.is_set():

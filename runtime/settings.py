@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.private_files import REDIS_PASSWORD_FILE, local_redis_url, read_secret
+from runtime.sealing import Sealer
 from runtime.tokens import server_secret
 
 
@@ -119,12 +120,20 @@ class EspSettings(BaseSettings):
             return self.redis_url.get_secret_value()
         return local_redis_url(self.redis_port, read_secret(self.state_dir / "redis" / REDIS_PASSWORD_FILE))
 
+    def server_secret(self) -> str:
+        """The configured server secret, else the one kept in ``<state_dir>/secret``."""
+        return server_secret(self.secret.get_secret_value() if self.secret else None, self.state_dir)
+
+    def sealer(self) -> Sealer:
+        """Seals and opens the secrets of config documents (see runtime/sealing.py)."""
+        return Sealer(self.server_secret())
+
     def to_wire(self) -> dict[str, object]:
         """A dict that rebuilds these settings in another process (secrets included, paths
         absolute): what actors and Serve replicas are constructed from."""
         wire = self.model_dump(mode="json")
         wire["redis_url"] = self.effective_redis_url()
-        wire["secret"] = server_secret(self.secret.get_secret_value() if self.secret else None, self.state_dir)
+        wire["secret"] = self.server_secret()
         wire["state_dir"] = str(self.state_dir.resolve())
         wire["checkpoint_uri"] = self.checkpoint_location
         return wire

@@ -138,9 +138,8 @@ class EspApi:
         self.redis = redis.Redis.from_url(self.settings.effective_redis_url(), max_connections=128)
         self.aredis = aioredis.Redis.from_url(self.settings.effective_redis_url())  # SSE streams
         self.ingestor = Ingestor(self.settings, self.redis)
-        self.config = ConfigStore(self.redis, history=self.settings.config_history)
-        secret = self.settings.secret.get_secret_value().encode() if self.settings.secret else b""
-        self.tokens = TokenStore(self.redis, secret) if self.settings.auth else None
+        self.config = ConfigStore(self.redis, history=self.settings.config_history, sealer=self.settings.sealer())
+        self.tokens = TokenStore(self.redis, self.settings.server_secret().encode()) if self.settings.auth else None
         self.guard = access.Guard(self.tokens)
         self.audit = AuditLog(self.redis, maxlen=self.settings.audit_maxlen)
         self.waiting = asyncio.Semaphore(MAX_WAITING)

@@ -20,14 +20,16 @@ from runtime.config.delivery import public_view
 from runtime.config.documents import check_fields_against_type, parse_document
 from runtime.config.models import KINDS, Channel, Doc, Rule, Source, Subscription, leaves
 from runtime.errors import NotFound
+from runtime.sealing import Sealer
 
 
 class ConfigStore:
     """Read and write config documents; ``put`` validates before it stores."""
 
-    def __init__(self, client: redis.Redis, *, history: int = 50) -> None:
+    def __init__(self, client: redis.Redis, *, history: int = 50, sealer: Sealer | None = None) -> None:
         self._redis = client
         self._history = history
+        self._sealer = sealer  # seals endpoint secrets at rest; without one they are stored as given
 
     def put(self, raw: Any, *, kind: str | None = None, name: str | None = None) -> dict[str, Any]:
         doc = parse_document(raw, kind=kind, name=name)
@@ -53,7 +55,7 @@ class ConfigStore:
         record = {**body, "version": version, "updated_at": int(time.time() * 1000)}
         history = keys.config_history(kind, doc.name)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(keys.config_docs(kind), doc.name, json.dumps(record, sort_keys=True))
+        pipe.hset(keys.config_docs(kind), doc.name, self._encode(kind, record))
         pipe.rpush(history, json.dumps(public_view(kind, record), sort_keys=True))
         pipe.ltrim(history, -self._history, -1)
         if isinstance(doc, Subscription):
@@ -83,12 +85,20 @@ class ConfigStore:
 
     def _get_raw(self, kind: str, name: str) -> dict[str, Any] | None:
         raw = self._redis.hget(keys.config_docs(kind), name)
-        return json.loads(raw) if raw else None
+        return self._decode(kind, raw) if raw else None
+
+    def _encode(self, kind: str, record: dict[str, Any]) -> str:
+        sealed = self._sealer.seal_record(kind, record) if self._sealer else record
+        return json.dumps(sealed, sort_keys=True)
+
+    def _decode(self, kind: str, raw: bytes | str) -> dict[str, Any]:
+        record = json.loads(raw)
+        return self._sealer.unseal_record(kind, record) if self._sealer else record
 
     def list(self, kind: str) -> list[dict[str, Any]]:
         _check_kind(kind)
         docs = self._redis.hgetall(keys.config_docs(kind))
-        return [json.loads(v) for _, v in sorted(docs.items())]
+        return [self._decode(kind, v) for _, v in sorted(docs.items())]
 
     def delete(self, kind: str, name: str) -> dict[str, Any]:
         record = self.get(kind, name)
@@ -112,7 +122,8 @@ class ConfigStore:
             pipe.hgetall(keys.config_docs(kind))
         version, *per_kind = pipe.execute()
         docs = {
-            kind: [json.loads(v) for _, v in sorted(raw.items())] for kind, raw in zip(KINDS, per_kind, strict=True)
+            kind: [self._decode(kind, v) for _, v in sorted(raw.items())]
+            for kind, raw in zip(KINDS, per_kind, strict=True)
         }
         return int(version or 0), docs
 

@@ -23,7 +23,7 @@ from actors.platform import NAMESPACE
 from runtime.client import EspClient, SendReport
 from runtime.webhooks import generate_secret
 from tests.e2e.conftest import SOURCE_KEY
-from tests.e2e.helpers import event, every_event_rule
+from tests.e2e.helpers import admin_headers, event, every_event_rule
 from tests.support.receiver import Receiver, Request
 from tests.unit.test_webhooks import spec_verify
 
@@ -123,7 +123,10 @@ def deliver_through_kills(platform: Any, *, key: str, batch: int) -> tuple[dict[
     secret = generate_secret()
     name, rule, prefix, kind = f"{key}-hook", f"{key}-every", f"{key}-", f"{key}.tick"
     kills: list[dict[str, Any]] = []
-    with Receiver(slow_ok) as receiver, httpx.Client(base_url=platform.base_url, timeout=30) as http:
+    with (
+        Receiver(slow_ok) as receiver,
+        httpx.Client(base_url=platform.base_url, timeout=30, headers=admin_headers()) as http,
+    ):
         subscription = {
             "kind": "subscription",
             "name": name,

@@ -19,7 +19,7 @@ import pytest
 from runtime.client import EspClient
 from runtime.gateway import LocalGateway, read_messages
 from runtime.webhooks import generate_secret
-from tests.e2e.helpers import event, every_event_rule, read_exactly
+from tests.e2e.helpers import admin_headers, event, every_event_rule, read_exactly
 from tests.support.receiver import Receiver, Request
 from tests.unit.test_webhooks import spec_verify
 
@@ -33,7 +33,15 @@ CLOUDEVENT = "application/cloudevents+json"
 
 @pytest.fixture
 def http(platform) -> Iterator[httpx.Client]:
-    """A bare HTTP client on the API (no credentials): every call states its own headers."""
+    """An HTTP client on the API acting as the platform's admin (a call's own Authorization
+    header replaces that)."""
+    with httpx.Client(base_url=platform.base_url, timeout=30, headers=admin_headers()) as c:
+        yield c
+
+
+@pytest.fixture
+def bare(platform) -> Iterator[httpx.Client]:
+    """An HTTP client without credentials: every call states its own."""
     with httpx.Client(base_url=platform.base_url, timeout=30) as c:
         yield c
 
@@ -184,7 +192,7 @@ def guarded_calls(http: httpx.Client, name: str, headers: dict[str, str]) -> dic
     }
 
 
-def test_each_token_opens_only_its_own_subscription(platform, client, http):
+def test_each_token_opens_only_its_own_subscription(platform, client, http, bare):
     for name, token in (("tok-a", TOKEN_A), ("tok-b", TOKEN_B)):
         doc = {"kind": "subscription", "name": name, "topics": ["business.tok-every"], "token": token}
         assert put(http, "subscription", name, doc).status_code == 200
@@ -203,39 +211,40 @@ def test_each_token_opens_only_its_own_subscription(platform, client, http):
                 "acked": 0  # acked already: idempotent
             }
 
-    # Another subscriber's token, no token, a wrong token, another scheme: exactly "no such subscription".
-    ghost = guarded_calls(http, "tok-ghost", bearer(TOKEN_A))
+    # Another subscriber's token or a wrong token: exactly "no such subscription".
+    ghost = guarded_calls(bare, "tok-ghost", bearer(TOKEN_A))
     assert all(r.status_code == 404 for r in ghost.values()), {k: r.status_code for k, r in ghost.items()}
     assert ghost["status"].json() == {"reason": "not_found", "message": "no subscription named 'tok-ghost'"}
     callers = {
         "the other token": {"tok-a": bearer(TOKEN_B), "tok-b": bearer(TOKEN_A)},
-        "no token": {"tok-a": {}, "tok-b": {}},
         "a wrong token": {"tok-a": bearer("token-wrong-0123456789abcdef"), "tok-b": bearer("x")},
-        "the right token as Basic": {"tok-a": {"Authorization": f"Basic {TOKEN_A}"}, "tok-b": {"Authorization": ""}},
     }
     for who, by_name in callers.items():
         for name, headers in by_name.items():
-            for call, response in guarded_calls(http, name, headers).items():
+            for call, response in guarded_calls(bare, name, headers).items():
                 assert not_found_shape(response, name) == not_found_shape(ghost[call], "tok-ghost"), (
                     f"{call} of {name} with {who}: {response.status_code} {response.text}"
                 )
+    # No credentials, or not a bearer token: 401, whichever the subscription.
+    for headers in ({}, {"Authorization": f"Basic {TOKEN_A}"}, {"Authorization": ""}):
+        for name in ("tok-a", "tok-ghost"):
+            for call, response in guarded_calls(bare, name, headers).items():
+                assert (response.status_code, response.json()["reason"]) == (401, "missing_token"), (call, headers)
 
     # nothing was taken from the guarded subscriptions by those calls
     for name, token in (("tok-a", TOKEN_A), ("tok-b", TOKEN_B)):
         assert http.get(f"/v1/subscriptions/{name}", headers=bearer(token)).json()["pending"] == 0
 
     def listed(headers: dict[str, str]) -> dict[str, dict[str, Any]]:
-        response = http.get("/v1/subscriptions", headers=headers)
+        response = bare.get("/v1/subscriptions", headers=headers)
         assert response.status_code == 200
         return {d["name"]: d for d in response.json()["items"]}
 
-    for token, mine, theirs in ((TOKEN_A, "tok-a", "tok-b"), (TOKEN_B, "tok-b", "tok-a")):
-        items = listed(bearer(token))
-        assert mine in items and theirs not in items
-        # the rest of the listing is open subscriptions only (no token: readable by anyone)
-        assert all(n == mine or "token_sha256" not in d for n, d in items.items()), sorted(items)
-    for headers in ({}, bearer("token-wrong-0123456789abcdef")):
-        assert not {"tok-a", "tok-b"} & set(listed(headers))
+    for token, mine in ((TOKEN_A, "tok-a"), (TOKEN_B, "tok-b")):
+        assert set(listed(bearer(token))) == {mine}  # subscriptions without a token need an operator token
+    assert set(listed(bearer("token-wrong-0123456789abcdef"))) == set()
+    assert {"tok-a", "tok-b"} <= set(listed(admin_headers()))
+    assert bare.get("/v1/subscriptions").status_code == 401
 
 
 # --- 4. SSRF guard ----------------------------------------------------------------------------
@@ -325,7 +334,7 @@ def read_sse(
     return got
 
 
-def test_sse_resumes_after_last_event_id_without_gap_or_duplicate(platform, client, http):
+def test_sse_resumes_after_last_event_id_without_gap_or_duplicate(platform, client, http, bare):
     token = "sse-token-0123456789abcdef"
     doc = {"kind": "subscription", "name": "sse-e2e", "topics": ["business.sse-every"], "mode": "sse"}
     assert put(http, "subscription", "sse-e2e", {**doc, "token": token}).status_code == 200
@@ -353,13 +362,13 @@ def test_sse_resumes_after_last_event_id_without_gap_or_duplicate(platform, clie
     resumed = read_sse(http, "sse-e2e", token, 19, last_event_id=ids[40], as_query=True)
     assert [e["id"] for e in resumed] == ids[41:]
 
-    # an SSE subscription is not pulled; a caller without its token is told it does not exist
+    # an SSE subscription is not pulled; a caller without credentials is refused
     wrong = http.get("/v1/subscriptions/sse-e2e/events", headers=bearer(token))
     assert (wrong.status_code, wrong.json()["reason"]) == (409, "wrong_mode")
     ack = http.post("/v1/subscriptions/sse-e2e/ack", json={"ack_ids": [ids[0]]}, headers=bearer(token))
     assert (ack.status_code, ack.json()["reason"]) == (409, "wrong_mode")
-    assert http.get("/v1/subscriptions/sse-e2e/events").status_code == 404
-    assert http.get("/v1/subscriptions/sse-e2e/stream").status_code == 404
+    assert bare.get("/v1/subscriptions/sse-e2e/events").status_code == 401
+    assert bare.get("/v1/subscriptions/sse-e2e/stream").status_code == 401
 
 
 # --- 6. pull with filter and fields -----------------------------------------------------------

@@ -1,0 +1,126 @@
+"""No secret leaks: a source key, a webhook signing secret, a receiver credential, a subscriber
+token and an operator token are planted, the platform is exercised (events fire a rule whose
+output is delivered, signed, to a real receiver), and then the state directory (Redis data
+and AOF included), the Ray session's logs, the config history, the audit trail and every GET
+answer are scanned for each of them."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from pathlib import Path
+
+import httpx
+import ray
+
+from runtime.client import EspClient
+from tests.e2e.helpers import admin_headers, event, every_event_rule
+from tests.support.receiver import Receiver
+
+SOURCE_KEY = "canary-source-key-4f1e9b7d2c"
+WHSEC = "whsec_" + base64.b64encode(b"canary-signing-secret-4f1e9b").decode()
+RECEIVER_CREDENTIAL = "canary-receiver-credential-4f1e9b"
+SUBSCRIBER_TOKEN = "canary-subscriber-token-4f1e9b"
+
+
+def test_no_secret_is_kept_or_shown_in_clear(platform) -> None:
+    with Receiver() as receiver, httpx.Client(base_url=platform.base_url, headers=admin_headers()) as http:
+        made = http.post("/v1/tokens", json={"name": "canary-operator", "role": "operator"}).json()
+        operator_token = made["token"]
+        canaries = [SOURCE_KEY, WHSEC, WHSEC.removeprefix("whsec_"), RECEIVER_CREDENTIAL, SUBSCRIBER_TOKEN]
+        canaries += [operator_token, operator_token.rsplit("_", 1)[1]]
+
+        operator = {"Authorization": f"Bearer {operator_token}"}
+        documents = [
+            {"kind": "source", "name": "canary", "api_key": SOURCE_KEY},
+            every_event_rule("canary-every", "canary.tick"),
+            {"kind": "subscription", "name": "canary-pull", "topics": ["business.canary-every"]},
+            {
+                "kind": "subscription",
+                "name": "canary-token",
+                "topics": ["business.canary-every"],
+                "token": SUBSCRIBER_TOKEN,
+            },
+        ]
+        for doc in documents:
+            answer = http.put(f"/v1/config/{doc['kind']}/{doc['name']}", json=doc, headers=operator)
+            assert answer.status_code == 200, answer.text
+        hook = {
+            "kind": "subscription",
+            "name": "canary-hook",
+            "topics": ["business.canary-every"],
+            "mode": "webhook",
+            "webhook": {
+                "url": receiver.url,
+                "internal": True,
+                "secrets": [WHSEC],
+                "headers": {"X-Receiver-Auth": RECEIVER_CREDENTIAL},
+                "retry": ["50ms"],
+            },
+        }
+        assert http.put("/v1/config/subscription/canary-hook", json=hook).status_code == 200
+        assert http.put("/v1/config/subscription/canary-hook", json={**hook, "description": "v2"}).status_code == 200
+
+        with EspClient(platform.base_url, key=SOURCE_KEY) as sender:
+            assert sender.send([event(i, "canary.tick", prefix="canary") for i in range(5)]).accepted == 5
+        deadline = time.monotonic() + 60
+        while len(receiver.requests) < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(receiver.requests) >= 5, "the webhook was not delivered"
+        assert receiver.requests[0].headers["x-receiver-auth"] == RECEIVER_CREDENTIAL  # usable, yet never shown
+        assert "webhook-signature" in receiver.requests[0].headers
+
+        answers = [
+            http.get(path).text
+            for path in [
+                "/v1/config/source",
+                "/v1/config/source/canary",
+                "/v1/config/source/canary/history",
+                "/v1/config/subscription",
+                "/v1/config/subscription/canary-hook",
+                "/v1/config/subscription/canary-hook/history",
+                "/v1/config/subscription/canary-token",
+                "/v1/subscriptions",
+                "/v1/subscriptions/canary-hook",
+                "/v1/subscriptions/canary-token",
+                "/v1/tokens",
+                "/v1/audit?limit=10000",
+                "/v1/events/canary/canary1/trace",
+                "/v1/quarantine",
+                "/v1/decisions/c1",
+                "/metrics",
+            ]
+        ]
+        answers.append(http.get("/v1/subscriptions/canary-pull/events", params={"max": 10}).text)
+
+    time.sleep(1.5)  # Redis appends to its AOF every second
+    leaks = {c: where for c in canaries if (where := _found(c, answers, platform.settings.state_dir))}
+    assert not leaks, f"secrets found in clear: {leaks}"
+
+
+def _found(canary: str, answers: list[str], state_dir: Path) -> list[str]:
+    places = [f"GET answer {i}" for i, text in enumerate(answers) if canary in text]
+    needle = canary.encode()
+    roots = [state_dir, Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"]
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink() and needle in _read(path):
+                places.append(str(path))
+    return places
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def test_state_files_that_hold_secrets_are_private(platform) -> None:
+    loose = []
+    for path in platform.settings.state_dir.rglob("*"):
+        if path.is_file() and re.search(r"(secret|token|\.conf$|platform\.json)", path.name):
+            if path.stat().st_mode & 0o077:
+                loose.append(f"{path} {oct(path.stat().st_mode & 0o777)}")
+    assert not loose, f"secret-bearing files readable by others: {loose}"
