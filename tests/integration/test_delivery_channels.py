@@ -113,7 +113,9 @@ def test_notifications_are_rendered_and_the_unrenderable_dead_lettered(redis_ser
 
     errors = {item["event"]["id"]: item for item in dead["items"]}
     assert set(errors) == {"n2", "n3"}
-    assert errors["n2"]["error"] == "template 'vip-welcome' needs profile.name, which this customer does not have"
+    assert errors["n2"]["error"] == (
+        "missing_field: template 'vip-welcome' needs profile.name, which this customer does not have"
+    )
     assert "no-such-template" in errors["n3"]["error"]
     assert all(item["status"] is None and item["attempts"] == 0 for item in dead["items"])
     assert list_dead(redis_client, push_stream)["total"] == 0
@@ -131,6 +133,7 @@ def test_a_payload_that_is_not_json_dead_letters(redis_server, redis_client):
         dead = wait_until(lambda: (x := list_dead(redis_client, stream))["total"] == 1 and x, 10, "dead letter")
         time.sleep(0.2)
         assert rx.seen() == []
+    assert dead["items"][0]["error"].startswith("invalid_json: ")
     assert "did not render valid JSON" in dead["items"][0]["error"]
 
 
@@ -148,6 +151,28 @@ def test_one_unrenderable_notification_does_not_take_its_batch_down(redis_server
         delivered = [p for r in rx.seen() for p in r.json()]
     assert [item["event"]["id"] for item in dead["items"]] == ["n4"]
     assert sorted(p["notification_id"] for p in delivered) == ["n0", "n1", "n2", "n3"]
+
+
+def test_a_notification_over_the_render_bounds_is_dead_lettered_with_its_reason(redis_server, redis_client):
+    """A template bomb for one customer (a profile value the template repeats) neither takes its
+    batch down nor is sent: it is dead-lettered as template_too_large, the others go."""
+    customers = {f"c{i}": {"name": f"N{i}", "times": 3} for i in range(4)}
+    customers["c2"]["times"] = 1_000
+    ProfileStore(redis_client).put_many(customers)
+    bomb = "Hi {{ profile.name }} {% for i in range(profile.times) %}{{ 'x' * 100 }}{% endfor %}"
+    with Receiver() as rx, dispatcher(redis_server) as d:
+        ConfigStore(redis_client).put(channel("sms", rx.url, templates={"bomb": bomb}, endpoint={"batch": 10}))
+        wait_running(d, "channel/sms")
+        started = time.perf_counter()
+        publish_all(redis_client, [notification(f"n{i}", "sms", "bomb", f"c{i}") for i in range(4)])
+        stream = keys.channel_stream("sms")
+        dead = wait_until(lambda: list_dead(redis_client, stream)["items"], 10, "a dead letter")
+        delivered = rx.wait_for(lambda r: sum(len(x.json()) for x in r) >= 3)
+        took = time.perf_counter() - started
+    print(f"\nbomb among 4 notifications: dead-lettered and the rest delivered in {took * 1e3:.0f} ms")
+    assert [(e["event"]["id"], e["error"].split(":")[0]) for e in dead] == [("n2", "template_too_large")]
+    assert sorted(m["notification_id"] for x in delivered for m in x.json()) == ["n0", "n1", "n3"]
+    assert all(len(m["message"]) < 400 for x in delivered for m in x.json())
 
 
 def test_a_delivery_whose_preparation_keeps_raising_is_dead_lettered_and_its_batch_sent(redis_server, redis_client):

@@ -162,7 +162,6 @@ def test_variables_read_and_template_locals():
         "{{ '{0.__class__}'.format(1) }}",
         "{{ profile.update({'name': 'x'}) }}",  # no mutating methods
         "{{ data.events.append(1) }}",
-        "{{ 'x' * 1000000 }}",
         "{{ 2 ** 100000 }}",
     ],
 )
