@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,8 @@ import orjson
 from runtime.client import EspClient
 from runtime.config.documents import load_yaml_documents, parse_document
 from runtime.errors import EspError
+from runtime.local_ray import use_local_ray
+from runtime.redact import redact_url
 from runtime.settings import EspSettings
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -23,11 +24,6 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 def _settings(**overrides: Any) -> EspSettings:
     return EspSettings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-def _use_ray_token_auth() -> None:
-    """Must run before Ray is imported: Ray reads its auth mode once."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def _fail(exc: EspError) -> None:
@@ -51,11 +47,11 @@ def main() -> None:
 )
 def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_auth: bool) -> None:
     """Start Redis, Ray, the partition actors and the HTTP API; they keep running."""
+    settings = _settings(redis_url=redis_url, state_dir=state_dir, auth=False if no_auth else None)
     if address is None:
-        _use_ray_token_auth()  # the head 'ray start' creates uses token authentication
+        use_local_ray(settings.state_dir)  # before Ray is imported: loopback only, token auth
     from actors.platform import Platform
 
-    settings = _settings(redis_url=redis_url, state_dir=state_dir, auth=False if no_auth else None)
     platform = Platform(settings)
     if no_auth:
         click.echo(
@@ -87,10 +83,12 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
         redis_pid=redis_pid,
         gateway_pid=gateway_pid,
         url=platform.base_url,
-        redis_url=settings.effective_redis_url(),
+        redis_url=settings.redis_url and settings.redis_url.get_secret_value(),  # external only
+        redis_port=settings.redis_port,
         state_dir=str(settings.state_dir.resolve()),
     )
     click.echo(f"ESP is up at {platform.base_url} (OpenAPI: {platform.base_url}/docs); 'esp down' stops it.")
+    click.echo(f"Redis: {redact_url(settings.effective_redis_url())}" + _password_note(platform))
     if platform.admin_token:
         click.echo(
             f"admin token in {platform.admin_token_file} (mode 0600): the CLI uses it; "
@@ -98,6 +96,13 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
         )
     if gateway_pid:
         click.echo(f"local message gateway on port {settings.gateway_port}: 'esp messages' shows what was sent.")
+
+
+def _password_note(platform: Any) -> str:
+    """Where the embedded Redis's password is, for redis-cli users."""
+    if platform.redis_server is None:
+        return ""
+    return f" (password in {platform.redis_server.password_file}, mode 0600)"
 
 
 @main.command()
@@ -109,7 +114,7 @@ def down(state_dir: Path | None) -> None:
     state_file = (state_dir or EspSettings().state_dir) / "platform.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     if state.get("started_ray"):
-        _use_ray_token_auth()
+        use_local_ray(state_dir or EspSettings().state_dir)  # the token of the head 'esp up' started
     import ray
 
     from actors.platform import Platform
@@ -120,15 +125,15 @@ def down(state_dir: Path | None) -> None:
     if not state:
         click.echo("nothing to stop: no running ESP recorded under " + str(settings.state_dir))
         return
-    if state.get("redis_url"):
-        settings = _settings(state_dir=state_dir, redis_url=state["redis_url"])
+    if state.get("redis_url") or state.get("redis_port"):
+        settings = _settings(state_dir=state_dir, redis_url=state.get("redis_url"), redis_port=state.get("redis_port"))
         platform = Platform(settings)
     try:
         platform.connect(state["address"])
         platform.undeploy()
         ray.shutdown()
     except Exception as exc:  # the cluster may be gone already; still stop the rest
-        click.echo(f"warning: could not undeploy cleanly: {exc}", err=True)
+        click.echo(f"warning: could not undeploy cleanly: {redact_url(str(exc))}", err=True)
     if state.get("started_ray"):
         subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], check=False, capture_output=True)
     if state.get("redis_pid"):
@@ -242,6 +247,7 @@ def tail(subscription: str, url: str, max_events: int) -> None:
 @click.option("--batch-days", default=14, show_default=True)
 def demo(customers: int, events: int, state_dir: Path, batch_customers: int, batch_days: int) -> None:
     """Everything end to end on synthetic data, then stop."""
+    use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
     from runtime.demo import run_demo
 
     run_demo(
@@ -266,6 +272,7 @@ def bench(
 ) -> None:
     """Measure the engine, ingestion, delivery and the contact policy (or, with --only batch, each
     batch job's wall time and peak memory); results go to a JSON file."""
+    use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
     if only == "batch":
         from runtime.batch.bench import bench_batch
         from runtime.cli_batch import ray_for_jobs

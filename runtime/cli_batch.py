@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from runtime.cli_data import redis_url_option
 from runtime.config.types import document_body
 from runtime.errors import EspError
 
@@ -178,7 +179,7 @@ def job_timing(data: Path, address: str | None, num_cpus: int) -> None:
 
 @job.command("sync")
 @data_option
-@click.option("--redis-url", envvar="ESP_REDIS_URL", default="redis://127.0.0.1:6390/0", show_default=True)
+@redis_url_option
 @click.option("--version", "version", help="Batch profile version (default: a timestamp).")
 @click.option("--url", help="Read rules and segments from this ESP, for the tag usage report.")
 @address_option

@@ -23,14 +23,21 @@ import click
 
 from runtime.envelope import parse_time_ms
 from runtime.errors import EspError, InputError
+from runtime.redact import redact_url
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6390/0"
+
+def local_redis_url() -> str:
+    """The embedded Redis of the local ESP (ESP_STATE_DIR, ESP_REDIS_PORT), with its password."""
+    from runtime.settings import EspSettings
+
+    return EspSettings().effective_redis_url()
+
 
 redis_url_option = click.option(
     "--redis-url",
     envvar="ESP_REDIS_URL",
-    default=DEFAULT_REDIS_URL,
-    show_default=True,
+    default=local_redis_url,
+    show_default="the embedded Redis of the local ESP",  # never the URL: it holds the password
     help="Redis holding the stores (env ESP_REDIS_URL).",
 )
 batch_size_option = click.option(
@@ -65,7 +72,7 @@ def _client(redis_url: str) -> Any:
     try:
         return redis.Redis.from_url(redis_url, socket_connect_timeout=5)
     except ValueError as exc:
-        raise InputError(f"bad --redis-url {redis_url!r}: {exc}", reason="invalid_redis_url") from exc
+        raise InputError(f"bad --redis-url {redact_url(redis_url)!r}: {exc}", reason="invalid_redis_url") from exc
 
 
 def _progress(what: str) -> Callable[[int, int], None]:
