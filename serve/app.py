@@ -5,6 +5,7 @@ Routes only authenticate, read the body within limits, hand off to ``runtime`` a
 """
 
 import asyncio
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -15,7 +16,9 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from ray import serve
 
 from actors.coordinator import live_actors, recorded_assignment
@@ -40,11 +43,12 @@ from runtime.tokens import Principal, TokenStore
 from runtime.topics import TopicRouter
 from runtime.trace import trace_event
 from serve import access, errors, limits, sse
-from serve.schemas import TokenRequest
+from serve import schemas as s
 
 APP_NAME = "esp"
 MAX_PULL_WAIT_S = 30.0
 MAX_PULL_EVENTS = 10_000
+MAX_BLOCK_S = max(MAX_PULL_WAIT_S, sse.KEEPALIVE_S) + 10  # a blocking read's time limit, with a margin
 MAX_WAITING = 128  # open SSE streams and waiting long polls per replica; more get 429
 MAX_ONGOING = MAX_WAITING + 128  # so waiting subscribers always leave room for ingestion and health checks
 
@@ -57,8 +61,23 @@ app = FastAPI(
     "POST /v1/events needs 'Authorization: Bearer <token>' (an operator token, or a subscriber token on its "
     "own subscription).",
     dependencies=[Depends(access.check)],
+    responses=s.ERRORS,
 )
 errors.install(app)
+
+
+@app.exception_handler(RequestValidationError)
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own parameter and body checks answer like every other refusal, with a reason
+    (FastAPI's ``detail`` list is kept, without the offending input: it may be a secret, NaN or
+    a lone surrogate, which could not even be encoded). ASCII-escaped, so any text is valid."""
+    detail = jsonable_encoder([{k: v for k, v in e.items() if k != "input"} for e in exc.errors()])
+    first = detail[0] if detail else {}
+    where = ".".join(str(p) for p in first.get("loc", ()))
+    body = {"reason": "invalid_request", "message": f"{where}: {first.get('msg', 'invalid')}", "detail": detail}
+    return Response(json.dumps(body, default=str), status_code=422, media_type="application/json")
+
+
 app.add_middleware(limits.BodyLimit, limit=lambda: access.replica().settings.max_api_body_bytes)
 
 
@@ -136,7 +155,8 @@ class EspApi:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = EspSettings(**settings)
         self.redis = redis.Redis.from_url(self.settings.effective_redis_url(), max_connections=128)
-        self.aredis = aioredis.Redis.from_url(self.settings.effective_redis_url())  # SSE streams
+        # SSE streams and long polls block in Redis for up to MAX_BLOCK_S: past redis-py's 5 s default
+        self.aredis = aioredis.Redis.from_url(self.settings.effective_redis_url(), socket_timeout=MAX_BLOCK_S)
         self.ingestor = Ingestor(self.settings, self.redis)
         self.config = ConfigStore(self.redis, history=self.settings.config_history, sealer=self.settings.sealer())
         self.tokens = TokenStore(self.redis, self.settings.server_secret().encode()) if self.settings.auth else None
@@ -154,7 +174,13 @@ class EspApi:
 
     # --- ingestion ---------------------------------------------------------------------
 
-    @app.post("/v1/events", status_code=202, summary="Ingest events (JSON, array, NDJSON, CloudEvents, Arrow IPC)")
+    @app.post(
+        "/v1/events",
+        status_code=202,
+        response_model=s.IngestAnswer,
+        summary="Ingest events (JSON, array, NDJSON, CloudEvents, Arrow IPC)",
+        openapi_extra=s.INGEST_BODY,
+    )
     async def ingest(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
         status = 202
@@ -190,13 +216,23 @@ class EspApi:
             if n:
                 counter.inc(n, tags={"source": result.source, "outcome": outcome, "reason": reason})
 
-    @app.get("/v1/events/{source}/{event_id}/trace", summary="Where an event went")
+    @app.get(
+        "/v1/events/{source}/{event_id}/trace",
+        summary="Where an event went",
+        response_model_exclude_unset=True,
+        response_model=s.Trace,
+    )
     def trace(self, source: str, event_id: str) -> dict[str, Any]:
         self.config.get("source", source)
         days = self.ingestor.horizon_days(source)
         return trace_event(self.redis, source, event_id, now_ms=int(time.time() * 1000), days=days)
 
-    @app.get("/v1/decisions/{customer}", summary="Why a rule did or did not fire for a customer")
+    @app.get(
+        "/v1/decisions/{customer}",
+        summary="Why a rule did or did not fire for a customer",
+        response_model_exclude_unset=True,
+        response_model=s.Decisions,
+    )
     async def decisions(self, customer: str, rule: str | None = None) -> dict[str, Any]:
         """The owning actor's live state per rule, with the rule's last fires (kept by the outbox)."""
         from actors.coordinator import owner_of
@@ -214,8 +250,8 @@ class EspApi:
 
     # --- contact policy ----------------------------------------------------------------
 
-    @app.put("/v1/optouts", summary="Opt customers out of a channel, or of all ('*') (batch)")
-    def put_optouts(self, request: Request, entries: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+    @app.put("/v1/optouts", summary="Opt customers out of a channel, or of all ('*') (batch)", response_model=s.Stored)
+    def put_optouts(self, request: Request, entries: s.OptOutBatch) -> dict[str, Any]:
         pairs = optout_pairs(entries)
         stored = self.ledger.opt_out(pairs)
         self._audit(
@@ -223,16 +259,21 @@ class EspApi:
         )
         return {"stored": stored}
 
-    @app.delete("/v1/optouts", summary="Take opt-outs back (batch)")
-    def delete_optouts(self, request: Request, entries: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+    @app.delete("/v1/optouts", summary="Take opt-outs back (batch)", response_model=s.Removed)
+    def delete_optouts(self, request: Request, entries: s.OptOutBatch) -> dict[str, Any]:
         pairs = optout_pairs(entries)
         removed = self.ledger.opt_out(pairs, remove=True)
         detail = {"entries": len(pairs), "customers": _sample(c for c, _ in pairs)}
         self._audit(request, "optout.delete", "optouts", detail)
         return {"removed": removed}
 
-    @app.post("/v1/campaigns/{name}/contacts", status_code=202, summary="Submit a batch campaign's contacts")
-    def campaign_contacts(self, name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    @app.post(
+        "/v1/campaigns/{name}/contacts",
+        status_code=202,
+        summary="Submit a batch campaign's contacts",
+        response_model=s.CampaignSubmitted,
+    )
+    def campaign_contacts(self, name: str, request: Request, body: s.CampaignBody) -> dict[str, Any]:
         """The batch path into the contact policy: each contact competes with real-time offers
         and counts against the same caps; ids are deterministic per (campaign, run, customer,
         channel, template), so submitting a run again changes nothing."""
@@ -247,9 +288,18 @@ class EspApi:
 
     # --- configuration -----------------------------------------------------------------
 
-    @app.put("/v1/config/{kind}/{name}", summary="Create or replace a config document")
+    @app.put(
+        "/v1/config/{kind}/{name}",
+        summary="Create or replace a config document",
+        response_model_exclude_unset=True,
+        response_model=s.ConfigChange,
+    )
     def put_config(
-        self, kind: str, name: str, request: Request, document: dict[str, Any] = Body(...)
+        self,
+        kind: str,
+        name: str,
+        request: Request,
+        document: dict[str, Any] = Body(..., openapi_examples=s.CONFIG_EXAMPLES, description=s.CONFIG_DOCUMENT),
     ) -> dict[str, Any]:
         caller = self._principal(request)
         if _reaches_internal(document) and not caller.can("admin"):
@@ -261,43 +311,54 @@ class EspApi:
         self._audit(request, "config.put", f"{kind}/{name}", {"version": result["version"], "changes": changes})
         return result
 
-    @app.get("/v1/config/{kind}/{name}")
+    @app.get(
+        "/v1/config/{kind}/{name}", summary="One config document (secrets redacted)", response_model=s.ConfigDocument
+    )
     def get_config(self, kind: str, name: str) -> dict[str, Any]:
         return public_view(kind, self.config.get(kind, name))
 
-    @app.get("/v1/config/{kind}/{name}/history", summary="Kept versions of a document, oldest first")
+    @app.get(
+        "/v1/config/{kind}/{name}/history",
+        summary="Kept versions of a document, oldest first",
+        response_model=s.ConfigHistory,
+    )
     def config_history(self, kind: str, name: str) -> dict[str, Any]:
         return {"kind": kind, "name": name, "items": self.config.history(kind, name)}
 
-    @app.delete("/v1/config/{kind}/{name}")
+    @app.delete(
+        "/v1/config/{kind}/{name}",
+        summary="Delete a config document",
+        response_model_exclude_unset=True,
+        response_model=s.ConfigChange,
+    )
     def delete_config(self, kind: str, name: str, request: Request) -> dict[str, Any]:
         result = self.config.delete(kind, name)
         self._audit(request, "config.delete", f"{kind}/{name}", {"version": result["version"]})
         return result
 
-    @app.get("/v1/config/{kind}")
+    @app.get("/v1/config/{kind}", summary="Every document of a kind (secrets redacted)", response_model=s.ConfigList)
     def list_config(self, kind: str) -> dict[str, Any]:
         return {"kind": kind, "items": [public_view(kind, d) for d in self.config.list(kind)]}
 
     # --- reference data: identities, consents, profiles ---------------------------------
 
-    @app.put("/v1/identities", summary="Link phone numbers and IMEIs to customers (batch)")
-    def put_identities(self, request: Request, links: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+    @app.put("/v1/identities", summary="Link phone numbers and IMEIs to customers (batch)", response_model=s.Stored)
+    def put_identities(self, request: Request, links: s.IdentityBatch) -> dict[str, Any]:
         parsed = [from_body(IdentityLink, i, raw) for i, raw in enumerate(links)]
         stored = self.ingestor.identities.put(parsed)
         detail = {"links": stored, "customers": _sample(link.customer for link in parsed)}
         self._audit(request, "identity.put", "identities", detail)
         return {"stored": stored}
 
-    @app.get("/v1/identities/{kind}/{identifier}", summary="Resolve one identifier now")
+    @app.get("/v1/identities/{kind}/{identifier}", summary="Resolve one identifier now", response_model=s.Identity)
     def get_identity(self, kind: str, identifier: str) -> dict[str, Any]:
         customer = self.ingestor.identities.resolve(kind, [identifier], int(time.time() * 1000))[0]
         if customer is None:
             raise NotFound(f"no customer is linked to {kind} {identifier!r}")
         return {"kind": kind, "identifier": identifier, "customer": customer}
 
-    @app.put("/v1/consents", summary="Record opt-ins and opt-outs (batch)")
-    def put_consents(self, request: Request, records: list[dict[str, Any]] = Body(...)) -> dict[str, Any]:
+    @app.put("/v1/consents", summary="Record opt-ins and opt-outs (batch)", response_model=s.Stored)
+    def put_consents(self, request: Request, records: s.ConsentBatch) -> dict[str, Any]:
         parsed = [from_body(ConsentRecord, i, r) for i, r in enumerate(records)]
         stored = self.ingestor.consents.put(parsed)
         self._audit(
@@ -305,19 +366,28 @@ class EspApi:
         )
         return {"stored": stored}
 
-    @app.put("/v1/profiles/{customer}", summary="Set profile attributes and tags of a customer")
-    def put_profile(self, customer: str, request: Request, attributes: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    @app.put(
+        "/v1/profiles/{customer}",
+        summary="Set profile attributes and tags of a customer",
+        response_model=s.ProfileWritten,
+    )
+    def put_profile(
+        self,
+        customer: str,
+        request: Request,
+        attributes: dict[str, Any] = Body(..., openapi_examples=s.PROFILE_EXAMPLES),
+    ) -> dict[str, Any]:
         self.profiles.put(customer, attributes)
         self._audit(request, "profile.put", f"profile/{customer}", {"attributes": sorted(attributes)})
         return {"customer": customer, "attributes": len(attributes)}
 
-    @app.get("/v1/profiles/{customer}")
+    @app.get("/v1/profiles/{customer}", summary="A customer's profile attributes and tags", response_model=s.Profile)
     def get_profile(self, customer: str) -> dict[str, Any]:
         return {"customer": customer, "attributes": self.profiles.get_many([customer]).get(customer, {})}
 
     # --- quarantine ----------------------------------------------------------------------
 
-    @app.get("/v1/quarantine", summary="Quarantined events, newest first")
+    @app.get("/v1/quarantine", summary="Quarantined events, newest first", response_model=s.QuarantinePage)
     def list_quarantine(
         self,
         source: str | None = None,
@@ -328,11 +398,18 @@ class EspApi:
         items = self.ingestor.quarantine.list(source=source, reason=reason, limit=limit, before=before)
         return {"items": items, "total": self.ingestor.quarantine.count()}
 
-    @app.get("/v1/quarantine/{qid}")
+    @app.get(
+        "/v1/quarantine/{qid}", summary="One quarantined event with its raw payload", response_model=s.QuarantineEntry
+    )
     def get_quarantined(self, qid: str) -> dict[str, Any]:
         return self.ingestor.quarantine.get(qid)
 
-    @app.post("/v1/quarantine/replay", summary="Re-ingest quarantined events through the current config")
+    @app.post(
+        "/v1/quarantine/replay",
+        summary="Re-ingest quarantined events through the current config",
+        response_model_exclude_unset=True,
+        response_model=s.ReplayTotals,
+    )
     def replay(
         self,
         request: Request,
@@ -358,13 +435,13 @@ class EspApi:
             raise Conflict(f"subscription {name!r} is delivered by {doc.get('mode')}, not {mode}", reason="wrong_mode")
         return doc
 
-    @app.get("/v1/subscriptions", summary="The subscriptions this token may read")
+    @app.get("/v1/subscriptions", summary="The subscriptions this token may read", response_model=s.SubscriptionList)
     def list_subscriptions(self, request: Request) -> dict[str, Any]:
         caller = request.state.caller
         docs = self.config.list("subscription")
         return {"items": [public_view("subscription", d) for d in docs if _may_use(d, caller)]}
 
-    @app.get("/v1/subscriptions/{name}/events", summary="Pull events (long poll)")
+    @app.get("/v1/subscriptions/{name}/events", summary="Pull events (long poll)", response_model=s.Pulled)
     async def pull(
         self,
         name: str,
@@ -384,7 +461,12 @@ class EspApi:
             metric(m.PULLED).inc(len(result["events"]), tags={"subscription": name})
         return result
 
-    @app.get("/v1/subscriptions/{name}/stream", summary="Server-sent events (resume with Last-Event-ID)")
+    @app.get(
+        "/v1/subscriptions/{name}/stream",
+        summary="Server-sent events (resume with Last-Event-ID)",
+        response_class=StreamingResponse,
+        responses={200: {"description": "An endless text/event-stream", "content": {"text/event-stream": {}}}},
+    )
     async def stream(self, name: str, request: Request, last_event_id: str | None = None) -> StreamingResponse:
         doc = await run_in_threadpool(self._subscription, name, request, mode="sse")
         stream = keys.subscription_stream(name)
@@ -403,35 +485,45 @@ class EspApi:
         with 429 when all are taken, so they can never hold every request slot."""
         return limits.Slot(self.waiting if waits else None, what="waiting subscribers")
 
-    @app.get("/v1/subscriptions/{name}/deadletters", summary="Events the webhook receiver never took")
+    @app.get(
+        "/v1/subscriptions/{name}/deadletters",
+        summary="Events the webhook receiver never took",
+        response_model=s.DeadLetters,
+    )
     def subscription_dead(
         self, name: str, request: Request, limit: int = Query(100, ge=1, le=10_000), before: str | None = None
     ) -> dict[str, Any]:
         self._subscription(name, request)
         return list_dead(self.redis, keys.subscription_stream(name), limit=limit, before=before)
 
-    @app.post("/v1/subscriptions/{name}/deadletters/replay", summary="Deliver dead letters again")
-    def subscription_replay(
-        self, name: str, request: Request, body: dict[str, Any] | None = Body(None)
-    ) -> dict[str, Any]:
+    @app.post(
+        "/v1/subscriptions/{name}/deadletters/replay", summary="Deliver dead letters again", response_model=s.Replayed
+    )
+    def subscription_replay(self, name: str, request: Request, body: s.ReplayBody = None) -> dict[str, Any]:
         self._subscription(name, request)
         replayed = replay_dead(self.redis, keys.subscription_stream(name), ids=_ids(body))
         self._audit(request, "deadletter.replay", f"subscription/{name}", {"replayed": replayed})
         return {"replayed": replayed}
 
-    @app.post("/v1/subscriptions/{name}/ack", summary="Acknowledge pulled events (idempotent)")
-    def ack(self, name: str, request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    @app.post("/v1/subscriptions/{name}/ack", summary="Acknowledge pulled events (idempotent)", response_model=s.Acked)
+    def ack(self, name: str, request: Request, body: s.AckBody) -> dict[str, Any]:
         self._subscription(name, request, mode="pull")
         ids = body.get("ack_ids", body.get("ids"))
         cursor = body.get("cursor")
         if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
             raise InputError("ack_ids must be a list of strings", reason="invalid_ack_ids")
+        if cursor is not None and not isinstance(cursor, str):
+            raise InputError("cursor must be an ack id string like '1700000000000-0'", reason="invalid_ack_id")
         acked = self.subscriptions.ack(name, ack_ids=ids, cursor=cursor)
         if acked:
             metric(m.ACKED).inc(acked, tags={"subscription": name})
         return {"acked": acked}
 
-    @app.get("/v1/subscriptions/{name}", summary="Subscription backlog and delivery status")
+    @app.get(
+        "/v1/subscriptions/{name}",
+        summary="Subscription backlog and delivery status",
+        response_model=s.SubscriptionStatus,
+    )
     def subscription_status(self, name: str, request: Request) -> dict[str, Any]:
         doc = self._subscription(name, request)
         stream = keys.subscription_stream(name)
@@ -440,20 +532,22 @@ class EspApi:
 
     # --- channels (operator side) --------------------------------------------------------
 
-    @app.get("/v1/channels/{name}", summary="Channel backlog and delivery status")
+    @app.get("/v1/channels/{name}", summary="Channel backlog and delivery status", response_model=s.DeliveryStatus)
     def channel_status(self, name: str) -> dict[str, Any]:
         self.config.get("channel", name)
         return {"name": name, **delivery_status(self.redis, keys.channel_stream(name))}
 
-    @app.get("/v1/channels/{name}/deadletters", summary="Notifications the gateway never took")
+    @app.get(
+        "/v1/channels/{name}/deadletters", summary="Notifications the gateway never took", response_model=s.DeadLetters
+    )
     def channel_dead(
         self, name: str, limit: int = Query(100, ge=1, le=10_000), before: str | None = None
     ) -> dict[str, Any]:
         self.config.get("channel", name)
         return list_dead(self.redis, keys.channel_stream(name), limit=limit, before=before)
 
-    @app.post("/v1/channels/{name}/deadletters/replay", summary="Send dead letters again")
-    def channel_replay(self, name: str, request: Request, body: dict[str, Any] | None = Body(None)) -> dict[str, Any]:
+    @app.post("/v1/channels/{name}/deadletters/replay", summary="Send dead letters again", response_model=s.Replayed)
+    def channel_replay(self, name: str, request: Request, body: s.ReplayBody = None) -> dict[str, Any]:
         self.config.get("channel", name)
         replayed = replay_dead(self.redis, keys.channel_stream(name), ids=_ids(body))
         self._audit(request, "deadletter.replay", f"channel/{name}", {"replayed": replayed})
@@ -461,23 +555,28 @@ class EspApi:
 
     # --- operator tokens and the audit trail ---------------------------------------------
 
-    @app.get("/v1/tokens", summary="Operator tokens (never their secrets)")
+    @app.get("/v1/tokens", summary="Operator tokens (never their secrets)", response_model=s.TokenList)
     def list_tokens(self) -> dict[str, Any]:
         return {"items": self._token_store().list()}
 
-    @app.post("/v1/tokens", status_code=201, summary="Create an operator token; the answer is the only copy of it")
-    def create_token(self, request: Request, body: TokenRequest) -> dict[str, Any]:
+    @app.post(
+        "/v1/tokens",
+        status_code=201,
+        summary="Create an operator token; the answer is the only copy of it",
+        response_model=s.TokenCreated,
+    )
+    def create_token(self, request: Request, body: s.TokenRequest) -> dict[str, Any]:
         token, record = self._token_store().create(body.name, body.role, expires_in_s=body.expires_in_s)
         self._audit(request, "token.create", f"token/{body.name}", record)
         return {**record, "token": token}
 
-    @app.delete("/v1/tokens/{name}", summary="Revoke an operator token")
+    @app.delete("/v1/tokens/{name}", summary="Revoke an operator token", response_model=s.TokenRecord)
     def revoke_token(self, name: str, request: Request) -> dict[str, Any]:
         record = self._token_store().revoke(name)
         self._audit(request, "token.revoke", f"token/{name}", record)
         return record
 
-    @app.get("/v1/audit", summary="The audit trail, newest first")
+    @app.get("/v1/audit", summary="The audit trail, newest first", response_model=s.AuditPage)
     def audit_trail(
         self,
         action: str | None = Query(None, max_length=64),
@@ -504,11 +603,16 @@ class EspApi:
 
     # --- operations --------------------------------------------------------------------
 
-    @app.get("/healthz")
+    @app.get("/healthz", summary="The API answers", response_model=s.Health)
     def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get(
+        "/readyz",
+        response_model=s.Ready,
+        summary="Redis and every partition actor are up",
+        responses={503: {"model": s.Ready, "description": "Not ready (same body)"}},
+    )
     def readyz(self) -> JSONResponse:
         checks: dict[str, Any] = {}
         try:
