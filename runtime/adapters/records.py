@@ -20,10 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from runtime.adapters.coerce import show
-from runtime.envelope import Unparseable, decode_body, raw_of, text_records
+from runtime.envelope import Unparseable, decode_body, decode_item, raw_of, text_records
 from runtime.errors import UnparseableBody, UnsupportedContentType
 
 if TYPE_CHECKING:
@@ -265,28 +263,18 @@ def _parse_json(body: bytes, name: str) -> list[Record]:
         try:
             items = decode_body(body, "application/x-ndjson")
         except UnicodeDecodeError:  # msgspec's error for invalid UTF-8 inside a string
-            items = [_decode_json_line(line) for line in text_records(body)]
+            items = [decode_item(line) for line in text_records(body)]
     out: list[Record] = []
     append = out.append
     for item in items:
         if item.__class__ is dict:
             append(Record(item, item))
         elif isinstance(item, Unparseable):
-            append(Record(None, item.raw, ("unparseable", f"source {name!r} record: {item.message}")))
+            append(Record(None, item.raw, (item.reason, f"source {name!r} record: {item.message}")))
         else:
             message = f"source {name!r} record: expected a JSON object, got {type(item).__name__} {show(item)}"
             append(Record(None, raw_of(item), ("not_an_object", message)))
     return out
-
-
-_json_decode = msgspec.json.Decoder().decode
-
-
-def _decode_json_line(line: bytes) -> Any:
-    try:
-        return _json_decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        return Unparseable(f"line is not valid JSON: {exc}", line)
 
 
 # --- Arrow ------------------------------------------------------------------------------
