@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from typing import Any
 
 import orjson
@@ -19,10 +20,18 @@ from runtime import keys
 from runtime.errors import InputError
 from runtime.streams import entry_id_key, text
 
+MAX_ACK_IDS = 10_000  # ids in one ack
+_ENTRY_ID = re.compile(r"^[0-9]{1,20}-[0-9]{1,20}$")
+_U64 = 2**64 - 1
 
-def _valid_id(entry_id: str) -> bool:
+
+def _valid_id(entry_id: object) -> bool:
+    """A Redis stream entry id ``<ms>-<seq>``, each part within 64 bits: anything else (a
+    number, a list, 10,000 digits) is the caller's mistake, never a Redis error."""
+    if not isinstance(entry_id, str) or _ENTRY_ID.match(entry_id) is None:
+        return False
     head, _, tail = entry_id.partition("-")
-    return head.isdigit() and tail.isdigit()
+    return int(head) <= _U64 and int(tail) <= _U64
 
 
 class SubscriptionReader:
@@ -58,10 +67,12 @@ class SubscriptionReader:
     def ack(self, name: str, *, ack_ids: list[str] | None = None, cursor: str | None = None) -> int:
         """Acknowledge ids, or everything delivered up to and including ``cursor``."""
         stream = keys.subscription_stream(name)
+        if ack_ids is not None and (not isinstance(ack_ids, list) or len(ack_ids) > MAX_ACK_IDS):
+            raise InputError(f"ack_ids must be a list of at most {MAX_ACK_IDS} ack ids", reason="invalid_ack_ids")
         ids = list(ack_ids or [])
-        for entry_id in ids + ([cursor] if cursor else []):
+        for entry_id in ids + ([cursor] if cursor is not None else []):
             if not _valid_id(entry_id):
-                raise InputError(f"ack id {entry_id!r} is not of the form '<ms>-<seq>'", reason="invalid_ack_id")
+                raise InputError(f"ack id {entry_id!r:.60} is not of the form '<ms>-<seq>'", reason="invalid_ack_id")
         if cursor:
             pending = self._redis.xpending_range(stream, keys.SUBSCRIPTION_GROUP, min="-", max=cursor, count=100_000)
             ids += [text(p["message_id"]) for p in pending]
@@ -124,7 +135,8 @@ def project(event: dict[str, Any], fields: list[str] | tuple[str, ...] | None) -
     return out
 
 
-def check_entry_id(entry_id: str, what: str) -> str:
+def check_entry_id(entry_id: object, what: str) -> str:
+    """``entry_id`` if it is a stream entry id, else InputError (``invalid_event_id``)."""
     if not _valid_id(entry_id):
-        raise InputError(f"{what} {entry_id!r} is not of the form '<ms>-<seq>'", reason="invalid_event_id")
-    return entry_id
+        raise InputError(f"{what} {entry_id!r:.60} is not of the form '<ms>-<seq>'", reason="invalid_event_id")
+    return entry_id  # type: ignore[return-value]  # _valid_id checked it is a str

@@ -9,18 +9,37 @@ the beginning of what the subscription has kept.
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+import redis
 import redis.asyncio as aioredis
 
 from runtime import keys
 from runtime.streams import text
 from runtime.subscriptions import project
 
+logger = logging.getLogger(__name__)
+
 BATCH = 500
 KEEPALIVE_S = 15.0
+
+
+_LINE_BREAKING = re.compile("[\x00-\x1f\x7f]")  # CR and LF end an SSE line; no control character is kept
+
+
+def field(value: str) -> bytes:
+    """One line's value: control characters (CR and LF above all) become spaces, so a value
+    can never end its line and forge ``data:`` or ``id:`` lines."""
+    return _LINE_BREAKING.sub(" ", value).encode("utf-8", "replace")
+
+
+def frame(entry_id: str, kind: str, event: dict[str, Any]) -> bytes:
+    """One SSE event. ``data`` is one line: orjson escapes CR and LF inside strings."""
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (field(entry_id), field(kind), orjson.dumps(event))
 
 
 async def start_position(client: aioredis.Redis, stream: str) -> str:
@@ -34,7 +53,11 @@ async def events(
 ) -> AsyncIterator[bytes]:
     yield b"retry: 2000\n\n"
     while True:
-        reply = await client.xread({stream: position}, count=BATCH, block=int(keepalive_s * 1000))
+        try:
+            reply = await client.xread({stream: position}, count=BATCH, block=int(keepalive_s * 1000))
+        except redis.RedisError:
+            logger.warning("SSE stream %s ends: the store is unavailable; the client resumes from its last id", stream)
+            return  # the response has started: end it cleanly, EventSource reconnects with Last-Event-ID
         if not reply:
             yield b": keep-alive\n\n"
             continue
@@ -44,7 +67,6 @@ async def events(
             if not entry:
                 continue
             event: dict[str, Any] = project(orjson.loads(entry[b"e"]), fields)
-            kind = str(event.get("type") or "message").replace("\n", " ")
-            chunks.append(b"id: %s\nevent: %s\ndata: %s\n\n" % (position.encode(), kind.encode(), orjson.dumps(event)))
+            chunks.append(frame(position, str(event.get("type") or "message"), event))
         yield b"".join(chunks)
         await client.xgroup_setid(stream, keys.SUBSCRIPTION_GROUP, position)  # where a plain reconnect resumes
