@@ -1,10 +1,34 @@
 """Every Redis key ESP uses, in one place. Changing a name here migrates nothing: keys are a
-storage format."""
+storage format.
+
+Names users choose (customers, sources, event ids, subscriptions, channels, ...) enter keys
+only through :func:`part`, which percent-encodes ``:`` and every other character that could
+change a key's shape, so a user-chosen name can never make one key type's key equal another's
+(``ledger("v:alice")`` is not ``ledger_version("alice")``), nor reach a glob, a Redis Cluster
+hash tag or a line break. Names made of other characters are unchanged, so their keys are too.
+"""
 
 from __future__ import annotations
 
+import re
+
 PREFIX = "esp"
 RULES_GROUP = "esp-rules"
+
+# the separator, the escape itself, hash tags, glob characters, controls and lone surrogates
+_UNSAFE = re.compile("[%:{}*?\\[\\]\\\\\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def part(name: str) -> str:
+    """``name`` made safe as one segment of a key: each unsafe character becomes ``%XX`` (or
+    ``%uXXXX`` for a lone surrogate), and since ``%`` itself is encoded, distinct names give
+    distinct segments and no segment holds ``:``."""
+    return _UNSAFE.sub(_escape, name) if _UNSAFE.search(name) else name
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"%{code:02X}" if code < 0x100 else f"%u{code:04X}"
 
 
 def log_stream(partition: int) -> str:
@@ -15,40 +39,40 @@ def log_stream(partition: int) -> str:
 def idempotency(source: str, day: int) -> str:
     """Event ids of ``source`` first seen on ``day`` (days since the epoch, UTC), each mapped
     to where it went (``<partition>/<log entry id>``)."""
-    return f"{PREFIX}:idem:{source}:{day}"
+    return f"{PREFIX}:idem:{part(source)}:{day}"
 
 
 def dropped(source: str, day: int) -> str:
     """Event ids of ``source`` dropped on purpose on ``day`` -> the reason."""
-    return f"{PREFIX}:dropped:{source}:{day}"
+    return f"{PREFIX}:dropped:{part(source)}:{day}"
 
 
 def late(source: str, day: int) -> str:
     """Event ids of ``source`` that reached their partition late on ``day`` -> how late (ms)."""
-    return f"{PREFIX}:late:{source}:{day}"
+    return f"{PREFIX}:late:{part(source)}:{day}"
 
 
 def hits(source: str, event_id: str) -> str:
     """The outputs an event contributed to (rule, topic, output id), for the trace."""
-    return f"{PREFIX}:hits:{source}:{event_id}"
+    return f"{PREFIX}:hits:{part(source)}:{part(event_id)}"
 
 
 def emitted(output_id: str) -> str:
-    return f"{PREFIX}:out:{output_id}"
+    return f"{PREFIX}:out:{part(output_id)}"
 
 
 def fires(customer: str) -> str:
     """The customer's last rule outputs, newest first (capped), for ``esp why``."""
-    return f"{PREFIX}:fires:{customer}"
+    return f"{PREFIX}:fires:{part(customer)}"
 
 
 def subscription_stream(name: str) -> str:
-    return f"{PREFIX}:sub:{name}"
+    return f"{PREFIX}:sub:{part(name)}"
 
 
 def channel_stream(name: str) -> str:
     """Notification requests waiting for the channel's gateway."""
-    return f"{PREFIX}:chan:{name}"
+    return f"{PREFIX}:chan:{part(name)}"
 
 
 def deadletters(stream: str) -> str:
@@ -69,18 +93,18 @@ def delivery_state(stream: str) -> str:
 
 def deliveries(event_key: str) -> str:
     """Delivery attempts of one event or output (``<source>/<id>`` or an output id), for the trace."""
-    return f"{PREFIX}:deliveries:{event_key}"
+    return f"{PREFIX}:deliveries:{part(event_key)}"
 
 
 SUBSCRIPTION_GROUP = "pull"
 
 
 def config_docs(kind: str) -> str:
-    return f"{PREFIX}:config:{kind}"
+    return f"{PREFIX}:config:{part(kind)}"
 
 
 def config_history(kind: str, name: str) -> str:
-    return f"{PREFIX}:config:history:{kind}:{name}"
+    return f"{PREFIX}:config:history:{part(kind)}:{part(name)}"
 
 
 CONFIG_VERSION = f"{PREFIX}:config:version"
@@ -92,11 +116,11 @@ CONSENT = f"{PREFIX}:consent"
 
 def identity(kind: str) -> str:
     """Identifier (phone, imei) -> links to customers, one hash per kind."""
-    return f"{PREFIX}:identity:{kind}"
+    return f"{PREFIX}:identity:{part(kind)}"
 
 
 def profile(customer: str) -> str:
-    return f"{PREFIX}:profile:{customer}"
+    return f"{PREFIX}:profile:{part(customer)}"
 
 
 BATCH_PROFILE_VERSION = f"{PREFIX}:pbatch:current"  # the batch profile version readers see
@@ -104,11 +128,11 @@ BATCH_PROFILE_VERSION = f"{PREFIX}:pbatch:current"  # the batch profile version 
 
 def batch_profile(version: str, customer: str) -> str:
     """What the batch jobs computed for a customer (tags, segments, scores) in one version."""
-    return f"{batch_profile_prefix(version)}{customer}"
+    return f"{batch_profile_prefix(version)}{part(customer)}"
 
 
 def batch_profile_prefix(version: str) -> str:
-    return f"{PREFIX}:pbatch:{version}:"
+    return f"{PREFIX}:pbatch:{part(version)}:"
 
 
 # --- the contact policy (runtime/contact) ---------------------------------------------------
@@ -123,33 +147,33 @@ def policy_requests(shard: int) -> str:
 
 
 def ledger(customer: str) -> str:
-    return f"{PREFIX}:ledger:{customer}"
+    return f"{PREFIX}:ledger:{part(customer)}"
 
 
 def ledger_version(customer: str) -> str:
-    return f"{PREFIX}:ledger:v:{customer}"
+    return f"{PREFIX}:ledger:v:{part(customer)}"
 
 
 def optouts(customer: str) -> str:
     """Channels the customer opted out of (``*``: all)."""
-    return f"{PREFIX}:optout:{customer}"
+    return f"{PREFIX}:optout:{part(customer)}"
 
 
 def capacity(channel: str) -> str:
-    return f"{PREFIX}:capacity:{channel}"
+    return f"{PREFIX}:capacity:{part(channel)}"
 
 
 def capacity_version(channel: str) -> str:
-    return f"{PREFIX}:capacity:v:{channel}"
+    return f"{PREFIX}:capacity:v:{part(channel)}"
 
 
 def decision(request_id: str) -> str:
-    return f"{PREFIX}:decision:{request_id}"
+    return f"{PREFIX}:decision:{part(request_id)}"
 
 
 def customer_decisions(customer: str) -> str:
     """The customer's recent contact decisions, newest first (``esp why``)."""
-    return f"{PREFIX}:decisions:{customer}"
+    return f"{PREFIX}:decisions:{part(customer)}"
 
 
 TOKENS = f"{PREFIX}:tokens"
@@ -164,4 +188,4 @@ AUDIT = f"{PREFIX}:audit"
 
 def config_version(kind: str, name: str) -> str:
     """The last version number a document ever had (survives deletion and trimmed history)."""
-    return f"{PREFIX}:config:version:{kind}:{name}"
+    return f"{PREFIX}:config:version:{part(kind)}:{part(name)}"

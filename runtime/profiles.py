@@ -10,13 +10,16 @@ round trip of HGETALLs.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from runtime import keys
+from runtime.errors import InputError
 from runtime.identity import InvalidRecord
+from runtime.limits import MAX_KEY_LENGTH, MAX_KEYS, string_problem, value_problem
 
 if TYPE_CHECKING:
     import redis
@@ -25,6 +28,12 @@ Scalar = str | int | float | bool
 Value = Scalar | list[Scalar]
 
 _INT64 = 2**63
+MAX_CUSTOMER_LENGTH = 256  # as an event's subject
+MAX_LIST_ITEMS = 10_000  # items of one list attribute (a tag set)
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # batch profile versions: safe in keys and scripts
+
+# attributes the platform reads as sets (rule audiences, profile reads): lists of strings only
+RESERVED_LISTS = ("tags", "segments")
 
 
 def profile_key(customer: str) -> str:
@@ -38,11 +47,11 @@ def encode_value(value: Any) -> bytes:
 
 def decode_value(raw: bytes | str) -> Any:
     """A stored attribute; a field that is not JSON (written by another tool) reads as its raw
-    string."""
+    string, whatever its bytes."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw.decode() if isinstance(raw, bytes) else raw
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
 def _scalar_problem(value: Any) -> str | None:
@@ -57,14 +66,25 @@ def _scalar_problem(value: Any) -> str | None:
 
 def _attrs_problem(customer: Any, attrs: Any) -> tuple[str, str] | None:
     if not isinstance(customer, str) or not customer:
-        return "customer", f"must be a non-empty string, got {customer!r}"
+        return "customer", f"must be a non-empty string, got {customer!r:.80}"
+    problem = string_problem(customer, MAX_CUSTOMER_LENGTH)
+    if problem is not None:
+        return "customer", problem[1]
     if not isinstance(attrs, Mapping):
         return "attrs", f"must be a mapping of attribute names to values, got {type(attrs).__name__}"
+    if len(attrs) > MAX_KEYS:
+        return "attrs", f"has {len(attrs)} attributes; at most {MAX_KEYS} are accepted"
     for name, value in attrs.items():
         if not isinstance(name, str) or not name:
             return str(name), "attribute names must be non-empty strings"
+        problem = string_problem(name, MAX_KEY_LENGTH)
+        if problem is not None:
+            return name[:40], f"the name {problem[1]}"
         if value is None:
             continue
+        problem = _shape_problem(name, value)
+        if problem is not None:
+            return problem
         if isinstance(value, Mapping):  # one level, e.g. scores: {product: 0..100}
             for key, item in value.items():
                 problem = None if isinstance(key, str) and key else "keys must be non-empty strings"
@@ -81,6 +101,20 @@ def _attrs_problem(customer: Any, attrs: Any) -> tuple[str, str] | None:
         problem = _scalar_problem(value)
         if problem is not None:
             return name, problem
+    return None
+
+
+def _shape_problem(name: str, value: Any) -> tuple[str, str] | None:
+    """Limits (string length, Unicode, integer range, sizes) and the shape of reserved
+    attributes: ``{"tags": 1}`` is refused here, so it can never break a later read."""
+    items = list(value) if isinstance(value, set | frozenset | tuple) else value
+    if isinstance(items, list) and len(items) > MAX_LIST_ITEMS:
+        return name, f"has {len(items)} items; at most {MAX_LIST_ITEMS} are accepted"
+    problem = value_problem(dict(value) if isinstance(value, Mapping) else items, name, depth=2)
+    if problem is not None:
+        return name, problem[1]
+    if name in RESERVED_LISTS and not (isinstance(items, list) and all(isinstance(i, str) for i in items)):
+        return name, f"'{name}' is reserved: a list of strings, got {type(value).__name__}"
     return None
 
 
@@ -113,9 +147,23 @@ return out
 
 def _decoded(flat: list[Any]) -> dict[str, Any]:
     return {
-        (flat[i].decode() if isinstance(flat[i], bytes) else flat[i]): decode_value(flat[i + 1])
+        (flat[i].decode("utf-8", "replace") if isinstance(flat[i], bytes) else flat[i]): decode_value(flat[i + 1])
         for i in range(0, len(flat), 2)
     }
+
+
+def _tags(value: Any) -> set[str]:
+    """A stored tag set, read defensively: whatever another writer left there, a read never fails."""
+    return {t for t in value if isinstance(t, str)} if isinstance(value, list) else set()
+
+
+def check_version(version: str) -> str:
+    """A batch profile version, safe to put in keys and the read script as it is."""
+    if not isinstance(version, str) or VERSION_PATTERN.match(version) is None:
+        raise InputError(
+            f"batch profile version {version!r:.80} must match {VERSION_PATTERN.pattern}", reason="invalid_version"
+        )
+    return version
 
 
 class BatchProfiles:
@@ -134,6 +182,7 @@ class BatchProfiles:
 
     def write(self, version: str, profiles: Mapping[str, Mapping[str, Any]]) -> int:
         """Stage attributes of ``version`` (call as often as needed, then ``switch``)."""
+        check_version(version)
         items = list(profiles.items())
         _validate(items)
         for start in range(0, len(items), self._batch):
@@ -150,12 +199,14 @@ class BatchProfiles:
 
     def switch(self, version: str) -> str | None:
         """Make ``version`` the one readers see; the previous one expires. Returns it."""
+        check_version(version)
         previous = self.current()
         self._redis.set(keys.BATCH_PROFILE_VERSION, version)
-        if previous and previous != version:
+        if previous and previous != version and VERSION_PATTERN.match(previous):
             cursor = 0
             while True:
-                cursor, found = self._redis.scan(cursor, match=keys.batch_profile(previous, "*"), count=10_000)
+                match = keys.batch_profile_prefix(previous) + "*"
+                cursor, found = self._redis.scan(cursor, match=match, count=10_000)
                 if found:
                     pipe = self._redis.pipeline(transaction=False)
                     for key in found:
@@ -213,12 +264,14 @@ class ProfileStore:
         if not unique:
             return {}
         prefixes = [keys.profile(""), keys.batch_profile_prefix("")[:-1]]  # the script inserts the version
-        replies = self._read(keys=[], args=[keys.BATCH_PROFILE_VERSION, *prefixes, *unique])
+        # the script appends each customer to the prefixes: encoded as keys.profile would
+        args = [keys.BATCH_PROFILE_VERSION, *prefixes, *(keys.part(c) for c in unique)]
+        replies = self._read(keys=[], args=args)
         out = {}
         for customer, own, batch in zip(unique, replies[0::2], replies[1::2], strict=True):
             profile = _decoded(batch)
             attrs = _decoded(own)
-            tags = set(profile.get("tags") or ()) | set(attrs.get("tags") or ())
+            tags = _tags(profile.get("tags")) | _tags(attrs.get("tags"))
             profile.update(attrs)
             if tags:
                 profile["tags"] = sorted(tags, key=str)
