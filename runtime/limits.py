@@ -96,14 +96,24 @@ def value_problem(value: Any, path: str = "data", *, depth: int = 1) -> Problem 
     """The first limit ``value`` breaks, as (reason, message naming where), or None. Types
     other than the JSON ones (an Arrow timestamp, say) are left to the caller. ``depth`` is
     the level ``value`` is at (0 for a whole event, whose ``data`` is then at level 1)."""
+    found = locate(value, depth)
+    if found is None:
+        return None
+    reason, where, what = found
+    return reason, f"'{path}{where}' {what}"
+
+
+def locate(value: Any, depth: int = 1) -> tuple[str, str, str] | None:
+    """(reason, where, what) of the first limit ``value`` breaks, ``where`` a path such as
+    ``.a[1].b`` below ``value``; None if it keeps them all (the fast check says so)."""
     if within_limits(value, depth):
         return None
     found = _walk(value, depth)
     if found is None:
         return None
-    reason, message, parts = found
+    reason, what, parts = found
     where = "".join(reversed(parts))
-    return reason, f"'{path}{where if len(where) <= 120 else '...' + where[-117:]}' {message}"
+    return reason, where if len(where) <= 120 else "..." + where[-117:], what
 
 
 _Found = tuple[str, str, list[str]]  # reason, message, path parts from the innermost outwards

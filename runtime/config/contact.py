@@ -4,7 +4,7 @@ capacity) and ``campaign`` (priority, product, de-dup days, quiet-hours handling
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -24,7 +24,7 @@ class Cap(BaseModel):
     channel: str | None = Field(None, pattern=NAME_PATTERN, description="scope channel: which channel.")
     window: DurationMs = Field(description="Rolling window, e.g. 7d.")
     max: int = Field(ge=0, le=100_000, description="Contacts allowed in the window.")
-    max_by_tier: dict[str, int] = Field(
+    max_by_tier: dict[str, Annotated[int, Field(ge=0, le=100_000)]] = Field(
         default_factory=dict, description="Per customer tier (profile attribute 'tier_attribute'), e.g. {gold: 2}."
     )
     tier_attribute: str = Field("tier", pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -72,9 +72,9 @@ class Capacity(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    per_minute: int | None = Field(None, ge=1)
-    per_hour: int | None = Field(None, ge=1)
-    per_day: int | None = Field(None, ge=1)
+    per_minute: int | None = Field(None, ge=1, le=1_000_000_000)
+    per_hour: int | None = Field(None, ge=1, le=1_000_000_000)
+    per_day: int | None = Field(None, ge=1, le=1_000_000_000)
     deadline: DurationMs = Field(3_600_000, description="Held longer than this: dropped.")
 
 

@@ -30,7 +30,7 @@ class Endpoint(BaseModel):
     retry: list[DurationMs] | None = Field(
         None, min_length=1, max_length=20, description="Waits between attempts; the default is 5s 30s 2m 10m 1h 5h 10h."
     )
-    rate_limit_per_s: float | None = Field(None, gt=0, description="Requests per second to this endpoint.")
+    rate_limit_per_s: float | None = Field(None, gt=0, le=100_000, description="Requests per second to this endpoint.")
     max_in_flight: int = Field(4, ge=1, le=64, description="Concurrent requests to this endpoint.")
     batch: int = Field(1, ge=1, le=1000, description="Events per request; above 1, a CloudEvents batch.")
     internal: bool = Field(

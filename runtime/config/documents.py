@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from runtime.config.models import KINDS, Doc, Rule, Source, leaves
 from runtime.errors import ConfigError, ExpressionError, NotFound
+from runtime.limits import locate
 
 
 def _describe(kind: str, name: object) -> str:
@@ -36,6 +37,14 @@ def parse_document(raw: Any, *, kind: str | None = None, name: str | None = None
     """Validate one document. ``kind``/``name`` from a URL fill in or must match the body."""
     if not isinstance(raw, dict):
         raise ConfigError(f"a config document must be a mapping, got {type(raw).__name__}")
+    problem = locate(raw)
+    if problem is not None:  # before pydantic: it would store a NaN or a lone surrogate that no GET could answer
+        reason, where, what = problem
+        path = where.lstrip(".") or "(document)"
+        raise ConfigError(
+            f"config document: field '{path}' {what} ({reason})",  # names nothing from it: they may be unencodable
+            errors=[{"path": path, "expected": reason, "got": None}],
+        )
     body = dict(raw)
     doc_kind = body.get("kind", kind)
     if kind is not None and doc_kind != kind:

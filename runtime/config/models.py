@@ -44,7 +44,9 @@ class Source(Doc):
         "accept", description="Events of a type missing from the catalogue: accept, or quarantine."
     )
     dedupe: Dedupe = Field(default_factory=Dedupe, description="Idempotency settings.")
-    rate_limit_per_s: int | None = Field(None, ge=1, description="Events per second accepted from this source.")
+    rate_limit_per_s: int | None = Field(
+        None, ge=1, le=10_000_000, description="Events per second accepted from this source."
+    )
 
     def stored(self) -> Source:
         """The form kept in the store: the key replaced by its hash."""

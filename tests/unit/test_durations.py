@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.durations import format_duration_ms, parse_duration_ms
+from runtime.durations import MAX_DURATION_MS, format_duration_ms, parse_duration_ms
 
 SECOND, MINUTE, HOUR, DAY, WEEK = 1000, 60_000, 3_600_000, 86_400_000, 604_800_000
 
@@ -70,7 +70,7 @@ def test_format_uses_the_largest_exact_unit(ms, text):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(0, 10**13))
+@given(st.integers(0, MAX_DURATION_MS))
 def test_format_then_parse_round_trips(ms):
     assert parse_duration_ms(format_duration_ms(ms)) == ms
 
@@ -79,7 +79,19 @@ def test_format_then_parse_round_trips(ms):
 @given(st.integers(0, 10**6), st.sampled_from([("ms", 1), ("s", SECOND), ("m", MINUTE), ("h", HOUR), ("d", DAY)]))
 def test_whole_units(n, unit):
     name, size = unit
-    assert parse_duration_ms(f"{n}{name}") == n * size
+    if n * size > MAX_DURATION_MS:
+        with pytest.raises(ValueError, match="longer than the longest accepted"):
+            parse_duration_ms(f"{n}{name}")
+    else:
+        assert parse_duration_ms(f"{n}{name}") == n * size
+
+
+@pytest.mark.parametrize("text", ["99999999w", "401d", 400 * 86_400 + 1, 1e300, "1" * 40 + "s"])
+def test_durations_are_bounded_so_no_document_sizes_unbounded_work(text):
+    """A dedupe horizon of 99999999w once made the append script loop over ~700 M day buckets."""
+    with pytest.raises(ValueError):
+        parse_duration_ms(text)
+    assert parse_duration_ms("400d") == MAX_DURATION_MS
 
 
 def test_millisecond_fractions_of_a_second_are_exact():
