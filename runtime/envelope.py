@@ -249,37 +249,18 @@ def decode_item(raw: bytes) -> Any:
         return _lenient(raw, exc)
 
 
-class _Refused(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+_TOO_BIG = 2**64  # stands for an integer too long to convert: the walk calls it out of range
 
 
-def _refuse_constant(name: str) -> Any:
-    raise _Refused("invalid_number", f"the item holds {name}; numbers must be finite")
-
-
-def _bounded_int(text: str) -> int:
-    value = int(text) if len(text) <= 21 else None
-    if value is None or not INT_MIN <= value <= INT_MAX:
-        raise _Refused("integer_out_of_range", f"the item holds {text[:30]}..., outside the 64-bit integer range")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Refused("invalid_number", f"the item holds {text[:30]}, which is not a finite number")
-    return value
+def _int(text: str) -> int:
+    return int(text) if len(text) <= 21 else _TOO_BIG
 
 
 def _lenient(raw: bytes, refused: Exception) -> Any:
     """Why msgspec refused ``raw``: Python's json reads NaN, infinities, huge numbers and lone
     surrogates, so a limit can be named; anything else is a syntax error (``unparseable``)."""
     try:
-        value = json.loads(raw, parse_constant=_refuse_constant, parse_int=_bounded_int, parse_float=_finite_float)
-    except _Refused as exc:
-        return Unparseable(str(exc), raw, exc.reason)
+        value = json.loads(raw, parse_int=_int)  # NaN and infinities read as floats the walk refuses
     except RecursionError:
         return Unparseable(f"the item is nested more than {MAX_DEPTH} levels deep", raw, "too_deep")
     except ValueError:  # a syntax error, or bytes that are not UTF-8

@@ -78,8 +78,8 @@ def _attrs_problem(customer: Any, attrs: Any) -> tuple[str, str] | None:
         if not isinstance(name, str) or not name:
             return str(name), "attribute names must be non-empty strings"
         problem = string_problem(name, MAX_KEY_LENGTH)
-        if problem is not None:
-            return name[:40], f"the name {problem[1]}"
+        if problem is not None:  # named escaped: the answer must stay encodable
+            return name[:40].encode("utf-8", "backslashreplace").decode(), f"the name {problem[1]}"
         if value is None:
             continue
         problem = _shape_problem(name, value)
@@ -153,7 +153,8 @@ def _decoded(flat: list[Any]) -> dict[str, Any]:
 
 
 def _tags(value: Any) -> set[str]:
-    """A stored tag set, read defensively: whatever another writer left there, a read never fails."""
+    """A stored tag (or segment) set, read defensively: whatever another writer left there,
+    a read gives a list of strings, so no rule's audience check can fail on it."""
     return {t for t in value if isinstance(t, str)} if isinstance(value, list) else set()
 
 
@@ -273,8 +274,11 @@ class ProfileStore:
             attrs = _decoded(own)
             tags = _tags(profile.get("tags")) | _tags(attrs.get("tags"))
             profile.update(attrs)
-            if tags:
-                profile["tags"] = sorted(tags, key=str)
+            if tags or "tags" in profile:
+                profile["tags"] = sorted(tags)
+            segments = profile.get("segments")
+            if segments is not None and not (isinstance(segments, list) and all(isinstance(x, str) for x in segments)):
+                profile["segments"] = sorted(_tags(segments))
             out[customer] = profile
         return out
 
