@@ -97,8 +97,10 @@ class AuditLog:
 
 
 def _valid_id(value: str) -> bool:
+    """A stream entry id Redis accepts: both parts decimal and below 2^64 (past that, Redis
+    refuses the command, which would read as the store being down)."""
     ms, _, seq = value.partition("-")
-    return ms.isdigit() and seq.isdigit() and len(value) <= 41
+    return ms.isascii() and ms.isdigit() and seq.isascii() and seq.isdigit() and max(int(ms), int(seq)) < 2**64
 
 
 def _item(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from runtime.config.types import NAME_PATTERN
 from runtime.envelope import MAX_TIME_MS, MIN_TIME_MS
 from runtime.errors import InputError
 from runtime.identity import SCRIPT_CHUNK, InvalidRecord, Progress, Script, iter_parquet, string_column, time_column
+from runtime.limits import string_problem
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -124,6 +125,8 @@ def _consent_problem(record: Any) -> tuple[str, str] | None:
         return "record", f"expected a ConsentRecord, got {type(record).__name__}"
     if not isinstance(record.customer, str) or not record.customer:
         return "customer", f"must be a non-empty string, got {record.customer!r}"
+    if (problem := string_problem(record.customer)) is not None:  # a lone surrogate cannot be encoded for Redis
+        return "customer", problem[1]
     if not isinstance(record.opted_in, bool):
         return "opted_in", f"must be true or false, got {record.opted_in!r}"
     if record.purpose is not None and (not isinstance(record.purpose, str) or not _PURPOSE.match(record.purpose)):

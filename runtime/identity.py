@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from runtime import keys
 from runtime.envelope import MAX_TIME_MS, MIN_TIME_MS, parse_time_ms
 from runtime.errors import InputError
+from runtime.limits import string_problem
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -204,6 +205,10 @@ def _link_problem(link: Any) -> tuple[str, str] | None:
         value = getattr(link, field)
         if value is not None and (not isinstance(value, str) or not value):
             return field, f"must be a non-empty string, got {value!r}"
+    for field in ("customer", *KINDS):  # a lone surrogate cannot even be encoded for Redis
+        problem = string_problem(getattr(link, field) or "")
+        if problem is not None:
+            return field, problem[1]
     for field in ("valid_from_ms", "valid_to_ms"):
         value = getattr(link, field)
         # type(...) is int: a bool is not a time
