@@ -4,14 +4,15 @@ explicitly. Internal tunables that users should not need live here too, each des
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runtime.private_files import REDIS_PASSWORD_FILE, local_redis_url, read_secret
-from runtime.sealing import Sealer
-from runtime.tokens import server_secret
+from runtime.private_files import REDIS_PASSWORD_FILE, local_redis_url, read_secret, secret_file
+
+if TYPE_CHECKING:
+    from runtime.sealing import Sealer
 
 
 class EspSettings(BaseSettings):
@@ -122,10 +123,12 @@ class EspSettings(BaseSettings):
 
     def server_secret(self) -> str:
         """The configured server secret, else the one kept in ``<state_dir>/secret``."""
-        return server_secret(self.secret.get_secret_value() if self.secret else None, self.state_dir)
+        return self.secret.get_secret_value() if self.secret else secret_file(self.state_dir / "secret")
 
     def sealer(self) -> Sealer:
         """Seals and opens the secrets of config documents (see runtime/sealing.py)."""
+        from runtime.sealing import Sealer
+
         return Sealer(self.server_secret())
 
     def to_wire(self) -> dict[str, object]:

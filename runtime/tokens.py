@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import time
@@ -31,6 +30,7 @@ import redis
 
 from runtime import keys
 from runtime.errors import AuthError, Conflict, InputError, NotFound
+from runtime.private_files import write_private
 
 ROLES = ("viewer", "operator", "admin")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -151,27 +151,6 @@ def bearer(authorization: str | None) -> str | None:
 
 
 BOOTSTRAP_NAME = "bootstrap-admin"
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (mode 0600 from creation, whatever the umask)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.chmod(path, 0o600)
-
-
-def server_secret(configured: str | None, state_dir: Path) -> str:
-    """The server secret: the configured one, else ``<state_dir>/secret``, created once."""
-    if configured:
-        return configured
-    path = state_dir / "secret"
-    if path.exists():
-        return path.read_text().strip()
-    secret = secrets.token_urlsafe(32)
-    write_private(path, secret)
-    return secret
 
 
 def bootstrap_admin(store: TokenStore, path: Path) -> str | None:

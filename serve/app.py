@@ -42,7 +42,7 @@ from runtime.subscriptions import SubscriptionReader, check_entry_id, project, t
 from runtime.tokens import Principal, TokenStore
 from runtime.topics import TopicRouter
 from runtime.trace import trace_event
-from serve import access, errors, limits, sse
+from serve import access, errors, hosts, limits, sse
 from serve import schemas as s
 
 APP_NAME = "esp"
@@ -79,6 +79,7 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
 
 
 app.add_middleware(limits.BodyLimit, limit=lambda: access.replica().settings.max_api_body_bytes)
+app.add_middleware(hosts.HostAllowlist, allowed=lambda: hosts.allowed_hosts(access.replica().settings))  # runs first
 
 
 def from_body(cls: Any, index: int, raw: Any) -> Any:
@@ -156,7 +157,9 @@ class EspApi:
         self.settings = EspSettings(**settings)
         self.redis = redis.Redis.from_url(self.settings.effective_redis_url(), max_connections=128)
         # SSE streams and long polls block in Redis for up to MAX_BLOCK_S: past redis-py's 5 s default
-        self.aredis = aioredis.Redis.from_url(self.settings.effective_redis_url(), socket_timeout=MAX_BLOCK_S)
+        self.aredis = aioredis.Redis.from_url(
+            self.settings.effective_redis_url(), socket_timeout=MAX_BLOCK_S, max_connections=2 * MAX_WAITING
+        )  # each waiting subscriber holds one connection while it blocks
         self.ingestor = Ingestor(self.settings, self.redis)
         self.config = ConfigStore(self.redis, history=self.settings.config_history, sealer=self.settings.sealer())
         self.tokens = TokenStore(self.redis, self.settings.server_secret().encode()) if self.settings.auth else None

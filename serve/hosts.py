@@ -13,6 +13,7 @@ import orjson
 from runtime.settings import EspSettings
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "[::1]")
+PROBES = frozenset({"/healthz", "/readyz"})  # orchestrators probe by pod address; they answer nothing private
 UNSPECIFIED = frozenset({"0.0.0.0", "[::]"})  # bind-all addresses: no client names the API so
 
 
@@ -52,7 +53,7 @@ class HostAllowlist:
         return "*" in allowed or normalised_host(host) in {normalised_host(entry) for entry in allowed}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        if scope["type"] not in ("http", "websocket") or scope["path"] in PROBES:
             await self.app(scope, receive, send)
             return
         host = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"host"), "")

@@ -123,7 +123,8 @@ def test_to_wire_rebuilds_the_same_settings_elsewhere(tmp_path, monkeypatch):
     assert rebuilt.effective_redis_url() == "redis://:pw@h:1/2"
     assert rebuilt.checkpoint_location == str(tmp_path / ".esp" / "checkpoints")
     assert (rebuilt.partitions, rebuilt.auth) == (8, False)
-    same = {k: v for k, v in s.model_dump().items() if k not in ("redis_url", "state_dir", "checkpoint_uri")}
+    assert rebuilt.server_secret() == wire["secret"]  # the generated one travels too
+    same = {k: v for k, v in s.model_dump().items() if k not in ("redis_url", "state_dir", "checkpoint_uri", "secret")}
     assert {k: v for k, v in rebuilt.model_dump().items() if k in same} == same
 
 
