@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -17,6 +18,13 @@ def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     server = EmbeddedRedis(tmp_path / "redis", free_port()).start()
     yield server
     server.stop()
+
+
+def url_of(client: redis.Redis) -> str:
+    """The URL of a client's server, with its password when it has one (the embedded Redis does)."""
+    kw = client.connection_pool.connection_kwargs
+    auth = f":{quote(kw['password'], safe='')}@" if kw.get("password") else ""
+    return f"redis://{auth}{kw['host']}:{kw['port']}/0"
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from runtime.contact.stage import PolicyStage
 from runtime.outbox import Outbox, Publication
 from runtime.subscriptions import SubscriptionReader
 from runtime.topics import TopicRouter
+from tests.conftest import url_of
 
 SHARDS = 2
 T0 = int(datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
@@ -157,11 +158,6 @@ def test_capacity_is_respected_within_one_batch(redis_client) -> None:
 # -- the stage: a hold survives a restart ----------------------------------------------------
 
 
-def _url(client) -> str:
-    kw = client.connection_pool.connection_kwargs
-    return f"redis://{kw['host']}:{kw['port']}/0"
-
-
 def _notify(i: str, customer: str) -> Publication:
     event = {
         "specversion": "1.0",
@@ -208,7 +204,7 @@ def test_a_request_held_for_quiet_hours_is_sent_once_by_a_new_stage_after_they_e
 
     def stage(offset_s: float) -> PolicyStage:
         return PolicyStage(
-            _url(redis_client),
+            url_of(redis_client),
             list(range(SHARDS)),
             total_shards=SHARDS,
             horizon_s=3600,

@@ -4,7 +4,6 @@ partition actors do), gathered for arbitration, decided through the ledger, publ
 from __future__ import annotations
 
 import time
-from urllib.parse import quote
 
 from runtime import keys
 from runtime.config.store import ConfigStore
@@ -13,6 +12,7 @@ from runtime.outbox import Outbox, Publication
 from runtime.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, QuarantineStore
 from runtime.subscriptions import SubscriptionReader
 from runtime.topics import TopicRouter
+from tests.conftest import url_of
 
 SHARDS = 2
 
@@ -39,14 +39,7 @@ def setup(client, **policy) -> PolicyStage:
     store.put({"kind": "campaign", "name": "gold", "priority": 90, "dedupe_days": 7})
     store.put({"kind": "campaign", "name": "silver", "priority": 40, "dedupe_days": 7})
     store.put({"kind": "policy", "name": "default", "arbitration_window": "300ms", **policy})
-    return PolicyStage(_url(client), list(range(SHARDS)), total_shards=SHARDS, horizon_s=3600, maxlen=100_000)
-
-
-def _url(client) -> str:
-    """The client's server, with its password when it has one (the embedded Redis does)."""
-    kw = client.connection_pool.connection_kwargs
-    auth = f":{quote(kw['password'], safe='')}@" if kw.get("password") else ""
-    return f"redis://{auth}{kw['host']}:{kw['port']}/0"
+    return PolicyStage(url_of(client), list(range(SHARDS)), total_shards=SHARDS, horizon_s=3600, maxlen=100_000)
 
 
 def send(client, pubs: list[Publication]) -> None:

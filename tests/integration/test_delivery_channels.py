@@ -176,11 +176,11 @@ def test_a_notification_over_the_render_bounds_is_dead_lettered_with_its_reason(
 
 
 def test_a_delivery_whose_preparation_keeps_raising_is_dead_lettered_and_its_batch_sent(redis_server, redis_client):
-    """A profile whose reserved ``tags`` attribute is broken (written around the API's checks)
-    makes reading it raise: its notification is tried POISON_ATTEMPTS times (the batch's try
+    """A profile key of the wrong type (written around the API, as by another program) makes
+    reading it raise: its notification is tried POISON_ATTEMPTS times (the batch's try
     first, then on its own), then dead-lettered as a processing_error; its batch-mates are sent."""
     ProfileStore(redis_client).put("c1", {"name": "Ann"})
-    redis_client.hset(keys.profile("cbad"), "tags", "1")
+    redis_client.set(keys.profile("cbad"), "not a hash")  # a key of the wrong type: every read of it raises
     with Receiver() as rx, dispatcher(redis_server) as d:
         reads: list[list[str]] = []
         read = d._profiles.get_many
@@ -204,7 +204,7 @@ def test_a_delivery_whose_preparation_keeps_raising_is_dead_lettered_and_its_bat
     sent = sorted(m["notification_id"] for x in rx.requests for m in x.json())
     assert sent == ["n0", "n2", "n9"]
     assert [e["event"]["id"] for e in dead] == ["n1"]
-    assert dead[0]["error"].startswith("processing_error: preparing the delivery failed 3 times: TypeError")
+    assert dead[0]["error"].startswith("processing_error: preparing the delivery failed 3 times: ResponseError")
     assert sum("cbad" in r for r in reads) == POISON_ATTEMPTS
     assert d.poisoned == 1
     assert pending(redis_client, stream) == 0

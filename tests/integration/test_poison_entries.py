@@ -146,8 +146,8 @@ def test_a_crash_loop_is_bounded_too_and_a_replay_does_not_quarantine_again(redi
 def test_a_broken_profile_quarantines_only_its_customers_events(redis_server, redis_client, tmp_path):
     setup_config(redis_client, where="profile.tier != 'banned'")  # the rule reads profiles
     broken, good = same_partition(2)
-    redis_client.hset(f"esp:profile:{broken}", "tags", "1")  # written around the API's checks
-    redis_client.hset(f"esp:profile:{good}", "tier", '"gold"')
+    redis_client.set(keys.profile(broken), "not a hash")  # a key of the wrong type: every read of it raises
+    redis_client.hset(keys.profile(good), "tier", '"gold"')
     log = PartitionLog(redis_client, horizon_s=3600)
     append(log, [ev(1, good), ev(2, broken), ev(3, good)])
     append(log, [ev(4, broken), ev(5, good), ev(6, good)])
@@ -159,7 +159,7 @@ def test_a_broken_profile_quarantines_only_its_customers_events(redis_server, re
 
     quarantined = QuarantineStore(redis_client).list(reason=PROCESSING_ERROR)
     assert sorted(q["id"] for q in quarantined) == ["id2", "id4"]
-    assert all("TypeError" in q["message"] for q in quarantined)
+    assert all("WRONGTYPE" in q["message"] for q in quarantined)
     assert failures == 2 * (POISON_ATTEMPTS - 1)  # each poison event: N tries, the last sets it aside
     assert runner.totals.poison == 2
     pairs = pulled(redis_client, "out")
