@@ -117,6 +117,7 @@ class Platform:
         loopback only when ``runtime.local_ray.use_local_ray`` ran before Ray was imported (the
         CLI does so); otherwise Ray binds the routable address, which is logged loudly."""
         ray.init(
+            address="local",  # a new private Ray, never a running (or stale) cluster found on the machine
             num_cpus=self.settings.ray_num_cpus,
             include_dashboard=False,
             namespace=NAMESPACE,
