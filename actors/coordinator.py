@@ -1,6 +1,6 @@
 """Creating, finding and stopping the partition actors, and the partition assignment.
 
-The assignment (virtual partition -> actor index) is pure (``runtime.partitioning.assign``)
+The assignment (virtual partition -> actor index) is pure (``runtime.log.partitioning.assign``)
 and recorded in Redis so that any process can show it.
 """
 
@@ -15,7 +15,7 @@ import redis
 from actors import partition_actor
 from runtime import keys
 from runtime.errors import EspError
-from runtime.partitioning import assign
+from runtime.log.partitioning import assign
 from runtime.settings import EspSettings
 
 
@@ -87,7 +87,7 @@ def stop_partition_actors(count: int, *, graceful: bool = True) -> None:
 
 def owner_of(client: redis.Redis, customer: str) -> Any:
     """The partition actor that holds ``customer``'s state."""
-    from runtime.partitioning import partition_of
+    from runtime.log.partitioning import partition_of
 
     meta = client.hgetall(keys.META)
     assignment = json.loads(meta[b"assignment"]) if b"assignment" in meta else []

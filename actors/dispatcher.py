@@ -1,7 +1,7 @@
-"""The dispatcher actor: a thin Ray shell around :class:`runtime.delivery.Dispatcher`.
+"""The dispatcher actor: a thin Ray shell around :class:`runtime.subscriptions.dispatch.Dispatcher`.
 
 A background thread runs the dispatcher's asyncio loop. Ray restarts a crashed actor; the new
-one takes back whatever its predecessor left pending (``runtime/delivery.py``).
+one takes back whatever its predecessor left pending (``runtime/subscriptions/dispatch.py``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import ray
 
 from actors.metrics import metric
 from runtime import metrics as m
-from runtime.contact.stage import PolicyStage
-from runtime.delivery import Dispatcher
+from runtime.policy.stage import PolicyStage
 from runtime.settings import EspSettings
+from runtime.subscriptions.dispatch import Dispatcher
 
 logger = logging.getLogger(__name__)
 

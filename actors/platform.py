@@ -18,11 +18,11 @@ from ray import serve
 
 from actors import coordinator, dispatcher
 from runtime import keys
-from runtime.local_ray import use_local_ray
-from runtime.private_files import private_dir, write_private
-from runtime.redis_server import EmbeddedRedis
+from runtime.dev.local_ray import use_local_ray
+from runtime.dev.redis_server import EmbeddedRedis
+from runtime.security.private_files import private_dir, write_private
+from runtime.security.tokens import TokenStore, bootstrap_admin
 from runtime.settings import EspSettings
-from runtime.tokens import TokenStore, bootstrap_admin
 from serve import app as api
 
 logger = logging.getLogger(__name__)
@@ -67,12 +67,12 @@ class Platform:
         if not self.settings.gateway_port:
             return None
         if not own_process:
-            from runtime.gateway import LocalGateway
+            from runtime.dev.gateway import LocalGateway
 
             self.gateway = LocalGateway(self.gateway_log, port=self.settings.gateway_port).start()
             return None
         self.gateway_log.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "runtime.gateway", "--path", str(self.gateway_log)]
+        cmd = [sys.executable, "-m", "runtime.dev.gateway", "--path", str(self.gateway_log)]
         cmd += ["--port", str(self.settings.gateway_port)]
         with (self.gateway_log.parent / "gateway.log").open("ab") as out:
             process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
@@ -86,7 +86,7 @@ class Platform:
     def start_ray_head(self) -> str:
         """``ray start --head`` as its own process tree, so it outlives this command. Every port
         it opens is on loopback, and it uses Ray's token authentication with the token in the
-        state directory (see ``runtime.local_ray``; the CLI calls ``use_local_ray`` before
+        state directory (see ``runtime.dev.local_ray``; the CLI calls ``use_local_ray`` before
         importing Ray, so ``connect`` sends the same token)."""
         use_local_ray(private_dir(self.settings.state_dir))
         cmd = [
@@ -114,7 +114,7 @@ class Platform:
 
     def init_ray_in_process(self) -> None:
         """A private local Ray that ends with this process (demo and tests). It listens on
-        loopback only when ``runtime.local_ray.use_local_ray`` ran before Ray was imported (the
+        loopback only when ``runtime.dev.local_ray.use_local_ray`` ran before Ray was imported (the
         CLI does so); otherwise Ray binds the routable address, which is logged loudly."""
         ray.init(
             address="local",  # a new private Ray, never a running (or stale) cluster found on the machine

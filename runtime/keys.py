@@ -135,7 +135,7 @@ def batch_profile_prefix(version: str) -> str:
     return f"{PREFIX}:pbatch:{part(version)}:"
 
 
-# --- the contact policy (runtime/contact) ---------------------------------------------------
+# --- the contact policy (runtime/policy) ---------------------------------------------------
 
 HELD = f"{PREFIX}:policy:held"  # requests held (quiet hours, capacity), by release time
 POLICY_GROUP = "policy"

@@ -29,14 +29,16 @@ import orjson
 import redis
 
 from runtime import keys
-from runtime.checkpoint import Checkpoint, CheckpointStore
 from runtime.config.store import ConfigStore
-from runtime.envelope import Event
-from runtime.eventtime import EventClock
-from runtime.log import DAY_MS, DAY_S, LogEntry, PartitionLog, decode_entry
-from runtime.outbox import Outbox, Publication
-from runtime.profiles import ProfileStore
-from runtime.quarantine import (
+from runtime.events.envelope import Event
+from runtime.events.profiles import ProfileStore
+from runtime.log.checkpoint import Checkpoint, CheckpointStore
+from runtime.log.eventtime import EventClock
+from runtime.log.partition_log import DAY_MS, DAY_S, LogEntry, PartitionLog, decode_entry
+from runtime.log.streams import entry_id_key
+from runtime.rules import CompiledRule, Output, PartitionEngine, compile_rule
+from runtime.settings import EspSettings
+from runtime.sources.quarantine import (
     POISON_ATTEMPTS,
     PROCESSING_ERROR,
     Quarantined,
@@ -44,10 +46,8 @@ from runtime.quarantine import (
     error_text,
     transient,
 )
-from runtime.rules import CompiledRule, Output, PartitionEngine, compile_rule
-from runtime.settings import EspSettings
-from runtime.streams import entry_id_key
-from runtime.topics import TopicRouter, atomic_topic
+from runtime.subscriptions.outbox import Outbox, Publication
+from runtime.subscriptions.topics import TopicRouter, atomic_topic
 
 logger = logging.getLogger(__name__)
 
@@ -524,7 +524,7 @@ class PartitionRunner:
             totals.fired[rule] = totals.fired.get(rule, 0) + n
 
     def explain(self, customer: str, rule: str | None = None) -> dict[str, Any]:
-        from runtime.partitioning import partition_of
+        from runtime.log.partitioning import partition_of
 
         partition = partition_of(customer, self.settings.partitions)
         engine = self.engines.get(partition)

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runtime.private_files import REDIS_PASSWORD_FILE, local_redis_url, read_secret, secret_file
+from runtime.security.private_files import REDIS_PASSWORD_FILE, local_redis_url, read_secret, secret_file
 
 if TYPE_CHECKING:
-    from runtime.sealing import Sealer
+    from runtime.security.sealing import Sealer
 
 
 class EspSettings(BaseSettings):
@@ -115,7 +115,7 @@ class EspSettings(BaseSettings):
 
     def effective_redis_url(self) -> str:
         """The Redis every component connects to, credentials included (show it only through
-        ``runtime.redact.redact_url``): the external one, or the embedded one with the password
+        ``runtime.security.redact.redact_url``): the external one, or the embedded one with the password
         its first start generated under ``state_dir``."""
         if self.redis_url is not None:
             return self.redis_url.get_secret_value()
@@ -126,8 +126,8 @@ class EspSettings(BaseSettings):
         return self.secret.get_secret_value() if self.secret else secret_file(self.state_dir / "secret")
 
     def sealer(self) -> Sealer:
-        """Seals and opens the secrets of config documents (see runtime/sealing.py)."""
-        from runtime.sealing import Sealer
+        """Seals and opens the secrets of config documents (see runtime/security/sealing.py)."""
+        from runtime.security.sealing import Sealer
 
         return Sealer(self.server_secret())
 

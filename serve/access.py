@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import Request
 
 from runtime.errors import AuthError
-from runtime.tokens import LOCAL, Principal, TokenStore, bearer
+from runtime.security.tokens import LOCAL, Principal, TokenStore, bearer
 
 ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/healthz"): "public",

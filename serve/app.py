@@ -25,23 +25,23 @@ from actors.coordinator import live_actors, recorded_assignment
 from actors.metrics import metric
 from runtime import keys
 from runtime import metrics as m
-from runtime.audit import AuditLog, diff
-from runtime.config.delivery import public_view
 from runtime.config.store import ConfigStore
-from runtime.consent import ConsentRecord
-from runtime.contact.ledger import Ledger
-from runtime.contact.requests import campaign_requests, optout_pairs
-from runtime.deadletters import delivery_status, list_dead, replay_dead
 from runtime.errors import AuthError, BodyTooLarge, Conflict, InputError, NotFound
-from runtime.identity import IdentityLink
-from runtime.ingest import Ingestor
-from runtime.outbox import Outbox, last_fires
-from runtime.profiles import ProfileStore
+from runtime.events.consent import ConsentRecord
+from runtime.events.identity import IdentityLink
+from runtime.events.profiles import ProfileStore
+from runtime.events.trace import trace_event
+from runtime.policy.ledger import Ledger
+from runtime.policy.requests import campaign_requests, optout_pairs
+from runtime.security.audit import AuditLog, diff
+from runtime.security.tokens import Principal, TokenStore
 from runtime.settings import EspSettings
-from runtime.subscriptions import SubscriptionReader, check_entry_id, project, token_matches
-from runtime.tokens import Principal, TokenStore
-from runtime.topics import TopicRouter
-from runtime.trace import trace_event
+from runtime.sources.ingest import Ingestor
+from runtime.subscriptions.deadletters import delivery_status, list_dead, replay_dead
+from runtime.subscriptions.models import public_view
+from runtime.subscriptions.outbox import Outbox, last_fires
+from runtime.subscriptions.pull import SubscriptionReader, check_entry_id, project, token_matches
+from runtime.subscriptions.topics import TopicRouter
 from serve import access, errors, hosts, limits, sse
 from serve import schemas as s
 

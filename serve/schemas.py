@@ -16,7 +16,7 @@ from fastapi import Body
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 
 from runtime.config.types import NAME_PATTERN
-from runtime.tokens import NAME_PATTERN as TOKEN_NAME_PATTERN
+from runtime.security.tokens import NAME_PATTERN as TOKEN_NAME_PATTERN
 
 
 class Open(BaseModel):
@@ -62,7 +62,7 @@ class OptOut(BaseModel):
 
 
 class IdentityLinkBody(BaseModel):
-    """Mirrors ``runtime.identity.IdentityLink``: valid in ``[valid_from_ms, valid_to_ms)``."""
+    """Mirrors ``runtime.events.identity.IdentityLink``: valid in ``[valid_from_ms, valid_to_ms)``."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -74,7 +74,7 @@ class IdentityLinkBody(BaseModel):
 
 
 class ConsentBody(BaseModel):
-    """Mirrors ``runtime.consent.ConsentRecord``: ``purpose`` unset is the global flag."""
+    """Mirrors ``runtime.events.consent.ConsentRecord``: ``purpose`` unset is the global flag."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -19,8 +19,8 @@ import redis
 import redis.asyncio as aioredis
 
 from runtime import keys
-from runtime.streams import text
-from runtime.subscriptions import project
+from runtime.log.streams import text
+from runtime.subscriptions.pull import project
 
 logger = logging.getLogger(__name__)
 

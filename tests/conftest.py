@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from runtime.redis_server import EmbeddedRedis, free_port
+from runtime.dev.redis_server import EmbeddedRedis, free_port
 
 
 @pytest.fixture

@@ -34,9 +34,9 @@ import pyarrow.parquet as pq
 
 from runtime.batch import layout
 from runtime.batch.runner import JobTimer, write_summary, write_table
-from runtime.config.contact import Campaign
-from runtime.envelope import parse_time_ms
 from runtime.errors import EspError, InputError, NotFound
+from runtime.events.envelope import parse_time_ms
+from runtime.policy.models import Campaign
 
 JOB = "campaign"
 AUDIENCE = pa.schema(
@@ -181,7 +181,7 @@ def run(
     the summary (also in jobs/campaign/<name>/<run>/summary.json); ``status`` is ``scheduled``
     (start in the future, nothing sent or written), ``done`` or ``failed`` (``error`` says why;
     what was submitted before is recorded, and running the run again sends only the rest)."""
-    from runtime.client import EspClient
+    from runtime.dev.client import EspClient
 
     timer = JobTimer()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms

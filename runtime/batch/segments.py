@@ -42,8 +42,8 @@ from pyroaring import BitMap
 
 from runtime.batch import layout
 from runtime.batch.runner import JobTimer, run_parts, write_summary, write_table
-from runtime.config.contact import Segment
 from runtime.errors import EspError, InputError, NotFound
+from runtime.policy.models import Segment
 
 JOB = "segments"
 MEMBERS = pa.schema([("customer_id", pa.string()), ("segment", pa.string())])

@@ -1,7 +1,7 @@
 """``esp job sync``: publish what the batch jobs computed to the profile store, as one version.
 
 For every customer of the customers table (one Ray task per part, each writing its customers in
-batches through :class:`runtime.profiles.BatchProfiles`)::
+batches through :class:`runtime.events.profiles.BatchProfiles`)::
 
     tags      its batch tag names (jobs/tags), strongest first, at most ``max_tags``
     segments  the segments it is a member of (jobs/segments/<name>.roaring)
@@ -127,7 +127,7 @@ def profiles(
 def _sync_part(task: tuple[Path, Path, str, str, int, int, int]) -> dict[str, Any]:
     import redis
 
-    from runtime.profiles import BatchProfiles
+    from runtime.events.profiles import BatchProfiles
 
     data, part, redis_url, version, top_scores, max_tags, batch = task
     ids = pq.read_table(part, columns=["customer_id"])["customer_id"].combine_chunks()
@@ -249,7 +249,7 @@ def run(
     readers to it. Returns the summary (also in jobs/sync/summary.json)."""
     import redis
 
-    from runtime.profiles import BatchProfiles
+    from runtime.events.profiles import BatchProfiles
 
     timer = JobTimer()
     version = version or default_version()

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from runtime.config.models import KINDS, Doc, Rule, Source, leaves
 from runtime.errors import ConfigError, ExpressionError, NotFound
-from runtime.limits import locate
+from runtime.events.limits import locate
 
 
 def _describe(kind: str, name: object) -> str:
@@ -89,7 +89,7 @@ def check_expressions(doc: Doc) -> None:
         if doc.filter is not None:
             expressions.append(("filter", doc.filter))
         if doc.mapping is not None:
-            from runtime.adapters import compile_mapping
+            from runtime.sources import compile_mapping
 
             compile_mapping(doc.mapping, source_name=doc.name)
     for path, source in expressions:

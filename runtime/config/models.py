@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from runtime.config.sources import CsvFormat, Dedupe, KvFormat, Mapping, SourceFormat, UnknownIdentity
 from runtime.config.types import NAME_PATTERN, Doc, DurationMs, hash_key
+from runtime.sources.models import CsvFormat, Dedupe, KvFormat, Mapping, SourceFormat, UnknownIdentity
 
 
 class Source(Doc):
@@ -524,7 +524,7 @@ class Rule(Doc):
 
 
 def _validity_time(value: str | int | None, name: str) -> int | None:
-    from runtime.envelope import parse_time_ms
+    from runtime.events.envelope import parse_time_ms
 
     if value is None:
         return None
@@ -534,8 +534,8 @@ def _validity_time(value: str | int | None, name: str) -> int | None:
     return parsed
 
 
-from runtime.config.contact import Campaign, Policy, Segment  # noqa: E402  (contact policy and batch kinds)
-from runtime.config.delivery import Channel, Subscription  # noqa: E402  (the kinds of delivery)
+from runtime.policy.models import Campaign, Policy, Segment  # noqa: E402  (contact policy and batch kinds)
+from runtime.subscriptions.models import Channel, Subscription  # noqa: E402  (the kinds of delivery)
 
 KINDS: dict[str, type[Doc]] = {
     "source": Source,

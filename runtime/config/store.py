@@ -16,11 +16,11 @@ from typing import Any
 import redis
 
 from runtime import keys
-from runtime.config.delivery import public_view
 from runtime.config.documents import check_fields_against_type, parse_document
 from runtime.config.models import KINDS, Channel, Doc, Rule, Source, Subscription, leaves
 from runtime.errors import NotFound
-from runtime.sealing import Sealer
+from runtime.security.sealing import Sealer
+from runtime.subscriptions.models import public_view
 
 
 class ConfigStore:

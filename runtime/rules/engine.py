@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from runtime.envelope import Event, format_time_ms
+from runtime.events.envelope import Event, format_time_ms
 from runtime.rules.compiled import (
     AbsenceSpec,
     CompiledRule,

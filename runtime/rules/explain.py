@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.envelope import format_time_ms
+from runtime.events.envelope import format_time_ms
 from runtime.rules.compiled import CompiledRule, LeafSpec
 from runtime.rules.state import GroupState, Window, split_ref
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.envelope import Event
+from runtime.events.envelope import Event
 from runtime.rules.compiled import (
     AbsenceSpec,
     CompiledRule,

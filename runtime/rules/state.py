@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.envelope import Event
+from runtime.events.envelope import Event
 
 SEP = "\x1f"
 

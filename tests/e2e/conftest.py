@@ -12,8 +12,8 @@ import ray
 from ray import serve
 
 from actors.platform import NAMESPACE, Platform
-from runtime.client import EspClient
-from runtime.redis_server import free_port
+from runtime.dev.client import EspClient
+from runtime.dev.redis_server import free_port
 from runtime.settings import EspSettings
 
 SOURCE_KEY = "e2e-source-key-0123456789"

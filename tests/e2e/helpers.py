@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from runtime.client import EspClient
+from runtime.dev.client import EspClient
 
 T0 = 1_790_000_000_000
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from runtime.tokens import ROLES
+from runtime.security.tokens import ROLES
 from serve import access
 from serve.app import app
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import ray
 
-from runtime.client import EspClient, SendReport
+from runtime.dev.client import EspClient, SendReport
 from tests.e2e.conftest import SOURCE_KEY, make_platform, stop_platform
 from tests.e2e.helpers import event, every_event_rule, read_exactly
 

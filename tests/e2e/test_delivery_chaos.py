@@ -20,8 +20,8 @@ import pytest
 import ray
 
 from actors.platform import NAMESPACE
-from runtime.client import EspClient, SendReport
-from runtime.webhooks import generate_secret
+from runtime.dev.client import EspClient, SendReport
+from runtime.subscriptions.webhooks import generate_secret
 from tests.e2e.conftest import SOURCE_KEY
 from tests.e2e.helpers import admin_headers, event, every_event_rule
 from tests.support.receiver import Receiver, Request

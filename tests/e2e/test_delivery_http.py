@@ -16,9 +16,9 @@ import httpx
 import orjson
 import pytest
 
-from runtime.client import EspClient
-from runtime.gateway import LocalGateway, read_messages
-from runtime.webhooks import generate_secret
+from runtime.dev.client import EspClient
+from runtime.dev.gateway import LocalGateway, read_messages
+from runtime.subscriptions.webhooks import generate_secret
 from tests.e2e.helpers import admin_headers, event, every_event_rule, read_exactly
 from tests.support.receiver import Receiver, Request
 from tests.unit.test_webhooks import spec_verify

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.redis_server import free_port
+from runtime.dev.redis_server import free_port
 from tests.support.sockets import descendants, is_loopback, kill_all, listening, subreaper
 
 PORTS = ("HTTP_PORT", "REDIS_PORT", "GATEWAY_PORT", "METRICS_EXPORT_PORT", "RAY_PORT", "RAY_CLIENT_SERVER_PORT")

@@ -33,8 +33,8 @@ from typing import Any
 import orjson
 import pytest
 
-from runtime.client import EspClient
-from runtime.partitioning import assign, partition_of
+from runtime.dev.client import EspClient
+from runtime.log.partitioning import assign, partition_of
 from tests.e2e.conftest import SOURCE_KEY
 from tests.e2e.helpers import every_event_rule
 

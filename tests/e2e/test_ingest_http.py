@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pyarrow as pa
 
-from runtime.client import EspClient
+from runtime.dev.client import EspClient
 from tests.e2e.conftest import SOURCE_KEY
 from tests.e2e.helpers import event, every_event_rule, read_exactly
 

@@ -11,11 +11,11 @@ import pytest
 import ray
 import redis
 
-from runtime.client import EspClient
-from runtime.envelope import Event
-from runtime.log import PartitionLog
-from runtime.partitioning import partition_of
-from runtime.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR
+from runtime.dev.client import EspClient
+from runtime.events.envelope import Event
+from runtime.log.partition_log import PartitionLog
+from runtime.log.partitioning import partition_of
+from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR
 from tests.e2e.conftest import METRICS_PORT, SOURCE_KEY, make_platform, stop_platform
 from tests.e2e.helpers import T0, as_admin, event, every_event_rule, read_exactly
 

@@ -70,9 +70,9 @@ def test_the_design_example_rule_fires_for_its_audience_only(platform, client):
 def test_backtest_predicts_what_the_live_platform_does(platform, client, tmp_path):
     """The backtest runs the partition actors' engine in-process: over the same events it must
     name exactly the fires the live platform publishes."""
-    from runtime.backtest import backtest, replay
     from runtime.config.models import Rule
-    from runtime.synthetic import demo_events
+    from runtime.dev.synthetic import demo_events
+    from runtime.rules.backtest import backtest, replay
 
     rule_doc = {
         "kind": "rule",
@@ -154,8 +154,8 @@ def test_event_marketing_scenario_tags_then_targets(platform, client):
     profile, and the next game's offer reaches only the tagged fan (once: cooldown)."""
     from pathlib import Path
 
-    from runtime.backtest import load_events
     from runtime.config.documents import load_yaml_documents
+    from runtime.rules.backtest import load_events
 
     scenarios = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
     for _, raw in load_yaml_documents(scenarios / "event-marketing.yaml"):
@@ -176,7 +176,7 @@ def test_event_marketing_scenario_tags_then_targets(platform, client):
 def test_why_shows_what_holds_and_what_is_missing(platform, client):
     import time
 
-    from runtime.envelope import format_time_ms
+    from runtime.events.envelope import format_time_ms
 
     client.put_config(
         {

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import ray
 
-from runtime.client import EspClient
+from runtime.dev.client import EspClient
 from tests.e2e.helpers import admin_headers, event, every_event_rule
 from tests.support.receiver import Receiver
 

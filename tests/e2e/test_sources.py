@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from runtime.client import EspClient
+from runtime.dev.client import EspClient
 from tests.e2e.helpers import read_exactly
 
 CSV_KEY = "csv-calls-key-0123456789"

@@ -13,7 +13,7 @@ import pytest
 
 from runtime.batch import campaign as job
 from runtime.batch.campaign import Slice
-from runtime.config.contact import Campaign
+from runtime.policy.models import Campaign
 from tests.support.receiver import Receiver, Request
 
 NOW_MS = 1_790_000_000_000

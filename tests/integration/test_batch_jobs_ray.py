@@ -13,9 +13,9 @@ import ray
 
 from runtime.batch import allocate, campaign, evaluate, layout, matrix, segments, sync, tags, timing
 from runtime.batch.generate import generate
-from runtime.config.contact import Campaign
 from runtime.config.documents import load_yaml_documents
-from runtime.profiles import ProfileStore
+from runtime.events.profiles import ProfileStore
+from runtime.policy.models import Campaign
 from tests.integration.test_batch_campaign import api
 from tests.support.receiver import Receiver
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 def local_ray() -> Iterator[None]:
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     if started:
         ray.shutdown()

@@ -13,8 +13,8 @@ from pyroaring import BitMap
 
 from runtime import keys
 from runtime.batch import sync
-from runtime.profiles import BatchProfiles, ProfileStore
-from runtime.redis_server import EmbeddedRedis
+from runtime.dev.redis_server import EmbeddedRedis
+from runtime.events.profiles import BatchProfiles, ProfileStore
 
 RULES_AND_SEGMENTS = [
     {"kind": "rule", "name": "airport", "audience": {"tag": "traveller"}, "when": {"event": "x"}},

@@ -12,11 +12,11 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from runtime.cli_data import consents
-from runtime.consent import CONSENT_KEY, ConsentRecord, ConsentStore, import_parquet
+from runtime.cli.data import consents
 from runtime.errors import InputError
-from runtime.identity import InvalidRecord
-from runtime.profiles import ProfileStore, profile_key
+from runtime.events.consent import CONSENT_KEY, ConsentRecord, ConsentStore, import_parquet
+from runtime.events.identity import InvalidRecord
+from runtime.events.profiles import ProfileStore, profile_key
 from tests.conftest import round_trips
 
 T = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -237,7 +237,7 @@ def test_invalid_profiles_raise_with_index_and_write_nothing(profiles, redis_cli
 
 
 def test_batch_profiles_switch_versions_at_once_and_merge_under_own_attributes(profiles, redis_client):
-    from runtime.profiles import BatchProfiles
+    from runtime.events.profiles import BatchProfiles
 
     batch = BatchProfiles(redis_client)
     profiles.put("c1", {"tags": ["vip"], "tier": "gold"})

@@ -14,16 +14,16 @@ from typing import Any
 import redis
 
 from runtime import keys
-from runtime.config.contact import Campaign, Policy
 from runtime.config.store import ConfigStore
 from runtime.config.types import document_body
-from runtime.contact.decide import ContactRequest, PolicyRules
-from runtime.contact.ledger import ConflictingWrite, Ledger
-from runtime.contact.requests import campaign_requests
-from runtime.contact.stage import PolicyStage
-from runtime.outbox import Outbox
-from runtime.subscriptions import SubscriptionReader
-from runtime.topics import TopicRouter
+from runtime.policy.decide import ContactRequest, PolicyRules
+from runtime.policy.ledger import ConflictingWrite, Ledger
+from runtime.policy.models import Campaign, Policy
+from runtime.policy.requests import campaign_requests
+from runtime.policy.stage import PolicyStage
+from runtime.subscriptions.outbox import Outbox
+from runtime.subscriptions.pull import SubscriptionReader
+from runtime.subscriptions.topics import TopicRouter
 
 SPAWN = multiprocessing.get_context("spawn")
 PROCESSES, REQUESTS, CAP = 3, 50, 10

@@ -1,4 +1,4 @@
-"""The contact ledger (runtime/contact/ledger.py) and the policy stage's holds against a real
+"""The contact ledger (runtime/policy/ledger.py) and the policy stage's holds against a real
 redis-server: idempotent decisions, trimming, opt-outs, the per-customer decision log, held
 requests, and a held request surviving a restart of the stage."""
 
@@ -11,15 +11,15 @@ from typing import Any
 import orjson
 
 from runtime import keys
-from runtime.config.contact import Campaign, Cap, Capacity, QuietHours
 from runtime.config.store import ConfigStore
-from runtime.contact import ledger as ledger_module
-from runtime.contact.decide import DAY_MS, ContactRequest, PolicyRules
-from runtime.contact.ledger import DECISIONS_KEPT, Ledger
-from runtime.contact.stage import PolicyStage
-from runtime.outbox import Outbox, Publication
-from runtime.subscriptions import SubscriptionReader
-from runtime.topics import TopicRouter
+from runtime.policy import ledger as ledger_module
+from runtime.policy.decide import DAY_MS, ContactRequest, PolicyRules
+from runtime.policy.ledger import DECISIONS_KEPT, Ledger
+from runtime.policy.models import Campaign, Cap, Capacity, QuietHours
+from runtime.policy.stage import PolicyStage
+from runtime.subscriptions.outbox import Outbox, Publication
+from runtime.subscriptions.pull import SubscriptionReader
+from runtime.subscriptions.topics import TopicRouter
 from tests.conftest import url_of
 
 SHARDS = 2

@@ -7,11 +7,11 @@ import time
 
 from runtime import keys
 from runtime.config.store import ConfigStore
-from runtime.contact.stage import PolicyStage
-from runtime.outbox import Outbox, Publication
-from runtime.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, QuarantineStore
-from runtime.subscriptions import SubscriptionReader
-from runtime.topics import TopicRouter
+from runtime.policy.stage import PolicyStage
+from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, QuarantineStore
+from runtime.subscriptions.outbox import Outbox, Publication
+from runtime.subscriptions.pull import SubscriptionReader
+from runtime.subscriptions.topics import TopicRouter
 from tests.conftest import url_of
 
 SHARDS = 2

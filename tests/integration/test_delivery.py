@@ -1,5 +1,5 @@
 """Webhook delivery against a real redis-server and real HTTP receivers on loopback: the
-dispatcher runs in-process (``runtime.delivery.Dispatcher``).
+dispatcher runs in-process (``runtime.subscriptions.dispatch.Dispatcher``).
 
 The helpers here (``dispatcher``, ``webhook``, ``publish``, ``wait_until``) are shared by the
 other ``test_delivery_*.py`` files."""
@@ -15,11 +15,11 @@ from typing import Any
 
 from runtime import keys
 from runtime.config.store import ConfigStore
-from runtime.deadletters import list_dead, replay_dead
-from runtime.delivery import DeliveryMetrics, Dispatcher
-from runtime.outbox import Outbox, Publication
-from runtime.topics import TopicRouter
-from runtime.webhooks import generate_secret
+from runtime.subscriptions.deadletters import list_dead, replay_dead
+from runtime.subscriptions.dispatch import DeliveryMetrics, Dispatcher
+from runtime.subscriptions.outbox import Outbox, Publication
+from runtime.subscriptions.topics import TopicRouter
+from runtime.subscriptions.webhooks import generate_secret
 from tests.support.receiver import Receiver
 from tests.unit.test_webhooks import spec_verify
 

@@ -9,12 +9,12 @@ import time
 
 from runtime import keys
 from runtime.config.store import ConfigStore
-from runtime.deadletters import list_dead
-from runtime.delivery import message_id
-from runtime.outbox import Publication
-from runtime.profiles import ProfileStore
-from runtime.quarantine import POISON_ATTEMPTS
-from runtime.webhooks import generate_secret
+from runtime.events.profiles import ProfileStore
+from runtime.sources.quarantine import POISON_ATTEMPTS
+from runtime.subscriptions.deadletters import list_dead
+from runtime.subscriptions.dispatch import message_id
+from runtime.subscriptions.outbox import Publication
+from runtime.subscriptions.webhooks import generate_secret
 from tests.integration.test_delivery import dispatcher, pending, publish_all, wait_running, wait_until
 from tests.support.receiver import Receiver
 from tests.unit.test_webhooks import spec_verify

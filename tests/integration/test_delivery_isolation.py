@@ -10,10 +10,10 @@ import time
 
 from runtime import keys
 from runtime.config.store import ConfigStore
-from runtime.deadletters import list_dead
-from runtime.delivery import message_id
-from runtime.outbox import Publication
-from runtime.webhooks import generate_secret
+from runtime.subscriptions.deadletters import list_dead
+from runtime.subscriptions.dispatch import message_id
+from runtime.subscriptions.outbox import Publication
+from runtime.subscriptions.webhooks import generate_secret
 from tests.integration.test_delivery import (
     dispatcher,
     outputs,

@@ -8,9 +8,9 @@ import time
 
 from runtime import keys
 from runtime.config.store import ConfigStore
-from runtime.log import DAY_MS
-from runtime.outbox import Publication
-from runtime.trace import trace_event
+from runtime.events.trace import trace_event
+from runtime.log.partition_log import DAY_MS
+from runtime.subscriptions.outbox import Publication
 from tests.integration.test_delivery import (
     dispatcher,
     outputs,

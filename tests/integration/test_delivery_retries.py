@@ -14,8 +14,8 @@ import pytest
 
 from runtime import keys
 from runtime.config.store import ConfigStore
-from runtime.deadletters import delivery_status, list_dead, replay_dead
-from runtime.delivery import message_id
+from runtime.subscriptions.deadletters import delivery_status, list_dead, replay_dead
+from runtime.subscriptions.dispatch import message_id
 from tests.integration.test_delivery import dispatcher, pending, publish, wait_running, wait_until, webhook
 from tests.support.receiver import Receiver
 

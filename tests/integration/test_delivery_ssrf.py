@@ -11,9 +11,9 @@ import time
 import pytest
 
 from runtime import keys
-from runtime.config.delivery import Subscription
 from runtime.config.store import ConfigStore
-from runtime.deadletters import list_dead
+from runtime.subscriptions.deadletters import list_dead
+from runtime.subscriptions.models import Subscription
 from tests.integration.test_delivery import dispatcher, pending, publish, wait_running, wait_until, webhook
 from tests.support.receiver import Receiver
 

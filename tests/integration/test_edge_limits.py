@@ -10,12 +10,12 @@ import pytest
 from runtime import keys
 from runtime.config.store import ConfigStore
 from runtime.errors import ConfigError, InputError
-from runtime.identity import InvalidRecord
-from runtime.ingest import Ingestor
-from runtime.log import PartitionLog
-from runtime.profiles import BatchProfiles, ProfileStore
+from runtime.events.identity import InvalidRecord
+from runtime.events.profiles import BatchProfiles, ProfileStore
+from runtime.log.partition_log import PartitionLog
 from runtime.settings import EspSettings
-from runtime.subscriptions import SubscriptionReader
+from runtime.sources.ingest import Ingestor
+from runtime.subscriptions.pull import SubscriptionReader
 
 GOOD = b'{"id":"%s","type":"t.x","time":1,"subject":"c%s","data":{"geo":{"lat":1.5,"tags":["a"]}}}'
 BAD = {

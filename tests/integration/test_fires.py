@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 
 from runtime import keys
-from runtime.outbox import FIRES_KEPT, Outbox, Publication, last_fires
-from runtime.topics import TopicRouter
+from runtime.subscriptions.outbox import FIRES_KEPT, Outbox, Publication, last_fires
+from runtime.subscriptions.topics import TopicRouter
 
 ROUTER = TopicRouter({"s": ["business.*"]})
 

@@ -1,4 +1,4 @@
-"""runtime.gateway: the local message gateway over real HTTP on a free port, recording to a
+"""runtime.dev.gateway: the local message gateway over real HTTP on a free port, recording to a
 file."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime.gateway import LocalGateway, read_messages
-from runtime.redis_server import free_port
+from runtime.dev.gateway import LocalGateway, read_messages
+from runtime.dev.redis_server import free_port
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_port_zero_picks_a_free_port(tmp_path):
 def test_runs_as_its_own_process_and_stops_on_sigterm(tmp_path):
     path = tmp_path / "messages.jsonl"
     process = subprocess.Popen(
-        [sys.executable, "-m", "runtime.gateway", "--path", str(path), "--port", "0"],
+        [sys.executable, "-m", "runtime.dev.gateway", "--path", str(path), "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[2],

@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.cli_data import identities
+from runtime.cli.data import identities
 from runtime.errors import InputError
-from runtime.identity import (
+from runtime.events.identity import (
     MAX_LINKS,
     IdentityLink,
     IdentityStore,

@@ -7,9 +7,9 @@ import pytest
 
 from runtime.config.store import ConfigStore
 from runtime.errors import AuthError, Overloaded
-from runtime.ingest import Ingestor
-from runtime.log import PartitionLog
+from runtime.log.partition_log import PartitionLog
 from runtime.settings import EspSettings
+from runtime.sources.ingest import Ingestor
 
 
 def body(ids, kind="t.x") -> bytes:

@@ -7,11 +7,11 @@ import json
 import time
 
 from runtime.config.store import ConfigStore
-from runtime.envelope import Event
-from runtime.log import PartitionLog
+from runtime.events.envelope import Event
+from runtime.log.partition_log import PartitionLog
 from runtime.partition import PartitionRunner
 from runtime.settings import EspSettings
-from runtime.subscriptions import SubscriptionReader
+from runtime.subscriptions.pull import SubscriptionReader
 
 T0 = 1_790_000_000_000
 
@@ -38,7 +38,7 @@ def setup_config(client) -> None:
 
 
 def append_all(log: PartitionLog, events: list[Event], partitions: int = 4) -> None:
-    from runtime.partitioning import partition_of
+    from runtime.log.partitioning import partition_of
 
     for e in events:  # one entry per event here, so a crash can fall between any two
         log.append({partition_of(e.customer, partitions): [e]}, now_ms=T0)
@@ -152,7 +152,7 @@ def _late_case(redis_server, redis_client, tmp_path, policy: str) -> tuple[Parti
 
 
 def test_late_events_are_counted_traced_and_evaluated_by_default(redis_server, redis_client, tmp_path):
-    from runtime.trace import trace_event
+    from runtime.events.trace import trace_event
 
     runner, outputs = _late_case(redis_server, redis_client, tmp_path, "accept")
     assert runner.totals.late == 1
@@ -162,7 +162,7 @@ def test_late_events_are_counted_traced_and_evaluated_by_default(redis_server, r
 
 
 def test_late_events_can_be_dropped(redis_server, redis_client, tmp_path):
-    from runtime.trace import trace_event
+    from runtime.events.trace import trace_event
 
     runner, outputs = _late_case(redis_server, redis_client, tmp_path, "drop")
     assert runner.totals.late == 1 and outputs == []
@@ -171,7 +171,7 @@ def test_late_events_can_be_dropped(redis_server, redis_client, tmp_path):
 
 
 def test_late_events_can_be_quarantined(redis_server, redis_client, tmp_path):
-    from runtime.quarantine import QuarantineStore
+    from runtime.sources.quarantine import QuarantineStore
 
     _, outputs = _late_case(redis_server, redis_client, tmp_path, "quarantine")
     assert outputs == []

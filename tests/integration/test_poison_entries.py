@@ -11,14 +11,14 @@ import pytest
 
 from runtime import keys
 from runtime.config.store import ConfigStore
-from runtime.envelope import Event
 from runtime.errors import InputError, NotFound
-from runtime.log import PartitionLog
+from runtime.events.envelope import Event
+from runtime.log.partition_log import PartitionLog
+from runtime.log.partitioning import partition_of
 from runtime.partition import PartitionRunner, StepFailed, StepStats, poison_key
-from runtime.partitioning import partition_of
-from runtime.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, QuarantineStore
 from runtime.settings import EspSettings
-from runtime.subscriptions import SubscriptionReader
+from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, QuarantineStore
+from runtime.subscriptions.pull import SubscriptionReader
 
 T0 = 1_790_000_000_000
 PARTITIONS = 4

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from runtime.redis_server import EmbeddedRedis
+from runtime.dev.redis_server import EmbeddedRedis
 
 
 def mode(path: Path) -> int:

@@ -9,9 +9,9 @@ import pytest
 
 from runtime.config.store import ConfigStore
 from runtime.errors import InputError
-from runtime.outbox import Outbox, Publication
-from runtime.subscriptions import SubscriptionReader
-from runtime.topics import TopicRouter
+from runtime.subscriptions.outbox import Outbox, Publication
+from runtime.subscriptions.pull import SubscriptionReader
+from runtime.subscriptions.topics import TopicRouter
 
 
 def publish(client, n: int, start: int = 0) -> None:

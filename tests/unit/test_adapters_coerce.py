@@ -1,4 +1,4 @@
-"""runtime.adapters.coerce: value conversions return the value or BAD, never raise.
+"""runtime.sources.coerce: value conversions return the value or BAD, never raise.
 
 The per-field behaviour through a mapping is in test_adapters_mapping.py; here, the edges
 where the converters differ from one another.
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.adapters.coerce import BAD, COERCERS, as_text, map_key, parse_number, show, to_int, to_string
-from runtime.config.sources import ValueType
+from runtime.sources.coerce import BAD, COERCERS, as_text, map_key, parse_number, show, to_int, to_string
+from runtime.sources.models import ValueType
 
 
 def test_every_value_type_has_a_coercer() -> None:

@@ -1,4 +1,4 @@
-"""runtime.adapters.mapping: records -> envelopes, per mapping feature.
+"""runtime.sources.mapping: records -> envelopes, per mapping feature.
 
 Each table row is (mapping overrides, record fields, expected envelope changes or failure
 reason), expected values written by hand (1_700_000_000_000 ms is 2023-11-14T22:13:20Z).
@@ -20,12 +20,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.adapters import CompiledMapping, Failure, Record, compile_mapping, parse_records
-from runtime.adapters.bench import measure_formats
 from runtime.config.models import Source
-from runtime.config.sources import Mapping
-from runtime.envelope import validate_batch
 from runtime.errors import ConfigError
+from runtime.events.envelope import validate_batch
+from runtime.sources import CompiledMapping, Failure, Record, compile_mapping, parse_records
+from runtime.sources.bench import measure_formats
+from runtime.sources.models import Mapping
 
 T = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 BASE_MAPPING: dict[str, Any] = {"type": "call.inbound", "id": "cid", "subject": "msisdn", "time": "ts"}

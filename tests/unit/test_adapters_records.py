@@ -1,4 +1,4 @@
-"""runtime.adapters.records: bodies in a source's own format -> records.
+"""runtime.sources.records: bodies in a source's own format -> records.
 
 Table-driven per format (input bytes -> expected fields or error reason, and raw bytes, all
 written by hand), then properties: arbitrary bytes, text lines and JSON values never raise
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.adapters import Record, parse_records
-from runtime.adapters.records import _csv_rows, gc_paused
 from runtime.config.models import Source
 from runtime.errors import UnparseableBody, UnsupportedContentType
+from runtime.sources import Record, parse_records
+from runtime.sources.records import _csv_rows, gc_paused
 
 
 def source(fmt: str = "json", **settings_: Any) -> Source:

@@ -1,4 +1,4 @@
-"""runtime.adapters.timeparse: time converters per format, and the strptime fast paths.
+"""runtime.sources.timeparse: time converters per format, and the strptime fast paths.
 
 The per-format table through a mapping (messages, reasons) is in test_adapters_mapping.py;
 here, the converters themselves: pattern checks, and properties that the fixed-width fast
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.adapters.coerce import BAD
-from runtime.adapters.timeparse import TIME_FORMATS, check_pattern, time_converter, zone_named
+from runtime.sources.coerce import BAD
+from runtime.sources.timeparse import TIME_FORMATS, check_pattern, time_converter, zone_named
 
 T = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 ZONES = ["UTC", "Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata"]

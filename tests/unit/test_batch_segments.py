@@ -12,8 +12,8 @@ import pytest
 from pyroaring import BitMap
 
 from runtime.batch import segments
-from runtime.config.contact import Segment
 from runtime.errors import EspError, InputError
+from runtime.policy.models import Segment
 
 # customer: (age, gender, tier, car_owner, tags)
 CUSTOMERS = {

@@ -1,4 +1,4 @@
-"""runtime.checkpoint: partition checkpoints on a pyarrow filesystem (a local temp dir here)."""
+"""runtime.log.checkpoint: partition checkpoints on a pyarrow filesystem (a local temp dir here)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import msgspec
 import pytest
 from pyarrow import fs as pafs
 
-from runtime.checkpoint import FORMAT_VERSION, Checkpoint, CheckpointStore
-from runtime.envelope import Event
+from runtime.events.envelope import Event
+from runtime.log.checkpoint import FORMAT_VERSION, Checkpoint, CheckpointStore
 from runtime.rules import PartitionEngine, compile_rule
 
 STATE = {

@@ -1,4 +1,4 @@
-"""``decide`` (runtime/contact/decide.py) against a brute-force model of its specification.
+"""``decide`` (runtime/policy/decide.py) against a brute-force model of its specification.
 
 The model is written from the module docstring (and the config documents' descriptions), not
 from the code: it keeps every contact ever sent in one plain list and, for each request,
@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.config.contact import Campaign, Cap, Capacity, Policy, QuietHours
-from runtime.contact.decide import Contact, ContactRequest, CustomerView, Decision, PolicyRules, decide
+from runtime.policy.decide import Contact, ContactRequest, CustomerView, Decision, PolicyRules, decide
+from runtime.policy.models import Campaign, Cap, Capacity, Policy, QuietHours
 
 MINUTE = 60_000
 HOUR = 3_600_000

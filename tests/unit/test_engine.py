@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from runtime.envelope import Event
+from runtime.events.envelope import Event
 from runtime.rules import CompiledRule, PartitionEngine, compile_rule
 from runtime.rules.engine import output_id
 

@@ -12,7 +12,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.envelope import Event
+from runtime.events.envelope import Event
 from runtime.rules import PartitionEngine, compile_rule
 
 
@@ -70,7 +70,7 @@ def drive(engine, events, *, split=None):
 
 
 def _ms(text: str) -> int:
-    from runtime.envelope import parse_time_ms
+    from runtime.events.envelope import parse_time_ms
 
     return parse_time_ms(text)
 

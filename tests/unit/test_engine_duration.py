@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.envelope import Event
+from runtime.events.envelope import Event
 from runtime.rules import PartitionEngine, compile_rule
 
 M = 60_000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.envelope import Event
+from runtime.events.envelope import Event
 from runtime.rules import PartitionEngine, compile_rule
 
 M = 60_000

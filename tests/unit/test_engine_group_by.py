@@ -8,7 +8,7 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.envelope import Event
+from runtime.events.envelope import Event
 from runtime.rules import PartitionEngine, compile_rule
 
 M = 60_000

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.envelope import Event
+from runtime.events.envelope import Event
 from runtime.rules import PartitionEngine, compile_rule
 
 TYPES = ["a", "b", "c"]

@@ -19,7 +19,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.envelope import Event
+from runtime.events.envelope import Event
 from runtime.rules import CompiledRule, PartitionEngine, compile_rule
 
 CUSTOMERS = ["c0", "c1", "c2"]

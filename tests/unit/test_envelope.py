@@ -1,4 +1,4 @@
-"""runtime.envelope: body decoding, batch validation and event times.
+"""runtime.events.envelope: body decoding, batch validation and event times.
 
 Invariant 4 ("bad input never costs good input") is shown here for every body format and for
 both ways in: ``decode_body`` + ``validate_batch`` (item by item) and ``decode_events`` (the
@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.envelope import (
+from runtime.errors import EspError, InputError, UnparseableBody, UnsupportedContentType
+from runtime.events.envelope import (
     Batch,
     Event,
     Rejection,
@@ -30,7 +31,6 @@ from runtime.envelope import (
     parse_time_ms,
     validate_batch,
 )
-from runtime.errors import EspError, InputError, UnparseableBody, UnsupportedContentType
 
 SOURCE = "crm"
 RECEIVED_AT = 1_700_000_999_000
@@ -428,7 +428,7 @@ def test_format_before_1970():
 
 
 def test_format_of_early_years_is_rfc3339():
-    """Regression, once a bug: runtime/envelope.py format_time_ms: time.strftime('%Y') does not zero-pad years
+    """Regression, once a bug: runtime/events/envelope.py format_time_ms: time.strftime('%Y') does not zero-pad years
     below 1000 on glibc, so an accepted time of 0001-01-01 (-62135596800000, inside
     MIN_TIME_MS) renders as '1-01-01T00:00:00.000Z', which is not RFC 3339 and which
     parse_time_ms itself refuses. Expected '0001-01-01T00:00:00.000Z'."""
@@ -526,7 +526,7 @@ def test_fast_path_agrees_on_ndjson_with_broken_lines(broken, batch_items):
 
 
 def test_fast_path_rejects_an_ndjson_line_holding_two_objects():
-    """Regression, once a bug: runtime/envelope.py decode_events: the NDJSON fast path joins the lines with ','
+    """Regression, once a bug: runtime/events/envelope.py decode_events: the NDJSON fast path joins the lines with ','
     inside '[...]', so a line '{...},{...}' (not valid JSON) decodes as two good events: 3
     events accepted for 2 lines, and later indices shift. decode_body + validate_batch
     reject that line as 'unparseable' (index 0) and accept line 1 (index 1)."""
@@ -537,7 +537,7 @@ def test_fast_path_rejects_an_ndjson_line_holding_two_objects():
 
 
 def test_fast_path_refuses_comma_separated_objects_that_are_not_an_array():
-    """Regression, once a bug: runtime/envelope.py decode_events: a JSON body '{...},{...}' (not valid JSON) is
+    """Regression, once a bug: runtime/events/envelope.py decode_events: a JSON body '{...},{...}' (not valid JSON) is
     wrapped in '[...]' by the single-object shortcut and accepted as two events; decode_body
     raises UnparseableBody for it. Expected: UnparseableBody (reason 'unparseable_body')."""
     body = (json.dumps(good(1)) + "," + json.dumps(good(2))).encode()

@@ -7,8 +7,8 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.envelope import Event
-from runtime.eventtime import EventClock
+from runtime.events.envelope import Event
+from runtime.log.eventtime import EventClock
 from runtime.rules import PartitionEngine, compile_rule
 
 

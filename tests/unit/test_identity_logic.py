@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.consent import ConsentRecord, Flag, decide, decode_consents, encode_consents, merge_consents, wins
-from runtime.identity import (
+from runtime.events.consent import ConsentRecord, Flag, decide, decode_consents, encode_consents, merge_consents, wins
+from runtime.events.identity import (
     MAX_LINKS,
     IdentityLink,
     InvalidRecord,
@@ -163,7 +163,7 @@ def test_consent_precedence():
 
 def test_pure_modules_import_neither_redis_nor_pyarrow():
     code = (
-        "import sys, runtime.identity, runtime.consent\n"
+        "import sys, runtime.events.identity, runtime.events.consent\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'redis', 'pyarrow', 'ray'}))\n"
     )
     result = subprocess.run(

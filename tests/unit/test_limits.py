@@ -1,4 +1,4 @@
-"""Input limits at the edge (runtime.limits, runtime.envelope, runtime.keys, serve.sse): every
+"""Input limits at the edge (runtime.events.limits, runtime.events.envelope, runtime.keys, serve.sse): every
 bad-input class is rejected with its own reason, and never costs the good input around it."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from runtime import keys
 from runtime.config.documents import parse_document
-from runtime.envelope import decode_events, split_json_array
 from runtime.errors import ConfigError, InputError
-from runtime.limits import MAX_DEPTH, MAX_KEYS, MAX_STRING_LENGTH, value_problem, within_limits
-from runtime.subscriptions import check_entry_id
+from runtime.events.envelope import decode_events, split_json_array
+from runtime.events.limits import MAX_DEPTH, MAX_KEYS, MAX_STRING_LENGTH, value_problem, within_limits
+from runtime.subscriptions.pull import check_entry_id
 from serve.sse import frame
 
 

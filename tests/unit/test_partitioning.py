@@ -1,4 +1,4 @@
-"""runtime.partitioning: virtual partition = crc32(customer id) mod P, and assignment to actors."""
+"""runtime.log.partitioning: virtual partition = crc32(customer id) mod P, and assignment to actors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.partitioning import assign, partition_of
+from runtime.log.partitioning import assign, partition_of
 
 # CRC-32 (IEEE) of b"123456789" is the standard check value 0xCBF43926 = 3421780262.
 CHECK = 0xCBF43926
@@ -36,7 +36,7 @@ def test_customer_id_is_hashed_as_utf8():
 def test_stable_across_processes_and_hash_seeds():
     customers = ["13800138000", "cust-42", "imei:356938035643809", "张三"]
     here = [partition_of(c, 256) for c in customers]
-    code = f"from runtime.partitioning import partition_of; print([partition_of(c, 256) for c in {customers!r}])"
+    code = f"from runtime.log.partitioning import partition_of; print([partition_of(c, 256) for c in {customers!r}])"
     for seed in ("0", "12345"):
         result = subprocess.run(
             [sys.executable, "-c", code],

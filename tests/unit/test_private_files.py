@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.private_files import private_dir, secret_file, write_private
+from runtime.security.private_files import private_dir, secret_file, write_private
 
 
 def mode(path: Path) -> int:

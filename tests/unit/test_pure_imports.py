@@ -8,24 +8,24 @@ import sys
 from pathlib import Path
 
 PURE = [
-    "runtime.envelope",
+    "runtime.events.envelope",
     "runtime.rules",
     "runtime.rules.engine",
     "runtime.rules.compiled",
     "runtime.durations",
-    "runtime.partitioning",
+    "runtime.log.partitioning",
     "runtime.config.documents",
     "runtime.config.models",
-    "runtime.topics",
-    "runtime.checkpoint",
+    "runtime.subscriptions.topics",
+    "runtime.log.checkpoint",
     "runtime.settings",
     "runtime.errors",
     "runtime.expr",
-    "runtime.adapters",
-    "runtime.catalogue",
-    "runtime.identity",
-    "runtime.consent",
-    "runtime.profiles",
+    "runtime.sources",
+    "runtime.events.catalogue",
+    "runtime.events.identity",
+    "runtime.events.consent",
+    "runtime.events.profiles",
 ]
 
 

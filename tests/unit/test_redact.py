@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.redact import redact_url
+from runtime.security.redact import redact_url
 
 
 @pytest.mark.parametrize(

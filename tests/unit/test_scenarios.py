@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from runtime.backtest import load_events, load_rule, replay
+from runtime.rules.backtest import load_events, load_rule, replay
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "configs" / "scenarios"
 PROFILES = orjson.loads((SCENARIOS / "fixtures" / "profiles.json").read_bytes())

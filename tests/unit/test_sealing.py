@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.sealing import PREFIX, Sealer, SealError
+from runtime.security.sealing import PREFIX, Sealer, SealError
 
 SUBSCRIPTION = {
     "kind": "subscription",

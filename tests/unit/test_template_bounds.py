@@ -13,7 +13,7 @@ import pytest
 
 from runtime.config.documents import parse_document
 from runtime.errors import ConfigError
-from runtime.templates import (
+from runtime.subscriptions.templates import (
     MAX_OUTPUT_LENGTH,
     RenderError,
     TemplateError,

@@ -1,4 +1,4 @@
-"""runtime.templates: sandboxed message and payload templates for notification channels."""
+"""runtime.subscriptions.templates: sandboxed message and payload templates for notification channels."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.errors import ConfigError, InputError
-from runtime.templates import RenderError, TemplateError, compile_template, notification_context
+from runtime.subscriptions.templates import RenderError, TemplateError, compile_template, notification_context
 
 NOTIFICATION = {
     "id": "3f2a",

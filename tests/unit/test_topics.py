@@ -1,4 +1,4 @@
-"""runtime.topics: topic names and subscription patterns ('*' matches any run of characters)."""
+"""runtime.subscriptions.topics: topic names and subscription patterns ('*' matches any run of characters)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.topics import TopicRouter, atomic_topic, matches
+from runtime.subscriptions.topics import TopicRouter, atomic_topic, matches
 
 
 def test_atomic_topic():

@@ -1,4 +1,4 @@
-"""runtime.webhooks: Standard Webhooks signing, retry policy and the SSRF guard.
+"""runtime.subscriptions.webhooks: Standard Webhooks signing, retry policy and the SSRF guard.
 
 Signatures are checked by a verifier written here from the specification's text, not by
 calling sign(): a bug shared by signer and verifier would otherwise go unnoticed.
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.webhooks import (
+from runtime.subscriptions.webhooks import (
     CONTENT_TYPE_CLOUDEVENTS_BATCH,
     CONTENT_TYPE_JSON,
     DEFAULT_SCHEDULE_MS,
@@ -664,7 +664,7 @@ def test_numeric_hosts_are_read_as_inet_aton_reads_them(value, parts, styles, ov
 def test_the_module_is_pure():
     """Importing it pulls in neither Ray nor Redis nor an HTTP client: the dispatcher does I/O."""
     code = (
-        "import json, sys, runtime.webhooks\n"
+        "import json, sys, runtime.subscriptions.webhooks\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'redis', 'httpx'))))\n"
     )
     result = subprocess.run(

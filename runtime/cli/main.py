@@ -1,0 +1,429 @@
+"""The ``esp`` command line: run the platform locally, apply config, send and read events."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from runtime.config.documents import load_yaml_documents, parse_document
+from runtime.dev.client import EspClient
+from runtime.dev.local_ray import use_local_ray
+from runtime.errors import EspError
+from runtime.security.redact import redact_url
+from runtime.settings import EspSettings
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _settings(**overrides: Any) -> EspSettings:
+    return EspSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(exc: EspError) -> None:
+    click.echo(json.dumps({"error": exc.to_dict()}), err=True)
+    sys.exit(2)
+
+
+@click.group()
+def main() -> None:
+    """ESP — real-time event strategy platform."""
+
+
+@main.command()
+@click.option("--address", help="Deploy onto an existing Ray cluster (e.g. ray://head:10001 or auto).")
+@click.option("--redis-url", envvar="ESP_REDIS_URL", help="External Redis; default: embedded redis-server.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Local state directory (default .esp).")
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Local experiments only: no source keys, no operator or subscriber tokens; every route is open.",
+)
+def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_auth: bool) -> None:
+    """Start Redis, Ray, the partition actors and the HTTP API; they keep running."""
+    settings = _settings(redis_url=redis_url, state_dir=state_dir, auth=False if no_auth else None)
+    if address is None:
+        use_local_ray(settings.state_dir)  # before Ray is imported: loopback only, token auth
+    from actors.platform import Platform
+
+    platform = Platform(settings)
+    if no_auth:
+        click.echo(
+            "WARNING: --no-auth turns off every credential check: anyone who reaches the API port can read and "
+            "change everything (config, tokens, customer data) and post events as any source.",
+            err=True,
+        )
+    if platform.load_state():
+        click.echo(f"ESP is already up (state in {platform.state_file}); run 'esp down' first.", err=True)
+        sys.exit(1)
+    try:
+        platform.start_redis()
+    except EspError as exc:
+        _fail(exc)
+    started_ray = address is None
+    if started_ray:
+        click.echo("starting Ray head ...")
+        address = platform.start_ray_head()
+    platform.connect(address)
+    try:
+        platform.deploy(detached=True)
+    except EspError as exc:
+        _fail(exc)
+    redis_pid = platform.redis_server.pid if platform.redis_server else None
+    gateway_pid = platform.start_gateway(own_process=True)
+    platform.save_state(
+        address=address,
+        started_ray=started_ray,
+        redis_pid=redis_pid,
+        gateway_pid=gateway_pid,
+        url=platform.base_url,
+        redis_url=settings.redis_url and settings.redis_url.get_secret_value(),  # external only
+        redis_port=settings.redis_port,
+        state_dir=str(settings.state_dir.resolve()),
+    )
+    click.echo(f"ESP is up at {platform.base_url} (OpenAPI: {platform.base_url}/docs); 'esp down' stops it.")
+    click.echo(f"Redis: {redact_url(settings.effective_redis_url())}" + _password_note(platform))
+    if platform.admin_token:
+        click.echo(
+            f"admin token in {platform.admin_token_file} (mode 0600): the CLI uses it; "
+            "'esp tokens create' makes tokens for people and systems."
+        )
+    if gateway_pid:
+        click.echo(f"local message gateway on port {settings.gateway_port}: 'esp messages' shows what was sent.")
+
+
+def _password_note(platform: Any) -> str:
+    """Where the embedded Redis's password is, for redis-cli users."""
+    if platform.redis_server is None:
+        return ""
+    return f" (password in {platform.redis_server.password_file}, mode 0600)"
+
+
+@main.command()
+@click.option("--state-dir", type=click.Path(path_type=Path))
+def down(state_dir: Path | None) -> None:
+    """Stop what 'esp up' started (checkpointing the partition actors first)."""
+    import subprocess
+
+    state_file = (state_dir or EspSettings().state_dir) / "platform.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if state.get("started_ray"):
+        use_local_ray(state_dir or EspSettings().state_dir)  # the token of the head 'esp up' started
+    import ray
+
+    from actors.platform import Platform
+    from runtime.dev.redis_server import EmbeddedRedis
+
+    settings = _settings(state_dir=state_dir)
+    platform = Platform(settings)
+    if not state:
+        click.echo("nothing to stop: no running ESP recorded under " + str(settings.state_dir))
+        return
+    if state.get("redis_url") or state.get("redis_port"):
+        settings = _settings(state_dir=state_dir, redis_url=state.get("redis_url"), redis_port=state.get("redis_port"))
+        platform = Platform(settings)
+    try:
+        platform.connect(state["address"])
+        platform.undeploy()
+        ray.shutdown()
+    except Exception as exc:  # the cluster may be gone already; still stop the rest
+        click.echo(f"warning: could not undeploy cleanly: {redact_url(str(exc))}", err=True)
+    if state.get("started_ray"):
+        subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], check=False, capture_output=True)
+    if state.get("redis_pid"):
+        EmbeddedRedis(settings.state_dir / "redis", settings.redis_port).stop()
+    if state.get("gateway_pid"):
+        import os
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(state["gateway_pid"]), signal.SIGTERM)
+    platform.state_file.unlink(missing_ok=True)
+    click.echo("ESP is down.")
+
+
+@main.command()
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+def status(url: str) -> None:
+    """Readiness, partition actors and backlog of a running ESP."""
+    import httpx
+
+    try:
+        ready = httpx.get(f"{url}/readyz", timeout=5)
+    except httpx.HTTPError as exc:
+        click.echo(f"ESP is not reachable at {url}: {exc}")
+        sys.exit(1)
+    click.echo(json.dumps(ready.json(), indent=2))
+    sys.exit(0 if ready.status_code == 200 else 1)
+
+
+@main.command()
+@click.option("-f", "path", required=True, type=click.Path(exists=True, path_type=Path), help="File or directory.")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--dry-run", is_flag=True, help="Validate only.")
+def apply(path: Path, url: str, dry_run: bool) -> None:
+    """Validate and store YAML config documents (sources, event types, rules, subscriptions)."""
+    origin = str(path)
+    try:
+        docs = list(load_yaml_documents(path))
+        for origin, raw in docs:  # noqa: B007 - the failing document's origin is reported below
+            parse_document(raw)
+    except EspError as exc:
+        click.echo(json.dumps({"document": origin, "error": exc.to_dict()}), err=True)
+        sys.exit(2)
+    if dry_run:
+        click.echo(f"{len(docs)} documents valid")
+        return
+    with EspClient(url) as client:
+        for origin, raw in docs:
+            try:
+                result = client.put_config(raw)
+            except EspError as exc:
+                click.echo(json.dumps({"document": origin, "error": exc.to_dict()}), err=True)
+                sys.exit(2)
+            click.echo(f"{result['kind']}/{result['name']} version {result['version']}")
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    text = path.read_bytes().strip()
+    if text.startswith(b"["):
+        return orjson.loads(text)
+    return [orjson.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--key", envvar="ESP_SOURCE_KEY", help="Source API key.")
+@click.option("--source", help="Source name (only when the platform runs with auth off).")
+@click.option("--batch-size", default=10_000, show_default=True)
+def send(file: Path, url: str, key: str | None, source: str | None, batch_size: int) -> None:
+    """Post events from a JSON array or NDJSON file, in batches."""
+    events = read_events(file)
+    with EspClient(url, key=key, source=source) as client:
+        try:
+            report = client.send(events, batch_size=batch_size)
+        except EspError as exc:
+            _fail(exc)
+    click.echo(
+        f"sent {len(events)} events in {report.requests} requests: accepted {report.accepted}, "
+        f"duplicates {report.duplicates}, rejected {len(report.rejected)} ({report.events_per_s:,.0f} events/s)"
+    )
+    for rejection in report.rejected[:20]:
+        click.echo(
+            f"  rejected #{rejection['index']} id={rejection['id']}: {rejection['reason']}: {rejection['message']}"
+        )
+
+
+@main.command()
+@click.argument("subscription")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--max", "max_events", default=100, show_default=True)
+def tail(subscription: str, url: str, max_events: int) -> None:
+    """Print a subscription's events as they arrive (pull, ack)."""
+    with EspClient(url) as client:
+        try:
+            while True:
+                events = client.pull(subscription, max_events=max_events, wait_s=5)["events"]
+                for event in events:
+                    click.echo(orjson.dumps(event).decode())
+                if events:
+                    client.ack(subscription, [e["ack_id"] for e in events])
+        except EspError as exc:
+            _fail(exc)
+
+
+@main.command()
+@click.option("--customers", default=2000, show_default=True)
+@click.option("--events", default=50_000, show_default=True)
+@click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".esp/demo"), show_default=True)
+@click.option("--batch-customers", default=2000, show_default=True, help="Customers of the batch part (0: skip it).")
+@click.option("--batch-days", default=14, show_default=True)
+def demo(customers: int, events: int, state_dir: Path, batch_customers: int, batch_days: int) -> None:
+    """Everything end to end on synthetic data, then stop."""
+    use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
+    from runtime.dev.demo import run_demo
+
+    run_demo(
+        customers=customers,
+        events=events,
+        state_dir=state_dir,
+        batch_customers=batch_customers,
+        batch_days=batch_days,
+    )
+
+
+@main.command()
+@click.option("--events", default=100_000, show_default=True)
+@click.option("--users", default=10_000, show_default=True)
+@click.option("--batch-size", default=10_000, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path(".esp/bench"), show_default=True)
+@click.option("--only", type=click.Choice(["all", "batch"]), default="all", show_default=True)
+@click.option("--batch-customers", default=100_000, show_default=True, help="Customers of the batch benchmark.")
+@click.option("--batch-days", default=30, show_default=True)
+def bench(
+    events: int, users: int, batch_size: int, out: Path, only: str, batch_customers: int, batch_days: int
+) -> None:
+    """Measure the engine, ingestion, delivery and the contact policy (or, with --only batch, each
+    batch job's wall time and peak memory); results go to a JSON file."""
+    use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
+    if only == "batch":
+        from runtime.batch.bench import bench_batch
+        from runtime.cli.batch import ray_for_jobs
+
+        with ray_for_jobs(None, 2):
+            results = bench_batch(out / "batch-data", customers=batch_customers, days=batch_days)
+    else:
+        from runtime.dev.bench import run_bench
+
+        results = run_bench(events=events, users=users, batch_size=batch_size, state_dir=out / "state")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    click.echo(json.dumps(results, indent=2))
+    click.echo(f"written to {path}")
+
+
+@main.group()
+def quarantine() -> None:
+    """Inspect and replay quarantined events."""
+
+
+@quarantine.command("list")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--source", help="Only this source.")
+@click.option("--reason", help="Only reasons starting with this, e.g. unmapped_value.")
+@click.option("--limit", default=20, show_default=True)
+def quarantine_list(url: str, source: str | None, reason: str | None, limit: int) -> None:
+    """Newest quarantined records first."""
+    params = {k: v for k, v in {"source": source, "reason": reason, "limit": limit}.items() if v is not None}
+    with EspClient(url) as client:
+        try:
+            answer = client.request("GET", "/v1/quarantine", params=params)
+        except EspError as exc:
+            _fail(exc)
+    click.echo(f"{answer['total']} records in quarantine; showing {len(answer['items'])}")
+    for item in answer["items"]:
+        click.echo(f"{item['qid']}  {item['source']:12s} #{item['index']:<6d} {item['reason']:18s} {item['message']}")
+
+
+@quarantine.command("show")
+@click.argument("qid")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+def quarantine_show(qid: str, url: str) -> None:
+    """One quarantined record with its raw payload."""
+    with EspClient(url) as client:
+        try:
+            click.echo(json.dumps(client.request("GET", f"/v1/quarantine/{qid}"), indent=2))
+        except EspError as exc:
+            _fail(exc)
+
+
+@quarantine.command("replay")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--source", help="Only this source.")
+@click.option("--reason", help="Only reasons starting with this.")
+@click.option("--limit", default=10_000, show_default=True)
+def quarantine_replay(url: str, source: str | None, reason: str | None, limit: int) -> None:
+    """Re-ingest quarantined records through the current config (ids kept: nothing doubles)."""
+    params = {k: v for k, v in {"source": source, "reason": reason, "limit": limit}.items() if v is not None}
+    with EspClient(url) as client:
+        try:
+            click.echo(json.dumps(client.request("POST", "/v1/quarantine/replay", params=params)))
+        except EspError as exc:
+            _fail(exc)
+
+
+def _register_data_commands() -> None:
+    from runtime.cli.admin import audit, tokens
+    from runtime.cli.batch import data, job
+    from runtime.cli.data import consents, identities
+    from runtime.cli.delivery import deadletters, messages
+
+    main.add_command(tokens)
+    main.add_command(audit)
+    main.add_command(data)
+    main.add_command(job)
+    main.add_command(identities)
+    main.add_command(consents)
+    main.add_command(deadletters)
+    main.add_command(messages)
+
+
+_register_data_commands()
+
+
+@main.command()
+@click.argument("source")
+@click.argument("event_id")
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+def trace(source: str, event_id: str, url: str) -> None:
+    """Where an event went: logged (partition, entry), read, rules matched, dropped, quarantined."""
+    with EspClient(url) as client:
+        try:
+            click.echo(json.dumps(client.request("GET", f"/v1/events/{source}/{event_id}/trace"), indent=2))
+        except EspError as exc:
+            _fail(exc)
+
+
+@main.command()
+@click.argument("rule_file", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--events",
+    "events_file",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="History: NDJSON, JSON array or Parquet envelopes.",
+)
+@click.option("--rule", "rule_name", help="Which rule, when the file holds several.")
+@click.option(
+    "--profiles",
+    "profiles_file",
+    type=click.Path(exists=True, path_type=Path),
+    help="JSON object customer -> profile, for audience and profile conditions.",
+)
+def backtest(rule_file: Path, events_file: Path, rule_name: str | None, profiles_file: Path | None) -> None:
+    """Run a rule over historical events in-process and report who it would have reached."""
+    from runtime.rules.backtest import backtest as run_backtest
+    from runtime.rules.backtest import load_events, load_rule
+
+    try:
+        rule = load_rule(rule_file, rule_name)
+        profiles = orjson.loads(profiles_file.read_bytes()) if profiles_file else None
+        report = run_backtest(rule, load_events(events_file), profiles=profiles)
+    except EspError as exc:
+        _fail(exc)
+    click.echo(json.dumps(report, indent=2))
+
+
+@main.command()
+@click.argument("customer")
+@click.argument("rule", required=False)
+@click.option("--url", default=DEFAULT_URL, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the API answer as it is (last fires included).")
+def why(customer: str, rule: str | None, url: str, as_json: bool) -> None:
+    """What a customer's rule state holds (matched events, progress, timers, cooldown), then each
+    rule's last fires with the events that triggered them."""
+    params = {"rule": rule} if rule else {}
+    with EspClient(url) as client:
+        try:
+            answer = client.request("GET", f"/v1/decisions/{customer}", params=params)
+        except EspError as exc:
+            _fail(exc)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    fires = {entry["rule"]: entry.pop("last_fires", []) for entry in answer.get("rules", [])}
+    click.echo(json.dumps(answer, indent=2))
+    click.echo("last fires, newest first:")
+    for name, listed in fires.items():
+        click.echo(f"  {name}:" + ("" if listed else " none kept"))
+        for fire in listed:
+            events = ", ".join(f"{e['source']}/{e['id']}" for e in fire["events"])
+            click.echo(f"    {fire['time']}  v{fire['version']}  {fire['topic']}  output {fire['id']}  <- {events}")

@@ -1,0 +1,476 @@
+"""``esp bench``: the numbers of DESIGN.md §6, measured the same way every time.
+
+- ``engine``: the generic rule engine in one process over msgpack-encoded log entries
+  (decoding included), against a hand-written loop over parsed tuples for the same rule.
+- ``expression``: nanoseconds per predicate evaluation.
+- ``end_to_end``: a private local ESP; events sent as ``esp send`` does (NDJSON batches, the
+  client on the same machine); the rate until the last batch was acknowledged (durable in the
+  log) and the rate until the partition actors have processed every event.
+"""
+
+from __future__ import annotations
+
+import os
+import platform as host
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from runtime.dev.synthetic import START_MS, ab_events
+from runtime.events.envelope import Event
+from runtime.rules import PartitionEngine, compile_rule
+
+BENCH_RULE = {
+    "kind": "rule",
+    "name": "bench-pair",
+    "when": {"event": "bench.a", "where": "data.v >= 90", "count": 2, "within": "60s"},
+    "then": [{"emit": "bench_pair"}],
+}
+
+
+def _events(n: int, users: int) -> list[Event]:
+    return [
+        Event(e["id"], e["type"], e["time"], e["subject"], e["subject"], "bench", e["data"], START_MS)
+        for e in ab_events(users=users, events=n)
+    ]
+
+
+def bench_engine(events: int, users: int, entry_size: int = 5000) -> dict[str, Any]:
+    parsed = _events(events, users)
+    encoder = msgspec.msgpack.Encoder()
+    decoder = msgspec.msgpack.Decoder(list[Event])
+    entries = [encoder.encode(parsed[i : i + entry_size]) for i in range(0, len(parsed), entry_size)]
+    engine = PartitionEngine([compile_rule(BENCH_RULE)])
+    started = time.perf_counter()
+    fired = 0
+    for entry in entries:
+        fired += len(engine.on_events(decoder.decode(entry)))
+    generic_s = time.perf_counter() - started
+
+    tuples = [(e.customer, e.type, e.time, e.data["v"]) for e in parsed]
+    started = time.perf_counter()
+    baseline_fired = _hand_written(tuples)
+    baseline_s = time.perf_counter() - started
+    return {
+        "events": events,
+        "users": users,
+        "fired": fired,
+        "baseline_fired": baseline_fired,
+        "engine_events_per_s": round(events / generic_s),
+        "baseline_events_per_s": round(events / baseline_s),
+        "ratio_to_baseline": round(baseline_s / generic_s, 3),
+        "state_customers": engine.customers,
+    }
+
+
+def _hand_written(tuples: list[tuple[str, str, int, int]]) -> int:
+    """The same rule as BENCH_RULE, written by hand over parsed tuples (the baseline)."""
+    windows: dict[str, list[int]] = {}
+    fired = 0
+    for customer, kind, time_ms, v in tuples:
+        if kind != "bench.a" or v < 90:
+            continue
+        window = windows.setdefault(customer, [])
+        window.append(time_ms)
+        while window and window[0] <= time_ms - 60_000:
+            window.pop(0)
+        if len(window) >= 2:
+            fired += 1
+            window.clear()
+    return fired
+
+
+def bench_demo_rules(events: int = 1_000_000, customers: int = 100_000) -> dict[str, Any]:
+    """The demo rule set (configs/demo/rules.yaml) over demo events: events/s in-process with
+    decoding, and the rule state it keeps per customer (in memory, and in a checkpoint)."""
+    import tracemalloc
+    from pathlib import Path
+
+    from runtime.config.documents import load_yaml_documents, parse_document
+    from runtime.config.models import Rule
+    from runtime.dev.synthetic import demo_events
+    from runtime.events.envelope import validate_batch
+
+    rules_file = Path(__file__).resolve().parents[2] / "configs" / "demo" / "rules.yaml"
+    rules = [
+        compile_rule(doc) for _, raw in load_yaml_documents(rules_file) if isinstance(doc := parse_document(raw), Rule)
+    ]
+    parsed = validate_batch(list(demo_events(customers=customers, events=events)), source="bench", received_at=0).events
+    encoder, decoder = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(list[Event])
+    entries = [encoder.encode(parsed[i : i + 5000]) for i in range(0, len(parsed), 5000)]
+    del parsed
+    engine = PartitionEngine(rules)
+    started = time.perf_counter()
+    fired = sum(len(engine.on_events(decoder.decode(entry))) for entry in entries)
+    seconds = time.perf_counter() - started
+    del engine
+    tracemalloc.start()  # a second pass, traced, for the memory the state holds
+    before = tracemalloc.get_traced_memory()[0]
+    engine = PartitionEngine(rules)
+    for entry in entries:
+        engine.on_events(decoder.decode(entry))
+    state_bytes = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    snapshot_bytes = len(msgspec.msgpack.encode(engine.snapshot()))
+    live = max(engine.customers, 1)
+    return {
+        "events": events,
+        "rules": len(rules),
+        "outputs": fired,
+        "events_per_s": round(events / seconds),
+        "customers_with_state": engine.customers,
+        "state_bytes_per_customer_in_memory": round(state_bytes / live),
+        "state_bytes_per_customer_in_checkpoint": round(snapshot_bytes / live),
+    }
+
+
+def bench_expression(n: int = 200_000) -> dict[str, Any]:
+    from runtime.expr.bench import measure
+
+    source = "data.site == 'official' && data.duration_s >= 120"
+    ns = measure(source, {"data": {"site": "official", "duration_s": 300}}, n)
+    return {"expression": source, "ns_per_eval": round(ns, 1)}
+
+
+def bench_adapters(n: int = 100_000) -> dict[str, Any]:
+    """Parse + map a 100k-record body per source format, in-process (records/s)."""
+    from runtime.sources.bench import measure_formats
+
+    return measure_formats(n)
+
+
+def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) -> dict[str, Any]:
+    import shutil
+
+    import ray
+
+    from actors.platform import Platform
+    from runtime.dev.client import EspClient
+    from runtime.dev.redis_server import free_port
+    from runtime.settings import EspSettings
+
+    shutil.rmtree(state_dir, ignore_errors=True)
+    settings = EspSettings(
+        state_dir=state_dir,
+        redis_port=free_port(),
+        metrics_export_port=free_port(),
+        http_port=free_port(),
+        max_backlog_entries=100_000,
+    )
+    platform = Platform(settings)
+    platform.start_redis()
+    try:
+        platform.init_ray_in_process()
+        platform.deploy(detached=False)
+        os.environ["ESP_TOKEN"] = platform.admin_token or ""  # the benchmark operates its platform as admin
+        key = "bench-source-key-0123456789"
+        stream = list(ab_events(users=users, events=events))
+        with EspClient(platform.base_url, key=key) as client:
+            client.put_config({"kind": "source", "name": "bench", "api_key": key})
+            client.put_config(BENCH_RULE)
+            started = time.perf_counter()
+            report = client.send(stream, batch_size=batch_size)  # exactly what `esp send` does
+            acked_s = time.perf_counter() - started
+            processed_s = _wait_processed(platform, events, started)
+        return {
+            "events": events,
+            "batch_size": batch_size,
+            "accepted": report.accepted,
+            "esp_send_events_per_s": round(events / acked_s),
+            "end_to_end_events_per_s": round(events / processed_s) if processed_s else None,
+            "actors": len(platform.actors),
+        }
+    finally:
+        platform.undeploy()
+        ray.shutdown()
+        if platform.redis_server:
+            platform.redis_server.stop()
+
+
+def _wait_processed(platform: Any, events: int, started: float, timeout_s: float = 300) -> float | None:
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = sum(s["events"] for s in ray.get([a.status.remote() for a in platform.actors]))
+        if done >= events:
+            return time.perf_counter() - started
+        time.sleep(0.05)
+    return None
+
+
+def run_bench(*, events: int, users: int, batch_size: int, state_dir: Path) -> dict[str, Any]:
+    return {
+        "host": {"cpus": os.cpu_count(), "python": host.python_version(), "machine": host.machine()},
+        "engine": bench_engine(max(events, 1_000_000), users),
+        "expression": bench_expression(),
+        "demo_rules": bench_demo_rules(),
+        "adapters": bench_adapters(),
+        "end_to_end": bench_end_to_end(events, users, batch_size, state_dir),
+        "delivery": bench_delivery(state_dir / "delivery"),
+        "contact": bench_contact(state_dir / "contact"),
+    }
+
+
+def bench_delivery(state_dir: Path, events: int = 20_000) -> dict[str, Any]:
+    """Webhook delivery from a subscription stream to the built-in local gateway on loopback
+    (which appends every request to a file): events/s and p99 publish-to-2xx latency, one
+    event per request and in batches of 100."""
+    import asyncio
+    import shutil
+    import threading
+
+    import redis
+
+    from runtime.config.store import ConfigStore
+    from runtime.dev.gateway import LocalGateway
+    from runtime.dev.redis_server import EmbeddedRedis, free_port
+    from runtime.subscriptions.dispatch import Dispatcher
+    from runtime.subscriptions.outbox import Outbox, Publication
+    from runtime.subscriptions.topics import TopicRouter
+    from runtime.subscriptions.webhooks import generate_secret
+
+    class Latencies:
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+            self.count = 0
+
+        def delivered(self, destination: str, count: int, latency_s: float) -> None:
+            self.seen += [latency_s] * count
+            self.count += count
+
+        def retried(self, destination: str) -> None: ...
+        def dead_lettered(self, destination: str, count: int) -> None: ...
+        def lag(self, destination: str, oldest_undelivered_s: float) -> None: ...
+
+    shutil.rmtree(state_dir, ignore_errors=True)
+    server = EmbeddedRedis(state_dir / "redis", free_port()).start()
+    gateway = LocalGateway(state_dir / "messages.jsonl").start()
+    results: dict[str, Any] = {"events": events}
+    try:
+        client = redis.Redis.from_url(server.url)
+        for mode, batch in (("single", 1), ("batch_100", 100)):
+            name = f"bench-{mode.replace('_', '-')}"
+            endpoint = {"url": f"{gateway.url}/send/{name}", "internal": True, "secrets": [generate_secret()]}
+            doc = {"kind": "subscription", "name": name, "topics": [f"business.{name}"], "mode": "webhook"}
+            ConfigStore(client).put({**doc, "webhook": {**endpoint, "batch": batch, "max_in_flight": 8}})
+            metrics = Latencies()
+            dispatcher = Dispatcher(server.url, horizon_s=3600, metrics=metrics)
+            loop, stop = asyncio.new_event_loop(), asyncio.Event()
+            thread = threading.Thread(target=loop.run_until_complete, args=(dispatcher.run(stop),), daemon=True)
+            thread.start()
+            time.sleep(1.0)  # the dispatcher has picked the subscription up
+            _, docs = ConfigStore(client).snapshot()
+            router, outbox = TopicRouter.from_docs(docs), Outbox(client, horizon_s=3600, maxlen=1_000_000)
+            topic = f"business.{name}"
+            started = time.perf_counter()
+            for start in range(0, events, 5000):
+                pubs = [
+                    Publication(f"{name}-{i}", topic, {"specversion": "1.0", "id": f"{name}-{i}", "source": "bench",
+                                                       "type": topic, "subject": f"c{i % 1000}", "data": {"n": i}})
+                    for i in range(start, min(start + 5000, events))
+                ]  # fmt: skip
+                outbox.publish(pubs, router)
+            deadline = time.monotonic() + 300
+            while metrics.count < events and time.monotonic() < deadline:
+                time.sleep(0.05)
+            seconds = time.perf_counter() - started
+            loop.call_soon_threadsafe(stop.set)
+            thread.join(timeout=10)
+            ordered = sorted(metrics.seen)
+            results[mode] = {
+                "delivered": metrics.count,
+                "events_per_s": round(metrics.count / seconds),
+                "p50_latency_ms": round(ordered[len(ordered) // 2] * 1000, 1) if ordered else None,
+                "p99_latency_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 1) if ordered else None,
+            }
+    finally:
+        gateway.stop()
+        server.stop()
+    return results
+
+
+def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
+    """The contact policy on a local redis-server (3 caps, 3 campaigns, de-dup 7 days).
+
+    - ``ledger``: ``requests`` requests for ~requests/3 customers (each: a group of two competing
+      requests, then one more an hour later) decided through ``Ledger.decide`` in batches of 500
+      customer groups: decisions/s and p50/p99 latency of one batch (read + decide + commit).
+    - ``stage``: a smaller run through a PolicyStage (arbitration window 0) in a thread: one
+      request published into the policy stream every millisecond or so, and p50/p99 latency from
+      the publish to the decision appearing on a ``decisions`` subscription (read in another
+      thread of the same process).
+    """
+    import random
+    import shutil
+    import threading
+    from collections import Counter
+
+    import orjson
+    import redis
+
+    from runtime import keys
+    from runtime.config.store import ConfigStore
+    from runtime.dev.redis_server import EmbeddedRedis, free_port
+    from runtime.policy.decide import ContactRequest, PolicyRules
+    from runtime.policy.ledger import Ledger
+    from runtime.policy.models import Campaign, Policy
+    from runtime.policy.stage import PolicyStage
+    from runtime.subscriptions.outbox import Outbox, Publication
+    from runtime.subscriptions.pull import SubscriptionReader
+    from runtime.subscriptions.topics import TopicRouter
+
+    policy = {
+        "kind": "policy",
+        "name": "bench",
+        "arbitration_window": "0s",
+        "dedupe_days": 7,
+        "caps": [
+            {"name": "daily", "window": "1d", "max": 2},
+            {"name": "weekly", "window": "7d", "max": 3, "max_by_tier": {"gold": 5}},
+            {"name": "sms-weekly", "scope": "channel", "channel": "sms", "window": "7d", "max": 1},
+        ],
+    }
+    campaigns = [
+        {"kind": "campaign", "name": "bench-card", "priority": 80, "product": "card", "dedupe_days": 7},
+        {"kind": "campaign", "name": "bench-loan", "priority": 80, "product": "loan", "dedupe_days": 15},
+        {"kind": "campaign", "name": "bench-news", "priority": 20, "dedupe_days": 3},
+    ]
+    rules = PolicyRules.combine([Policy.model_validate(policy)], [Campaign.model_validate(c) for c in campaigns])
+    names, channels, templates = [c["name"] for c in campaigns], ["sms", "email", "push"], ["t1", "t2", "t3", "t4"]
+    rnd = random.Random(7)
+
+    def request(i: int, customer: str, requested_at: int = 0) -> ContactRequest:
+        return ContactRequest(
+            f"{customer}-{i}",
+            customer,
+            "notify",
+            rnd.choice(channels),
+            rnd.choice(templates),
+            rnd.choice(names),
+            "bench-rule",
+            requested_at=requested_at,
+        )
+
+    def quantile(values: list[float], q: float) -> float | None:
+        ordered = sorted(values)
+        return round(ordered[min(int(len(ordered) * q), len(ordered) - 1)] * 1000, 2) if ordered else None
+
+    shutil.rmtree(state_dir, ignore_errors=True)
+    server = EmbeddedRedis(state_dir / "redis", free_port()).start()
+    results: dict[str, Any] = {"requests": requests}
+    try:
+        client = redis.Redis.from_url(server.url)
+        customers = [f"c{i}" for i in range(max(requests // 3, 1))]
+        pipe = client.pipeline(transaction=False)
+        for i, customer in enumerate(customers):
+            scores = orjson.dumps({"card": i % 7 / 7, "loan": i % 5 / 5})
+            tier = '"gold"' if i % 10 == 0 else '"basic"'
+            pipe.hset(keys.profile(customer), mapping={"tier": tier, "scores": scores})
+        pipe.execute()
+        start_ms = int(time.time() * 1000)
+        rounds = [  # (time, groups): two competing requests per customer, then one more an hour later
+            (start_ms, [[request(0, c), request(1, c)] for c in customers]),
+            (start_ms + 3_600_000, [[request(2, c)] for c in customers]),
+        ]
+        ledger = Ledger(client, horizon_s=86_400)
+        latencies: list[float] = []
+        outcomes: Counter[str] = Counter()
+        decided = 0
+        started = time.perf_counter()
+        for now_ms, groups in rounds:
+            for first in range(0, len(groups), 500):
+                batch_started = time.perf_counter()
+                decisions = ledger.decide(groups[first : first + 500], rules, now_ms)
+                latencies.append(time.perf_counter() - batch_started)
+                decided += len(decisions)
+                for d in decisions:  # sent, lost_arbitration, suppressed:cap, suppressed:dedupe, ...
+                    outcomes[":".join(d.outcome.split(":")[: 1 if d.outcome.startswith("lost") else 2])] += 1
+        seconds = time.perf_counter() - started
+        results["ledger"] = {
+            "customers": len(customers),
+            "decisions": decided,
+            "batches": len(latencies),
+            "decisions_per_s": round(decided / seconds),
+            "batch_p50_ms": quantile(latencies, 0.5),
+            "batch_p99_ms": quantile(latencies, 0.99),
+            "outcomes": dict(outcomes),
+        }
+
+        # -- through the stage: publish -> decision on a subscription ------------------------
+        store = ConfigStore(client)
+        for doc in [*campaigns, policy, {"kind": "subscription", "name": "bench-dec", "topics": ["decisions"]}]:
+            store.put(doc)
+        _, docs = store.snapshot()
+        router, outbox = TopicRouter.from_docs(docs, policy_shards=1), Outbox(client, horizon_s=3600, maxlen=1_000_000)
+        stage = PolicyStage(server.url, [0], total_shards=1, horizon_s=3600, maxlen=1_000_000)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def run_stage() -> None:
+            try:
+                while not stop.is_set():
+                    stage.step(block_ms=50)
+            except BaseException as e:  # reported, not swallowed
+                errors.append(e)
+
+        stage_requests = min(2_000, requests)
+        published: dict[str, float] = {}
+        seen: dict[str, float] = {}
+
+        def read_decisions() -> None:
+            reader = SubscriptionReader(redis.Redis.from_url(server.url), visibility_timeout_ms=600_000)
+            while len(seen) < stage_requests and not stop.is_set():
+                pulled = reader.pull("bench-dec", max_events=1000, wait_ms=100)["events"]
+                at = time.perf_counter()
+                for event in pulled:
+                    seen.setdefault(event["data"]["request"], at)
+                if pulled:
+                    reader.ack("bench-dec", ack_ids=[e["ack_id"] for e in pulled])
+
+        threads = [
+            threading.Thread(target=run_stage, daemon=True),
+            threading.Thread(target=read_decisions, daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        stage_started = time.perf_counter()
+        for i in range(stage_requests):
+            customer = f"s{i % max(stage_requests // 3, 1)}"
+            rid = f"stage-{i}"
+            notify = {"channel": rnd.choice(channels), "template": rnd.choice(templates), "campaign": rnd.choice(names)}
+            event = {
+                "specversion": "1.0",
+                "id": rid,
+                "source": "esp/bench",
+                "type": "notifications.sms",
+                "subject": customer,
+                "data": {"rule": "bench-rule", "notify": notify},
+            }
+            published[rid] = time.perf_counter()
+            outbox.publish([Publication(rid, "notifications.sms", event)], router)
+            time.sleep(0.001)
+        deadline = time.monotonic() + 60
+        while len(seen) < stage_requests and time.monotonic() < deadline and not errors:
+            time.sleep(0.01)
+        stage_seconds = time.perf_counter() - stage_started
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        if errors:
+            raise errors[0]
+        waits = [seen[i] - published[i] for i in seen if i in published]
+        results["stage"] = {
+            "requests": stage_requests,
+            "decided": len(waits),
+            "requests_per_s": round(stage_requests / stage_seconds),
+            "p50_ms": quantile(waits, 0.5),
+            "p99_ms": quantile(waits, 0.99),
+            "max_ms": quantile(waits, 1.0),
+            "outcomes": dict(stage.totals),
+        }
+    finally:
+        server.stop()
+    return results

@@ -1,0 +1,162 @@
+"""The embedded Redis: a ``redis-server`` process on loopback with AOF (``appendfsync
+everysec``), a generated password and its data in a directory of ours (mode 0700). Used by
+``esp up``/``esp demo`` and by the tests, which give it a free port and a temporary directory.
+
+The password lives in ``<data_dir>/password`` (0600) and reaches ``redis-server`` through its
+config file (0600), never its command line, which ``ps`` shows to every user."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from runtime.errors import EspError
+from runtime.security.private_files import (
+    REDIS_PASSWORD_FILE,
+    local_redis_url,
+    private_dir,
+    read_secret,
+    secret_file,
+    write_private,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        raise EspError(
+            "redis-server is not installed: run 'make setup' (installs it with apt-get as root) "
+            "or 'apt-get install redis-server', or pass --redis-url",
+            reason="redis_missing",
+        )
+    return found
+
+
+class EmbeddedRedis:
+    """Start, stop and restart one ``redis-server`` whose data lives in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: int, *, fsync: str = "everysec") -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.fsync = fsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / REDIS_PASSWORD_FILE
+
+    @property
+    def url(self) -> str:
+        """The URL with the password (once the first start generated it): print it through
+        ``runtime.security.redact.redact_url`` only."""
+        return local_redis_url(self.port, read_secret(self.password_file))
+
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / "redis.pid"
+
+    def start(self, *, timeout_s: float = 20.0) -> EmbeddedRedis:
+        private_dir(self.data_dir)
+        config = self.data_dir / "redis.conf"
+        write_private(config, self._config(secret_file(self.password_file)))
+        args = [redis_binary(), str(config)]
+        self.process = subprocess.Popen(args, start_new_session=True, stdin=subprocess.DEVNULL)
+        self._wait_ready(timeout_s)
+        return self
+
+    def _config(self, password: str) -> str:
+        """redis-server's configuration, rewritten at each start (the settings may change)."""
+        lines = [
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            f"requirepass {_quoted(password)}",
+            f"dir {_quoted(str(self.data_dir))}",
+            "appendonly yes",
+            f"appendfsync {self.fsync}",
+            'save ""',
+            f"pidfile {_quoted(str(self.pidfile))}",
+            f"logfile {_quoted(str(self.data_dir / 'redis.log'))}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                log = (self.data_dir / "redis.log").read_text()[-500:] if (self.data_dir / "redis.log").exists() else ""
+                raise EspError(f"redis-server exited at start (port {self.port}): {log}", reason="redis_failed")
+            try:
+                if client.ping():
+                    loading = client.info("persistence").get("loading", 0)
+                    if not loading:
+                        return
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+        raise EspError(f"redis-server on port {self.port} not ready after {timeout_s}s", reason="redis_failed")
+
+    @property
+    def pid(self) -> int | None:
+        if self.process is not None and self.process.poll() is None:
+            return self.process.pid
+        try:
+            return int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing is flushed beyond what AOF already has."""
+        pid = self.pid
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            if self.process is not None:
+                self.process.wait(timeout=10)
+        self.pidfile.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        pid = self.pid
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        else:
+            _wait_gone(pid, 15)
+
+
+def _quoted(value: str) -> str:
+    """A double-quoted argument of redis.conf (backslash and quote escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _wait_gone(pid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)

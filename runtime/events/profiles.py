@@ -1,0 +1,287 @@
+"""The profile store: per customer, attributes and tags the rules read (``tag``, ``segment``,
+``score`` conditions) and enrichment copies onto events.
+
+One Redis hash per customer, ``esp:profile:<customer>``: field = attribute name, value = the
+attribute as JSON, so strings, numbers, booleans and lists of them (tag sets) read back with
+their types. Writes of many customers are one MULTI/EXEC round trip, reads one pipelined
+round trip of HGETALLs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from runtime import keys
+from runtime.errors import InputError
+from runtime.events.identity import InvalidRecord
+from runtime.events.limits import MAX_KEY_LENGTH, MAX_KEYS, string_problem, value_problem
+
+if TYPE_CHECKING:
+    import redis
+
+Scalar = str | int | float | bool
+Value = Scalar | list[Scalar]
+
+_INT64 = 2**63
+MAX_CUSTOMER_LENGTH = 256  # as an event's subject
+MAX_LIST_ITEMS = 10_000  # items of one list attribute (a tag set)
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # batch profile versions: safe in keys and scripts
+
+# attributes the platform reads as sets (rule audiences, profile reads): lists of strings only
+RESERVED_LISTS = ("tags", "segments")
+
+
+def profile_key(customer: str) -> str:
+    """The hash of one customer's profile. (Belongs in :mod:`runtime.keys`.)"""
+    return keys.profile(customer)
+
+
+def encode_value(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def decode_value(raw: bytes | str) -> Any:
+    """A stored attribute; a field that is not JSON (written by another tool) reads as its raw
+    string, whatever its bytes."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+
+
+def _scalar_problem(value: Any) -> str | None:
+    if isinstance(value, bool | str):
+        return None
+    if isinstance(value, int):
+        return None if -_INT64 <= value < _INT64 else f"integer out of the 64-bit range: {value}"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"must be a finite number, got {value}"
+    return f"must be a string, number, boolean, null, or a list or one-level map of those, got {type(value).__name__}"
+
+
+def _attrs_problem(customer: Any, attrs: Any) -> tuple[str, str] | None:
+    if not isinstance(customer, str) or not customer:
+        return "customer", f"must be a non-empty string, got {customer!r:.80}"
+    problem = string_problem(customer, MAX_CUSTOMER_LENGTH)
+    if problem is not None:
+        return "customer", problem[1]
+    if not isinstance(attrs, Mapping):
+        return "attrs", f"must be a mapping of attribute names to values, got {type(attrs).__name__}"
+    if len(attrs) > MAX_KEYS:
+        return "attrs", f"has {len(attrs)} attributes; at most {MAX_KEYS} are accepted"
+    for name, value in attrs.items():
+        if not isinstance(name, str) or not name:
+            return str(name), "attribute names must be non-empty strings"
+        problem = string_problem(name, MAX_KEY_LENGTH)
+        if problem is not None:  # named escaped: the answer must stay encodable
+            return name[:40].encode("utf-8", "backslashreplace").decode(), f"the name {problem[1]}"
+        if value is None:
+            continue
+        problem = _shape_problem(name, value)
+        if problem is not None:
+            return problem
+        if isinstance(value, Mapping):  # one level, e.g. scores: {product: 0..100}
+            for key, item in value.items():
+                problem = None if isinstance(key, str) and key else "keys must be non-empty strings"
+                problem = problem or (None if item is None else _scalar_problem(item))
+                if problem is not None:
+                    return f"{name}.{key}", problem
+            continue
+        if isinstance(value, list | tuple | set | frozenset):
+            for item in value:
+                problem = _scalar_problem(item)
+                if problem is not None:
+                    return name, f"list item {problem}"
+            continue
+        problem = _scalar_problem(value)
+        if problem is not None:
+            return name, problem
+    return None
+
+
+def _shape_problem(name: str, value: Any) -> tuple[str, str] | None:
+    """Limits (string length, Unicode, integer range, sizes) and the shape of reserved
+    attributes: ``{"tags": 1}`` is refused here, so it can never break a later read."""
+    items = list(value) if isinstance(value, set | frozenset | tuple) else value
+    if isinstance(items, list) and len(items) > MAX_LIST_ITEMS:
+        return name, f"has {len(items)} items; at most {MAX_LIST_ITEMS} are accepted"
+    problem = value_problem(dict(value) if isinstance(value, Mapping) else items, name, depth=2)
+    if problem is not None:
+        return name, problem[1]
+    if name in RESERVED_LISTS and not (isinstance(items, list) and all(isinstance(i, str) for i in items)):
+        return name, f"'{name}' is reserved: a list of strings, got {type(value).__name__}"
+    return None
+
+
+def _validate(profiles: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    for index, (customer, attrs) in enumerate(profiles):
+        problem = _attrs_problem(customer, attrs)
+        if problem is not None:
+            field, message = problem
+            raise InvalidRecord(message, reason="invalid_profile", index=index, field=field)
+
+
+def _stored(value: Any) -> Any:
+    """Sets are stored as sorted lists, so a tag set reads back in a stable order."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=lambda item: (type(item).__name__, item))
+    return value
+
+
+_READ = """
+-- ARGV: the batch version key, profile key prefix, batch key prefix up to the version, customers
+local version = redis.call('GET', ARGV[1])
+local out = {}
+for i = 4, #ARGV do
+  out[#out + 1] = redis.call('HGETALL', ARGV[2] .. ARGV[i])
+  out[#out + 1] = version and redis.call('HGETALL', ARGV[3] .. version .. ':' .. ARGV[i]) or {}
+end
+return out
+"""
+
+
+def _decoded(flat: list[Any]) -> dict[str, Any]:
+    return {
+        (flat[i].decode("utf-8", "replace") if isinstance(flat[i], bytes) else flat[i]): decode_value(flat[i + 1])
+        for i in range(0, len(flat), 2)
+    }
+
+
+def _tags(value: Any) -> set[str]:
+    """A stored tag (or segment) set, read defensively: whatever another writer left there,
+    a read gives a list of strings, so no rule's audience check can fail on it."""
+    return {t for t in value if isinstance(t, str)} if isinstance(value, list) else set()
+
+
+def check_version(version: str) -> str:
+    """A batch profile version, safe to put in keys and the read script as it is."""
+    if not isinstance(version, str) or VERSION_PATTERN.match(version) is None:
+        raise InputError(
+            f"batch profile version {version!r:.80} must match {VERSION_PATTERN.pattern}", reason="invalid_version"
+        )
+    return version
+
+
+class BatchProfiles:
+    """Publishing what the batch jobs computed per customer (``tags``, ``segments``, ``scores``,
+    ...) as a new version, then switching readers to it at once: a reader sees the old version
+    or the new one, never half of each. The old version's keys expire after ``keep_s``."""
+
+    def __init__(self, client: redis.Redis, *, keep_s: int = 86_400, batch: int = 5000) -> None:
+        self._redis = client
+        self._keep_s = keep_s
+        self._batch = batch
+
+    def current(self) -> str | None:
+        raw = self._redis.get(keys.BATCH_PROFILE_VERSION)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    def write(self, version: str, profiles: Mapping[str, Mapping[str, Any]]) -> int:
+        """Stage attributes of ``version`` (call as often as needed, then ``switch``)."""
+        check_version(version)
+        items = list(profiles.items())
+        _validate(items)
+        for start in range(0, len(items), self._batch):
+            pipe = self._redis.pipeline(transaction=False)
+            for customer, attrs in items[start : start + self._batch]:
+                key = keys.batch_profile(version, customer)
+                pipe.delete(key)
+                mapping = {n: encode_value(_stored(v)) for n, v in attrs.items() if v is not None}
+                if mapping:
+                    pipe.hset(key, mapping=mapping)
+                    pipe.expire(key, self._keep_s * 30)
+            pipe.execute()
+        return len(items)
+
+    def switch(self, version: str) -> str | None:
+        """Make ``version`` the one readers see; the previous one expires. Returns it."""
+        check_version(version)
+        previous = self.current()
+        self._redis.set(keys.BATCH_PROFILE_VERSION, version)
+        if previous and previous != version and VERSION_PATTERN.match(previous):
+            cursor = 0
+            while True:
+                match = keys.batch_profile_prefix(previous) + "*"
+                cursor, found = self._redis.scan(cursor, match=match, count=10_000)
+                if found:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for key in found:
+                        pipe.expire(key, self._keep_s)
+                    pipe.execute()
+                if cursor == 0:
+                    break
+        return previous
+
+
+class ProfileStore:
+    """Attributes and tags per customer."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._read = client.register_script(_READ)
+
+    def put(self, customer: str, attrs: Mapping[str, Any], *, replace: bool = False) -> int:
+        """Set ``attrs`` on the customer's profile (an attribute set to ``None`` is removed);
+        with ``replace`` the profile becomes exactly ``attrs``. Returns attributes written."""
+        return self.put_many({customer: attrs}, replace=replace)
+
+    def put_many(self, profiles: Mapping[str, Mapping[str, Any]], *, replace: bool = False) -> int:
+        """:meth:`put` for many customers, atomically, in one round trip (MULTI/EXEC).
+        A bad attribute raises :class:`InvalidRecord` (reason ``invalid_profile``, ``index`` =
+        the customer's position) before anything is written. Returns attributes written."""
+        items = list(profiles.items())
+        _validate(items)
+        if not items:
+            return 0
+        written = 0
+        pipe = self._redis.pipeline(transaction=True)
+        for customer, attrs in items:
+            key = profile_key(customer)
+            mapping = {name: encode_value(_stored(v)) for name, v in attrs.items() if v is not None}
+            removed = [name for name, v in attrs.items() if v is None]
+            if replace:
+                pipe.delete(key)
+            elif removed:
+                pipe.hdel(key, *removed)
+            if mapping:
+                pipe.hset(key, mapping=mapping)
+            written += len(mapping)
+        pipe.execute()
+        return written
+
+    def get(self, customer: str) -> dict[str, Any]:
+        return self.get_many([customer])[customer]
+
+    def get_many(self, customers: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Each customer's profile (``{}`` when it has none) in one round trip: the attributes
+        put here over what the current batch version computed (``BatchProfiles``), with the
+        ``tags`` of both."""
+        unique = list(dict.fromkeys(customers))
+        if not unique:
+            return {}
+        prefixes = [keys.profile(""), keys.batch_profile_prefix("")[:-1]]  # the script inserts the version
+        # the script appends each customer to the prefixes: encoded as keys.profile would
+        args = [keys.BATCH_PROFILE_VERSION, *prefixes, *(keys.part(c) for c in unique)]
+        replies = self._read(keys=[], args=args)
+        out = {}
+        for customer, own, batch in zip(unique, replies[0::2], replies[1::2], strict=True):
+            profile = _decoded(batch)
+            attrs = _decoded(own)
+            tags = _tags(profile.get("tags")) | _tags(attrs.get("tags"))
+            profile.update(attrs)
+            if tags or "tags" in profile:
+                profile["tags"] = sorted(tags)
+            segments = profile.get("segments")
+            if segments is not None and not (isinstance(segments, list) and all(isinstance(x, str) for x in segments)):
+                profile["segments"] = sorted(_tags(segments))
+            out[customer] = profile
+        return out
+
+    def delete(self, customer: str) -> bool:
+        """Remove the customer's profile; whether it existed."""
+        return bool(self._redis.delete(profile_key(customer)))

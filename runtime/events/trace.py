@@ -1,0 +1,97 @@
+"""Where did event X go? The trace is put together on demand from what the pipeline keeps
+anyway: the idempotency hashes (event id -> partition and log entry), the partition's read
+position, the outputs each event contributed to, the ids dropped on purpose, and the quarantine.
+Nothing is written per event just for tracing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import redis
+
+from runtime import keys
+from runtime.log.partition_log import DAY_MS
+from runtime.log.streams import entry_id_key, text
+from runtime.sources.quarantine import QuarantineStore
+from runtime.subscriptions.topics import CONTACT_TOPICS
+
+QUARANTINE_SCAN = 10_000  # newest quarantine entries of the source searched for the id
+
+
+def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int, days: int) -> dict[str, Any]:
+    """The path of one event, newest knowledge first looked up over ``days`` days."""
+    day = now_ms // DAY_MS
+    pipe = client.pipeline(transaction=False)
+    for back in range(days + 1):
+        pipe.hget(keys.idempotency(source, day - back), event_id)
+        pipe.hget(keys.dropped(source, day - back), event_id)
+        pipe.hget(keys.late(source, day - back), event_id)
+    pipe.lrange(keys.hits(source, event_id), 0, -1)
+    *found, hits = pipe.execute()
+    where = next((text(v) for v in found[0::3] if v), None)
+    dropped = next((text(v) for v in found[1::3] if v), None)
+    late_ms = next((int(v) for v in found[2::3] if v), None)
+    steps: list[dict[str, Any]] = []
+    status = "unknown"
+    if where:
+        status = "accepted"
+        partition, _, entry = where.partition("/")
+        steps.append({"step": "logged", "partition": int(partition), "log_entry": entry})
+        steps.append({"step": "processed" if _read_past(client, int(partition), entry) else "waiting"})
+        if late_ms is not None:
+            steps.append({"step": "late", "behind_watermark_ms": late_ms})
+        if dropped:  # accepted, then kept from the rules (a late event under the drop policy)
+            status = "dropped"
+            steps.append({"step": "dropped", "reason": dropped})
+        matched = [orjson.loads(raw) for raw in hits]
+        steps += [{"step": "matched", **hit} for hit in matched]
+        steps += _contact_decisions(
+            client, [h["output"] for h in matched if str(h.get("topic")).startswith(CONTACT_TOPICS)]
+        )
+        steps += _deliveries(
+            client, [f"{source}/{event_id}"] + [f"esp/rule/{h['rule']}/{h['output']}" for h in matched]
+        )
+    elif dropped:
+        status = "dropped"
+        steps.append({"step": "dropped", "reason": dropped})
+    quarantined = [
+        q for q in QuarantineStore(client).list(source=source, limit=QUARANTINE_SCAN) if q["id"] == event_id
+    ][:10]
+    for q in quarantined:
+        steps.append({"step": "quarantined", "qid": q["qid"], "reason": q["reason"], "message": q["message"]})
+    if status == "unknown" and quarantined:
+        status = "quarantined"
+    return {"source": source, "id": event_id, "status": status, "steps": steps}
+
+
+def _contact_decisions(client: redis.Redis, outputs: list[str]) -> list[dict[str, Any]]:
+    """The contact-policy decision on each notify or task output (final ones are kept)."""
+    if not outputs:
+        return []
+    found = client.mget([keys.decision(o) for o in outputs])
+    return [{"step": "contact_decision", **orjson.loads(raw)} for raw in found if raw]
+
+
+def _deliveries(client: redis.Redis, event_keys: list[str]) -> list[dict[str, Any]]:
+    """Webhook and channel delivery attempts of the event and of the outputs it produced."""
+    pipe = client.pipeline(transaction=False)
+    for key in event_keys:
+        pipe.lrange(keys.deliveries(key), 0, -1)
+    return [
+        {"step": "delivery", "event": key, **orjson.loads(raw)}
+        for key, attempts in zip(event_keys, pipe.execute(), strict=True)
+        for raw in attempts
+    ]
+
+
+def _read_past(client: redis.Redis, partition: int, entry: str) -> bool:
+    """Whether the partition actors have read the log past ``entry``."""
+    try:
+        groups = client.xinfo_groups(keys.log_stream(partition))
+    except redis.ResponseError:
+        return False
+    group = next((g for g in groups if text(g["name"]) == keys.RULES_GROUP), None)
+    if group is None:
+        return False
+    return entry_id_key(text(group["last-delivered-id"])) >= entry_id_key(entry)

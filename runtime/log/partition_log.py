@@ -1,0 +1,197 @@
+"""The durable partition log: one Redis stream per virtual partition.
+
+A log entry carries a micro-batch (all of one request's events for that partition, msgpack),
+never one entry per event, and the config version current when it was appended: an actor
+that reads an entry newer than its config reloads first, so a rule or subscription applies to
+every event accepted after its PUT returned. Appending de-duplicates by (source, event id) and writes the entry in
+one Lua script, so "marked as seen" and "in the log" can never disagree after a crash.
+
+Partition actors read through the consumer group ``esp-rules`` with NOACK: the group's
+last-delivered id is the read cursor, and the truth about what has been processed is the
+offset stored in each partition checkpoint. Recovery rewinds the cursor to that offset
+(``XGROUP SETID``), which re-delivers everything after it — in log order, which rebuilding
+state needs and which per-entry reclaiming (XAUTOCLAIM) would not give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import redis
+
+from runtime import keys
+from runtime.events.envelope import Event
+from runtime.log.streams import text
+
+_APPEND = """
+-- ARGV: config-version key, ttl_s, n buckets, bucket keys (today first), n groups,
+--       then per group: stream, partition, msgpack array of ids, payload
+-- A bucket is a hash: event id -> '<partition>/<log entry id>' (where the event went).
+local config_version = redis.call('GET', ARGV[1]) or '0'
+local ttl, nb = ARGV[2], tonumber(ARGV[3])
+local buckets = {}
+for b = 1, nb do buckets[b] = ARGV[3 + b] end
+local groups = tonumber(ARGV[4 + nb])
+local i = 5 + nb
+local out = {}
+for g = 1, groups do
+  local stream, partition, ids, payload = ARGV[i], ARGV[i + 1], cmsgpack.unpack(ARGV[i + 2]), ARGV[i + 3]
+  i = i + 4
+  local n = #ids
+  local seen = {}
+  for start = 1, n, 4000 do
+    local stop = math.min(start + 3999, n)
+    for b = 1, nb do
+      local found = redis.call('HMGET', buckets[b], unpack(ids, start, stop))
+      for j = 1, stop - start + 1 do
+        if found[j] then seen[start + j - 1] = true end
+      end
+    end
+  end
+  local dups, fresh = {}, {}
+  for j = 1, n do
+    if seen[j] then dups[#dups + 1] = j - 1 else fresh[#fresh + 1] = ids[j] end
+  end
+  local id = false
+  if #fresh > 0 then
+    id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
+    local where = partition .. '/' .. id
+    for start = 1, #fresh, 2000 do
+      local args = {}
+      for j = start, math.min(start + 1999, #fresh) do
+        args[#args + 1] = fresh[j]
+        args[#args + 1] = where
+      end
+      redis.call('HSET', buckets[1], unpack(args))
+    end
+    redis.call('EXPIRE', buckets[1], ttl)
+  end
+  out[#out + 1] = {id, dups}
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What one partition's part of a request became: its log entry and duplicate positions."""
+
+    partition: int
+    entry_id: str | None  # None when every event was a duplicate
+    duplicates: tuple[int, ...]  # positions within the partition's events
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    partition: int
+    entry_id: str
+    events: list[Event]  # duplicates already removed
+    config_version: int  # the config version when the entry was appended
+
+
+DAY_S = 86_400
+DAY_MS = DAY_S * 1000
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[Event])
+
+
+def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> LogEntry:
+    events = _decoder.decode(fields[b"b"])
+    dups = fields.get(b"d", b"")
+    if dups:
+        skip = {int(x) for x in dups.split(b",")}
+        events = [e for i, e in enumerate(events) if i not in skip]
+    return LogEntry(partition, entry_id, events, int(fields.get(b"v", 0)))
+
+
+class PartitionLog:
+    """Append to and read from the partition streams."""
+
+    def __init__(self, client: redis.Redis, *, horizon_s: int) -> None:
+        self._redis = client
+        self._horizon_days = -(-horizon_s // DAY_S)  # rounded up
+        self._append = client.register_script(_APPEND)
+
+    def append(
+        self, by_partition: dict[int, list[Event]], *, now_ms: int, horizon_s: int | None = None
+    ) -> list[Appended]:
+        """Append each partition's events as one entry, dropping already-seen (source, id).
+
+        Seen ids live in one hash per source and arrival day (id -> partition/log entry, which
+        the event trace reads); a request checks the hashes of the whole horizon (rounded up to
+        days) with HMGET, so no per-event key or round trip.
+        All events of one call must share a source; ids must be unique within the call."""
+        if not by_partition:
+            return []
+        source = next(iter(by_partition.values()))[0].source
+        day = now_ms // DAY_MS
+        horizon_days = self._horizon_days if horizon_s is None else -(-horizon_s // DAY_S)
+        buckets = [keys.idempotency(source, day - back) for back in range(horizon_days + 1)]
+        argv: list[Any] = [keys.CONFIG_VERSION, (horizon_days + 1) * DAY_S, len(buckets), *buckets]
+        argv.append(len(by_partition))
+        for partition, events in by_partition.items():
+            ids = _encoder.encode([e.id for e in events])
+            argv += [keys.log_stream(partition), partition, ids, _encoder.encode(events)]
+        result = self._append(keys=[], args=argv)
+        return [
+            Appended(p, text(entry_id) if entry_id else None, tuple(int(d) for d in dups))
+            for p, (entry_id, dups) in zip(by_partition, result, strict=True)
+        ]
+
+    # --- the reading side, used by partition actors -------------------------------------
+
+    def ensure_groups(self, partitions: Iterable[int]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for p in partitions:
+            pipe.xgroup_create(keys.log_stream(p), keys.RULES_GROUP, id="0", mkstream=True)
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
+                raise result
+
+    def rewind(self, offsets: dict[int, str]) -> None:
+        """Make the next read start right after each partition's offset ('0' = from the start)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p, offset in offsets.items():
+            pipe.xgroup_setid(keys.log_stream(p), keys.RULES_GROUP, id=offset)
+        pipe.execute()
+
+    def read(self, partitions: list[int], *, consumer: str, count: int, block_ms: int) -> list[LogEntry]:
+        streams = {keys.log_stream(p): ">" for p in partitions}
+        reply = self._redis.xreadgroup(keys.RULES_GROUP, consumer, streams, count=count, block=block_ms, noack=True)
+        entries = []
+        for stream, items in reply or []:
+            partition = int(text(stream).rsplit(":", 1)[1])
+            entries += [decode_entry(partition, text(eid), fields) for eid, fields in items if fields]
+        return entries
+
+    def read_range(self, partition: int, after: str, count: int) -> list[LogEntry]:
+        """Entries after ``after`` (exclusive), for replay and inspection."""
+        start = "-" if after in ("0", "0-0") else f"({after}"
+        items = self._redis.xrange(keys.log_stream(partition), min=start, count=count)
+        return [decode_entry(partition, text(eid), fields) for eid, fields in items if fields]
+
+    def trim(self, offsets: dict[int, str]) -> None:
+        """Drop entries older than each given id (already checkpointed and past retention)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p, min_id in offsets.items():
+            pipe.xtrim(keys.log_stream(p), minid=min_id, approximate=True)
+        pipe.execute()
+
+    def backlog(self, partitions: Iterable[int]) -> dict[int, int]:
+        """Entries not yet read by the partition actors, per partition."""
+        parts = list(partitions)
+        pipe = self._redis.pipeline(transaction=False)
+        for p in parts:
+            pipe.xinfo_groups(keys.log_stream(p))
+        lags: dict[int, int] = {}
+        for p, groups in zip(parts, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(groups, Exception):
+                lags[p] = 0
+                continue
+            group = next((g for g in groups if text(g["name"]) == keys.RULES_GROUP), None)
+            lags[p] = int(group.get("lag") or 0) if group else 0
+        return lags
