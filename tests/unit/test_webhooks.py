@@ -14,11 +14,14 @@ import json
 import socket
 import subprocess
 import sys
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from runtime.subscriptions.webhooks import (
     CONTENT_TYPE_CLOUDEVENTS_BATCH,
@@ -76,6 +79,22 @@ def test_reproduces_the_specification_test_vector():
 def test_the_independent_verifier_accepts_the_test_vector():
     sent = {"webhook-id": VECTOR_ID, "webhook-timestamp": str(VECTOR_TIMESTAMP), "webhook-signature": VECTOR_SIGNATURE}
     assert spec_verify(VECTOR_SECRET, sent, VECTOR_BODY)
+
+
+def test_the_reference_library_reproduces_the_vector_and_our_signatures():
+    """standardwebhooks (the specification's own Python library) signs what ``sign`` signs."""
+    when = datetime.fromtimestamp(VECTOR_TIMESTAMP, tz=timezone.utc)
+    assert Webhook(VECTOR_SECRET).sign(VECTOR_ID, when, VECTOR_BODY.decode()) == VECTOR_SIGNATURE
+    ours = sign([OLD, NEW], "msg_lib", VECTOR_TIMESTAMP, BODY).split(" ")
+    assert ours == [Webhook(secret).sign("msg_lib", when, BODY.decode()) for secret in (OLD, NEW)]
+
+
+@pytest.mark.parametrize("receiver_knows", [OLD, NEW])
+def test_a_receiver_on_the_reference_library_verifies_either_rotated_secret(receiver_knows):
+    sent = headers([OLD, NEW], "msg_lib", int(time.time()), BODY)
+    Webhook(receiver_knows).verify(BODY, sent, json_parse=False)  # raises when no signature matches
+    with pytest.raises(WebhookVerificationError):
+        Webhook(generate_secret()).verify(BODY, sent, json_parse=False)
 
 
 def test_headers_carry_id_timestamp_signature_and_content_type():
