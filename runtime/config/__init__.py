@@ -1,2 +1,3 @@
-"""Declarative configuration: pydantic documents (``models``), parsing and error shaping
-(``documents``), and the versioned store (``store``)."""
+"""Declarative configuration: the registry of document kinds and parsing with error shaping
+(``documents``), constrained types every document shares (``types``), and the versioned store
+(``store``). Each kind's model lives with its concept (``runtime.rules.models``, ...)."""

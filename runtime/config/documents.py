@@ -1,5 +1,6 @@
-"""Turning YAML/JSON into validated documents, with errors that name the document, the field
-path, what was expected and what arrived."""
+"""The document registry (:data:`KINDS`: kind -> model) and turning YAML/JSON into validated
+documents, with errors that name the document, the field path, what was expected and what
+arrived. The models live with their concepts; this module only knows them by kind."""
 
 from __future__ import annotations
 
@@ -10,9 +11,25 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from runtime.config.models import KINDS, Doc, Rule, Source, leaves
+from runtime.config.types import Doc
 from runtime.errors import ConfigError, ExpressionError, NotFound
 from runtime.events.limits import locate
+from runtime.events.models import EventType
+from runtime.policy.models import Campaign, Policy, Segment
+from runtime.rules.models import Rule, leaves
+from runtime.sources.models import Source
+from runtime.subscriptions.models import Channel, Subscription
+
+KINDS: dict[str, type[Doc]] = {
+    "source": Source,
+    "event-type": EventType,
+    "rule": Rule,
+    "subscription": Subscription,
+    "channel": Channel,
+    "policy": Policy,
+    "campaign": Campaign,
+    "segment": Segment,
+}
 
 
 def _describe(kind: str, name: object) -> str:

@@ -16,11 +16,13 @@ from typing import Any
 import redis
 
 from runtime import keys
-from runtime.config.documents import check_fields_against_type, parse_document
-from runtime.config.models import KINDS, Channel, Doc, Rule, Source, Subscription, leaves
+from runtime.config.documents import KINDS, check_fields_against_type, parse_document
+from runtime.config.types import Doc
 from runtime.errors import NotFound
+from runtime.rules.models import Rule, leaves
 from runtime.security.sealing import Sealer
-from runtime.subscriptions.models import public_view
+from runtime.sources.models import Source
+from runtime.subscriptions.models import Channel, Subscription, public_view
 
 
 class ConfigStore:

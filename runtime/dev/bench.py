@@ -89,9 +89,9 @@ def bench_demo_rules(events: int = 1_000_000, customers: int = 100_000) -> dict[
     from pathlib import Path
 
     from runtime.config.documents import load_yaml_documents, parse_document
-    from runtime.config.models import Rule
     from runtime.dev.synthetic import demo_events
     from runtime.events.envelope import validate_batch
+    from runtime.rules.models import Rule
 
     rules_file = Path(__file__).resolve().parents[2] / "configs" / "demo" / "rules.yaml"
     rules = [

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from runtime.config.models import Attribute, EventType
 from runtime.config.types import document_body
+from runtime.events.models import Attribute, EventType
 
 Check = Callable[[dict[str, Any]], str | None]
 

@@ -20,6 +20,7 @@ from runtime import keys
 from runtime.errors import InputError
 from runtime.events.identity import InvalidRecord
 from runtime.events.limits import MAX_KEY_LENGTH, MAX_KEYS, string_problem, value_problem
+from runtime.lua import read_script
 
 if TYPE_CHECKING:
     import redis
@@ -133,16 +134,7 @@ def _stored(value: Any) -> Any:
     return value
 
 
-_READ = """
--- ARGV: the batch version key, profile key prefix, batch key prefix up to the version, customers
-local version = redis.call('GET', ARGV[1])
-local out = {}
-for i = 4, #ARGV do
-  out[#out + 1] = redis.call('HGETALL', ARGV[2] .. ARGV[i])
-  out[#out + 1] = version and redis.call('HGETALL', ARGV[3] .. version .. ':' .. ARGV[i]) or {}
-end
-return out
-"""
+_READ = read_script("runtime.events", "profiles_read.lua")
 
 
 def _decoded(flat: list[Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import redis
 from runtime import keys
 from runtime.events.profiles import ProfileStore
 from runtime.log.streams import text
+from runtime.lua import read_script
 from runtime.policy.decide import (
     Contact,
     ContactRequest,
@@ -35,23 +36,7 @@ from runtime.policy.decide import (
 DECISIONS_KEPT = 20  # per customer, for esp why
 MAX_ATTEMPTS = 20
 
-_COMMIT = """
-local n = tonumber(ARGV[1])
-for i = 0, n - 1 do
-  local current = redis.call('GET', ARGV[2 + 2 * i]) or '0'
-  if current ~= ARGV[3 + 2 * i] then return 0 end
-end
-local i = 2 + 2 * n
-local commands = tonumber(ARGV[i])
-i = i + 1
-for c = 1, commands do
-  local argc = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + argc))
-  i = i + 1 + argc
-end
-for v = 0, n - 1 do redis.call('INCR', ARGV[2 + 2 * v]) end
-return 1
-"""
+_COMMIT = read_script("runtime.policy", "ledger_commit.lua")
 
 
 class ConflictingWrite(Exception):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.config.models import Aggregate
+from runtime.rules.models import Aggregate
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "gte": operator.ge,

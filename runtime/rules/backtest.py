@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 
 from runtime.config.documents import load_yaml_documents, parse_document
-from runtime.config.models import Rule
 from runtime.errors import ConfigError, InputError
 from runtime.events.envelope import Event, format_time_ms, validate_batch
 from runtime.rules import Output, PartitionEngine, compile_rule
+from runtime.rules.models import Rule
 
 
 def load_rule(path: Path, name: str | None = None) -> Rule:

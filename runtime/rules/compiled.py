@@ -6,7 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.config.models import (
+from runtime.config.types import document_body
+from runtime.expr import Expr, compile_expr
+from runtime.rules.aggregates import AggregateSpec
+from runtime.rules.models import (
     Absence,
     Action,
     Audience,
@@ -17,9 +20,6 @@ from runtime.config.models import (
     Rule,
     Sequence,
 )
-from runtime.config.types import document_body
-from runtime.expr import Expr, compile_expr
-from runtime.rules.aggregates import AggregateSpec
 
 
 @dataclass(frozen=True, slots=True)

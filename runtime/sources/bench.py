@@ -19,8 +19,8 @@ from typing import Any
 
 import msgspec
 
-from runtime.config.models import Source
 from runtime.sources.mapping import compile_mapping
+from runtime.sources.models import Source
 from runtime.sources.records import parse_records
 
 START = datetime(2026, 9, 21, 8, 0, 0, tzinfo=timezone.utc)

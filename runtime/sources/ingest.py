@@ -23,9 +23,8 @@ from typing import Any
 import redis
 
 from runtime import keys
-from runtime.config.models import Source, hash_key
 from runtime.config.store import ConfigStore
-from runtime.config.types import document_body
+from runtime.config.types import document_body, hash_key
 from runtime.errors import AuthError, InputError, Overloaded, UnsupportedContentType
 from runtime.events.catalogue import Catalogue
 from runtime.events.consent import ConsentStore
@@ -46,6 +45,7 @@ from runtime.log.partition_log import DAY_MS, PartitionLog
 from runtime.log.partitioning import partition_of
 from runtime.settings import EspSettings
 from runtime.sources.mapping import compile_mapping
+from runtime.sources.models import Source
 from runtime.sources.quarantine import Quarantined, QuarantineStore
 from runtime.sources.records import parse_records
 

@@ -1,5 +1,6 @@
-"""The parts of a ``source`` document that turn a system's own records into atomic events:
-input format, field mapping, identity, consent, de-duplication and error handling.
+"""The ``source`` document (:class:`Source`) and its parts that turn a system's own records
+into atomic events: input format, field mapping, identity, consent, de-duplication and error
+handling.
 
 A mapping reads *source paths* (dotted, into the record as parsed: a CSV row or ``k=v`` line
 is flat, a JSON object may be nested) and writes the envelope (``id``, ``type``, ``time``,
@@ -12,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runtime.config.types import NAME_PATTERN, DurationMs
+from runtime.config.types import NAME_PATTERN, Doc, DurationMs, hash_key
 
 ValueType = Literal["string", "int", "float", "bool"]
 
@@ -143,3 +144,43 @@ class Dedupe(_Spec):
 
 SourceFormat = Literal["json", "csv", "kv", "arrow"]
 UnknownIdentity = Literal["drop", "quarantine", "anonymous"]
+
+
+class Source(Doc):
+    """A system that posts events. Selected by its API key (``Authorization: Bearer``)."""
+
+    kind: Literal["source"] = "source"
+    api_key: str | None = Field(
+        None, min_length=16, description="Plain key, accepted on PUT only; stored as api_key_sha256."
+    )
+    api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Hash of the key.")
+    identity: Literal["customer", "phone", "imei"] = Field(
+        "customer", description="What the event 'subject' holds for this source."
+    )
+    enabled: bool = Field(True, description="A disabled source is refused with 403.")
+    format: SourceFormat = Field(
+        "json",
+        description="Body format: json (JSON, NDJSON, CloudEvents), csv, kv (key=value lines) or arrow (IPC stream).",
+    )
+    csv: CsvFormat = Field(default_factory=CsvFormat, description="CSV settings (format csv).")
+    kv: KvFormat = Field(default_factory=KvFormat, description="key=value settings (format kv).")
+    mapping: Mapping | None = Field(None, description="Record -> envelope; none means records are envelopes.")
+    filter: str | None = Field(None, max_length=2000, description="Keep only events for which this is true.")
+    unknown_identity: UnknownIdentity = Field(
+        "quarantine", description="What to do with a subject the identity store does not know."
+    )
+    require_opt_in: bool = Field(False, description="Drop events of customers who have not opted in.")
+    opt_in_purpose: str | None = Field(None, pattern=NAME_PATTERN, description="Consent purpose to check.")
+    unknown_types: Literal["accept", "quarantine"] = Field(
+        "accept", description="Events of a type missing from the catalogue: accept, or quarantine."
+    )
+    dedupe: Dedupe = Field(default_factory=Dedupe, description="Idempotency settings.")
+    rate_limit_per_s: int | None = Field(
+        None, ge=1, le=10_000_000, description="Events per second accepted from this source."
+    )
+
+    def stored(self) -> Source:
+        """The form kept in the store: the key replaced by its hash."""
+        if self.api_key is None:
+            return self
+        return self.model_copy(update={"api_key": None, "api_key_sha256": hash_key(self.api_key)})

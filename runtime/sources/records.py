@@ -25,7 +25,7 @@ from runtime.events.envelope import Unparseable, decode_body, decode_item, raw_o
 from runtime.sources.coerce import show
 
 if TYPE_CHECKING:
-    from runtime.config.models import Source
+    from runtime.sources.models import Source
 
 __all__ = ["FORMATS", "Record", "gc_paused", "parse_records"]
 

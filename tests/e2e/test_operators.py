@@ -8,9 +8,9 @@ times are in the past."""
 from __future__ import annotations
 
 from runtime.config.documents import load_yaml_documents
-from runtime.config.models import Action
 from runtime.events.envelope import parse_time_ms
 from runtime.rules.backtest import load_events
+from runtime.rules.models import Action
 from tests.e2e.helpers import read_exactly
 from tests.unit.test_operator_examples import CATALOGUE, EXPECTED, PROFILES, fixture_file, rule_file
 

@@ -70,9 +70,9 @@ def test_the_design_example_rule_fires_for_its_audience_only(platform, client):
 def test_backtest_predicts_what_the_live_platform_does(platform, client, tmp_path):
     """The backtest runs the partition actors' engine in-process: over the same events it must
     name exactly the fires the live platform publishes."""
-    from runtime.config.models import Rule
     from runtime.dev.synthetic import demo_events
     from runtime.rules.backtest import backtest, replay
+    from runtime.rules.models import Rule
 
     rule_doc = {
         "kind": "rule",

@@ -20,12 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.config.models import Source
 from runtime.errors import ConfigError
 from runtime.events.envelope import validate_batch
 from runtime.sources import CompiledMapping, Failure, Record, compile_mapping, parse_records
 from runtime.sources.bench import measure_formats
-from runtime.sources.models import Mapping
+from runtime.sources.models import Mapping, Source
 
 T = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 BASE_MAPPING: dict[str, Any] = {"type": "call.inbound", "id": "cid", "subject": "msisdn", "time": "ts"}

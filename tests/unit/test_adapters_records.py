@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.config.models import Source
 from runtime.errors import UnparseableBody, UnsupportedContentType
 from runtime.sources import Record, parse_records
+from runtime.sources.models import Source
 from runtime.sources.records import _csv_rows, gc_paused
 
 

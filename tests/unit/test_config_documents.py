@@ -10,8 +10,11 @@ import pytest
 import yaml
 
 from runtime.config.documents import load_yaml_documents, parse_document
-from runtime.config.models import EventType, Rule, Source, Subscription
 from runtime.errors import ConfigError, EspError, ExpressionError, NotFound
+from runtime.events.models import EventType
+from runtime.rules.models import Rule
+from runtime.sources.models import Source
+from runtime.subscriptions.models import Subscription
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

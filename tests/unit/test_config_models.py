@@ -1,4 +1,5 @@
-"""runtime.config.models: the per-kind documents (shorthands, defaults, derived values)."""
+"""The per-kind documents (rules, sources, subscriptions) and the registry of kinds:
+shorthands, defaults, derived values."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import hashlib
 import pytest
 from pydantic import ValidationError
 
-from runtime.config.models import KINDS, Action, Condition, Rule, Source, Subscription, hash_key
+from runtime.config.documents import KINDS
+from runtime.config.types import hash_key
+from runtime.rules.models import Action, Condition, Rule
+from runtime.sources.models import Source
+from runtime.subscriptions.models import Subscription
 
 
 def test_kinds():

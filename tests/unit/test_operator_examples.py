@@ -12,11 +12,11 @@ import orjson
 import pytest
 
 from runtime.config.documents import check_fields_against_type, load_yaml_documents
-from runtime.config.models import Rule
 from runtime.events.catalogue import Catalogue
 from runtime.events.envelope import Event, validate_batch
 from runtime.rules import PartitionEngine, compile_rule
 from runtime.rules.backtest import load_events, load_rule
+from runtime.rules.models import Rule
 
 OPERATORS = Path(__file__).resolve().parents[2] / "configs" / "operators"
 FIXTURES = OPERATORS / "fixtures"

@@ -1,8 +1,9 @@
-"""Config documents, one model per kind. The same documents are YAML files in ``configs/``
-and JSON bodies of ``PUT /v1/config/{kind}/{name}``.
+"""Rule documents: ``when`` a condition tree holds for a customer, ``then`` actions.
 
-Every document has ``kind`` and ``name``; the rest is per kind. Models are frozen and forbid
-unknown fields, so a typo is an error, not a silently ignored setting.
+The ``when`` tree is a discriminated union of event conditions, correlation groups, sequences,
+absences, durations and geofences; :mod:`runtime.rules.compiled` turns a validated tree into
+the engine's specs. Models are frozen and forbid unknown fields, so a typo is an error, not a
+silently ignored setting.
 """
 
 from __future__ import annotations
@@ -11,73 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from runtime.config.types import NAME_PATTERN, Doc, DurationMs, hash_key
-from runtime.sources.models import CsvFormat, Dedupe, KvFormat, Mapping, SourceFormat, UnknownIdentity
-
-
-class Source(Doc):
-    """A system that posts events. Selected by its API key (``Authorization: Bearer``)."""
-
-    kind: Literal["source"] = "source"
-    api_key: str | None = Field(
-        None, min_length=16, description="Plain key, accepted on PUT only; stored as api_key_sha256."
-    )
-    api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Hash of the key.")
-    identity: Literal["customer", "phone", "imei"] = Field(
-        "customer", description="What the event 'subject' holds for this source."
-    )
-    enabled: bool = Field(True, description="A disabled source is refused with 403.")
-    format: SourceFormat = Field(
-        "json",
-        description="Body format: json (JSON, NDJSON, CloudEvents), csv, kv (key=value lines) or arrow (IPC stream).",
-    )
-    csv: CsvFormat = Field(default_factory=CsvFormat, description="CSV settings (format csv).")
-    kv: KvFormat = Field(default_factory=KvFormat, description="key=value settings (format kv).")
-    mapping: Mapping | None = Field(None, description="Record -> envelope; none means records are envelopes.")
-    filter: str | None = Field(None, max_length=2000, description="Keep only events for which this is true.")
-    unknown_identity: UnknownIdentity = Field(
-        "quarantine", description="What to do with a subject the identity store does not know."
-    )
-    require_opt_in: bool = Field(False, description="Drop events of customers who have not opted in.")
-    opt_in_purpose: str | None = Field(None, pattern=NAME_PATTERN, description="Consent purpose to check.")
-    unknown_types: Literal["accept", "quarantine"] = Field(
-        "accept", description="Events of a type missing from the catalogue: accept, or quarantine."
-    )
-    dedupe: Dedupe = Field(default_factory=Dedupe, description="Idempotency settings.")
-    rate_limit_per_s: int | None = Field(
-        None, ge=1, le=10_000_000, description="Events per second accepted from this source."
-    )
-
-    def stored(self) -> Source:
-        """The form kept in the store: the key replaced by its hash."""
-        if self.api_key is None:
-            return self
-        return self.model_copy(update={"api_key": None, "api_key_sha256": hash_key(self.api_key)})
-
-
-class Attribute(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: Literal["string", "int", "float", "bool", "object", "list", "any"] = "any"
-    required: bool = False
-    enum: list[Any] | None = Field(None, description="Allowed values.")
-    min: float | None = Field(None, description="Smallest allowed value (numbers).")
-    max: float | None = Field(None, description="Largest allowed value (numbers).")
-    description: str = ""
-
-    @model_validator(mode="after")
-    def _range_order(self) -> Attribute:
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError(f"min {self.min} is greater than max {self.max}")
-        return self
-
-
-class EventType(Doc):
-    """An atomic event type of the catalogue."""
-
-    kind: Literal["event-type"] = "event-type"
-    category: Literal["attribute", "behaviour", "status"] = "behaviour"
-    attributes: dict[str, Attribute] = Field(default_factory=dict, description="Fields of 'data'.")
+from runtime.config.types import NAME_PATTERN, Doc, DurationMs
 
 
 class Threshold(BaseModel):
@@ -532,18 +467,3 @@ def _validity_time(value: str | int | None, name: str) -> int | None:
     if parsed is None:
         raise ValueError(f"{name} must be RFC 3339 or epoch milliseconds, got {value!r}")
     return parsed
-
-
-from runtime.policy.models import Campaign, Policy, Segment  # noqa: E402  (contact policy and batch kinds)
-from runtime.subscriptions.models import Channel, Subscription  # noqa: E402  (the kinds of delivery)
-
-KINDS: dict[str, type[Doc]] = {
-    "source": Source,
-    "event-type": EventType,
-    "rule": Rule,
-    "subscription": Subscription,
-    "channel": Channel,
-    "policy": Policy,
-    "campaign": Campaign,
-    "segment": Segment,
-}
