@@ -19,6 +19,7 @@ from runtime import keys
 from runtime.config.documents import KINDS, check_fields_against_type, parse_document
 from runtime.config.types import Doc
 from runtime.errors import NotFound
+from runtime.lua import read_script
 from runtime.rules.models import Rule, leaves
 from runtime.security.sealing import Sealer
 from runtime.sources.models import Source
@@ -130,22 +131,14 @@ class ConfigStore:
         return int(version or 0), docs
 
 
-_NEXT_VERSION = """
--- the next version of a document: its counter, seeded once from a history kept before the counter existed
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], redis.call('LLEN', KEYS[2])) end
-return redis.call('INCR', KEYS[1])
-"""
+_NEXT_VERSION = read_script("runtime.config", "store_next_version.lua")
+_ENSURE_GROUP = read_script("runtime.config", "store_ensure_group.lua")
 
 
 def _ensure_stream(pipe: Any, stream: str) -> None:
     """Create a subscription's (or channel's) stream and consumer group now, so events emitted
     from this moment on are kept for it (MKSTREAM; an existing group is left as it is)."""
-    pipe.eval(
-        "local ok, err = pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '$', 'MKSTREAM') return 1",
-        1,
-        stream,
-        keys.SUBSCRIPTION_GROUP,
-    )
+    pipe.eval(_ENSURE_GROUP, 1, stream, keys.SUBSCRIPTION_GROUP)
 
 
 def _kind_of(doc: Doc) -> str:
