@@ -68,3 +68,16 @@ def test_a_source_over_its_rate_limit_is_told_to_back_off(redis_server, redis_cl
     log = PartitionLog(redis_client, horizon_s=60)
     logged = sum(len(e.events) for p in range(8) for e in log.read_range(p, "0", 1000))
     assert logged == 80  # the refused request appended nothing
+
+
+def test_a_source_put_applies_to_the_next_request(ingestor, redis_client):
+    """Each mapping version reads the subject from a field of its own: a record mapped with the
+    previous version would be rejected with ``missing_field``."""
+    store = ConfigStore(redis_client)
+    for version in range(20):
+        mapping = {"type": "t.hot", "id": "seq", "subject": f"who{version}", "time": "ts"}
+        store.put({"kind": "source", "name": "crm", "api_key": "crm-key-0123456789abcdef", "mapping": mapping})
+        source = ingestor.authenticate("Bearer crm-key-0123456789abcdef", None)
+        record = orjson.dumps({"seq": f"hot{version}", f"who{version}": "c1", "ts": 1_790_000_000_000})
+        result = ingestor.ingest(record, "application/json", source)
+        assert (result.accepted, result.rejected) == (1, []), f"mapping version {version}: {result.rejected}"
