@@ -28,22 +28,13 @@ from runtime.config.types import document_body, hash_key
 from runtime.errors import AuthError, InputError, Overloaded, UnsupportedContentType
 from runtime.events.catalogue import Catalogue
 from runtime.events.consent import ConsentStore
-from runtime.events.envelope import (
-    ARROW_TYPES,
-    JSON_TYPES,
-    NDJSON_TYPES,
-    Event,
-    decode_body,
-    decode_events,
-    media_type,
-    raw_of,
-    validate_batch,
-)
+from runtime.events.envelope import Event, decode_events, validate_batch
 from runtime.events.identity import IdentityStore
 from runtime.expr import Expr, compile_expr
 from runtime.log.partition_log import DAY_MS, PartitionLog
 from runtime.log.partitioning import partition_of
 from runtime.settings import EspSettings
+from runtime.sources.decode import ARROW_TYPES, JSON_TYPES, NDJSON_TYPES, decode_body, media_type, raw_of
 from runtime.sources.mapping import compile_mapping
 from runtime.sources.models import Source
 from runtime.sources.quarantine import Quarantined, QuarantineStore

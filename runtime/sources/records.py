@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from runtime.errors import UnparseableBody, UnsupportedContentType
-from runtime.events.envelope import Unparseable, decode_body, decode_item, raw_of, text_records
 from runtime.sources.coerce import show
+from runtime.sources.decode import Unparseable, arrow_rows, decode_body, decode_item, raw_of, text_records
 
 if TYPE_CHECKING:
     from runtime.sources.models import Source
@@ -281,32 +281,6 @@ def _parse_json(body: bytes, name: str) -> list[Record]:
 
 
 def _parse_arrow(body: bytes, name: str) -> list[Record]:
-    """Rows of an Arrow IPC stream, built column by column (faster than ``Table.to_pylist``).
-    Timestamp columns with a time zone become epoch milliseconds, the platform's time unit
-    (making a datetime object per value would cost more than the rest of the row)."""
-    import pyarrow as pa
-
-    try:
-        table = pa.ipc.open_stream(body).read_all()
-    except (pa.ArrowInvalid, OSError, ValueError) as exc:
-        raise UnparseableBody(f"source {name!r}: body is not an Arrow IPC stream: {exc}") from None
-    names = table.column_names
-    try:
-        columns = [_column_values(column, pa) for column in table.columns]
-    except (pa.ArrowException, ValueError, OverflowError) as exc:
-        raise UnparseableBody(f"source {name!r}: Arrow body cannot be read: {exc}") from None
-    if not names:
-        return [Record({}, {}) for _ in range(table.num_rows)]
-    out = []
-    append = out.append
-    for values in zip(*columns, strict=True):
-        row = dict(zip(names, values, strict=True))
-        append(Record(row, row))
-    return out
-
-
-def _column_values(column: Any, pa: Any) -> list[Any]:
-    kind = column.type
-    if pa.types.is_timestamp(kind) and kind.tz is not None:
-        return column.cast(pa.timestamp("ms", tz=kind.tz), safe=False).cast(pa.int64()).to_pylist()
-    return column.to_pylist()
+    """Rows of an Arrow IPC stream; timestamp columns with a time zone become epoch
+    milliseconds, the platform's time unit."""
+    return [Record(row, row) for row in arrow_rows(body, who=f"source {name!r}: ", timestamps_ms=True)]

@@ -25,12 +25,12 @@ from runtime.events.envelope import (
     Batch,
     Event,
     Rejection,
-    decode_body,
     decode_events,
     format_time_ms,
     parse_time_ms,
     validate_batch,
 )
+from runtime.sources.decode import decode_body
 
 SOURCE = "crm"
 RECEIVED_AT = 1_700_000_999_000

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from runtime import keys
 from runtime.config.documents import parse_document
 from runtime.errors import ConfigError, InputError
-from runtime.events.envelope import decode_events, split_json_array
+from runtime.events.envelope import decode_events
 from runtime.events.limits import MAX_DEPTH, MAX_KEYS, MAX_STRING_LENGTH, value_problem, within_limits
+from runtime.sources.decode import split_json_array
 from runtime.subscriptions.pull import check_entry_id
 from serve.sse import frame
 
