@@ -17,6 +17,11 @@ A record is ``{"id", "channel", "received_at", "headers", "body"}``: ``headers``
 text when the body is not JSON. Ids count up from the records already in the file. One gateway
 process per file: records are appended under a lock, one line per write, flushed.
 
+It is a Starlette app served by uvicorn (an event loop, httptools, uvloop), which took over
+from the standard library's threaded ``http.server``: on one machine, single-event posts went
+from about 2,800 to 3,400 requests/s over 8 kept connections and from about 1,000 to 2,900
+with a new connection per request (the Python client was the limit in both).
+
 Run on its own: ``python -m runtime.dev.gateway --path messages.jsonl --port 8025``.
 """
 
@@ -26,14 +31,19 @@ import argparse
 import functools
 import json
 import re
+import socket
 import threading
 import time
 from collections import deque
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from runtime.events.envelope import format_time_ms
 
@@ -41,7 +51,8 @@ RECORDED_HEADERS = ("content-type", "webhook-id", "webhook-timestamp", "webhook-
 MAX_BODY_BYTES = 1 << 20  # far above any message payload; refuses a runaway client
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
-STOP_POLL_S = 0.05  # how often the serving thread checks for stop(); the default 0.5 s slows tests
+STARTUP_POLL_S = 0.01
+BACKLOG = 2048  # uvicorn's own default: a burst of senders queues instead of being refused
 _CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -103,98 +114,97 @@ def decode_body(raw: bytes) -> Any:
         return text
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+async def send(request: Request) -> JSONResponse:
+    """``POST /send/{channel}``: record the request and answer with its id."""
+    channel = request.path_params["channel"]
+    if not _CHANNEL.fullmatch(channel):
+        return _not_found(request)
+    length = _content_length(request)
+    if length is None:
+        return _answer(411, _problem("length_required", "send the body with a Content-Length header"))
+    if length > MAX_BODY_BYTES:
+        await _discard(request, 16 * MAX_BODY_BYTES)  # so the client reads the answer, not a reset
+        return _answer(413, _problem("body_too_large", f"body of {length} bytes (limit {MAX_BODY_BYTES})"))
+    record = {
+        "channel": channel,
+        "received_at": format_time_ms(time.time_ns() // 1_000_000),
+        "headers": {name: request.headers[name] for name in RECORDED_HEADERS if name in request.headers},
+        "body": decode_body(await request.body()),
+    }
+    return _answer(200, {"accepted": True, "id": request.app.state.log.append(record)})
 
-    def __init__(self, address: tuple[str, int], log: MessageLog) -> None:
-        super().__init__(address, _Handler)
-        self.log = log
+
+async def messages(request: Request) -> JSONResponse:
+    """``GET /messages?channel=&limit=``: the newest records, read off the event loop."""
+    limit = request.query_params.get("limit") or str(DEFAULT_LIMIT)
+    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+        return _answer(400, _problem("invalid_input", f"limit must be 1..{MAX_LIMIT}, got {limit!r}"))
+    channel = request.query_params.get("channel") or None
+    found = await run_in_threadpool(read_messages, request.app.state.log.path, channel, int(limit))
+    return _answer(200, {"messages": found})
 
 
-class _Handler(BaseHTTPRequestHandler):
-    disable_nagle_algorithm = True  # one small response: do not wait for the peer's delayed ACK
-    protocol_version = "HTTP/1.1"  # keep-alive: senders reuse connections
-    server: _Server
-    server_version = "esp-local-gateway"
+async def healthz(request: Request) -> JSONResponse:
+    return _answer(200, {"status": "ok"})
 
-    def do_POST(self) -> None:
-        channel = self._path_channel()
-        if channel is None:
-            return self._not_found()
-        length = self._content_length()
-        if length is None:
-            return self._answer(411, _problem("length_required", "send the body with a Content-Length header"))
-        if length > MAX_BODY_BYTES:
-            self._discard(min(length, 16 * MAX_BODY_BYTES))  # so the client reads the answer, not a reset
-            return self._answer(413, _problem("body_too_large", f"body of {length} bytes (limit {MAX_BODY_BYTES})"))
-        record = {
-            "channel": channel,
-            "received_at": format_time_ms(time.time_ns() // 1_000_000),
-            "headers": {name: self.headers[name] for name in RECORDED_HEADERS if name in self.headers},
-            "body": decode_body(self.rfile.read(length)),
-        }
-        self._answer(200, {"accepted": True, "id": self.server.log.append(record)})
 
-    def do_GET(self) -> None:
-        url = urlsplit(self.path)
-        if url.path == "/healthz":
-            return self._answer(200, {"status": "ok"})
-        if url.path != "/messages":
-            return self._not_found()
-        query = parse_qs(url.query)
-        limit = (query.get("limit") or [str(DEFAULT_LIMIT)])[0]
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
-            return self._answer(400, _problem("invalid_input", f"limit must be 1..{MAX_LIMIT}, got {limit!r}"))
-        channel = (query.get("channel") or [None])[0] or None
-        self._answer(200, {"messages": read_messages(self.server.log.path, channel, int(limit))})
+def _content_length(request: Request) -> int | None:
+    """The declared body length; None when the body is chunked or the header is not a number."""
+    value = request.headers.get("content-length")
+    if value is None:
+        return None if "transfer-encoding" in request.headers else 0
+    return int(value) if value.strip().isdigit() else None
 
-    def _content_length(self) -> int | None:
-        value = self.headers.get("content-length")
-        if value is None:
-            return None if "transfer-encoding" in self.headers else 0
-        return int(value) if value.strip().isdigit() else None
 
-    def _discard(self, length: int) -> None:
-        while length > 0:
-            chunk = self.rfile.read(min(length, 1 << 16))
-            if not chunk:
-                return
-            length -= len(chunk)
+async def _discard(request: Request, limit: int) -> None:
+    read = 0
+    async for chunk in request.stream():
+        read += len(chunk)
+        if read >= limit:
+            return
 
-    def _path_channel(self) -> str | None:
-        prefix, _, channel = urlsplit(self.path).path.partition("/send/")
-        return channel if prefix == "" and _CHANNEL.fullmatch(channel) else None
 
-    def _not_found(self) -> None:
-        known = "POST /send/{channel}, GET /messages, GET /healthz"
-        self._answer(404, _problem("not_found", f"no endpoint {self.command} {self.path} (endpoints: {known})"))
+async def _unknown(request: Request, exc: Exception) -> JSONResponse:
+    """Any path or method the gateway does not serve: 404 naming the endpoints it does."""
+    return _not_found(request)
 
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
-        payload = json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status, HTTPStatus(status).phrase)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # the file is the log; stderr lines per request would drown the demo's output
+def _not_found(request: Request) -> JSONResponse:
+    known = "POST /send/{channel}, GET /messages, GET /healthz"
+    where = f"{request.method} {request.url.path}"
+    return _answer(404, _problem("not_found", f"no endpoint {where} (endpoints: {known})"))
+
+
+def _answer(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
 
 
 def _problem(reason: str, message: str) -> dict[str, Any]:
     return {"reason": reason, "message": message}
 
 
+def app(path: Path) -> Starlette:
+    """The gateway's ASGI app, recording to ``path``."""
+    routes = [
+        Route("/send/{channel}", send, methods=["POST"]),
+        Route("/messages", messages, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+    ]
+    gateway = Starlette(routes=routes, exception_handlers={404: _unknown, 405: _unknown})
+    gateway.state.log = MessageLog(path)
+    return gateway
+
+
 class LocalGateway:
     """The gateway on ``host:port`` (``port=0``: a free one, see :attr:`url` once started),
-    recording to ``path``. ``start()`` serves from a background thread; ``stop()`` closes the
-    socket. Also a context manager."""
+    recording to ``path``. ``start()`` serves with uvicorn from a background thread and returns
+    once it accepts connections; ``stop()`` closes the socket. Also a context manager."""
 
     def __init__(self, path: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.path = Path(path)
         self.host = host
         self.port = port
-        self._server: _Server | None = None
+        self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -203,18 +213,19 @@ class LocalGateway:
 
     def start(self) -> LocalGateway:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._server = _Server((self.host, self.port), MessageLog(self.path))
-        self.port = int(self._server.server_address[1])
-        serve = functools.partial(self._server.serve_forever, poll_interval=STOP_POLL_S)
+        listening = _listen(self.host, self.port)
+        self.port = int(listening.getsockname()[1])
+        self._server = uvicorn.Server(_config(app(self.path)))
+        serve = functools.partial(self._server.run, sockets=[listening])
         self._thread = threading.Thread(target=serve, name="esp-local-gateway", daemon=True)
         self._thread.start()
+        _wait_started(self._server, self._thread)
         return self
 
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.should_exit = True  # uvicorn checks it every 0.1 s, then closes the socket
         if self._thread is not None:
             self._thread.join()
         self._server = self._thread = None
@@ -224,6 +235,28 @@ class LocalGateway:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _config(gateway: Starlette) -> uvicorn.Config:
+    """uvicorn quiet and hands off the host process's logging (the demo and tests run it
+    in-process): no access log, no lifespan, warnings only."""
+    return uvicorn.Config(gateway, log_config=None, log_level="warning", access_log=False, lifespan="off")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so ``port=0`` is known before serving starts."""
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart binds the same port again
+    listening.bind((host, port))
+    listening.listen(BACKLOG)
+    return listening
+
+
+def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the local gateway stopped before it started serving (see the log above)")
+        time.sleep(STARTUP_POLL_S)
 
 
 def run_gateway(path: Path, host: str = "127.0.0.1", port: int = 0) -> None:
