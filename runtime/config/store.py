@@ -5,15 +5,18 @@ change also appends to the document's history (the last ``history`` versions, as
 them: no secret enters it in clear) and bumps one global counter that running actors poll, so
 changes reach them without a restart. A per-document counter numbers versions, so a trimmed
 history or a deleted and re-created document never repeats one.
+
+:class:`ConfigStorage` is what every config store offers; :class:`ConfigStore` keeps documents
+in Redis, :class:`runtime.config.memory.MemoryConfigStore` in memory for unit tests. Both
+validate through :func:`prepare_document` and number versions the same way.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
-
-import redis
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from runtime import keys
 from runtime.config.documents import KINDS, check_fields_against_type, parse_document
@@ -25,9 +28,61 @@ from runtime.security.sealing import Sealer
 from runtime.sources.models import Source
 from runtime.subscriptions.models import Channel, Subscription, public_view
 
+if TYPE_CHECKING:
+    import redis
+
+Record = dict[str, Any]  # a stored document: its body, ``version`` and ``updated_at``
+
+
+class ConfigStorage(Protocol):
+    """Versioned config documents: ``put`` validates, then stores the next version of the
+    document (versions of one name never repeat, even after a delete) and bumps the global
+    version; reads return fresh copies."""
+
+    def put(self, raw: Any, *, kind: str | None = None, name: str | None = None) -> dict[str, Any]: ...
+
+    def find(self, kind: str, name: str) -> Record | None: ...
+
+    def get(self, kind: str, name: str) -> Record: ...
+
+    def history(self, kind: str, name: str) -> list[Record]: ...
+
+    def delete(self, kind: str, name: str) -> dict[str, Any]: ...
+
+    def version(self) -> int: ...
+
+    def snapshot(self) -> tuple[int, dict[str, list[Record]]]: ...
+
+    def list(self, kind: str) -> list[Record]: ...
+
+
+def prepare_document(
+    raw: Any, find: Callable[[str, str], Record | None], *, kind: str | None = None, name: str | None = None
+) -> Doc:
+    """A document validated for storing, by any store (``find`` reads what it holds): a rule's
+    fields checked against its event types, a subscription's token hash kept by a change that
+    does not name the token, and tokens replaced by their hashes."""
+    doc = parse_document(raw, kind=kind, name=name)
+    if isinstance(doc, Rule):
+        types = {leaf.event for _, leaf in leaves(doc.when)}
+        check_fields_against_type(doc, {t: find("event-type", t) for t in types})
+    if isinstance(doc, Subscription) and doc.token is None and doc.token_sha256 is None:
+        previous = find("subscription", doc.name)
+        if previous and previous.get("token_sha256"):
+            doc = doc.model_copy(update={"token_sha256": previous["token_sha256"]})
+    if isinstance(doc, (Source, Subscription)):
+        doc = doc.stored()
+    return doc
+
+
+def new_record(doc: Doc, version: int) -> Record:
+    """What a store keeps for version ``version`` of ``doc``."""
+    body = doc.model_dump(mode="json", exclude_none=True, by_alias=True)
+    return {**body, "version": version, "updated_at": int(time.time() * 1000)}
+
 
 class ConfigStore:
-    """Read and write config documents; ``put`` validates before it stores."""
+    """:class:`ConfigStorage` in Redis: one hash per kind, a list per document for its history."""
 
     def __init__(self, client: redis.Redis, *, history: int = 50, sealer: Sealer | None = None) -> None:
         self._redis = client
@@ -35,27 +90,16 @@ class ConfigStore:
         self._sealer = sealer  # seals endpoint secrets at rest; without one they are stored as given
 
     def put(self, raw: Any, *, kind: str | None = None, name: str | None = None) -> dict[str, Any]:
-        doc = parse_document(raw, kind=kind, name=name)
-        if isinstance(doc, Rule):
-            types = {leaf.event for _, leaf in leaves(doc.when)}
-            check_fields_against_type(doc, {t: self._get_raw("event-type", t) for t in types})
-        if isinstance(doc, Subscription) and doc.token is None and doc.token_sha256 is None:
-            previous = self._get_raw("subscription", doc.name)  # a change that does not name the token keeps it
-            if previous and previous.get("token_sha256"):
-                doc = doc.model_copy(update={"token_sha256": previous["token_sha256"]})
-        if isinstance(doc, (Source, Subscription)):
-            doc = doc.stored()
-        return self._store(doc)
+        return self._store(prepare_document(raw, self._get_raw, kind=kind, name=name))
 
     def _store(self, doc: Doc) -> dict[str, Any]:
-        kind = _kind_of(doc)
+        kind = kind_of(doc)
         # one more than anything this name ever had, so a deleted and re-created document never
         # repeats a version (outputs name the version that produced them)
         version = int(
             self._redis.eval(_NEXT_VERSION, 2, keys.config_version(kind, doc.name), keys.config_history(kind, doc.name))
         )
-        body = doc.model_dump(mode="json", exclude_none=True, by_alias=True)
-        record = {**body, "version": version, "updated_at": int(time.time() * 1000)}
+        record = new_record(doc, version)
         history = keys.config_history(kind, doc.name)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(keys.config_docs(kind), doc.name, self._encode(kind, record))
@@ -71,16 +115,16 @@ class ConfigStore:
 
     def history(self, kind: str, name: str) -> list[dict[str, Any]]:
         """The kept versions of a document, oldest first (secrets redacted)."""
-        _check_kind(kind)
+        check_kind(kind)
         return [json.loads(v) for v in self._redis.lrange(keys.config_history(kind, name), 0, -1)]
 
     def find(self, kind: str, name: str) -> dict[str, Any] | None:
         """The stored document, or None."""
-        _check_kind(kind)
+        check_kind(kind)
         return self._get_raw(kind, name)
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
-        _check_kind(kind)
+        check_kind(kind)
         record = self._get_raw(kind, name)
         if record is None:
             raise NotFound(f"no {kind} named {name!r}")
@@ -99,7 +143,7 @@ class ConfigStore:
         return self._sealer.unseal_record(kind, record) if self._sealer else record
 
     def list(self, kind: str) -> list[dict[str, Any]]:
-        _check_kind(kind)
+        check_kind(kind)
         docs = self._redis.hgetall(keys.config_docs(kind))
         return [self._decode(kind, v) for _, v in sorted(docs.items())]
 
@@ -141,10 +185,10 @@ def _ensure_stream(pipe: Any, stream: str) -> None:
     pipe.eval(_ENSURE_GROUP, 1, stream, keys.SUBSCRIPTION_GROUP)
 
 
-def _kind_of(doc: Doc) -> str:
+def kind_of(doc: Doc) -> str:
     return str(doc.kind)  # type: ignore[attr-defined]
 
 
-def _check_kind(kind: str) -> None:
+def check_kind(kind: str) -> None:
     if kind not in KINDS:
         raise NotFound(f"unknown config kind {kind!r}; expected one of {sorted(KINDS)}")
