@@ -35,6 +35,17 @@ test: setup ## Run the whole test suite (unit, integration, end to end, chaos)
 unit: setup ## Only the unit tests (no Ray, no Redis)
 	$(BIN)/python -m pytest -q tests/unit
 
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e ".[dev,docs]"
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP) ## Build the documentation site into site/ (mkdocs build --strict, offline)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
+.PHONY: docs
+
 bench: setup ## Benchmarks; results are written under .esp/bench/
 	$(BIN)/esp bench
 
