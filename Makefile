@@ -53,6 +53,10 @@ lint: setup ## ruff check and format check
 	$(BIN)/ruff check runtime actors serve tests
 	$(BIN)/ruff format --check runtime actors serve tests
 
+layers: setup ## Layer contracts (import-linter) and declared dependencies = imports (deptry)
+	$(BIN)/lint-imports
+	$(BIN)/deptry .
+
 up: setup ## Start ESP locally and keep it running (esp up)
 	$(BIN)/esp up
 
@@ -62,4 +66,4 @@ down: ## Stop what 'make up' started
 clean: ## Remove local state (.esp)
 	rm -rf .esp
 
-.PHONY: help redis setup demo test unit bench lint up down clean
+.PHONY: help redis setup demo test unit bench lint layers up down clean

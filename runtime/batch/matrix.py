@@ -51,7 +51,7 @@ from threadpoolctl import threadpool_limits
 
 from runtime.batch import layout
 from runtime.batch.features import TIERS, Vocabulary, choose_vocabulary, part_features, plain, tag_key_counts
-from runtime.batch.runner import JobTimer, run_parts, write_summary, write_table
+from runtime.batch.runner import JobTimer, resolve, run_parts, share, write_summary, write_table
 from runtime.errors import NotFound
 
 JOB = "matrix"
@@ -357,21 +357,6 @@ def sample_part(task: PartTask) -> dict[str, Any]:
     return {"features": features, "labels": labels[rows], "tag_rows_unmatched": stray}
 
 
-def _resolve(value: Any) -> Any:
-    if type(value).__name__ == "ObjectRef":
-        import ray
-
-        return ray.get(value)
-    return value
-
-
-def _share(value: Any) -> Any:
-    """Put ``value`` in the object store once when Ray is up, so tasks do not each carry it."""
-    import ray
-
-    return ray.put(value) if ray.is_initialized() else value
-
-
 def _part_leaders(product: str, ids: pa.Array, scores: np.ndarray, top_n: int) -> pa.Table:
     rows = np.argsort(-scores, kind="stable")[:top_n]
     return pa.table(
@@ -386,7 +371,7 @@ def _part_leaders(product: str, ids: pa.Array, scores: np.ndarray, top_n: int) -
 def score_part(task: PartTask) -> dict[str, Any]:
     """Scores one part for every product, writes its layout.SCORES part; returns its customers'
     top-N products, each product's top-N customers in the part and score sums."""
-    models: list[ProductModel] = _resolve(task.models)
+    models: list[ProductModel] = resolve(task.models)
     customers = _customers(task)
     ids = plain(customers.column("customer_id"))
     features, stray = _features(task, customers)
@@ -470,7 +455,7 @@ class FitTask:
 
 def fit_task(task: FitTask) -> tuple[ProductModel, dict[str, Any]]:
     """Fits one product on the rows labelled for it."""
-    features, labels = _resolve(task.rows)
+    features, labels = resolve(task.rows)
     rows = labels[:, task.index] >= 0
     baseline = [task.names.index(n) for n in BASELINE_FEATURES if n in task.names]
     return fit_product(
@@ -508,7 +493,7 @@ def run(
     samples = run_parts(sample_part, tasks, label="matrix features")
     names = vocabulary.names()
     fit_timer = JobTimer()
-    rows = _share((np.vstack([s["features"] for s in samples]), np.vstack([s["labels"] for s in samples])))
+    rows = share((np.vstack([s["features"] for s in samples]), np.vstack([s["labels"] for s in samples])))
     del samples
     fits = [FitTask(p, j, rows, tuple(names), seed) for j, p in enumerate(products)]
     fitted = run_parts(fit_task, fits, label="matrix fit")
@@ -516,7 +501,7 @@ def run(
     fit_s = fit_timer.figures()["wall_s"]
     del rows
     _clear(out)
-    shared = _share(models)
+    shared = share(models)
     scored = run_parts(score_part, [replace(t, models=shared) for t in tasks], label="matrix scores")
     write_table(pa.concat_tables(s["top_products"] for s in scored), out / "top_products.parquet")
     leaders = merge_leaders([s["leaders"] for s in scored if s["leaders"] is not None], top_n)

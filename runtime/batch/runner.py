@@ -3,7 +3,8 @@ outputs: Parquet parts plus ``summary.json``.
 
 ``run_parts(fn, args)`` uses the Ray cluster this process is connected to (``ray.init`` done by
 the CLI, the demo or a test); without one it runs the parts in this process, which is what
-unit tests of job logic do.
+unit tests of job logic do. This module is the batch jobs' only door to Ray (the layer
+contract in pyproject.toml names it): the jobs stay plain Python, the same with or without it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,23 @@ def run_parts(fn: Callable[..., T], args: Sequence[Any], *, label: str, num_cpus
         return out
     finally:
         bar.close()
+
+
+def share(value: T) -> Any:
+    """``value`` put in the object store once when Ray is up, so tasks do not each carry it
+    (read it back with :func:`resolve`)."""
+    import ray
+
+    return ray.put(value) if ray.is_initialized() else value
+
+
+def resolve(value: Any) -> Any:
+    """A value given to :func:`share`, in the task that uses it."""
+    if type(value).__name__ == "ObjectRef":
+        import ray
+
+        return ray.get(value)
+    return value
 
 
 def write_table(table: pa.Table, path: Path) -> Path:
