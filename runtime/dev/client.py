@@ -106,7 +106,17 @@ class EspClient:
     # --- events --------------------------------------------------------------------------
 
     def post_body(self, body: bytes, content_type: str, *, max_retries: int = 60) -> tuple[dict[str, Any], int]:
-        """POST one body, retrying while the platform asks to back off. Returns (answer, retries)."""
+        """POST one body, retrying while the platform asks to back off. Returns (answer, retries).
+
+        A plain loop on purpose, not stamina (tried, and kept out): its retries are driven by
+        exceptions, so each retryable status must be raised as one and read back in a backoff
+        hook to honour ``Retry-After``; it needs ``attempts=max_retries + 1`` and
+        ``timeout=None`` to match this loop; the answer must be returned inside the attempt's
+        ``with`` (after it, a retried attempt reads an unset variable); and its default hooks
+        print ``stamina.retry_scheduled`` to stderr on every retry in the CLI and add a
+        ``stamina_retries`` metric to the process's Prometheus registry. It took 45 lines
+        for these 15.
+        """
         retries = 0
         while True:
             try:
