@@ -5,6 +5,11 @@ One Redis hash per customer, ``esp:profile:<customer>``: field = attribute name,
 attribute as JSON, so strings, numbers, booleans and lists of them (tag sets) read back with
 their types. Writes of many customers are one MULTI/EXEC round trip, reads one pipelined
 round trip of HGETALLs.
+
+:class:`ProfileStorage` and :class:`BatchProfileStorage` are what callers use;
+:class:`ProfileStore` and :class:`BatchProfiles` keep profiles in Redis,
+:mod:`runtime.events.memory` in memory for unit tests. Both store the same encoded values and
+read through :func:`merge_profile`, so types and merge rules cannot drift apart.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -119,7 +124,7 @@ def _shape_problem(name: str, value: Any) -> tuple[str, str] | None:
     return None
 
 
-def _validate(profiles: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+def validate_profiles(profiles: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
     for index, (customer, attrs) in enumerate(profiles):
         problem = _attrs_problem(customer, attrs)
         if problem is not None:
@@ -127,7 +132,7 @@ def _validate(profiles: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
             raise InvalidRecord(message, reason="invalid_profile", index=index, field=field)
 
 
-def _stored(value: Any) -> Any:
+def stored_value(value: Any) -> Any:
     """Sets are stored as sorted lists, so a tag set reads back in a stable order."""
     if isinstance(value, set | frozenset):
         return sorted(value, key=lambda item: (type(item).__name__, item))
@@ -138,6 +143,7 @@ _READ = read_script("runtime.events", "profiles_read.lua")
 
 
 def _decoded(flat: list[Any]) -> dict[str, Any]:
+    """An HGETALL reply (flat name, value pairs) as attributes."""
     return {
         (flat[i].decode("utf-8", "replace") if isinstance(flat[i], bytes) else flat[i]): decode_value(flat[i + 1])
         for i in range(0, len(flat), 2)
@@ -159,6 +165,44 @@ def check_version(version: str) -> str:
     return version
 
 
+def merge_profile(own: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
+    """A customer's profile as readers see it: the attributes put on it over the current batch
+    version's, the ``tags`` of both, ``segments`` read as a set of strings."""
+    profile = dict(batch)
+    tags = _tags(profile.get("tags")) | _tags(own.get("tags"))
+    profile.update(own)
+    if tags or "tags" in profile:
+        profile["tags"] = sorted(tags)
+    segments = profile.get("segments")
+    if segments is not None and not (isinstance(segments, list) and all(isinstance(x, str) for x in segments)):
+        profile["segments"] = sorted(_tags(segments))
+    return profile
+
+
+class ProfileStorage(Protocol):
+    """Attributes and tags per customer; see :class:`ProfileStore` for each method's contract."""
+
+    def put(self, customer: str, attrs: Mapping[str, Any], *, replace: bool = False) -> int: ...
+
+    def put_many(self, profiles: Mapping[str, Mapping[str, Any]], *, replace: bool = False) -> int: ...
+
+    def get(self, customer: str) -> dict[str, Any]: ...
+
+    def get_many(self, customers: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    def delete(self, customer: str) -> bool: ...
+
+
+class BatchProfileStorage(Protocol):
+    """Versions of the batch jobs' profiles; see :class:`BatchProfiles`."""
+
+    def current(self) -> str | None: ...
+
+    def write(self, version: str, profiles: Mapping[str, Mapping[str, Any]]) -> int: ...
+
+    def switch(self, version: str) -> str | None: ...
+
+
 class BatchProfiles:
     """Publishing what the batch jobs computed per customer (``tags``, ``segments``, ``scores``,
     ...) as a new version, then switching readers to it at once: a reader sees the old version
@@ -177,13 +221,13 @@ class BatchProfiles:
         """Stage attributes of ``version`` (call as often as needed, then ``switch``)."""
         check_version(version)
         items = list(profiles.items())
-        _validate(items)
+        validate_profiles(items)
         for start in range(0, len(items), self._batch):
             pipe = self._redis.pipeline(transaction=False)
             for customer, attrs in items[start : start + self._batch]:
                 key = keys.batch_profile(version, customer)
                 pipe.delete(key)
-                mapping = {n: encode_value(_stored(v)) for n, v in attrs.items() if v is not None}
+                mapping = {n: encode_value(stored_value(v)) for n, v in attrs.items() if v is not None}
                 if mapping:
                     pipe.hset(key, mapping=mapping)
                     pipe.expire(key, self._keep_s * 30)
@@ -227,14 +271,14 @@ class ProfileStore:
         A bad attribute raises :class:`InvalidRecord` (reason ``invalid_profile``, ``index`` =
         the customer's position) before anything is written. Returns attributes written."""
         items = list(profiles.items())
-        _validate(items)
+        validate_profiles(items)
         if not items:
             return 0
         written = 0
         pipe = self._redis.pipeline(transaction=True)
         for customer, attrs in items:
             key = profile_key(customer)
-            mapping = {name: encode_value(_stored(v)) for name, v in attrs.items() if v is not None}
+            mapping = {name: encode_value(stored_value(v)) for name, v in attrs.items() if v is not None}
             removed = [name for name, v in attrs.items() if v is None]
             if replace:
                 pipe.delete(key)
@@ -260,19 +304,8 @@ class ProfileStore:
         # the script appends each customer to the prefixes: encoded as keys.profile would
         args = [keys.BATCH_PROFILE_VERSION, *prefixes, *(keys.part(c) for c in unique)]
         replies = self._read(keys=[], args=args)
-        out = {}
-        for customer, own, batch in zip(unique, replies[0::2], replies[1::2], strict=True):
-            profile = _decoded(batch)
-            attrs = _decoded(own)
-            tags = _tags(profile.get("tags")) | _tags(attrs.get("tags"))
-            profile.update(attrs)
-            if tags or "tags" in profile:
-                profile["tags"] = sorted(tags)
-            segments = profile.get("segments")
-            if segments is not None and not (isinstance(segments, list) and all(isinstance(x, str) for x in segments)):
-                profile["segments"] = sorted(_tags(segments))
-            out[customer] = profile
-        return out
+        pairs = zip(unique, replies[0::2], replies[1::2], strict=True)
+        return {customer: merge_profile(_decoded(own), _decoded(batch)) for customer, own, batch in pairs}
 
     def delete(self, customer: str) -> bool:
         """Remove the customer's profile; whether it existed."""
