@@ -7,15 +7,18 @@ output twice (invariant 3). The same step keeps each customer's last rule output
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-import redis
 
 from runtime import keys
 from runtime.lua import read_script
 from runtime.subscriptions.topics import TopicRouter
+
+if TYPE_CHECKING:
+    import redis
 
 FIRES_KEPT = 20  # per customer, all rules together: enough for the last few of each in ``esp why``
 NOT_FIRES = ("atomic/", "sent/", "decision/")  # re-published inputs, decided contacts, decisions: not rule fires
@@ -33,7 +36,20 @@ class Publication:
     refs: tuple[tuple[str, str], ...] = ()  # (source, id) of the events that produced it, for the trace
 
 
+class OutboxStorage(Protocol):
+    """Publishing outputs, effectively once per output id within the horizon."""
+
+    def publish(self, publications: list[Publication], router: TopicRouter) -> int:
+        """Append each output not seen before to the streams ``router`` names for it, note it in
+        the trace of the events in its ``refs``, apply its ``tag`` action to the customer's
+        profile and keep it among the customer's last fires; an output already published does
+        none of this. Returns how many were new."""
+        ...
+
+
 class Outbox:
+    """:class:`OutboxStorage` in Redis: one Lua call per batch (``outbox_emit.lua``)."""
+
     def __init__(self, client: redis.Redis, *, horizon_s: int, maxlen: int) -> None:
         self._emit = client.register_script(_EMIT)
         self._horizon_ms = horizon_s * 1000
@@ -41,39 +57,45 @@ class Outbox:
 
     def publish(self, publications: list[Publication], router: TopicRouter) -> int:
         """Deliver to subscribers; returns how many were new (not seen before)."""
-        argv: list[Any] = [self._horizon_ms, self._maxlen, 0, FIRES_KEPT]
-        count = 0
-        for pub in publications:
-            event = {**pub.event, "topic": pub.topic}
-            streams = router.streams(pub.topic, event)
-            payload = orjson.dumps(event)
-            note = orjson.dumps({"output": pub.id, "topic": pub.topic, "rule": pub.event.get("data", {}).get("rule")})
-            hits = [keys.hits(source, event_id) for source, event_id in pub.refs]
-            argv += [keys.emitted(pub.id), payload, len(streams), *streams, note, len(hits), *hits]
-            argv += _tag_change(pub)
-            argv += _fire(pub)
-            count += 1
-        if not count:
+        if not publications:
             return 0
-        argv[2] = count
+        argv: list[Any] = [self._horizon_ms, self._maxlen, len(publications), FIRES_KEPT]
+        for pub in publications:
+            streams, payload = routed(pub, router)
+            hits = [keys.hits(source, event_id) for source, event_id in pub.refs]
+            argv += [keys.emitted(pub.id), payload, len(streams), *streams, trace_note(pub), len(hits), *hits]
+            change, fire = tag_change(pub), fire_record(pub)
+            argv += [keys.profile(pub.event["subject"]), *change] if change else ["", "", ""]
+            argv += [keys.fires(pub.event["subject"]), fire] if fire else ["", ""]
         return int(self._emit(keys=[], args=argv))
 
 
-def _tag_change(pub: Publication) -> list[str]:
-    """A ``tag`` action's profile update (applied once, with the output), or nothing."""
+def routed(pub: Publication, router: TopicRouter) -> tuple[list[str], bytes]:
+    """The streams that want ``pub`` and what they get: its event with its topic."""
+    event = {**pub.event, "topic": pub.topic}
+    return router.streams(pub.topic, event), orjson.dumps(event)
+
+
+def trace_note(pub: Publication) -> bytes:
+    """What the trace of each event in ``pub.refs`` records about the output."""
+    return orjson.dumps({"output": pub.id, "topic": pub.topic, "rule": pub.event.get("data", {}).get("rule")})
+
+
+def tag_change(pub: Publication) -> tuple[str, str] | None:
+    """A ``tag`` action's profile update ("set" or "clear", tag), applied once with the output."""
     change = pub.event.get("data", {}).get("tag")
     if not change:
-        return ["", "", ""]
+        return None
     op = "set" if "set" in change else "clear"
-    return [keys.profile(pub.event["subject"]), op, change[op]]
+    return op, change[op]
 
 
-def _fire(pub: Publication) -> list[Any]:
-    """A rule output's entry in its customer's last fires, or nothing (atomic re-publications and
+def fire_record(pub: Publication) -> bytes | None:
+    """A rule output's entry in its customer's last fires, or None (atomic re-publications and
     other outputs are not rule fires)."""
     data = pub.event.get("data")
     if pub.id.startswith(NOT_FIRES) or not isinstance(data, dict) or "rule" not in data:
-        return ["", ""]
+        return None
     fire = {
         "rule": data["rule"],
         "version": data.get("rule_version"),
@@ -82,7 +104,7 @@ def _fire(pub: Publication) -> list[Any]:
         "time": pub.event.get("time"),
         "events": data.get("events", []),
     }
-    return [keys.fires(pub.event["subject"]), orjson.dumps(fire)]
+    return orjson.dumps(fire)
 
 
 def last_fires(
@@ -90,8 +112,13 @@ def last_fires(
 ) -> dict[str, list[dict[str, Any]]]:
     """The customer's last outputs per rule (one rule, or all), newest first: what did fire, next to
     the live state that says what has not yet. One read of a list of at most ``FIRES_KEPT``."""
+    return pick_fires(client.lrange(keys.fires(customer), 0, -1), rule, limit)
+
+
+def pick_fires(records: Iterable[bytes], rule: str | None, limit: int) -> dict[str, list[dict[str, Any]]]:
+    """From fire records newest first: at most ``limit`` per rule, of ``rule`` or of all."""
     out: dict[str, list[dict[str, Any]]] = {}
-    for raw in client.lrange(keys.fires(customer), 0, -1):
+    for raw in records:
         fire = orjson.loads(raw)
         if (rule is None or fire["rule"] == rule) and len(out.setdefault(fire["rule"], [])) < limit:
             out[fire["rule"]].append(fire)

@@ -1,0 +1,114 @@
+"""The outbox's contract, checked on both implementations: Redis (on a real redis-server) and
+in memory. An output is published once per id: its streams, trace notes, tag action and last
+fires are written with it, and a replay writes none of them (invariant 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+import redis
+
+from runtime import keys
+from runtime.events.memory import MemoryProfileStore
+from runtime.events.profiles import ProfileStorage, ProfileStore
+from runtime.subscriptions.memory import MemoryOutbox
+from runtime.subscriptions.outbox import FIRES_KEPT, Outbox, OutboxStorage, Publication, last_fires
+from runtime.subscriptions.topics import TopicRouter
+
+ROUTER = TopicRouter({"all": ["business.*"], "x-only": ["business.x"]})
+
+
+@dataclass
+class Seen:
+    """One implementation with a way to read back what publishing wrote."""
+
+    outbox: OutboxStorage
+    profiles: ProfileStorage
+    client: redis.Redis | None = None  # None: in memory
+
+    def entries(self, subscription: str) -> list[dict[str, Any]]:
+        stream = keys.subscription_stream(subscription)
+        if self.client is None:
+            assert isinstance(self.outbox, MemoryOutbox)
+            return self.outbox.entries(stream)
+        return [orjson.loads(fields[b"e"]) for _, fields in self.client.xrange(stream)]
+
+    def notes(self, source: str, event_id: str) -> list[dict[str, Any]]:
+        if self.client is None:
+            assert isinstance(self.outbox, MemoryOutbox)
+            return self.outbox.notes(source, event_id)
+        return [orjson.loads(raw) for raw in self.client.lrange(keys.hits(source, event_id), 0, -1)]
+
+    def fires(self, customer: str, rule: str | None = None, limit: int = 5) -> dict[str, list[dict[str, Any]]]:
+        if self.client is None:
+            assert isinstance(self.outbox, MemoryOutbox)
+            return self.outbox.last_fires(customer, rule, limit)
+        return last_fires(self.client, customer, rule, limit)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def seen(request: pytest.FixtureRequest) -> Seen:
+    if request.param == "memory":
+        profiles = MemoryProfileStore()
+        return Seen(MemoryOutbox(horizon_s=60, maxlen=10_000, profiles=profiles), profiles)
+    client = request.getfixturevalue("redis_client")
+    return Seen(Outbox(client, horizon_s=60, maxlen=10_000), ProfileStore(client), client)
+
+
+def output(i: int, topic: str = "business.x", customer: str = "ann", **data: Any) -> Publication:
+    event = {"id": f"o{i}", "type": topic, "subject": customer, "time": f"t{i}", "data": {"rule": "r", **data}}
+    return Publication(f"o{i}", topic, event, (("src", f"e{i}"),))
+
+
+def test_each_output_reaches_the_streams_that_want_it_once(seen: Seen) -> None:
+    outputs = [output(0), output(1, topic="business.y"), output(0)]  # o0 twice in one batch
+    assert seen.outbox.publish(outputs, ROUTER) == 2
+    assert seen.outbox.publish(outputs, ROUTER) == 0  # a replay
+    assert seen.outbox.publish([], ROUTER) == 0
+    assert [e["id"] for e in seen.entries("all")] == ["o0", "o1"]
+    assert [(e["id"], e["topic"]) for e in seen.entries("x-only")] == [("o0", "business.x")]
+    assert seen.entries("nobody") == []
+
+
+def test_the_trace_of_each_input_notes_the_output_once(seen: Seen) -> None:
+    seen.outbox.publish([output(0)], ROUTER)
+    seen.outbox.publish([output(0)], ROUTER)
+    assert seen.notes("src", "e0") == [{"output": "o0", "topic": "business.x", "rule": "r"}]
+    assert seen.notes("src", "e9") == []
+
+
+def test_tag_actions_apply_once_and_keep_the_tags_sorted(seen: Seen) -> None:
+    seen.profiles.put("ann", {"tags": ["zeta", "vip"], "tier": "gold"})
+    seen.outbox.publish([output(0, tag={"set": "alpha"}), output(1, tag={"clear": "vip"})], ROUTER)
+    seen.outbox.publish([output(0, tag={"set": "alpha"})], ROUTER)
+    seen.outbox.publish([output(2, customer="bob", tag={"clear": "none"})], ROUTER)
+    assert seen.profiles.get_many(["ann", "bob"]) == {
+        "ann": {"tags": ["alpha", "zeta"], "tier": "gold"},
+        "bob": {"tags": []},
+    }
+
+
+def test_last_fires_are_newest_first_capped_and_only_rule_outputs(seen: Seen) -> None:
+    atomic = Publication("atomic/src/a0", "atomic.x", {"subject": "ann", "data": {"rule": "looks-like-one"}})
+    seen.outbox.publish([output(0), output(1), output(2, rule="q"), atomic], ROUTER)
+    fires = seen.fires("ann")
+    assert [f["id"] for f in fires["r"]] == ["o1", "o0"] and "looks-like-one" not in fires
+    assert fires["q"] == [{"rule": "q", "version": None, "topic": "business.x", "id": "o2", "time": "t2", "events": []}]
+    assert seen.fires("ann", rule="q") == {"q": fires["q"]} and seen.fires("ann", limit=1)["r"] == fires["r"][:1]
+    seen.outbox.publish([output(i) for i in range(3, 3 + FIRES_KEPT)], ROUTER)
+    assert "q" not in seen.fires("ann", limit=FIRES_KEPT)  # trimmed away by newer fires of r
+    assert len(seen.fires("ann", limit=100)["r"]) == FIRES_KEPT and seen.fires("bob") == {}
+
+
+def test_memory_outbox_forgets_an_output_after_the_horizon() -> None:
+    now = [0.0]
+    outbox = MemoryOutbox(horizon_s=60, maxlen=2, clock=lambda: now[0])
+    assert outbox.publish([output(0)], ROUTER) == 1
+    now[0] = 59.9
+    assert outbox.publish([output(0)], ROUTER) == 0
+    now[0] = 60.0
+    assert outbox.publish([output(0), output(1)], ROUTER) == 2  # as a Redis key expiring at the horizon
+    assert [e["id"] for e in outbox.entries(keys.subscription_stream("all"))] == ["o0", "o1"]  # maxlen 2
