@@ -1,27 +1,21 @@
 """Aggregate thresholds of event conditions: sum, min, max, avg and distinct over the values of
-one ``data`` attribute of the events in a window."""
+one ``data`` attribute of the events in a window (folded by :mod:`runtime.windows.aggregators`)."""
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.rules.models import Aggregate
+from runtime.windows.aggregators import AGGREGATORS, Aggregator
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "gte": operator.ge,
     "gt": operator.gt,
     "lte": operator.le,
     "lt": operator.lt,
-}
-_AGGREGATE: dict[str, Callable[[list[Any]], float]] = {
-    "sum": lambda values: sum(values),
-    "min": lambda values: min(values),
-    "max": lambda values: max(values),
-    "avg": lambda values: sum(values) / len(values),
-    "distinct": lambda values: len(set(values)),
 }
 
 
@@ -31,11 +25,12 @@ class AggregateSpec:
     path: tuple[str, ...]  # inside data
     op: str  # gte | gt | lte | lt
     bound: float
+    aggregator: Aggregator[Any] = field(compare=False, repr=False)
 
     @classmethod
     def build(cls, fn: str, aggregate: Aggregate) -> AggregateSpec:
         op = next(k for k in _COMPARE if getattr(aggregate, k) is not None)
-        return cls(fn, tuple(aggregate.of.split(".")[1:]), op, float(getattr(aggregate, op)))
+        return cls(fn, tuple(aggregate.of.split(".")[1:]), op, float(getattr(aggregate, op)), AGGREGATORS[fn])
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -55,4 +50,4 @@ class AggregateSpec:
         return value
 
     def satisfied(self, values: list[Any]) -> bool:
-        return bool(values) and _COMPARE[self.op](_AGGREGATE[self.fn](values), self.bound)
+        return bool(values) and _COMPARE[self.op](self.aggregator.over(values), self.bound)

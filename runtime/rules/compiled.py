@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.config.types import document_body
@@ -20,6 +20,7 @@ from runtime.rules.models import (
     Rule,
     Sequence,
 )
+from runtime.windows import WindowDef, window_def
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,10 @@ class LeafSpec:
     aggregate: AggregateSpec | None = None
     tumbling: bool = False
     group_by: tuple[str, ...] | None = None  # inside data: one window per value
+    window: WindowDef = field(init=False, repr=False, compare=False)  # from window_ms and tumbling
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window", window_def("tumbling" if self.tumbling else "sliding", self.window_ms))
 
     @property
     def shape(self) -> tuple[Any, ...]:

@@ -342,10 +342,9 @@ class PartitionEngine:
                         del states[customer]
                 continue
             assert rule.leaf is not None
-            stride, span = rule.leaf.stride, rule.window_ms
-            if span:
-                for customer in [c for c, w in states.items() if w[-stride] <= watermark_ms - span]:
-                    del states[customer]
+            stride, ended = rule.leaf.stride, rule.leaf.window.ended
+            for customer in [c for c, w in states.items() if ended(w[-stride], watermark_ms)]:
+                del states[customer]
             cooldowns = self._cooldowns[name]
             for customer in [c for c, until in cooldowns.items() if until <= watermark_ms]:
                 del cooldowns[customer]

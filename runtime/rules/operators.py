@@ -16,11 +16,13 @@ from runtime.rules.compiled import (
     SequenceSpec,
 )
 from runtime.rules.state import GroupState, Occurrence, Window, ref_of
+from runtime.windows import Arrival
 
 
 def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | None:
-    """Add a matching event to a condition's window (a flat list, see ``state.py``); the
-    occurrence when its count or aggregate threshold is reached (the window then restarts)."""
+    """Add a matching event to a condition's window (a flat list, see ``state.py``) as its
+    window definition says; the occurrence when its count or aggregate threshold is reached
+    (the window then restarts)."""
     stride = leaf.stride
     if leaf.aggregate is not None:
         value = leaf.aggregate.value(event.data)
@@ -30,18 +32,19 @@ def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | Non
     else:
         entry = (event.time, ref_of(event))
     time = event.time
-    if leaf.tumbling and window:
-        bucket, current = time // leaf.window_ms, window[-stride] // leaf.window_ms
-        if bucket < current:
-            return None  # late for a window that has closed
-        if bucket > current:
+    if window and leaf.tumbling:
+        arrival = leaf.window.arrival(window[-stride], time)
+        if arrival is Arrival.LATE:
+            return None
+        if arrival is Arrival.RESTART:
             window.clear()
     at = len(window)  # after the last entry at or before this time: usually the end
     while at and window[at - stride] > time:
         at -= stride
     window[at:at] = entry
-    if leaf.window_ms and not leaf.tumbling:
-        floor, cut, size = window[-stride] - leaf.window_ms, 0, len(window)
+    floor = leaf.window.floor_ms(window[-stride])
+    if floor is not None:
+        cut, size = 0, len(window)
         while cut < size and window[cut] <= floor:
             cut += stride
         if cut:
@@ -164,7 +167,7 @@ def expire_group(rule: CompiledRule, state: GroupState, watermark_ms: int) -> No
     leaves = {leaf.path: leaf for leaf in rule.group.leaves()}
     for path in list(state.windows):
         window, leaf = state.windows[path], leaves.get(path.partition("#")[0])
-        if leaf is None or (leaf.window_ms and window and window[-leaf.stride] <= watermark_ms - leaf.window_ms):
+        if leaf is None or (window and leaf.window.ended(window[-leaf.stride], watermark_ms)):
             del state.windows[path]
     spans = _group_spans(rule.group)
     for path in list(state.latest):

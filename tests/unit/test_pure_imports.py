@@ -12,6 +12,7 @@ PURE = [
     "runtime.rules",
     "runtime.rules.engine",
     "runtime.rules.compiled",
+    "runtime.windows",
     "runtime.durations",
     "runtime.log.partitioning",
     "runtime.config.documents",

@@ -1,0 +1,99 @@
+"""runtime.windows: range arithmetic, window definitions, and aggregators whose builtin
+shortcut (``over``) equals their ``initialize``/``add``/``result`` fold."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime.windows import (
+    AGGREGATORS,
+    Arrival,
+    SlidingWindow,
+    TumblingWindow,
+    sliding_floor_ms,
+    window_def,
+    window_range_ms,
+)
+
+
+@pytest.mark.parametrize(
+    ("timestamp_ms", "duration_ms", "expected"),
+    [(0, 10, (0, 10)), (9, 10, (0, 10)), (10, 10, (10, 20)), (-1, 10, (-10, 0)), (-10, 10, (-10, 0))],
+)
+def test_window_range_ms_is_epoch_aligned_and_end_exclusive(timestamp_ms, duration_ms, expected):
+    assert window_range_ms(timestamp_ms, duration_ms) == expected
+
+
+@given(st.integers(-(10**15), 10**15), st.integers(1, 10**9))
+def test_window_range_ms_holds_the_timestamp(timestamp_ms, duration_ms):
+    start_ms, end_ms = window_range_ms(timestamp_ms, duration_ms)
+    assert start_ms <= timestamp_ms < end_ms
+    assert end_ms - start_ms == duration_ms
+    assert start_ms % duration_ms == 0
+
+
+def test_sliding_floor_ms_leaves_delta_equal_to_duration_out():
+    # within 10: an event 10 ms before the newest has left (0 <= delta < 10)
+    assert sliding_floor_ms(110, 10) == 100
+
+
+def test_tumbling_arrival():
+    # |0 ........ 9|10 ....... 19|
+    #    newest 7 -> 3 joins, 12 restarts, and with newest 12, 8 is late
+    window = TumblingWindow(10)
+    assert window.arrival(7, 3) is Arrival.JOIN
+    assert window.arrival(7, 12) is Arrival.RESTART
+    assert window.arrival(12, 8) is Arrival.LATE
+    assert window.floor_ms(12) is None
+
+
+def test_sliding_window_evicts_by_floor_and_unbounded_keeps_all():
+    assert SlidingWindow(10).arrival(100, 3) is Arrival.JOIN
+    assert SlidingWindow(10).floor_ms(14) == 4
+    assert SlidingWindow(0).floor_ms(14) is None
+    assert not SlidingWindow(0).ended(0, 10**12)
+
+
+@pytest.mark.parametrize("window", [SlidingWindow(10), TumblingWindow(10)])
+def test_a_window_ends_its_duration_after_its_newest_event(window):
+    assert window.ended(100, 110)
+    assert not window.ended(101, 110)
+
+
+def test_definitions_validate():
+    assert window_def("tumbling", 5) == TumblingWindow(5)
+    assert window_def("sliding", 0) == SlidingWindow(0)
+    with pytest.raises(ValueError, match="above 0 ms, got 0"):
+        TumblingWindow(0)
+    with pytest.raises(ValueError, match="0 ms or more, got -1"):
+        SlidingWindow(-1)
+    with pytest.raises(ValueError, match="got 'hopping'"):
+        window_def("hopping", 5)
+
+
+NUMBERS = st.one_of(
+    st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False, width=64), st.integers(-5, 5)
+)
+
+
+@pytest.mark.parametrize("name", ["count", "sum", "min", "max", "avg"])
+@given(values=st.lists(NUMBERS, min_size=1, max_size=30))
+def test_over_equals_the_incremental_fold(name, values):
+    aggregator = AGGREGATORS[name]
+    state = aggregator.initialize()
+    for value in values:
+        state = aggregator.add(state, value)
+    folded = aggregator.result(state)
+    over = aggregator.over(values)
+    assert type(over) is type(folded) and over == folded
+
+
+@given(values=st.lists(st.one_of(st.text(max_size=3), st.integers(-3, 3), st.booleans(), st.floats(-3, 3)), min_size=1))
+def test_distinct_over_equals_the_incremental_fold(values):
+    aggregator = AGGREGATORS["distinct"]
+    state = aggregator.initialize()
+    for value in values:
+        state = aggregator.add(state, value)
+    assert aggregator.over(values) == aggregator.result(state) == len(set(values))
