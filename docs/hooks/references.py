@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import glob
+import json
 import importlib
 import logging
 import re
@@ -38,6 +39,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 MARKERS = {
+    "<!-- esp:tree -->": lambda: source_tree(),
+    "<!-- esp:make-targets -->": lambda: make_targets(),
     "<!-- esp:config-reference -->": lambda: config_reference(),
     "<!-- esp:settings-reference -->": lambda: settings_reference(),
     "<!-- esp:api-reference -->": lambda: api_reference(),
@@ -79,6 +82,41 @@ def module_table(package: str, page: str) -> str:
     return "\n".join(rows)
 
 
+def source_tree() -> str:
+    """The packages of runtime/, actors/, serve/ and tests/ with their modules, as a text tree."""
+    import ast
+
+    lines = ["```"]
+    for top in ("runtime", "actors", "serve", "tests"):
+        for folder in sorted(p for p in [ROOT / top, *sorted((ROOT / top).rglob("*"))] if _is_package(p)):
+            rel = folder.relative_to(ROOT).as_posix() + "/"
+            init = folder / "__init__.py"
+            doc = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) if init.exists() else None
+            summary = " ".join((doc or "").split("\n\n")[0].split())
+            summary = re.sub(r":\w+:`~?", "`", summary)
+            summary = summary if len(summary) <= 100 else summary[:97].rsplit(" ", 1)[0] + " ..."
+            lines.append(f"{rel:<24} {summary}".rstrip())
+            names = sorted(p.name for p in folder.iterdir() if p.suffix in (".py", ".lua") and p.name != "__init__.py")
+            for chunk in range(0, len(names), 5):
+                lines.append("    " + "  ".join(names[chunk : chunk + 5]))
+    lines.append("```")
+    return "\n".join(lines)
+
+
+def _is_package(path: Path) -> bool:
+    return path.is_dir() and "__pycache__" not in path.parts and any(path.glob("*.py"))
+
+
+def make_targets() -> str:
+    """The Makefile's documented targets, as `make help` lists them."""
+    rows = ["| Target | What it does |", "|---|---|"]
+    for line in (ROOT / "Makefile").read_text(encoding="utf-8").splitlines():
+        match = re.match(r"^([a-z-]+):.*## (.*)$", line)
+        if match:
+            rows.append(f"| `make {match.group(1)}` | {_cell(match.group(2))} |")
+    return "\n".join(rows)
+
+
 # --- code paths named in the pages -------------------------------------------------------------
 
 _PATH = re.compile(r"`((?:runtime|actors|serve|tests|configs)/[A-Za-z0-9_./*-]*)`")
@@ -88,6 +126,8 @@ _MODULE = re.compile(r"`((?:runtime|actors|serve)(?:\.[A-Za-z_][A-Za-z0-9_]*)+)(
 def check_paths(markdown: str, page: str) -> None:
     """Warn about every `runtime/...`-style path or `runtime.x.y` module the page names that is gone."""
     for path in set(_PATH.findall(markdown)):
+        if path.endswith("..."):  # `runtime/...`: a family of paths, not one
+            continue
         if not glob.glob(str(ROOT / path.rstrip("/"))):
             log.warning("%s names `%s`, which does not exist in the repository", page, path)
     for dotted in set(_MODULE.findall(markdown)):
@@ -171,8 +211,8 @@ class ModelRenderer:
             value = value.model_dump(mode="json")
         if isinstance(value, enum.Enum):
             value = value.value
-        text = str(value) if isinstance(value, Path) else repr(value)
-        return f"`{text}`" if len(text) <= 60 else "see description"
+        text = str(value) if isinstance(value, Path) else json.dumps(value, default=str, ensure_ascii=False)
+        return f"`{text}`" if len(text) <= 60 else "see description"  # a pipe in a code span is no cell boundary
 
     @staticmethod
     def constraints(field: FieldInfo) -> str:
@@ -271,6 +311,7 @@ class OpenApiRenderer:
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
         self.schemas: dict[str, dict[str, Any]] = dict(spec.get("components", {}).get("schemas", {}))
+        self.access: dict[tuple[str, str], str] = _access_table()
 
     @staticmethod
     def anchor(name: str) -> str:
@@ -318,7 +359,7 @@ class OpenApiRenderer:
         rows = ["| Parameter | In | Type | Required | Default | Notes |", "|---|---|---|---|---|---|"]
         for p in params:
             schema = p.get("schema", {})
-            default = f"`{schema['default']!r}`" if "default" in schema else ""
+            default = f"`{json.dumps(schema['default'])}`" if "default" in schema else ""
             notes = "; ".join(x for x in (p.get("description", ""), self.limits(schema)) if x)
             rows.append(
                 f"| `{p['name']}` | {p['in']} | {self.type_of(schema)} | {'yes' if p.get('required') else 'no'} "
@@ -357,6 +398,7 @@ class OpenApiRenderer:
                 lines += [f"### `{method.upper()} {path}` {{#{slug}}}", ""]
                 if op.get("summary"):
                     lines += [f"**{op['summary']}.**", ""]
+                lines += [f"Credential: {_credential(self.access.get((method.upper(), path)))}.", ""]
                 if op.get("description"):
                     lines += [op["description"].strip(), ""]
                 lines += self.parameters(op) + self.body(op) + self.responses(op)
@@ -381,12 +423,39 @@ class OpenApiRenderer:
                 for prop, sub in props.items():
                     notes = "; ".join(x for x in (sub.get("description", ""), self.limits(sub)) if x)
                     if "default" in sub and not isinstance(sub["default"], (dict, list)) or sub.get("default") == []:
-                        notes = f"{notes}; default `{sub['default']!r}`" if notes else f"default `{sub['default']!r}`"
+                        notes = f"{notes}; default `{json.dumps(sub['default'])}`" if notes else f"default `{json.dumps(sub['default'])}`"
                     lines.append(
                         f"| `{prop}` | {self.type_of(sub)} | {'yes' if prop in required else 'no'} | {_cell(notes)} |"
                     )
                 lines.append("")
         return lines
+
+
+def _access_table() -> dict[tuple[str, str], str]:
+    try:
+        return dict(importlib.import_module("serve.access").ACCESS)
+    except (ImportError, AttributeError):
+        return {}
+
+
+_LEVELS = {
+    "public": "none",
+    "source": "a source key (`Authorization: Bearer <source key>`)",
+    "viewer": "an operator token, role `viewer` or above",
+    "operator": "an operator token, role `operator` or above",
+    "admin": "an operator token, role `admin`",
+}
+
+
+def _credential(level: str | None) -> str:
+    """The access level of ``serve/access.py`` in words."""
+    if level is None:
+        log.warning("a route of the OpenAPI has no access level in serve/access.py")
+        return "not listed in `serve/access.py`, so refused to everyone"
+    if level.startswith("subscriber:"):
+        role = level.split(":", 1)[1]
+        return f"the subscription's own subscriber token, or an operator token, role `{role}` or above"
+    return _LEVELS.get(level, f"`{level}`")
 
 
 def api_reference() -> str:
