@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from runtime.batch import campaign as campaign_job
 from runtime.batch import layout, segments, sync
 from runtime.batch.runner import write_table
 from tests.e2e.helpers import read_exactly
+from tests.integration.test_batch_campaign import a_campaign, write_members
 
 T0 = 1_790_000_000_000
 
@@ -82,3 +84,21 @@ def test_a_batch_segment_and_score_gate_a_real_time_rule(platform, client, tmp_p
     fired = read_exactly(client, "roaming", 2, timeout_s=30, settle_s=2)
     # c1 and c2: members with a score >= 70; c3 is a member scoring 40; c4 scores 95 but is no member
     assert sorted(e["subject"] for e in fired) == ["c0000001", "c0000002"]
+
+
+def test_a_campaign_run_submits_its_contacts_through_the_real_route(platform, client, tmp_path):
+    """``esp job campaign`` against the platform's own ``POST /v1/campaigns/{name}/contacts``
+    (the integration tests use a scripted stand-in): every target is accepted once, a second
+    submission of the run only duplicates, and an unconfigured campaign stops the run."""
+    data = write_members(tmp_path)
+    campaign = a_campaign(start="2026-01-01T00:00:00Z")
+    client.put_config({"kind": "campaign", **campaign.model_dump(mode="json", exclude_none=True)})
+    first = campaign_job.run(data, campaign, base_url=platform.base_url, run_id="e2e-r1", now_ms=T0, batch_size=8)
+    assert first["status"] == "done", first
+    assert first["targets"] > 0 and first["slices"] > 1
+    assert (first["submitted"], first["accepted"], first["duplicates"]) == (first["targets"], first["targets"], 0)
+    again = campaign_job.run(data, campaign, base_url=platform.base_url, run_id="e2e-r1", now_ms=T0, batch_size=8)
+    assert (again["accepted"], again["duplicates"]) == (0, first["targets"])
+    unknown = a_campaign(name="e2e-unconfigured")
+    failed = campaign_job.run(data, unknown, base_url=platform.base_url, run_id="e2e-r1", now_ms=T0)
+    assert (failed["status"], failed["error"]["reason"], failed["submitted"]) == ("failed", "not_found", 0)
