@@ -7,18 +7,21 @@ one read (a pipeline) and one commit: a Lua script that applies the writes only 
 or channel it read has changed since (compare-and-set on the version counters), and otherwise
 refuses, so the batch is decided again on fresh data. Two deciders can therefore never both
 take the last slot of a cap.
+
+:class:`LedgerStorage` is what the policy stage and the API use; :class:`Ledger` keeps the
+ledger in Redis, :class:`runtime.policy.memory.MemoryLedger` in memory for unit tests. Both
+decide a batch through :func:`decide_groups`.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-import redis
 
 from runtime import keys
 from runtime.events.profiles import ProfileStore
@@ -32,6 +35,9 @@ from runtime.policy.decide import (
     PolicyRules,
     decide,
 )
+
+if TYPE_CHECKING:
+    import redis
 
 DECISIONS_KEPT = 20  # per customer, for esp why
 MAX_ATTEMPTS = 20
@@ -51,7 +57,44 @@ def decision_from(raw: bytes | str) -> Decision:
     return Decision(**orjson.loads(raw))
 
 
+class LedgerStorage(Protocol):
+    """Contact decisions against caps, de-dup windows, capacity and opt-outs, recorded once."""
+
+    def decide(
+        self, groups: list[list[ContactRequest]], rules: PolicyRules, now_ms: int | None = None
+    ) -> list[Decision]:
+        """Decide competing groups (one customer each): a request decided finally before keeps
+        its decision and counts nothing again; sends are recorded against the customer's caps
+        and the channel's capacity; held requests wait in the held set until due."""
+        ...
+
+    def opt_out(self, entries: Iterable[tuple[str, str]], *, remove: bool = False) -> int: ...
+
+    def recent(self, customer: str, limit: int = DECISIONS_KEPT) -> list[dict[str, Any]]: ...
+
+    def due_held(self, now_ms: int, limit: int = 1000) -> list[ContactRequest]: ...
+
+
+Decided = tuple[list[ContactRequest], list[Decision], list[Contact]]  # a group, its decisions, its new contacts
+
+
+def decide_groups(
+    groups: list[list[ContactRequest]], views: dict[str, CustomerView], rules: PolicyRules, now_ms: int
+) -> Iterator[Decided]:
+    """Each group decided against its customer's view, in order: a later group of the batch
+    sees the earlier groups' sends against capacity (the views share ``channel_sends``)."""
+    for group in groups:
+        view = views[group[0].customer]
+        made, contacts = decide(group, view, rules, now_ms)
+        for contact in contacts:
+            if contact.channel in rules.capacity:
+                view.channel_sends[contact.channel] = (*view.channel_sends.get(contact.channel, ()), contact.at)
+        yield group, made, contacts
+
+
 class Ledger:
+    """:class:`LedgerStorage` in Redis: one pipelined read and one compare-and-set commit per batch."""
+
     def __init__(self, client: redis.Redis, *, horizon_s: int) -> None:
         self._redis = client
         self._commit = client.register_script(_COMMIT)
@@ -67,15 +110,11 @@ class Ledger:
             views, versions = self._read(groups, rules, now)
             decisions: list[Decision] = []
             commands: list[list[Any]] = []
-            for group in groups:
+            for group, made, contacts in decide_groups(groups, views, rules, now):
                 customer = group[0].customer
-                view = views[customer]
-                made, contacts = decide(group, view, rules, now)
+                replayed = set(views[customer].decided)
                 decisions += made
-                commands += self._writes(customer, made, contacts, group, rules, now, replayed=set(view.decided))
-                for contact in contacts:  # later groups of the batch see these sends against capacity
-                    if contact.channel in rules.capacity:
-                        view.channel_sends[contact.channel] = (*view.channel_sends.get(contact.channel, ()), contact.at)
+                commands += self._writes(customer, made, contacts, group, rules, now, replayed=replayed)
             try:
                 self._apply(versions, commands)
             except ConflictingWrite:
