@@ -54,7 +54,18 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
             markdown = markdown.replace(marker, render())
     markdown = _MODULES.sub(lambda m: module_table(m.group(1), page.file.src_uri), markdown)
     check_paths(markdown, page.file.src_uri)
+    check_claims(markdown, page.file.src_uri)
     return markdown
+
+
+def on_post_build(config: Any) -> None:
+    """README.md is not part of the site, but it names code too: hold it to the same checks."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    check_paths(readme, "README.md")
+    check_claims(readme, "README.md")
+    for link in re.findall(r"\]\((docs/[^)#]+)", readme):
+        if not (ROOT / link).exists():
+            log.warning("README.md links to `%s`, which does not exist", link)
 
 
 # --- a package's modules, from their docstrings -------------------------------------------------
@@ -133,6 +144,22 @@ def check_paths(markdown: str, page: str) -> None:
     for dotted in set(_MODULE.findall(markdown)):
         if not _module_exists(dotted):
             log.warning("%s names the module `%s`, which does not exist in the repository", page, dotted)
+
+
+_CLAIM = re.compile(r"<!-- esp:claim (\S+) (.+?) -->")
+
+
+def check_claims(markdown: str, page: str) -> None:
+    """``<!-- esp:claim PATH REGEX -->`` next to a sentence about the code: PATH must match REGEX.
+
+    When the code changes what the sentence says (say, the policy stage leaves the dispatcher
+    actor), the build fails and names the page, instead of the page going on saying it.
+    """
+    for path, pattern in _CLAIM.findall(markdown):
+        target = ROOT / path
+        text = target.read_text(encoding="utf-8") if target.is_file() else ""
+        if not re.search(pattern, text):
+            log.warning("%s: the text next to its claim '%s in %s' is out of date", page, pattern, path)
 
 
 def _module_exists(dotted: str) -> bool:
