@@ -62,3 +62,17 @@ as_admin = AsAdmin()
 
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {os.environ['ESP_TOKEN']}"}
+
+
+def wait_settled(http: httpx.Client, subscription: str, *, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Wait until a subscription has nothing unread and nothing unacknowledged: from then on no
+    delivery, retry or duplicate can come (short of a crash), so checking "nothing more" after
+    it cannot pass just because the machine was slow. Returns the final status."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = http.get(f"/v1/subscriptions/{subscription}").json()
+        if status["pending"] == 0 and status["lag"] == 0:
+            return status
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"subscription {subscription!r} not settled within {timeout_s}s: {status}")
+        time.sleep(0.1)

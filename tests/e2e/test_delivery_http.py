@@ -19,7 +19,7 @@ import pytest
 from runtime.dev.client import EspClient
 from runtime.dev.gateway import LocalGateway, read_messages
 from runtime.subscriptions.webhooks import generate_secret
-from tests.e2e.helpers import admin_headers, event, every_event_rule, read_exactly
+from tests.e2e.helpers import admin_headers, event, every_event_rule, read_exactly, wait_settled
 from tests.support.receiver import Receiver, Request
 from tests.unit.test_webhooks import spec_verify
 
@@ -103,7 +103,7 @@ def test_webhook_delivers_each_business_event_once_signed(platform, client, http
         report = client.send(events)
         assert (report.accepted, report.duplicates, report.rejected) == (40, 0, [])
         receiver.wait_for(lambda seen: len(seen) >= 40, timeout_s=60)
-        time.sleep(2.0)  # settle: a duplicate or a stray delivery would show up now
+        wait_settled(http, "hook-e2e")  # all acked: a duplicate or a stray delivery would be in by now
         seen = list(receiver.requests)
 
     assert len(seen) == 40
@@ -448,7 +448,7 @@ def dead_letter_three(http: httpx.Client, client: EspClient, failing: FailingRec
         return listing if len(listing["items"]) >= 3 else None
 
     listing = wait_until(dead_letters, timeout_s=60, what="3 dead letters")
-    time.sleep(0.5)  # nothing more may come
+    wait_settled(http, name)  # nothing more may come
     listing = http.get(f"/v1/subscriptions/{name}/deadletters").json()
     assert listing["total"] == 3 and len(listing["items"]) == 3
     assert sorted(triggering(item["event"]) for item in listing["items"]) == [f"{name}{i}" for i in range(3)]
@@ -480,7 +480,7 @@ def test_replayed_dead_letters_are_delivered_with_the_same_webhook_id(platform, 
         failing.healthy.set()
         assert replay(http, "/v1/subscriptions/dead-replay/deadletters/replay") == {"replayed": 3}
         receiver.wait_for(lambda seen: len(seen) >= 12, timeout_s=30)
-        time.sleep(1.0)
+        wait_settled(http, "dead-replay")
 
     delivered_ids = [wid for wid, s in failing.answered if s == 200]
     assert sorted(delivered_ids) == sorted(failed_ids), "replay must keep each event's webhook-id"
@@ -605,7 +605,7 @@ def test_webhook_batches_carry_the_projected_events_signed(platform, client, htt
         client.put_config(every_event_rule("batch-every", "batch.tick"))
         assert client.send([event(i, "batch.tick", prefix="bt") for i in range(23)]).accepted == 23
         receiver.wait_for(lambda seen: sum(len(r.json()) for r in seen) >= 23, timeout_s=30)
-        time.sleep(1.5)
+        wait_settled(http, "batch-e2e")
         seen = list(receiver.requests)
 
     delivered = [e for r in seen for e in r.json()]

@@ -101,6 +101,19 @@ def pending(client, stream: str) -> int:
     return int(client.xpending(stream, keys.SUBSCRIPTION_GROUP)["pending"])
 
 
+def wait_settled(client, stream: str, timeout_s: float = 10.0) -> None:
+    """Until the dispatcher has read and acknowledged (delivered or dead-lettered) every entry:
+    then no request, retry or duplicate can follow, so "nothing more came" checked after this
+    holds however slow the machine is (a fixed sleep would just stop looking)."""
+
+    def done() -> bool:
+        names = (keys.SUBSCRIPTION_GROUP, keys.SUBSCRIPTION_GROUP.encode())
+        group = next(g for g in client.xinfo_groups(stream) if g["name"] in names)
+        return int(group["pending"]) == 0 and int(group.get("lag") or 0) == 0
+
+    wait_until(done, timeout_s, f"{stream} read and acknowledged")
+
+
 def test_signed_delivery_verifies_with_an_independent_check(redis_server, redis_client):
     secret = generate_secret()
     with Receiver() as receiver, dispatcher(redis_server) as d:
@@ -122,7 +135,7 @@ def test_failures_then_success_give_one_effective_delivery_with_one_id(redis_ser
         wait_running(d, "subscription/hooks")
         publish(redis_client, 1)
         seen = receiver.wait_for(lambda r: len(r) >= 3)
-        time.sleep(0.5)
+        wait_settled(redis_client, keys.subscription_stream("hooks"))
     assert len(receiver.requests) == 3  # two failures, one success, nothing after
     assert len({r.headers["webhook-id"] for r in seen}) == 1
     assert redis_client.xpending(keys.subscription_stream("hooks"), keys.SUBSCRIPTION_GROUP)["pending"] == 0

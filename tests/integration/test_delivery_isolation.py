@@ -21,7 +21,7 @@ from tests.integration.test_delivery import (
     publish,
     publish_all,
     wait_running,
-    wait_until,
+    wait_settled,
     webhook,
 )
 from tests.support.receiver import Receiver
@@ -78,8 +78,7 @@ def test_batches_are_signed_cloudevents_batches_with_every_event_once(redis_serv
         wait_running(d, "subscription/hooks")
         ids = publish(redis_client, 50)  # one atomic publish: the dispatcher reads full batches
         receiver.wait_for(lambda r: sum(len(x.json()) for x in r) >= 50)
-        wait_until(lambda: pending(redis_client, keys.subscription_stream("hooks")) == 0, 5, "acknowledged")
-        time.sleep(0.2)
+        wait_settled(redis_client, keys.subscription_stream("hooks"))
         seen = receiver.seen()
     bodies = [r.json() for r in seen]
     assert all(isinstance(b, list) for b in bodies)
@@ -139,8 +138,7 @@ def test_filter_and_projection_shape_what_a_webhook_receives(redis_server, redis
         seen = receiver.wait_for(lambda r: len(r) >= len(wanted))
         everything.wait_for(lambda r: len(r) >= 20)
         stream = keys.subscription_stream("hooks")
-        wait_until(lambda: pending(redis_client, stream) == 0, 5, "acknowledged")
-        time.sleep(0.2)
+        wait_settled(redis_client, stream)
         seen = receiver.seen()
         assert redis_client.xlen(stream) == len(wanted)  # filtered out at publish: nothing else can come
     assert sorted((r.json() for r in seen), key=lambda e: e["data"]["n"]) == [

@@ -16,7 +16,15 @@ from runtime import keys
 from runtime.config.store import ConfigStore
 from runtime.subscriptions.deadletters import delivery_status, list_dead, replay_dead
 from runtime.subscriptions.dispatch import message_id
-from tests.integration.test_delivery import dispatcher, pending, publish, wait_running, wait_until, webhook
+from tests.integration.test_delivery import (
+    dispatcher,
+    pending,
+    publish,
+    wait_running,
+    wait_settled,
+    wait_until,
+    webhook,
+)
 from tests.support.receiver import Receiver
 
 STREAM = keys.subscription_stream("hooks")
@@ -45,8 +53,7 @@ def test_retry_after_holds_the_next_attempt_back_beyond_the_schedule(redis_serve
         wait_running(d, "subscription/hooks")
         publish(redis_client, 1)
         first, second = receiver.wait_for(lambda r: len(r) >= 2, timeout_s=10)[:2]
-        wait_until(lambda: pending(redis_client, STREAM) == 0, 5, "acknowledged")
-        time.sleep(0.3)  # a third request would come within the 50-100 ms schedule
+        wait_settled(redis_client, STREAM)  # a third request would have to come before the ack
         seen = receiver.seen()
     assert second.at >= not_before["at"] - 0.01, f"retried {second.at - first.at:.3f}s after the first attempt"
     assert second.at - first.at >= 0.99
@@ -134,7 +141,7 @@ def test_a_refusing_4xx_dead_letters_at_once_and_replay_delivers(redis_server, r
         wait_running(d, "subscription/hooks")
         ids = publish(redis_client, 3)
         dead = wait_until(lambda: (x := list_dead(redis_client, STREAM))["total"] == 3 and x, 10, "three dead letters")
-        time.sleep(0.3)  # the schedule (50-100 ms) would have retried by now
+        wait_settled(redis_client, STREAM)  # a retry would have to come before the ack
         refused = receiver.seen()
         assert len(refused) == 3  # one attempt each
         assert pending(redis_client, STREAM) == 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 
 import pytest
 
@@ -14,7 +13,15 @@ from runtime import keys
 from runtime.config.store import ConfigStore
 from runtime.subscriptions.deadletters import list_dead
 from runtime.subscriptions.models import Subscription
-from tests.integration.test_delivery import dispatcher, pending, publish, wait_running, wait_until, webhook
+from tests.integration.test_delivery import (
+    dispatcher,
+    pending,
+    publish,
+    wait_running,
+    wait_settled,
+    wait_until,
+    webhook,
+)
 from tests.support.receiver import Receiver
 
 STREAM = keys.subscription_stream("hooks")
@@ -85,7 +92,7 @@ def test_a_stored_loopback_url_is_refused_at_call_time(redis_server, redis_clien
         wait_running(d, "subscription/hooks")
         publish(redis_client, 2)
         dead = wait_until(lambda: (x := list_dead(redis_client, STREAM))["total"] == 2 and x, 10, "dead letters")
-        time.sleep(0.3)
+        wait_settled(redis_client, STREAM)
         assert receiver.seen() == []
         assert pending(redis_client, STREAM) == 0
     assert [(i["status"], i["error"], i["attempts"]) for i in dead["items"]] == [(None, "loopback_address", 1)] * 2
@@ -102,7 +109,7 @@ def test_a_name_that_now_resolves_to_loopback_is_refused_at_call_time(redis_serv
         wait_running(d, "subscription/hooks")
         publish(redis_client, 1)
         dead = wait_until(lambda: (x := list_dead(redis_client, STREAM))["total"] == 1 and x, 10, "dead letter")
-        time.sleep(0.3)
+        wait_settled(redis_client, STREAM)
         assert receiver.seen() == []
     assert (dead["items"][0]["status"], dead["items"][0]["error"]) == (None, "loopback_address")
     assert resolver.connects_to_public == 0  # refused before any connection
@@ -119,8 +126,8 @@ def test_a_name_rebinding_between_the_check_and_the_connect_is_not_called(redis_
         wait_running(d, "subscription/hooks")
         publish(redis_client, 1)
         handled = lambda: receiver.seen() or list_dead(redis_client, STREAM)["total"]  # noqa: E731
-        wait_until(lambda: pending(redis_client, STREAM) == 0 and handled(), 10, "handled")
-        time.sleep(0.2)
+        wait_until(handled, 10, "handled")
+        wait_settled(redis_client, STREAM)
         reached = receiver.seen()
         dead = list_dead(redis_client, STREAM)["items"]
     assert reached == [], f"the internal service got {len(reached)} request(s) for {REBINDING_HOST}"
