@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import enum
 import glob
-import json
 import importlib
+import json
 import logging
 import re
 import sys
@@ -449,8 +449,9 @@ class OpenApiRenderer:
                 lines += ["| Field | Type | Required | Notes |", "|---|---|---|---|"]
                 for prop, sub in props.items():
                     notes = "; ".join(x for x in (sub.get("description", ""), self.limits(sub)) if x)
-                    if "default" in sub and not isinstance(sub["default"], (dict, list)) or sub.get("default") == []:
-                        notes = f"{notes}; default `{json.dumps(sub['default'])}`" if notes else f"default `{json.dumps(sub['default'])}`"
+                    if "default" in sub and (not isinstance(sub["default"], (dict, list)) or not sub["default"]):
+                        default = f"default `{json.dumps(sub['default'])}`"
+                        notes = f"{notes}; {default}" if notes else default
                     lines.append(
                         f"| `{prop}` | {self.type_of(sub)} | {'yes' if prop in required else 'no'} | {_cell(notes)} |"
                     )
@@ -491,8 +492,9 @@ def api_reference() -> str:
     spec = app.openapi()
     renderer = OpenApiRenderer(spec)
     info = spec.get("info", {})
-    head = [f"Generated from the OpenAPI {spec.get('openapi')} of *{info.get('title', 'ESP')}* "
-            f"{info.get('version', '')}: {sum(len(v) for v in spec.get('paths', {}).values())} operations.", ""]  # fmt: skip
+    operations = sum(len(v) for v in spec.get("paths", {}).values())
+    title = f"*{info.get('title', 'ESP')}* {info.get('version', '')}"
+    head = [f"Generated from the OpenAPI {spec.get('openapi')} of {title}: {operations} operations.", ""]
     routes = ["## Routes", "", *renderer.routes()]
     schemas = ["## Schemas", "", *renderer.schema_sections()]
     return "\n".join(head + routes + schemas)
