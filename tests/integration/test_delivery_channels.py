@@ -15,7 +15,14 @@ from runtime.subscriptions.deadletters import list_dead
 from runtime.subscriptions.dispatch import message_id
 from runtime.subscriptions.outbox import Publication
 from runtime.subscriptions.webhooks import generate_secret
-from tests.integration.test_delivery import dispatcher, pending, publish_all, wait_running, wait_until
+from tests.integration.test_delivery import (
+    dispatcher,
+    pending,
+    publish_all,
+    wait_running,
+    wait_settled,
+    wait_until,
+)
 from tests.support.receiver import Receiver
 from tests.unit.test_webhooks import spec_verify
 
@@ -85,8 +92,7 @@ def test_notifications_are_rendered_and_the_unrenderable_dead_lettered(redis_ser
         dead = wait_until(lambda: (x := list_dead(redis_client, sms_stream))["total"] == 2 and x, 10, "dead letters")
         push_rx.wait_for(lambda r: len(r) >= 2)
         for stream in (sms_stream, push_stream):
-            wait_until(lambda s=stream: pending(redis_client, s) == 0, 5, "acknowledged")
-        time.sleep(0.2)
+            wait_settled(redis_client, stream)
         sms_seen, push_seen = sms_rx.seen(), push_rx.seen()
 
     assert [r.json() for r in sms_seen] == [
@@ -131,7 +137,7 @@ def test_a_payload_that_is_not_json_dead_letters(redis_server, redis_client):
         publish_all(redis_client, [notification("n1", "sms", "hi", "c1")])
         stream = keys.channel_stream("sms")
         dead = wait_until(lambda: (x := list_dead(redis_client, stream))["total"] == 1 and x, 10, "dead letter")
-        time.sleep(0.2)
+        wait_settled(redis_client, stream)
         assert rx.seen() == []
     assert dead["items"][0]["error"].startswith("invalid_json: ")
     assert "did not render valid JSON" in dead["items"][0]["error"]
@@ -146,7 +152,7 @@ def test_one_unrenderable_notification_does_not_take_its_batch_down(redis_server
         stream = keys.channel_stream("sms")
         wait_until(lambda: pending(redis_client, stream) == 0 and redis_client.xlen(stream) == 5, 10, "handled")
         wait_until(lambda: list_dead(redis_client, stream)["total"] >= 1, 5, "dead letters")
-        time.sleep(0.3)
+        wait_settled(redis_client, stream)
         dead = list_dead(redis_client, stream)
         delivered = [p for r in rx.seen() for p in r.json()]
     assert [item["event"]["id"] for item in dead["items"]] == ["n4"]
@@ -200,7 +206,7 @@ def test_a_delivery_whose_preparation_keeps_raising_is_dead_lettered_and_its_bat
         dead = wait_until(lambda: list_dead(redis_client, stream)["items"], 10, "a dead letter")
         publish_all(redis_client, [notification("n9", "sms", "hi", "c1")])  # later ones still go
         rx.wait_for(lambda r: any(m["notification_id"] == "n9" for x in r for m in x.json()))
-        time.sleep(0.3)
+        wait_settled(redis_client, stream)
     sent = sorted(m["notification_id"] for x in rx.requests for m in x.json())
     assert sent == ["n0", "n2", "n9"]
     assert [e["event"]["id"] for e in dead] == ["n1"]
