@@ -1,28 +1,40 @@
-"""Creating, finding and stopping the partition actors, and the partition assignment.
+"""Starting and stopping ESP's actors, and recording where the partitions live.
 
-The assignment (virtual partition -> actor index) is pure (``runtime.log.partitioning.assign``)
-and recorded in Redis so that any process can show it.
+Three kinds of actor, each a thin shell made by ``actors.factory``: partition actors (the
+virtual partitions, assigned by the pure ``runtime.log.partitioning.assign``), dispatchers
+(webhooks and channels) and the contact-policy stage (its shards spread over its instances as
+``shard % count == index``). What was started is recorded in Redis (``keys.META``) so that any
+process can show it, stop it, or find a customer's actor (``actors.directory``). Every Ray call
+goes through :class:`actors.factory.RayActors`; the rest is plain Python, unit-tested with a fake.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
-import ray
 import redis
 
-from actors import partition_actor
+from actors.dispatcher import DispatcherActor
+from actors.factory import ActorSpec, RayActors, actor_name
+from actors.partition_actor import PartitionActor
+from actors.policy_actor import PolicyActor
 from runtime import keys
 from runtime.errors import EspError
-from runtime.log.partitioning import assign
+from runtime.log.partitioning import assign, partition_of
 from runtime.settings import EspSettings
 
+STOP_TIMEOUT_S = 30.0  # a graceful stop checkpoints; past this the actors are killed anyway
 
-def actor_count(settings: EspSettings) -> int:
-    if settings.actors:
-        return settings.actors
-    return max(1, int(ray.available_resources().get("CPU", 1) // 1))
+
+@dataclass
+class Started:
+    """Handles of the actors one ``start`` made (non-detached actors live as long as these)."""
+
+    partitions: list[Any] = field(default_factory=list)
+    dispatchers: list[Any] = field(default_factory=list)
+    policy: list[Any] = field(default_factory=list)
 
 
 def check_partitions(client: redis.Redis, partitions: int) -> None:
@@ -36,24 +48,8 @@ def check_partitions(client: redis.Redis, partitions: int) -> None:
         )
 
 
-def start_partition_actors(settings: EspSettings, *, detached: bool = True) -> list[Any]:
-    """Start one actor per assignment slot and record the assignment."""
-    client = redis.Redis.from_url(settings.effective_redis_url())
-    check_partitions(client, settings.partitions)
-    assignment = assign(settings.partitions, min(actor_count(settings), settings.partitions))
-    handles = [
-        partition_actor.create(settings, partitions, index, detached=detached)
-        for index, partitions in enumerate(assignment)
-    ]
-    ray.get([h.status.remote() for h in handles])
-    pipe = client.pipeline()
-    pipe.delete(keys.HEARTBEATS)
-    pipe.hset(keys.META, mapping={"assignment": json.dumps(assignment), "partitions": settings.partitions})
-    pipe.execute()
-    return handles
-
-
 def recorded_assignment(client: redis.Redis) -> list[list[int]]:
+    """The virtual partitions of each partition actor, by index, as last started."""
     raw = client.hget(keys.META, "assignment")
     return json.loads(raw) if raw else []
 
@@ -64,35 +60,84 @@ def live_actors(client: redis.Redis, *, now_ms: int, max_age_ms: int = 10_000) -
     return sorted(int(i) for i, at in beats.items() if now_ms - int(at) <= max_age_ms)
 
 
-def partition_actors(count: int) -> list[Any]:
-    handles = []
-    for index in range(count):
-        try:
-            handles.append(ray.get_actor(partition_actor.actor_name(index), namespace=partition_actor.NAMESPACE))
-        except ValueError:
-            continue
-    return handles
-
-
-def stop_partition_actors(count: int, *, graceful: bool = True) -> None:
-    handles = partition_actors(count)
-    if graceful:
-        try:
-            ray.get([h.stop.remote() for h in handles], timeout=30)
-        except Exception:  # best effort: the actor may already be gone
-            pass
-    for handle in handles:
-        ray.kill(handle, no_restart=True)
-
-
-def owner_of(client: redis.Redis, customer: str) -> Any:
-    """The partition actor that holds ``customer``'s state."""
-    from runtime.log.partitioning import partition_of
-
+def owner_index(client: redis.Redis, customer: str) -> int:
+    """The index of the partition actor that holds ``customer``'s state."""
     meta = client.hgetall(keys.META)
     assignment = json.loads(meta[b"assignment"]) if b"assignment" in meta else []
     partition = partition_of(customer, int(meta.get(b"partitions", 0) or 1))
     index = next((i for i, parts in enumerate(assignment) if partition in parts), None)
     if index is None:
         raise EspError("no partition actor owns this customer's partition; is ESP up?", reason="not_ready")
-    return ray.get_actor(partition_actor.actor_name(index), namespace=partition_actor.NAMESPACE)
+    return index
+
+
+class Coordinator:
+    """Starts, finds and stops the actors of one ESP deployment."""
+
+    def __init__(self, settings: EspSettings, client: redis.Redis, actors: RayActors | None = None) -> None:
+        self._settings = settings
+        self._redis = client
+        self._actors = actors or RayActors()
+
+    def start(self, *, detached: bool) -> Started:
+        """Every actor, each kind waited for before the next; the counts are recorded."""
+        started = Started(self.start_partitions(detached=detached))
+        started.dispatchers = self._start_group(DispatcherActor, "dispatcher", detached=detached)
+        started.policy = self._start_group(PolicyActor, "policy", detached=detached)
+        return started
+
+    def start_partitions(self, *, detached: bool) -> list[Any]:
+        """One actor per assignment slot (``settings.actors``, or one per free CPU, at most one
+        per partition); the assignment is recorded once they all run."""
+        check_partitions(self._redis, self._settings.partitions)
+        count = self._settings.actors or max(1, self._actors.cpus())
+        assignment = assign(self._settings.partitions, min(count, self._settings.partitions))
+        wire, cpus = self._settings.to_wire(), self._settings.actor_num_cpus
+        handles = [
+            self._actors.create(ActorSpec(PartitionActor, "partition", i, cpus), wire, parts, i, detached=detached)
+            for i, parts in enumerate(assignment)
+        ]
+        self._actors.wait_ready(handles)
+        pipe = self._redis.pipeline()
+        pipe.delete(keys.HEARTBEATS)
+        pipe.hset(keys.META, mapping={"assignment": json.dumps(assignment), "partitions": self._settings.partitions})
+        pipe.execute()
+        return handles
+
+    def _start_group(self, cls: type, role: str, *, detached: bool) -> list[Any]:
+        """``settings.dispatchers`` actors of ``role``, each told its index and the count (how
+        dispatchers split destinations and the policy stage its shards). The policy stage runs
+        as many instances as there are dispatchers: with no delivery, nothing is decided either."""
+        count, wire, cpus = self._settings.dispatchers, self._settings.to_wire(), self._settings.dispatcher_num_cpus
+        handles = [
+            self._actors.create(ActorSpec(cls, role, i, cpus), wire, i, count, detached=detached) for i in range(count)
+        ]
+        self._actors.wait_ready(handles)
+        self._redis.hset(keys.META, f"{role}_actors", count)
+        return handles
+
+    def find(self, role: str, count: int) -> list[Any]:
+        """The running actors of ``role`` among indices ``0..count-1``."""
+        found = (self._actors.find(actor_name(role, i)) for i in range(count))
+        return [handle for handle in found if handle is not None]
+
+    def owner(self, customer: str) -> Any:
+        """The partition actor that holds ``customer``'s state."""
+        name = actor_name("partition", owner_index(self._redis, customer))
+        handle = self._actors.find(name)
+        if handle is None:
+            raise EspError(f"partition actor {name} is not running; is ESP up?", reason="not_ready")
+        return handle
+
+    def liveness(self, now_ms: int) -> tuple[int, int]:
+        """(partition actors with a recent heartbeat, partition actors started)."""
+        return len(live_actors(self._redis, now_ms=now_ms)), len(recorded_assignment(self._redis))
+
+    def stop(self) -> None:
+        """Stop what the records say runs: the policy stage and dispatchers first (they take
+        what partitions publish), then the partition actors, each checkpointing as it stops."""
+        for role in ("policy", "dispatcher"):
+            count = int(self._redis.hget(keys.META, f"{role}_actors") or 0)
+            self._actors.stop(self.find(role, count), timeout_s=STOP_TIMEOUT_S)
+        partitions = self.find("partition", len(recorded_assignment(self._redis)))
+        self._actors.stop(partitions, timeout_s=STOP_TIMEOUT_S)

@@ -13,24 +13,19 @@ import threading
 import time
 from typing import Any
 
-import ray
-
-from actors.metrics import metric
 from runtime import metrics as m
-from runtime.policy.stage import PolicyStage
 from runtime.settings import EspSettings
 from runtime.subscriptions.dispatch import Dispatcher
+from serve.metrics import metric
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "esp"
-
-
-def actor_name(index: int) -> str:
-    return f"esp-dispatcher-{index}"
+POISON_REFRESH_S = 1.0  # how often set-aside deliveries reach the metric
 
 
 class RayMetrics:
+    """The dispatcher's delivery metrics as Ray metrics."""
+
     def delivered(self, destination: str, count: int, latency_s: float) -> None:
         tags = {"destination": destination}
         metric(m.DELIVERED).inc(count, tags=tags)
@@ -47,6 +42,9 @@ class RayMetrics:
 
 
 class DispatcherActor:
+    """Delivers the destinations with ``hash % count == index``; made by ``actors.factory`` as
+    ``esp-dispatcher-<index>``."""
+
     def __init__(self, settings: dict[str, Any], index: int, count: int) -> None:
         self._settings = EspSettings(**settings)
         self._dispatcher = Dispatcher(
@@ -61,19 +59,10 @@ class DispatcherActor:
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, name="dispatcher-loop", daemon=True)
         self._thread.start()
-        total = self._settings.policy_shards
-        shards = [s for s in range(total) if s % count == index]
-        self._stage = PolicyStage(
-            self._settings.effective_redis_url(),
-            shards,
-            total_shards=total,
-            horizon_s=self._settings.idempotency_horizon_s,
-            maxlen=self._settings.subscription_maxlen,
-        )
-        self._stage_stop = threading.Event()
-        self._stage_errors = 0
-        self._stage_thread = threading.Thread(target=self._run_stage, name="policy-stage", daemon=True)
-        self._stage_thread.start()
+        self._done = threading.Event()
+        self._poison_recorded = 0
+        self._counter = threading.Thread(target=self._count_poison, name="poison-count", daemon=True)
+        self._counter.start()
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -86,80 +75,25 @@ class DispatcherActor:
                 logger.exception("dispatcher loop failed; starting it again")
                 time.sleep(1)
 
-    def _run_stage(self) -> None:
-        """The contact-policy stage of this dispatcher's shards; a failure retries (the
-        unacknowledged requests are read again, their decisions stand). Requests whose decision
-        keeps raising are quarantined by the stage after a bounded number of tries."""
-        backoff = 0.1
-        recorded = {"policy": 0, "delivery": 0}  # set aside so far, as counted in the metric
-        while not self._stage_stop.is_set():
-            try:
-                for outcome, count in self._stage.step().items():
-                    metric(m.CONTACT_DECISIONS).inc(count, tags={"outcome": outcome})
-                self._record_poison(recorded)
-                backoff = 0.1
-            except Exception:
-                logger.exception("policy stage step failed; retrying")
-                self._stage_errors += 1
-                self._stage.restart()
-                self._stage_stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    def _record_poison(self, recorded: dict[str, int]) -> None:
-        """Count in ``esp_poison_entries_total`` the policy requests and deliveries set aside
-        since the last call (the delivery loop runs in another thread; its count only grows)."""
-        for stage, total in (("policy", self._stage.poison), ("delivery", self._dispatcher.poisoned)):
-            if total > recorded[stage]:
-                metric(m.POISON).inc(total - recorded[stage], tags={"stage": stage})
-                recorded[stage] = total
+    def _count_poison(self) -> None:
+        """Count in ``esp_poison_entries_total`` the deliveries set aside (the delivery loop's
+        count only grows; this thread turns it into the metric, off the loop)."""
+        while not self._done.wait(POISON_REFRESH_S):
+            total = self._dispatcher.poisoned
+            if total > self._poison_recorded:
+                metric(m.POISON).inc(total - self._poison_recorded, tags={"stage": "delivery"})
+                self._poison_recorded = total
 
     def status(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
             "destinations": self._dispatcher.status(),
-            "policy_shards": self._stage.shards,
-            "decisions": dict(self._stage.totals),
-            "policy_errors": self._stage_errors,
-            "policy_poison": self._stage.poison,
             "delivery_poison": self._dispatcher.poisoned,
         }
 
     def stop(self) -> None:
-        self._stage_stop.set()
-        self._stage_thread.join(timeout=10)
+        self._done.set()
         if self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
-
-
-def create(settings: EspSettings, index: int, count: int, *, detached: bool) -> Any:
-    remote = ray.remote(DispatcherActor).options(
-        name=actor_name(index),
-        namespace=NAMESPACE,
-        lifetime="detached" if detached else None,
-        max_restarts=-1,
-        max_task_retries=3,
-        num_cpus=settings.dispatcher_num_cpus,
-        max_concurrency=4,
-        get_if_exists=True,
-    )
-    return remote.remote(settings.to_wire(), index, count)
-
-
-def start(settings: EspSettings, *, detached: bool) -> list[Any]:
-    handles = [create(settings, i, settings.dispatchers, detached=detached) for i in range(settings.dispatchers)]
-    ray.get([h.status.remote() for h in handles])
-    return handles
-
-
-def stop(count: int) -> None:
-    for index in range(count):
-        try:
-            handle = ray.get_actor(actor_name(index), namespace=NAMESPACE)
-        except ValueError:
-            continue
-        try:
-            ray.get(handle.stop.remote(), timeout=15)
-        except Exception:  # best effort: it may be gone already
-            pass
-        ray.kill(handle, no_restart=True)
+        self._counter.join(timeout=10)

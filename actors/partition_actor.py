@@ -15,28 +15,24 @@ import threading
 import time
 from typing import Any
 
-import ray
-
-from actors.metrics import metric
+from actors.factory import actor_name
 from runtime import metrics as m
 from runtime.partition import PartitionRunner
 from runtime.settings import EspSettings
+from serve.metrics import metric
 
 logger = logging.getLogger(__name__)
 
-NAMESPACE = "esp"
 LAG_REFRESH_S = 1.0
 
 
-def actor_name(index: int) -> str:
-    return f"esp-partition-{index}"
-
-
 class PartitionActor:
+    """Steps its partitions' runner in a loop; made by ``actors.factory`` as ``esp-partition-<index>``."""
+
     def __init__(self, settings: dict[str, Any], partitions: list[int], index: int) -> None:
         self._settings = EspSettings(**settings)
         self._index = index
-        self._runner = PartitionRunner(self._settings, partitions, consumer=actor_name(index))
+        self._runner = PartitionRunner(self._settings, partitions, consumer=actor_name("partition", index))
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._recovered = False
@@ -111,18 +107,3 @@ class PartitionActor:
         self._thread.join(timeout=10)
         with self._lock:
             return self._runner.checkpoint() if self._recovered else 0
-
-
-def create(settings: EspSettings, partitions: list[int], index: int, *, detached: bool) -> Any:
-    """Make the actor remote with a name, restart on crash, and a small CPU reservation."""
-    remote = ray.remote(PartitionActor).options(
-        name=actor_name(index),
-        namespace=NAMESPACE,
-        lifetime="detached" if detached else None,
-        max_restarts=-1,
-        max_task_retries=3,
-        num_cpus=settings.actor_num_cpus,
-        max_concurrency=4,
-        get_if_exists=True,
-    )
-    return remote.remote(settings.to_wire(), partitions, index)

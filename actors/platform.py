@@ -16,8 +16,9 @@ import ray
 import redis
 from ray import serve
 
-from actors import coordinator, dispatcher
-from runtime import keys
+from actors.coordinator import Coordinator
+from actors.directory import RayPartitionDirectory
+from actors.factory import NAMESPACE
 from runtime.dev.local_ray import use_local_ray
 from runtime.dev.redis_server import EmbeddedRedis
 from runtime.security.private_files import private_dir, write_private
@@ -26,8 +27,6 @@ from runtime.settings import EspSettings
 from serve import app as api
 
 logger = logging.getLogger(__name__)
-
-NAMESPACE = "esp"
 
 
 class Platform:
@@ -38,6 +37,7 @@ class Platform:
         self.redis_server: EmbeddedRedis | None = None
         self.actors: list[Any] = []  # non-detached actors live as long as their handles
         self.dispatchers: list[Any] = []
+        self.policy: list[Any] = []  # the contact-policy stage
         self.gateway: Any = None  # the local message gateway when it runs in this process
 
     @property
@@ -150,14 +150,16 @@ class Platform:
         store = TokenStore(redis.Redis.from_url(self.settings.effective_redis_url()), secret)
         return bootstrap_admin(store, self.admin_token_file)
 
+    def coordinator(self) -> Coordinator:
+        return Coordinator(self.settings, redis.Redis.from_url(self.settings.effective_redis_url()))
+
     def deploy(self, *, detached: bool) -> None:
         self.bootstrap_admin()
-        self.actors = coordinator.start_partition_actors(self.settings, detached=detached)
-        self.dispatchers = dispatcher.start(self.settings, detached=detached)
-        client = redis.Redis.from_url(self.settings.effective_redis_url())
-        client.hset(keys.META, "dispatchers", self.settings.dispatchers)
+        started = self.coordinator().start(detached=detached)
+        self.actors, self.dispatchers, self.policy = started.partitions, started.dispatchers, started.policy
         serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
-        serve.run(api.build(self.settings), name=api.APP_NAME, route_prefix="/", blocking=False)
+        directory = RayPartitionDirectory(self.settings.to_wire())
+        serve.run(api.build(self.settings, directory), name=api.APP_NAME, route_prefix="/", blocking=False)
         self.wait_ready()
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
@@ -181,10 +183,7 @@ class Platform:
             serve.shutdown()
         except Exception:  # already gone
             logger.debug("serve shutdown failed", exc_info=True)
-        client = redis.Redis.from_url(self.settings.effective_redis_url())
-        dispatcher.stop(int(client.hget(keys.META, "dispatchers") or 0))
-        count = len(coordinator.recorded_assignment(client))
-        coordinator.stop_partition_actors(count)
+        self.coordinator().stop()
 
     def save_state(self, **fields: Any) -> None:
         """``platform.json``, mode 0600: it may name an external Redis URL with its password."""

@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import ray
@@ -21,8 +21,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from ray import serve
 
-from actors.coordinator import live_actors, recorded_assignment
-from actors.metrics import metric
 from runtime import keys
 from runtime import metrics as m
 from runtime.config.store import ConfigStore
@@ -44,6 +42,7 @@ from runtime.subscriptions.pull import SubscriptionReader, check_entry_id, proje
 from runtime.subscriptions.topics import TopicRouter
 from serve import access, errors, hosts, limits, sse
 from serve import schemas as s
+from serve.metrics import metric
 
 APP_NAME = "esp"
 MAX_PULL_WAIT_S = 30.0
@@ -80,6 +79,19 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
 
 app.add_middleware(limits.BodyLimit, limit=lambda: access.replica().settings.max_api_body_bytes)
 app.add_middleware(hosts.HostAllowlist, allowed=lambda: hosts.allowed_hosts(access.replica().settings))  # runs first
+
+
+class PartitionDirectory(Protocol):
+    """Where customers' state lives, as the API needs to know it. The platform passes one to
+    the deployment (``actors.directory``): the API never imports the actors."""
+
+    def owner(self, customer: str) -> Any:
+        """The handle of the partition actor holding ``customer``'s state (raises ``not_ready``)."""
+        ...
+
+    def liveness(self, now_ms: int) -> tuple[int, int]:
+        """(partition actors with a recent heartbeat, partition actors started)."""
+        ...
 
 
 def from_body(cls: Any, index: int, raw: Any) -> Any:
@@ -153,8 +165,9 @@ async def read_body(request: Request, limit: int) -> bytes:
 @serve.deployment(name="api", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=MAX_ONGOING)
 @serve.ingress(app)
 class EspApi:
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], directory: PartitionDirectory) -> None:
         self.settings = EspSettings(**settings)
+        self.directory = directory
         self.redis = redis.Redis.from_url(self.settings.effective_redis_url(), max_connections=128)
         # SSE streams and long polls block in Redis for up to MAX_BLOCK_S: past redis-py's 5 s default
         self.aredis = aioredis.Redis.from_url(
@@ -171,6 +184,7 @@ class EspApi:
         self.outbox = Outbox(
             self.redis, horizon_s=self.settings.idempotency_horizon_s, maxlen=self.settings.subscription_maxlen
         )
+        self._routes: tuple[int, TopicRouter] = (-1, TopicRouter({}))  # (config version, its router)
         self.subscriptions = SubscriptionReader(
             self.redis, visibility_timeout_ms=int(self.settings.visibility_timeout_s * 1000)
         )
@@ -238,11 +252,9 @@ class EspApi:
     )
     async def decisions(self, customer: str, rule: str | None = None) -> dict[str, Any]:
         """The owning actor's live state per rule, with the rule's last fires (kept by the outbox)."""
-        from actors.coordinator import owner_of
-
         if rule is not None:
             await run_in_threadpool(self.config.get, "rule", rule)
-        actor = await run_in_threadpool(owner_of, self.redis, customer)
+        actor = await run_in_threadpool(self.directory.owner, customer)
         contacts = await run_in_threadpool(self.ledger.recent, customer)
         state = actor.explain.remote(customer, rule)  # runs while Redis is read
         fires = await run_in_threadpool(last_fires, self.redis, customer, rule)
@@ -282,12 +294,19 @@ class EspApi:
         channel, template), so submitting a run again changes nothing."""
         self.config.get("campaign", name)
         publications = campaign_requests(name, body, now_ms=int(time.time() * 1000))
-        _, docs = self.config.snapshot()
-        router = TopicRouter.from_docs(docs, policy_shards=self.settings.policy_shards)
-        accepted = self.outbox.publish(publications, router)
+        accepted = self.outbox.publish(publications, self._router())
         detail = {"run": body.get("run"), "submitted": len(publications), "accepted": accepted}
         self._audit(request, "campaign.submit", f"campaign/{name}", detail)
         return {"submitted": len(publications), "accepted": accepted, "duplicates": len(publications) - accepted}
+
+    def _router(self) -> TopicRouter:
+        """The router of the current config snapshot, built once per config version."""
+        version, router = self._routes
+        if self.config.version() != version:
+            version, docs = self.config.snapshot()
+            router = TopicRouter.from_docs(docs, policy_shards=self.settings.policy_shards)
+            self._routes = (version, router)
+        return router
 
     # --- configuration -----------------------------------------------------------------
 
@@ -617,10 +636,9 @@ class EspApi:
         try:
             self.redis.ping()
             checks["redis"] = "ok"
-            expected = len(recorded_assignment(self.redis))
-            live = live_actors(self.redis, now_ms=int(time.time() * 1000))
-            checks["partition_actors"] = f"{len(live)}/{expected} live"
-            ready = expected > 0 and len(live) == expected
+            live, expected = self.directory.liveness(int(time.time() * 1000))
+            checks["partition_actors"] = f"{live}/{expected} live"
+            ready = expected > 0 and live == expected
         except redis.RedisError as exc:
             checks["redis"] = f"unavailable: {exc}"
             ready = False
@@ -634,5 +652,6 @@ class EspApi:
         return PlainTextResponse(response.text, media_type="text/plain; version=0.0.4")
 
 
-def build(settings: EspSettings) -> Any:
-    return EspApi.options(num_replicas=settings.api_replicas).bind(settings.to_wire())
+def build(settings: EspSettings, directory: PartitionDirectory) -> Any:
+    """The deployment, given where the partition actors are (``actors.directory``)."""
+    return EspApi.options(num_replicas=settings.api_replicas).bind(settings.to_wire(), directory)

@@ -1,4 +1,10 @@
-"""Ray metric objects built from the specs in ``runtime.metrics`` (created once per process)."""
+"""Ray metric objects built from the specs in ``runtime.metrics`` (created once per process).
+
+The one helper of both shells, the Serve replicas and the actors: it lives on the HTTP side
+because the actors may import ``serve`` (the platform deploys it) but ``serve`` never imports
+the actors (the layer contract in pyproject.toml). Ray's metrics agent exports them all on one
+port per node; ``GET /metrics`` relays it.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from runtime.metrics import MetricSpec
 
 @cache
 def metric(spec: MetricSpec) -> Any:
+    """The process's one Ray metric for ``spec`` (Ray refuses a second one of the same name)."""
     if spec.kind == "counter":
         return ray_metrics.Counter(spec.name, description=spec.description, tag_keys=spec.labels)
     if spec.kind == "gauge":

@@ -1,0 +1,82 @@
+"""Every ESP actor is made here, one way: a plain class with its name, namespace, restart policy,
+lifetime and CPU reservation set in :meth:`RayActors.create`.
+
+:class:`RayActors` is also the only place the coordinator calls Ray from, so the coordination
+logic around it (``actors/coordinator.py``) is plain Python, tested with a fake of this class
+(``tests/unit/test_coordinator.py``). Ray Serve does the same with ``ActorReplicaWrapper``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+NAMESPACE = "esp"  # every ESP actor, and every driver that looks them up
+MAX_RESTARTS = -1  # a crashed actor always comes back; its constructor recovers its state
+MAX_TASK_RETRIES = 3  # a call that met a crash is sent again to the restarted actor
+MAX_CONCURRENCY = 4  # status and stop calls are answered while the work loop runs
+
+
+@dataclass(frozen=True, slots=True)
+class ActorSpec:
+    """One actor to make: its class, role and index (which give its name) and CPU reservation."""
+
+    cls: type
+    role: str  # "partition", "dispatcher", "policy"
+    index: int
+    num_cpus: float
+
+    @property
+    def name(self) -> str:
+        return actor_name(self.role, self.index)
+
+
+def actor_name(role: str, index: int) -> str:
+    """The Ray name of an actor: ``esp-<role>-<index>``, e.g. ``esp-partition-0``."""
+    return f"esp-{role}-{index}"
+
+
+class RayActors:
+    """The Ray calls that make, find, wait for and stop ESP's actors."""
+
+    def create(self, spec: ActorSpec, *args: Any, detached: bool) -> Any:
+        """A handle to the named actor, made with ``args`` unless it exists already. Detached
+        actors outlive the process that made them (``esp up``); the others live as long as it."""
+        remote = ray.remote(spec.cls).options(
+            name=spec.name,
+            namespace=NAMESPACE,
+            lifetime="detached" if detached else None,
+            max_restarts=MAX_RESTARTS,
+            max_task_retries=MAX_TASK_RETRIES,
+            num_cpus=spec.num_cpus,
+            max_concurrency=MAX_CONCURRENCY,
+            get_if_exists=True,
+        )
+        return remote.remote(*args)
+
+    def find(self, name: str) -> Any | None:
+        """The named actor's handle, or None when there is none."""
+        try:
+            return ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return None
+
+    def wait_ready(self, handles: list[Any]) -> None:
+        """Until every actor has run its constructor (its status answers)."""
+        ray.get([h.status.remote() for h in handles])
+
+    def stop(self, handles: list[Any], *, timeout_s: float) -> None:
+        """Ask each actor to stop (checkpoint, end its loop), then kill it for good. Best effort:
+        an actor may be gone already."""
+        try:
+            ray.get([h.stop.remote() for h in handles], timeout=timeout_s)
+        except Exception:  # gone, or too slow: it is killed below either way
+            pass
+        for handle in handles:
+            ray.kill(handle, no_restart=True)
+
+    def cpus(self) -> int:
+        """The whole CPUs the cluster has free now."""
+        return int(ray.available_resources().get("CPU", 1) // 1)
