@@ -11,21 +11,27 @@ last-delivered id is the read cursor, and the truth about what has been processe
 offset stored in each partition checkpoint. Recovery rewinds the cursor to that offset
 (``XGROUP SETID``), which re-delivers everything after it — in log order, which rebuilding
 state needs and which per-entry reclaiming (XAUTOCLAIM) would not give.
+
+:class:`LogStorage` is what ingestion and partition actors use; :class:`PartitionLog` is the
+Redis log, :class:`runtime.log.memory.MemoryPartitionLog` the in-memory one for unit tests.
+Both store an entry as the same fields and read it through :func:`decode_entry`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
-import redis
 
 from runtime import keys
 from runtime.events.envelope import Event
 from runtime.log.streams import text
 from runtime.lua import read_script
+
+if TYPE_CHECKING:
+    import redis
 
 _APPEND = read_script("runtime.log", "partition_log_append.lua")
 
@@ -63,12 +69,43 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> L
     return LogEntry(partition, entry_id, events, int(fields.get(b"v", 0)))
 
 
+class LogStorage(Protocol):
+    """The durable partition log; see :class:`PartitionLog` for each method's contract."""
+
+    def append(
+        self, by_partition: dict[int, list[Event]], *, now_ms: int, horizon_s: int | None = None
+    ) -> list[Appended]: ...
+
+    def ensure_groups(self, partitions: Iterable[int]) -> None: ...
+
+    def rewind(self, offsets: dict[int, str]) -> None: ...
+
+    def read(self, partitions: list[int], *, consumer: str, count: int, block_ms: int) -> list[LogEntry]: ...
+
+    def read_range(self, partition: int, after: str, count: int) -> list[LogEntry]: ...
+
+    def trim(self, offsets: dict[int, str]) -> None: ...
+
+    def backlog(self, partitions: Iterable[int]) -> dict[int, int]: ...
+
+
+def horizon_days(horizon_s: int) -> int:
+    """Days of arrival whose seen ids an append checks: the horizon rounded up to days (and
+    today on top)."""
+    return -(-horizon_s // DAY_S)
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """A log entry's payload: the partition's events of one request, msgpack."""
+    return _encoder.encode(events)
+
+
 class PartitionLog:
-    """Append to and read from the partition streams."""
+    """:class:`LogStorage` in Redis: one stream per partition, appended by one Lua call."""
 
     def __init__(self, client: redis.Redis, *, horizon_s: int) -> None:
         self._redis = client
-        self._horizon_days = -(-horizon_s // DAY_S)  # rounded up
+        self._horizon_days = horizon_days(horizon_s)
         self._append = client.register_script(_APPEND)
 
     def append(
@@ -84,13 +121,13 @@ class PartitionLog:
             return []
         source = next(iter(by_partition.values()))[0].source
         day = now_ms // DAY_MS
-        horizon_days = self._horizon_days if horizon_s is None else -(-horizon_s // DAY_S)
-        buckets = [keys.idempotency(source, day - back) for back in range(horizon_days + 1)]
-        argv: list[Any] = [keys.CONFIG_VERSION, (horizon_days + 1) * DAY_S, len(buckets), *buckets]
+        days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
+        buckets = [keys.idempotency(source, day - back) for back in range(days + 1)]
+        argv: list[Any] = [keys.CONFIG_VERSION, (days + 1) * DAY_S, len(buckets), *buckets]
         argv.append(len(by_partition))
         for partition, events in by_partition.items():
             ids = _encoder.encode([e.id for e in events])
-            argv += [keys.log_stream(partition), partition, ids, _encoder.encode(events)]
+            argv += [keys.log_stream(partition), partition, ids, encode_events(events)]
         result = self._append(keys=[], args=argv)
         return [
             Appended(p, text(entry_id) if entry_id else None, tuple(int(d) for d in dups))

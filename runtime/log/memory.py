@@ -1,0 +1,96 @@
+"""The partition log in a process's memory, for unit tests: :class:`LogStorage` with the Redis
+log's behaviour (an event id seen within the horizon is a duplicate, one entry per partition
+and request carrying the config version, a read cursor per partition that ``rewind`` moves,
+trimming by entry id, backlog as entries not yet read). Entries are kept as the fields Redis
+keeps and decoded by the same :func:`decode_entry`. Not thread-safe; ``read`` never blocks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from runtime.config.store import ConfigStorage
+from runtime.events.envelope import Event
+from runtime.log.partition_log import DAY_MS, Appended, LogEntry, decode_entry, encode_events, horizon_days
+from runtime.log.streams import entry_id_key
+
+Fields = dict[bytes, bytes]  # a stream entry's fields: b"b" events, b"d" duplicate positions, b"v" config version
+
+
+class MemoryPartitionLog:
+    """:class:`LogStorage` in lists; the config version appended with each entry is
+    ``config.version()`` (0 without a config store), as Redis reads the store's counter."""
+
+    def __init__(self, *, horizon_s: int, config: ConfigStorage | None = None) -> None:
+        self._horizon_days = horizon_days(horizon_s)
+        self._config = config
+        self._streams: dict[int, list[tuple[str, Fields]]] = {}  # partition -> entries, oldest first
+        self._cursors: dict[int, str] = {}  # partition -> last entry id read (the consumer group)
+        self._seen: dict[tuple[str, int], dict[str, str]] = {}  # (source, day) -> id -> partition/entry
+        self._last_id = (0, 0)
+
+    def append(
+        self, by_partition: dict[int, list[Event]], *, now_ms: int, horizon_s: int | None = None
+    ) -> list[Appended]:
+        if not by_partition:
+            return []
+        source = next(iter(by_partition.values()))[0].source
+        day = now_ms // DAY_MS
+        days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
+        today = self._seen.setdefault((source, day), {})
+        buckets = [today, *(self._seen.get((source, day - back), {}) for back in range(1, days + 1))]
+        version = str(self._config.version() if self._config else 0).encode()
+        out = []
+        for partition, events in by_partition.items():
+            dups = tuple(i for i, e in enumerate(events) if any(e.id in bucket for bucket in buckets))
+            if len(dups) == len(events):
+                out.append(Appended(partition, None, dups))
+                continue
+            entry_id = self._next_id()
+            fields = {b"b": encode_events(events), b"d": ",".join(map(str, dups)).encode(), b"v": version}
+            self._streams.setdefault(partition, []).append((entry_id, fields))
+            today.update({e.id: f"{partition}/{entry_id}" for i, e in enumerate(events) if i not in dups})
+            out.append(Appended(partition, entry_id, dups))
+        return out
+
+    def _next_id(self) -> str:
+        """A stream id as Redis makes them: ``<ms>-<seq>``, always greater than the last."""
+        ms = int(time.time() * 1000)
+        self._last_id = (ms, 0) if ms > self._last_id[0] else (self._last_id[0], self._last_id[1] + 1)
+        return f"{self._last_id[0]}-{self._last_id[1]}"
+
+    def ensure_groups(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            self._streams.setdefault(p, [])
+            self._cursors.setdefault(p, "0-0")
+
+    def rewind(self, offsets: dict[int, str]) -> None:
+        for p, offset in offsets.items():
+            if p not in self._cursors:
+                raise LookupError(f"partition {p} has no consumer group: call ensure_groups first")
+            self._cursors[p] = offset
+
+    def read(self, partitions: list[int], *, consumer: str, count: int, block_ms: int) -> list[LogEntry]:
+        entries: list[LogEntry] = []
+        for p in partitions:
+            if p not in self._cursors:
+                raise LookupError(f"partition {p} has no consumer group: call ensure_groups first")
+            batch = self._after(p, self._cursors[p])[:count]
+            if batch:
+                self._cursors[p] = batch[-1][0]
+            entries += [decode_entry(p, entry_id, fields) for entry_id, fields in batch]
+        return entries
+
+    def read_range(self, partition: int, after: str, count: int) -> list[LogEntry]:
+        return [decode_entry(partition, eid, fields) for eid, fields in self._after(partition, after)[:count]]
+
+    def trim(self, offsets: dict[int, str]) -> None:
+        for p, min_id in offsets.items():
+            self._streams[p] = [e for e in self._streams.get(p, []) if entry_id_key(e[0]) >= entry_id_key(min_id)]
+
+    def backlog(self, partitions: Iterable[int]) -> dict[int, int]:
+        return {p: len(self._after(p, self._cursors[p])) if p in self._cursors else 0 for p in partitions}
+
+    def _after(self, partition: int, entry_id: str) -> list[tuple[str, Fields]]:
+        after = entry_id_key(entry_id)
+        return [e for e in self._streams.get(partition, []) if entry_id_key(e[0]) > after]

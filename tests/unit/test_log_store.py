@@ -1,0 +1,109 @@
+"""The partition log's contract, checked on both implementations: Redis (on a real
+redis-server) and in memory. Crash recovery with checkpoints is in
+tests/integration/test_partition_runner.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from runtime.config.memory import MemoryConfigStore
+from runtime.config.store import ConfigStorage, ConfigStore
+from runtime.events.envelope import Event
+from runtime.log.memory import MemoryPartitionLog
+from runtime.log.partition_log import DAY_MS, LogStorage, PartitionLog
+
+NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+
+
+@dataclass
+class Stores:
+    log: LogStorage
+    config: ConfigStorage
+
+
+@pytest.fixture(params=["memory", "redis"])
+def stores(request: pytest.FixtureRequest) -> Stores:
+    if request.param == "memory":
+        config = MemoryConfigStore()
+        return Stores(MemoryPartitionLog(horizon_s=3600, config=config), config)
+    client = request.getfixturevalue("redis_client")
+    return Stores(PartitionLog(client, horizon_s=3600), ConfigStore(client))
+
+
+def ev(i: int, source: str = "crm") -> Event:
+    return Event(f"e{i}", "app.login", NOW, f"c{i}", f"c{i}", source, {"n": i}, NOW)
+
+
+def ids(entries) -> list[list[str]]:
+    return [[e.id for e in entry.events] for entry in entries]
+
+
+def test_append_writes_one_entry_per_partition_and_drops_seen_ids(stores: Stores) -> None:
+    log = stores.log
+    assert log.append({}, now_ms=NOW) == []
+    first = log.append({0: [ev(1), ev(2)], 1: [ev(3)]}, now_ms=NOW)
+    assert [(a.partition, a.duplicates) for a in first] == [(0, ()), (1, ())]
+    assert all(a.entry_id for a in first)
+    again = log.append({0: [ev(4), ev(1), ev(5), ev(2)], 1: [ev(3)]}, now_ms=NOW + 1)
+    assert [(a.partition, a.duplicates) for a in again] == [(0, (1, 3)), (1, (0,))]
+    assert again[1].entry_id is None  # all duplicates: no entry
+    assert ids(log.read_range(0, "0", 10)) == [["e1", "e2"], ["e4", "e5"]]
+    assert ids(log.read_range(1, "0", 10)) == [["e3"]]
+    assert log.read_range(0, "0", 10)[1].events[0] == ev(4)  # events read back whole
+    assert log.append({0: [ev(1, source="other")]}, now_ms=NOW)[0].duplicates == ()  # ids are per source
+
+
+def test_seen_ids_are_kept_for_the_horizon_rounded_up_to_days(stores: Stores) -> None:
+    stores.log.append({0: [ev(1)]}, now_ms=NOW)
+    assert stores.log.append({0: [ev(1)]}, now_ms=NOW + DAY_MS)[0].duplicates == (0,)  # 1 h horizon: 1 day back
+    assert stores.log.append({0: [ev(1)]}, now_ms=NOW + 2 * DAY_MS)[0].duplicates == ()
+    assert stores.log.append({0: [ev(1)]}, now_ms=NOW + 5 * DAY_MS, horizon_s=4 * 86_400)[0].duplicates == (0,)
+
+
+def test_entries_carry_the_config_version_of_their_append(stores: Stores) -> None:
+    stores.log.append({0: [ev(1)]}, now_ms=NOW)
+    stores.config.put({"kind": "source", "name": "crm"})
+    stores.config.put({"kind": "source", "name": "crm"})
+    stores.log.append({0: [ev(2)]}, now_ms=NOW)
+    assert [e.config_version for e in stores.log.read_range(0, "0", 10)] == [0, 2]
+
+
+def test_reads_advance_a_cursor_per_partition_that_rewind_moves(stores: Stores) -> None:
+    log = stores.log
+    log.ensure_groups([0, 1])
+    log.ensure_groups([0])  # again: the cursor stays
+    entries = [log.append({0: [ev(i)], 1: [ev(100 + i)]}, now_ms=NOW) for i in range(3)]
+    assert log.backlog([0, 1, 7]) == {0: 3, 1: 3, 7: 0}
+    got = log.read([0, 1], consumer="a", count=2, block_ms=1)
+    assert sorted((e.partition, e.events[0].id) for e in got) == [(0, "e0"), (0, "e1"), (1, "e100"), (1, "e101")]
+    assert log.backlog([0, 1]) == {0: 1, 1: 1}
+    assert ids(log.read([0], consumer="a", count=10, block_ms=1)) == [["e2"]]
+    assert log.read([0], consumer="a", count=10, block_ms=1) == []
+    log.rewind({0: entries[0][0].entry_id})  # replay everything after the first entry
+    assert log.backlog([0]) == {0: 2}
+    assert ids(log.read([0], consumer="b", count=10, block_ms=1)) == [["e1"], ["e2"]]
+    log.rewind({0: "0"})
+    assert ids(log.read([0], consumer="b", count=10, block_ms=1)) == [["e0"], ["e1"], ["e2"]]
+
+
+def test_read_range_starts_after_the_given_entry(stores: Stores) -> None:
+    appended = [stores.log.append({0: [ev(i)]}, now_ms=NOW)[0].entry_id for i in range(4)]
+    assert ids(stores.log.read_range(0, appended[1], 10)) == [["e2"], ["e3"]]
+    assert ids(stores.log.read_range(0, "0-0", 2)) == [["e0"], ["e1"]]
+    assert stores.log.read_range(0, appended[3], 10) == [] and stores.log.read_range(5, "0", 10) == []
+
+
+def test_trim_keeps_every_entry_from_the_given_id_on(stores: Stores) -> None:
+    appended = [stores.log.append({0: [ev(i)]}, now_ms=NOW)[0].entry_id for i in range(5)]
+    stores.log.trim({0: appended[2]})
+    kept = ids(stores.log.read_range(0, "0", 10))
+    assert kept[-3:] == [["e2"], ["e3"], ["e4"]]  # Redis trims approximately: older ones may stay
+
+
+def test_memory_trim_drops_what_is_older() -> None:
+    log = MemoryPartitionLog(horizon_s=60)
+    appended = [log.append({0: [ev(i)]}, now_ms=NOW)[0].entry_id for i in range(3)]
+    log.trim({0: appended[1]})
+    assert ids(log.read_range(0, "0", 10)) == [["e1"], ["e2"]]
