@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import ray
+import redis
 
 from runtime.dev.client import EspClient
 from tests.e2e.helpers import admin_headers, event, every_event_rule
@@ -94,7 +95,7 @@ def test_no_secret_is_kept_or_shown_in_clear(platform) -> None:
         ]
         answers.append(http.get("/v1/subscriptions/canary-pull/events", params={"max": 10}).text)
 
-    time.sleep(1.5)  # Redis appends to its AOF every second
+    _wait_aof_flushed(platform)
     leaks = {c: where for c in canaries if (where := _found(c, answers, platform.settings.state_dir))}
     assert not leaks, f"secrets found in clear: {leaks}"
 
@@ -108,6 +109,17 @@ def _found(canary: str, answers: list[str], state_dir: Path) -> list[str]:
             if path.is_file() and not path.is_symlink() and needle in _read(path):
                 places.append(str(path))
     return places
+
+
+def _wait_aof_flushed(platform, timeout_s: float = 30.0) -> None:
+    """Write a marker after everything else and wait until it is on disk: the AOF is appended
+    in order, so every secret written before it is in the files scanned next."""
+    marker = f"canary-aof-marker-{time.time_ns()}"
+    redis.Redis.from_url(platform.redis_server.url).set(marker, 1)
+    deadline = time.monotonic() + timeout_s
+    while not any(marker.encode() in _read(p) for p in (platform.settings.state_dir).rglob("*.aof*")):
+        assert time.monotonic() < deadline, f"the AOF did not reach the disk within {timeout_s}s"
+        time.sleep(0.1)
 
 
 def _read(path: Path) -> bytes:
