@@ -175,7 +175,7 @@ class PolicyStage:
         policies = [Policy.model_validate(document_body(d)) for d in docs.get("policy", [])]
         campaigns = [Campaign.model_validate(document_body(d)) for d in docs.get("campaign", [])]
         self.rules = PolicyRules.combine(policies, campaigns)
-        self._router = TopicRouter.from_docs(docs)  # deliver: no policy in front of itself
+        self._router = TopicRouter.from_docs(docs, policy_shards=self._total_shards)
         self._config_version = version
 
     def step(self, *, block_ms: int = 100) -> Counter[str]:
@@ -332,7 +332,7 @@ class PolicyStage:
                 publications.append(Publication(f"sent/{decision.id}", topic, event))
             decided = decision_event(decision, request)
             publications.append(Publication(f"decision/{decided['id']}", DECISIONS_TOPIC, decided))
-        self._outbox.publish(publications, self._router)
+        self._outbox.publish(publications, self._router.after_policy)
 
 
 def _held_members(group: list[ContactRequest]) -> list[bytes]:

@@ -21,7 +21,7 @@ from runtime.subscriptions.outbox import (
     tag_change,
     trace_note,
 )
-from runtime.subscriptions.topics import TopicRouter
+from runtime.subscriptions.topics import Routes
 
 
 class MemoryOutbox:
@@ -45,10 +45,10 @@ class MemoryOutbox:
         self._notes: dict[tuple[str, str], list[bytes]] = {}
         self._fires: dict[str, list[bytes]] = {}  # newest first
 
-    def publish(self, publications: list[Publication], router: TopicRouter) -> int:
+    def publish(self, publications: list[Publication], router: Routes) -> int:
         return sum(self._publish_one(pub, router) for pub in publications)
 
-    def _publish_one(self, pub: Publication, router: TopicRouter) -> bool:
+    def _publish_one(self, pub: Publication, router: Routes) -> bool:
         now = self._clock()
         if self._published.get(pub.id, now) > now:
             return False

@@ -15,7 +15,7 @@ import orjson
 
 from runtime import keys
 from runtime.lua import read_script
-from runtime.subscriptions.topics import TopicRouter
+from runtime.subscriptions.topics import Routes
 
 if TYPE_CHECKING:
     import redis
@@ -39,7 +39,7 @@ class Publication:
 class OutboxStorage(Protocol):
     """Publishing outputs, effectively once per output id within the horizon."""
 
-    def publish(self, publications: list[Publication], router: TopicRouter) -> int:
+    def publish(self, publications: list[Publication], router: Routes) -> int:
         """Append each output not seen before to the streams ``router`` names for it, note it in
         the trace of the events in its ``refs``, apply its ``tag`` action to the customer's
         profile and keep it among the customer's last fires; an output already published does
@@ -55,7 +55,7 @@ class Outbox:
         self._horizon_ms = horizon_s * 1000
         self._maxlen = maxlen
 
-    def publish(self, publications: list[Publication], router: TopicRouter) -> int:
+    def publish(self, publications: list[Publication], router: Routes) -> int:
         """Deliver to subscribers; returns how many were new (not seen before)."""
         if not publications:
             return 0
@@ -70,7 +70,7 @@ class Outbox:
         return int(self._emit(keys=[], args=argv))
 
 
-def routed(pub: Publication, router: TopicRouter) -> tuple[list[str], bytes]:
+def routed(pub: Publication, router: Routes) -> tuple[list[str], bytes]:
     """The streams that want ``pub`` and what they get: its event with its topic."""
     event = {**pub.event, "topic": pub.topic}
     return router.streams(pub.topic, event), orjson.dumps(event)

@@ -1,4 +1,10 @@
-"""Topic names and subscription patterns (``*`` matches any run of characters)."""
+"""Topic names, subscription patterns (``*`` matches any run of characters), and the router.
+
+One :class:`TopicRouter` is built per config snapshot (``TopicRouter.from_docs``), the same way
+by the partition runner, the API and the contact-policy stage. It has two explicit routes:
+``streams`` for an output as published, where notify and task requests go to the policy stage
+first, and ``after_policy`` for what the stage decided, which goes to the subscribers.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import re
 import zlib
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from runtime import keys
 from runtime.expr import Expr, compile_expr
@@ -33,9 +39,16 @@ def matches(pattern: str, topic: str) -> bool:
     return _pattern(pattern).match(topic) is not None
 
 
+class Routes(Protocol):
+    """Where the outbox sends an output: its streams."""
+
+    def streams(self, topic: str, event: dict[str, Any]) -> list[str]: ...
+
+
 class TopicRouter:
     """Which subscriptions (and channel) want a topic; answers are cached per topic. A
-    subscription's ``filter`` is applied per event."""
+    subscription's ``filter`` is applied per event. ``policy_shards`` is the number of policy
+    shards; 0 only where nothing runs the policy stage (tests and benchmarks of delivery alone)."""
 
     def __init__(
         self,
@@ -60,18 +73,26 @@ class TopicRouter:
 
     @classmethod
     def from_docs(cls, docs: dict[str, list[dict[str, Any]]], *, policy_shards: int = 0) -> TopicRouter:
-        """From the config store's snapshot: subscriptions (with filters) and enabled channels.
-        With ``policy_shards``, notify and task requests are routed to the contact policy
-        (the partition actors); without, to their subscribers (the policy stage, once decided)."""
+        """From the config store's snapshot: subscriptions (with filters) and enabled channels."""
         subscriptions = docs.get("subscription", [])
         filters = {d["name"]: compile_expr(d["filter"]) for d in subscriptions if d.get("filter")}
         channels = [d["name"] for d in docs.get("channel", []) if d.get("enabled", True)]
         return cls({d["name"]: d["topics"] for d in subscriptions}, filters, channels, policy_shards)
 
     def streams(self, topic: str, event: dict[str, Any]) -> list[str]:
-        """The streams an output or event on ``topic`` goes to."""
+        """The streams an output or event on ``topic`` goes to as published: a notify or task
+        request to its customer's policy shard, anything else to its subscribers."""
         if self._policy_shards and topic.startswith(CONTACT_TOPICS):
             return [keys.policy_requests(policy_shard(str(event.get("subject", "")), self._policy_shards))]
+        return self.subscriber_streams(topic, event)
+
+    @property
+    def after_policy(self) -> Routes:
+        """The route of what the policy stage decided: straight to the subscribers."""
+        return _AfterPolicy(self)
+
+    def subscriber_streams(self, topic: str, event: dict[str, Any]) -> list[str]:
+        """The subscription streams (and channel stream) that take ``event`` on ``topic``."""
         routes = self._streams.get(topic)
         if routes is None:
             routes = tuple((name, keys.subscription_stream(name)) for name in self.subscribers(topic))
@@ -94,3 +115,15 @@ class TopicRouter:
         if wanted is None:
             wanted = self._atomic[event_type] = bool(self.subscribers(atomic_topic(event_type)))
         return wanted
+
+
+class _AfterPolicy:
+    """A router's subscriber route, as the outbox calls it (``Routes``)."""
+
+    __slots__ = ("_router",)
+
+    def __init__(self, router: TopicRouter) -> None:
+        self._router = router
+
+    def streams(self, topic: str, event: dict[str, Any]) -> list[str]:
+        return self._router.subscriber_streams(topic, event)

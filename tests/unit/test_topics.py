@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.subscriptions.topics import TopicRouter, atomic_topic, matches
+from runtime import keys
+from runtime.subscriptions.topics import TopicRouter, atomic_topic, matches, policy_shard
 
 
 def test_atomic_topic():
@@ -109,3 +110,22 @@ def test_empty_router():
     router = TopicRouter({})
     assert router.subscribers("anything") == ()
     assert router.wants_atomic("app.login") is False
+
+
+def test_one_router_routes_requests_to_the_policy_stage_and_decided_contacts_to_subscribers():
+    """The same router (one per config snapshot) for the partitions, the API and the stage:
+    ``streams`` sends a notify or task request to its customer's policy shard, ``after_policy``
+    sends what the stage decided to the subscribers and the channel."""
+    docs = {
+        "subscription": [{"name": "sent", "topics": ["notifications.*", "tasks.*"]}, {"name": "b", "topics": ["b.*"]}],
+        "channel": [{"name": "sms"}],
+    }
+    router = TopicRouter.from_docs(docs, policy_shards=4)
+    request = {"subject": "c1", "data": {}}
+    assert router.streams("notifications.sms", request) == [keys.policy_requests(policy_shard("c1", 4))]
+    assert router.streams("tasks.vip", request) == [keys.policy_requests(policy_shard("c1", 4))]
+    assert router.streams("b.x", request) == [keys.subscription_stream("b")]
+    decided = router.after_policy
+    sms = [keys.subscription_stream("sent"), keys.channel_stream("sms")]
+    assert decided.streams("notifications.sms", request) == sms
+    assert decided.streams("tasks.vip", request) == [keys.subscription_stream("sent")]
