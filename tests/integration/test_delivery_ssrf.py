@@ -70,19 +70,6 @@ class Rebinding:
         monkeypatch.setattr(socket.socket, "connect", connect)
 
 
-def test_a_loopback_url_is_refused_when_saved(redis_client):
-    from runtime.errors import ConfigError
-
-    with pytest.raises(ConfigError) as refused:
-        ConfigStore(redis_client).put(external("hooks", "http://127.0.0.1:8080/hook"))
-    assert "loopback_address" in str(refused.value)
-    assert refused.value.errors[0]["path"] == "webhook"
-    assert ConfigStore(redis_client).list("subscription") == []
-    for url, reason in [("http://2130706433/", "loopback_address"), ("http://10.1.2.3/", "private_address")]:
-        with pytest.raises(ConfigError, match=reason):
-            ConfigStore(redis_client).put(external("hooks", url))
-
-
 def test_a_stored_loopback_url_is_refused_at_call_time(redis_server, redis_client):
     """The document reached the store without the save-time check (``ConfigStore._store`` is
     what ``put`` calls after validating): the dispatcher still refuses to call it."""

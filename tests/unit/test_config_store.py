@@ -95,3 +95,24 @@ def test_history_redacts_endpoint_secrets(store: ConfigStorage) -> None:
     store.put({"kind": "subscription", "name": "s", "topics": ["business.*"], "mode": "webhook", "webhook": webhook})
     assert secret not in str(store.history("subscription", "s"))
     assert store.get("subscription", "s")["webhook"]["secrets"] == [secret]
+
+
+# --- refused when saved: validation, whatever the store (in memory here) --------------------
+
+
+def test_a_webhook_into_esps_own_network_is_refused_when_saved() -> None:
+    store = MemoryConfigStore()
+    doc = {"kind": "subscription", "name": "hooks", "topics": ["business.*"], "mode": "webhook"}
+    with pytest.raises(ConfigError) as refused:
+        store.put({**doc, "webhook": {"url": "http://127.0.0.1:8080/hook"}})
+    assert "loopback_address" in str(refused.value)
+    assert refused.value.errors[0]["path"] == "webhook"
+    assert store.list("subscription") == []
+    for url, reason in [("http://2130706433/", "loopback_address"), ("http://10.1.2.3/", "private_address")]:
+        with pytest.raises(ConfigError, match=reason):
+            store.put({**doc, "webhook": {"url": url}})
+
+
+def test_a_huge_dedupe_horizon_is_refused_at_put() -> None:
+    with pytest.raises(ConfigError):
+        MemoryConfigStore().put({"kind": "source", "name": "s", "dedupe": {"horizon": "99999999w"}})

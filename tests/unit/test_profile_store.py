@@ -109,3 +109,27 @@ def test_batch_versions_must_be_safe_names(stores: Stores) -> None:
         stores.batch.write("v 1", {})
     with pytest.raises(InputError, match="batch profile version"):
         stores.batch.switch("a:b")
+
+
+@pytest.mark.parametrize(
+    ("attrs", "field"),
+    [
+        ({"tags": 1}, "tags"),
+        ({"segments": "gold"}, "segments"),
+        ({"tags": ["a", 2]}, "tags"),
+        ({"tier": "\ud800"}, "tier"),
+        ({"\udc00": "x"}, "\\udc00"),
+        ({"n": 2**64}, "n"),
+        ({"x": float("nan")}, "x"),
+        ({"note": "a" * 70_000}, "note"),
+        ({"scores": {"p": float("inf")}}, "scores"),
+    ],
+)
+def test_bad_profiles_are_refused_before_anything_is_written(attrs, field) -> None:
+    profiles = MemoryProfileStore()  # validation is shared: no Redis needed to hold the data
+    with pytest.raises(InvalidRecord) as refused:
+        profiles.put("c1", attrs)
+    assert refused.value.reason == "invalid_profile"
+    assert refused.value.field == field
+    refused.value.message.encode()  # the answer can always be encoded
+    assert profiles.get("c1") == {}
