@@ -55,6 +55,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     markdown = _MODULES.sub(lambda m: module_table(m.group(1), page.file.src_uri), markdown)
     check_paths(markdown, page.file.src_uri)
     check_claims(markdown, page.file.src_uri)
+    check_test_names(markdown, page.file.src_uri)
     return markdown
 
 
@@ -160,6 +161,19 @@ def check_claims(markdown: str, page: str) -> None:
         text = target.read_text(encoding="utf-8") if target.is_file() else ""
         if not re.search(pattern, text):
             log.warning("%s: the text next to its claim '%s in %s' is out of date", page, pattern, path)
+
+
+_TEST = re.compile(r"`(test_[a-z0-9_]+)`")
+_TEST_NAMES: set[str] = set()
+
+
+def check_test_names(markdown: str, page: str) -> None:
+    """Every `test_...` function a page names must still be defined somewhere under tests/."""
+    if not _TEST_NAMES:
+        for path in (ROOT / "tests").rglob("test_*.py"):
+            _TEST_NAMES.update(re.findall(r"def (test_\w+)\(", path.read_text(encoding="utf-8")))
+    for name in set(_TEST.findall(markdown)) - _TEST_NAMES:
+        log.warning("%s names the test `%s`, which no file under tests/ defines", page, name)
 
 
 def _module_exists(dotted: str) -> bool:
