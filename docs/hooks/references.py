@@ -64,6 +64,7 @@ def on_post_build(config: Any) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     check_paths(readme, "README.md")
     check_claims(readme, "README.md")
+    check_test_names(readme, "README.md")
     for link in re.findall(r"\]\((docs/[^)#]+)", readme):
         if not (ROOT / link).exists():
             log.warning("README.md links to `%s`, which does not exist", link)
