@@ -3,12 +3,14 @@ file."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -99,6 +101,30 @@ def test_concurrent_posts_are_each_recorded_exactly_once(gateway):
         (w, i) for w in range(threads) for i in range(per_thread)
     ]
     assert [r["id"] for r in records] == list(range(1, threads * per_thread + 1))  # in file order
+
+
+def test_a_burst_of_new_connections_is_answered_without_resets(gateway):
+    """64 senders at once, each request on a new connection: every one is answered and recorded
+    (the threaded http.server this replaced had a listen backlog of 5 and reset some)."""
+    senders, per_sender = 64, 5
+    start = threading.Barrier(senders)
+
+    def post_once(worker: int) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
+        try:
+            connection.request("POST", "/send/sms", json.dumps({"w": worker}), {"content-type": "application/json"})
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    def send(worker: int) -> list[int]:
+        start.wait()
+        return [post_once(worker) for _ in range(per_sender)]
+
+    with ThreadPoolExecutor(senders) as pool:
+        statuses = [status for answers in pool.map(send, range(senders)) for status in answers]
+    assert statuses == [200] * senders * per_sender
+    assert len(lines(gateway.path)) == senders * per_sender
 
 
 def test_ids_continue_after_a_restart_and_stop_releases_the_port(tmp_path):
