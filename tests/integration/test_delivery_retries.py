@@ -30,6 +30,11 @@ from tests.support.receiver import Receiver
 STREAM = keys.subscription_stream("hooks")
 
 
+def wait_stopped(d, key: str) -> None:
+    """Until a destination's delivery loop has ended (a 410 ends it): no request can follow."""
+    wait_until(lambda: d.running[key][2].done(), 10, f"{key} stopped")
+
+
 # -- 1. Retry-After ------------------------------------------------------------------------------
 
 
@@ -83,15 +88,17 @@ def test_gone_disables_delivery_until_the_subscription_is_put_again(redis_server
             status = wait_until(
                 lambda: (s := delivery_status(redis_client, STREAM))["disabled"] and s, 5, "disabled after the 410"
             )
-            time.sleep(1.0)  # without the 410 rule the schedule (50-100 ms) would have sent more by now
+            wait_stopped(d, "subscription/hooks")  # from then on it sends nothing more
             assert len(receiver.seen()) == 1
             assert d.status()["subscription/hooks"]["gone"] is True
         assert status["disabled_reason"] == "HTTP 410: this hook was removed"
         assert status["dead_letters"] == 0
         assert redis_client.xlen(STREAM) == 10  # every event still waits in the stream
 
+        other = {**webhook("other", receiver.url), "topics": ["business.none"]}
+        store.put(other)
         with dispatcher(redis_server) as d:  # a restarted dispatcher keeps it disabled
-            time.sleep(1.0)  # two config polls
+            wait_running(d, "subscription/other")  # its first config snapshot, which holds hooks too, is applied
             assert "subscription/hooks" not in d.running
             assert len(receiver.seen()) == 1
             assert delivery_status(redis_client, STREAM)["disabled"]
@@ -120,7 +127,7 @@ def test_gone_stops_retries_already_under_way(redis_server, redis_client):
         publish(redis_client, 2)
         wait_until(lambda: delivery_status(redis_client, STREAM)["disabled"], 5, "disabled after the 410")
         disabled_at = int(redis_client.hget(keys.delivery_state(STREAM), "at")) / 1000
-        time.sleep(1.5)
+        wait_stopped(d, "subscription/hooks")  # the retry waiting for its turn ended with it
         late = [r for r in receiver.seen() if r.at > disabled_at + 0.1]
     assert late == [], f"{len(late)} requests after the 410 disabled the destination"
     assert pending(redis_client, STREAM) == 2  # both wait in the stream for the next version
