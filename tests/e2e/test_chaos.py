@@ -59,6 +59,30 @@ def stream_in_background(platform, prefix: str, pace_s: float = 0.12) -> tuple[t
     return thread, result
 
 
+def wait_processed(platform, at_least: int, timeout_s: float = 60.0) -> None:
+    """Until the partition actors have processed ``at_least`` events: a crash is then certain
+    to land in the middle of the work, however slowly the stream started."""
+    deadline = time.monotonic() + timeout_s
+    done = 0
+    while done < at_least:
+        assert time.monotonic() < deadline, f"{done} events processed after {timeout_s}s"
+        time.sleep(0.1)
+        done = sum(s["events"] for s in ray.get([a.status.remote() for a in platform.actors], timeout=30))
+
+
+def wait_restarted(actor, old_pid: int, timeout_s: float = 60.0) -> None:
+    """Until Ray has restarted a killed actor and it answers again (from a new process)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if ray.get(actor.status.remote(), timeout=10)["pid"] != old_pid:
+                return
+        except ray.exceptions.RayError:  # restarting: calls fail until it is back
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"the actor killed as pid {old_pid} was not back within {timeout_s}s")
+
+
 def check_exactly_once(platform, report, prefix: str, name: str, started: float) -> None:
     with EspClient(platform.base_url) as client:
         received = read_exactly(client, "chaos", report.accepted, timeout_s=180, settle_s=5)
@@ -87,12 +111,12 @@ def test_killing_a_partition_actor_loses_and_doubles_nothing(chaos_platform):
     platform = chaos_platform
     started = time.monotonic()
     thread, result = stream_in_background(platform, "pa")
-    time.sleep(2.0)
+    wait_processed(platform, BATCH)
     thread_was_running_at_kill = thread.is_alive()
     victim = platform.actors[0]
     pid = ray.get(victim.status.remote())["pid"]
     os.kill(pid, signal.SIGKILL)
-    time.sleep(1.5)
+    wait_restarted(victim, pid)  # the second crash comes once the first one has been recovered from
     pid2 = ray.get(platform.actors[1].status.remote())["pid"]
     os.kill(pid2, signal.SIGKILL)
     thread.join(timeout=300)
@@ -106,7 +130,7 @@ def test_redis_crash_and_aof_restart_loses_and_doubles_nothing(chaos_platform):
     platform = chaos_platform
     started = time.monotonic()
     thread, result = stream_in_background(platform, "rd")
-    time.sleep(2.0)
+    wait_processed(platform, BATCH)
     assert thread.is_alive()
     platform.redis_server.kill()
     time.sleep(2.0)
@@ -122,7 +146,7 @@ def test_killing_the_serve_replica_loses_and_doubles_nothing(chaos_platform):
     platform = chaos_platform
     started = time.monotonic()
     thread, result = stream_in_background(platform, "sr")
-    time.sleep(2.0)
+    wait_processed(platform, BATCH)
     assert thread.is_alive()
     found = subprocess.run(["pgrep", "-f", "ServeReplica:esp:api"], capture_output=True, text=True).stdout.split()
     assert found, "no Serve replica process found"
