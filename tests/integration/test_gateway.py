@@ -167,6 +167,7 @@ def test_runs_as_its_own_process_and_stops_on_sigterm(tmp_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+        process.stdout.close()
 
 
 def test_read_messages_skips_partial_lines_and_reads_a_missing_file_as_empty(tmp_path):
