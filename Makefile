@@ -42,7 +42,8 @@ $(DOCS_STAMP): pyproject.toml $(STAMP)
 	@touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP) ## Build the documentation site into site/ (mkdocs build --strict, offline)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+	# not --quiet: it silences the warnings that --strict turns into a failed build
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 .PHONY: docs
 

@@ -51,12 +51,21 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     """Fill the generated sections, then check the code paths the page names."""
     for marker, render in MARKERS.items():
         if marker in markdown:
-            markdown = markdown.replace(marker, render())
+            markdown = markdown.replace(marker, _generated(render, page.file.src_uri))
     markdown = _MODULES.sub(lambda m: module_table(m.group(1), page.file.src_uri), markdown)
     check_paths(markdown, page.file.src_uri)
     check_claims(markdown, page.file.src_uri)
     check_test_names(markdown, page.file.src_uri)
     return markdown
+
+
+def _generated(render: Any, page: str) -> str:
+    """A generated section, or an error naming the page and the cause (fails a strict build)."""
+    try:
+        return render()
+    except Exception as exc:  # an import error in the code under documentation, most often
+        log.error("%s: could not generate its reference section: %s: %s", page, type(exc).__name__, exc)
+        return f"*This section could not be generated: {type(exc).__name__}.*"
 
 
 def on_post_build(config: Any) -> None:
