@@ -41,8 +41,8 @@ $(DOCS_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install -q -e ".[dev,docs]"
 	@touch $(DOCS_STAMP)
 
+# Not --quiet: it silences the very warnings that --strict turns into a failed build.
 docs: $(DOCS_STAMP) ## Build the documentation site into site/ (mkdocs build --strict, offline)
-	# not --quiet: it silences the warnings that --strict turns into a failed build
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 .PHONY: docs
