@@ -313,10 +313,20 @@ class ModelRenderer:
         return lines
 
 
+def _import(name: str) -> Any:
+    """Import ``name`` and make sure it is this tree's code, not another checkout's (an editable
+    install of ESP elsewhere would otherwise document that one)."""
+    module = importlib.import_module(name)
+    origin = Path(getattr(module, "__file__", "") or "").resolve()
+    if ROOT not in origin.parents:
+        log.warning("`%s` was imported from %s, not from this tree (%s)", name, origin, ROOT)
+    return module
+
+
 def _kinds() -> dict[str, type[BaseModel]]:
     for where in ("runtime.config.documents", "runtime.config.models"):
         try:
-            return dict(importlib.import_module(where).KINDS)
+            return dict(_import(where).KINDS)
         except (ImportError, AttributeError):
             continue
     raise RuntimeError("no document registry: expected KINDS in runtime.config.documents")
@@ -336,8 +346,7 @@ def config_reference() -> str:
 
 
 def settings_reference() -> str:
-    from runtime.settings import EspSettings
-
+    EspSettings = _import("runtime.settings").EspSettings
     prefix = EspSettings.model_config.get("env_prefix", "ESP_")
     renderer = ModelRenderer()
     rows = ["| Env var | Type | Default | Description |", "|---|---|---|---|"]
@@ -511,9 +520,7 @@ def _credential(level: str | None) -> str:
 
 
 def api_reference() -> str:
-    from serve.app import app
-
-    spec = app.openapi()
+    spec = _import("serve.app").app.openapi()
     renderer = OpenApiRenderer(spec)
     info = spec.get("info", {})
     operations = sum(len(v) for v in spec.get("paths", {}).values())
