@@ -16,7 +16,6 @@ from runtime.rules.compiled import (
     SequenceSpec,
 )
 from runtime.rules.state import GroupState, Occurrence, Window, ref_of
-from runtime.windows import Arrival
 
 
 def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | None:
@@ -31,24 +30,8 @@ def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | Non
         entry: tuple[Any, ...] = (event.time, ref_of(event), value)
     else:
         entry = (event.time, ref_of(event))
-    time = event.time
-    if window and leaf.tumbling:
-        arrival = leaf.window.arrival(window[-stride], time)
-        if arrival is Arrival.LATE:
-            return None
-        if arrival is Arrival.RESTART:
-            window.clear()
-    at = len(window)  # after the last entry at or before this time: usually the end
-    while at and window[at - stride] > time:
-        at -= stride
-    window[at:at] = entry
-    floor = leaf.window.floor_ms(window[-stride])
-    if floor is not None:
-        cut, size = 0, len(window)
-        while cut < size and window[cut] <= floor:
-            cut += stride
-        if cut:
-            del window[:cut]
+    if not leaf.window.insert(window, entry, stride):
+        return None  # late for a tumbling window that has closed
     if leaf.aggregate is not None:
         if not leaf.aggregate.satisfied(window[2::3]):
             return None

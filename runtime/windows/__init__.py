@@ -7,13 +7,12 @@ checkpoint form); this package decides which of them are in the window and what 
 """
 
 from runtime.windows.aggregators import AGGREGATORS, Aggregator
-from runtime.windows.definitions import Arrival, SlidingWindow, TumblingWindow, WindowDef, window_def
+from runtime.windows.definitions import SlidingWindow, TumblingWindow, WindowDef, window_def
 from runtime.windows.ranges import sliding_floor_ms, window_range_ms
 
 __all__ = [
     "AGGREGATORS",
     "Aggregator",
-    "Arrival",
     "SlidingWindow",
     "TumblingWindow",
     "WindowDef",

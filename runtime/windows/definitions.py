@@ -1,33 +1,35 @@
 """Window definitions: what a condition's ``within`` and ``window`` declare, validated once,
-with the decisions the engine asks of them as an event arrives.
+and how an arriving event enters the window.
 
-::
+A window's events are kept by the engine as one flat list of fixed-size entries, time first
+(``runtime.rules.state``: ``[time, ref, time, ref, ...]``), in event-time order; ``insert``
+works on that list in place. ::
 
     tumbling, 10 ms:   |0 ........ 9|10 ....... 19|20 ...
-    events:              3    7         12              -> 12 opens [10, 20): 3 and 7 are dropped
-                                    8                   -> late for [0, 10), which has closed
-    sliding, 10 ms:    ... 3    7    12    14           -> at 14 the window is (4, 14]: 7 12 14
+    events:              3    7         12              12 opens [10, 20): 3 and 7 are dropped
+                                    8                   then 8 is late: [0, 10) has closed
+    sliding, 10 ms:    ... 3    7    12    14           at 14 the window is (4, 14]: 7 12 14
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from typing import Any
 
 from runtime.windows.ranges import sliding_floor_ms, window_range_ms
 
 
-class Arrival(Enum):
-    """What an event does to a tumbling window that already holds events."""
-
-    JOIN = "join"  # same window: insert it
-    RESTART = "restart"  # a later window: drop the old events first
-    LATE = "late"  # an earlier window, already closed: ignore the event
+def _insert_in_time_order(window: list[Any], entry: tuple[Any, ...], stride: int) -> None:
+    """After the last entry at or before the entry's time: usually at the end."""
+    time_ms, at = entry[0], len(window)
+    while at and window[at - stride] > time_ms:
+        at -= stride
+    window[at:at] = entry
 
 
 @dataclass(frozen=True, slots=True)
 class SlidingWindow:
-    """The last ``duration_ms`` of event time before the newest event; 0 means unbounded
+    """The last ``duration_ms`` of event time up to the newest event; 0 means unbounded
     (an event condition without ``within``)."""
 
     duration_ms: int
@@ -36,13 +38,17 @@ class SlidingWindow:
         if self.duration_ms < 0:
             raise ValueError(f"a sliding window needs a duration of 0 ms or more, got {self.duration_ms}")
 
-    def arrival(self, newest_ms: int, time_ms: int) -> Arrival:
-        """A sliding window takes every event; eviction (``floor_ms``) keeps it within bounds."""
-        return Arrival.JOIN
-
-    def floor_ms(self, newest_ms: int) -> int | None:
-        """Events at or before this time leave the window; None: nothing leaves."""
-        return sliding_floor_ms(newest_ms, self.duration_ms) if self.duration_ms else None
+    def insert(self, window: list[Any], entry: tuple[Any, ...], stride: int) -> bool:
+        """Add the entry, then drop the entries that are ``duration_ms`` or more older than
+        the newest. Always True: a sliding window takes every event."""
+        _insert_in_time_order(window, entry, stride)
+        if self.duration_ms:
+            floor_ms, cut, size = sliding_floor_ms(window[-stride], self.duration_ms), 0, len(window)
+            while cut < size and window[cut] <= floor_ms:
+                cut += stride
+            if cut:
+                del window[:cut]
+        return True
 
     def ended(self, newest_ms: int, watermark_ms: int) -> bool:
         """Whether a window whose newest event is at ``newest_ms`` can hold nothing any more."""
@@ -59,20 +65,21 @@ class TumblingWindow:
         if self.duration_ms <= 0:
             raise ValueError(f"a tumbling window needs a duration above 0 ms, got {self.duration_ms}")
 
-    def arrival(self, newest_ms: int, time_ms: int) -> Arrival:
-        """Compare the event's window with the window of the newest event held."""
-        start_ms, _ = window_range_ms(time_ms, self.duration_ms)
-        current_ms, _ = window_range_ms(newest_ms, self.duration_ms)
-        if start_ms < current_ms:
-            return Arrival.LATE
-        return Arrival.RESTART if start_ms > current_ms else Arrival.JOIN
-
-    def floor_ms(self, newest_ms: int) -> int | None:
-        """Nothing leaves a tumbling window early: it restarts whole."""
-        return None
+    def insert(self, window: list[Any], entry: tuple[Any, ...], stride: int) -> bool:
+        """Add the entry to the window it falls in. The held entries all lie in one window:
+        an earlier one is dropped first; a later one means this event is late (False)."""
+        if window:
+            start_ms, end_ms = window_range_ms(entry[0], self.duration_ms)
+            newest_ms = window[-stride]
+            if newest_ms >= end_ms:
+                return False
+            if newest_ms < start_ms:
+                window.clear()
+        _insert_in_time_order(window, entry, stride)
+        return True
 
     def ended(self, newest_ms: int, watermark_ms: int) -> bool:
-        """Forgotten ``duration_ms`` after its newest event, as a sliding window would be."""
+        """Forgotten ``duration_ms`` after its newest event, as a sliding window is."""
         return newest_ms <= sliding_floor_ms(watermark_ms, self.duration_ms)
 
 

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from runtime.windows import (
     AGGREGATORS,
-    Arrival,
     SlidingWindow,
     TumblingWindow,
     sliding_floor_ms,
@@ -39,21 +38,38 @@ def test_sliding_floor_ms_leaves_delta_equal_to_duration_out():
     assert sliding_floor_ms(110, 10) == 100
 
 
-def test_tumbling_arrival():
+def _times(window):
+    return window[0::2]
+
+
+def test_tumbling_insert():
     # |0 ........ 9|10 ....... 19|
-    #    newest 7 -> 3 joins, 12 restarts, and with newest 12, 8 is late
-    window = TumblingWindow(10)
-    assert window.arrival(7, 3) is Arrival.JOIN
-    assert window.arrival(7, 12) is Arrival.RESTART
-    assert window.arrival(12, 8) is Arrival.LATE
-    assert window.floor_ms(12) is None
+    #     3   7       12          12 opens [10, 20): 3 and 7 go; then 8 is late
+    window, tumbling = [], TumblingWindow(10)
+    for t in (7, 3):
+        assert tumbling.insert(window, (t, f"e{t}"), 2)
+    assert window == [3, "e3", 7, "e7"]
+    assert tumbling.insert(window, (12, "e12"), 2)
+    assert _times(window) == [12]
+    assert not tumbling.insert(window, (8, "e8"), 2)
+    assert _times(window) == [12]
 
 
-def test_sliding_window_evicts_by_floor_and_unbounded_keeps_all():
-    assert SlidingWindow(10).arrival(100, 3) is Arrival.JOIN
-    assert SlidingWindow(10).floor_ms(14) == 4
-    assert SlidingWindow(0).floor_ms(14) is None
-    assert not SlidingWindow(0).ended(0, 10**12)
+def test_sliding_insert_keeps_delta_below_duration():
+    # sliding 10 ms:  3    7    12  13  (out of order)   at 13 the window is (3, 13]
+    window, sliding = [], SlidingWindow(10)
+    for t in (3, 12, 7, 13):
+        assert sliding.insert(window, (t, f"e{t}", t * 10), 3)
+    assert window[0::3] == [7, 12, 13]
+    assert window[2::3] == [70, 120, 130]
+
+
+def test_unbounded_sliding_window_keeps_everything():
+    window, sliding = [], SlidingWindow(0)
+    for t in (5, 1, 10**12):
+        sliding.insert(window, (t, "e"), 2)
+    assert _times(window) == [1, 5, 10**12]
+    assert not sliding.ended(10**12, 10**13)
 
 
 @pytest.mark.parametrize("window", [SlidingWindow(10), TumblingWindow(10)])
