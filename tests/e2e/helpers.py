@@ -8,7 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import ray
+import redis
 
+from runtime import keys
 from runtime.dev.client import EspClient
 
 T0 = 1_790_000_000_000
@@ -24,23 +27,45 @@ def every_event_rule(name: str, kind: str) -> dict[str, Any]:
 
 
 def read_exactly(
-    client: EspClient, subscription: str, expected: int, *, timeout_s: float = 90.0, settle_s: float = 2.0
+    platform: Any, client: EspClient, subscription: str, expected: int, *, timeout_s: float = 90.0
 ) -> list[dict[str, Any]]:
-    """Pull and ack until ``expected`` events arrived, then keep pulling ``settle_s`` longer so that
-    extra (duplicate) deliveries would be seen too."""
+    """Pull and ack until ``expected`` events arrived, then until the platform is idle (every log
+    entry processed) and the subscription drained (nothing unread, nothing unacknowledged), so
+    that an extra or duplicate output would be among the events returned, however slow the
+    machine."""
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
-    settle_until = None
     while time.monotonic() < deadline:
         got = client.pull(subscription, max_events=5000, wait_s=0.5)["events"]
         if got:
             events += got
             client.ack(subscription, [e["ack_id"] for e in got])
-        if len(events) >= expected and settle_until is None:
-            settle_until = time.monotonic() + settle_s
-        if settle_until is not None and time.monotonic() >= settle_until:
-            break
+        elif len(events) >= expected and processed_everything(platform) and drained(client, subscription):
+            return events
     return events
+
+
+def processed_everything(platform: Any) -> bool:
+    """Whether the partition actors have processed every entry of every partition's log (their
+    offsets are the streams' last ids), so no more outputs can come from what was accepted."""
+    try:
+        statuses = ray.get([actor.status.remote() for actor in platform.actors], timeout=30)
+    except ray.exceptions.RayError:  # an actor restarting after a crash: not idle yet
+        return False
+    offsets = {int(p): str(o) for status in statuses for p, o in status["offsets"].items()}
+    client = redis.Redis.from_url(platform.redis_server.url)
+    pipe = client.pipeline(transaction=False)
+    for partition in range(platform.settings.partitions):
+        pipe.xrevrange(keys.log_stream(partition), count=1)
+    for partition, last in enumerate(pipe.execute()):
+        if last and offsets.get(partition) != last[0][0].decode():
+            return False
+    return True
+
+
+def drained(client: EspClient, subscription: str) -> bool:
+    status = client.request("GET", f"/v1/subscriptions/{subscription}")
+    return status["pending"] == 0 and status["lag"] == 0
 
 
 class AsAdmin:

@@ -102,6 +102,6 @@ def test_a_new_rule_applies_without_restart_and_records_its_version(platform, cl
     client.send([event(1, "hot.x", prefix="hot")])
     client.put_config({**rule, "description": "second version"})
     client.send([event(2, "hot.x", prefix="hot")])
-    received = read_exactly(client, "hot", 2, timeout_s=30)
+    received = read_exactly(platform, client, "hot", 2, timeout_s=30)
     versions = {e["data"]["events"][0]["id"]: e["data"]["rule_version"] for e in received}
     assert versions == {"hot1": 1, "hot2": 2}

@@ -81,7 +81,7 @@ def test_a_batch_segment_and_score_gate_a_real_time_rule(platform, client, tmp_p
         for i, c in enumerate(ids)
     ]
     assert client.send(events).accepted == 4
-    fired = read_exactly(client, "roaming", 2, timeout_s=30, settle_s=2)
+    fired = read_exactly(platform, client, "roaming", 2, timeout_s=30)
     # c1 and c2: members with a score >= 70; c3 is a member scoring 40; c4 scores 95 but is no member
     assert sorted(e["subject"] for e in fired) == ["c0000001", "c0000002"]
 

@@ -85,7 +85,7 @@ def wait_restarted(actor, old_pid: int, timeout_s: float = 60.0) -> None:
 
 def check_exactly_once(platform, report, prefix: str, name: str, started: float) -> None:
     with EspClient(platform.base_url) as client:
-        received = read_exactly(client, "chaos", report.accepted, timeout_s=180, settle_s=5)
+        received = read_exactly(platform, client, "chaos", report.accepted, timeout_s=180)
     ids = [e["id"] for e in received]
     triggering = [e["data"]["events"][0]["id"] for e in received]
     expected = {f"{prefix}{i}" for i in range(EVENTS)}

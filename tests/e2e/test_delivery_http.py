@@ -202,7 +202,7 @@ def test_each_token_opens_only_its_own_subscription(platform, client, http, bare
     for name, token in (("tok-a", TOKEN_A), ("tok-b", TOKEN_B)):
         with EspClient(platform.base_url) as own:
             own.http.headers.update(bearer(token))
-            got = read_exactly(own, name, 5, timeout_s=30, settle_s=1)
+            got = read_exactly(platform, own, name, 5, timeout_s=30)
             assert sorted(triggering(e) for e in got) == [f"tk{i}" for i in range(5)]
             status = own.request("GET", f"/v1/subscriptions/{name}")
             assert (status["name"], status["pending"], status["dead_letters"]) == (name, 0, 0)
@@ -403,7 +403,7 @@ def test_pull_applies_the_filter_and_the_fields_projection(platform, client, htt
     expected = sorted(e["id"] for e in events if e["subject"] in ("pc1", "pc3"))
     assert client.send(events).accepted == 36
 
-    got = read_exactly(client, "proj-e2e", len(expected), timeout_s=30, settle_s=2)
+    got = read_exactly(platform, client, "proj-e2e", len(expected), timeout_s=30)
     assert sorted(triggering(e) for e in got) == expected
     for e in got:
         assert set(e) == {"id", "subject", "data", "ack_id"}, e

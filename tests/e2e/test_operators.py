@@ -42,7 +42,7 @@ def test_every_operator_example_end_to_end(platform, client):
     assert (report.accepted, report.duplicates, report.rejected) == (len(events), 0, [])
 
     want = sorted((operator, *fire) for operator, fires in EXPECTED.items() for fire in fires)
-    received = read_exactly(client, "operators", len(want), timeout_s=60, settle_s=3)
+    received = read_exactly(platform, client, "operators", len(want), timeout_s=60)
     got = sorted(
         (operator_of[e["data"]["rule"]], e["subject"], e["type"], [m["id"] for m in e["data"]["events"]])
         for e in received

@@ -57,7 +57,7 @@ def test_a_poison_log_entry_is_quarantined_and_later_events_still_fire(poison_pl
 
     expected = {f"before{i}" for i in range(20)} | {f"after{i}" for i in range(20)} | {"beside0", "beside2"}
     with EspClient(platform.base_url) as admin:
-        received = read_exactly(admin, "out", len(expected), timeout_s=120, settle_s=3)
+        received = read_exactly(platform, admin, "out", len(expected), timeout_s=120)
         quarantined = admin.request("GET", "/v1/quarantine", params={"reason": PROCESSING_ERROR})["items"]
     triggering = [e["data"]["events"][0]["id"] for e in received]
     assert sorted(triggering) == sorted(expected)  # each once: nothing lost, nothing doubled

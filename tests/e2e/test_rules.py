@@ -50,7 +50,7 @@ def test_the_design_example_rule_fires_for_its_audience_only(platform, client):
             session(10 * n + 4, who, 45, "call.inbound", line="service"),
         ]
     assert client.send(events).accepted == 8
-    received = read_exactly(client, "wealth", 2, timeout_s=30, settle_s=3)
+    received = read_exactly(platform, client, "wealth", 2, timeout_s=30)
     assert sorted((e["type"], e["subject"]) for e in received) == [
         ("business.wealth_lead", "ann"),
         ("notifications.sms", "ann"),
@@ -87,7 +87,7 @@ def test_backtest_predicts_what_the_live_platform_does(platform, client, tmp_pat
     assert client.send(events).accepted == len(events)
     predicted = backtest(Rule.model_validate(rule_doc), events)
     assert predicted["fires"] > 5  # the stream is built so that some customers fire
-    live = read_exactly(client, "bt", predicted["fires"], timeout_s=60, settle_s=3)
+    live = read_exactly(platform, client, "bt", predicted["fires"], timeout_s=60)
     outputs, *_ = replay(Rule.model_validate(rule_doc), events)
 
     def fires(items: list[dict]) -> list[tuple]:
@@ -117,7 +117,7 @@ def test_an_absence_fires_by_timer_on_a_quiet_stream(platform, client):
         {"id": "ao2", "type": "abs.order", "time": now, "subject": "forgetful", "data": {}},
     ]
     assert client.send(events).accepted == 3
-    received = read_exactly(client, "abs", 1, timeout_s=30, settle_s=3)
+    received = read_exactly(platform, client, "abs", 1, timeout_s=30)
     assert [(e["subject"], e["data"]["events"][0]["id"]) for e in received] == [("forgetful", "ao2")]
 
 
@@ -139,7 +139,7 @@ def test_tag_and_task_actions(platform, client):
     assert client.send(
         [{"id": "act1", "type": "act.order", "time": T0, "subject": "ivy", "data": {"amount": 1500}}]
     ).accepted
-    received = read_exactly(client, "act", 2, timeout_s=30, settle_s=2)
+    received = read_exactly(platform, client, "act", 2, timeout_s=30)
     by_type = {e["type"]: e for e in received}
     assert set(by_type) == {"tags.set", "tasks.vip-agents"}
     task = by_type["tasks.vip-agents"]["data"]["task"]
@@ -163,11 +163,11 @@ def test_event_marketing_scenario_tags_then_targets(platform, client):
     client.put_config({"kind": "subscription", "name": "cba", "topics": ["notifications.app_push", "tags.*"]})
     events = load_events(scenarios / "fixtures" / "event-marketing.ndjson")
     assert client.send(events[:4]).accepted == 4  # the game night
-    tagged = read_exactly(client, "cba", 1, timeout_s=30, settle_s=2)
+    tagged = read_exactly(platform, client, "cba", 1, timeout_s=30)
     assert [(e["type"], e["subject"]) for e in tagged] == [("tags.set", "fan-1")]
     assert "cba-fan" in client.request("GET", "/v1/profiles/fan-1")["attributes"]["tags"]
     assert client.send(events[4:]).accepted == 4  # the next game's ticket sale
-    offers = read_exactly(client, "cba", 1, timeout_s=30, settle_s=3)
+    offers = read_exactly(platform, client, "cba", 1, timeout_s=30)
     assert [(e["type"], e["subject"], e["data"]["events"][0]["id"]) for e in offers] == [
         ("notifications.app_push", "fan-1", "em-5")
     ]

@@ -114,7 +114,7 @@ def test_csv_and_kv_sources_feed_one_rule_through_identity_and_consent(platform,
     assert kv["accepted"] == 1
     assert kv["dropped"] == {"opt_out": 1, "unknown_identity": 1}
 
-    received = read_exactly(client, "src-sub", 1, timeout_s=30, settle_s=3)
+    received = read_exactly(platform, client, "src-sub", 1, timeout_s=30)
     assert [e["subject"] for e in received] == ["alice"]
     matched = {m["id"] for m in received[0]["data"]["events"]}
     assert "k1" in matched and len(matched) == 2
@@ -141,7 +141,7 @@ def test_quarantine_then_fix_the_mapping_then_replay_processes_once(platform, cl
     assert again.get("replayed", 0) == 0  # it left the quarantine
     assert post(platform, CSV_KEY, body, "text/csv")["duplicates"] == 2  # both good rows now known
 
-    received = read_exactly(client, "src-calls", 2, timeout_s=30, settle_s=3)
+    received = read_exactly(platform, client, "src-calls", 2, timeout_s=30)
     triggering = [e["data"]["events"][0]["id"] for e in received]
     assert len(triggering) == len(set(triggering)) == 2  # each call processed once
     left = client.request("GET", "/v1/quarantine", params={"source": "calls-csv"})["items"]
@@ -180,7 +180,7 @@ def test_rules_read_profile_attributes_attached_at_evaluation(platform, client):
         for i, who in enumerate(["erin", "frank", "nobody"])
     ]
     assert client.send(events).accepted == 3
-    received = read_exactly(client, "src-gold", 1, timeout_s=30, settle_s=3)
+    received = read_exactly(platform, client, "src-gold", 1, timeout_s=30)
     assert [e["subject"] for e in received] == ["erin"]
 
 
