@@ -1,18 +1,25 @@
-"""mkdocs hooks: the reference pages are generated from the code at build time, and every code
-path the pages name must exist.
+"""mkdocs hooks: the reference pages are generated from the code at build time, and what the
+pages say about the code is checked against it.
 
-- ``<!-- esp:config-reference -->`` becomes the config documents' fields, walked from the
-  document registry (``runtime.config.documents.KINDS``) through every nested pydantic model:
-  name, type, default, constraints and the ``Field(description=...)``.
-- ``<!-- esp:settings-reference -->`` becomes the ``ESP_*`` settings from ``EspSettings``.
-- ``<!-- esp:api-reference -->`` becomes every route of the FastAPI app's OpenAPI
-  (``serve.app.app.openapi()``): parameters, request bodies and responses, then every schema.
+Generated (each marker is an HTML comment in a page, replaced when the site is built):
+
+- ``<!-- esp:config-reference -->``: the config documents' fields, walked from the document
+  registry (``runtime.config.documents.KINDS``) through every nested pydantic model: name, type,
+  default, constraints and the ``Field(description=...)``.
+- ``<!-- esp:settings-reference -->``: the ``ESP_*`` settings from ``EspSettings``.
+- ``<!-- esp:api-reference -->``: every route of the FastAPI app's OpenAPI
+  (``serve.app.app.openapi()``) with the credential ``serve/access.py`` asks for, its parameters,
+  request bodies and responses, then every schema.
+- ``<!-- esp:modules runtime/x -->``: a package's modules with the first line of each docstring;
+  ``<!-- esp:tree -->`` the source tree; ``<!-- esp:make-targets -->`` the Makefile's targets.
 - The CLI reference is rendered by ``mkdocs-click`` from ``runtime.cli.main:main``.
 
-Paths in backticks that name the repository's code (``runtime/...``, ``tests/...``,
-``serve.app`` ...) are checked against the working tree; a missing one is a warning, which
-``mkdocs build --strict`` turns into a failed build, so the docs cannot silently rot when code
-moves. Nothing here fetches anything: the site builds offline.
+Checked, in every page and in README.md (a miss is a warning, which ``mkdocs build --strict``
+turns into a failed build, so the docs cannot silently rot when code moves): code paths in
+backticks (``runtime/...``, ``tests/...``, ``configs/...``) and dotted modules (``serve.app``)
+exist; cited ``test_...`` functions are defined under tests/; ``<!-- esp:claim PATH REGEX -->``
+claims still hold; README links into docs/ resolve. Nothing here fetches anything: the site
+builds offline.
 """
 
 from __future__ import annotations
@@ -157,7 +164,7 @@ def check_paths(markdown: str, page: str) -> None:
             log.warning("%s names the module `%s`, which does not exist in the repository", page, dotted)
 
 
-_CLAIM = re.compile(r"<!-- esp:claim (\S+) (.+?) -->")
+_CLAIM = re.compile(r"^<!-- esp:claim (\S+) (.+?) -->$", re.M)  # on a line of its own
 
 
 def check_claims(markdown: str, page: str) -> None:
