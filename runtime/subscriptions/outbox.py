@@ -115,7 +115,7 @@ def last_fires(
     return pick_fires(client.lrange(keys.fires(customer), 0, -1), rule, limit)
 
 
-def pick_fires(records: Iterable[bytes], rule: str | None, limit: int) -> dict[str, list[dict[str, Any]]]:
+def pick_fires(records: Iterable[bytes | str], rule: str | None, limit: int) -> dict[str, list[dict[str, Any]]]:
     """From fire records newest first: at most ``limit`` per rule, of ``rule`` or of all."""
     out: dict[str, list[dict[str, Any]]] = {}
     for raw in records:
