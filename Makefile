@@ -29,7 +29,7 @@ setup: $(STAMP) redis ## Create the virtualenv, install ESP and redis-server
 demo: setup ## Run ESP end to end on synthetic data (local Ray + embedded Redis + Serve), then stop
 	$(BIN)/esp demo
 
-test: setup ## Run the whole test suite (unit, integration, end to end, chaos)
+test: setup layers docs ## Layer contracts, the docs build, then the whole test suite (unit, integration, e2e, chaos)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 unit: setup ## Only the unit tests (no Ray, no Redis)
