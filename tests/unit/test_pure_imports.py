@@ -29,6 +29,12 @@ PURE = [
     "runtime.events.identity",
     "runtime.events.consent",
     "runtime.events.profiles",
+    # the in-memory stores unit tests use, with the protocols they implement
+    "runtime.config.memory",
+    "runtime.events.memory",
+    "runtime.log.memory",
+    "runtime.policy.memory",
+    "runtime.subscriptions.memory",
 ]
 
 
