@@ -11,7 +11,7 @@ goes through :class:`actors.factory.RayActors`; the rest is plain Python, unit-t
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -28,13 +28,13 @@ from runtime.settings import EspSettings
 STOP_TIMEOUT_S = 30.0  # a graceful stop checkpoints; past this the actors are killed anyway
 
 
-@dataclass
+@dataclass(frozen=True)
 class Started:
     """Handles of the actors one ``start`` made (non-detached actors live as long as these)."""
 
-    partitions: list[Any] = field(default_factory=list)
-    dispatchers: list[Any] = field(default_factory=list)
-    policy: list[Any] = field(default_factory=list)
+    partitions: list[Any]
+    dispatchers: list[Any]
+    policy: list[Any]
 
 
 def check_partitions(client: redis.Redis, partitions: int) -> None:
@@ -81,10 +81,9 @@ class Coordinator:
 
     def start(self, *, detached: bool) -> Started:
         """Every actor, each kind waited for before the next; the counts are recorded."""
-        started = Started(self.start_partitions(detached=detached))
-        started.dispatchers = self._start_group(DispatcherActor, "dispatcher", detached=detached)
-        started.policy = self._start_group(PolicyActor, "policy", detached=detached)
-        return started
+        partitions = self.start_partitions(detached=detached)
+        dispatchers = self._start_group(DispatcherActor, "dispatcher", detached=detached)
+        return Started(partitions, dispatchers, self._start_group(PolicyActor, "policy", detached=detached))
 
     def start_partitions(self, *, detached: bool) -> list[Any]:
         """One actor per assignment slot (``settings.actors``, or one per free CPU, at most one

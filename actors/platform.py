@@ -151,6 +151,7 @@ class Platform:
         return bootstrap_admin(store, self.admin_token_file)
 
     def coordinator(self) -> Coordinator:
+        """The coordinator of this deployment's actors (its records are in this Redis)."""
         return Coordinator(self.settings, redis.Redis.from_url(self.settings.effective_redis_url()))
 
     def deploy(self, *, detached: bool) -> None:
