@@ -1,4 +1,6 @@
-"""The rule engine: compiled rules (``compiled``) and per-partition evaluation (``engine``)."""
+"""Rules: the rule documents (``models``), compiled once (``compiled``), evaluated per
+partition (``engine``, advancing state with ``operators`` over windows of ``runtime.windows``),
+explained (``explain``) and replayed offline (``backtest``)."""
 
 from runtime.rules.compiled import CompiledRule, compile_rule
 from runtime.rules.engine import Output, PartitionEngine
