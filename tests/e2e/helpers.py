@@ -101,3 +101,20 @@ def wait_settled(http: httpx.Client, subscription: str, *, timeout_s: float = 60
         if time.monotonic() >= deadline:
             raise AssertionError(f"subscription {subscription!r} not settled within {timeout_s}s: {status}")
         time.sleep(0.1)
+
+
+def wait_channel_settled(platform: Any, channel: str, *, timeout_s: float = 60.0) -> None:
+    """Like :func:`wait_settled` for a channel (whose status route has no backlog figures): the
+    partition actors have processed everything and the channel's stream is read and acked."""
+    client = redis.Redis.from_url(platform.redis_server.url)
+    stream = keys.channel_stream(channel)
+
+    def settled() -> bool:
+        groups = client.xinfo_groups(stream)
+        group = next(g for g in groups if g["name"] in (keys.SUBSCRIPTION_GROUP, keys.SUBSCRIPTION_GROUP.encode()))
+        return int(group["pending"]) == 0 and int(group.get("lag") or 0) == 0
+
+    deadline = time.monotonic() + timeout_s
+    while not (processed_everything(platform) and settled()):
+        assert time.monotonic() < deadline, f"channel {channel!r} not settled within {timeout_s}s"
+        time.sleep(0.1)

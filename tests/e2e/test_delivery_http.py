@@ -19,7 +19,7 @@ import pytest
 from runtime.dev.client import EspClient
 from runtime.dev.gateway import LocalGateway, read_messages
 from runtime.subscriptions.webhooks import generate_secret
-from tests.e2e.helpers import admin_headers, event, every_event_rule, read_exactly, wait_settled
+from tests.e2e.helpers import admin_headers, event, every_event_rule, read_exactly, wait_channel_settled, wait_settled
 from tests.support.receiver import Receiver, Request
 from tests.unit.test_webhooks import spec_verify
 
@@ -518,7 +518,7 @@ def test_channel_renders_notifications_into_the_gateway(platform, client, http, 
         assert client.send(sent).accepted == 2
 
         wait_until(lambda: len(read_messages(path, "sms-e2e")) >= 2, timeout_s=30, what="2 gateway messages")
-        time.sleep(1.0)
+        wait_channel_settled(platform, "sms-e2e")
         messages = read_messages(path, "sms-e2e")
 
     assert len(messages) == 2
