@@ -40,6 +40,19 @@ def test_config_documents_are_validated_versioned_and_listed(platform):
     assert as_admin.get(f"{url}/rule/api-rule").status_code == 404
 
 
+def test_a_deleted_and_recreated_document_never_repeats_a_version(platform):
+    """Outputs name the rule version that produced them: a re-created rule must not reuse one."""
+    url = f"{platform.base_url}/v1/config/rule/api-reborn"
+    rule = every_event_rule("api-reborn", "api.reborn")
+    versions = []
+    for _ in range(3):
+        versions.append(as_admin.put(url, json=rule).json()["version"])
+        assert as_admin.delete(url).json()["deleted"] is True
+    versions.append(as_admin.put(url, json=rule).json()["version"])
+    assert versions == [1, 2, 3, 4]
+    assert as_admin.get(url).json()["version"] == 4
+
+
 def test_source_keys_are_never_returned(platform):
     url = f"{platform.base_url}/v1/config/source/keyed"
     as_admin.put(url, json={"api_key": "a-very-secret-key-123456"}).raise_for_status()
