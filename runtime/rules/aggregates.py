@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.rules.models import Aggregate
+from runtime.rules.state import UNKNOWN, AggregateWindow
 from runtime.windows.aggregators import AGGREGATORS, Aggregator
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -49,5 +50,15 @@ class AggregateSpec:
             return None
         return value
 
-    def satisfied(self, values: list[Any]) -> bool:
-        return bool(values) and _COMPARE[self.op](self.aggregator.over(values), self.bound)
+    def satisfied(self, window: list[Any], appended: bool) -> bool:
+        """Whether the window's values (every third entry) pass the bound. When the last value
+        was ``appended`` to a window that keeps its state, only that value is added."""
+        aggregator = self.aggregator
+        state = getattr(window, "state", UNKNOWN) if appended else UNKNOWN
+        if state is UNKNOWN:
+            state = aggregator.of(window[2::3])
+        else:
+            state = aggregator.add(state, window[-1])
+        if window.__class__ is AggregateWindow:
+            window.state = state  # type: ignore[attr-defined]
+        return _COMPARE[self.op](aggregator.result(state), self.bound)

@@ -41,7 +41,16 @@ from runtime.rules.operators import (
     watch_duration,
     watch_geofence,
 )
-from runtime.rules.state import GroupState, Occurrence, Window, split_ref, window_from_wire, window_to_wire
+from runtime.rules.state import (
+    GroupState,
+    Occurrence,
+    Window,
+    exact_copy,
+    new_window,
+    split_ref,
+    window_from_wire,
+    window_to_wire,
+)
 
 __all__ = ["GroupState", "Output", "PartitionEngine", "output_id"]
 
@@ -90,7 +99,7 @@ class PartitionEngine:
             return
         times, refs, cooldown_until, *values = wire
         if times:
-            self._state[rule.name][customer] = window_from_wire(times, refs, *values)
+            self._state[rule.name][customer] = window_from_wire(times, refs, *values)  # state: rebuilt when next needed
         if cooldown_until is not None:
             self._cooldowns[rule.name][customer] = cooldown_until
 
@@ -176,9 +185,9 @@ class PartitionEngine:
         windows = self._state[rule.name]
         window = windows.get(customer)
         fresh = window is None
-        if fresh:
-            window = []
         assert rule.leaf is not None  # compile_rule sets it for single-condition rules
+        if fresh:
+            window = new_window(rule.leaf)
         occurrence = accumulate(window, event, rule.leaf)  # type: ignore[arg-type]
         if occurrence is not None:
             outputs += self._fire(rule, customer, event.time, occurrence[1])
@@ -188,7 +197,7 @@ class PartitionEngine:
             if not fresh:
                 del windows[customer]
         elif fresh:
-            windows[sys.intern(customer)] = window.copy()  # sized exactly: most windows hold one event
+            windows[sys.intern(customer)] = exact_copy(window)  # most windows hold one event
 
     def _on_group_event(self, rule: CompiledRule, event: Event, context: dict[str, Any], outputs: list[Output]) -> None:
         assert rule.group is not None  # callers route only group rules here
@@ -235,7 +244,9 @@ class PartitionEngine:
             key = node.window_key(event.data)
             if key is None:
                 return None
-            window = state.windows.setdefault(key, [])
+            window = state.windows.get(key)
+            if window is None:
+                window = state.windows[key] = new_window(node)
             occurrence = accumulate(window, event, node)
             if not window:
                 del state.windows[key]

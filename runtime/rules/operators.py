@@ -15,7 +15,7 @@ from runtime.rules.compiled import (
     LeafSpec,
     SequenceSpec,
 )
-from runtime.rules.state import GroupState, Occurrence, Window, ref_of
+from runtime.rules.state import UNKNOWN, AggregateWindow, GroupState, Occurrence, Window, ref_of
 
 
 def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | None:
@@ -30,15 +30,20 @@ def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | Non
         entry: tuple[Any, ...] = (event.time, ref_of(event), value)
     else:
         entry = (event.time, ref_of(event))
+    size = len(window)
     if not leaf.window.insert(window, entry, stride):
         return None  # late for a tumbling window that has closed
     if leaf.aggregate is not None:
-        if not leaf.aggregate.satisfied(window[2::3]):
+        # grown by exactly this entry, at the end: nothing left, nothing reordered
+        appended = len(window) == size + stride and window[-2] is entry[1]
+        if not leaf.aggregate.satisfied(window, appended):
             return None
     elif len(window) < leaf.threshold * stride:
         return None
     occurrence = (window[-stride], window[1::stride])
     window.clear()
+    if window.__class__ is AggregateWindow:
+        window.state = UNKNOWN  # type: ignore[attr-defined]
     return occurrence
 
 

@@ -21,6 +21,36 @@ Window = list[Any]
 Occurrence = tuple[int, list[str]]  # (event time, refs of the matched events)
 
 
+class AggregateWindow(list):  # type: ignore[type-arg]
+    """The window of an aggregating condition, carrying its aggregator's running state
+    (``UNKNOWN`` until first computed, and after the window is cleared). The state is not
+    checkpointed: it is rebuilt from the values, which are."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, entries: Any = ()) -> None:
+        super().__init__(entries)
+        self.state: Any = UNKNOWN
+
+
+UNKNOWN: Any = object()
+
+
+def new_window(leaf: Any) -> Window:
+    """An empty window for a condition (a ``LeafSpec``): one that keeps a running aggregate
+    when the condition aggregates and its aggregator's state is worth keeping."""
+    return AggregateWindow() if leaf.aggregate is not None and leaf.aggregate.aggregator.kept else []
+
+
+def exact_copy(window: Window) -> Window:
+    """The window in a list sized exactly (an insertion over-allocates), state kept."""
+    if window.__class__ is AggregateWindow:
+        copy = AggregateWindow(window)
+        copy.state = window.state  # type: ignore[attr-defined]
+        return copy
+    return window.copy()
+
+
 def ref_of(event: Event) -> str:
     return f"{event.source}{SEP}{event.id}"
 
