@@ -371,21 +371,6 @@ def test_sse_resumes_after_last_event_id_without_gap_or_duplicate(platform, clie
     assert bare.get("/v1/subscriptions/sse-e2e/stream").status_code == 401
 
 
-def test_an_idle_sse_stream_stays_open_with_keep_alive_comments(platform, http):
-    """Through the real Serve proxy: after the retry line, silence brings a comment within
-    the 15 s keep-alive period (plus a margin), not the end of the stream."""
-    token = "sse-idle-token-0123456789ab"
-    doc = {"kind": "subscription", "name": "sse-idle", "topics": ["business.sse-idle"], "mode": "sse", "token": token}
-    assert put(http, "subscription", "sse-idle", doc).status_code == 200
-    started = time.monotonic()
-    timeout = httpx.Timeout(10.0, read=25.0)
-    with http.stream("GET", "/v1/subscriptions/sse-idle/stream", headers=bearer(token), timeout=timeout) as response:
-        lines = response.iter_lines()
-        assert [next(lines), next(lines)] == ["retry: 2000", ""]
-        assert next(lines) == ": keep-alive"
-    assert 14 < time.monotonic() - started < 25
-
-
 # --- 6. pull with filter and fields -----------------------------------------------------------
 
 
