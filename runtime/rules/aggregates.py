@@ -54,11 +54,12 @@ class AggregateSpec:
         """Whether the window's values (every third entry) pass the bound. When the last value
         was ``appended`` to a window that keeps its state, only that value is added."""
         aggregator = self.aggregator
-        state = getattr(window, "state", UNKNOWN) if appended else UNKNOWN
-        if state is UNKNOWN:
-            state = aggregator.of(window[2::3])
-        else:
+        if window.__class__ is not AggregateWindow:
+            return _COMPARE[self.op](aggregator.result(aggregator.of(window[2::3])), self.bound)
+        state = window.state  # type: ignore[attr-defined]
+        if appended and state is not UNKNOWN:
             state = aggregator.add(state, window[-1])
-        if window.__class__ is AggregateWindow:
-            window.state = state  # type: ignore[attr-defined]
+        else:
+            state = aggregator.of(window[2::3])
+        window.state = state  # type: ignore[attr-defined]
         return _COMPARE[self.op](aggregator.result(state), self.bound)

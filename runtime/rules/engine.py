@@ -187,7 +187,7 @@ class PartitionEngine:
         fresh = window is None
         assert rule.leaf is not None  # compile_rule sets it for single-condition rules
         if fresh:
-            window = new_window(rule.leaf)
+            window = [] if rule.leaf.aggregate is None else new_window(rule.leaf)  # counts: the hot path
         occurrence = accumulate(window, event, rule.leaf)  # type: ignore[arg-type]
         if occurrence is not None:
             outputs += self._fire(rule, customer, event.time, occurrence[1])
@@ -197,7 +197,8 @@ class PartitionEngine:
             if not fresh:
                 del windows[customer]
         elif fresh:
-            windows[sys.intern(customer)] = exact_copy(window)  # most windows hold one event
+            # sized exactly: most windows hold one event
+            windows[sys.intern(customer)] = window.copy() if window.__class__ is list else exact_copy(window)
 
     def _on_group_event(self, rule: CompiledRule, event: Event, context: dict[str, Any], outputs: list[Output]) -> None:
         assert rule.group is not None  # callers route only group rules here

@@ -22,7 +22,7 @@ def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | Non
     """Add a matching event to a condition's window (a flat list, see ``state.py``) as its
     window definition says; the occurrence when its count or aggregate threshold is reached
     (the window then restarts)."""
-    stride = leaf.stride
+    stride, size = leaf.stride, len(window)
     if leaf.aggregate is not None:
         value = leaf.aggregate.value(event.data)
         if value is None:
@@ -30,7 +30,6 @@ def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | Non
         entry: tuple[Any, ...] = (event.time, ref_of(event), value)
     else:
         entry = (event.time, ref_of(event))
-    size = len(window)
     if not leaf.window.insert(window, entry, stride):
         return None  # late for a tumbling window that has closed
     if leaf.aggregate is not None:
