@@ -36,9 +36,12 @@ class LeafSpec:
     tumbling: bool = False
     group_by: tuple[str, ...] | None = None  # inside data: one window per value
     window: WindowDef = field(init=False, repr=False, compare=False)  # from window_ms and tumbling
+    insert: Callable[[list[Any], tuple[Any, ...], int], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "window", window_def("tumbling" if self.tumbling else "sliding", self.window_ms))
+        window = window_def("tumbling" if self.tumbling else "sliding", self.window_ms)
+        object.__setattr__(self, "window", window)
+        object.__setattr__(self, "insert", window.insert)  # bound once: accumulate calls it per event
 
     @property
     def shape(self) -> tuple[Any, ...]:

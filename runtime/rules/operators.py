@@ -22,15 +22,16 @@ def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | Non
     """Add a matching event to a condition's window (a flat list, see ``state.py``) as its
     window definition says; the occurrence when its count or aggregate threshold is reached
     (the window then restarts)."""
-    stride, size = leaf.stride, len(window)
+    stride = leaf.stride
     if leaf.aggregate is not None:
         value = leaf.aggregate.value(event.data)
         if value is None:
             return None
         entry: tuple[Any, ...] = (event.time, ref_of(event), value)
+        size = len(window)
     else:
         entry = (event.time, ref_of(event))
-    if not leaf.window.insert(window, entry, stride):
+    if not leaf.insert(window, entry, stride):
         return None  # late for a tumbling window that has closed
     if leaf.aggregate is not None:
         # grown by exactly this entry, at the end: nothing left, nothing reordered
