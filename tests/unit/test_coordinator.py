@@ -186,8 +186,10 @@ def test_policy_instances_split_the_shards_exactly(count, total):
     assert sorted(s for shards in owned for s in shards) == list(range(total))
 
 
-def test_the_coordinator_never_started_ray(tmp_path):
+def test_the_coordinator_never_started_ray(tmp_path, monkeypatch):
     import ray
 
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("the coordinator called ray.init"))
+    before = ray.is_initialized()  # an earlier test of the same session may have started Ray
     coordinator(tmp_path, FakeRedis(), FakeActors()).start(detached=False)
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == before
