@@ -489,14 +489,18 @@ class EspApi:
         response_class=StreamingResponse,
         responses={200: {"description": "An endless text/event-stream", "content": {"text/event-stream": {}}}},
     )
-    async def stream(self, name: str, request: Request, last_event_id: str | None = None) -> Response:
+    async def stream(self, name: str, request: Request, last_event_id: str | None = None) -> StreamingResponse:
         doc = await run_in_threadpool(self._subscription, name, request, mode="sse")
         stream = keys.subscription_stream(name)
         resume = request.headers.get("last-event-id") or last_event_id
         position = check_entry_id(resume, "Last-Event-ID") if resume else await sse.start_position(self.aredis, stream)
         slot = self._waiting(True)
         await slot.__aenter__()
-        return sse.response(limits.released(sse.events(self.aredis, stream, position, doc.get("fields")), slot))
+        return StreamingResponse(
+            limits.released(sse.events(self.aredis, stream, position, doc.get("fields")), slot),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     def _waiting(self, waits: bool) -> limits.Slot:
         """A place among the replica's waiting subscribers (SSE streams, long polls): refused
