@@ -104,6 +104,10 @@ class TokenStore:
         now_ms = int(self._clock() * 1000)
         return any(r["role"] == "admin" and _usable(r, now_ms) for r in self.list())
 
+    def live(self, name: str) -> bool:
+        """Whether a live (not revoked) token has this name."""
+        return bool(self._redis.hexists(keys.TOKEN_NAMES, name))
+
     def revoke(self, name: str) -> dict[str, Any]:
         """Revoke by name; the name becomes free again, the record stays listed as revoked."""
         token_id = self._redis.hget(keys.TOKEN_NAMES, name)
@@ -164,7 +168,7 @@ def bootstrap_admin(store: TokenStore, path: Path) -> str | None:
             pass
     if store.any_admin() and not path.exists():
         return None
-    if store._redis.hexists(keys.TOKEN_NAMES, BOOTSTRAP_NAME):
+    if store.live(BOOTSTRAP_NAME):
         store.revoke(BOOTSTRAP_NAME)  # its file is gone or stale: replace it
     token, _ = store.create(BOOTSTRAP_NAME, "admin")
     write_private(path, token + "\n")
