@@ -129,6 +129,7 @@ class PartitionRunner:
         self._config_version = -1
         self._rules: list[CompiledRule] = []
         self._configs: list[tuple[int, list[CompiledRule]]] = []  # loaded config versions, oldest first
+        self._rule_docs: dict[str, dict[str, Any]] = {}  # rule name -> record, as of _config_version
         self._applied: dict[int, int] = {}  # partition -> the config version its engine runs
         self.router = TopicRouter({})
         self._last_checkpoint = clock()
@@ -177,10 +178,33 @@ class PartitionRunner:
     def refresh_config(self, *, force: bool = False) -> bool:
         """Load new config if the store's version moved (cheap when nothing changed).
         Subscriptions and channels apply at once; rules reach each partition in log order
-        (``_rules_for``)."""
+        (``_rules_for``).
+
+        Log entries carry the global version they were accepted under, which may be one this
+        runner never polled (two changes between polls): the rules of every version since the last
+        load are rebuilt from the store's change log, one snapshot per rule change, so each entry
+        finds exactly its own (invariant 7)."""
         if not force and self.config.version() == self._config_version:
             return False
+        previous = self._config_version
         version, docs = self.config.snapshot()
+        if 0 <= previous < version - 1:
+            changes = self.config.rule_changes(previous, version - 1)
+            if changes is None:
+                logger.warning(
+                    "config versions %s..%s left the change log; entries stamped with them get the rules of %s",
+                    previous + 1,
+                    version - 1,
+                    previous,
+                )
+            rule_docs = dict(self._rule_docs)
+            for at, name, record in changes or []:
+                if record is None:
+                    rule_docs.pop(name, None)
+                else:
+                    rule_docs[name] = record
+                self._configs.append((at, load_rules([rule_docs[n] for n in sorted(rule_docs)])))
+        self._rule_docs = {doc["name"]: doc for doc in docs["rule"]}
         self._rules = load_rules(docs["rule"])
         self._configs.append((version, self._rules))
         self.router = TopicRouter.from_docs(docs, policy_shards=self.settings.policy_shards)

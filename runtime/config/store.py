@@ -6,6 +6,12 @@ them: no secret enters it in clear) and bumps one global counter that running ac
 changes reach them without a restart. A per-document counter numbers versions, so a trimmed
 history or a deleted and re-created document never repeats one.
 
+Every bump of the global version is recorded, in the same transaction, in a bounded change log
+(``CONFIG_CHANGES``: a sorted set scored by the global version, with a rule's record or its
+deletion), so the rules as of any recent global version can be rebuilt (:meth:`ConfigStore.rule_changes`):
+log entries are stamped with the global version they were accepted under, and a partition actor
+may meet stamps of versions it never polled (invariant 7).
+
 :class:`ConfigStorage` is what every config store offers; :class:`ConfigStore` keeps documents
 in Redis, :class:`runtime.config.memory.MemoryConfigStore` in memory for unit tests. Both
 validate through :func:`prepare_document` and number versions the same way.
@@ -32,6 +38,10 @@ if TYPE_CHECKING:
     import redis
 
 Record = dict[str, Any]  # a stored document: its body, ``version`` and ``updated_at``
+
+CONFIG_CHANGES = f"{keys.PREFIX}:config:changes"
+"""Global config version -> what that bump changed (sorted set, the last ``CHANGES_KEPT``)."""
+CHANGES_KEPT = 1000  # a partition actor needs those since its last poll (every 0.5 s)
 
 
 class ConfigStorage(Protocol):
@@ -109,7 +119,7 @@ class ConfigStore:
             _ensure_stream(pipe, keys.subscription_stream(doc.name))
         if isinstance(doc, Channel):
             _ensure_stream(pipe, keys.channel_stream(doc.name))
-        pipe.incr(keys.CONFIG_VERSION)
+        _bump_version(pipe, kind, doc.name, record)
         pipe.execute()
         return {"kind": kind, "name": doc.name, "version": version}
 
@@ -154,7 +164,7 @@ class ConfigStore:
         if kind in ("subscription", "channel"):
             stream = keys.subscription_stream(name) if kind == "subscription" else keys.channel_stream(name)
             pipe.delete(stream, keys.deadletters(stream), keys.delivery_state(stream), keys.delivery_chunks(stream))
-        pipe.incr(keys.CONFIG_VERSION)
+        _bump_version(pipe, kind, name, None)
         pipe.execute()
         return {"kind": kind, "name": name, "deleted": True, "version": record["version"]}
 
@@ -174,9 +184,37 @@ class ConfigStore:
         }
         return int(version or 0), docs
 
+    def rule_changes(self, after: int, upto: int) -> list[tuple[int, str, Record | None]] | None:
+        """The rule changes of the global versions after ``after`` up to ``upto``, oldest first:
+        (global version, rule name, its record from then on or None when deleted). Versions that
+        changed another kind have none. None when the change log no longer holds every version of
+        the range (trimmed, or written before the log existed): the rules between are unknown."""
+        if upto <= after:
+            return []
+        logged = self._redis.zrangebyscore(CONFIG_CHANGES, after + 1, upto, withscores=True)
+        if len(logged) != upto - after:
+            return None
+        changes = []
+        for member, score in logged:
+            text = member if isinstance(member, str) else member.decode()  # "<version> <change>"
+            change = json.loads(text.split(" ", 1)[1])
+            if change["kind"] == "rule":
+                changes.append((int(score), change["name"], change.get("record")))
+        return changes
+
 
 _NEXT_VERSION = read_script("runtime.config", "store_next_version.lua")
 _ENSURE_GROUP = read_script("runtime.config", "store_ensure_group.lua")
+_BUMP_VERSION = read_script("runtime.config", "store_bump_version.lua")
+
+
+def _bump_version(pipe: Any, kind: str, name: str, record: Record | None) -> None:
+    """Move the global version on in ``pipe``'s transaction, recording the change under the new
+    version: a rule's record (None: deleted); of other kinds only the name (no secret enters the log)."""
+    change: dict[str, Any] = {"kind": kind, "name": name}
+    if kind == "rule":
+        change["record"] = record
+    pipe.eval(_BUMP_VERSION, 2, keys.CONFIG_VERSION, CONFIG_CHANGES, json.dumps(change, sort_keys=True), CHANGES_KEPT)
 
 
 def _ensure_stream(pipe: Any, stream: str) -> None:
