@@ -6,6 +6,9 @@
 - ``end_to_end``: a private local ESP; events sent as ``esp send`` does (NDJSON batches, the
   client on the same machine); the rate until the last batch was acknowledged (durable in the
   log) and the rate until the partition actors have processed every event.
+- ``sequence_senders``: "``ab.a`` then ``ab.b`` within 60 s" end to end, sent in order and by 4
+  concurrent senders sharing one queue of batches, every output checked against the
+  ordered-stream oracle. Alone: ``python -m runtime.dev.bench --events 1000000`` (see ``main``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import os
 import platform as host
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,13 +146,15 @@ def bench_adapters(n: int = 100_000) -> dict[str, Any]:
     return measure_formats(n)
 
 
-def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) -> dict[str, Any]:
+@contextmanager
+def _local_platform(state_dir: Path) -> Iterator[Any]:
+    """A private local ESP (embedded Redis, in-process Ray, the Serve app) for one benchmark,
+    operated as its admin (``ESP_TOKEN``), torn down on exit."""
     import shutil
 
     import ray
 
     from actors.platform import Platform
-    from runtime.dev.client import EspClient
     from runtime.dev.redis_server import free_port
     from runtime.settings import EspSettings
 
@@ -165,6 +172,18 @@ def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) 
         platform.init_ray_in_process()
         platform.deploy(detached=False)
         os.environ["ESP_TOKEN"] = platform.admin_token or ""  # the benchmark operates its platform as admin
+        yield platform
+    finally:
+        platform.undeploy()
+        ray.shutdown()
+        if platform.redis_server:
+            platform.redis_server.stop()
+
+
+def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) -> dict[str, Any]:
+    from runtime.dev.client import EspClient
+
+    with _local_platform(state_dir) as platform:
         key = "bench-source-key-0123456789"
         stream = list(ab_events(users=users, events=events))
         with EspClient(platform.base_url, key=key) as client:
@@ -182,11 +201,6 @@ def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) 
             "end_to_end_events_per_s": round(events / processed_s) if processed_s else None,
             "actors": len(platform.actors),
         }
-    finally:
-        platform.undeploy()
-        ray.shutdown()
-        if platform.redis_server:
-            platform.redis_server.stop()
 
 
 def _wait_processed(platform: Any, events: int, started: float, timeout_s: float = 300) -> float | None:
@@ -201,7 +215,195 @@ def _wait_processed(platform: Any, events: int, started: float, timeout_s: float
     return None
 
 
-def run_bench(*, events: int, users: int, batch_size: int, state_dir: Path) -> dict[str, Any]:
+def send_from_queue(
+    base_url: str,
+    key: str,
+    bodies: Sequence[bytes],
+    *,
+    senders: int,
+    hold: tuple[int, float] | None = None,
+    content_type: str = "application/x-ndjson",
+) -> dict[str, Any]:
+    """Post ``bodies`` with ``senders`` threads sharing one queue: each sender takes the next
+    body and posts it (as ``esp send`` does, retrying on 429/5xx), so with several senders a
+    customer's events can arrive a few requests out of order, as behind a load balancer.
+    ``hold=(index, seconds)``: the sender that takes body ``index`` waits ``seconds`` before
+    posting it while the others go on (a late batch). Returns the totals of the answers and the
+    order in which the bodies were acknowledged."""
+    import queue
+    import threading
+    from itertools import pairwise
+
+    from runtime.dev.client import EspClient
+
+    work: queue.Queue[tuple[int, bytes]] = queue.Queue()
+    for item in enumerate(bodies):
+        work.put(item)
+    totals = {"requests": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "retries": 0}
+    acked: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def sender() -> None:
+        try:
+            with EspClient(base_url, key=key) as client:
+                while not errors:
+                    try:
+                        index, body = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    if hold is not None and index == hold[0]:
+                        time.sleep(hold[1])
+                    answer, retries = client.post_body(body, content_type)
+                    with lock:
+                        totals["requests"] += 1
+                        totals["retries"] += retries
+                        totals["accepted"] += answer["accepted"]
+                        totals["duplicates"] += answer["duplicates"]
+                        totals["rejected"] += len(answer["rejected"])
+                        acked.append(index)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender, name=f"esp-sender-{n}", daemon=True) for n in range(senders)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    out_of_order = sum(1 for before, after in pairwise(acked) if after < before)
+    return {**totals, "seconds": time.perf_counter() - started, "acked_out_of_order": out_of_order, "order": acked}
+
+
+def read_outputs(client: Any, subscription: str, expected: int, *, idle_s: float, timeout_s: float = 300) -> list[Any]:
+    """Pull and ack (``EspClient.drain``) until ``expected`` distinct outputs arrived and then
+    nothing more for ``idle_s``, or nothing at all for ``idle_s`` (fewer outputs than expected),
+    or ``timeout_s`` passed. Everything received is returned, duplicates included."""
+    outputs: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = client.drain(subscription, idle_s=idle_s, timeout_s=max(deadline - time.monotonic(), 0.1))
+        outputs += got
+        if not got or len({o["id"] for o in outputs}) >= expected:
+            break
+    return outputs
+
+
+SEQUENCE_SOURCE_KEY = "bench-sequence-key-0123456789"
+
+
+def bench_sequence_senders(
+    state_dir: Path,
+    *,
+    events: int = 1_000_000,
+    customers: int = 10_000,
+    batch_size: int = 10_000,
+    senders: Sequence[int] = (1, 4),
+    seed: int = 14,
+) -> dict[str, Any]:
+    """The "``ab.a`` then ``ab.b`` within 60 s" workload of issues 14 and 16 on a private local
+    ESP with default settings, once per entry of ``senders`` (1: in order; 4: four concurrent
+    senders sharing one queue of NDJSON batches). Each run sends its own customers and event
+    ids, later in event time than the run before; its outputs are read from a subscription and
+    scored against the ordered-stream oracle (runtime/dev/sequence_oracle.py): expected, got,
+    invalid, duplicates, missing, with events/s until the last acknowledgement and until the
+    partition actors processed everything."""
+    from runtime.dev.client import EspClient
+    from runtime.dev.sequence_oracle import WITHIN_MS, expected_matches, score, sequence_rule
+    from runtime.dev.synthetic import SEQUENCE_STEP_MS, ab_sequence_events, ndjson_batches
+
+    rule = sequence_rule(name="bench-ab-sequence", topic="business.bench_ab_sequence")
+    subscription = "bench-ab-sequence"
+    runs: list[dict[str, Any]] = []
+    with _local_platform(state_dir) as platform, EspClient(platform.base_url) as admin:
+        admin.put_config({"kind": "source", "name": "bench-sequence", "api_key": SEQUENCE_SOURCE_KEY})
+        admin.put_config(rule)
+        admin.put_config({"kind": "subscription", "name": subscription, "topics": [rule["then"][0]["emit"]]})
+        reorder_wait_s = getattr(platform.settings, "reorder_wait_ms", 0) / 1000
+        processed = 0
+        for run, count in enumerate(senders):
+            start_ms = START_MS + run * (events * SEQUENCE_STEP_MS + 3_600_000)  # an hour after the last run
+            stream = list(
+                ab_sequence_events(customers=customers, events=events, seed=seed, prefix=f"r{run}-", start_ms=start_ms)
+            )
+            bodies = list(ndjson_batches(stream, batch_size))
+            expected = expected_matches(stream, WITHIN_MS)
+            started = time.perf_counter()
+            sent = send_from_queue(platform.base_url, SEQUENCE_SOURCE_KEY, bodies, senders=count)
+            acked_s = time.perf_counter() - started
+            processed += events
+            processed_s = _wait_processed(platform, processed, started)
+            outputs = read_outputs(admin, subscription, len(expected), idle_s=reorder_wait_s + 3.0)
+            scored = score(outputs, stream, WITHIN_MS, expected=expected)
+            runs.append(
+                {
+                    "senders": count,
+                    "events": events,
+                    "sent": sent["accepted"] + sent["duplicates"] + sent["rejected"],
+                    "acked": sent["accepted"],
+                    "requests": sent["requests"],
+                    "requests_acked_out_of_order": sent["acked_out_of_order"],
+                    **{k: v for k, v in scored.items() if k != "examples"},
+                    "acked_events_per_s": round(events / acked_s),
+                    "processed_events_per_s": round(events / processed_s) if processed_s else None,
+                    "examples": scored["examples"],
+                }
+            )
+            del stream, bodies, outputs
+        settings = platform.settings
+    return {
+        "rule": rule["when"],
+        "customers": customers,
+        "batch_size": batch_size,
+        "max_out_of_order_s": settings.max_out_of_order_s,
+        "reorder_wait_ms": getattr(settings, "reorder_wait_ms", None),
+        "runs": runs,
+    }
+
+
+SEQUENCE_COLUMNS = (
+    ("senders", "senders"),
+    ("sent", "events sent"),
+    ("acked", "acked"),
+    ("expected", "expected matches"),
+    ("got", "got"),
+    ("invalid", "invalid"),
+    ("duplicates", "duplicates"),
+    ("missing", "missing"),
+    ("unexpected", "valid, not in the ordered stream"),
+    ("acked_events_per_s", "events/s (acked)"),
+    ("processed_events_per_s", "events/s (processed)"),
+)
+
+
+def sequence_markdown(result: dict[str, Any]) -> str:
+    """:func:`bench_sequence_senders`'s runs as a markdown table."""
+    lines = [
+        f"`ab.a` then `ab.b` within 60 s, {result['runs'][0]['events'] if result['runs'] else 0:,} events, "
+        f"{result['customers']:,} customers, {result['batch_size']:,}-event NDJSON batches "
+        f"(max_out_of_order_s={result['max_out_of_order_s']}, reorder_wait_ms={result['reorder_wait_ms']})",
+        "",
+        "| " + " | ".join(title for _, title in SEQUENCE_COLUMNS) + " |",
+        "|" + "---:|" * len(SEQUENCE_COLUMNS),
+    ]
+    for run in result["runs"]:
+        cells = [run.get(key) for key, _ in SEQUENCE_COLUMNS]
+        lines.append("| " + " | ".join("–" if c is None else f"{c:,}" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_bench(
+    *,
+    events: int,
+    users: int,
+    batch_size: int,
+    state_dir: Path,
+    sequence_events: int = 1_000_000,
+    sequence_customers: int = 10_000,
+    sequence_batch_size: int = 10_000,
+) -> dict[str, Any]:
     return {
         "host": {"cpus": os.cpu_count(), "python": host.python_version(), "machine": host.machine()},
         "engine": bench_engine(max(events, 1_000_000), users),
@@ -209,6 +411,12 @@ def run_bench(*, events: int, users: int, batch_size: int, state_dir: Path) -> d
         "demo_rules": bench_demo_rules(),
         "adapters": bench_adapters(),
         "end_to_end": bench_end_to_end(events, users, batch_size, state_dir),
+        "sequence_senders": bench_sequence_senders(
+            state_dir / "sequence",
+            events=sequence_events,
+            customers=sequence_customers,
+            batch_size=sequence_batch_size,
+        ),
         "delivery": bench_delivery(state_dir / "delivery"),
         "contact": bench_contact(state_dir / "contact"),
     }
@@ -474,3 +682,40 @@ def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
     finally:
         server.stop()
     return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The sequence workload alone (``esp bench`` runs it among the others): JSON and a
+    markdown table, printed and written to ``--out``."""
+    import argparse
+    import json
+
+    from runtime.dev.local_ray import use_local_ray
+
+    parser = argparse.ArgumentParser(prog="python -m runtime.dev.bench", description=main.__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=10_000)
+    parser.add_argument("--senders", default="1,4", help="comma-separated sender counts, one run each")
+    parser.add_argument("--out", type=Path, default=Path(".esp/bench"))
+    args = parser.parse_args(argv)
+    use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
+    result = bench_sequence_senders(
+        args.out / "state" / "sequence",
+        events=args.events,
+        customers=args.customers,
+        batch_size=args.batch_size,
+        senders=[int(n) for n in args.senders.split(",")],
+    )
+    table = sequence_markdown(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"bench-sequence-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    stem.with_suffix(".md").write_text(table)
+    print(json.dumps(result, indent=2))
+    print(table)
+    print(f"written to {stem}.json and {stem}.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+import orjson
 
 START_MS = 1_790_000_000_000  # a fixed event-time origin, so runs are repeatable
 
@@ -39,6 +41,48 @@ def ab_events(*, users: int, events: int, seed: int = 11) -> Iterator[dict[str, 
             "subject": f"u{rng.randrange(users)}",
             "data": {"v": n % 100},
         }
+
+
+SEQUENCE_TYPES = (("ab.a", 0.2), ("ab.b", 0.4), ("ab.c", 1.0))  # cumulative: a/b/c at 20/20/60 %
+SEQUENCE_STEP_MS = 3
+
+
+def ab_sequence_events(
+    *, customers: int, events: int, seed: int = 14, prefix: str = "", start_ms: int = START_MS
+) -> Iterator[dict[str, Any]]:
+    """The "``ab.a`` then ``ab.b`` within 60 s" workload (issues 14 and 16): ``events`` events over
+    ``customers`` customers, types ab.a/ab.b/ab.c at 20/20/60 %, event time +3 ms per event from
+    ``start_ms``, in event-time order; the same seed gives the same stream. ``prefix`` starts
+    every event id and customer (several runs on one platform without sharing state)."""
+    rng = random.Random(seed)
+    for n in range(events):
+        roll = rng.random()
+        kind = next(t for t, upto in SEQUENCE_TYPES if roll < upto)
+        yield {
+            "id": f"{prefix}s{n:09d}",
+            "type": kind,
+            "time": start_ms + n * SEQUENCE_STEP_MS,
+            "subject": f"{prefix}c{rng.randrange(customers):06d}",
+            "data": {},
+        }
+
+
+def ndjson_batches(events: Iterable[dict[str, Any]], batch_size: int) -> Iterator[bytes]:
+    """Events as NDJSON request bodies of ``batch_size`` events each, in the order given."""
+    batch: list[bytes] = []
+    for event in events:
+        batch.append(orjson.dumps(event))
+        if len(batch) >= batch_size:
+            yield b"\n".join(batch)
+            batch = []
+    if batch:
+        yield b"\n".join(batch)
+
+
+def ab_sequence_batches(*, batch_size: int, **workload: Any) -> list[bytes]:
+    """:func:`ab_sequence_events` (``workload`` its arguments) as NDJSON bodies of ``batch_size``
+    events, in event-time order."""
+    return list(ndjson_batches(ab_sequence_events(**workload), batch_size))
 
 
 def demo_phone(customer_index: int) -> str:
