@@ -78,6 +78,10 @@ class PartitionActor:
             self._poison_recorded += poison
         for rule, count in stats.fired.items():
             metric(m.RULE_FIRES).inc(count, tags={"rule": rule})
+        for rule, count in stats.retractions.items():
+            metric(m.RETRACTIONS).inc(count, tags={"rule": rule})
+        for partition, delay_ms in stats.delays:
+            metric(m.EVENT_DELAY).observe(delay_ms / 1000, tags={"partition": str(partition)})
 
     def _record_lag(self) -> None:
         for partition, lag in self._runner.log.backlog(self._runner.partitions).items():

@@ -52,6 +52,12 @@ def late(source: str, day: int) -> str:
     return f"{PREFIX}:late:{part(source)}:{day}"
 
 
+def retracts(source: str, day: int) -> str:
+    """Event ids of ``source`` that arrived (on ``day``) too late to keep an output already
+    published from being wrong -> the rules whose output they contradict (JSON list)."""
+    return f"{PREFIX}:retracts:{part(source)}:{day}"
+
+
 def hits(source: str, event_id: str) -> str:
     """The outputs an event contributed to (rule, topic, output id), for the trace."""
     return f"{PREFIX}:hits:{part(source)}:{part(event_id)}"

@@ -31,8 +31,22 @@ PROCESSED = MetricSpec("esp_partition_events_total", "counter", "Events processe
 LATE = MetricSpec(
     "esp_late_events_total",
     "counter",
-    "Events older than their partition's watermark minus the allowed lateness, by what was done with them.",
+    "Events older than the newest event of their customer minus the allowed lateness, by what was done with them.",
     ("policy",),
+)
+RETRACTIONS = MetricSpec(
+    "esp_retractions_total",
+    "counter",
+    "Late events showing that an output a rule already published no longer holds (outputs are not un-sent).",
+    ("rule",),
+)
+EVENT_DELAY = MetricSpec(
+    "esp_event_delay_seconds",
+    "histogram",
+    "How far behind its partition's newest event time each log entry's oldest event arrives (size "
+    "ESP_REORDER_WAIT_MS / ESP_MAX_OUT_OF_ORDER_S from it).",
+    ("partition",),
+    (0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
 )
 POISON = MetricSpec(
     "esp_poison_entries_total",

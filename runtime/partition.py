@@ -37,6 +37,7 @@ from runtime.log.eventtime import EventClock
 from runtime.log.partition_log import DAY_MS, DAY_S, LogEntry, PartitionLog, decode_entry
 from runtime.log.streams import entry_id_key
 from runtime.rules import CompiledRule, Output, PartitionEngine, compile_rule
+from runtime.rules.engine import Retraction
 from runtime.settings import EspSettings
 from runtime.sources.quarantine import (
     POISON_ATTEMPTS,
@@ -83,6 +84,8 @@ class StepStats:
     entries: int = 0
     events: int = 0
     fired: dict[str, int] = field(default_factory=dict)  # rule -> outputs
+    retractions: dict[str, int] = field(default_factory=dict)  # rule -> late events contradicting its outputs
+    delays: list[tuple[int, int]] = field(default_factory=list)  # (partition, ms its entry's oldest event was behind)
     published: int = 0
     checkpointed: int = 0
     late: int = 0
@@ -148,7 +151,9 @@ class PartitionRunner:
         for p in self.partitions:
             checkpoint = self.checkpoints.load(p)
             state = checkpoint.state if checkpoint else None
-            self.engines[p] = PartitionEngine(self._rules, resume_state=state)
+            self.engines[p] = PartitionEngine(
+                self._rules, resume_state=state, lateness_ms=self.settings.allowed_lateness_s * 1000
+            )
             self._applied[p] = self._config_version
             self.offsets[p] = checkpoint.offset if checkpoint else "0"
             self.clocks[p] = self._clock_for(state or {})
@@ -170,9 +175,11 @@ class PartitionRunner:
 
     def _clock_for(self, state: dict[str, Any]) -> EventClock:
         resume = state.get("clock") or {"newest": state.get("watermark", 0)}
-        out_of_order_ms = int(self.settings.max_out_of_order_s * 1000)
         return EventClock(
-            out_of_order_ms=out_of_order_ms, lateness_ms=self.settings.allowed_lateness_s * 1000, resume=resume
+            out_of_order_ms=int(self.settings.max_out_of_order_s * 1000),
+            lateness_ms=self.settings.allowed_lateness_s * 1000,
+            reorder_wait_ms=self.settings.reorder_wait_ms,
+            resume=resume,
         )
 
     def refresh_config(self, *, force: bool = False) -> bool:
@@ -265,19 +272,24 @@ class PartitionRunner:
         """One log entry: its atomic re-publications, late events, and the rules over what the
         watermark releases. An entry holding a suspect event is taken event by event."""
         p = entry.partition
+        arrival_ms = entry_id_key(entry.entry_id)[0]
         if not self._suspect(p, entry.events):
             try:
-                released = self._admit(p, entry.events, stats, careful=False)
+                released = self._admit(p, entry.events, arrival_ms, stats, careful=False)
             except Exception as exc:
                 self._failed(p, _refs(entry.events), exc)
             self._evaluate(p, released, stats)
             return
         for event in entry.events:
             self._evaluate(
-                p, self._careful(p, event, stats, lambda e=event: self._admit(p, [e], stats, careful=True)), stats
+                p,
+                self._careful(p, event, stats, lambda e=event: self._admit(p, [e], arrival_ms, stats, careful=True)),
+                stats,
             )
 
-    def _admit(self, partition: int, events: list[Event], stats: StepStats, *, careful: bool) -> list[Event]:
+    def _admit(
+        self, partition: int, events: list[Event], arrival_ms: int, stats: StepStats, *, careful: bool
+    ) -> list[Event]:
         """Re-publish the events atomic subscriptions want (at once when ``careful``), sort out
         the late ones, and return what the watermark releases."""
         if self.router.any_atomic:
@@ -295,15 +307,18 @@ class PartitionRunner:
                 self._publish_now([pub for _, _, pub in atomic], stats)
             else:
                 self._pending += atomic
-        clock = self.clocks[partition]
-        late = clock.late(events)
+        late = self.engines[partition].late(events)
         if late:
-            self._late(partition, late, clock, stats)
+            self._late(partition, late, stats)
             if self.settings.late_events != "accept":
-                gone = {id(e) for e in late}
+                gone = {id(e) for e, _ in late}
                 events = [e for e in events if id(e) not in gone]
         stats.events += len(events)
-        return clock.push(events)
+        clock = self.clocks[partition]
+        released = clock.push(events, arrival_ms)
+        if clock.last_delay_ms is not None:
+            stats.delays.append((partition, clock.last_delay_ms))
+        return released
 
     def _evaluate(self, partition: int, events: list[Event], stats: StepStats) -> None:
         """Run the rules over events the watermark has released (in event-time order). Batching
@@ -327,7 +342,10 @@ class PartitionRunner:
         profiles = None
         if engine.reads_profiles:  # enrichment: one round trip per batch
             profiles = self.profiles.get_many(sorted({e.customer for e in events}))
-        outputs = [(partition, out_refs(out), _publication(out, stats)) for out in engine.on_events(events, profiles)]
+        produced = engine.on_events(events, profiles, watermark=self.clocks[partition].watermark)
+        outputs = [(partition, out_refs(out), _publication(out, stats)) for out in produced]
+        if engine.retractions:
+            self._retracted(engine.take_retractions(), stats)
         if careful:
             self._publish_now([pub for _, _, pub in outputs], stats)
         else:
@@ -471,7 +489,22 @@ class PartitionRunner:
             for name in done:
                 del known[name]
 
-    def _late(self, partition: int, late: list[Event], clock: EventClock, stats: StepStats) -> None:
+    def _retracted(self, retractions: list[Retraction], stats: StepStats) -> None:
+        """Count late events that contradict an output already published, and record them for
+        the trace (one round trip). Outputs are never un-sent."""
+        day = int(self._clock() * 1000) // DAY_MS
+        rules: dict[tuple[str, str], list[str]] = {}
+        for r in retractions:
+            rules.setdefault((r.source, r.event_id), []).append(r.rule)
+        pipe = self._redis.pipeline(transaction=False)
+        for (source, event_id), names in rules.items():
+            pipe.hset(keys.retracts(source, day), event_id, orjson.dumps(sorted(set(names))))
+            pipe.expire(keys.retracts(source, day), self.settings.idempotency_horizon_s)
+        pipe.execute()
+        for r in retractions:
+            stats.retractions[r.rule] = stats.retractions.get(r.rule, 0) + 1
+
+    def _late(self, partition: int, late: list[tuple[Event, int]], stats: StepStats) -> None:
         """Count late events and record them for the trace (one round trip); under the drop and
         quarantine policies, record why they did not reach the rules."""
         stats.late += len(late)
@@ -479,37 +512,43 @@ class PartitionRunner:
         now_ms = int(self._clock() * 1000)
         day = now_ms // DAY_MS
         pipe = self._redis.pipeline(transaction=False)
-        for e in late:
-            pipe.hset(keys.late(e.source, day), e.id, clock.watermark - e.time)
+        for e, behind_ms in late:
+            pipe.hset(keys.late(e.source, day), e.id, behind_ms)
             pipe.expire(keys.late(e.source, day), self.settings.idempotency_horizon_s)
             if policy == "drop":
                 pipe.hset(keys.dropped(e.source, day), e.id, "late_event")
         pipe.execute()
         if policy == "quarantine":
             message = (
-                f"event time is more than {self.settings.allowed_lateness_s} s behind partition {partition}'s watermark"
+                f"event time is more than {self.settings.allowed_lateness_s} s behind the newest event of its customer "
+                f"(partition {partition})"
             )
             self.quarantine.add(
                 [
                     Quarantined(e.source, 0, e.id, "late_event", message, orjson.dumps(e.to_cloudevent()), "json")
-                    for e in late
+                    for e, _ in late
                 ],
                 at_ms=now_ms,
             )
 
     def _timers(self, stats: StepStats, *, caught_up: bool) -> None:
         """Release held events and fire due timers (absence, dwell, duration) up to the
-        partition's watermark; once the partition has read all of its log, up to wall-clock time
-        minus the out-of-order bound too, so a quiet customer's wait still ends. (During a replay
-        only event time counts, so a replay cannot fire early.)"""
+        partition's watermark. Once the partition has read all of its log, the wall clock is its
+        arrival clock (what waited long enough goes), and wall-clock time minus both bounds moves
+        its timers too, so a quiet customer's wait still ends. (During a replay only the log's
+        times count, so a replay cannot fire early.)"""
         wall_ms = int(self._clock() * 1000)
         for p, engine in self.engines.items():
             clock = self.clocks[p]
             due = engine.next_timer_at()
             if due is None and not clock.held:
                 continue
-            now = max(clock.watermark, wall_ms - clock.out_of_order_ms) if caught_up else clock.watermark
-            released = clock.release(now)
+            now = clock.watermark
+            if caught_up:
+                released = clock.advance(wall_ms)
+                now = max(clock.watermark, wall_ms - clock.out_of_order_ms - clock.reorder_wait_ms)
+            else:
+                released = clock.release(now)
             if released:
                 self._evaluate(p, released, stats)
                 due = engine.next_timer_at()
@@ -544,6 +583,8 @@ class PartitionRunner:
         totals.published += stats.published
         totals.checkpointed += stats.checkpointed
         totals.late += stats.late
+        for rule, n in stats.retractions.items():
+            totals.retractions[rule] = totals.retractions.get(rule, 0) + n
         for rule, n in stats.fired.items():
             totals.fired[rule] = totals.fired.get(rule, 0) + n
 
@@ -570,6 +611,17 @@ class PartitionRunner:
             "entries": self.totals.entries,
             "published": self.totals.published,
             "late": self.totals.late,
+            "retractions": dict(self.totals.retractions),
+            "event_delay": {
+                str(p): {
+                    "p50_ms": c.delay_quantile_ms(0.5),
+                    "p99_ms": c.delay_quantile_ms(0.99),
+                    "max_ms": c.max_delay_ms,
+                    "watermark_ms": c.watermark,
+                    "held": c.held,
+                }
+                for p, c in self.clocks.items()
+            },
             "poison": self.totals.poison,
             "held": sum(c.held for c in self.clocks.values()),
             "fired": dict(self.totals.fired),

@@ -86,11 +86,20 @@ class EspSettings(BaseSettings):
         description="Event-time disorder the rules absorb: events wait this long (event time, or wall time once "
         "the partition is idle) and reach the rules in time order. 0: each log entry is put in order, nothing waits.",
     )
+    reorder_wait_ms: int = Field(
+        2000,
+        ge=0,
+        le=600_000,
+        description="How long an event waits, from its arrival in the log, for older events still on their way "
+        "(requests of concurrent senders finish in any order); then the rules see it in event-time order. Delays rule "
+        "outputs by up to this much; atomic subscriptions are not delayed. 0: no wait.",
+    )
     allowed_lateness_s: int = Field(
         3600,
         ge=0,
-        description="Events older than the watermark minus this are late (see late_events); idle windows and "
-        "cooldowns are forgotten only once the watermark is this far past them.",
+        description="Events older than the newest event of their own customer minus this are late (see "
+        "late_events); a customer whose events arrive this far behind the partition's watermark is a backfill and runs "
+        "on its own clock; idle windows and cooldowns are forgotten only once the watermark is this far past them.",
     )
     late_events: Literal["accept", "drop", "quarantine"] = Field(
         "accept",

@@ -27,11 +27,13 @@ def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int,
         pipe.hget(keys.idempotency(source, day - back), event_id)
         pipe.hget(keys.dropped(source, day - back), event_id)
         pipe.hget(keys.late(source, day - back), event_id)
+        pipe.hget(keys.retracts(source, day - back), event_id)
     pipe.lrange(keys.hits(source, event_id), 0, -1)
     *found, hits = pipe.execute()
-    where = next((text(v) for v in found[0::3] if v), None)
-    dropped = next((text(v) for v in found[1::3] if v), None)
-    late_ms = next((int(v) for v in found[2::3] if v), None)
+    where = next((text(v) for v in found[0::4] if v), None)
+    dropped = next((text(v) for v in found[1::4] if v), None)
+    late_ms = next((int(v) for v in found[2::4] if v), None)
+    retracted = next((orjson.loads(v) for v in found[3::4] if v), [])
     steps: list[dict[str, Any]] = []
     status = "unknown"
     if where:
@@ -40,7 +42,8 @@ def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int,
         steps.append({"step": "logged", "partition": int(partition), "log_entry": entry})
         steps.append({"step": "processed" if _read_past(client, int(partition), entry) else "waiting"})
         if late_ms is not None:
-            steps.append({"step": "late", "behind_watermark_ms": late_ms})
+            steps.append({"step": "late", "behind_customer_ms": late_ms})
+        steps += [{"step": "retracts", "rule": rule} for rule in retracted]
         if dropped:  # accepted, then kept from the rules (a late event under the drop policy)
             status = "dropped"
             steps.append({"step": "dropped", "reason": dropped})

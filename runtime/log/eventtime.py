@@ -1,67 +1,110 @@
-"""A partition's event-time clock: the watermark, late events, and the reorder buffer.
+"""A partition's event-time clock: the watermark and the reorder buffer.
 
-The watermark is the newest event time the partition has seen minus the out-of-order bound
-(``ESP_MAX_OUT_OF_ORDER_S``). Events are held back until the watermark passes them and then go
-to the rules in event-time order, so any disorder within the bound gives exactly the outputs of
-the ordered stream. With a bound of 0 (the default) nothing waits; each log entry is still put
-in time order. Once a partition has read all of its log, wall-clock time minus the bound moves
-the watermark too, so a quiet stream does not hold events (or timers) forever.
+Events wait in the buffer until the watermark passes them and then go to the rules in
+event-time order (arrival order among equal times). The watermark is the lower of two bounds:
 
-An event older than the watermark minus the allowed lateness (``ESP_ALLOWED_LATENESS_S``) is
-late: the partition runner counts it, records it for the trace, and then evaluates, drops or
-quarantines it (``ESP_LATE_EVENTS``).
+- event time: the newest event time seen minus ``out_of_order_ms`` (``ESP_MAX_OUT_OF_ORDER_S``);
+- arrival time: the newest event time among the events that arrived ``reorder_wait_ms`` or
+  more ago (``ESP_REORDER_WAIT_MS``). Arrival is when the event's log entry was appended (the
+  ms of its stream id), so a replay decides exactly as the live run did; once the partition
+  has read all of its log, the wall clock (``advance``).
+
+So disorder gives exactly the outputs of the ordered stream when an event arrives within the
+reorder wait of the events newer than it (concurrent senders: the request that carried older
+events finished a little later), or within the out-of-order bound of the newest event time.
+An event the watermark has already passed is evaluated at once, placed by the operators where
+its time says (``runtime.rules.operators``); whether it is *late* is up to its own customer's
+clock (``PartitionEngine.late``).
+
+How far behind the partition's newest event time each log entry's oldest event arrives is
+counted in ``delays`` (for the metric and ``esp status``), so the bounds can be sized from
+real traffic.
 
 Pure logic: no clock, no Redis; the buffer is part of the partition's checkpoint.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
+from collections import deque
 from typing import Any
 
 import msgspec
 
 from runtime.events.envelope import Event
 
+DELAY_BUCKETS_MS = (0, 10, 100, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000, 3_600_000)
+
 
 class EventClock:
-    def __init__(self, *, out_of_order_ms: int, lateness_ms: int, resume: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        out_of_order_ms: int,
+        lateness_ms: int,
+        reorder_wait_ms: int = 0,
+        resume: dict[str, Any] | None = None,
+    ) -> None:
         self.out_of_order_ms = out_of_order_ms
         self.lateness_ms = lateness_ms
+        self.reorder_wait_ms = reorder_wait_ms
         resume = resume or {}
         self.newest: int = int(resume.get("newest", 0))
+        # (arrival ms, newest event time once it arrived) of the arrivals still inside the wait
+        self._arrivals: deque[tuple[int, int]] = deque(tuple(a) for a in resume.get("arrivals", ()))  # type: ignore[misc]
+        self._settled: int = int(resume.get("settled", self.newest))  # newest event time that arrived long enough ago
         self._order = itertools.count()
         self._held: list[tuple[int, int, Event]] = []
         for event in msgspec.convert(resume.get("held", []), list[Event]):
             heapq.heappush(self._held, (event.time, next(self._order), event))
+        self.delays = [0] * (len(DELAY_BUCKETS_MS) + 1)  # entries by how far behind the newest they arrived
+        self.max_delay_ms = 0
+        self.last_delay_ms: int | None = None  # of the last entry pushed (None: the partition's first)
 
     @property
     def watermark(self) -> int:
-        return self.newest - self.out_of_order_ms
+        bound = self.newest - self.out_of_order_ms
+        return min(bound, self._settled) if self.reorder_wait_ms else bound
 
     @property
     def held(self) -> int:
         return len(self._held)
 
-    def late(self, events: list[Event]) -> list[Event]:
-        """The events of a batch that are late against the watermark before it."""
-        if not self.newest:
-            return []
-        cutoff = self.watermark - self.lateness_ms
-        return [e for e in events if e.time < cutoff]
-
-    def push(self, events: list[Event]) -> list[Event]:
-        """Take a batch; return the events the watermark has now passed, in event-time order
-        (arrival order among equal times)."""
+    def push(self, events: list[Event], arrival_ms: int | None = None) -> list[Event]:
+        """Take a log entry's events (appended at ``arrival_ms``); return the events the
+        watermark has now passed, in event-time order (arrival order among equal times)."""
         if not events:
             return []
-        self.newest = max(self.newest, max(e.time for e in events))
-        if not self.out_of_order_ms and not self._held:
-            return sorted(events, key=_time)  # nothing waits: the common, fast case
+        oldest, newest = min(e.time for e in events), max(e.time for e in events)
+        self.last_delay_ms = None
+        if self.newest:
+            self._count_delay(self.newest - oldest)
+        self.newest = max(self.newest, newest)
+        if self.reorder_wait_ms:
+            if arrival_ms is None:  # no arrival time (tests, backtests): nothing waits for later arrivals
+                self._settled = self.newest
+            else:
+                self._arrivals.append((arrival_ms, self.newest))
+                self._settle(arrival_ms)
+        if not self.out_of_order_ms and not self.reorder_wait_ms and not self._held:
+            return sorted(events, key=_time)  # nothing waits: each entry is put in order
         for event in events:
             heapq.heappush(self._held, (event.time, next(self._order), event))
         return self.release(self.watermark)
+
+    def advance(self, arrival_ms: int) -> list[Event]:
+        """The arrival clock moved to ``arrival_ms`` with nothing new (the partition has read all
+        of its log): release what the wait no longer holds."""
+        if self.reorder_wait_ms:
+            self._settle(arrival_ms)
+        return self.release(self.watermark)
+
+    def _settle(self, arrival_ms: int) -> None:
+        arrivals, since = self._arrivals, arrival_ms - self.reorder_wait_ms
+        while arrivals and arrivals[0][0] <= since:
+            self._settled = max(self._settled, arrivals.popleft()[1])
 
     def release(self, until_ms: int) -> list[Event]:
         """The held events at or before ``until_ms``, in event-time order."""
@@ -70,8 +113,31 @@ class EventClock:
             ready.append(heapq.heappop(held)[2])
         return ready
 
+    def _count_delay(self, delay_ms: int) -> None:
+        delay_ms = self.last_delay_ms = max(delay_ms, 0)
+        self.delays[bisect.bisect_left(DELAY_BUCKETS_MS, delay_ms)] += 1
+        self.max_delay_ms = max(self.max_delay_ms, delay_ms)
+
+    def delay_quantile_ms(self, q: float) -> int | None:
+        """The bucket bound under which a fraction ``q`` of the entries arrived (None: none yet;
+        -1: above the largest bucket)."""
+        total = sum(self.delays)
+        if not total:
+            return None
+        running = 0
+        for i, count in enumerate(self.delays):
+            running += count
+            if running >= q * total:
+                return DELAY_BUCKETS_MS[i] if i < len(DELAY_BUCKETS_MS) else -1
+        return -1
+
     def snapshot(self) -> dict[str, Any]:
-        return {"newest": self.newest, "held": [entry[2] for entry in sorted(self._held)]}
+        return {
+            "newest": self.newest,
+            "settled": self._settled,
+            "arrivals": [list(a) for a in self._arrivals],
+            "held": [entry[2] for entry in sorted(self._held)],
+        }
 
 
 def _time(event: Event) -> int:

@@ -88,10 +88,11 @@ class LeafSpec:
 @dataclass(frozen=True, slots=True)
 class SequenceSpec:
     """Followed-by: ``steps`` in order; ``guards[k]`` (or None) must not occur between step k-1
-    and step k; all within ``within_ms`` of the first step."""
+    and step k; all within ``within_ms`` of the first step. A step is an event condition or a
+    timed one (geofence, absence, duration), which occurs when it completes."""
 
     path: str
-    steps: tuple[LeafSpec, ...]
+    steps: tuple[Any, ...]  # LeafSpec | GeofenceSpec | AbsenceSpec | DurationSpec
     guards: tuple[LeafSpec | None, ...]
     within_ms: int
     strict: bool
@@ -102,7 +103,16 @@ class SequenceSpec:
         return ("sequence", self.within_ms, self.strict, tuple(s.shape for s in self.steps), guards)
 
     def leaves(self) -> list[LeafSpec]:
-        return [*self.steps, *(g for g in self.guards if g is not None)]
+        return [leaf for step in self.steps for leaf in step.leaves()] + [g for g in self.guards if g is not None]
+
+    @property
+    def guarded(self) -> bool:
+        return any(g is not None for g in self.guards)
+
+    @property
+    def step_types(self) -> frozenset[str]:
+        """The event types of the single-event steps (what ``strict`` watches)."""
+        return frozenset(s.event_type for s in self.steps if isinstance(s, LeafSpec))
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,7 +218,7 @@ def _in_polygon(lat: float, lon: float, polygon: tuple[tuple[float, float], ...]
 class GroupSpec:
     path: str
     kind: str  # all | any
-    children: tuple[LeafSpec | GroupSpec | SequenceSpec, ...]
+    children: tuple[Any, ...]  # any Node
     within_ms: int
 
     @property
@@ -325,14 +335,14 @@ def _compile_node(node: Any, path: str) -> Any:
         after = LeafSpec.build(f"{path}.absence.after", spec.after)
         return AbsenceSpec(path, after, LeafSpec.build(f"{path}.absence.missing", spec.missing), spec.within)
     if isinstance(node, Sequence):
-        steps: list[LeafSpec] = []
+        steps: list[Any] = []
         guards: list[LeafSpec | None] = []
         pending: LeafSpec | None = None
         for i, item in enumerate(node.sequence):
             if isinstance(item, NotStep):
                 pending = LeafSpec.build(f"{path}.sequence.{i}.not", item.not_)
                 continue
-            steps.append(LeafSpec.build(f"{path}.sequence.{i}", item))
+            steps.append(_compile_node(item, f"{path}.sequence.{i}"))
             guards.append(pending)
             pending = None
         return SequenceSpec(path, tuple(steps), tuple(guards), node.within, node.strict)

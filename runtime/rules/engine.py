@@ -37,6 +37,8 @@ from runtime.rules.operators import (
     accumulate,
     advance_sequence,
     expire_group,
+    nodes_of,
+    timer_fired,
     watch_absence,
     watch_duration,
     watch_geofence,
@@ -52,7 +54,7 @@ from runtime.rules.state import (
     window_to_wire,
 )
 
-__all__ = ["GroupState", "Output", "PartitionEngine", "output_id"]
+__all__ = ["GroupState", "Output", "PartitionEngine", "Retraction", "output_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,17 @@ class Output:
     id: str
     topic: str
     event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Retraction:
+    """A late event showing that an output ``rule`` already published for ``customer`` no longer
+    holds. ESP does not un-send it; the runner counts it and records it in the event's trace."""
+
+    rule: str
+    customer: str
+    source: str
+    event_id: str
 
 
 def output_id(rule: str, customer: str, refs: Iterable[tuple[str, str]], action_index: int) -> str:
@@ -74,14 +87,30 @@ def output_id(rule: str, customer: str, refs: Iterable[tuple[str, str]], action_
 class PartitionEngine:
     """Rules over the customers of one virtual partition. ``snapshot()`` is the checkpoint."""
 
-    def __init__(self, rules: Iterable[CompiledRule], resume_state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        rules: Iterable[CompiledRule],
+        resume_state: dict[str, Any] | None = None,
+        *,
+        lateness_ms: int = 3_600_000,
+    ) -> None:
         # rule -> customer -> state: a window (flat list) for a plain event condition, else a
         # GroupState; one dict per rule rather than one per customer keeps a customer cheap
         self._state: dict[str, dict[str, Window | GroupState]] = {}
         self._cooldowns: dict[str, dict[str, int]] = {}  # plain-condition rule -> customer -> silent until
-        self._timers: list[tuple[int, str, str]] = []  # (deadline, customer, rule); stale entries are skipped
+        # (due, customer, rule): due is a timer's deadline plus the customer's offset; stale entries are skipped
+        self._timers: list[tuple[int, str, str]] = []
+        self.lateness_ms = lateness_ms
+        # per customer: the newest event time evaluated (an event is late only against its own
+        # customer's), and for a customer far behind the partition (a backfill) how far behind:
+        # its timers and expiry run on the partition's time minus that offset
+        self._clock: dict[str, int] = {}
+        self._offset: dict[str, int] = {}
+        self.retractions: list[Retraction] = []  # since the runner last took them
         self._set_rules(list(rules))
         if resume_state:
+            self._clock = {sys.intern(c): int(t) for c, t in resume_state.get("clocks", {}).items()}
+            self._offset = {sys.intern(c): int(o) for c, o in resume_state.get("offsets", {}).items()}
             shapes = resume_state.get("shapes", {})
             keep = {n for n, r in self._rules.items() if shapes.get(n) == _wire_shape(r.shape)}
             for customer, per_rule in resume_state.get("customers", {}).items():
@@ -94,8 +123,7 @@ class PartitionEngine:
         if rule.group is not None:
             state = GroupState.from_wire(wire)
             self._state[rule.name][customer] = state
-            for deadline, _ in state.timers.values():
-                heapq.heappush(self._timers, (deadline, customer, rule.name))
+            self._push_timers(customer, rule.name, state)
             return
         times, refs, cooldown_until, *values = wire
         if times:
@@ -113,6 +141,7 @@ class PartitionEngine:
                 by_type[event_type].append(rule)
         self._by_type = dict(by_type)
         self._reads_profiles = any(r.reads_profiles for r in rules)
+        self._group_rules = [r.name for r in rules if r.group is not None]
 
     @property
     def rules(self) -> dict[str, CompiledRule]:
@@ -133,45 +162,98 @@ class PartitionEngine:
         """Whether any rule's expression reads ``profile.*`` (enrichment is needed)."""
         return self._reads_profiles
 
-    def on_events(self, events: Iterable[Event], profiles: dict[str, dict[str, Any]] | None = None) -> list[Output]:
+    def on_events(
+        self,
+        events: Iterable[Event],
+        profiles: dict[str, dict[str, Any]] | None = None,
+        *,
+        watermark: int | None = None,
+    ) -> list[Output]:
         """Evaluate the rules over ``events`` in order; timers due at or before an event's time
         fire before it, so how events are batched never changes the outputs. ``profiles``
         (customer -> attributes and tags from the profile store) are visible to expressions as
-        ``profile``."""
+        ``profile``. ``watermark`` (the partition's) tells which customers' events arrive far
+        behind the others' (a backfill): their timers and expiry then follow their own time."""
         outputs: list[Output] = []
-        by_type, timers = self._by_type, self._timers
+        by_type, timers, clocks, offsets = self._by_type, self._timers, self._clock, self._offset
+        backfill_from = None if watermark is None else watermark - self.lateness_ms
         for event in events:
-            if timers and timers[0][0] <= event.time:  # a wait that ended before this event fires first
-                outputs += self.on_timer(event.time)
             rules = by_type.get(event.type)
+            customer, time_ms = event.customer, event.time
+            if backfill_from is not None and (time_ms < backfill_from or customer in offsets):
+                self._track_offset(customer, time_ms, watermark)  # type: ignore[arg-type]
+            now = time_ms + offsets[customer] if offsets and customer in offsets else time_ms
+            if timers and timers[0][0] <= now:  # a wait that ended before this event fires first
+                outputs += self.on_timer(now)
             if not rules:
                 continue
+            newest = clocks.get(customer)
+            if newest is None or time_ms > newest:
+                clocks[customer if newest is not None else sys.intern(customer)] = time_ms
             context = None
             for rule in rules:
-                if (rule.valid_from_ms is not None or rule.valid_until_ms is not None) and not rule.valid_at(
-                    event.time
-                ):
+                if (rule.valid_from_ms is not None or rule.valid_until_ms is not None) and not rule.valid_at(time_ms):
                     continue
                 if rule.audience is not None:
-                    profile = profiles.get(event.customer, {}) if profiles is not None else {}
+                    profile = profiles.get(customer, {}) if profiles is not None else {}
                     if not rule.audience(profile):
                         continue
                 if rule.group is not None:
                     if context is None:
                         context = event.as_context()
                         if profiles is not None:
-                            context["profile"] = profiles.get(event.customer, {})
+                            context["profile"] = profiles.get(customer, {})
                     self._on_group_event(rule, event, context, outputs)
                     continue
                 if rule.where is not None:
                     if context is None:
                         context = event.as_context()
                         if profiles is not None:
-                            context["profile"] = profiles.get(event.customer, {})
+                            context["profile"] = profiles.get(customer, {})
                     if not rule.where.predicate(context):
                         continue
                 self._on_match(rule, event, outputs)
         return outputs
+
+    def _track_offset(self, customer: str, time_ms: int, watermark: int) -> None:
+        """A customer whose events arrive more than the allowed lateness behind the partition's
+        watermark is backfilling: its time is the partition's minus this offset. It catches up
+        when an event of its comes within the lateness; a late event of a live customer (one
+        older than the customer's own newest) does not make it a backfill."""
+        behind = watermark - time_ms
+        if behind <= self.lateness_ms:
+            if self._offset.pop(customer, None) is not None:
+                for name in self._group_rules:
+                    state = self._state[name].get(customer)
+                    if isinstance(state, GroupState):
+                        self._push_timers(customer, name, state)
+            return
+        newest = self._clock.get(customer)
+        if customer in self._offset or newest is None or newest < watermark - self.lateness_ms:
+            if self._offset.get(customer) == behind:
+                return
+            self._offset[sys.intern(customer)] = behind
+            for name in self._group_rules:  # the customer's timers are due at new times
+                state = self._state[name].get(customer)
+                if isinstance(state, GroupState):
+                    self._push_timers(customer, name, state)
+
+    def late(self, events: Iterable[Event]) -> list[tuple[Event, int]]:
+        """The events older than their own customer's newest evaluated event by more than the
+        allowed lateness (other customers' events never make an event late), each with how far
+        behind its customer it is (ms)."""
+        clocks, lateness = self._clock, self.lateness_ms
+        if not clocks:
+            return []
+        return [
+            (e, clocks[e.customer] - e.time)
+            for e in events
+            if e.customer in clocks and e.time < clocks[e.customer] - lateness
+        ]
+
+    def take_retractions(self) -> list[Retraction]:
+        taken, self.retractions = self.retractions, []
+        return taken
 
     def _on_match(self, rule: CompiledRule, event: Event, outputs: list[Output]) -> None:
         customer = event.customer
@@ -207,40 +289,62 @@ class PartitionEngine:
         if state is None:
             state = states[sys.intern(event.customer)] = GroupState()
         assert isinstance(state, GroupState)
+        retracted: list[str] = []
         if state.cooldown_until is not None and event.time < state.cooldown_until:
             if isinstance(rule.group, GeofenceSpec):  # keep knowing where the customer is
-                watch_geofence(rule.group, event, context, state, quiet=True)
+                watch_geofence(rule.group, event, context, state, retracted, quiet=True)
             elif isinstance(rule.group, DurationSpec):  # and whether the state is open
-                watch_duration(rule.group, event, context, state, quiet=True)
-            return
-        state.cooldown_until = None
-        occurrence = self._evaluate(rule.group, event, context, state)
-        if occurrence is not None:
-            outputs += self._fire(rule, event.customer, event.time, occurrence[1])
-            if not isinstance(rule.group, LeafSpec):  # grouped counts: the other values' windows go on
-                state.windows.clear()
-                state.latest.clear()
-                state.partials.clear()
-            if rule.cooldown_ms:
-                state.cooldown_until = event.time + rule.cooldown_ms
-        for deadline, _ in state.timers.values():
-            heapq.heappush(self._timers, (deadline, event.customer, rule.name))
+                watch_duration(rule.group, event, context, state, retracted, quiet=True)
+        else:
+            state.cooldown_until = None
+            occurrence = self._evaluate(rule.group, event, context, state, retracted)
+            if occurrence is not None:
+                self._fired_group(rule, event.customer, state, event.time, occurrence, outputs)
+        if retracted:
+            self.retractions.append(Retraction(rule.name, event.customer, event.source, event.id))
+        self._push_timers(event.customer, rule.name, state)
         if state.empty:
-            del states[event.customer]
+            del self._state[rule.name][event.customer]
 
-    def _evaluate(self, node: Any, event: Event, context: dict[str, Any], state: GroupState) -> Occurrence | None:
-        """The occurrence ``node`` completes with this event, updating its state."""
-        if isinstance(node, SequenceSpec):
-            return advance_sequence(node, event, context, state)
-        if isinstance(node, AbsenceSpec):
-            watch_absence(node, event, context, state)
-            return None
-        if isinstance(node, GeofenceSpec):
-            return watch_geofence(node, event, context, state)
-        if isinstance(node, DurationSpec):
-            return watch_duration(node, event, context, state)
+    def _fired_group(
+        self,
+        rule: CompiledRule,
+        customer: str,
+        state: GroupState,
+        time_ms: int,
+        occurrence: Occurrence,
+        outputs: list[Output],
+    ) -> None:
+        outputs += self._fire(rule, customer, time_ms, occurrence[1])
+        if not isinstance(rule.group, LeafSpec):  # grouped counts: the other values' windows go on
+            state.windows.clear()
+            state.latest.clear()
+            state.partials.clear()
+        if rule.cooldown_ms:
+            state.cooldown_until = time_ms + rule.cooldown_ms
+
+    def _push_timers(self, customer: str, name: str, state: GroupState) -> None:
+        offset = self._offset.get(customer, 0)
+        for deadline, _ in state.timers.values():
+            heapq.heappush(self._timers, (deadline + offset, customer, name))
+
+    def _evaluate(
+        self,
+        node: Any,
+        event: Event | None,
+        context: dict[str, Any] | None,
+        state: GroupState,
+        retracted: list[str],
+        fired: dict[str, Occurrence] | None = None,
+    ) -> Occurrence | None:
+        """The occurrence ``node`` completes with this event (or, with ``event`` None, with the
+        timers in ``fired``: path -> occurrence), updating its state."""
         if isinstance(node, LeafSpec):
-            if node.event_type != event.type or (node.where is not None and not node.where.predicate(context)):
+            if (
+                event is None
+                or node.event_type != event.type
+                or (node.where is not None and not node.where.predicate(context))
+            ):
                 return None
             key = node.window_key(event.data)
             if key is None:
@@ -252,24 +356,51 @@ class PartitionEngine:
             if not window:
                 del state.windows[key]
             return occurrence
-        results = [self._evaluate(child, event, context, state) for child in node.children]
+        if isinstance(node, (GeofenceSpec, AbsenceSpec, DurationSpec)):
+            if event is None:
+                return fired.get(node.path) if fired else None
+            if isinstance(node, GeofenceSpec):
+                return watch_geofence(node, event, context, state, retracted)  # type: ignore[arg-type]
+            if isinstance(node, DurationSpec):
+                return watch_duration(node, event, context, state, retracted)  # type: ignore[arg-type]
+            watch_absence(node, event, context, state, retracted)  # type: ignore[arg-type]
+            return None
+        if isinstance(node, SequenceSpec):
+            occurring: dict[int, Occurrence] = {}
+            for k, step in enumerate(node.steps):
+                occurrence = self._evaluate(step, event, context, state, retracted, fired)
+                if occurrence is not None:
+                    occurring[k] = occurrence
+            if not occurring and (event is None or not (node.strict or node.guarded)):
+                return None  # nothing to advance or to end (run-out partials go at expiry)
+            return advance_sequence(node, event, context, state, occurring)
+        results = [self._evaluate(child, event, context, state, retracted, fired) for child in node.children]
         if node.kind == "any":
             return next((r for r in results if r is not None), None)
+        now = {index: occurrence for index, occurrence in enumerate(results) if occurrence is not None}
+        if not now:
+            return None
         latest = state.latest.setdefault(node.path, {})
-        for index, occurrence in enumerate(results):
-            if occurrence is not None:
-                latest[index] = occurrence
-        newest = max(t for t, _ in latest.values()) if latest else 0
-        for index in [i for i, (t, _) in latest.items() if node.within_ms and t <= newest - node.within_ms]:
-            del latest[index]
-        fired = None
-        if len(latest) == len(node.children):
-            refs = dict.fromkeys(ref for i in range(len(node.children)) for ref in latest[i][1])
-            fired = (newest, list(refs))
+        within = node.within_ms
+        fired_now = None
+        candidate = {**latest, **now}
+        times = [t for t, _ in candidate.values()]
+        if len(candidate) == len(node.children) and (not within or max(times) - min(times) < within):
+            refs = dict.fromkeys(ref for i in range(len(node.children)) for ref in candidate[i][1])
+            fired_now = (max(times), list(refs))
             latest.clear()
+        else:
+            for index, occurrence in now.items():
+                kept = latest.get(index)
+                if kept is None or kept[0] <= occurrence[0]:  # a later occurrence is never worse
+                    latest[index] = occurrence
+        if latest and within:  # what can no longer fall within 'within' of the newest goes
+            newest = max(t for t, _ in latest.values())
+            for index in [i for i, (t, _) in latest.items() if t <= newest - within]:
+                del latest[index]
         if not latest:
             del state.latest[node.path]
-        return fired
+        return fired_now
 
     def _fire(self, rule: CompiledRule, customer: str, time_ms: int, matched_refs: list[str]) -> list[Output]:
         refs = [split_ref(r) for r in matched_refs]
@@ -312,54 +443,70 @@ class PartitionEngine:
         ]
 
     def next_timer_at(self) -> int | None:
-        """The earliest pending absence deadline (event time), if any."""
+        """When the earliest pending timer (absence, dwell, duration) is due, in partition time."""
         while self._timers and not self._timer_live(*self._timers[0]):
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
-    def _timer_live(self, deadline: int, customer: str, name: str) -> bool:
+    def _timer_live(self, due: int, customer: str, name: str) -> bool:
         state = self._state.get(name, {}).get(customer)
-        return isinstance(state, GroupState) and any(t == deadline for t, _ in state.timers.values())
+        offset = self._offset.get(customer, 0)
+        return isinstance(state, GroupState) and any(t + offset == due for t, _ in state.timers.values())
 
     def on_timer(self, now_ms: int) -> list[Output]:
-        """Fire the absence rules whose deadline is at or before ``now_ms``: their 'after' event
-        was not followed by the 'missing' one in time."""
+        """Run the timers due at or before ``now_ms`` (partition time; a backfilling customer's
+        are due its offset later): an absence whose 'missing' event did not come, a dwell, a
+        duration still open. A timed condition that is the rule's whole ``when`` fires it; one
+        inside a sequence or a group passes its occurrence up."""
         outputs: list[Output] = []
         while self._timers and self._timers[0][0] <= now_ms:
-            deadline, customer, name = heapq.heappop(self._timers)
-            if not self._timer_live(deadline, customer, name):
+            key, customer, name = heapq.heappop(self._timers)
+            state = self._state.get(name, {}).get(customer)
+            if not isinstance(state, GroupState):
                 continue
-            rule, state = self._rules[name], self._state[name][customer]
-            assert isinstance(state, GroupState)
-            for path, (due, refs) in list(state.timers.items()):
-                if due == deadline:
-                    del state.timers[path]
-                    outputs += self._fire(rule, customer, deadline, refs)
-                    if rule.cooldown_ms:
-                        state.cooldown_until = deadline + rule.cooldown_ms
+            rule, offset = self._rules[name], self._offset.get(customer, 0)
+            due = sorted((deadline, path) for path, (deadline, _) in state.timers.items() if deadline + offset == key)
+            for deadline, path in due:
+                occurrence = state.timers.pop(path)
+                timer_fired(nodes_of(rule.group).get(path), state, deadline)
+                if state.cooldown_until is not None and deadline < state.cooldown_until:
+                    continue
+                state.cooldown_until = None
+                if path == rule.group.path:  # type: ignore[union-attr]
+                    self._fired_group(rule, customer, state, deadline, occurrence, outputs)
+                    continue
+                retracted: list[str] = []
+                found = self._evaluate(rule.group, None, None, state, retracted, {path: occurrence})
+                if found is not None:
+                    self._fired_group(rule, customer, state, deadline, found, outputs)
             if state.empty:
                 del self._state[name][customer]
         return outputs
 
     def expire(self, watermark_ms: int) -> None:
-        """Forget windows, occurrences and cooldowns that ended before ``watermark_ms``."""
+        """Forget windows, occurrences, cooldowns and customer clocks that ended before
+        ``watermark_ms`` (for a backfilling customer: before its own time)."""
+        offsets = self._offset
         for name, states in self._state.items():
             rule = self._rules[name]
             if rule.group is not None:
                 for customer in list(states):
                     state = states[customer]
                     assert isinstance(state, GroupState)
-                    expire_group(rule, state, watermark_ms)
+                    expire_group(rule, state, watermark_ms - offsets.get(customer, 0))
                     if state.empty:
                         del states[customer]
                 continue
             assert rule.leaf is not None
             stride, ended = rule.leaf.stride, rule.leaf.window.ended
-            for customer in [c for c, w in states.items() if ended(w[-stride], watermark_ms)]:
+            for customer in [c for c, w in states.items() if ended(w[-stride], watermark_ms - offsets.get(c, 0))]:
                 del states[customer]
             cooldowns = self._cooldowns[name]
-            for customer in [c for c, until in cooldowns.items() if until <= watermark_ms]:
+            for customer in [c for c, until in cooldowns.items() if until <= watermark_ms - offsets.get(c, 0)]:
                 del cooldowns[customer]
+        for customer in [c for c, t in self._clock.items() if t <= watermark_ms - offsets.get(c, 0)]:
+            del self._clock[customer]
+            offsets.pop(customer, None)
 
     @property
     def customers(self) -> int:
@@ -385,6 +532,8 @@ class PartitionEngine:
                     customers[customer][name] = [[], [], until]
         return {
             "customers": dict(customers),
+            "clocks": self._clock,
+            "offsets": self._offset,
             "rules": {n: r.version for n, r in self._rules.items()},
             "shapes": {n: _wire_shape(r.shape) for n, r in self._rules.items()},
         }

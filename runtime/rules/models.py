@@ -112,8 +112,6 @@ class Group(BaseModel):
             raise ValueError("a group needs exactly one of 'all' or 'any'")
         if self.all_ is not None and len(self.all_) > 1 and self.within <= 0:
             raise ValueError("'all' of several conditions needs 'within': the span they must fall in")
-        if any(getattr(child, "kind", None) in TIMED for child in self.children):
-            raise ValueError("absence, duration and geofence conditions can only be a rule's whole 'when'")
         return self
 
     @property
@@ -136,17 +134,19 @@ class NotStep(BaseModel):
 class Sequence(BaseModel):
     """Followed-by: the steps in this order, the first to the last within ``within``; a ``not``
     step forbids an event between its neighbours; ``strict`` forbids any other event of the
-    steps' types in between."""
+    steps' types in between. A step is a single event or a timed condition (geofence, absence,
+    duration), which occurs at its own time (the entry; entry + dwell; the absence's deadline;
+    start + gte)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    sequence: list[Condition | NotStep] = Field(min_length=2, max_length=20)
+    sequence: list[Step] = Field(min_length=2, max_length=20)
     within: DurationMs = Field(description="From the first step's event to the last one's.")
     strict: bool = Field(False, description="Steps must follow each other with no other event of their types.")
 
     @model_validator(mode="after")
     def _shape(self) -> Sequence:
-        steps = [s for s in self.sequence if isinstance(s, Condition)]
+        steps = [s for s in self.sequence if not isinstance(s, NotStep)]
         if len(steps) < 2:
             raise ValueError("a sequence needs at least two event steps")
         if isinstance(self.sequence[0], NotStep) or isinstance(self.sequence[-1], NotStep):
@@ -154,7 +154,7 @@ class Sequence(BaseModel):
         for a, b in zip(self.sequence, self.sequence[1:], strict=False):
             if isinstance(a, NotStep) and isinstance(b, NotStep):
                 raise ValueError("put one 'not' step between two event steps")
-        if not all(s.single for s in steps):
+        if not all(s.single for s in steps if isinstance(s, Condition)):
             raise ValueError("sequence steps are single events: no count, aggregate or group_by")
         if self.within <= 0:
             raise ValueError("a sequence needs 'within'")
@@ -166,7 +166,7 @@ class Sequence(BaseModel):
 
     @property
     def children(self) -> list[Any]:
-        return [s if isinstance(s, Condition) else s.not_ for s in self.sequence]
+        return [s.not_ if isinstance(s, NotStep) else s for s in self.sequence]
 
 
 class AbsenceSpec(BaseModel):
@@ -232,9 +232,6 @@ class Duration(BaseModel):
     @property
     def children(self) -> list[Any]:
         return [self.duration.start, self.duration.stop]
-
-
-TIMED = ("absence", "duration", "geofence")
 
 
 class Zone(BaseModel):
@@ -328,6 +325,23 @@ When = Annotated[
     | Annotated[Geofence, Tag("_geofence")],
     Discriminator(_when_kind),
 ]
+
+
+def _step_kind(value: Any) -> str:
+    if isinstance(value, NotStep) or (isinstance(value, dict) and "not" in value):
+        return "_not"
+    return _when_kind(value)
+
+
+Step = Annotated[
+    Annotated[Condition, Tag("_condition")]
+    | Annotated[NotStep, Tag("_not")]
+    | Annotated[Absence, Tag("_absence")]
+    | Annotated[Duration, Tag("_duration")]
+    | Annotated[Geofence, Tag("_geofence")],
+    Discriminator(_step_kind),
+]
+Sequence.model_rebuild()
 Group.model_rebuild()
 
 

@@ -15,7 +15,9 @@ from runtime.rules.compiled import (
     LeafSpec,
     SequenceSpec,
 )
-from runtime.rules.state import UNKNOWN, AggregateWindow, GroupState, Occurrence, Window, ref_of
+from runtime.rules.state import UNKNOWN, AggregateWindow, GroupState, Occurrence, Partial, Window, ref_of
+
+MARK_MEMORY_MS = 24 * 3600 * 1000  # how long a geofence remembers where a customer was last seen
 
 
 def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | None:
@@ -48,96 +50,191 @@ def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | Non
 
 
 def watch_geofence(
-    node: GeofenceSpec, event: Event, context: dict[str, Any], state: GroupState, *, quiet: bool = False
+    node: GeofenceSpec,
+    event: Event,
+    context: dict[str, Any],
+    state: GroupState,
+    retracted: list[str],
+    *,
+    quiet: bool = False,
 ) -> Occurrence | None:
-    """Track whether the customer is in the zone. Entering: the occurrence (enter), or a dwell
-    timer; leaving cancels the timer. Staying inside does not fire again. ``quiet`` (during a
+    """Track whether the customer is in the zone. An entry is the first in-zone location after
+    an out-of-zone one (a first known location inside the zone is no entry): the occurrence
+    (enter), or a dwell timer; leaving cancels the timer. Staying inside does not fire again.
+    A location older than the last one known changes nothing; when it shows that an entry (or a
+    dwell) already published was not one, its path goes to ``retracted``. ``quiet`` (during a
     cooldown): track only."""
     if not _matches(node.event, event, context):
         return None
     inside = node.contains(event.data)
     if inside is None:
         return None
-    was_inside = node.path in state.inside
-    if inside and not was_inside:
-        entered: Occurrence = (event.time, [ref_of(event)])
-        state.inside[node.path] = entered
-        if quiet:
-            return None
-        if not node.dwell_ms:
-            return entered
-        state.timers[node.path] = (event.time + node.dwell_ms, entered[1])
-    elif not inside and was_inside:
-        del state.inside[node.path]
-        state.timers.pop(node.path, None)
+    path, t = node.path, event.time
+    marks = state.marks.get(path)  # [last location, last out-of-zone location (-1: none), in zone]
+    entered = state.inside.get(path)
+    if marks is not None and t < marks[0]:  # late: placed against what is known, nothing moves
+        if entered is not None and not quiet:
+            if inside and marks[1] < t < entered[0] and not node.dwell_ms:
+                retracted.append(path)  # the customer was already inside: that entry was none
+            elif not inside and entered[0] <= t < entered[0] + node.dwell_ms and path not in state.timers:
+                retracted.append(path)  # left before the dwell that was published
+        if not inside and entered is not None and t >= entered[0]:  # left, came back at an unknown time
+            del state.inside[path]
+            state.timers.pop(path, None)
+            marks[1] = t
+        return None
+    if marks is None:
+        state.marks[path] = [t, -1 if inside else t, int(inside)]
+        return None
+    was_inside = marks[2]
+    marks[0], marks[2] = t, int(inside)
+    if not inside:
+        marks[1] = t
+        if entered is not None:
+            del state.inside[path]
+            state.timers.pop(path, None)
+        return None
+    if was_inside:
+        return None
+    entry: Occurrence = (t, [ref_of(event)])
+    state.inside[path] = entry
+    if quiet:
+        return None
+    if not node.dwell_ms:
+        return entry
+    state.timers[path] = (t + node.dwell_ms, entry[1])
     return None
 
 
 def watch_duration(
-    node: DurationSpec, event: Event, context: dict[str, Any], state: GroupState, *, quiet: bool = False
+    node: DurationSpec,
+    event: Event,
+    context: dict[str, Any],
+    state: GroupState,
+    retracted: list[str],
+    *,
+    quiet: bool = False,
 ) -> Occurrence | None:
     """A ``start`` opens the state (and a timer at start + ``min_ms``) unless one is open; a
     ``stop`` closes it, firing when it comes at or after the timer's time and the timer has not
-    run yet. ``quiet`` (during a cooldown): track only."""
-    opened = state.inside.get(node.path)
-    if opened is not None and _matches(node.stop, event, context) and event.time >= opened[0]:
-        del state.inside[node.path]
-        timer = state.timers.pop(node.path, None)
-        if timer is not None and event.time >= timer[0] and not quiet:
-            return timer
-        return None
+    run yet. A ``stop`` earlier than the open state's start is ignored, and so is a ``start``
+    earlier than a ``stop`` already seen; a late ``stop`` that ends a state before the duration
+    it already fired goes to ``retracted``. ``quiet`` (during a cooldown): track only."""
+    path, t = node.path, event.time
+    opened = state.inside.get(path)
+    marks = state.marks.get(path)  # [newest stop, the last fired state's start, its due] (-1: none)
+    if _matches(node.stop, event, context):
+        if marks is None:
+            marks = state.marks[path] = [t, -1, -1]
+        elif t > marks[0]:
+            marks[0] = t
+        if marks[1] <= t < marks[2] and marks[1] >= 0 and not quiet:
+            retracted.append(path)
+        if opened is not None and t >= opened[0]:
+            del state.inside[path]
+            timer = state.timers.pop(path, None)
+            if timer is not None and t >= timer[0] and not quiet:
+                _fired(state, path, opened[0], timer[0])
+                return timer
+            return None
     if opened is None and _matches(node.start, event, context):
+        if marks is not None and marks[0] > t:
+            return None  # a stop after this start was seen: where the state ended is unknown
         ref = [ref_of(event)]
-        state.inside[node.path] = (event.time, ref)
+        state.inside[path] = (t, ref)
         if not quiet:
-            state.timers[node.path] = (event.time + node.min_ms, ref)
+            state.timers[path] = (t + node.min_ms, ref)
     return None
 
 
-def watch_absence(node: AbsenceSpec, event: Event, context: dict[str, Any], state: GroupState) -> None:
-    """A 'missing' event at or after the 'after' event, before the deadline, cancels the wait;
-    an 'after' event starts one when none is pending."""
-    pending = state.timers.get(node.path)
-    if pending is not None and _matches(node.missing, event, context):
-        deadline = pending[0]
-        if deadline - node.within_ms <= event.time < deadline:
-            del state.timers[node.path]
+def watch_absence(
+    node: AbsenceSpec, event: Event, context: dict[str, Any], state: GroupState, retracted: list[str]
+) -> None:
+    """A 'missing' event at or after the 'after' event, before the deadline, cancels the wait
+    (arriving once the wait has fired, it goes to ``retracted``); an 'after' event starts one
+    when none is pending and no 'missing' event later than it has been seen."""
+    path, t = node.path, event.time
+    pending = state.timers.get(path)
+    marks = state.marks.get(path)  # [newest missing, the last fired wait's after, its deadline] (-1: none)
+    if _matches(node.missing, event, context):
+        if marks is None:
+            marks = state.marks[path] = [t, -1, -1]
+        elif t > marks[0]:
+            marks[0] = t
+        if pending is not None and pending[0] - node.within_ms <= t < pending[0]:
+            del state.timers[path]
             pending = None
-    if pending is None and _matches(node.after, event, context):
-        state.timers[node.path] = (event.time + node.within_ms, [ref_of(event)])
+        elif 0 <= marks[1] <= t < marks[2]:
+            retracted.append(path)
+    if pending is None and _matches(node.after, event, context) and (marks is None or marks[0] <= t):
+        state.timers[path] = (t + node.within_ms, [ref_of(event)])
 
 
-def _matches(leaf: LeafSpec | None, event: Event, context: dict[str, Any]) -> bool:
-    return leaf is not None and leaf.event_type == event.type and (leaf.where is None or leaf.where.predicate(context))
+def timer_fired(node: Any, state: GroupState, deadline: int) -> None:
+    """Remember the span of a fired absence or duration, to recognise a late event that
+    contradicts it (a retraction)."""
+    if isinstance(node, (AbsenceSpec, DurationSpec)):
+        span = node.within_ms if isinstance(node, AbsenceSpec) else node.min_ms
+        _fired(state, node.path, deadline - span, deadline)
 
 
-def advance_sequence(node: SequenceSpec, event: Event, context: dict[str, Any], state: GroupState) -> Occurrence | None:
-    """Keep, per number of steps done, the latest-started partial match (a later start is never
-    worse: it leaves more of ``within`` and fewer events in between). The match completing the
-    last step is the occurrence; the sequence then restarts."""
+def _fired(state: GroupState, path: str, start: int, due: int) -> None:
+    marks = state.marks.setdefault(path, [-1, -1, -1])
+    marks[1], marks[2] = start, due
+
+
+def _matches(leaf: LeafSpec | None, event: Event | None, context: dict[str, Any] | None) -> bool:
+    return (
+        leaf is not None
+        and event is not None
+        and leaf.event_type == event.type
+        and (leaf.where is None or leaf.where.predicate(context))  # type: ignore[arg-type]
+    )
+
+
+def advance_sequence(
+    node: SequenceSpec,
+    event: Event | None,
+    context: dict[str, Any] | None,
+    state: GroupState,
+    occurring: dict[int, Occurrence],
+) -> Occurrence | None:
+    """Advance the sequence by the steps that occur now (``occurring``: step -> occurrence;
+    single-event steps occur with the event, timed ones when they complete). Keep, per number
+    of steps done, the latest-started partial match (a later start is never worse: it leaves
+    more of ``within`` and fewer events in between). A step extends a partial only when it
+    occurs at or after the partial's last step and less than ``within`` after its first, so a
+    late event is placed where its time says. The match completing the last step is the
+    occurrence (at its last step's time); the sequence then restarts."""
     old = state.partials.get(node.path, {})
-    old = {k: m for k, m in old.items() if m[0] > event.time - node.within_ms}
-    ref = ref_of(event)
-    steps = len(node.steps)
-    advanced: dict[int, Occurrence] = {}
+    within, steps = node.within_ms, len(node.steps)
+    advanced: dict[int, Partial] = {}
     fired: Occurrence | None = None
-    for k, step in enumerate(node.steps):
-        if not _matches(step, event, context):
-            continue
+    for k in sorted(occurring):
+        t, refs = occurring[k]
         if k == 0:
-            match: Occurrence = (event.time, [ref])
-        elif k in old:  # a 'not' condition counts only strictly between steps
-            match = (old[k][0], [*old[k][1], ref])
+            match: Partial = (t, refs, t)
         else:
-            continue
+            partial = old.get(k)  # a 'not' condition counts only strictly between steps
+            if partial is None or not (partial[2] <= t and t - partial[0] < within):
+                continue
+            match = (partial[0], [*partial[1], *refs], t)
         if k + 1 == steps:
-            fired = match
+            fired = (t, match[1])
         else:
             advanced[k + 1] = match
-    if node.strict and any(s.event_type == event.type for s in node.steps):
-        kept: dict[int, Occurrence] = {}  # strict: an event of the steps' types ends every partial it does not extend
+    if event is None:
+        kept = dict(old)
     else:
-        kept = {k: m for k, m in old.items() if not _matches(node.guards[k], event, context)}
+        t = event.time
+        strict = node.strict and event.type in node.step_types
+        # drop what ran out by this event's time; a 'not' event (strict: any event of the steps'
+        # types) ends the partials whose last step is not after it
+        kept = {
+            k: m
+            for k, m in old.items()
+            if t - m[0] < within and not (m[2] <= t and (strict or _matches(node.guards[k], event, context)))
+        }
     for k, match in advanced.items():
         if k not in kept or kept[k][0] <= match[0]:
             kept[k] = match
@@ -158,6 +255,7 @@ def expire_group(rule: CompiledRule, state: GroupState, watermark_ms: int) -> No
         if leaf is None or (window and leaf.window.ended(window[-leaf.stride], watermark_ms)):
             del state.windows[path]
     spans = _group_spans(rule.group)
+    nodes = nodes_of(rule.group)
     for path in list(state.latest):
         span = spans.get(path, 0)
         occurrences = state.latest[path]
@@ -172,8 +270,20 @@ def expire_group(rule: CompiledRule, state: GroupState, watermark_ms: int) -> No
             state.partials[path] = partials
         else:
             del state.partials[path]
+    for path in list(state.marks):
+        memory = MARK_MEMORY_MS if isinstance(nodes.get(path), GeofenceSpec) else 0
+        if path not in state.inside and path not in state.timers and max(state.marks[path]) <= watermark_ms - memory:
+            del state.marks[path]
     if state.cooldown_until is not None and state.cooldown_until <= watermark_ms:
         state.cooldown_until = None
+
+
+def nodes_of(node: Any) -> dict[str, Any]:
+    """Every condition under ``node`` (itself included), by path."""
+    found = {node.path: node}
+    for child in (*getattr(node, "steps", ()), *getattr(node, "children", ())):
+        found.update(nodes_of(child))
+    return found
 
 
 def _group_spans(node: Any) -> dict[str, int]:

@@ -19,6 +19,7 @@ SEP = "\x1f"
 
 Window = list[Any]
 Occurrence = tuple[int, list[str]]  # (event time, refs of the matched events)
+Partial = tuple[int, list[str], int]  # a sequence's partial match: (first step's time, refs, last step's time)
 
 
 class AggregateWindow(list):  # type: ignore[type-arg]
@@ -89,6 +90,16 @@ def _occ_from_wire(wire: list[Any]) -> Occurrence:
     return int(wire[0]), [f"{s}{SEP}{i}" for s, i in wire[1]]
 
 
+def _partial_to_wire(partial: Partial) -> list[Any]:
+    return [partial[0], [list(split_ref(r)) for r in partial[1]], partial[2]]
+
+
+def _partial_from_wire(wire: list[Any]) -> Partial:
+    # checkpoints before 0.14 kept no last-step time: the first step's is the safe stand-in
+    last = int(wire[2]) if len(wire) > 2 else int(wire[0])
+    return int(wire[0]), [f"{s}{SEP}{i}" for s, i in wire[1]], last
+
+
 @dataclass(slots=True)
 class GroupState:
     """One customer's state for a rule whose ``when`` is not one plain event condition: the
@@ -99,9 +110,13 @@ class GroupState:
     windows: dict[str, Window] = field(default_factory=dict)
     latest: dict[str, dict[int, Occurrence]] = field(default_factory=dict)
     cooldown_until: int | None = None
-    partials: dict[str, dict[int, Occurrence]] = field(default_factory=dict)  # sequence -> steps done -> match
+    partials: dict[str, dict[int, Partial]] = field(default_factory=dict)  # sequence -> steps done -> match
     timers: dict[str, Occurrence] = field(default_factory=dict)  # absence/dwell/duration -> (deadline, events)
     inside: dict[str, Occurrence] = field(default_factory=dict)  # geofence/duration -> (since, the event)
+    # what a timed condition remembers to place a late event (see operators.py): geofence
+    # [last location, last out-of-zone location, in zone 0/1]; absence [newest missing, the
+    # last fired wait's after, its deadline]; duration [newest stop, the last fired start, its due]
+    marks: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -111,6 +126,7 @@ class GroupState:
             and not self.partials
             and not self.timers
             and not self.inside
+            and not self.marks
             and self.cooldown_until is None
         )
 
@@ -119,9 +135,10 @@ class GroupState:
             "w": {p: window_to_wire(w, strides.get(p.partition("#")[0], 2)) for p, w in self.windows.items()},
             "o": {p: {str(i): _occ_to_wire(o) for i, o in occ.items()} for p, occ in self.latest.items()},
             "c": self.cooldown_until,
-            "p": {p: {str(k): _occ_to_wire(o) for k, o in m.items()} for p, m in self.partials.items()},
+            "p": {p: {str(k): _partial_to_wire(o) for k, o in m.items()} for p, m in self.partials.items()},
             "t": {p: _occ_to_wire(o) for p, o in self.timers.items()},
             "i": {p: _occ_to_wire(o) for p, o in self.inside.items()},
+            "m": self.marks,
         }
 
     @classmethod
@@ -130,7 +147,8 @@ class GroupState:
             {p: window_from_wire(*w) for p, w in wire.get("w", {}).items()},
             {p: {int(i): _occ_from_wire(o) for i, o in occ.items()} for p, occ in wire.get("o", {}).items()},
             wire.get("c"),
-            {p: {int(k): _occ_from_wire(o) for k, o in m.items()} for p, m in wire.get("p", {}).items()},
+            {p: {int(k): _partial_from_wire(o) for k, o in m.items()} for p, m in wire.get("p", {}).items()},
             {p: _occ_from_wire(o) for p, o in wire.get("t", {}).items()},
             {p: _occ_from_wire(o) for p, o in wire.get("i", {}).items()},
+            {p: [int(v) for v in m] for p, m in wire.get("m", {}).items()},
         )

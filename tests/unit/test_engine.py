@@ -328,6 +328,8 @@ def test_snapshot_resume_continues_the_window():
     c1_refs = [["src", "e0"], ["src", "e1"], ["src", "e2"], ["src", "e3"]]
     assert snapshot == {
         "customers": {"c1": {"r": [[0, 100, 100, 150], c1_refs, None]}, "other": {"r": [[200], [["src", "e9"]], None]}},
+        "clocks": {"c1": 150, "other": 200},  # each customer's newest event time: lateness is per customer
+        "offsets": {},
         "rules": {"r": 1},
         "shapes": {"r": ["a", None, 5, 1000]},
     }
@@ -366,6 +368,8 @@ def test_empty_resume_state_is_a_fresh_engine():
     assert PartitionEngine([rule()], resume_state={}).customers == 0
     assert PartitionEngine([rule()], resume_state=None).snapshot() == {
         "customers": {},
+        "clocks": {},
+        "offsets": {},
         "rules": {"r": 1},
         "shapes": {"r": ["a", None, 1, 0]},
     }

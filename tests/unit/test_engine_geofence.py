@@ -31,9 +31,11 @@ def test_enter_fires_on_the_way_in_only():
 
 
 def test_leaving_during_the_cooldown_is_remembered():
-    """in at 0 (fire; cooldown 20 min), out at 5, in at 10 (cooldown: no fire), out 15, in 25: fire"""
+    """out at -1, in at 0 (fire; cooldown 20 min), out at 5, in at 10 (cooldown: no fire), out 15,
+    in 25: fire"""
     engine = rule(zone={"cells": ["Z"]}, enter=True)
     events = [
+        loc(9, -1, cell="Y"),
         loc(0, 0, cell="Z"),
         loc(1, 5, cell="Y"),
         loc(2, 10, cell="Z"),
@@ -56,7 +58,15 @@ def test_dwell_fires_by_timer_and_leaving_cancels_it():
 
 def test_events_without_a_location_change_nothing():
     engine = rule(zone={"cells": ["Z"]}, enter=True)
-    assert engine.on_events([loc(0, 0, signal=3), loc(1, 1, cell="Z")]) != []
+    assert engine.on_events([loc(0, 0, signal=3), loc(1, 1, cell="Y"), loc(2, 2, signal=1), loc(3, 3, cell="Z")]) != []
+
+
+def test_a_first_known_location_inside_is_no_entry():
+    """An entry is the first location inside after one outside: a customer first seen inside
+    has not been seen entering; leaving and coming back is an entry."""
+    engine = rule(zone={"cells": ["Z"]}, enter=True)
+    assert engine.on_events([loc(0, 0, cell="Z"), loc(1, 1, cell="Z")]) == []
+    assert fired(engine.on_events([loc(2, 2, cell="Y"), loc(3, 3, cell="Z")])) == [(3, "l3")]
 
 
 def test_h3_zone_of_mixed_resolutions():

@@ -2,8 +2,8 @@
 
 The oracle works on whole timelines, not on a state machine like the engine's. Per customer,
 the events with a cell are the known positions (events without one are ignored). A *stay*
-starts at a position inside the zone whose previous known position was outside (or that is the
-first) and ends at the next position outside, if any. With cooldown C:
+starts at a position inside the zone whose previous known position was outside (the first known
+position is no entry) and ends at the next position outside, if any. With cooldown C:
 
 - enter: a stay fires at its start when that is at or after the previous firing + C;
 - dwell D: a stay that lasts at least D fires at start + D, when its start is at or after
@@ -45,7 +45,7 @@ def stays(events: list[Event]) -> list[Stay]:
     """One customer's stays in the zone, from the whole list of positions."""
     known = [e for e in events if e.data.get("cell") is not None]
     starts = [
-        i for i, e in enumerate(known) if e.data["cell"] in ZONE and (i == 0 or known[i - 1].data["cell"] not in ZONE)
+        i for i, e in enumerate(known) if e.data["cell"] in ZONE and i > 0 and known[i - 1].data["cell"] not in ZONE
     ]
     result = []
     for i in starts:

@@ -33,11 +33,18 @@ def test_wealth_lead():
 
 
 def test_airport_roaming():
-    """flyer-1: international hall then an international check-in 40 min later -> MMS + app push.
-    flyer-2 flies domestic; flyer-3 checked in 4.5 h later; homebody-1 is no frequent traveller."""
+    """Arriving is entering the international hall (first location inside after one outside),
+    then an international check-in within 3 h (0 <= delta < 3 h).
+    flyer-1: domestic hall 6:00, international hall 6:30, check-in 7:10 -> MMS + app push.
+    flyer-2 flies domestic; flyer-3 checked in 4.5 h after entering; homebody-1 is no frequent
+    traveller; flyer-4 entered at 2:30 and was seen inside again at 6:00, check-in 6:40: staying
+    is not arriving; flyer-5 was first seen inside (no entry known); flyer-6 checked in 1 s
+    before the 3 h ran out -> fires."""
     assert outputs("airport-roaming") == [
         ("notifications.mms", "flyer-1", ["ar-2", "ar-3"]),
         ("notifications.app_push", "flyer-1", ["ar-2", "ar-3"]),
+        ("notifications.mms", "flyer-6", ["ar-18", "ar-19"]),
+        ("notifications.app_push", "flyer-6", ["ar-18", "ar-19"]),
     ]
 
 
