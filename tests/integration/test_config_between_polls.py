@@ -32,7 +32,9 @@ def start(redis_server, redis_client, tmp_path) -> tuple[ConfigStore, PartitionL
     store = ConfigStore(redis_client)
     store.put({"kind": "subscription", "name": "out", "topics": ["business.*"]})
     assert store.put(order_rule(1))["version"] == 1
-    settings = EspSettings(state_dir=tmp_path, redis_url=redis_server.url, partitions=1, checkpoint_interval_s=3600)
+    settings = EspSettings(
+        state_dir=tmp_path, redis_url=redis_server.url, partitions=1, checkpoint_interval_s=3600, reorder_wait_ms=0
+    )  # no reorder wait: each entry's events reach the rules as it is read, under its stamp's rules
     runner = PartitionRunner(settings, [0], consumer="a", client=redis_client, clock=lambda: NOW_S)
     runner.recover()
     return store, PartitionLog(redis_client, horizon_s=3600), runner
