@@ -116,6 +116,7 @@ def config_history(kind: str, name: str) -> str:
 CONFIG_VERSION = f"{PREFIX}:config:version"
 META = f"{PREFIX}:meta"
 HEARTBEATS = f"{PREFIX}:heartbeats"
+PARTITION_STATUS = f"{PREFIX}:partition-status"  # partition -> JSON: watermark, held, event delay, late, retractions
 QUARANTINE = f"{PREFIX}:quarantine"
 CONSENT = f"{PREFIX}:consent"
 

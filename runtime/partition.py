@@ -151,10 +151,23 @@ class PartitionRunner:
         for p in self.partitions:
             checkpoint = self.checkpoints.load(p)
             state = checkpoint.state if checkpoint else None
+            version, rules = self._config_version, self._rules
+            ran_under = (state or {}).get("config")
+            if ran_under and ran_under["version"] < self._config_version:
+                # replay the log after the checkpoint under the rules its entries were accepted under
+                version, docs = ran_under["version"], {d["name"]: d for d in ran_under["rules"]}
+                rules = load_rules(list(docs.values()))
+                self._configs = sorted(
+                    {
+                        c[0]: c
+                        for c in [*self._configs, *self._versions_between(version, docs, self._config_version - 1)]
+                    }.values(),
+                    key=lambda c: c[0],
+                )
             self.engines[p] = PartitionEngine(
-                self._rules, resume_state=state, lateness_ms=self.settings.allowed_lateness_s * 1000
+                rules, resume_state=state, lateness_ms=self.settings.allowed_lateness_s * 1000
             )
-            self._applied[p] = self._config_version
+            self._applied[p] = version
             self.offsets[p] = checkpoint.offset if checkpoint else "0"
             self.clocks[p] = self._clock_for(state or {})
         self.log.rewind(self.offsets)
@@ -196,21 +209,7 @@ class PartitionRunner:
         previous = self._config_version
         version, docs = self.config.snapshot()
         if 0 <= previous < version - 1:
-            changes = self.config.rule_changes(previous, version - 1)
-            if changes is None:
-                logger.warning(
-                    "config versions %s..%s left the change log; entries stamped with them get the rules of %s",
-                    previous + 1,
-                    version - 1,
-                    previous,
-                )
-            rule_docs = dict(self._rule_docs)
-            for at, name, record in changes or []:
-                if record is None:
-                    rule_docs.pop(name, None)
-                else:
-                    rule_docs[name] = record
-                self._configs.append((at, load_rules([rule_docs[n] for n in sorted(rule_docs)])))
+            self._configs += self._versions_between(previous, self._rule_docs, version - 1)
         self._rule_docs = {doc["name"]: doc for doc in docs["rule"]}
         self._rules = load_rules(docs["rule"])
         self._configs.append((version, self._rules))
@@ -218,16 +217,43 @@ class PartitionRunner:
         self._config_version = version
         return True
 
-    def _rules_for(self, partition: int, accepted_under: int | None) -> None:
+    def _versions_between(
+        self, version: int, rule_docs: dict[str, dict[str, Any]], upto: int
+    ) -> list[tuple[int, list[CompiledRule]]]:
+        """The rules of every config version after ``version`` (whose rule documents are
+        ``rule_docs``) up to ``upto``, from the store's change log: one snapshot per rule change."""
+        changes = self.config.rule_changes(version, upto)
+        if changes is None:
+            logger.warning(
+                "config versions %s..%s left the change log; entries stamped with them get the rules of %s",
+                version + 1,
+                upto,
+                version,
+            )
+        rule_docs, found = dict(rule_docs), []
+        for at, name, record in changes or []:
+            if record is None:
+                rule_docs.pop(name, None)
+            else:
+                rule_docs[name] = record
+            found.append((at, load_rules([rule_docs[n] for n in sorted(rule_docs)])))
+        return found
+
+    def _rules_for(self, partition: int, accepted_under: int | None, stats: StepStats) -> None:
         """Bring a partition's rules to the config its next log entry was accepted under (None:
         the newest), so an event accepted before a change is evaluated without it and one
-        accepted after it with it. Engines only move forward."""
+        accepted after it with it. Engines only move forward, and a change is a barrier for the
+        reorder buffer: the events it holds were accepted before the change, so they are
+        evaluated first, under the rules they were accepted under."""
         engine = self.engines.get(partition)
         if engine is None:
             return
         applied = self._applied.get(partition, -1)
         target = next((c for c in reversed(self._configs) if accepted_under is None or c[0] <= accepted_under), None)
         if target is not None and target[0] > applied:
+            clock = self.clocks[partition]
+            if clock.held:
+                self._evaluate(partition, clock.release(clock.newest), stats)
             engine.update_rules(target[1])
             self._applied[partition] = target[0]
             oldest = min(self._applied.get(p, -1) for p in self.partitions)
@@ -253,14 +279,14 @@ class PartitionRunner:
         for entry in entries:
             if entry.config_version > self._config_version:
                 self.refresh_config()
-            self._rules_for(entry.partition, entry.config_version)
+            self._rules_for(entry.partition, entry.config_version, stats)
             self._process(entry, stats)
             self.offsets[entry.partition] = entry.entry_id
             self._dirty.add(entry.partition)
             stats.entries += 1
         if not entries:  # caught up: nothing accepted before the newest config is still waiting
             for p in self.partitions:
-                self._rules_for(p, None)
+                self._rules_for(p, None, stats)
         self._timers(stats, caught_up=not entries)
         self._flush(stats)
         if self._clock() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
@@ -564,7 +590,7 @@ class PartitionRunner:
         for p in sorted(self._dirty):
             engine, clock = self.engines[p], self.clocks[p]
             engine.expire(clock.watermark - clock.lateness_ms)
-            state = {**engine.snapshot(), "clock": clock.snapshot()}
+            state = {**engine.snapshot(), "clock": clock.snapshot(), "config": self._ran_under(p)}
             self.checkpoints.save(Checkpoint(p, self.offsets[p], state, now_ms))
             self._forget_poison(p)
             written += 1
@@ -575,6 +601,13 @@ class PartitionRunner:
         if trims:
             self.log.trim(trims)
         return written
+
+    def _ran_under(self, partition: int) -> dict[str, Any]:
+        """The config version a partition's engine runs and its rule documents (for a replay
+        after a recovery to start from the same rules)."""
+        version = self._applied.get(partition, self._config_version)
+        rules = self.engines[partition].rules.values()
+        return {"version": version, "rules": [r.record for r in rules if r.record is not None]}
 
     def _accumulate(self, stats: StepStats) -> None:
         totals = self.totals
@@ -598,8 +631,16 @@ class PartitionRunner:
         return {"customer": customer, "partition": partition, "rules": engine.explain(customer, rule)}
 
     def heartbeat(self, index: int) -> None:
-        """Tell readiness checks this actor is alive and stepping."""
-        self._redis.hset(keys.HEARTBEATS, str(index), int(self._clock() * 1000))
+        """Tell readiness checks this actor is alive and stepping, and ``esp status`` how far
+        behind each of its partitions' events arrive (one round trip)."""
+        now_ms = int(self._clock() * 1000)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(keys.HEARTBEATS, str(index), now_ms)
+        for p, clock in self.clocks.items():
+            pipe.hset(
+                keys.PARTITION_STATUS, str(p), orjson.dumps({"actor": index, "at_ms": now_ms, **clock_status(clock)})
+            )
+        pipe.execute()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -612,21 +653,24 @@ class PartitionRunner:
             "published": self.totals.published,
             "late": self.totals.late,
             "retractions": dict(self.totals.retractions),
-            "event_delay": {
-                str(p): {
-                    "p50_ms": c.delay_quantile_ms(0.5),
-                    "p99_ms": c.delay_quantile_ms(0.99),
-                    "max_ms": c.max_delay_ms,
-                    "watermark_ms": c.watermark,
-                    "held": c.held,
-                }
-                for p, c in self.clocks.items()
-            },
+            "event_time": {str(p): clock_status(c) for p, c in self.clocks.items()},
             "poison": self.totals.poison,
             "held": sum(c.held for c in self.clocks.values()),
             "fired": dict(self.totals.fired),
             "offsets": dict(self.offsets),
         }
+
+
+def clock_status(clock: EventClock) -> dict[str, Any]:
+    """A partition's event-time clock for ``esp status``: how far behind its newest event time
+    log entries arrive (p50/p99/max since the actor started), its watermark and what it holds."""
+    return {
+        "delay_p50_ms": clock.delay_quantile_ms(0.5),
+        "delay_p99_ms": clock.delay_quantile_ms(0.99),
+        "delay_max_ms": clock.max_delay_ms,
+        "watermark_ms": clock.watermark,
+        "held": clock.held,
+    }
 
 
 def _refs(events: list[Event]) -> Suspects:

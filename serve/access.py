@@ -27,6 +27,7 @@ ACCESS: dict[tuple[str, str], str] = {
     ("GET", "/readyz"): "public",
     ("POST", "/v1/events"): "source",
     ("GET", "/metrics"): "viewer",
+    ("GET", "/v1/status"): "viewer",
     ("GET", "/v1/events/{source}/{event_id}/trace"): "viewer",
     ("GET", "/v1/decisions/{customer}"): "viewer",
     ("PUT", "/v1/optouts"): "operator",

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any, Protocol
 
 import httpx
+import orjson
 import ray
 import redis
 import redis.asyncio as aioredis
@@ -647,6 +648,12 @@ class EspApi:
             checks["redis"] = f"unavailable: {exc}"
             ready = False
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/v1/status", summary="Each partition's event-time clock: watermark, held events, how late events arrive")
+    def partition_status(self) -> dict[str, Any]:
+        raw = self.redis.hgetall(keys.PARTITION_STATUS)
+        partitions = {int(p): orjson.loads(v) for p, v in raw.items()}
+        return {"partitions": {str(p): partitions[p] for p in sorted(partitions)}}
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="This node's Prometheus metrics")
     async def metrics(self) -> PlainTextResponse:

@@ -13,9 +13,10 @@ import click
 import orjson
 
 from runtime.config.documents import load_yaml_documents, parse_document
-from runtime.dev.client import EspClient
+from runtime.dev.client import EspClient, default_token
 from runtime.dev.local_ray import use_local_ray
 from runtime.errors import EspError
+from runtime.events.envelope import format_time_ms
 from runtime.security.redact import redact_url
 from runtime.settings import EspSettings
 
@@ -160,7 +161,29 @@ def status(url: str) -> None:
         click.echo(f"ESP is not reachable at {url}: {exc}")
         sys.exit(1)
     click.echo(json.dumps(ready.json(), indent=2))
+    token = default_token()
+    if token:  # each partition's event-time clock, sign-in needed
+        found = httpx.get(f"{url}/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        if found.status_code == 200:
+            click.echo(_partition_table(found.json()["partitions"]))
     sys.exit(0 if ready.status_code == 200 else 1)
+
+
+def _partition_table(partitions: dict[str, dict[str, Any]]) -> str:
+    """One line per partition: how far behind its newest event time entries arrive (size
+    ESP_REORDER_WAIT_MS / ESP_MAX_OUT_OF_ORDER_S from it), its watermark and held events."""
+
+    def ms(value: Any) -> str:
+        return "-" if value is None else ">1h" if value == -1 else f"{value / 1000:g}s"
+
+    lines = ["partition  actor  delay p50  delay p99  delay max  held  watermark"]
+    for p, st in partitions.items():
+        watermark = format_time_ms(st["watermark_ms"]) if st.get("watermark_ms") else "-"
+        lines.append(
+            f"{p:>9}  {st['actor']:>5}  {ms(st['delay_p50_ms']):>9}  {ms(st['delay_p99_ms']):>9}  "
+            f"{ms(st['delay_max_ms']):>9}  {st['held']:>4}  {watermark}"
+        )
+    return "\n".join(lines)
 
 
 @main.command()

@@ -253,6 +253,7 @@ class CompiledRule:
     leaf: LeafSpec | None = None  # the condition when 'when' is a single event condition
     valid_from_ms: int | None = None
     valid_until_ms: int | None = None
+    record: dict[str, Any] | None = field(default=None, compare=False, repr=False)  # the stored document
 
     def valid_at(self, time_ms: int) -> bool:
         return (self.valid_from_ms is None or time_ms >= self.valid_from_ms) and (
@@ -288,8 +289,9 @@ class CompiledRule:
 
 def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
     """Compile a validated rule (or its stored JSON form, whose ``version`` is used)."""
+    record = None
     if isinstance(doc, dict):
-        version = int(doc.get("version", version))
+        record, version = doc, int(doc.get("version", version))
         doc = Rule.model_validate(document_body(doc))
     when = doc.when
     leaf = when if isinstance(when, Condition) else None
@@ -311,6 +313,7 @@ def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
         actions=tuple(doc.then),
         action_topics=tuple(a.topic for a in doc.then),
         action_details=tuple(a.details() for a in doc.then),
+        record=record,
     )
 
 

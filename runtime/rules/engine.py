@@ -175,7 +175,7 @@ class PartitionEngine:
         ``profile``. ``watermark`` (the partition's) tells which customers' events arrive far
         behind the others' (a backfill): their timers and expiry then follow their own time."""
         outputs: list[Output] = []
-        by_type, timers, clocks, offsets = self._by_type, self._timers, self._clock, self._offset
+        by_type, timers, offsets = self._by_type, self._timers, self._offset
         backfill_from = None if watermark is None else watermark - self.lateness_ms
         for event in events:
             rules = by_type.get(event.type)
@@ -187,9 +187,6 @@ class PartitionEngine:
                 outputs += self.on_timer(now)
             if not rules:
                 continue
-            newest = clocks.get(customer)
-            if newest is None or time_ms > newest:
-                clocks[customer if newest is not None else sys.intern(customer)] = time_ms
             context = None
             for rule in rules:
                 if (rule.valid_from_ms is not None or rule.valid_until_ms is not None) and not rule.valid_at(time_ms):
@@ -214,6 +211,14 @@ class PartitionEngine:
                         continue
                 self._on_match(rule, event, outputs)
         return outputs
+
+    def _advance_clock(self, customer: str, time_ms: int) -> None:
+        """The customer's newest event that reached a rule's state (what lateness is measured from)."""
+        newest = self._clock.get(customer)
+        if newest is None:
+            self._clock[sys.intern(customer)] = time_ms
+        elif time_ms > newest:
+            self._clock[customer] = time_ms
 
     def _track_offset(self, customer: str, time_ms: int, watermark: int) -> None:
         """A customer whose events arrive more than the allowed lateness behind the partition's
@@ -257,6 +262,7 @@ class PartitionEngine:
 
     def _on_match(self, rule: CompiledRule, event: Event, outputs: list[Output]) -> None:
         customer = event.customer
+        self._advance_clock(customer, event.time)
         if rule.cooldown_ms:
             cooldowns = self._cooldowns[rule.name]
             until = cooldowns.get(customer)
@@ -284,6 +290,7 @@ class PartitionEngine:
 
     def _on_group_event(self, rule: CompiledRule, event: Event, context: dict[str, Any], outputs: list[Output]) -> None:
         assert rule.group is not None  # callers route only group rules here
+        self._advance_clock(event.customer, event.time)
         states = self._state[rule.name]
         state = states.get(event.customer)
         if state is None:

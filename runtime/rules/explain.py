@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.events.envelope import format_time_ms
-from runtime.rules.compiled import CompiledRule, LeafSpec
+from runtime.rules.compiled import AbsenceSpec, CompiledRule, GeofenceSpec, LeafSpec
+from runtime.rules.operators import nodes_of
 from runtime.rules.state import GroupState, Window, split_ref
 
 
@@ -43,14 +44,31 @@ def explain_rule(rule: CompiledRule, state: Window | GroupState | None, cooldown
         for path, occ in state.latest.items()
     }
     out["sequence_progress"] = {
-        path: {f"{k} steps": {"since": format_time_ms(t), "events": _refs(refs)} for k, (t, refs) in m.items()}
+        path: {
+            f"{k} steps": {"since": format_time_ms(t), "last_step_at": format_time_ms(last), "events": _refs(refs)}
+            for k, (t, refs, last) in m.items()
+        }
         for path, m in state.partials.items()
     }
     out["timers"] = {
         path: {"due": format_time_ms(t), "events": _refs(refs)} for path, (t, refs) in state.timers.items()
     }
     out["open_since"] = {path: format_time_ms(t) for path, (t, _) in state.inside.items()}
+    out["remembered"] = {path: _explain_marks(rule, path, marks) for path, marks in state.marks.items()}
     return out
+
+
+def _explain_marks(rule: CompiledRule, path: str, marks: list[int]) -> dict[str, Any]:
+    """What a timed condition remembers to place late events, in words."""
+    node = nodes_of(rule.group).get(path)  # type: ignore[arg-type]
+
+    def at(t: int) -> str | None:
+        return format_time_ms(t) if t >= 0 else None
+
+    if isinstance(node, GeofenceSpec):
+        return {"last_location_at": at(marks[0]), "last_outside_at": at(marks[1]), "in_zone": bool(marks[2])}
+    newest = "newest_missing_at" if isinstance(node, AbsenceSpec) else "newest_stop_at"
+    return {newest: at(marks[0]), "last_fired_from": at(marks[1]), "last_fired_until": at(marks[2])}
 
 
 def _explain_window(leaf: LeafSpec, window: Window) -> dict[str, Any]:

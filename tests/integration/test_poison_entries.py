@@ -25,7 +25,10 @@ PARTITIONS = 4
 
 
 def settings_for(server, tmp_path) -> EspSettings:
-    return EspSettings(state_dir=tmp_path, redis_url=server.url, partitions=PARTITIONS, checkpoint_interval_s=3600)
+    # no reorder wait: the runner is stepped by hand with a clock that does not move
+    return EspSettings(
+        state_dir=tmp_path, redis_url=server.url, partitions=PARTITIONS, checkpoint_interval_s=3600, reorder_wait_ms=0
+    )
 
 
 def ev(i: int, customer: str, **data) -> Event:
