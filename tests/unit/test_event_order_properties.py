@@ -824,6 +824,17 @@ def test_a_backfilling_customer_does_not_run_another_customers_timers_ahead():
     assert outputs_of(absence, entries) == []
 
 
+def test_an_ordered_log_entry_spanning_more_than_the_allowed_lateness_gives_the_ordered_outputs():
+    """Every event in time order, nothing late: y starts a call at 0 and ends it at 5 min (a
+    duration of at least 10 min: no output). The second log entry (an NDJSON batch of history,
+    in order) spans 2 h: q at 0, y's stop at 5 min, q at 2 h. Its first event is more than the
+    allowed lateness (1 h) behind the watermark the entry moves to, but that must not run y's
+    timer (due at 10 min) before y's stop at 5 min is evaluated."""
+    duration = {"duration": {"start": {"event": "s"}, "stop": {"event": "p"}, "gte": "10m"}}
+    entries = [[ev("s0", "s", 0)], [ev("q0", "x", 0, "q"), ev("p5", "p", 5 * M), ev("q120", "x", 120 * M, "q")]]
+    assert outputs_of(duration, entries) == []
+
+
 def test_a_late_event_completing_a_window_outputs_at_the_windows_end():
     """count 2 within 5 ms: a at 1, then a at 0 arrives: the window [0, 1] fires; the output's
     time is the window's end (1), not the late event's time (0), so the output never lists an
