@@ -128,6 +128,7 @@ class PartitionRunner:
         self.engines: dict[int, PartitionEngine] = {}
         self.offsets: dict[int, str] = {}
         self.clocks: dict[int, EventClock] = {}
+        self._watermark_before: dict[int, int] = {}  # partition -> its watermark before the entry being read
         self._dirty: set[int] = set()
         self._config_version = -1
         self._rules: list[CompiledRule] = []
@@ -341,6 +342,7 @@ class PartitionRunner:
                 events = [e for e in events if id(e) not in gone]
         stats.events += len(events)
         clock = self.clocks[partition]
+        self._watermark_before[partition] = clock.watermark
         released = clock.push(events, arrival_ms)
         if clock.last_delay_ms is not None:
             stats.delays.append((partition, clock.last_delay_ms))
@@ -368,7 +370,8 @@ class PartitionRunner:
         profiles = None
         if engine.reads_profiles:  # enrichment: one round trip per batch
             profiles = self.profiles.get_many(sorted({e.customer for e in events}))
-        produced = engine.on_events(events, profiles, watermark=self.clocks[partition].watermark)
+        watermark = self._watermark_before.get(partition, self.clocks[partition].watermark)
+        produced = engine.on_events(events, profiles, watermark=watermark)
         outputs = [(partition, out_refs(out), _publication(out, stats)) for out in produced]
         if engine.retractions:
             self._retracted(engine.take_retractions(), stats)
@@ -573,9 +576,12 @@ class PartitionRunner:
             if caught_up:
                 released = clock.advance(wall_ms)
                 now = max(clock.watermark, wall_ms - clock.out_of_order_ms - clock.reorder_wait_ms)
+                if clock.oldest_held is not None:  # a timer never runs ahead of an event still waiting
+                    now = min(now, clock.oldest_held - 1)
             else:
                 released = clock.release(now)
             if released:
+                self._watermark_before[p] = clock.watermark
                 self._evaluate(p, released, stats)
                 due = engine.next_timer_at()
                 self._dirty.add(p)

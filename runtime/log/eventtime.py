@@ -72,6 +72,11 @@ class EventClock:
     def held(self) -> int:
         return len(self._held)
 
+    @property
+    def oldest_held(self) -> int | None:
+        """The event time of the oldest event still waiting, if any."""
+        return self._held[0][0] if self._held else None
+
     def push(self, events: list[Event], arrival_ms: int | None = None) -> list[Event]:
         """Take a log entry's events (appended at ``arrival_ms``); return the events the
         watermark has now passed, in event-time order (arrival order among equal times)."""

@@ -172,8 +172,9 @@ class PartitionEngine:
         """Evaluate the rules over ``events`` in order; timers due at or before an event's time
         fire before it, so how events are batched never changes the outputs. ``profiles``
         (customer -> attributes and tags from the profile store) are visible to expressions as
-        ``profile``. ``watermark`` (the partition's) tells which customers' events arrive far
-        behind the others' (a backfill): their timers and expiry then follow their own time."""
+        ``profile``. ``watermark`` (the partition's, before these events' log entry arrived)
+        tells which customers' events arrive far behind the others' (a backfill): their timers
+        and expiry then follow their own time."""
         outputs: list[Output] = []
         by_type, timers, offsets = self._by_type, self._timers, self._offset
         backfill_from = None if watermark is None else watermark - self.lateness_ms
@@ -182,9 +183,10 @@ class PartitionEngine:
             customer, time_ms = event.customer, event.time
             if backfill_from is not None and (time_ms < backfill_from or customer in offsets):
                 self._track_offset(customer, time_ms, watermark)  # type: ignore[arg-type]
-            now = time_ms + offsets[customer] if offsets and customer in offsets else time_ms
-            if timers and timers[0][0] <= now:  # a wait that ended before this event fires first
-                outputs += self.on_timer(now)
+            if offsets and customer in offsets:  # a backfill: its own waits that ended before it fire first
+                outputs += self._customer_timers(customer, time_ms)
+            elif timers and timers[0][0] <= time_ms:  # a wait that ended before this event fires first
+                outputs += self.on_timer(time_ms)
             if not rules:
                 continue
             context = None
@@ -277,10 +279,10 @@ class PartitionEngine:
         if fresh:
             window = [] if rule.leaf.aggregate is None else new_window(rule.leaf)  # counts: the hot path
         occurrence = accumulate(window, event, rule.leaf)  # type: ignore[arg-type]
-        if occurrence is not None:
-            outputs += self._fire(rule, customer, event.time, occurrence[1])
+        if occurrence is not None:  # at its newest event's time (a late event may complete it)
+            outputs += self._fire(rule, customer, occurrence[0], occurrence[1])
             if rule.cooldown_ms:
-                self._cooldowns[rule.name][sys.intern(customer)] = event.time + rule.cooldown_ms
+                self._cooldowns[rule.name][sys.intern(customer)] = occurrence[0] + rule.cooldown_ms
         if not window:
             if not fresh:
                 del windows[customer]
@@ -306,7 +308,7 @@ class PartitionEngine:
             state.cooldown_until = None
             occurrence = self._evaluate(rule.group, event, context, state, retracted)
             if occurrence is not None:
-                self._fired_group(rule, event.customer, state, event.time, occurrence, outputs)
+                self._fired_group(rule, event.customer, state, occurrence[0], occurrence, outputs)
         if retracted:
             self.retractions.append(Retraction(rule.name, event.customer, event.source, event.id))
         self._push_timers(event.customer, rule.name, state)
@@ -460,6 +462,19 @@ class PartitionEngine:
         offset = self._offset.get(customer, 0)
         return isinstance(state, GroupState) and any(t + offset == due for t, _ in state.timers.values())
 
+    def _customer_timers(self, customer: str, time_ms: int) -> list[Output]:
+        """Run one backfilling customer's timers due at or before its own ``time_ms`` (the heap
+        entries they leave behind are skipped as stale)."""
+        outputs: list[Output] = []
+        offset = self._offset.get(customer, 0)
+        for name in self._group_rules:
+            state = self._state[name].get(customer)
+            if isinstance(state, GroupState) and any(t <= time_ms for t, _ in state.timers.values()):
+                due = {t + offset for t, _ in state.timers.values() if t <= time_ms}
+                for key in sorted(due):
+                    outputs += self._run_timers(name, customer, state, key)
+        return outputs
+
     def on_timer(self, now_ms: int) -> list[Output]:
         """Run the timers due at or before ``now_ms`` (partition time; a backfilling customer's
         are due its offset later): an absence whose 'missing' event did not come, a dwell, a
@@ -469,25 +484,29 @@ class PartitionEngine:
         while self._timers and self._timers[0][0] <= now_ms:
             key, customer, name = heapq.heappop(self._timers)
             state = self._state.get(name, {}).get(customer)
-            if not isinstance(state, GroupState):
+            if isinstance(state, GroupState):
+                outputs += self._run_timers(name, customer, state, key)
+        return outputs
+
+    def _run_timers(self, name: str, customer: str, state: GroupState, key: int) -> list[Output]:
+        """Run the customer's timers of rule ``name`` due at ``key`` (deadline + offset)."""
+        outputs: list[Output] = []
+        rule, offset = self._rules[name], self._offset.get(customer, 0)
+        due = sorted((deadline, path) for path, (deadline, _) in state.timers.items() if deadline + offset == key)
+        for deadline, path in due:
+            occurrence = state.timers.pop(path)
+            timer_fired(nodes_of(rule.group).get(path), state, deadline)
+            if state.cooldown_until is not None and deadline < state.cooldown_until:
                 continue
-            rule, offset = self._rules[name], self._offset.get(customer, 0)
-            due = sorted((deadline, path) for path, (deadline, _) in state.timers.items() if deadline + offset == key)
-            for deadline, path in due:
-                occurrence = state.timers.pop(path)
-                timer_fired(nodes_of(rule.group).get(path), state, deadline)
-                if state.cooldown_until is not None and deadline < state.cooldown_until:
-                    continue
-                state.cooldown_until = None
-                if path == rule.group.path:  # type: ignore[union-attr]
-                    self._fired_group(rule, customer, state, deadline, occurrence, outputs)
-                    continue
-                retracted: list[str] = []
-                found = self._evaluate(rule.group, None, None, state, retracted, {path: occurrence})
-                if found is not None:
-                    self._fired_group(rule, customer, state, deadline, found, outputs)
-            if state.empty:
-                del self._state[name][customer]
+            state.cooldown_until = None
+            if path == rule.group.path:  # type: ignore[union-attr]
+                self._fired_group(rule, customer, state, deadline, occurrence, outputs)
+                continue
+            found = self._evaluate(rule.group, None, None, state, [], {path: occurrence})
+            if found is not None:
+                self._fired_group(rule, customer, state, deadline, found, outputs)
+        if state.empty:
+            del self._state[name][customer]
         return outputs
 
     def expire(self, watermark_ms: int) -> None:

@@ -208,6 +208,8 @@ def advance_sequence(
     occurrence (at its last step's time); the sequence then restarts."""
     old = state.partials.get(node.path, {})
     within, steps = node.within_ms, len(node.steps)
+    # newest time of a 'not' event per gap (and at 0, for strict, of any event of the steps' types)
+    seen = state.marks.get(node.path) if node.strict or node.guarded else None
     advanced: dict[int, Partial] = {}
     fired: Occurrence | None = None
     for k in sorted(occurring):
@@ -218,6 +220,8 @@ def advance_sequence(
             partial = old.get(k)  # a 'not' condition counts only strictly between steps
             if partial is None or not (partial[2] <= t and t - partial[0] < within):
                 continue
+            if seen is not None and (seen[k] > partial[2] or (node.strict and seen[0] > partial[2])):
+                continue  # a 'not' (strict: any step-type) event seen earlier lies after the partial's last step
             match = (partial[0], [*partial[1], *refs], t)
         if k + 1 == steps:
             fired = (t, match[1])
@@ -235,6 +239,8 @@ def advance_sequence(
             for k, m in old.items()
             if t - m[0] < within and not (m[2] <= t and (strict or _matches(node.guards[k], event, context)))
         }
+    if event is not None and (node.strict or node.guarded):
+        _remember_between(node, event, context, state)
     for k, match in advanced.items():
         if k not in kept or kept[k][0] <= match[0]:
             kept[k] = match
@@ -245,6 +251,21 @@ def advance_sequence(
     else:
         state.partials.pop(node.path, None)
     return fired
+
+
+def _remember_between(node: SequenceSpec, event: Event, context: dict[str, Any] | None, state: GroupState) -> None:
+    """Remember the newest 'not' event of each gap (strict: of any step type), so a late step
+    cannot complete a match across one that arrived before it."""
+    hits = [k for k, guard in enumerate(node.guards) if guard is not None and _matches(guard, event, context)]
+    if node.strict and event.type in node.step_types:
+        hits.append(0)
+    if not hits:
+        return
+    seen = state.marks.get(node.path)
+    if seen is None:
+        seen = state.marks[node.path] = [-1] * len(node.steps)
+    for k in hits:
+        seen[k] = max(seen[k], event.time)
 
 
 def expire_group(rule: CompiledRule, state: GroupState, watermark_ms: int) -> None:
