@@ -241,6 +241,7 @@ def send_from_queue(
         work.put(item)
     totals = {"requests": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "retries": 0}
     acked: list[int] = []
+    acked_at: dict[int, float] = {}
     errors: list[BaseException] = []
     lock = threading.Lock()
 
@@ -262,6 +263,7 @@ def send_from_queue(
                         totals["duplicates"] += answer["duplicates"]
                         totals["rejected"] += len(answer["rejected"])
                         acked.append(index)
+                        acked_at[index] = time.perf_counter()
         except BaseException as exc:  # re-raised in the caller's thread
             errors.append(exc)
 
@@ -274,7 +276,24 @@ def send_from_queue(
     if errors:
         raise errors[0]
     out_of_order = sum(1 for before, after in pairwise(acked) if after < before)
-    return {**totals, "seconds": time.perf_counter() - started, "acked_out_of_order": out_of_order, "order": acked}
+    return {
+        **totals,
+        "seconds": time.perf_counter() - started,
+        "acked_out_of_order": out_of_order,
+        "order": acked,
+        "needed_wait_s": needed_wait_s(acked_at),
+    }
+
+
+def needed_wait_s(acked_at: dict[int, float]) -> float:
+    """The reorder wait that would have put these bodies back in order: the longest time a body
+    was acknowledged after a later body of the queue (0 when they were acknowledged in order).
+    What ESP_REORDER_WAIT_MS must exceed for this traffic."""
+    worst, earliest_later = 0.0, float("inf")
+    for index in sorted(acked_at, reverse=True):
+        worst = max(worst, acked_at[index] - earliest_later)
+        earliest_later = min(earliest_later, acked_at[index])
+    return round(worst, 3)
 
 
 def read_outputs(client: Any, subscription: str, expected: int, *, idle_s: float, timeout_s: float = 300) -> list[Any]:
@@ -345,6 +364,7 @@ def bench_sequence_senders(
                     "acked": sent["accepted"],
                     "requests": sent["requests"],
                     "requests_acked_out_of_order": sent["acked_out_of_order"],
+                    "needed_reorder_wait_s": sent["needed_wait_s"],
                     **{k: v for k, v in scored.items() if k != "examples"},
                     "acked_events_per_s": round(events / acked_s),
                     "processed_events_per_s": round(events / processed_s) if processed_s else None,
@@ -373,6 +393,7 @@ SEQUENCE_COLUMNS = (
     ("duplicates", "duplicates"),
     ("missing", "missing"),
     ("unexpected", "valid, not in the ordered stream"),
+    ("needed_reorder_wait_s", "reorder wait needed (s)"),
     ("acked_events_per_s", "events/s (acked)"),
     ("processed_events_per_s", "events/s (processed)"),
 )
