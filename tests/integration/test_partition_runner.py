@@ -211,3 +211,34 @@ def test_events_held_for_reordering_survive_a_restart(redis_server, redis_client
     drain(reborn)
     outputs = received(redis_client)
     assert [[m["id"] for m in o["data"]["events"]] for o in outputs] == [["id1", "id5"]]
+
+
+def test_a_late_event_contradicting_a_published_output_is_a_counted_traced_retraction(
+    redis_server, redis_client, tmp_path
+):
+    """Absence 'order not paid within 10 s': the wait fires (a later event of the customer moves
+    time past it), then the payment 5 s after the order arrives. The output stays published; the
+    payment is counted as a retraction of the rule and its trace says so."""
+    from runtime.events.trace import trace_event
+
+    store = ConfigStore(redis_client)
+    store.put(
+        {
+            "kind": "rule",
+            "name": "unpaid",
+            "when": {"absence": {"after": {"event": "t.order"}, "missing": {"event": "t.pay"}, "within": "10s"}},
+            "then": [{"emit": "unpaid"}],
+        }
+    )
+    store.put({"kind": "subscription", "name": "out", "topics": ["business.*"]})
+    runner = PartitionRunner(settings_for(redis_server, tmp_path), [0, 1, 2, 3], consumer="a", client=redis_client)
+    runner.recover()
+    append_all(PartitionLog(redis_client, horizon_s=3600), [ev(0, "c", "t.order"), ev(60, "c", "t.other")])
+    drain(runner)
+    assert [e["data"]["events"][0]["id"] for e in received(redis_client)] == ["id0"]
+    append_all(PartitionLog(redis_client, horizon_s=3600), [ev(5, "c", "t.pay")])
+    drain(runner)
+    assert runner.totals.retractions == {"unpaid": 1}
+    assert received(redis_client) == []  # nothing un-sent, nothing new
+    trace = trace_event(redis_client, "src", "id5", now_ms=int(time.time() * 1000), days=400)
+    assert {"step": "retracts", "rule": "unpaid"} in trace["steps"]
