@@ -230,20 +230,20 @@ class PartitionEngine:
         behind = watermark - time_ms
         if behind <= self.lateness_ms:
             if self._offset.pop(customer, None) is not None:
-                for name in self._group_rules:
-                    state = self._state[name].get(customer)
-                    if isinstance(state, GroupState):
-                        self._push_timers(customer, name, state)
+                self._repush_timers(customer)
             return
         newest = self._clock.get(customer)
         if customer in self._offset or newest is None or newest < watermark - self.lateness_ms:
-            if self._offset.get(customer) == behind:
-                return
-            self._offset[sys.intern(customer)] = behind
-            for name in self._group_rules:  # the customer's timers are due at new times
-                state = self._state[name].get(customer)
-                if isinstance(state, GroupState):
-                    self._push_timers(customer, name, state)
+            if self._offset.get(customer) != behind:
+                self._offset[sys.intern(customer)] = behind
+                self._repush_timers(customer)
+
+    def _repush_timers(self, customer: str) -> None:
+        """The customer's offset changed: its timers are due at new times."""
+        for name in self._group_rules:
+            state = self._state[name].get(customer)
+            if isinstance(state, GroupState):
+                self._push_timers(customer, name, state)
 
     def late(self, events: Iterable[Event]) -> list[tuple[Event, int]]:
         """The events older than their own customer's newest evaluated event by more than the
@@ -308,7 +308,7 @@ class PartitionEngine:
             state.cooldown_until = None
             occurrence = self._evaluate(rule.group, event, context, state, retracted)
             if occurrence is not None:
-                self._fired_group(rule, event.customer, state, occurrence[0], occurrence, outputs)
+                self._fired_group(rule, event.customer, state, occurrence, outputs)
         if retracted:
             self.retractions.append(Retraction(rule.name, event.customer, event.source, event.id))
         self._push_timers(event.customer, rule.name, state)
@@ -320,10 +320,11 @@ class PartitionEngine:
         rule: CompiledRule,
         customer: str,
         state: GroupState,
-        time_ms: int,
         occurrence: Occurrence,
         outputs: list[Output],
     ) -> None:
+        """Fire ``rule`` at the occurrence's time and restart its state."""
+        time_ms = occurrence[0]
         outputs += self._fire(rule, customer, time_ms, occurrence[1])
         if not isinstance(rule.group, LeafSpec):  # grouped counts: the other values' windows go on
             state.windows.clear()
@@ -500,11 +501,11 @@ class PartitionEngine:
                 continue
             state.cooldown_until = None
             if path == rule.group.path:  # type: ignore[union-attr]
-                self._fired_group(rule, customer, state, deadline, occurrence, outputs)
+                self._fired_group(rule, customer, state, occurrence, outputs)
                 continue
             found = self._evaluate(rule.group, None, None, state, [], {path: occurrence})
             if found is not None:
-                self._fired_group(rule, customer, state, deadline, found, outputs)
+                self._fired_group(rule, customer, state, found, outputs)
         if state.empty:
             del self._state[name][customer]
         return outputs

@@ -134,9 +134,9 @@ Fired = tuple[str, str, list[str]]
 class Oracle:
     """Brute force. ``in_order=False`` documents the engine's behaviour for late events: the
     window is kept sorted by event time (a late event goes after equal times), "newest" is the
-    largest time in the window, and the cooldown test uses the arriving event's own time (so
-    once an event at or after cooldown_until has ended the cooldown, a later-arriving older
-    event counts again)."""
+    largest time in the window, the rule fires at that time and its cooldown runs from it, and
+    the cooldown test uses the arriving event's own time (so once an event at or after
+    cooldown_until has ended the cooldown, a later-arriving older event counts again)."""
 
     def __init__(self, rules: list[Spec], *, in_order: bool = True) -> None:
         self.rules = sorted(rules, key=lambda s: (-s.priority, s.name))
@@ -169,7 +169,7 @@ class Oracle:
             fired = [(spec.name, event.customer, [i for _, i in window])]
             window.clear()
             if spec.cooldown_ms:
-                self.cooldown_until[key] = event.time + spec.cooldown_ms
+                self.cooldown_until[key] = newest + spec.cooldown_ms  # the fire time: the window's newest
             return fired
         return []
 
