@@ -37,9 +37,21 @@ def log_stream(partition: int) -> str:
 
 
 def idempotency(source: str, day: int) -> str:
-    """Event ids of ``source`` first seen on ``day`` (days since the epoch, UTC), each mapped
-    to where it went (``<partition>/<log entry id>``)."""
+    """Event ids of ``source`` first seen on ``day`` (days since the epoch, UTC): a hash of how
+    many buckets (``n``) and ids (``c``) the day has; the ids are in :func:`idempotency_bucket`."""
+    return f"{PREFIX}:ids:{part(source)}:{day}"
+
+
+def legacy_idempotency(source: str, day: int) -> str:
+    """The hash event id -> ``<partition>/<log entry id>`` that ESP kept per source and day
+    before the buckets: still read (append, trace) until it expires, never written."""
     return f"{PREFIX}:idem:{part(source)}:{day}"
+
+
+def idempotency_bucket(source: str, day: int, index: int) -> str:
+    """One bucket of the day's ids: 96-bit digest of (source, id) -> where the event went
+    (runtime/log/partition_log.py; the append script builds the same name)."""
+    return f"{idempotency(source, day)}:{index}"
 
 
 def dropped(source: str, day: int) -> str:

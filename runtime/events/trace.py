@@ -1,5 +1,5 @@
 """Where did event X go? The trace is put together on demand from what the pipeline keeps
-anyway: the idempotency hashes (event id -> partition and log entry), the partition's read
+anyway: the idempotency buckets (digest of the event id -> partition and log entry), the partition's read
 position, the outputs each event contributed to, the ids dropped on purpose, and the quarantine.
 Nothing is written per event just for tracing."""
 
@@ -11,7 +11,7 @@ import orjson
 import redis
 
 from runtime import keys
-from runtime.log.partition_log import DAY_MS
+from runtime.log.partition_log import DAY_MS, decode_location, id_bucket, id_digest
 from runtime.log.streams import entry_id_key, text
 from runtime.sources.quarantine import QuarantineStore
 from runtime.subscriptions.topics import CONTACT_TOPICS
@@ -24,23 +24,26 @@ def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int,
     day = now_ms // DAY_MS
     pipe = client.pipeline(transaction=False)
     for back in range(days + 1):
-        pipe.hget(keys.idempotency(source, day - back), event_id)
+        pipe.hget(keys.idempotency(source, day - back), "n")
         pipe.hget(keys.dropped(source, day - back), event_id)
         pipe.hget(keys.late(source, day - back), event_id)
         pipe.hget(keys.retracts(source, day - back), event_id)
+        pipe.hget(keys.legacy_idempotency(source, day - back), event_id)
     pipe.lrange(keys.hits(source, event_id), 0, -1)
     *found, hits = pipe.execute()
-    where = next((text(v) for v in found[0::4] if v), None)
-    dropped = next((text(v) for v in found[1::4] if v), None)
-    late_ms = next((int(v) for v in found[2::4] if v), None)
-    retracted = next((orjson.loads(v) for v in found[3::4] if v), [])
+    where = _where(client, source, event_id, day, found[0::5]) or next(
+        (decode_location(v, day) for v in found[4::5] if v), None
+    )
+    dropped = next((text(v) for v in found[1::5] if v), None)
+    late_ms = next((int(v) for v in found[2::5] if v), None)
+    retracted = next((orjson.loads(v) for v in found[3::5] if v), [])
     steps: list[dict[str, Any]] = []
     status = "unknown"
     if where:
         status = "accepted"
-        partition, _, entry = where.partition("/")
-        steps.append({"step": "logged", "partition": int(partition), "log_entry": entry})
-        steps.append({"step": "processed" if _read_past(client, int(partition), entry) else "waiting"})
+        partition, entry = where
+        steps.append({"step": "logged", "partition": partition, "log_entry": entry})
+        steps.append({"step": "processed" if _read_past(client, partition, entry) else "waiting"})
         if late_ms is not None:
             steps.append({"step": "late", "behind_customer_ms": late_ms})
         steps += [{"step": "retracts", "rule": rule} for rule in retracted]
@@ -66,6 +69,21 @@ def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int,
     if status == "unknown" and quarantined:
         status = "quarantined"
     return {"source": source, "id": event_id, "status": status, "steps": steps}
+
+
+def _where(
+    client: redis.Redis, source: str, event_id: str, day: int, buckets: list[bytes | None]
+) -> tuple[int, str] | None:
+    """(partition, log entry) of an accepted event: its digest looked up in the bucket it falls
+    in on each day that remembers ids (``buckets``: each day's bucket count, today first)."""
+    digest = id_digest(source, event_id)
+    days = [(day - back, int(n)) for back, n in enumerate(buckets) if n]
+    if not days:
+        return None
+    pipe = client.pipeline(transaction=False)
+    for d, n in days:
+        pipe.hget(keys.idempotency_bucket(source, d, id_bucket(digest, n)), digest)
+    return next((decode_location(v, d) for (d, _), v in zip(days, pipe.execute(), strict=True) if v), None)
 
 
 def _contact_decisions(client: redis.Redis, outputs: list[str]) -> list[dict[str, Any]]:

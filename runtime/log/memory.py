@@ -1,5 +1,6 @@
 """The partition log in a process's memory, for unit tests: :class:`LogStorage` with the Redis
-log's behaviour (an event id seen within the horizon is a duplicate, one entry per partition
+log's behaviour (an event id seen within the horizon is a duplicate, remembered as the same
+96-bit digest of (source, id), one entry per partition
 and request carrying the config version, a read cursor per partition that ``rewind`` moves,
 trimming by entry id, backlog as entries not yet read). Entries are kept as the fields Redis
 keeps and decoded by the same :func:`decode_entry`. Not thread-safe; ``read`` never blocks."""
@@ -11,7 +12,16 @@ from collections.abc import Iterable
 
 from runtime.config.store import ConfigStorage
 from runtime.events.envelope import Event
-from runtime.log.partition_log import DAY_MS, Appended, LogEntry, decode_entry, encode_events, horizon_days
+from runtime.log.partition_log import (
+    DAY_MS,
+    Appended,
+    LogEntry,
+    decode_entry,
+    encode_events,
+    encode_location,
+    horizon_days,
+    id_digest,
+)
 from runtime.log.streams import entry_id_key
 
 Fields = dict[bytes, bytes]  # a stream entry's fields: b"b" events, b"d" duplicate positions, b"v" config version
@@ -26,7 +36,7 @@ class MemoryPartitionLog:
         self._config = config
         self._streams: dict[int, list[tuple[str, Fields]]] = {}  # partition -> entries, oldest first
         self._cursors: dict[int, str] = {}  # partition -> last entry id read (the consumer group)
-        self._seen: dict[tuple[str, int], dict[str, str]] = {}  # (source, day) -> id -> partition/entry
+        self._seen: dict[tuple[str, int], dict[bytes, str]] = {}  # (source, day) -> id digest -> location
         self._last_id = (0, 0)
 
     def append(
@@ -42,14 +52,16 @@ class MemoryPartitionLog:
         version = str(self._config.version() if self._config else 0).encode()
         out = []
         for partition, events in by_partition.items():
-            dups = tuple(i for i, e in enumerate(events) if any(e.id in bucket for bucket in buckets))
+            digests = [id_digest(source, e.id) for e in events]
+            dups = tuple(i for i, d in enumerate(digests) if any(d in bucket for bucket in buckets))
             if len(dups) == len(events):
                 out.append(Appended(partition, None, dups))
                 continue
             entry_id = self._next_id()
             fields = {b"b": encode_events(events), b"d": ",".join(map(str, dups)).encode(), b"v": version}
             self._streams.setdefault(partition, []).append((entry_id, fields))
-            today.update({e.id: f"{partition}/{entry_id}" for i, e in enumerate(events) if i not in dups})
+            where = encode_location(partition, entry_id, day)
+            today.update({d: where for i, d in enumerate(digests) if i not in dups})
             out.append(Appended(partition, entry_id, dups))
         return out
 

@@ -19,6 +19,7 @@ Both store an entry as the same fields and read it through :func:`decode_entry`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -55,6 +56,10 @@ class LogEntry:
 
 DAY_S = 86_400
 DAY_MS = DAY_S * 1000
+
+ID_DIGEST_BYTES = 12  # 96 bits of BLAKE2b per (source, event id): what a remembered id is stored as
+BUCKET_LOAD = 48  # mean ids per bucket at which linear hashing adds a bucket (max listpack: 128)
+LOCATION_PARTITIONS = 4096  # partitions and sequence numbers a compact location holds
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Event])
@@ -95,6 +100,48 @@ def horizon_days(horizon_s: int) -> int:
     return -(-horizon_s // DAY_S)
 
 
+def id_digest(source: str, event_id: str) -> bytes:
+    """The fixed-width digest a remembered (source, event id) is stored as: BLAKE2b-96 of the
+    length-prefixed source and the id. Two different ids of a source are taken for one
+    another only if their 96-bit digests are equal (see docs/operations/sizing.md for the odds)."""
+    src = source.encode("utf-8", "surrogatepass")
+    data = len(src).to_bytes(4, "big") + src + event_id.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(data, digest_size=ID_DIGEST_BYTES).digest()
+
+
+def id_bucket(digest: bytes, buckets: int) -> int:
+    """The bucket (0 .. buckets-1) of a digest under linear hashing, as the append script
+    computes it: the first 4 bytes modulo the next power of two, or the lower one when that
+    bucket does not exist yet."""
+    h = int.from_bytes(digest[:4], "big")
+    low = 1 << (buckets.bit_length() - 1)
+    index = h % (low * 2)
+    return index if index < buckets else h % low
+
+
+def encode_location(partition: int, entry_id: str, day: int) -> str:
+    """Where an event went, as the append script stores it: one integer
+    ``((ms into the day * 4096) + seq) * 4096 + partition`` (a listpack integer), or
+    ``<partition>/<entry id>`` when it does not fit."""
+    ms, _, seq = entry_id.partition("-")
+    rel, sq = int(ms) - day * DAY_MS, int(seq or 0)
+    if 0 <= rel < 1 << 28 and sq < LOCATION_PARTITIONS and partition < LOCATION_PARTITIONS:
+        return str((rel * LOCATION_PARTITIONS + sq) * LOCATION_PARTITIONS + partition)
+    return f"{partition}/{entry_id}"
+
+
+def decode_location(raw: bytes | str, day: int) -> tuple[int, str]:
+    """(partition, log entry id) from a remembered id's value in the buckets of ``day``."""
+    value = text(raw)
+    if "/" in value:
+        partition, _, entry = value.partition("/")
+        return int(partition), entry
+    number = int(value)
+    partition, number = number % LOCATION_PARTITIONS, number // LOCATION_PARTITIONS
+    seq, rel = number % LOCATION_PARTITIONS, number // LOCATION_PARTITIONS
+    return partition, f"{day * DAY_MS + rel}-{seq}"
+
+
 def encode_events(events: list[Event]) -> bytes:
     """A log entry's payload: the partition's events of one request, msgpack."""
     return _encoder.encode(events)
@@ -113,21 +160,25 @@ class PartitionLog:
     ) -> list[Appended]:
         """Append each partition's events as one entry, dropping already-seen (source, id).
 
-        Seen ids live in one hash per source and arrival day (id -> partition/log entry, which
-        the event trace reads); a request checks the hashes of the whole horizon (rounded up to
-        days) with HMGET, so no per-event key or round trip.
+        Seen ids are remembered per source and arrival day as an 96-bit digest of (source, id)
+        mapped to where the event went (:func:`encode_location`, which the event trace reads), in
+        small hashes (buckets) that linear hashing adds one at a time as the day fills, so each
+        stays in Redis's compact listpack encoding (docs/operations/sizing.md). A request
+        checks the buckets of the whole horizon (rounded up to days) in the same one script
+        call, so no per-event key or round trip.
         All events of one call must share a source; ids must be unique within the call."""
         if not by_partition:
             return []
         source = next(iter(by_partition.values()))[0].source
         day = now_ms // DAY_MS
         days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
-        buckets = [keys.idempotency(source, day - back) for back in range(days + 1)]
-        argv: list[Any] = [keys.CONFIG_VERSION, (days + 1) * DAY_S, len(buckets), *buckets]
+        argv: list[Any] = [keys.CONFIG_VERSION, (days + 1) * DAY_S, BUCKET_LOAD, day * DAY_MS, days + 1]
+        for back in range(days + 1):
+            argv += [keys.idempotency(source, day - back), keys.legacy_idempotency(source, day - back)]
         argv.append(len(by_partition))
         for partition, events in by_partition.items():
-            ids = _encoder.encode([e.id for e in events])
-            argv += [keys.log_stream(partition), partition, ids, encode_events(events)]
+            digests = b"".join([id_digest(source, e.id) for e in events])
+            argv += [keys.log_stream(partition), partition, digests, encode_events(events)]
         result = self._append(keys=[], args=argv)
         return [
             Appended(p, text(entry_id) if entry_id else None, tuple(int(d) for d in dups))

@@ -1,45 +1,141 @@
--- ARGV: config-version key, ttl_s, n buckets, bucket keys (today first), n groups,
---       then per group: stream, partition, msgpack array of ids, payload
--- A bucket is a hash: event id -> '<partition>/<log entry id>' (where the event went).
+-- ARGV: config-version key, ttl_s, ids per bucket before a split, first ms of today, n days,
+--       per day (today first): day key, legacy key; n groups,
+--       then per group: stream, partition, id digests (DIGEST bytes each, concatenated), payload
+-- A day key is a hash {n = buckets, c = ids}; the day's ids live in buckets '<day key>:<index>',
+-- hashes 96-bit digest of (source, id) -> where the event went (see encode), added one at a
+-- time by linear hashing so that every bucket stays small enough for Redis's listpack encoding.
+-- Every bucket holds the sentinel field '' from its creation (when it gets its TTL) on, so it is
+-- never emptied and re-created without one. A legacy key is the hash event id -> 'partition/entry'
+-- of ESP versions before the buckets, still checked until it expires.
+local DIGEST = 12 -- ID_DIGEST_BYTES in partition_log.py
 local config_version = redis.call('GET', ARGV[1]) or '0'
-local ttl, nb = ARGV[2], tonumber(ARGV[3])
-local buckets = {}
-for b = 1, nb do buckets[b] = ARGV[3 + b] end
-local groups = tonumber(ARGV[4 + nb])
-local i = 5 + nb
+local ttl, load, day_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local nd = tonumber(ARGV[5])
+
+local function hash32(d)
+  local a, b, c, e = string.byte(d, 1, 4)
+  return ((a * 256 + b) * 256 + c) * 256 + e
+end
+
+local function low_power(n) -- the largest power of two <= n
+  local p = 1
+  while p * 2 <= n do p = p * 2 end
+  return p
+end
+
+local days, any_legacy = {}, false
+for d = 1, nd do
+  local key, legacy = ARGV[4 + 2 * d], ARGV[5 + 2 * d]
+  local state = redis.call('HMGET', key, 'n', 'c')
+  local n = tonumber(state[1]) or 0
+  days[d] = {
+    prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0,
+    legacy = redis.call('EXISTS', legacy) == 1 and legacy or nil,
+  }
+  any_legacy = any_legacy or days[d].legacy ~= nil
+end
+local today = days[1]
+
+local function bucket(day, h)
+  local a = h % (day.p * 2)
+  if a >= day.n then a = h % day.p end
+  return day.prefix .. a
+end
+
+local function create(key, args) -- a new bucket: the sentinel, its first ids, its TTL
+  args[#args + 1] = ''
+  args[#args + 1] = ''
+  for start = 1, #args, 4000 do
+    redis.call('HSET', key, unpack(args, start, math.min(start + 3999, #args)))
+  end
+  redis.call('EXPIRE', key, ttl)
+end
+
+local function split() -- linear hashing: bucket n - p gives the ids of bucket n their own bucket
+  local n, p = today.n, today.p
+  local src = today.prefix .. (n - p)
+  local all = redis.call('HGETALL', src)
+  local moved, fields = {}, {}
+  for k = 1, #all, 2 do
+    if all[k] ~= '' and hash32(all[k]) % (p * 2) == n then
+      moved[#moved + 1] = all[k]
+      moved[#moved + 1] = all[k + 1]
+      fields[#fields + 1] = all[k]
+    end
+  end
+  create(today.prefix .. n, moved)
+  for start = 1, #fields, 4000 do
+    redis.call('HDEL', src, unpack(fields, start, math.min(start + 3999, #fields)))
+  end
+  today.n = n + 1
+  today.p = low_power(n + 1)
+end
+
+local function encode(partition, entry) -- ((ms into today * 4096 + seq) * 4096 + partition), or 'p/entry'
+  local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
+  local rel, sq = tonumber(ms) - day_ms, tonumber(seq)
+  if rel >= 0 and rel < 268435456 and sq < 4096 and partition < 4096 then
+    return string.format('%.0f', (rel * 4096 + sq) * 4096 + partition)
+  end
+  return partition .. '/' .. entry
+end
+
+local groups = tonumber(ARGV[6 + 2 * nd])
+local i = 7 + 2 * nd
 local out = {}
 for g = 1, groups do
-  local stream, partition, ids, payload = ARGV[i], ARGV[i + 1], cmsgpack.unpack(ARGV[i + 2]), ARGV[i + 3]
+  local stream, partition, digests, payload = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   i = i + 4
-  local n = #ids
-  local seen = {}
-  for start = 1, n, 4000 do
-    local stop = math.min(start + 3999, n)
-    for b = 1, nb do
-      local found = redis.call('HMGET', buckets[b], unpack(ids, start, stop))
-      for j = 1, stop - start + 1 do
-        if found[j] then seen[start + j - 1] = true end
+  local n = #digests / DIGEST
+  local ids, hashes, seen = {}, {}, {}
+  for j = 1, n do
+    ids[j] = string.sub(digests, (j - 1) * DIGEST + 1, j * DIGEST)
+    hashes[j] = hash32(ids[j])
+  end
+  if any_legacy then -- the payload is a msgpack array of events, each an array whose first item is the id
+    local raw = {}
+    for j, event in ipairs(cmsgpack.unpack(payload)) do raw[j] = event[1] end
+    for d = 1, nd do
+      if days[d].legacy then
+        for start = 1, n, 4000 do
+          local found = redis.call('HMGET', days[d].legacy, unpack(raw, start, math.min(start + 3999, n)))
+          for k = 1, #found do
+            if found[k] then seen[start + k - 1] = true end
+          end
+        end
+      end
+    end
+  end
+  for d = 1, nd do
+    local day = days[d]
+    if day.n > 0 then
+      for j = 1, n do
+        if not seen[j] and redis.call('HEXISTS', bucket(day, hashes[j]), ids[j]) == 1 then seen[j] = true end
       end
     end
   end
   local dups, fresh = {}, {}
   for j = 1, n do
-    if seen[j] then dups[#dups + 1] = j - 1 else fresh[#fresh + 1] = ids[j] end
+    if seen[j] then dups[#dups + 1] = j - 1 else fresh[#fresh + 1] = j end
   end
   local id = false
   if #fresh > 0 then
     id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
-    local where = partition .. '/' .. id
-    for start = 1, #fresh, 2000 do
-      local args = {}
-      for j = start, math.min(start + 1999, #fresh) do
-        args[#args + 1] = fresh[j]
-        args[#args + 1] = where
-      end
-      redis.call('HSET', buckets[1], unpack(args))
+    local where = encode(partition, id)
+    if today.n == 0 then
+      create(today.prefix .. 0, {})
+      today.n, today.p = 1, 1
     end
-    redis.call('EXPIRE', buckets[1], ttl)
+    today.c = today.c + #fresh
+    while today.c > today.n * load do split() end -- first, so no bucket outgrows the listpack
+    for _, j in ipairs(fresh) do
+      redis.call('HSET', bucket(today, hashes[j]), ids[j], where)
+    end
   end
   out[#out + 1] = {id, dups}
+end
+if today.n > 0 then
+  redis.call('HSET', today.key, 'n', today.n, 'c', today.c)
+  redis.call('EXPIRE', today.key, ttl)
 end
 return out

@@ -8,8 +8,9 @@ import time
 
 from runtime import keys
 from runtime.config.store import ConfigStore
+from runtime.events.envelope import Event
 from runtime.events.trace import trace_event
-from runtime.log.partition_log import DAY_MS
+from runtime.log.partition_log import PartitionLog
 from runtime.subscriptions.outbox import Publication
 from tests.integration.test_delivery import (
     dispatcher,
@@ -30,7 +31,8 @@ def test_the_trace_lists_each_delivery_attempt_of_an_output(redis_server, redis_
     """An input event (demo-app/e1) matched a rule whose output o0 went to a webhook that failed
     once: ``esp trace demo-app e1`` shows both attempts."""
     now_ms = int(time.time() * 1000)
-    redis_client.hset(keys.idempotency("demo-app", now_ms // DAY_MS), "e1", "0/1-0")  # e1 was accepted
+    accepted = Event("e1", "app.login", now_ms, "c1", "c1", "demo-app", {}, now_ms)
+    PartitionLog(redis_client, horizon_s=3600).append({0: [accepted]}, now_ms=now_ms)  # e1 was accepted
 
     def flaky(n, request):
         return (503, {}, 0.0, "try later") if n == 1 else (200, {}, 0.0)

@@ -1,0 +1,101 @@
+"""Remembered event ids (issue 15, item 5): what is a duplicate, that linear hashing's bucket
+splits lose none, the trace finding an event through the same digest, ids remembered by the
+format before the buckets, and the measured memory per id on a real redis-server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from runtime import keys
+from runtime.dev.memory_sizing import measure_event_ids
+from runtime.events.envelope import Event
+from runtime.events.trace import trace_event
+from runtime.log.memory import MemoryPartitionLog
+from runtime.log.partition_log import (
+    BUCKET_LOAD,
+    DAY_MS,
+    ID_DIGEST_BYTES,
+    LogStorage,
+    PartitionLog,
+    decode_location,
+    encode_location,
+    id_bucket,
+    id_digest,
+)
+
+MAX_BYTES_PER_ID = 32
+
+
+def ev(event_id: str, source: str = "crm", now_ms: int = 0) -> Event:
+    return Event(event_id, "app.login", now_ms, "c1", "c1", source, {}, now_ms)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def log(request: pytest.FixtureRequest) -> LogStorage:
+    if request.param == "memory":
+        return MemoryPartitionLog(horizon_s=86_400)
+    return PartitionLog(request.getfixturevalue("redis_client"), horizon_s=86_400)
+
+
+def test_the_same_source_and_id_on_the_same_day_is_a_duplicate_and_another_source_is_not(log) -> None:
+    now = int(time.time() * 1000)
+    assert log.append({0: [ev("e1")]}, now_ms=now)[0].duplicates == ()
+    assert log.append({3: [ev("e2"), ev("e1")]}, now_ms=now + 1000)[0].duplicates == (1,)  # any partition
+    assert log.append({0: [ev("e1", source="billing")]}, now_ms=now)[0].duplicates == ()
+    assert log.append({0: [ev("e1", source="billing")]}, now_ms=now)[0].duplicates == (0,)
+    assert log.append({0: [ev("E1")]}, now_ms=now)[0].duplicates == ()  # ids are exact strings
+    assert log.append({0: [ev("e1")]}, now_ms=now + DAY_MS)[0].duplicates == (0,)  # the horizon's next day
+    assert log.append({0: [ev("e1")]}, now_ms=now + 3 * DAY_MS)[0].duplicates == ()  # past it
+
+
+def test_no_id_is_lost_when_buckets_split_and_the_trace_finds_each(redis_client) -> None:
+    log = PartitionLog(redis_client, horizon_s=86_400)
+    now = int(time.time() * 1000)
+    day = now // DAY_MS
+    ids = [str(uuid.uuid4()) for _ in range(BUCKET_LOAD * 40)]
+    for start in range(0, len(ids), 300):
+        batch = {p: [ev(i, now_ms=now) for i in ids[start + p : start + 300 : 4]] for p in range(4)}
+        assert all(a.duplicates == () for a in log.append(batch, now_ms=now))
+    state = redis_client.hgetall(keys.idempotency("crm", day))
+    assert int(state[b"c"]) == len(ids) and int(state[b"n"]) >= 40  # split into many buckets
+    again = log.append({1: [ev(i, now_ms=now) for i in ids]}, now_ms=now + 1)
+    assert again[0].duplicates == tuple(range(len(ids))) and again[0].entry_id is None
+    for bucket in range(int(state[b"n"])):
+        assert redis_client.object("encoding", keys.idempotency_bucket("crm", day, bucket)) == b"listpack"
+        assert redis_client.ttl(keys.idempotency_bucket("crm", day, bucket)) > DAY_MS // 1000
+    where = {e.id: (p, x.entry_id) for p in range(4) for x in log.read_range(p, "0", 1000) for e in x.events}
+    for event_id in ids[:: len(ids) // 25]:
+        steps = trace_event(redis_client, "crm", event_id, now_ms=now, days=1)["steps"]
+        (logged,) = [s for s in steps if s["step"] == "logged"]
+        assert (logged["partition"], logged["log_entry"]) == where[event_id]
+    assert trace_event(redis_client, "crm", "never-sent", now_ms=now, days=1)["status"] == "unknown"
+
+
+def test_ids_remembered_in_the_format_before_the_buckets_are_still_duplicates(redis_client) -> None:
+    now = int(time.time() * 1000)
+    redis_client.hset(keys.legacy_idempotency("crm", now // DAY_MS - 1), "old", "2/1-0")
+    log = PartitionLog(redis_client, horizon_s=86_400)
+    assert log.append({0: [ev("new"), ev("old")]}, now_ms=now)[0].duplicates == (1,)
+    steps = trace_event(redis_client, "crm", "old", now_ms=now, days=1)["steps"]
+    assert steps[0] == {"step": "logged", "partition": 2, "log_entry": "1-0"}
+
+
+def test_locations_and_buckets_round_trip() -> None:
+    day = 20_000
+    for partition, entry in [(0, f"{day * DAY_MS}-0"), (4095, f"{day * DAY_MS + DAY_MS - 1}-4095"), (7, "5-0")]:
+        assert decode_location(encode_location(partition, entry, day), day) == (partition, entry)
+    assert "/" not in encode_location(63, f"{day * DAY_MS + 5}-3", day)  # the compact integer form
+    digest = id_digest("crm", "e1")
+    assert len(digest) == ID_DIGEST_BYTES == 12
+    assert digest != id_digest("crm2", "e1") and digest != id_digest("cr", "me1")
+    assert [id_bucket(digest, n) < n for n in range(1, 300)] == [True] * 299
+
+
+def test_a_remembered_id_costs_at_most_32_bytes(redis_client) -> None:
+    """The sizing claim of docs/operations/sizing.md, measured: 50,000 UUID4 ids through the
+    append path, INFO memory's used_memory delta per id (log streams deleted)."""
+    per_id = measure_event_ids(redis_client, 50_000)
+    assert per_id <= MAX_BYTES_PER_ID, f"{per_id:.1f} bytes per remembered event id"
