@@ -132,6 +132,37 @@ class Coordinator:
         """(partition actors with a recent heartbeat, partition actors started)."""
         return len(live_actors(self._redis, now_ms=now_ms)), len(recorded_assignment(self._redis))
 
+    def placement(self, *, timeout_s: float = 10.0) -> dict[str, Any]:
+        """Where the partition actors run (``esp status``): the cluster's nodes and, per
+        partition actor, its node, PID, the partitions it owns and their lag (entries not yet
+        read). An actor that does not answer in time (restarting) is listed with its recorded
+        partitions and ``"answering": False``."""
+        assignment = recorded_assignment(self._redis)
+        handles = {i: self._actors.find(actor_name("partition", i)) for i in range(len(assignment))}
+        found = [i for i, h in handles.items() if h is not None]
+        answers = self._actors.statuses([handles[i] for i in found], timeout_s=timeout_s)
+        statuses = dict(zip(found, answers, strict=True))
+        actors = []
+        for i, parts in enumerate(assignment):
+            st = statuses.get(i)
+            lag = {int(p): n for p, n in (st or {}).get("lag", {}).items()}
+            actors.append(
+                {
+                    "index": i,
+                    "name": actor_name("partition", i),
+                    "answering": st is not None,
+                    "node_id": st and st.get("node_id"),
+                    "pid": st and st.get("pid"),
+                    "partitions": list(parts),
+                    "lag": sum(lag.values()) if st else None,
+                    "lag_by_partition": lag,
+                }
+            )
+        nodes = self._actors.nodes()
+        for node in nodes:
+            node["actors"] = [a["index"] for a in actors if a["node_id"] == node["node_id"]]
+        return {"nodes": nodes, "actors": actors}
+
     def stop(self) -> None:
         """Stop what the records say runs: the policy stage and dispatchers first (they take
         what partitions publish), then the partition actors, each checkpointing as it stops."""

@@ -17,6 +17,7 @@ NAMESPACE = "esp"  # every ESP actor, and every driver that looks them up
 MAX_RESTARTS = -1  # a crashed actor always comes back; its constructor recovers its state
 MAX_TASK_RETRIES = 3  # a call that met a crash is sent again to the restarted actor
 MAX_CONCURRENCY = 4  # status and stop calls are answered while the work loop runs
+SPREAD_ROLES = frozenset({"partition"})  # over the nodes ("SPREAD"); one node: the same as the default
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class RayActors:
             num_cpus=spec.num_cpus,
             max_concurrency=MAX_CONCURRENCY,
             get_if_exists=True,
+            **({"scheduling_strategy": "SPREAD"} if spec.role in SPREAD_ROLES else {}),
         )
         return remote.remote(*args)
 
@@ -76,6 +78,34 @@ class RayActors:
             pass
         for handle in handles:
             ray.kill(handle, no_restart=True)
+
+    def statuses(self, handles: list[Any], *, timeout_s: float) -> list[dict[str, Any] | None]:
+        """Each actor's ``status()``, or None for one that does not answer in time (restarting)."""
+        refs = [h.status.remote() for h in handles]
+        if not refs:
+            return []
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+        done = set(ready)
+        found: list[dict[str, Any] | None] = []
+        for ref in refs:
+            try:
+                found.append(ray.get(ref) if ref in done else None)
+            except ray.exceptions.RayError:
+                found.append(None)
+        return found
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The cluster's nodes as the GCS knows them (dead ones included): id, address, alive, CPUs."""
+        return [
+            {
+                "node_id": n["NodeID"],
+                "address": f"{n['NodeManagerAddress']}:{n['NodeManagerPort']}",
+                "alive": bool(n["Alive"]),
+                "cpus": n.get("Resources", {}).get("CPU"),
+                "head": "node:__internal_head__" in n.get("Resources", {}),
+            }
+            for n in ray.nodes()
+        ]
 
     def cpus(self) -> int:
         """The whole CPUs the cluster has free now."""

@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any
 
+import ray
+
 from actors.factory import actor_name
 from runtime import metrics as m
 from runtime.partition import PartitionRunner
@@ -38,6 +40,8 @@ class PartitionActor:
         self._recovered = False
         self._errors = 0
         self._poison_recorded = 0
+        self._lag: dict[int, int] = {}  # entries not yet read, per partition, as of the last refresh
+        self._node_id = ray.get_runtime_context().get_node_id()
         self._thread = threading.Thread(target=self._loop, name="partition-loop", daemon=True)
         self._thread.start()
 
@@ -84,7 +88,8 @@ class PartitionActor:
             metric(m.EVENT_DELAY).observe(delay_ms / 1000, tags={"partition": str(partition)})
 
     def _record_lag(self) -> None:
-        for partition, lag in self._runner.log.backlog(self._runner.partitions).items():
+        self._lag = self._runner.log.backlog(self._runner.partitions)
+        for partition, lag in self._lag.items():
             metric(m.LAG).set(lag, tags={"partition": str(partition)})
 
     def status(self) -> dict[str, Any]:
@@ -93,6 +98,8 @@ class PartitionActor:
                 **self._runner.status(),
                 "index": self._index,
                 "pid": os.getpid(),
+                "node_id": self._node_id,
+                "lag": {str(p): n for p, n in self._lag.items()},
                 "recovered": self._recovered,
                 "errors": self._errors,
             }

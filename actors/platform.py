@@ -39,6 +39,7 @@ class Platform:
         self.dispatchers: list[Any] = []
         self.policy: list[Any] = []  # the contact-policy stage
         self.gateway: Any = None  # the local message gateway when it runs in this process
+        self.proxy_location: str | None = None  # Serve's default unless set ("HeadOnly": local multi-node)
 
     @property
     def state_file(self) -> Path:
@@ -83,11 +84,12 @@ class Platform:
             self.gateway.stop()
             self.gateway = None
 
-    def start_ray_head(self) -> str:
+    def start_ray_head(self, num_cpus: int | None = None) -> str:
         """``ray start --head`` as its own process tree, so it outlives this command. Every port
         it opens is on loopback, and it uses Ray's token authentication with the token in the
         state directory (see ``runtime.dev.local_ray``; the CLI calls ``use_local_ray`` before
-        importing Ray, so ``connect`` sends the same token)."""
+        importing Ray, so ``connect`` sends the same token). ``num_cpus``: the head's share when
+        worker nodes join it (default ``settings.ray_num_cpus``)."""
         use_local_ray(private_dir(self.settings.state_dir))
         cmd = [
             str(Path(sys.executable).with_name("ray")),
@@ -95,7 +97,7 @@ class Platform:
             "--node-ip-address=127.0.0.1",
             f"--port={self.settings.ray_port}",
             f"--ray-client-server-port={self.settings.ray_client_server_port}",
-            f"--num-cpus={self.settings.ray_num_cpus}",
+            f"--num-cpus={num_cpus or self.settings.ray_num_cpus}",
             "--include-dashboard=false",
             "--dashboard-host=127.0.0.1",
             f"--metrics-export-port={self.settings.metrics_export_port}",
@@ -107,6 +109,27 @@ class Platform:
         if done.returncode != 0:
             raise RuntimeError(f"'ray start --head' failed (exit {done.returncode}); see {log}")
         return f"127.0.0.1:{self.settings.ray_port}"
+
+    def start_ray_workers(self, address: str, count: int, num_cpus: int) -> list[dict[str, Any]]:
+        """``count`` worker nodes joined to the local head at ``address``, on loopback, each with
+        ``num_cpus`` CPUs and its own temp dir (``<state_dir>/ray-node-<i>``); they outlive this
+        command. Returns, per node, its id, address and PIDs (``esp down`` stops those)."""
+        from runtime.dev.local_ray import worker_node_command
+        from runtime.dev.redis_server import free_port
+
+        nodes = []
+        for i in range(1, count + 1):
+            temp_dir = private_dir(self.settings.state_dir / f"ray-node-{i}").resolve()
+            cmd = worker_node_command(address, num_cpus=num_cpus, temp_dir=temp_dir, metrics_export_port=free_port())
+            log, out = self.settings.state_dir / f"ray-node-{i}.log", temp_dir / "node.json"
+            with log.open("ab") as err:  # not a pipe: Ray's daemons inherit it and never close it
+                done = subprocess.run(
+                    [*cmd, "--out", str(out)], stdin=subprocess.DEVNULL, stdout=err, stderr=err, check=False
+                )
+            if done.returncode != 0:
+                raise RuntimeError(f"worker node {i} failed to start (exit {done.returncode}); see {log}")
+            nodes.append(json.loads(out.read_text()))
+        return nodes
 
     @staticmethod
     def connect(address: str) -> None:
@@ -158,7 +181,11 @@ class Platform:
         self.bootstrap_admin()
         started = self.coordinator().start(detached=detached)
         self.actors, self.dispatchers, self.policy = started.partitions, started.dispatchers, started.policy
-        serve.start(http_options={"host": self.settings.http_host, "port": self.settings.http_port})
+        http_options = {"host": self.settings.http_host, "port": self.settings.http_port}
+        if self.proxy_location is None:
+            serve.start(http_options=http_options)
+        else:  # several nodes on one machine: one proxy, or they would all bind the same port
+            serve.start(http_options=http_options, proxy_location=self.proxy_location)
         directory = RayPartitionDirectory(self.settings.to_wire())
         serve.run(api.build(self.settings, directory), name=api.APP_NAME, route_prefix="/", blocking=False)
         self.wait_ready()

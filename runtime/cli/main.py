@@ -46,9 +46,20 @@ def main() -> None:
     is_flag=True,
     help="Local experiments only: no source keys, no operator or subscriber tokens; every route is open.",
 )
-def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_auth: bool) -> None:
+@click.option(
+    "--local-nodes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1, max=16),
+    help="Ray nodes to start on this machine: the head and N-1 workers, each with ESP_RAY_NUM_CPUS/N CPUs "
+    "(at least 1); the partition actors are spread over them. Not with --address.",
+)
+def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_auth: bool, local_nodes: int) -> None:
     """Start Redis, Ray, the partition actors and the HTTP API; they keep running."""
     settings = _settings(redis_url=redis_url, state_dir=state_dir, auth=False if no_auth else None)
+    if local_nodes > 1 and address is not None:
+        click.echo("--local-nodes starts a cluster on this machine; it cannot be combined with --address.", err=True)
+        sys.exit(2)
     if address is None:
         use_local_ray(settings.state_dir)  # before Ray is imported: loopback only, token auth
     from actors.platform import Platform
@@ -68,7 +79,14 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
     except EspError as exc:
         _fail(exc)
     started_ray = address is None
-    if started_ray:
+    worker_nodes: list[dict[str, Any]] = []
+    if started_ray and local_nodes > 1:
+        share = max(1, settings.ray_num_cpus // local_nodes)
+        click.echo(f"starting Ray head and {local_nodes - 1} worker nodes ({share} CPUs each) ...")
+        address = platform.start_ray_head(num_cpus=share)
+        worker_nodes = platform.start_ray_workers(address, local_nodes - 1, share)
+        platform.proxy_location = "HeadOnly"  # one HTTP proxy: every node would bind the same loopback port
+    elif started_ray:
         click.echo("starting Ray head ...")
         address = platform.start_ray_head()
     platform.connect(address)
@@ -87,6 +105,7 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
         redis_url=settings.redis_url and settings.redis_url.get_secret_value(),  # external only
         redis_port=settings.redis_port,
         state_dir=str(settings.state_dir.resolve()),
+        **({"local_nodes": local_nodes, "worker_nodes": worker_nodes} if worker_nodes else {}),
     )
     click.echo(f"ESP is up at {platform.base_url} (OpenAPI: {platform.base_url}/docs); 'esp down' stops it.")
     click.echo(f"Redis: {redact_url(settings.effective_redis_url())}" + _password_note(platform))
@@ -135,7 +154,10 @@ def down(state_dir: Path | None) -> None:
         ray.shutdown()
     except Exception as exc:  # the cluster may be gone already; still stop the rest
         click.echo(f"warning: could not undeploy cleanly: {redact_url(str(exc))}", err=True)
-    if state.get("started_ray"):
+    if state.get("worker_nodes"):  # 'esp up --local-nodes N': this cluster's processes only, not 'ray stop'
+        _stop_worker_nodes(state["worker_nodes"])
+        _end_pids(_session_pids({n["session_name"] for n in state["worker_nodes"]}))
+    elif state.get("started_ray"):
         subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], check=False, capture_output=True)
     if state.get("redis_pid"):
         EmbeddedRedis(settings.state_dir / "redis", settings.redis_port).stop()
@@ -149,24 +171,162 @@ def down(state_dir: Path | None) -> None:
     click.echo("ESP is down.")
 
 
+def _stop_worker_nodes(nodes: list[dict[str, Any]]) -> None:
+    """End the processes of the worker nodes 'esp up --local-nodes' started (their recorded PIDs
+    only), raylet first: its workers end with it."""
+    _end_pids([pid for node in nodes for pid in [node.get("raylet_pid"), *node.get("pids", [])] if pid])
+
+
+def _session_pids(sessions: set[str]) -> list[int]:
+    """The processes on this machine of the Ray cluster(s) with these session names (the head's
+    GCS and raylet carry it on their command line), and their descendants (the agents and
+    workers, some of which rename themselves, e.g. ``ray::DashboardAgent``)."""
+    found, parent = set(), {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if any(name and name.encode() in (proc / "cmdline").read_bytes() for name in sessions):
+                found.add(int(proc.name))
+    grown = True
+    while grown:
+        more = {pid for pid, ppid in parent.items() if ppid in found} - found
+        found |= more
+        grown = bool(more)
+    return sorted(found)
+
+
+def _end_pids(pids: list[int], grace_s: float = 10.0) -> None:
+    """SIGTERM each, then SIGKILL what is still there after ``grace_s``."""
+    import os
+    import signal
+
+    for pid in dict.fromkeys(pids):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(pid), signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for pid in dict.fromkeys(pids):
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(pid), os.WNOHANG)
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(pid), signal.SIGKILL)
+
+
 @main.command()
 @click.option("--url", default=DEFAULT_URL, show_default=True)
-def status(url: str) -> None:
-    """Readiness, partition actors and backlog of a running ESP."""
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Where 'esp up' recorded its Ray (default .esp).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: readiness, partitions, nodes and actors.")
+def status(url: str, state_dir: Path | None, as_json: bool) -> None:
+    """Readiness, partition actors and backlog of a running ESP; with the Ray that 'esp up'
+    recorded reachable, its nodes and which partition actors (partitions, lag) run on each."""
     import httpx
 
     try:
         ready = httpx.get(f"{url}/readyz", timeout=5)
     except httpx.HTTPError as exc:
-        click.echo(f"ESP is not reachable at {url}: {exc}")
+        if as_json:
+            click.echo(json.dumps({"reachable": False, "error": str(exc), "cluster": _cluster_view(state_dir)}))
+        else:
+            click.echo(f"ESP is not reachable at {url}: {exc}")
         sys.exit(1)
-    click.echo(json.dumps(ready.json(), indent=2))
+    answer: dict[str, Any] = {"reachable": True, **ready.json()}
+    if not as_json:
+        click.echo(json.dumps(ready.json(), indent=2))
     token = default_token()
     if token:  # each partition's event-time clock, sign-in needed
         found = httpx.get(f"{url}/v1/status", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         if found.status_code == 200:
-            click.echo(_partition_table(found.json()["partitions"]))
+            answer["partitions"] = found.json()["partitions"]
+            if not as_json:
+                click.echo(_partition_table(found.json()["partitions"]))
+    answer["cluster"] = _cluster_view(state_dir)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    elif answer["cluster"]:
+        click.echo(_cluster_table(answer["cluster"]))
     sys.exit(0 if ready.status_code == 200 else 1)
+
+
+def _cluster_view(state_dir: Path | None) -> dict[str, Any] | None:
+    """The nodes and partition actors of the Ray recorded in ESP's state file, asked through
+    the coordinator (None without a state file; an "error" when Ray does not answer)."""
+    state_dir = state_dir or EspSettings().state_dir
+    state_file = state_dir / "platform.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if state.get("started_ray"):
+        use_local_ray(state_dir)  # the token of the head 'esp up' started; before Ray is imported
+    import ray
+
+    from actors.platform import Platform
+
+    settings = _settings(state_dir=state_dir, redis_url=state.get("redis_url"), redis_port=state.get("redis_port"))
+    try:
+        if not ray.is_initialized():
+            host, _, port = str(state["address"]).rpartition(":")
+            if host and port.isdigit() and "://" not in host:  # fail fast, not after ray.init's retries
+                import socket
+
+                socket.create_connection((host, int(port)), timeout=2).close()
+            Platform.connect(state["address"])
+        view = Platform(settings).coordinator().placement()
+    except Exception as exc:  # the cluster, or Redis, is gone or unreachable
+        return {"address": state.get("address"), "error": redact_url(str(exc))}
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+    raylets = {**_local_raylets(), **{n["node_id"]: n.get("raylet_pid") for n in state.get("worker_nodes", [])}}
+    for node in view["nodes"]:
+        node["raylet_pid"] = raylets.get(node["node_id"])
+    return {"address": state.get("address"), **view}
+
+
+def _local_raylets() -> dict[str, int]:
+    """node id -> PID of the raylets running on this machine (Linux: their command lines in
+    /proc carry ``--node_id=``); empty elsewhere."""
+    found: dict[str, int] = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if args and args[0].endswith(b"/raylet"):
+                ids = [a.split(b"=", 1)[1].decode() for a in args if a.startswith(b"--node_id=")]
+                if ids:
+                    found[ids[0]] = int(cmdline.parent.name)
+    return found
+
+
+def _cluster_table(cluster: dict[str, Any]) -> str:
+    """The nodes, then one line per partition actor: its node, PID, partitions and lag."""
+    if "error" in cluster:
+        return f"Ray at {cluster.get('address')}: not reachable ({cluster['error']})"
+    short = {n["node_id"]: n["node_id"][:12] for n in cluster["nodes"]}
+    lines = ["node          address                alive  head  cpus  raylet pid  actors"]
+    for n in cluster["nodes"]:
+        lines.append(
+            f"{short[n['node_id']]:<12}  {n['address']:<21}  {'yes' if n['alive'] else 'no':<5}  "
+            f"{'yes' if n['head'] else '':<4}  {n['cpus'] or 0:>4g}  {n['raylet_pid'] or '-':>10}  "
+            + (",".join(map(str, n["actors"])) or "-")
+        )
+    lines.append("actor  node          pid      lag  partitions")
+    for a in cluster["actors"]:
+        node = short.get(a["node_id"], "(restarting)" if not a["answering"] else "?")
+        lag = "-" if a["lag"] is None else str(a["lag"])
+        lines.append(f"{a['index']:>5}  {node:<12}  {a['pid'] or '-':>7}  {lag:>5}  {_ranges(a['partitions'])}")
+    return "\n".join(lines)
+
+
+def _ranges(partitions: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``0-2,5``."""
+    out: list[str] = []
+    for p in sorted(partitions):
+        if out and out[-1].split("-")[-1] == str(p - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{p}"
+        else:
+            out.append(str(p))
+    return ",".join(out)
 
 
 def _partition_table(partitions: dict[str, dict[str, Any]]) -> str:

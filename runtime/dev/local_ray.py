@@ -36,3 +36,74 @@ def use_local_ray(state_dir: Path | None = None) -> None:
         os.environ.setdefault(name, value)
     if state_dir is not None:
         secret_file(Path(os.environ["RAY_AUTH_TOKEN_PATH"]))
+
+
+def worker_node_command(gcs_address: str, *, num_cpus: int, temp_dir: Path, metrics_export_port: int) -> list[str]:
+    """The command that adds a worker node to the local head at ``gcs_address`` (``esp up
+    --local-nodes N``). Not ``ray start --address``: in Ray's single-machine mode (set above, so
+    every address is loopback) that command refuses to start a worker node, and with the mode off
+    it turns ``127.0.0.1`` (the head's address, and the worker's ``--node-ip-address``) into the
+    machine's routable address. So this starts the node's processes the way ``ray start`` does
+    underneath (``ray._private.node.Node``, as ``ray.cluster_utils.Cluster`` does too) with
+    the node address pinned to 127.0.0.1; it writes the node's id and its processes' PIDs as JSON
+    to the file given with ``--out``."""
+    import sys
+
+    return [
+        sys.executable, "-m", "runtime.dev.local_ray",
+        "--address", gcs_address,
+        "--num-cpus", str(num_cpus),
+        "--temp-dir", str(temp_dir),
+        "--metrics-export-port", str(metrics_export_port),
+    ]  # fmt: skip
+
+
+def start_worker_node(gcs_address: str, *, num_cpus: int, temp_dir: str, metrics_export_port: int) -> dict:
+    """Start a worker node's raylet and agents (they outlive this process), on loopback, with
+    ports picked free; returns its node id and PIDs."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # loopback for every process it starts
+    import ray._private.node
+    import ray._private.parameter
+    from ray._private import ray_constants
+
+    params = ray._private.parameter.RayParams(
+        node_ip_address="127.0.0.1",
+        node_name=f"esp-worker-{metrics_export_port}",
+        gcs_address=gcs_address,
+        num_cpus=num_cpus,
+        num_gpus=0,
+        temp_dir=temp_dir,
+        node_manager_port=0,  # every port picked free: several nodes share this machine's loopback
+        object_manager_port=0,
+        dashboard_agent_listen_port=None,
+        metrics_export_port=metrics_export_port,
+        include_log_monitor=False,  # one log monitor per machine: the head's
+    )
+    node = ray._private.node.Node(params, head=False, shutdown_at_exit=False, spawn_reaper=False)
+    processes = {kind: [info.process.pid for info in infos] for kind, infos in node.all_processes.items()}
+    raylet = processes.get(ray_constants.PROCESS_TYPE_RAYLET, [None])[0]
+    pids = sorted(pid for group in processes.values() for pid in group)
+    return {
+        "node_id": node.node_id,
+        "address": node.node_ip_address,
+        "session_name": node.session_name,  # the cluster's: every process of it carries it on its command line
+        "raylet_pid": raylet,
+        "pids": pids,
+    }
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Add a loopback worker node to a local Ray head.")
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--num-cpus", type=int, required=True)
+    parser.add_argument("--temp-dir", required=True)
+    parser.add_argument("--metrics-export-port", type=int, required=True)
+    parser.add_argument("--out", required=True, help="Where to write the node's id and PIDs (JSON).")
+    args = parser.parse_args()
+    started = start_worker_node(
+        args.address, num_cpus=args.num_cpus, temp_dir=args.temp_dir, metrics_export_port=args.metrics_export_port
+    )
+    Path(args.out).write_text(json.dumps(started))

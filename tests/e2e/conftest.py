@@ -20,8 +20,8 @@ SOURCE_KEY = "e2e-source-key-0123456789"
 METRICS_PORT = free_port()
 
 
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
+def init_session_ray() -> None:
+    """The session's private local Ray (also what a test that ran its own cluster restores)."""
     ray.init(
         address="local",  # always a private cluster, even if another one runs on this machine
         num_cpus=2,
@@ -30,23 +30,25 @@ def ray_session() -> Iterator[None]:
         log_to_driver=False,
         _metrics_export_port=METRICS_PORT,
     )
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    init_session_ray()
     yield
     ray.shutdown()
 
 
-def make_platform(tmp: Path, **overrides: object) -> Platform:
+def make_platform(tmp: Path, *, proxy_location: str | None = None, **overrides: object) -> Platform:
     settings = EspSettings(
         state_dir=tmp,
         redis_port=free_port(),
         http_port=free_port(),
         metrics_export_port=METRICS_PORT,
-        partitions=16,
-        actors=2,
-        checkpoint_interval_s=1.0,
-        visibility_timeout_s=2.0,
-        **overrides,
+        **{"partitions": 16, "actors": 2, "checkpoint_interval_s": 1.0, "visibility_timeout_s": 2.0, **overrides},
     )
     platform = Platform(settings)
+    platform.proxy_location = proxy_location  # "HeadOnly" on a multi-node cluster on one machine
     platform.start_redis()
     platform.deploy(detached=False)
     if platform.admin_token:  # every EspClient of the tests acts as this admin unless told otherwise
