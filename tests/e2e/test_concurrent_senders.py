@@ -10,6 +10,8 @@ matches are found, but no output may violate the definition and none may come tw
 
 from __future__ import annotations
 
+import time
+
 from runtime.dev.bench import send_from_queue
 from runtime.dev.sequence_oracle import WITHIN_MS, expected_matches, score, sequence_rule
 from runtime.dev.synthetic import SEQUENCE_STEP_MS, START_MS, ab_sequence_events, ndjson_batches
@@ -54,6 +56,16 @@ def test_concurrent_senders_get_exactly_the_ordered_streams_matches(platform, cl
     assert result["invalid"] == 0, result
     assert result["duplicates"] == 0, result
     assert (result["got"], result["missing"], result["unexpected"]) == (result["expected"], 0, 0), result
+    # each partition reports how far behind its entries arrived (what the reorder wait is sized from)
+    deadline = time.monotonic() + 10
+    while True:
+        partitions = client.request("GET", "/v1/status")["partitions"]
+        values = list(partitions.values())
+        if values and all(p["held"] == 0 for p in values) and any(p["delay_max_ms"] > 0 for p in values):
+            break
+        assert time.monotonic() < deadline, partitions
+        time.sleep(0.5)
+    assert len(partitions) == platform.settings.partitions
 
 
 def test_a_batch_later_than_the_reorder_wait_never_makes_an_invalid_or_duplicate_output(platform, client):
