@@ -124,11 +124,8 @@ def watch_duration(
     opened = state.inside.get(path)
     marks = state.marks.get(path)  # [newest stop, the last fired state's start, its due] (-1: none)
     if _matches(node.stop, event, context):
-        if marks is None:
-            marks = state.marks[path] = [t, -1, -1]
-        elif t > marks[0]:
-            marks[0] = t
-        if marks[1] <= t < marks[2] and marks[1] >= 0 and not quiet:
+        marks = _closing_seen(state, path, t)
+        if _inside_fired(marks, t) and not quiet:
             retracted.append(path)
         if opened is not None and t >= opened[0]:
             del state.inside[path]
@@ -157,17 +154,30 @@ def watch_absence(
     pending = state.timers.get(path)
     marks = state.marks.get(path)  # [newest missing, the last fired wait's after, its deadline] (-1: none)
     if _matches(node.missing, event, context):
-        if marks is None:
-            marks = state.marks[path] = [t, -1, -1]
-        elif t > marks[0]:
-            marks[0] = t
+        marks = _closing_seen(state, path, t)
         if pending is not None and pending[0] - node.within_ms <= t < pending[0]:
             del state.timers[path]
             pending = None
-        elif 0 <= marks[1] <= t < marks[2]:
+        elif _inside_fired(marks, t):
             retracted.append(path)
     if pending is None and _matches(node.after, event, context) and (marks is None or marks[0] <= t):
         state.timers[path] = (t + node.within_ms, [ref_of(event)])
+
+
+def _closing_seen(state: GroupState, path: str, time_ms: int) -> list[int]:
+    """Remember the newest event that closes an absence or duration ('missing', 'stop'): the
+    condition's marks, ``[newest, last fired from, last fired until]`` (-1: none)."""
+    marks = state.marks.get(path)
+    if marks is None:
+        marks = state.marks[path] = [time_ms, -1, -1]
+    elif time_ms > marks[0]:
+        marks[0] = time_ms
+    return marks
+
+
+def _inside_fired(marks: list[int], time_ms: int) -> bool:
+    """Whether ``time_ms`` falls in the span of the wait or state that last fired."""
+    return 0 <= marks[1] <= time_ms < marks[2]
 
 
 def timer_fired(node: Any, state: GroupState, deadline: int) -> None:
