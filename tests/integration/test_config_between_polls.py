@@ -105,3 +105,44 @@ def test_the_change_log_reports_versions_it_no_longer_holds(redis_client):
         store.put(order_rule(p % 100))
     assert store.rule_changes(0, 5) is None  # trimmed: the rules between are unknown, not guessed
     assert store.rule_changes(5, 4 + CHANGES_KEPT) is not None
+
+
+def test_a_config_change_is_a_barrier_for_events_held_in_the_reorder_buffer(redis_server, redis_client, tmp_path):
+    """With the default reorder wait an entry's events wait before reaching the rules; a change
+    accepted meanwhile must not reach them: they were accepted under the rules before it."""
+    import time
+
+    store = ConfigStore(redis_client)
+    store.put({"kind": "subscription", "name": "out", "topics": ["business.*"]})
+    store.put(order_rule(1))
+    now = [time.time()]
+    settings = EspSettings(state_dir=tmp_path, redis_url=redis_server.url, partitions=1, checkpoint_interval_s=3600)
+    assert settings.reorder_wait_ms > 0  # the default: events wait
+    runner = PartitionRunner(settings, [0], consumer="a", client=redis_client, clock=lambda: now[0])
+    runner.recover()
+    log = PartitionLog(redis_client, horizon_s=3600)
+    accept(log, 1)  # under v1, then held
+    drain(runner)
+    assert runner.clocks[0].held == 1
+    store.put(order_rule(2))
+    accept(log, 2)  # under v2
+    drain(runner)
+    now[0] = time.time() + settings.reorder_wait_ms / 1000 + 1  # the wait is over: id2 goes too
+    runner.step(block_ms=10)
+    assert fired(redis_client) == {"id1": 1, "id2": 2}
+
+
+def test_a_replay_after_a_recovery_runs_under_the_rules_the_checkpoint_ran_under(redis_server, redis_client, tmp_path):
+    """A checkpoint records its rules: entries after it, accepted before a change the store
+    has since made, replay under the old rules, not the newest."""
+    store, log, runner = start(redis_server, redis_client, tmp_path)
+    accept(log, 1)
+    drain(runner)
+    runner.checkpoint()
+    accept(log, 2)  # under v1, not yet read when the actor goes down
+    store.put(order_rule(2))
+    accept(log, 3)  # under v2
+    restarted = PartitionRunner(runner.settings, [0], consumer="b", client=redis_client, clock=lambda: NOW_S)
+    restarted.recover()
+    drain(restarted)
+    assert fired(redis_client) == {"id1": 1, "id2": 1, "id3": 2}
