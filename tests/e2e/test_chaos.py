@@ -26,13 +26,18 @@ BATCH = 500
 REPORT = Path(".esp/test-reports/chaos.json")
 
 
-@pytest.fixture
-def chaos_platform(ray_session, tmp_path):
-    platform = make_platform(tmp_path)
+def configure_chaos(platform) -> None:
+    """The chaos tests' source, a rule firing on every event, and the subscription they count."""
     with EspClient(platform.base_url) as admin:
         admin.put_config({"kind": "source", "name": "e2e", "api_key": SOURCE_KEY})
         admin.put_config(every_event_rule("chaos-every", "chaos.tick"))
         admin.put_config({"kind": "subscription", "name": "chaos", "topics": ["business.*"]})
+
+
+@pytest.fixture
+def chaos_platform(ray_session, tmp_path):
+    platform = make_platform(tmp_path)
+    configure_chaos(platform)
     yield platform
     stop_platform(platform)
 

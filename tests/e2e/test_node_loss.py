@@ -22,10 +22,8 @@ from ray.cluster_utils import Cluster
 
 from actors.factory import NAMESPACE
 from runtime import keys
-from runtime.dev.client import EspClient
-from tests.e2e.conftest import SOURCE_KEY, init_session_ray, make_platform, stop_platform
-from tests.e2e.helpers import every_event_rule
-from tests.e2e.test_chaos import REPORT, check_exactly_once, stream_in_background, wait_processed
+from tests.e2e.conftest import init_session_ray, make_platform, stop_platform
+from tests.e2e.test_chaos import REPORT, check_exactly_once, configure_chaos, stream_in_background, wait_processed
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -73,10 +71,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
 @pytest.fixture
 def node_platform(cluster: Cluster, tmp_path) -> Iterator:
     platform = make_platform(tmp_path, proxy_location="HeadOnly", actors=ACTORS)
-    with EspClient(platform.base_url) as admin:
-        admin.put_config({"kind": "source", "name": "e2e", "api_key": SOURCE_KEY})
-        admin.put_config(every_event_rule("chaos-every", "chaos.tick"))
-        admin.put_config({"kind": "subscription", "name": "chaos", "topics": ["business.*"]})
+    configure_chaos(platform)
     yield platform
     stop_platform(platform)
 
