@@ -38,6 +38,7 @@ from runtime.config.store import ConfigStore
 from runtime.config.types import document_body
 from runtime.events.profiles import ProfileStore
 from runtime.log.streams import text
+from runtime.redis_client import connect, connect_async
 from runtime.security.sealing import Sealer
 from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, error_text, transient
 from runtime.subscriptions.models import Channel, Endpoint, Subscription
@@ -62,6 +63,7 @@ URL_RECHECK_S = 10.0
 LAG_EVERY_S = 2.0
 ATTEMPTS_KEPT = 50  # per event, for the trace
 STRANDED_AFTER_S = 30.0  # a pending entry no delivery holds, idle this long, is taken back
+HALT_WAIT_S = 3.0  # how long a stopped delivery loop may take to end before it is cancelled
 SINGLE_CONTENT_TYPE = "application/cloudevents+json"
 PREPARE_RETRY_S = 0.2  # pause before trying again to prepare an entry that failed, times its tries
 
@@ -180,7 +182,13 @@ class Destination:
         self._profiles = profiles
         self._in_flight: set[str] = set()  # entry ids a delivery task of this loop is working on
         self.gone = False
+        self.stopped = False  # set by stop(): the loop ends after its current read
         self.delivered = 0
+
+    def stop(self) -> None:
+        """End the loop after its current read (at most 500 ms), leaving what it has not
+        delivered pending for the next loop of this stream."""
+        self.stopped = True
 
     async def run(self) -> None:
         tasks: set[asyncio.Task[None]] = set()
@@ -188,7 +196,7 @@ class Destination:
             await self._ensure_group()
             backlog = await self._claim_pending()
             last_lag = 0.0
-            while not self.gone:
+            while not self.gone and not self.stopped:
                 if backlog:
                     chunks, backlog = await self._rechunk(backlog), []
                 else:
@@ -197,7 +205,7 @@ class Destination:
                     chunks = [entries[start : start + batch] for start in range(0, len(entries), batch)]
                 for chunk in chunks:
                     await self._slots.acquire()
-                    if self.gone:
+                    if self.gone or self.stopped:
                         self._slots.release()
                         break
                     task = asyncio.create_task(self._deliver(chunk))
@@ -207,7 +215,8 @@ class Destination:
                     await self._report_lag()
                     backlog = await self._reclaim_stranded()
                     last_lag = time.monotonic()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if not self.stopped:
+                await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             for task in tasks:
                 task.cancel()
@@ -571,6 +580,19 @@ def _checked_address(url: str) -> tuple[str | None, str | None]:
     return problem, (resolved[0] if resolved and problem is None else None)
 
 
+async def halt(destination: Destination, task: asyncio.Task[None]) -> None:
+    """Stop a destination's loop and wait (bounded) for it to end. It is asked, not cancelled:
+    a task cancelled inside a blocking Redis read can stay "cancelling" for good, and the
+    config loop waiting on it would then stop following config changes (no new or changed
+    destination would ever start; redis-py #2028, #2579). One that does not end in time is
+    cancelled and left."""
+    destination.stop()
+    done, _ = await asyncio.wait({task}, timeout=HALT_WAIT_S)
+    if not done:
+        logger.warning("delivery loop %s did not stop within %ss; cancelled", destination.target.key, HALT_WAIT_S)
+        task.cancel()
+
+
 class Dispatcher:
     """Runs the destinations assigned to this dispatcher (``index`` of ``count``), following
     config changes: a new or changed document (re)starts its destination."""
@@ -592,14 +614,14 @@ class Dispatcher:
         self._metrics = metrics or NoMetrics()
         self.running: dict[str, tuple[Target, Destination, asyncio.Task[None]]] = {}
         self.poisoned = 0  # entries dead-lettered because preparing their delivery kept raising
-        self._profiles = ProfileStore(redis.Redis.from_url(redis_url))
+        self._profiles = ProfileStore(connect(redis_url))
 
     def owns(self, key: str) -> bool:
         return int(hashlib.sha256(key.encode()).hexdigest(), 16) % self._count == self._index
 
     async def run(self, stop: asyncio.Event) -> None:
-        client = aioredis.Redis.from_url(self._redis_url)
-        store = ConfigStore(redis.Redis.from_url(self._redis_url), sealer=self._sealer)
+        client = connect_async(self._redis_url)
+        store = ConfigStore(connect(self._redis_url), sealer=self._sealer)
         version = -1
         try:
             while not stop.is_set():
@@ -618,19 +640,16 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), CONFIG_POLL_S)
         finally:
-            for _, _, task in self.running.values():
-                task.cancel()
-            await asyncio.gather(*(t for _, _, t in self.running.values()), return_exceptions=True)
+            await asyncio.gather(*(halt(d, t) for _, d, t in self.running.values()))
             self.running.clear()
             await client.aclose()
 
     async def _apply(self, targets: dict[str, Target], client: aioredis.Redis) -> None:
         wanted = {k: t for k, t in targets.items() if self.owns(k)}
         for key in list(self.running):
-            target, _, task = self.running[key]
+            target, destination, task = self.running[key]
             if wanted.get(key) != target:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                await halt(destination, task)
                 del self.running[key]
         for key, target in wanted.items():
             if key in self.running:
