@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-import redis
-
 from actors.coordinator import Coordinator
+from runtime.redis_client import connect
 from runtime.settings import EspSettings
 
 
@@ -27,7 +26,7 @@ class RayPartitionDirectory:
     @cached_property
     def _coordinator(self) -> Coordinator:
         settings = EspSettings(**self.settings)
-        return Coordinator(settings, redis.Redis.from_url(settings.effective_redis_url()))
+        return Coordinator(settings, connect(settings.effective_redis_url()))
 
     def owner(self, customer: str) -> Any:
         """The handle of the partition actor holding ``customer``'s state."""

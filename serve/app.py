@@ -14,7 +14,6 @@ import httpx
 import orjson
 import ray
 import redis
-import redis.asyncio as aioredis
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
@@ -32,6 +31,7 @@ from runtime.events.profiles import ProfileStore
 from runtime.events.trace import trace_event
 from runtime.policy.ledger import Ledger
 from runtime.policy.requests import campaign_requests, optout_pairs
+from runtime.redis_client import connect, connect_async
 from runtime.security.audit import AuditLog, diff
 from runtime.security.tokens import Principal, TokenStore
 from runtime.settings import EspSettings
@@ -169,9 +169,9 @@ class EspApi:
     def __init__(self, settings: dict[str, Any], directory: PartitionDirectory) -> None:
         self.settings = EspSettings(**settings)
         self.directory = directory
-        self.redis = redis.Redis.from_url(self.settings.effective_redis_url(), max_connections=128)
+        self.redis = connect(self.settings.effective_redis_url(), max_connections=128)
         # SSE streams and long polls block in Redis for up to MAX_BLOCK_S: past redis-py's 5 s default
-        self.aredis = aioredis.Redis.from_url(
+        self.aredis = connect_async(
             self.settings.effective_redis_url(), socket_timeout=MAX_BLOCK_S, max_connections=2 * MAX_WAITING
         )  # each waiting subscriber holds one connection while it blocks
         self.ingestor = Ingestor(self.settings, self.redis)

@@ -33,6 +33,7 @@ from runtime.batch import layout
 from runtime.batch.runner import JobTimer, run_parts, write_summary
 from runtime.batch.segments import customer_index, job_rows
 from runtime.errors import ExpressionError, NotFound
+from runtime.redis_client import connect
 
 JOB = "sync"
 MAX_TAGS = 200
@@ -125,7 +126,6 @@ def profiles(
 
 
 def _sync_part(task: tuple[Path, Path, str, str, int, int, int]) -> dict[str, Any]:
-    import redis
 
     from runtime.events.profiles import BatchProfiles
 
@@ -135,7 +135,7 @@ def _sync_part(task: tuple[Path, Path, str, str, int, int, int]) -> dict[str, An
     tags = customer_tags(data, part, ids)
     segments = customer_segments(load_bitmaps(data), customers, customer_index(ids).tolist())
     scores = customer_scores(data, part, ids, top_scores)
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         store = BatchProfiles(client, batch=batch)
         for start in range(0, len(customers), batch):
@@ -247,7 +247,6 @@ def run(
 ) -> dict[str, Any]:
     """Write every customer's batch profile as ``version`` (default: a timestamp), then switch
     readers to it. Returns the summary (also in jobs/sync/summary.json)."""
-    import redis
 
     from runtime.events.profiles import BatchProfiles
 
@@ -258,7 +257,7 @@ def run(
         raise NotFound(f"no customer parts in {layout.table_dir(data, 'customers')}: generate the data first")
     tasks = [(Path(data), part, redis_url, version, top_scores, max_tags, batch) for part in parts]
     results = run_parts(_sync_part, tasks, label="sync")
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         previous = BatchProfiles(client).switch(version)
     finally:

@@ -39,6 +39,7 @@ from runtime.log.streams import text
 from runtime.policy.decide import ContactRequest, Decision, PolicyRules
 from runtime.policy.ledger import ConflictingWrite, Ledger, held_member
 from runtime.policy.models import Campaign, Policy
+from runtime.redis_client import connect
 from runtime.sources.quarantine import (
     POISON_ATTEMPTS,
     PROCESSING_ERROR,
@@ -144,7 +145,7 @@ class PolicyStage:
         maxlen: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = redis.Redis.from_url(redis_url)
+        self._redis = connect(redis_url)
         self._clock = clock
         self.shards = shards
         self._total_shards = total_shards
