@@ -11,6 +11,7 @@ goes through :class:`actors.factory.RayActors`; the rest is plain Python, unit-t
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,42 @@ from actors.partition_actor import PartitionActor
 from actors.policy_actor import PolicyActor
 from runtime import keys
 from runtime.errors import EspError
-from runtime.log.partitioning import assign, partition_of
+from runtime.log.partitioning import assign, partition_of, recorded_assignment
 from runtime.settings import EspSettings
 
 STOP_TIMEOUT_S = 30.0  # a graceful stop checkpoints; past this the actors are killed anyway
+PLACE_TIMEOUT_S = 60.0  # new partition actors of a rescale must be running by then, or nothing moves
+
+
+@dataclass(frozen=True)
+class Move:
+    """Partitions one rescale step moved, and how long they were not read (release + adopt)."""
+
+    partitions: list[int]
+    source: int  # the actor index that released them
+    target: int  # the actor index that adopted them
+    pause_ms: float
+
+
+@dataclass(frozen=True)
+class Rescaled:
+    """What ``esp scale --actors`` did."""
+
+    before: int
+    after: int
+    moves: list[Move]
+    seconds: float
+
+
+def planned_moves(owners: dict[int, int], target: list[list[int]]) -> dict[tuple[int, int], list[int]]:
+    """The partitions to move, grouped by (from actor, to actor): those whose owner in
+    ``target`` is not their owner now (``owners[p]``)."""
+    moves: dict[tuple[int, int], list[int]] = {}
+    for new, parts in enumerate(target):
+        for p in parts:
+            if owners[p] != new:
+                moves.setdefault((owners[p], new), []).append(p)
+    return moves
 
 
 @dataclass(frozen=True)
@@ -46,12 +79,6 @@ def check_partitions(client: redis.Redis, partitions: int) -> None:
             f"{partitions}; partitions are fixed at creation (set ESP_PARTITIONS={int(recorded)})",
             reason="partitions_mismatch",
         )
-
-
-def recorded_assignment(client: redis.Redis) -> list[list[int]]:
-    """The virtual partitions of each partition actor, by index, as last started."""
-    raw = client.hget(keys.META, "assignment")
-    return json.loads(raw) if raw else []
 
 
 def live_actors(client: redis.Redis, *, now_ms: int, max_age_ms: int = 10_000) -> list[int]:
@@ -78,6 +105,7 @@ class Coordinator:
         self._settings = settings
         self._redis = client
         self._actors = actors or RayActors()
+        self._made: list[Any] = []  # actors a rescale made: a non-detached one lives while a handle does
 
     def start(self, *, detached: bool) -> Started:
         """Every actor, each kind waited for before the next; the counts are recorded."""
@@ -99,9 +127,70 @@ class Coordinator:
         self._actors.wait_ready(handles)
         pipe = self._redis.pipeline()
         pipe.delete(keys.HEARTBEATS)
-        pipe.hset(keys.META, mapping={"assignment": json.dumps(assignment), "partitions": self._settings.partitions})
+        pipe.hset(
+            keys.META,
+            mapping={
+                "assignment": json.dumps(assignment),
+                "partitions": self._settings.partitions,
+                "detached": int(detached),  # actors made later (esp scale) live as long as these
+            },
+        )
         pipe.execute()
         return handles
+
+    def rescale(self, count: int) -> Rescaled:
+        """Change the number of partition actors to ``count`` (at most one per partition) while
+        the stream goes on. Each partition that moves is released by its old actor (a
+        checkpoint) and adopted by its new one (from that checkpoint), one group of partitions
+        at a time, and the record is updated after each move, so a crash in between leaves it
+        true. Actors left without partitions are stopped."""
+        current = recorded_assignment(self._redis)
+        if not current:
+            raise EspError("no partition actors are recorded; is ESP up?", reason="not_ready")
+        count = max(1, min(count, self._settings.partitions))
+        target = assign(self._settings.partitions, count)
+        detached = self._redis.hget(keys.META, "detached") != b"0"
+        started = time.monotonic()
+        wire, cpus = self._settings.to_wire(), self._settings.actor_num_cpus
+        added = [
+            self._actors.create(ActorSpec(PartitionActor, "partition", i, cpus), wire, [], i, detached=detached)
+            for i in range(len(current), count)
+        ]
+        try:
+            self._actors.wait_ready(added, timeout_s=PLACE_TIMEOUT_S)
+        except TimeoutError:
+            self._actors.stop(added, timeout_s=STOP_TIMEOUT_S)
+            raise EspError(
+                f"{len(added)} more partition actors could not be placed within {PLACE_TIMEOUT_S:.0f}s: the cluster "
+                f"lacks free CPUs (each reserves ESP_ACTOR_NUM_CPUS={self._settings.actor_num_cpus}); add nodes "
+                "or lower that, and scale again. Nothing moved.",
+                reason="no_capacity",
+            ) from None
+        self._made += added
+        before = len(current)
+        handles = {i: self._actors.find(actor_name("partition", i)) for i in range(max(before, count))}
+        owners = {p: i for i, parts in enumerate(current) for p in parts}
+        moves = []
+        for (old, new), parts in planned_moves(owners, target).items():
+            began = time.monotonic()
+            self._actors.call(handles[old], "release", parts)
+            self._actors.call(handles[new], "adopt", parts)
+            moves.append(Move(parts, old, new, round((time.monotonic() - began) * 1000, 1)))
+            current = [[p for p in ps if p not in parts] for ps in current]
+            current += [[] for _ in range(len(current), count)]
+            current[new] = sorted(current[new] + parts)
+            self._redis.hset(keys.META, "assignment", json.dumps(current))
+        retired = range(count, len(current))
+        self._actors.stop([handles[i] for i in retired if handles[i] is not None], timeout_s=STOP_TIMEOUT_S)
+        self._redis.hset(keys.META, "assignment", json.dumps(target))
+        if retired:
+            self._redis.hdel(keys.HEARTBEATS, *map(str, retired))
+        return Rescaled(before, count, moves, round(time.monotonic() - started, 1))
+
+    def cluster_cpus(self) -> int:
+        """Partition actors for the cluster as it is now (``esp scale --rebalance``): one per
+        CPU of its live nodes, or ``settings.actors`` when that is set."""
+        return self._settings.actors or max(1, self._actors.total_cpus())
 
     def _start_group(self, cls: type, role: str, *, detached: bool) -> list[Any]:
         """``settings.dispatchers`` actors of ``role``, each told its index and the count (how

@@ -20,12 +20,13 @@ import logging
 from typing import Any
 
 import ray
-import redis
 
-from actors.coordinator import Coordinator, recorded_assignment
+from actors.coordinator import Coordinator
 from actors.directory import RayPartitionDirectory
 from actors.platform import Platform
 from runtime.errors import EspError
+from runtime.log.partitioning import recorded_assignment
+from runtime.redis_client import connect
 from runtime.settings import EspSettings
 from serve import app as api
 
@@ -55,7 +56,7 @@ def build_from_env(args: dict[str, Any] | None = None) -> Any:
             platform.admin_token_file.resolve(),
             ray.util.get_node_ip_address(),
         )
-    client = redis.Redis.from_url(settings.effective_redis_url())
+    client = connect(settings.effective_redis_url())
     coordinator = Coordinator(settings, client)
     check_actor_count(coordinator, client, settings)
     coordinator.start(detached=True)

@@ -65,9 +65,13 @@ class RayActors:
         except ValueError:
             return None
 
-    def wait_ready(self, handles: list[Any]) -> None:
-        """Until every actor has run its constructor (its status answers)."""
-        ray.get([h.status.remote() for h in handles])
+    def wait_ready(self, handles: list[Any], *, timeout_s: float | None = None) -> None:
+        """Until every actor has run its constructor (its status answers); raises TimeoutError
+        after ``timeout_s`` (e.g. no node has the CPUs to place one)."""
+        try:
+            ray.get([h.status.remote() for h in handles], timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError as exc:
+            raise TimeoutError(f"actors not ready within {timeout_s}s") from exc
 
     def stop(self, handles: list[Any], *, timeout_s: float) -> None:
         """Ask each actor to stop (checkpoint, end its loop), then kill it for good. Best effort:
@@ -78,6 +82,10 @@ class RayActors:
             pass
         for handle in handles:
             ray.kill(handle, no_restart=True)
+
+    def call(self, handle: Any, method: str, *args: Any, timeout_s: float = 120.0) -> Any:
+        """Call ``method`` of the actor and wait for its answer."""
+        return ray.get(getattr(handle, method).remote(*args), timeout=timeout_s)
 
     def statuses(self, handles: list[Any], *, timeout_s: float) -> list[dict[str, Any] | None]:
         """Each actor's ``status()``, or None for one that does not answer in time (restarting)."""
@@ -110,3 +118,7 @@ class RayActors:
     def cpus(self) -> int:
         """The whole CPUs the cluster has free now."""
         return int(ray.available_resources().get("CPU", 1) // 1)
+
+    def total_cpus(self) -> int:
+        """The whole CPUs of the cluster's live nodes, free or not."""
+        return int(ray.cluster_resources().get("CPU", 1) // 1)

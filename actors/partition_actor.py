@@ -5,6 +5,12 @@ from the checkpoints and replay, so a half-done step can never lose or double an
 restarts a crashed actor, whose constructor recovers the same way. A failure the input causes is
 counted against its events (in Redis), and an event that keeps failing is quarantined by the
 runner, so the loop never replays the same entry forever.
+
+Partitions move between actors while the stream goes on (``esp scale``): the coordinator asks
+the old owner to :meth:`PartitionActor.release` them (a checkpoint) and the new one to
+:meth:`PartitionActor.adopt` them (from that checkpoint). An owner that missed the news is
+fenced off (``runtime.log.partition_log``): it drops what it lost and goes on with the rest. A
+restarted actor owns what the coordinator last recorded for its index, not what it was made with.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ import ray
 
 from actors.factory import actor_name
 from runtime import metrics as m
+from runtime.log.partition_log import Fenced
+from runtime.log.partitioning import recorded_assignment
 from runtime.partition import PartitionRunner
+from runtime.redis_client import connect
 from runtime.settings import EspSettings
 from serve.metrics import metric
 
@@ -35,6 +44,9 @@ class PartitionActor:
         self._settings = EspSettings(**settings)
         self._index = index
         self._runner = PartitionRunner(self._settings, partitions, consumer=actor_name("partition", index))
+        if ray.get_runtime_context().was_current_actor_reconstructed:  # partitions may have moved since
+            recorded = recorded_assignment(connect(self._settings.effective_redis_url()))
+            self._runner.partitions = sorted(recorded[index]) if index < len(recorded) else partitions
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._recovered = False
@@ -61,6 +73,11 @@ class PartitionActor:
                         last_lag = time.monotonic()
                 self._record(stats)
                 backoff = 0.1
+            except Fenced as lost:  # another actor took these partitions: go on with the rest
+                logger.warning("partition actor %s: %s; going on without them", self._index, lost)
+                with self._lock:
+                    self._runner.drop(lost.partitions)
+                self._recovered = False
             except Exception:  # a poison event's failure is counted by the runner (StepFailed)
                 logger.exception("partition actor %s: step failed; recovering from checkpoints", self._index)
                 self._errors += 1
@@ -111,6 +128,19 @@ class PartitionActor:
     def checkpoint(self) -> int:
         with self._lock:
             return self._runner.checkpoint()
+
+    def release(self, partitions: list[int]) -> dict[str, str]:
+        """Checkpoint ``partitions`` and stop reading them (their new owner adopts them next)."""
+        with self._lock:
+            if not self._recovered:  # never read them: their checkpoints are as they were
+                self._runner.drop(partitions)
+                return {}
+            return {str(p): offset for p, offset in self._runner.release(partitions).items()}
+
+    def adopt(self, partitions: list[int]) -> dict[str, str]:
+        """Own ``partitions`` from their checkpoints on; returns the offsets reading goes on after."""
+        with self._lock:
+            return {str(p): offset for p, offset in self._runner.adopt(partitions).items()}
 
     def stop(self) -> int:
         """Checkpoint and stop the loop (graceful shutdown)."""

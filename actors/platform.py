@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import ray
-import redis
 from ray import serve
 
 from actors.coordinator import Coordinator
@@ -21,6 +20,7 @@ from actors.directory import RayPartitionDirectory
 from actors.factory import NAMESPACE
 from runtime.dev.local_ray import use_local_ray
 from runtime.dev.redis_server import EmbeddedRedis
+from runtime.redis_client import connect
 from runtime.security.private_files import private_dir, write_private
 from runtime.security.tokens import TokenStore, bootstrap_admin
 from runtime.settings import EspSettings
@@ -55,7 +55,7 @@ class Platform:
         private_dir(self.settings.state_dir)
         if self.settings.redis_url is None:
             self.redis_server = EmbeddedRedis(self.settings.state_dir / "redis", self.settings.redis_port).start()
-        redis.Redis.from_url(self.settings.effective_redis_url()).ping()
+        connect(self.settings.effective_redis_url()).ping()
 
     @property
     def gateway_log(self) -> Path:
@@ -170,12 +170,12 @@ class Platform:
         if not self.settings.auth:
             return None
         secret = self.settings.server_secret().encode()
-        store = TokenStore(redis.Redis.from_url(self.settings.effective_redis_url()), secret)
+        store = TokenStore(connect(self.settings.effective_redis_url()), secret)
         return bootstrap_admin(store, self.admin_token_file)
 
     def coordinator(self) -> Coordinator:
         """The coordinator of this deployment's actors (its records are in this Redis)."""
-        return Coordinator(self.settings, redis.Redis.from_url(self.settings.effective_redis_url()))
+        return Coordinator(self.settings, connect(self.settings.effective_redis_url()))
 
     def deploy(self, *, detached: bool) -> None:
         self.bootstrap_admin()
@@ -186,6 +186,14 @@ class Platform:
             serve.start(http_options=http_options)
         else:  # several nodes on one machine: one proxy, or they would all bind the same port
             serve.start(http_options=http_options, proxy_location=self.proxy_location)
+        directory = RayPartitionDirectory(self.settings.to_wire())
+        serve.run(api.build(self.settings, directory), name=api.APP_NAME, route_prefix="/", blocking=False)
+        self.wait_ready()
+
+    def scale_api(self, replicas: int) -> None:
+        """Run ``replicas`` replicas of the HTTP API: the application is deployed again with
+        only that changed, and Serve replaces its replicas one at a time while they serve."""
+        self.settings = self.settings.model_copy(update={"api_replicas": replicas})
         directory = RayPartitionDirectory(self.settings.to_wire())
         serve.run(api.build(self.settings, directory), name=api.APP_NAME, route_prefix="/", blocking=False)
         self.wait_ready()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 
 PREFIX = "esp"
-RULES_GROUP = "esp-rules"
+RULES_GROUP = "esp-rules"  # the partition log's consumer groups: one per owning runner, "esp-rules:<owner>"
+EPOCHS = f"{PREFIX}:epochs"  # partition -> ownership epoch; raised by each adoption, checked by each publish
 
 # the separator, the escape itself, hash tags, glob characters, controls and lone surrogates
 _UNSAFE = re.compile("[%:{}*?\\[\\]\\\\\x00-\x1f\x7f\ud800-\udfff]")
@@ -29,6 +30,16 @@ def part(name: str) -> str:
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"%{code:02X}" if code < 0x100 else f"%u{code:04X}"
+
+
+def rules_group(owner: str) -> str:
+    """The consumer group through which the runner ``owner`` reads the partitions it owns."""
+    return f"{RULES_GROUP}:{owner}"
+
+
+def is_rules_group(name: str) -> bool:
+    """Whether a log stream's consumer group is a partition owner's (or the unowned legacy one)."""
+    return name == RULES_GROUP or name.startswith(f"{RULES_GROUP}:")
 
 
 def log_stream(partition: int) -> str:

@@ -19,6 +19,7 @@ log to the quarantine at once (decoding the same bytes cannot go differently).
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,8 +35,9 @@ from runtime.events.envelope import Event
 from runtime.events.profiles import ProfileStore
 from runtime.log.checkpoint import Checkpoint, CheckpointStore
 from runtime.log.eventtime import EventClock
-from runtime.log.partition_log import DAY_MS, DAY_S, LogEntry, PartitionLog, decode_entry
+from runtime.log.partition_log import DAY_MS, DAY_S, Fenced, LogEntry, PartitionLog, decode_entry
 from runtime.log.streams import entry_id_key
+from runtime.redis_client import connect
 from runtime.rules import CompiledRule, Output, PartitionEngine, compile_rule
 from runtime.rules.engine import Retraction
 from runtime.settings import EspSettings
@@ -117,7 +119,9 @@ class PartitionRunner:
         self.settings = settings
         self.partitions = sorted(partitions)
         self.consumer = consumer
-        self._redis = client or redis.Redis.from_url(settings.effective_redis_url())
+        self.owner = f"{consumer}.{secrets.token_hex(4)}"  # this runner's name as the owner of its partitions
+        self.epochs: dict[int, int] = {}  # partition -> the ownership epoch this runner took it with
+        self._redis = client or connect(settings.effective_redis_url())
         self._clock = clock
         self.log = PartitionLog(self._redis, horizon_s=settings.idempotency_horizon_s)
         self.outbox = Outbox(self._redis, horizon_s=settings.idempotency_horizon_s, maxlen=settings.subscription_maxlen)
@@ -145,11 +149,13 @@ class PartitionRunner:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    def recover(self) -> dict[int, str]:
-        """Load checkpoints and rewind the log to them. Returns the offsets replay starts from."""
+    def recover(self, partitions: list[int] | None = None) -> dict[int, str]:
+        """Take ``partitions`` (default: all of this runner's) from their checkpoints: load them
+        and read the log on after them, as the partitions' owner from now on. Returns the
+        offsets replay starts from."""
+        parts = self.partitions if partitions is None else sorted(partitions)
         self.refresh_config(force=True)
-        self.log.ensure_groups(self.partitions)
-        for p in self.partitions:
+        for p in parts:
             checkpoint = self.checkpoints.load(p)
             state = checkpoint.state if checkpoint else None
             version, rules = self._config_version, self._rules
@@ -171,10 +177,47 @@ class PartitionRunner:
             self._applied[p] = version
             self.offsets[p] = checkpoint.offset if checkpoint else "0"
             self.clocks[p] = self._clock_for(state or {})
-        self.log.rewind(self.offsets)
-        self._pending, self._settled = [], {}
+            self._settled.pop(p, None)
+        self.epochs.update(self.log.take({p: self.offsets[p] for p in parts}, owner=self.owner))
+        self._pending = []
         self._load_poison()
-        return dict(self.offsets)
+        return {p: self.offsets[p] for p in parts}
+
+    def adopt(self, partitions: list[int]) -> dict[int, str]:
+        """Take over ``partitions`` from their checkpoints (a hand-over: their previous owner
+        released them, or is fenced off by the epochs this raises). Returns their offsets."""
+        self.partitions = sorted(set(self.partitions) | set(partitions))
+        return self.recover(partitions)
+
+    def release(self, partitions: list[int]) -> dict[int, str]:
+        """Hand ``partitions`` over: checkpoint them as they are now (between steps, so every
+        output of what they read is published) and stop reading them. Returns their offsets."""
+        mine = [p for p in partitions if p in self.engines]
+        self._dirty |= set(mine)
+        self._save(mine)
+        offsets = {p: self.offsets[p] for p in mine}
+        self.drop(mine)
+        return offsets
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        """Forget ``partitions`` without a checkpoint (another runner owns them now)."""
+        gone = set(partitions)
+        self.partitions = [p for p in self.partitions if p not in gone]
+        for table in (self.engines, self.offsets, self.clocks, self.epochs, self._applied, self._watermark_before):
+            for p in gone:
+                table.pop(p, None)
+        for p in gone:
+            self._poison.pop(p, None)
+            self._settled.pop(p, None)
+        self._dirty -= gone
+
+    def moved(self) -> list[int]:
+        """This runner's partitions that another runner has taken since (one round trip)."""
+        if not self.epochs:
+            return []
+        parts = list(self.epochs)
+        current = self._redis.hmget(keys.EPOCHS, [str(p) for p in parts])
+        return [p for p, e in zip(parts, current, strict=True) if e is None or int(e) != self.epochs[p]]
 
     def _load_poison(self) -> None:
         """Read the partitions' failure counts, keeping the higher of Redis's and this process's
@@ -267,13 +310,18 @@ class PartitionRunner:
         if self._clock() - self._config_checked >= CONFIG_POLL_S:
             self.refresh_config()
             self._config_checked = self._clock()
+        if not self.partitions:  # all handed over: idle until given some
+            time.sleep(block_ms / 1000)
+            return stats
         try:
             entries = self.log.read(
-                self.partitions, consumer=self.consumer, count=self.settings.read_batch_entries, block_ms=block_ms
+                self.partitions, owner=self.owner, count=self.settings.read_batch_entries, block_ms=block_ms
             )
         except Exception as exc:
             if transient(exc):
                 raise
+            if isinstance(exc, redis.ResponseError) and str(exc).startswith("NOGROUP"):
+                raise Fenced(self.moved() or self.partitions) from exc  # another runner took a partition
             self._drop_unreadable()
             raise StepFailed(f"a log entry could not be read: {error_text(exc)}") from exc
         self._pending = []
@@ -385,7 +433,7 @@ class PartitionRunner:
         kept); a failure is that event's own."""
         self._flush(stats)
         if publications:
-            stats.published += self.outbox.publish(publications, self.router)
+            stats.published += self.outbox.publish(publications, self.router, fence=self.epochs)
 
     def _flush(self, stats: StepStats) -> None:
         """Publish the step's outputs so far, in one round trip. When that fails for a reason
@@ -395,14 +443,14 @@ class PartitionRunner:
         if not pending:
             return
         try:
-            stats.published += self.outbox.publish([pub for _, _, pub in pending], self.router)
+            stats.published += self.outbox.publish([pub for _, _, pub in pending], self.router, fence=self.epochs)
             return
         except Exception as exc:
-            if transient(exc):
+            if transient(exc) or isinstance(exc, Fenced):
                 raise
         for partition, suspects, pub in pending:
             try:
-                stats.published += self.outbox.publish([pub], self.router)
+                stats.published += self.outbox.publish([pub], self.router, fence=self.epochs)
             except Exception as exc:
                 self._failed(partition, suspects, exc)
 
@@ -416,7 +464,7 @@ class PartitionRunner:
     def _failed(self, partition: int, suspects: Iterable[tuple[str, str]], exc: Exception) -> NoReturn:
         """Count a failure against each suspect event (in Redis, so a restarted actor knows),
         then fail the step. A failure of the store itself counts against nothing."""
-        if transient(exc) or isinstance(exc, StepFailed):
+        if transient(exc) or isinstance(exc, (StepFailed, Fenced)):
             raise exc
         names = [_tries_field(source, event_id) for source, event_id in suspects]
         known = self._poison.setdefault(partition, {})
@@ -438,7 +486,7 @@ class PartitionRunner:
         tries_field = _tries_field(event.source, event.id)
         try:
             done = work() or []
-        except StepFailed:
+        except (StepFailed, Fenced):
             raise
         except Exception as exc:
             if transient(exc) or self._poison.get(partition, {}).get(tries_field, 0) < POISON_ATTEMPTS - 1:
@@ -591,22 +639,33 @@ class PartitionRunner:
 
     def checkpoint(self) -> int:
         """Write a checkpoint for every partition that changed, then trim what they cover."""
-        now_ms = int(self._clock() * 1000)
-        written = 0
-        for p in sorted(self._dirty):
-            engine, clock = self.engines[p], self.clocks[p]
-            engine.expire(clock.watermark - clock.lateness_ms)
-            state = {**engine.snapshot(), "clock": clock.snapshot(), "config": self._ran_under(p)}
-            self.checkpoints.save(Checkpoint(p, self.offsets[p], state, now_ms))
-            self._forget_poison(p)
-            written += 1
-        self._dirty.clear()
+        written = self._save(sorted(self._dirty))
         self._last_checkpoint = self._clock()
+        now_ms = int(self._clock() * 1000)
         retention_id = f"{max(now_ms - self.settings.log_retention_s * 1000, 0)}-0"
         trims = {p: min(off, retention_id, key=entry_id_key) for p, off in self.offsets.items() if off != "0"}
         if trims:
             self.log.trim(trims)
         return written
+
+    def _save(self, partitions: list[int]) -> int:
+        """Checkpoint those of ``partitions`` that changed; none if another runner has taken one
+        (raises :class:`Fenced`: a superseded owner never overwrites its successor's state)."""
+        dirty = [p for p in partitions if p in self._dirty]
+        if not dirty:
+            return 0
+        moved = self.moved()
+        if moved:
+            raise Fenced(moved)
+        now_ms = int(self._clock() * 1000)
+        for p in dirty:
+            engine, clock = self.engines[p], self.clocks[p]
+            engine.expire(clock.watermark - clock.lateness_ms)
+            state = {**engine.snapshot(), "clock": clock.snapshot(), "config": self._ran_under(p)}
+            self.checkpoints.save(Checkpoint(p, self.offsets[p], state, now_ms))
+            self._forget_poison(p)
+        self._dirty -= set(dirty)
+        return len(dirty)
 
     def _ran_under(self, partition: int) -> dict[str, Any]:
         """The config version a partition's engine runs and its rule documents (for a replay

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -251,28 +252,13 @@ def status(url: str, state_dir: Path | None, as_json: bool) -> None:
 def _cluster_view(state_dir: Path | None) -> dict[str, Any] | None:
     """The nodes and partition actors of the Ray recorded in ESP's state file, asked through
     the coordinator (None without a state file; an "error" when Ray does not answer)."""
-    state_dir = state_dir or EspSettings().state_dir
-    state_file = state_dir / "platform.json"
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, ValueError):
+    state = _recorded_state(state_dir)
+    if state is None:
         return None
-    if state.get("started_ray"):
-        use_local_ray(state_dir)  # the token of the head 'esp up' started; before Ray is imported
     import ray
 
-    from actors.platform import Platform
-
-    settings = _settings(state_dir=state_dir, redis_url=state.get("redis_url"), redis_port=state.get("redis_port"))
     try:
-        if not ray.is_initialized():
-            host, _, port = str(state["address"]).rpartition(":")
-            if host and port.isdigit() and "://" not in host:  # fail fast, not after ray.init's retries
-                import socket
-
-                socket.create_connection((host, int(port)), timeout=2).close()
-            Platform.connect(state["address"])
-        view = Platform(settings).coordinator().placement()
+        view = _connect_recorded(state_dir, state).coordinator().placement()
     except Exception as exc:  # the cluster, or Redis, is gone or unreachable
         return {"address": state.get("address"), "error": redact_url(str(exc))}
     finally:
@@ -282,6 +268,87 @@ def _cluster_view(state_dir: Path | None) -> dict[str, Any] | None:
     for node in view["nodes"]:
         node["raylet_pid"] = raylets.get(node["node_id"])
     return {"address": state.get("address"), **view}
+
+
+def _recorded_state(state_dir: Path | None) -> dict[str, Any] | None:
+    """What 'esp up' recorded in ``<state dir>/platform.json`` (None when nothing runs)."""
+    try:
+        return json.loads(((state_dir or EspSettings().state_dir) / "platform.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _connect_recorded(state_dir: Path | None, state: dict[str, Any]) -> Any:
+    """Join the Ray cluster 'esp up' recorded; returns the Platform of that deployment."""
+    if state.get("started_ray"):
+        use_local_ray(state_dir or EspSettings().state_dir)  # the head's token; before Ray is imported
+    import ray
+
+    from actors.platform import Platform
+
+    settings = _settings(state_dir=state_dir, redis_url=state.get("redis_url"), redis_port=state.get("redis_port"))
+    if not ray.is_initialized():
+        host, _, port = str(state["address"]).rpartition(":")
+        if host and port.isdigit() and "://" not in host:  # fail fast, not after ray.init's retries
+            import socket
+
+            socket.create_connection((host, int(port)), timeout=2).close()
+        Platform.connect(state["address"])
+    return Platform(settings)
+
+
+@main.command()
+@click.option(
+    "--actors",
+    type=click.IntRange(min=1),
+    help="Partition actors to run from now on (at most one per partition); partitions move by checkpoint hand-over.",
+)
+@click.option(
+    "--rebalance",
+    is_flag=True,
+    help="One partition actor per CPU of the cluster as it is now: run it after adding or removing nodes.",
+)
+@click.option("--api", type=click.IntRange(min=1), help="Replicas of the HTTP API (a rolling update).")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="Where 'esp up' recorded its Ray (default .esp).")
+@click.option("--json", "as_json", is_flag=True, help="What moved, as one JSON document.")
+def scale(actors: int | None, rebalance: bool, api: int | None, state_dir: Path | None, as_json: bool) -> None:
+    """Change the number of partition actors or API replicas while ESP runs and ingestion goes
+    on. Returns when every moved partition is read by its new actor, and prints what moved and
+    how long each moved partition was not read."""
+    if (actors is not None) + rebalance + (api is not None) != 1:
+        click.echo("say one of --actors N, --rebalance or --api N", err=True)
+        sys.exit(2)
+    state = _recorded_state(state_dir)
+    if state is None:
+        click.echo("ESP is not up (no platform.json); start it with 'esp up'.", err=True)
+        sys.exit(1)
+    import ray
+
+    try:
+        platform = _connect_recorded(state_dir, state)
+        if api is not None:
+            platform.scale_api(api)
+            done: dict[str, Any] = {"api_replicas": api}
+        else:
+            coordinator = platform.coordinator()
+            result = coordinator.rescale(coordinator.cluster_cpus() if rebalance else int(actors or 1))
+            done = dataclasses.asdict(result)
+    except EspError as exc:
+        _fail(exc)
+    finally:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+    if as_json:
+        click.echo(json.dumps(done, indent=2))
+    elif "moves" in done:
+        click.echo(f"partition actors: {done['before']} -> {done['after']} in {done['seconds']} s")
+        for move in done["moves"]:
+            click.echo(
+                f"  partitions {_ranges(move['partitions'])}: actor {move['source']} -> {move['target']}, "
+                f"paused {move['pause_ms']} ms"
+            )
+    else:
+        click.echo(f"API replicas: {api}")
 
 
 def _local_raylets() -> dict[str, int]:

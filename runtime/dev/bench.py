@@ -9,6 +9,8 @@
 - ``sequence_senders``: "``ab.a`` then ``ab.b`` within 60 s" end to end, sent in order and by 4
   concurrent senders sharing one queue of batches, every output checked against the
   ordered-stream oracle. Alone: ``python -m runtime.dev.bench --events 1000000`` (see ``main``).
+- ``sequence_rescale``: the same with 4 senders while the partition actors are rescaled 2 -> 4
+  -> 2 (``esp scale --actors``), with each move's pause. Alone: add ``--senders 4 --rescale 4,2``.
 """
 
 from __future__ import annotations
@@ -147,9 +149,9 @@ def bench_adapters(n: int = 100_000) -> dict[str, Any]:
 
 
 @contextmanager
-def _local_platform(state_dir: Path) -> Iterator[Any]:
+def _local_platform(state_dir: Path, **overrides: Any) -> Iterator[Any]:
     """A private local ESP (embedded Redis, in-process Ray, the Serve app) for one benchmark,
-    operated as its admin (``ESP_TOKEN``), torn down on exit."""
+    operated as its admin (``ESP_TOKEN``), torn down on exit; ``overrides`` are settings."""
     import shutil
 
     import ray
@@ -165,6 +167,7 @@ def _local_platform(state_dir: Path) -> Iterator[Any]:
         metrics_export_port=free_port(),
         http_port=free_port(),
         max_backlog_entries=100_000,
+        **overrides,
     )
     platform = Platform(settings)
     platform.start_redis()
@@ -321,6 +324,7 @@ def bench_sequence_senders(
     batch_size: int = 10_000,
     senders: Sequence[int] = (1, 4),
     seed: int = 14,
+    rescale: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The "``ab.a`` then ``ab.b`` within 60 s" workload of issues 14 and 16 on a private local
     ESP with default settings, once per entry of ``senders`` (1: in order; 4: four concurrent
@@ -328,7 +332,12 @@ def bench_sequence_senders(
     ids, later in event time than the run before; its outputs are read from a subscription and
     scored against the ordered-stream oracle (runtime/dev/sequence_oracle.py): expected, got,
     invalid, duplicates, missing, with events/s until the last acknowledgement and until the
-    partition actors processed everything."""
+    partition actors processed everything.
+
+    ``rescale`` (e.g. ``(4, 2)``): while each run streams, change the number of partition actors
+    to each count in turn (``esp scale --actors``), starting ``RESCALE_AFTER_S`` into the run;
+    the run reports every move and its pause. The actors then reserve a quarter CPU each, so
+    four fit on two cores next to the rest."""
     from runtime.dev.client import EspClient
     from runtime.dev.sequence_oracle import WITHIN_MS, expected_matches, score, sequence_rule
     from runtime.dev.synthetic import SEQUENCE_STEP_MS, ab_sequence_events, ndjson_batches
@@ -336,7 +345,8 @@ def bench_sequence_senders(
     rule = sequence_rule(name="bench-ab-sequence", topic="business.bench_ab_sequence")
     subscription = "bench-ab-sequence"
     runs: list[dict[str, Any]] = []
-    with _local_platform(state_dir) as platform, EspClient(platform.base_url) as admin:
+    overrides = {"actor_num_cpus": 0.25} if rescale else {}
+    with _local_platform(state_dir, **overrides) as platform, EspClient(platform.base_url) as admin:
         admin.put_config({"kind": "source", "name": "bench-sequence", "api_key": SEQUENCE_SOURCE_KEY})
         admin.put_config(rule)
         admin.put_config({"kind": "subscription", "name": subscription, "topics": [rule["then"][0]["emit"]]})
@@ -350,8 +360,10 @@ def bench_sequence_senders(
             bodies = list(ndjson_batches(stream, batch_size))
             expected = expected_matches(stream, WITHIN_MS)
             started = time.perf_counter()
+            scaler = _Rescaler(platform.coordinator(), rescale)
             sent = send_from_queue(platform.base_url, SEQUENCE_SOURCE_KEY, bodies, senders=count)
             acked_s = time.perf_counter() - started
+            rescales = scaler.result(acked_s)
             processed += events
             processed_s = _wait_processed(platform, processed, started)
             outputs = read_outputs(admin, subscription, len(expected), idle_s=reorder_wait_s + 3.0)
@@ -369,6 +381,7 @@ def bench_sequence_senders(
                     "acked_events_per_s": round(events / acked_s),
                     "processed_events_per_s": round(events / processed_s) if processed_s else None,
                     "examples": scored["examples"],
+                    **({"rescales": rescales} if rescale else {}),
                 }
             )
             del stream, bodies, outputs
@@ -381,6 +394,50 @@ def bench_sequence_senders(
         "reorder_wait_ms": getattr(settings, "reorder_wait_ms", None),
         "runs": runs,
     }
+
+
+RESCALE_AFTER_S = 3.0  # into a run, before the first rescale; as long again between rescales
+
+
+class _Rescaler:
+    """Rescales the partition actors to each of ``counts`` in a thread, while a run streams."""
+
+    def __init__(self, coordinator: Any, counts: Sequence[int]) -> None:
+        import threading
+
+        self._done: list[dict[str, Any]] = []
+        self._errors: list[BaseException] = []
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, args=(coordinator, counts), daemon=True)
+        if counts:
+            self._thread.start()
+
+    def _run(self, coordinator: Any, counts: Sequence[int]) -> None:
+        try:
+            for count in counts:
+                time.sleep(RESCALE_AFTER_S)
+                began = time.perf_counter() - self._started
+                moved = coordinator.rescale(count)
+                self._done.append(
+                    {
+                        "to": count,
+                        "began_s": round(began, 1),
+                        "seconds": moved.seconds,
+                        "pause_ms": [m.pause_ms for m in moved.moves],
+                        "partitions_moved": sum(len(m.partitions) for m in moved.moves),
+                    }
+                )
+        except BaseException as exc:  # reported with the run
+            self._errors.append(exc)
+
+    def result(self, acked_s: float) -> list[dict[str, Any]]:
+        """The rescales done (waiting for the last), each marked with whether it ended before
+        the last event was acknowledged (``during_stream``)."""
+        if self._thread.is_alive():
+            self._thread.join(timeout=300)
+        if self._errors:
+            raise RuntimeError(f"a rescale failed: {self._errors[0]}") from self._errors[0]
+        return [{**r, "during_stream": r["began_s"] + r["seconds"] <= acked_s} for r in self._done]
 
 
 SEQUENCE_COLUMNS = (
@@ -412,6 +469,13 @@ def sequence_markdown(result: dict[str, Any]) -> str:
     for run in result["runs"]:
         cells = [run.get(key) for key, _ in SEQUENCE_COLUMNS]
         lines.append("| " + " | ".join("–" if c is None else f"{c:,}" for c in cells) + " |")
+    for run in result["runs"]:
+        for r in run.get("rescales", []):
+            lines.append(
+                f"\n- {run['senders']} senders: rescaled to {r['to']} partition actors at {r['began_s']} s "
+                f"({'during' if r['during_stream'] else 'after'} the stream) in {r['seconds']} s: "
+                f"{r['partitions_moved']} partitions moved, pause per group {r['pause_ms']} ms"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -437,6 +501,14 @@ def run_bench(
             events=sequence_events,
             customers=sequence_customers,
             batch_size=sequence_batch_size,
+        ),
+        "sequence_rescale": bench_sequence_senders(
+            state_dir / "rescale",
+            events=sequence_events,
+            customers=sequence_customers,
+            batch_size=sequence_batch_size,
+            senders=(4,),
+            rescale=(4, 2),
         ),
         "delivery": bench_delivery(state_dir / "delivery"),
         "contact": bench_contact(state_dir / "contact"),
@@ -718,6 +790,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--senders", default="1,4", help="comma-separated sender counts, one run each")
+    parser.add_argument("--rescale", default="", help="comma-separated actor counts to rescale to during each run")
     parser.add_argument("--out", type=Path, default=Path(".esp/bench"))
     args = parser.parse_args(argv)
     use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
@@ -727,6 +800,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         customers=args.customers,
         batch_size=args.batch_size,
         senders=[int(n) for n in args.senders.split(",")],
+        rescale=[int(n) for n in args.rescale.split(",") if n],
     )
     table = sequence_markdown(result)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import orjson
 import redis
 
 from runtime import keys
-from runtime.log.partition_log import DAY_MS, decode_location, id_bucket, id_digest
+from runtime.log.partition_log import DAY_MS, decode_location, id_bucket, id_digest, owner_group
 from runtime.log.streams import entry_id_key, text
 from runtime.sources.quarantine import QuarantineStore
 from runtime.subscriptions.topics import CONTACT_TOPICS
@@ -112,7 +112,7 @@ def _read_past(client: redis.Redis, partition: int, entry: str) -> bool:
         groups = client.xinfo_groups(keys.log_stream(partition))
     except redis.ResponseError:
         return False
-    group = next((g for g in groups if text(g["name"]) == keys.RULES_GROUP), None)
+    group = owner_group(groups)
     if group is None:
         return False
     return entry_id_key(text(group["last-delivered-id"])) >= entry_id_key(entry)

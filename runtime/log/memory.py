@@ -1,7 +1,7 @@
 """The partition log in a process's memory, for unit tests: :class:`LogStorage` with the Redis
 log's behaviour (an event id seen within the horizon is a duplicate, remembered as the same
 96-bit digest of (source, id), one entry per partition
-and request carrying the config version, a read cursor per partition that ``rewind`` moves,
+and request carrying the config version, a read cursor per partition that ``take`` sets,
 trimming by entry id, backlog as entries not yet read). Entries are kept as the fields Redis
 keeps and decoded by the same :func:`decode_entry`. Not thread-safe; ``read`` never blocks."""
 
@@ -35,7 +35,8 @@ class MemoryPartitionLog:
         self._horizon_days = horizon_days(horizon_s)
         self._config = config
         self._streams: dict[int, list[tuple[str, Fields]]] = {}  # partition -> entries, oldest first
-        self._cursors: dict[int, str] = {}  # partition -> last entry id read (the consumer group)
+        self._cursors: dict[int, str] = {}  # partition -> last entry id read (the owner's consumer group)
+        self._epochs: dict[int, int] = {}  # partition -> ownership epoch
         self._seen: dict[tuple[str, int], dict[bytes, str]] = {}  # (source, day) -> id digest -> location
         self._last_id = (0, 0)
 
@@ -71,22 +72,18 @@ class MemoryPartitionLog:
         self._last_id = (ms, 0) if ms > self._last_id[0] else (self._last_id[0], self._last_id[1] + 1)
         return f"{self._last_id[0]}-{self._last_id[1]}"
 
-    def ensure_groups(self, partitions: Iterable[int]) -> None:
-        for p in partitions:
-            self._streams.setdefault(p, [])
-            self._cursors.setdefault(p, "0-0")
-
-    def rewind(self, offsets: dict[int, str]) -> None:
+    def take(self, offsets: dict[int, str], *, owner: str) -> dict[int, int]:
         for p, offset in offsets.items():
-            if p not in self._cursors:
-                raise LookupError(f"partition {p} has no consumer group: call ensure_groups first")
+            self._streams.setdefault(p, [])
             self._cursors[p] = offset
+            self._epochs[p] = self._epochs.get(p, 0) + 1
+        return {p: self._epochs[p] for p in offsets}
 
-    def read(self, partitions: list[int], *, consumer: str, count: int, block_ms: int) -> list[LogEntry]:
+    def read(self, partitions: list[int], *, owner: str, count: int, block_ms: int) -> list[LogEntry]:
         entries: list[LogEntry] = []
         for p in partitions:
             if p not in self._cursors:
-                raise LookupError(f"partition {p} has no consumer group: call ensure_groups first")
+                raise LookupError(f"partition {p} has not been taken: call take first")
             batch = self._after(p, self._cursors[p])[:count]
             if batch:
                 self._cursors[p] = batch[-1][0]

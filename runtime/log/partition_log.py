@@ -6,11 +6,17 @@ that reads an entry newer than its config reloads first, so a rule or subscripti
 every event accepted after its PUT returned. Appending de-duplicates by (source, event id) and writes the entry in
 one Lua script, so "marked as seen" and "in the log" can never disagree after a crash.
 
-Partition actors read through the consumer group ``esp-rules`` with NOACK: the group's
-last-delivered id is the read cursor, and the truth about what has been processed is the
-offset stored in each partition checkpoint. Recovery rewinds the cursor to that offset
-(``XGROUP SETID``), which re-delivers everything after it — in log order, which rebuilding
-state needs and which per-entry reclaiming (XAUTOCLAIM) would not give.
+A partition has one owner at a time: the partition runner that last *took* it
+(:meth:`PartitionLog.take`, at recovery and at a hand-over). Taking raises the partition's
+ownership epoch in ``esp:epochs``, which the outbox checks on every publication, and gives the
+new owner its own consumer group ``esp-rules:<owner>`` at the offset of the partition's
+checkpoint, destroying the previous owner's. So a superseded owner (one that was not told,
+or did not hear, that its partitions moved) can neither read on (NOGROUP) nor publish.
+
+Owners read through their group with NOACK: the group's last-delivered id is the read
+cursor, and the truth about what has been processed is the offset stored in each partition
+checkpoint. Taking the partition again re-delivers everything after that offset — in log
+order, which rebuilding state needs and which per-entry reclaiming (XAUTOCLAIM) would not give.
 
 :class:`LogStorage` is what ingestion and partition actors use; :class:`PartitionLog` is the
 Redis log, :class:`runtime.log.memory.MemoryPartitionLog` the in-memory one for unit tests.
@@ -28,13 +34,22 @@ import msgspec
 
 from runtime import keys
 from runtime.events.envelope import Event
-from runtime.log.streams import text
+from runtime.log.streams import entry_id_key, text
 from runtime.lua import read_script
 
 if TYPE_CHECKING:
     import redis
 
 _APPEND = read_script("runtime.log", "partition_log_append.lua")
+_TAKE = read_script("runtime.log", "partition_log_take.lua")
+
+
+class Fenced(Exception):
+    """Another runner has taken these partitions: this one may neither read nor publish them."""
+
+    def __init__(self, partitions: list[int]) -> None:
+        super().__init__(f"partitions {partitions} were taken by another owner")
+        self.partitions = partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +96,9 @@ class LogStorage(Protocol):
         self, by_partition: dict[int, list[Event]], *, now_ms: int, horizon_s: int | None = None
     ) -> list[Appended]: ...
 
-    def ensure_groups(self, partitions: Iterable[int]) -> None: ...
+    def take(self, offsets: dict[int, str], *, owner: str) -> dict[int, int]: ...
 
-    def rewind(self, offsets: dict[int, str]) -> None: ...
-
-    def read(self, partitions: list[int], *, consumer: str, count: int, block_ms: int) -> list[LogEntry]: ...
+    def read(self, partitions: list[int], *, owner: str, count: int, block_ms: int) -> list[LogEntry]: ...
 
     def read_range(self, partition: int, after: str, count: int) -> list[LogEntry]: ...
 
@@ -154,6 +167,7 @@ class PartitionLog:
         self._redis = client
         self._horizon_days = horizon_days(horizon_s)
         self._append = client.register_script(_APPEND)
+        self._take = client.register_script(_TAKE)
 
     def append(
         self, by_partition: dict[int, list[Event]], *, now_ms: int, horizon_s: int | None = None
@@ -187,24 +201,23 @@ class PartitionLog:
 
     # --- the reading side, used by partition actors -------------------------------------
 
-    def ensure_groups(self, partitions: Iterable[int]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for p in partitions:
-            pipe.xgroup_create(keys.log_stream(p), keys.RULES_GROUP, id="0", mkstream=True)
-        for result in pipe.execute(raise_on_error=False):
-            if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
-                raise result
-
-    def rewind(self, offsets: dict[int, str]) -> None:
-        """Make the next read start right after each partition's offset ('0' = from the start)."""
-        pipe = self._redis.pipeline(transaction=False)
+    def take(self, offsets: dict[int, str], *, owner: str) -> dict[int, int]:
+        """Become the owner of the partitions in ``offsets`` and read each on after its offset
+        ('0' = from the start); taking a partition again rewinds it. Returns the partitions'
+        new ownership epochs (see the module docstring)."""
+        if not offsets:
+            return {}
+        argv: list[Any] = [keys.EPOCHS, keys.rules_group(owner), keys.RULES_GROUP, len(offsets)]
         for p, offset in offsets.items():
-            pipe.xgroup_setid(keys.log_stream(p), keys.RULES_GROUP, id=offset)
-        pipe.execute()
+            argv += [keys.log_stream(p), p, offset]
+        epochs = self._take(keys=[], args=argv)
+        return {p: int(e) for p, e in zip(offsets, epochs, strict=True)}
 
-    def read(self, partitions: list[int], *, consumer: str, count: int, block_ms: int) -> list[LogEntry]:
+    def read(self, partitions: list[int], *, owner: str, count: int, block_ms: int) -> list[LogEntry]:
+        """The next entries of partitions ``owner`` has taken. Raises ``redis.ResponseError``
+        (NOGROUP) once another runner has taken one of them."""
         streams = {keys.log_stream(p): ">" for p in partitions}
-        reply = self._redis.xreadgroup(keys.RULES_GROUP, consumer, streams, count=count, block=block_ms, noack=True)
+        reply = self._redis.xreadgroup(keys.rules_group(owner), owner, streams, count=count, block=block_ms, noack=True)
         entries = []
         for stream, items in reply or []:
             partition = int(text(stream).rsplit(":", 1)[1])
@@ -235,6 +248,13 @@ class PartitionLog:
             if isinstance(groups, Exception):
                 lags[p] = 0
                 continue
-            group = next((g for g in groups if text(g["name"]) == keys.RULES_GROUP), None)
+            group = owner_group(groups)
             lags[p] = int(group.get("lag") or 0) if group else 0
         return lags
+
+
+def owner_group(groups: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The owner's consumer group among a log stream's groups (``XINFO GROUPS``): the one that
+    has read furthest, should a superseded owner's still be there."""
+    owners = [g for g in groups if keys.is_rules_group(text(g["name"]))]
+    return max(owners, key=lambda g: entry_id_key(text(g["last-delivered-id"])), default=None)

@@ -45,7 +45,7 @@ class MemoryOutbox:
         self._notes: dict[tuple[str, str], list[bytes]] = {}
         self._fires: dict[str, list[bytes]] = {}  # newest first
 
-    def publish(self, publications: list[Publication], router: Routes) -> int:
+    def publish(self, publications: list[Publication], router: Routes, *, fence: dict[int, int] | None = None) -> int:
         return sum(self._publish_one(pub, router) for pub in publications)
 
     def _publish_one(self, pub: Publication, router: Routes) -> bool:

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from runtime import keys
+from runtime.log.partition_log import Fenced
 from runtime.lua import read_script
 from runtime.subscriptions.topics import Routes
 
-if TYPE_CHECKING:
-    import redis
-
 FIRES_KEPT = 20  # per customer, all rules together: enough for the last few of each in ``esp why``
 NOT_FIRES = ("atomic/", "sent/", "decision/")  # re-published inputs, decided contacts, decisions: not rule fires
+
+if TYPE_CHECKING:
+    import redis
 
 _EMIT = read_script("runtime.subscriptions", "outbox_emit.lua")
 
@@ -39,7 +40,7 @@ class Publication:
 class OutboxStorage(Protocol):
     """Publishing outputs, effectively once per output id within the horizon."""
 
-    def publish(self, publications: list[Publication], router: Routes) -> int:
+    def publish(self, publications: list[Publication], router: Routes, *, fence: dict[int, int] | None = None) -> int:
         """Append each output not seen before to the streams ``router`` names for it, note it in
         the trace of the events in its ``refs``, apply its ``tag`` action to the customer's
         profile and keep it among the customer's last fires; an output already published does
@@ -55,11 +56,16 @@ class Outbox:
         self._horizon_ms = horizon_s * 1000
         self._maxlen = maxlen
 
-    def publish(self, publications: list[Publication], router: Routes) -> int:
-        """Deliver to subscribers; returns how many were new (not seen before)."""
+    def publish(self, publications: list[Publication], router: Routes, *, fence: dict[int, int] | None = None) -> int:
+        """Deliver to subscribers; returns how many were new (not seen before). With ``fence``
+        (partition -> the publisher's ownership epoch), publish nothing and raise
+        :class:`Fenced` if another runner has taken one of those partitions since."""
         if not publications:
             return 0
-        argv: list[Any] = [self._horizon_ms, self._maxlen, len(publications), FIRES_KEPT]
+        fences = fence or {}
+        argv: list[Any] = [self._horizon_ms, self._maxlen, len(publications), FIRES_KEPT, keys.EPOCHS, len(fences)]
+        for partition, epoch in fences.items():
+            argv += [partition, epoch]
         for pub in publications:
             streams, payload = routed(pub, router)
             hits = [keys.hits(source, event_id) for source, event_id in pub.refs]
@@ -67,7 +73,12 @@ class Outbox:
             change, fire = tag_change(pub), fire_record(pub)
             argv += [keys.profile(pub.event["subject"]), *change] if change else ["", "", ""]
             argv += [keys.fires(pub.event["subject"]), fire] if fire else ["", ""]
-        return int(self._emit(keys=[], args=argv))
+        try:
+            return int(self._emit(keys=[], args=argv))
+        except Exception as exc:  # the script's error reply arrives as redis.ResponseError
+            if str(exc).startswith("FENCED "):
+                raise Fenced([int(p) for p in str(exc).removeprefix("FENCED ").split(",")]) from exc
+            raise
 
 
 def routed(pub: Publication, router: Routes) -> tuple[list[str], bytes]:

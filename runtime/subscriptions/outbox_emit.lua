@@ -1,8 +1,18 @@
--- header: horizon ms, stream maxlen, n outputs, fires kept per customer
+-- header: horizon ms, stream maxlen, n outputs, fires kept per customer,
+--         epochs hash, n fences, then per fence: partition, the publisher's ownership epoch
 -- per output: dedupe key, payload, n streams, streams..., trace note, n hit keys, hit keys...,
 --             profile key, tag op ('' | set | clear), tag, fires key ('' if not a rule fire), fire
+-- A publisher that no longer owns one of its fenced partitions publishes nothing: the script
+-- answers the error "FENCED <partition>,<partition>...".
 local horizon, maxlen, n, kept = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local i, emitted = 5, 0
+local epochs, fences = ARGV[5], tonumber(ARGV[6])
+local stale = {}
+for f = 0, fences - 1 do
+  local partition, epoch = ARGV[7 + 2 * f], ARGV[8 + 2 * f]
+  if redis.call('HGET', epochs, partition) ~= epoch then stale[#stale + 1] = partition end
+end
+if #stale > 0 then return redis.error_reply('FENCED ' .. table.concat(stale, ',')) end
+local i, emitted = 7 + 2 * fences, 0
 for k = 1, n do
   local key, payload, streams = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local fresh = redis.call('SET', key, '1', 'NX', 'PX', horizon)

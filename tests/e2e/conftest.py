@@ -68,8 +68,11 @@ def stop_platform(platform: Platform) -> None:
 
 
 @pytest.fixture(scope="module")
-def platform(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    platform = make_platform(tmp_path_factory.mktemp("esp"))
+def platform(
+    ray_session: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Platform]:
+    """The module's platform, with the settings in the module's ``PLATFORM_SETTINGS`` if any."""
+    platform = make_platform(tmp_path_factory.mktemp("esp"), **getattr(request.module, "PLATFORM_SETTINGS", {}))
     with EspClient(platform.base_url) as admin:
         admin.put_config({"kind": "source", "name": "e2e", "api_key": SOURCE_KEY})
     yield platform

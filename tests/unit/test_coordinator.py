@@ -45,6 +45,10 @@ class FakeRedis:
     def delete(self, key: str) -> None:
         self.hashes.pop(key, None)
 
+    def hdel(self, key: str, *names: str) -> None:
+        for name in names:
+            self.hashes.get(key, {}).pop(_bytes(name), None)
+
     def pipeline(self) -> FakeRedis:
         return self
 
@@ -64,9 +68,11 @@ class FakeActors:
     """What the coordinator asked of Ray, and a cluster of named actors."""
 
     free_cpus: int = 3
+    capacity: int = 1000  # actors the cluster can place
     running: dict[str, Handle] = field(default_factory=dict)
     waited: list[list[str]] = field(default_factory=list)
     stopped: list[list[str]] = field(default_factory=list)
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
 
     def create(self, spec: ActorSpec, *args: Any, detached: bool) -> Handle:
         return self.running.setdefault(spec.name, Handle(spec, args, detached))
@@ -74,8 +80,10 @@ class FakeActors:
     def find(self, name: str) -> Handle | None:
         return self.running.get(name)
 
-    def wait_ready(self, handles: list[Handle]) -> None:
+    def wait_ready(self, handles: list[Handle], *, timeout_s: float | None = None) -> None:
         self.waited.append([h.spec.name for h in handles])
+        if len(self.running) > self.capacity:
+            raise TimeoutError("no room")
 
     def stop(self, handles: list[Handle], *, timeout_s: float) -> None:
         self.stopped.append([h.spec.name for h in handles])
@@ -84,6 +92,12 @@ class FakeActors:
 
     def cpus(self) -> int:
         return self.free_cpus
+
+    def total_cpus(self) -> int:
+        return self.free_cpus
+
+    def call(self, handle: Handle, method: str, *args: Any) -> None:
+        self.calls.append((handle.spec.name, method, *args))
 
 
 def settings(tmp_path, **overrides: Any) -> EspSettings:
@@ -193,3 +207,59 @@ def test_the_coordinator_never_started_ray(tmp_path, monkeypatch):
     before = ray.is_initialized()  # an earlier test of the same session may have started Ray
     coordinator(tmp_path, FakeRedis(), FakeActors()).start(detached=False)
     assert ray.is_initialized() == before
+
+
+def owners_after(calls: list[tuple[Any, ...]], start: list[list[int]]) -> dict[int, str]:
+    """partition -> actor name, replaying the release/adopt calls over the starting assignment;
+    checks that each partition is released by its owner before another adopts it."""
+    owner: dict[int, str | None] = {p: actor_name("partition", i) for i, ps in enumerate(start) for p in ps}
+    for name, method, parts in calls:
+        for p in parts:
+            if method == "release":
+                assert owner[p] == name, f"{name} released partition {p} it did not own"
+                owner[p] = None
+            else:
+                assert owner[p] is None, f"{name} adopted partition {p} before {owner[p]} released it"
+                owner[p] = name
+    return {p: o for p, o in owner.items() if o is not None}
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 4), (4, 2), (3, 8), (8, 1), (2, 2)])
+def test_rescale_hands_every_moving_partition_over_once_and_records_each_move(tmp_path, before, after):
+    client, actors = FakeRedis(), FakeActors()
+    coordinator(tmp_path, client, actors, actors=before).start_partitions(detached=True)
+    start = json.loads(client.hget(keys.META, "assignment"))
+    client.hset(keys.HEARTBEATS, str(before - 1), 1)
+
+    result = coordinator(tmp_path, client, actors).rescale(after)
+
+    final = json.loads(client.hget(keys.META, "assignment"))
+    assert sorted(p for ps in final for p in ps) == list(range(8)) and len(final) == after
+    expected = {p: actor_name("partition", i) for i, ps in enumerate(final) for p in ps}
+    assert owners_after(actors.calls, start) == expected
+    moved = sorted(p for m in result.moves for p in m.partitions)
+    assert moved == sorted({p for i, ps in enumerate(final) for p in ps if p not in (start + [[]] * 8)[i]})
+    assert len(actors.calls) == 2 * len(result.moves)
+    running = sorted(n for n in actors.running if "partition" in n)
+    assert running == sorted(actor_name("partition", i) for i in range(after))
+    assert all(h.detached for h in actors.running.values())  # made like the ones 'esp up' made
+    if after < before:
+        assert client.hget(keys.HEARTBEATS, str(before - 1)) is None  # a retired actor is not "alive"
+
+
+def test_rescale_without_room_for_new_actors_moves_nothing_and_says_why(tmp_path):
+    client, actors = FakeRedis(), FakeActors()
+    coordinator(tmp_path, client, actors, actors=2).start_partitions(detached=False)
+    before = client.hget(keys.META, "assignment")
+    actors.capacity = 3
+    with pytest.raises(EspError) as err:
+        coordinator(tmp_path, client, actors).rescale(4)
+    assert err.value.reason == "no_capacity" and "ESP_ACTOR_NUM_CPUS" in str(err.value)
+    assert actors.calls == [] and client.hget(keys.META, "assignment") == before
+    assert sorted(actors.running) == ["esp-partition-0", "esp-partition-1"]  # the new ones stopped again
+
+
+def test_rescale_refuses_when_nothing_runs(tmp_path):
+    with pytest.raises(EspError) as err:
+        coordinator(tmp_path, FakeRedis(), FakeActors()).rescale(2)
+    assert err.value.reason == "not_ready"

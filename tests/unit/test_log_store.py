@@ -70,22 +70,21 @@ def test_entries_carry_the_config_version_of_their_append(stores: Stores) -> Non
     assert [e.config_version for e in stores.log.read_range(0, "0", 10)] == [0, 2]
 
 
-def test_reads_advance_a_cursor_per_partition_that_rewind_moves(stores: Stores) -> None:
+def test_reads_advance_a_cursor_per_partition_that_taking_again_moves(stores: Stores) -> None:
     log = stores.log
-    log.ensure_groups([0, 1])
-    log.ensure_groups([0])  # again: the cursor stays
+    assert log.take({0: "0", 1: "0"}, owner="a") == {0: 1, 1: 1}
     entries = [log.append({0: [ev(i)], 1: [ev(100 + i)]}, now_ms=NOW) for i in range(3)]
     assert log.backlog([0, 1, 7]) == {0: 3, 1: 3, 7: 0}
-    got = log.read([0, 1], consumer="a", count=2, block_ms=1)
+    got = log.read([0, 1], owner="a", count=2, block_ms=1)
     assert sorted((e.partition, e.events[0].id) for e in got) == [(0, "e0"), (0, "e1"), (1, "e100"), (1, "e101")]
     assert log.backlog([0, 1]) == {0: 1, 1: 1}
-    assert ids(log.read([0], consumer="a", count=10, block_ms=1)) == [["e2"]]
-    assert log.read([0], consumer="a", count=10, block_ms=1) == []
-    log.rewind({0: entries[0][0].entry_id})  # replay everything after the first entry
+    assert ids(log.read([0], owner="a", count=10, block_ms=1)) == [["e2"]]
+    assert log.read([0], owner="a", count=10, block_ms=1) == []
+    assert log.take({0: entries[0][0].entry_id}, owner="b") == {0: 2}  # a new owner replays after the first entry
     assert log.backlog([0]) == {0: 2}
-    assert ids(log.read([0], consumer="b", count=10, block_ms=1)) == [["e1"], ["e2"]]
-    log.rewind({0: "0"})
-    assert ids(log.read([0], consumer="b", count=10, block_ms=1)) == [["e0"], ["e1"], ["e2"]]
+    assert ids(log.read([0], owner="b", count=10, block_ms=1)) == [["e1"], ["e2"]]
+    log.take({0: "0"}, owner="b")
+    assert ids(log.read([0], owner="b", count=10, block_ms=1)) == [["e0"], ["e1"], ["e2"]]
 
 
 def test_read_range_starts_after_the_given_entry(stores: Stores) -> None:
