@@ -174,7 +174,11 @@ class Coordinator:
         for (old, new), parts in planned_moves(owners, target).items():
             began = time.monotonic()
             self._actors.call(handles[old], "release", parts)
-            self._actors.call(handles[new], "adopt", parts)
+            try:
+                self._actors.call(handles[new], "adopt", parts)
+            except Exception:  # never leave them unowned: back to the actor that released them
+                self._actors.call(handles[old], "adopt", parts)
+                raise
             moves.append(Move(parts, old, new, round((time.monotonic() - began) * 1000, 1)))
             current = [[p for p in ps if p not in parts] for ps in current]
             current += [[] for _ in range(len(current), count)]

@@ -69,6 +69,7 @@ class FakeActors:
 
     free_cpus: int = 3
     capacity: int = 1000  # actors the cluster can place
+    failing: set[str] = field(default_factory=set)  # actors whose calls fail
     running: dict[str, Handle] = field(default_factory=dict)
     waited: list[list[str]] = field(default_factory=list)
     stopped: list[list[str]] = field(default_factory=list)
@@ -98,6 +99,8 @@ class FakeActors:
 
     def call(self, handle: Handle, method: str, *args: Any) -> None:
         self.calls.append((handle.spec.name, method, *args))
+        if handle.spec.name in self.failing:
+            raise RuntimeError(f"{handle.spec.name} died")
 
 
 def settings(tmp_path, **overrides: Any) -> EspSettings:
@@ -257,6 +260,21 @@ def test_rescale_without_room_for_new_actors_moves_nothing_and_says_why(tmp_path
     assert err.value.reason == "no_capacity" and "ESP_ACTOR_NUM_CPUS" in str(err.value)
     assert actors.calls == [] and client.hget(keys.META, "assignment") == before
     assert sorted(actors.running) == ["esp-partition-0", "esp-partition-1"]  # the new ones stopped again
+
+
+def test_a_failed_adoption_gives_the_partitions_back_to_their_old_actor(tmp_path):
+    client, actors = FakeRedis(), FakeActors()
+    coordinator(tmp_path, client, actors, actors=1).start_partitions(detached=False)
+    actors.failing = {"esp-partition-1"}
+    with pytest.raises(RuntimeError):
+        coordinator(tmp_path, client, actors).rescale(2)
+    moved = list(range(1, 8, 2))
+    assert actors.calls == [
+        ("esp-partition-0", "release", moved),
+        ("esp-partition-1", "adopt", moved),
+        ("esp-partition-0", "adopt", moved),
+    ]
+    assert json.loads(client.hget(keys.META, "assignment")) == [list(range(8))]  # nothing recorded as moved
 
 
 def test_rescale_refuses_when_nothing_runs(tmp_path):
