@@ -11,6 +11,8 @@
   ordered-stream oracle. Alone: ``python -m runtime.dev.bench --events 1000000`` (see ``main``).
 - ``sequence_rescale``: the same with 4 senders while the partition actors are rescaled 2 -> 4
   -> 2 (``esp scale --actors``), with each move's pause. Alone: add ``--senders 4 --rescale 4,2``.
+- ``sequence_nodes``: the same with 4 senders on a local cluster of 1 and of 3 nodes (same cores),
+  and on 3 nodes with a worker node killed mid-stream. Alone: add ``--nodes 1,3 --kill-node``.
 """
 
 from __future__ import annotations
@@ -171,14 +173,19 @@ def _local_platform(state_dir: Path, **overrides: Any) -> Iterator[Any]:
     )
     platform = Platform(settings)
     platform.start_redis()
+    own_ray = not ray.is_initialized()  # else: a cluster its maker shuts down (local_cluster)
     try:
-        platform.init_ray_in_process()
+        if own_ray:
+            platform.init_ray_in_process()
+        if len(ray.nodes()) > 1:
+            platform.proxy_location = "HeadOnly"  # one HTTP proxy: the nodes share this machine's loopback
         platform.deploy(detached=False)
         os.environ["ESP_TOKEN"] = platform.admin_token or ""  # the benchmark operates its platform as admin
         yield platform
     finally:
         platform.undeploy()
-        ray.shutdown()
+        if own_ray:
+            ray.shutdown()
         if platform.redis_server:
             platform.redis_server.stop()
 
@@ -195,7 +202,7 @@ def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) 
             started = time.perf_counter()
             report = client.send(stream, batch_size=batch_size)  # exactly what `esp send` does
             acked_s = time.perf_counter() - started
-            processed_s = _wait_processed(platform, events, started)
+            processed_s = _wait_processed(platform, started)
         return {
             "events": events,
             "batch_size": batch_size,
@@ -206,13 +213,17 @@ def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) 
         }
 
 
-def _wait_processed(platform: Any, events: int, started: float, timeout_s: float = 300) -> float | None:
-    import ray
+def _wait_processed(platform: Any, started: float, timeout_s: float = 300) -> float | None:
+    """Seconds from ``started`` until the partition actors have read every log entry (whichever
+    actors own the partitions by then: rescaled or restarted ones count too); None on timeout."""
+    from runtime.log.partition_log import PartitionLog
+    from runtime.redis_client import connect
 
+    log = PartitionLog(connect(platform.settings.effective_redis_url()), horizon_s=3600)
+    partitions = range(platform.settings.partitions)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        done = sum(s["events"] for s in ray.get([a.status.remote() for a in platform.actors]))
-        if done >= events:
+        if not any(log.backlog(partitions).values()):
             return time.perf_counter() - started
         time.sleep(0.05)
     return None
@@ -226,6 +237,7 @@ def send_from_queue(
     senders: int,
     hold: tuple[int, float] | None = None,
     content_type: str = "application/x-ndjson",
+    progress: list[int] | None = None,
 ) -> dict[str, Any]:
     """Post ``bodies`` with ``senders`` threads sharing one queue: each sender takes the next
     body and posts it (as ``esp send`` does, retrying on 429/5xx), so with several senders a
@@ -263,6 +275,8 @@ def send_from_queue(
                         totals["requests"] += 1
                         totals["retries"] += retries
                         totals["accepted"] += answer["accepted"]
+                        if progress is not None:  # events acknowledged so far, for a watching thread
+                            progress[0] = totals["accepted"]
                         totals["duplicates"] += answer["duplicates"]
                         totals["rejected"] += len(answer["rejected"])
                         acked.append(index)
@@ -351,7 +365,6 @@ def bench_sequence_senders(
         admin.put_config(rule)
         admin.put_config({"kind": "subscription", "name": subscription, "topics": [rule["then"][0]["emit"]]})
         reorder_wait_s = getattr(platform.settings, "reorder_wait_ms", 0) / 1000
-        processed = 0
         for run, count in enumerate(senders):
             start_ms = START_MS + run * (events * SEQUENCE_STEP_MS + 3_600_000)  # an hour after the last run
             stream = list(
@@ -364,8 +377,7 @@ def bench_sequence_senders(
             sent = send_from_queue(platform.base_url, SEQUENCE_SOURCE_KEY, bodies, senders=count)
             acked_s = time.perf_counter() - started
             rescales = scaler.result(acked_s)
-            processed += events
-            processed_s = _wait_processed(platform, processed, started)
+            processed_s = _wait_processed(platform, started)
             outputs = read_outputs(admin, subscription, len(expected), idle_s=reorder_wait_s + 3.0)
             scored = score(outputs, stream, WITHIN_MS, expected=expected)
             runs.append(
@@ -393,6 +405,95 @@ def bench_sequence_senders(
         "max_out_of_order_s": settings.max_out_of_order_s,
         "reorder_wait_ms": getattr(settings, "reorder_wait_ms", None),
         "runs": runs,
+    }
+
+
+def bench_sequence_nodes(
+    state_dir: Path,
+    *,
+    nodes: int,
+    kill_node: bool = False,
+    events: int = 1_000_000,
+    customers: int = 10_000,
+    batch_size: int = 10_000,
+    senders: int = 4,
+    actors: int = 4,
+) -> dict[str, Any]:
+    """The sequence workload with ``senders`` senders on a local cluster of ``nodes`` nodes
+    (:func:`local_cluster`), ``actors`` partition actors spread over them. ``kill_node``: once a
+    third of the events are acknowledged, every process of a worker node that hosts partition
+    actors is killed (SIGKILL); the run reports how long until its actors answered again from
+    other nodes, and the outputs are still scored against the ordered-stream oracle."""
+    import threading
+
+    import ray
+
+    from runtime.dev.client import EspClient
+    from runtime.dev.sequence_oracle import WITHIN_MS, expected_matches, score, sequence_rule
+    from runtime.dev.synthetic import ab_sequence_events, ndjson_batches
+
+    rule = sequence_rule(name="bench-ab-nodes", topic="business.bench_ab_nodes")
+    stream = list(ab_sequence_events(customers=customers, events=events, seed=15, prefix="n-", start_ms=START_MS))
+    expected = expected_matches(stream, WITHIN_MS)
+    bodies = list(ndjson_batches(stream, batch_size))
+    from runtime.dev.local_ray import local_cluster
+
+    with (
+        local_cluster(nodes) as cluster,
+        _local_platform(state_dir, actors=actors) as platform,
+        EspClient(platform.base_url) as admin,
+    ):
+        admin.put_config({"kind": "source", "name": "bench-sequence", "api_key": SEQUENCE_SOURCE_KEY})
+        admin.put_config(rule)
+        admin.put_config({"kind": "subscription", "name": "nodes", "topics": [rule["then"][0]["emit"]]})
+        placed = ray.get([a.status.remote() for a in platform.actors])
+        kill: dict[str, Any] = {}
+
+        def kill_when_a_third_is_in() -> None:
+            workers = {n.node_id: n for n in cluster.worker_nodes}
+            victim = next(st["node_id"] for st in placed if st["node_id"] in workers)
+            indices = [st["index"] for st in placed if st["node_id"] == victim]
+            old = {i: placed[i]["pid"] for i in indices}
+            while sum(sent_so_far) < events // 3:
+                time.sleep(0.05)
+            killed_at = time.monotonic()
+            cluster.remove_node(workers[victim], allow_graceful=False)
+            while True:  # until each actor it hosted answers from another process
+                try:
+                    now = ray.get([platform.actors[i].status.remote() for i in indices], timeout=5)
+                    if all(st["pid"] != old[st["index"]] and st["recovered"] for st in now):
+                        break
+                except ray.exceptions.RayError:
+                    pass
+                time.sleep(0.1)
+            kill.update(
+                actors_on_killed_node=len(indices),
+                partitions_moved=sum(len(placed[i]["partitions"]) for i in indices),
+                recovered_s=round(time.monotonic() - killed_at, 1),
+            )
+
+        sent_so_far = [0]
+        killer = threading.Thread(target=kill_when_a_third_is_in, daemon=True)
+        if kill_node:
+            killer.start()
+        started = time.perf_counter()
+        sent = send_from_queue(platform.base_url, SEQUENCE_SOURCE_KEY, bodies, senders=senders, progress=sent_so_far)
+        acked_s = time.perf_counter() - started
+        processed_s = _wait_processed(platform, started)
+        if kill_node:
+            killer.join(timeout=300)
+        outputs = read_outputs(admin, "nodes", len(expected), idle_s=platform.settings.reorder_wait_ms / 1000 + 3.0)
+        scored = score(outputs, stream, WITHIN_MS, expected=expected)
+    return {
+        "nodes": nodes,
+        "actors": actors,
+        "senders": senders,
+        "events": events,
+        "acked": sent["accepted"],
+        **{k: v for k, v in scored.items() if k != "examples"},
+        "acked_events_per_s": round(events / acked_s),
+        "processed_events_per_s": round(events / processed_s) if processed_s else None,
+        **({"kill_worker_node": kill} if kill_node else {}),
     }
 
 
@@ -479,6 +580,34 @@ def sequence_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+NODES_COLUMNS = (
+    ("nodes", "nodes"),
+    ("actors", "partition actors"),
+    ("acked", "acked"),
+    ("expected", "expected matches"),
+    ("got", "got"),
+    ("duplicates", "duplicates"),
+    ("missing", "missing"),
+    ("invalid", "invalid"),
+    ("acked_events_per_s", "events/s (acked)"),
+    ("processed_events_per_s", "events/s (processed)"),
+)
+
+
+def nodes_markdown(runs: list[dict[str, Any]]) -> str:
+    """:func:`bench_sequence_nodes`'s runs as a markdown table (a node-loss run noted below it)."""
+    lines = [
+        "| " + " | ".join(title for _, title in NODES_COLUMNS) + " | worker node killed |",
+        "|" + "---:|" * (len(NODES_COLUMNS) + 1),
+    ]
+    for run in runs:
+        cells = ["–" if run.get(k) is None else f"{run[k]:,}" for k, _ in NODES_COLUMNS]
+        kill = run.get("kill_worker_node")
+        cells.append(f"yes: actors back in {kill['recovered_s']} s" if kill else "no")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def run_bench(
     *,
     events: int,
@@ -510,6 +639,17 @@ def run_bench(
             senders=(4,),
             rescale=(4, 2),
         ),
+        "sequence_nodes": [
+            bench_sequence_nodes(
+                state_dir / f"nodes-{n}{'-kill' if kill else ''}",
+                nodes=n,
+                kill_node=kill,
+                events=sequence_events,
+                customers=sequence_customers,
+                batch_size=sequence_batch_size,
+            )
+            for n, kill in ((1, False), (3, False), (3, True))
+        ],
         "delivery": bench_delivery(state_dir / "delivery"),
         "contact": bench_contact(state_dir / "contact"),
     }
@@ -781,7 +921,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The sequence workload alone (``esp bench`` runs it among the others): JSON and a
     markdown table, printed and written to ``--out``."""
     import argparse
-    import json
 
     from runtime.dev.local_ray import use_local_ray
 
@@ -791,9 +930,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--senders", default="1,4", help="comma-separated sender counts, one run each")
     parser.add_argument("--rescale", default="", help="comma-separated actor counts to rescale to during each run")
+    parser.add_argument("--nodes", default="", help="comma-separated local cluster sizes: one run on each instead")
+    parser.add_argument("--kill-node", action="store_true", help="with --nodes: also a run that kills a worker node")
     parser.add_argument("--out", type=Path, default=Path(".esp/bench"))
     args = parser.parse_args(argv)
     use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
+    if args.nodes:
+        runs = [(int(n), False) for n in args.nodes.split(",")] + ([(3, True)] if args.kill_node else [])
+        nodes = [
+            bench_sequence_nodes(
+                args.out / "state" / f"nodes-{n}{'-kill' if kill else ''}",
+                nodes=n,
+                kill_node=kill,
+                events=args.events,
+                customers=args.customers,
+                batch_size=args.batch_size,
+            )
+            for n, kill in runs
+        ]
+        _write(args.out, "bench-nodes", nodes, nodes_markdown(nodes))
+        return
     result = bench_sequence_senders(
         args.out / "state" / "sequence",
         events=args.events,
@@ -802,9 +958,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         senders=[int(n) for n in args.senders.split(",")],
         rescale=[int(n) for n in args.rescale.split(",") if n],
     )
-    table = sequence_markdown(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"bench-sequence-{time.strftime('%Y%m%d-%H%M%S')}"
+    _write(args.out, "bench-sequence", result, sequence_markdown(result))
+
+
+def _write(out: Path, name: str, result: Any, table: str) -> None:
+    """``result`` as JSON and ``table`` as markdown in ``out``, both printed."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     stem.with_suffix(".md").write_text(table)
     print(json.dumps(result, indent=2))

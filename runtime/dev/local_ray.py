@@ -1,12 +1,15 @@
 """How ESP runs a Ray of its own on this machine (``esp up`` without ``--address``, ``esp demo``,
 ``esp bench``): every port on loopback, and for the head ``esp up`` starts, a token kept in
-the state directory. Pure (no Ray import): the environment must be set before Ray is imported,
-because Ray reads it once."""
+the state directory. Imports no Ray at module level: the environment must be set before Ray is
+imported, because Ray reads it once."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from runtime.security.private_files import secret_file
 
@@ -107,3 +110,40 @@ if __name__ == "__main__":
         args.address, num_cpus=args.num_cpus, temp_dir=args.temp_dir, metrics_export_port=args.metrics_export_port
     )
     Path(args.out).write_text(json.dumps(started))
+
+
+@contextmanager
+def local_cluster(nodes: int, *, cpus_per_node: int = 2) -> Iterator[Any]:
+    """A Ray cluster of ``nodes`` nodes on this machine (a head and workers on loopback, each
+    with ``cpus_per_node`` logical CPUs: the same physical cores, so it shows the overhead of
+    spreading, not a speed-up), this process connected to it; shut down on exit."""
+    import shutil
+    import tempfile
+
+    import ray
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    from actors.factory import NAMESPACE
+
+    os.environ.update(loopback_environment())  # for the nodes' processes
+    ray_constants.ENABLE_RAY_CLUSTER = False  # and for this one, which imported Ray already
+    temp_dir = tempfile.mkdtemp(prefix="espbn")  # short: Ray's socket paths live under it
+    args = {
+        "num_cpus": cpus_per_node,
+        "node_ip_address": "127.0.0.1",
+        "object_store_memory": 200 * 1024 * 1024,
+        "include_dashboard": False,
+        "temp_dir": temp_dir,
+    }
+    cluster = Cluster(initialize_head=True, head_node_args=args)
+    try:
+        for _ in range(nodes - 1):
+            cluster.add_node(**args)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)

@@ -19,7 +19,7 @@ from runtime.dev.bench import send_from_queue
 from runtime.dev.sequence_oracle import WITHIN_MS, expected_matches, score, sequence_rule
 from runtime.dev.synthetic import START_MS, ab_sequence_events, ndjson_batches
 from tests.e2e.conftest import SOURCE_KEY
-from tests.e2e.helpers import read_exactly
+from tests.e2e.helpers import event, read_exactly
 
 EVENTS, CUSTOMERS, BATCH, SENDERS = 40_000, 400, 500, 4
 RULE = sequence_rule(name="rescale-ab", topic="business.rescale_ab")
@@ -77,3 +77,25 @@ def test_rescaling_while_the_stream_goes_on_loses_and_doubles_nothing(platform, 
     statuses = [ray.get(ray.get_actor(actor_name("partition", i), namespace=NAMESPACE).status.remote()) for i in (0, 1)]
     assert sorted(p for s in statuses for p in s["partitions"]) == list(range(platform.settings.partitions))
     assert all(s["errors"] == 0 for s in statuses), statuses
+
+
+def test_scaling_the_api_while_events_stream_in_loses_nothing(platform, client):
+    """``esp scale --api 2``: the API is deployed again with two replicas while a sender posts;
+    every event is acknowledged exactly once (the client retries what a replica being replaced
+    refused) and both replicas end up serving."""
+    from ray import serve
+
+    events = [event(i, "api.tick", prefix="api-") for i in range(6_000)]
+    totals: dict[str, int] = {}
+
+    def post_all() -> None:
+        sent = send_from_queue(platform.base_url, SOURCE_KEY, list(ndjson_batches(events, 100)), senders=1)
+        totals.update(sent)
+
+    sender = threading.Thread(target=post_all)
+    sender.start()
+    platform.scale_api(2)
+    sender.join(timeout=120)
+    assert (totals["accepted"], totals["duplicates"], totals["rejected"]) == (len(events), 0, 0), totals
+    deployments = serve.status().applications["esp"].deployments
+    assert [d.replica_states.get("RUNNING") for d in deployments.values()] == [2]

@@ -9,8 +9,6 @@ The recovery time is measured and written to the chaos report with the other fig
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 
@@ -20,8 +18,8 @@ import redis
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
-from actors.factory import NAMESPACE
 from runtime import keys
+from runtime.dev.local_ray import local_cluster
 from tests.e2e.conftest import init_session_ray, make_platform, stop_platform
 from tests.e2e.test_chaos import REPORT, check_exactly_once, configure_chaos, stream_in_background, wait_processed
 
@@ -30,42 +28,24 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 NODE_CPUS = 2  # logical CPUs per node: 4 partition actors at 0.5 each still fit on the two survivors
 ACTORS = 4
 PACE_S = 0.4  # between batches: the stream (~30 s) outlasts the node's failure detection and recovery
-NODE_ARGS = {
-    "num_cpus": NODE_CPUS,
-    "node_ip_address": "127.0.0.1",
-    "object_store_memory": 100 * 1024 * 1024,
-    "include_dashboard": False,
-}
 
 
 @pytest.fixture
 def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
-    """Head + 2 workers on loopback. The session's local Ray (if a test before this one started
-    it) is shut down for the duration and started again afterwards."""
+    """Head + 2 workers on loopback (``runtime.dev.local_ray.local_cluster``). The session's
+    local Ray (if a test before this one started it) is shut down for the duration and started
+    again afterwards; the single-machine setting the cluster makes is undone after it."""
     session_ray = ray.is_initialized()
     if session_ray:
         ray.shutdown()
-    # Ray's single-machine mode, as ESP's own local Ray uses it (runtime.dev.local_ray): every
-    # address it resolves, in this process and in the nodes' processes, is loopback. This test
-    # process imported Ray before it could set the environment, hence the constant too.
-    monkeypatch.setenv(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, "0")
-    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
-    # Its own short temp dir: not another cluster's /tmp/ray, and short enough for Ray's sockets.
-    node_args = {**NODE_ARGS, "temp_dir": tempfile.mkdtemp(prefix="espnl")}
-    made = Cluster(initialize_head=True, head_node_args=node_args)
-    try:
-        for _ in range(2):
-            made.add_node(**node_args)
-        made.wait_for_nodes()
-        ray.init(address=made.address, namespace=NAMESPACE, log_to_driver=False)
+    # what local_cluster changes, recorded here so that undo() restores it
+    monkeypatch.delenv(ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR, raising=False)
+    monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)
+    with local_cluster(3, cpus_per_node=NODE_CPUS) as made:
         yield made
-    finally:
-        ray.shutdown()
-        made.shutdown()
-        shutil.rmtree(node_args["temp_dir"], ignore_errors=True)
-        monkeypatch.undo()
-        if session_ray:
-            init_session_ray()
+    monkeypatch.undo()
+    if session_ray:
+        init_session_ray()
 
 
 @pytest.fixture
