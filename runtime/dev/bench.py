@@ -408,6 +408,9 @@ def bench_sequence_senders(
     }
 
 
+CLUSTER_CPUS = 6  # logical CPUs of the local cluster, split over its nodes: the same on 1 node and on 3
+
+
 def bench_sequence_nodes(
     state_dir: Path,
     *,
@@ -439,7 +442,7 @@ def bench_sequence_nodes(
     from runtime.dev.local_ray import local_cluster
 
     with (
-        local_cluster(nodes) as cluster,
+        local_cluster(nodes, cpus_per_node=CLUSTER_CPUS // nodes) as cluster,
         _local_platform(state_dir, actors=actors) as platform,
         EspClient(platform.base_url) as admin,
     ):
@@ -490,6 +493,7 @@ def bench_sequence_nodes(
         "senders": senders,
         "events": events,
         "acked": sent["accepted"],
+        "acked_as_duplicates": sent["duplicates"],  # retried after the first attempt's answer was lost
         **{k: v for k, v in scored.items() if k != "examples"},
         "acked_events_per_s": round(events / acked_s),
         "processed_events_per_s": round(events / processed_s) if processed_s else None,
@@ -584,6 +588,7 @@ NODES_COLUMNS = (
     ("nodes", "nodes"),
     ("actors", "partition actors"),
     ("acked", "acked"),
+    ("acked_as_duplicates", "acked as duplicates (retries)"),
     ("expected", "expected matches"),
     ("got", "got"),
     ("duplicates", "duplicates"),
