@@ -168,7 +168,8 @@ class Coordinator:
             ) from None
         self._made += added
         before = len(current)
-        handles = {i: self._actors.find(actor_name("partition", i)) for i in range(max(before, count))}
+        current += [[] for _ in range(before, count)]  # the new actors own nothing yet
+        handles = {i: self._actors.find(actor_name("partition", i)) for i in range(len(current))}
         owners = {p: i for i, parts in enumerate(current) for p in parts}
         moves = []
         for (old, new), parts in planned_moves(owners, target).items():
@@ -181,10 +182,9 @@ class Coordinator:
                 raise
             moves.append(Move(parts, old, new, round((time.monotonic() - began) * 1000, 1)))
             current = [[p for p in ps if p not in parts] for ps in current]
-            current += [[] for _ in range(len(current), count)]
             current[new] = sorted(current[new] + parts)
             self._redis.hset(keys.META, "assignment", json.dumps(current))
-        retired = range(count, len(current))
+        retired = range(count, before)
         self._actors.stop([handles[i] for i in retired if handles[i] is not None], timeout_s=STOP_TIMEOUT_S)
         self._redis.hset(keys.META, "assignment", json.dumps(target))
         if retired:

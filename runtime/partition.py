@@ -118,7 +118,6 @@ class PartitionRunner:
     ) -> None:
         self.settings = settings
         self.partitions = sorted(partitions)
-        self.consumer = consumer
         self.owner = f"{consumer}.{secrets.token_hex(4)}"  # this runner's name as the owner of its partitions
         self.epochs: dict[int, int] = {}  # partition -> the ownership epoch this runner took it with
         self._redis = client or connect(settings.effective_redis_url())

@@ -67,10 +67,10 @@ def _errors() -> Iterator[None]:
 
 
 def _client(redis_url: str) -> Any:
-    import redis
+    from runtime.redis_client import connect
 
     try:
-        return redis.Redis.from_url(redis_url, socket_connect_timeout=5)
+        return connect(redis_url, socket_connect_timeout=5)
     except ValueError as exc:
         raise InputError(f"bad --redis-url {redact_url(redis_url)!r}: {exc}", reason="invalid_redis_url") from exc
 

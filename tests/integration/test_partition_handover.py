@@ -10,6 +10,7 @@ from runtime.log.checkpoint import CheckpointStore
 from runtime.log.partition_log import Fenced, PartitionLog
 from runtime.log.partitioning import partition_of
 from runtime.partition import PartitionRunner
+from runtime.settings import EspSettings
 from runtime.subscriptions.outbox import Outbox, Publication
 from runtime.subscriptions.topics import TopicRouter
 from tests.integration.test_partition_runner import append_all, drain, ev, received, settings_for, setup_config
@@ -32,10 +33,15 @@ def pairs_per_customer(client) -> dict[str, int]:
     return counts
 
 
-def test_a_hand_over_between_two_logins_of_a_customer_loses_and_doubles_nothing(redis_server, redis_client, tmp_path):
+@pytest.fixture
+def configured(redis_server, redis_client, tmp_path) -> tuple[EspSettings, PartitionLog]:
+    """The 'pairs' rule and its subscription stored; the runners' settings and the log."""
     setup_config(redis_client)
-    settings = settings_for(redis_server, tmp_path)
-    log = PartitionLog(redis_client, horizon_s=3600)
+    return settings_for(redis_server, tmp_path), PartitionLog(redis_client, horizon_s=3600)
+
+
+def test_a_hand_over_between_two_logins_of_a_customer_loses_and_doubles_nothing(redis_client, configured):
+    settings, log = configured
     first = PartitionRunner(settings, [0, 1, 2, 3], consumer="a", client=redis_client)
     second = PartitionRunner(settings, [], consumer="b", client=redis_client)
     first.recover()
@@ -56,10 +62,8 @@ def test_a_hand_over_between_two_logins_of_a_customer_loses_and_doubles_nothing(
     assert {c for c in CUSTOMERS if partition_of(c, 4) in second.engines} == moved
 
 
-def test_a_superseded_owner_can_neither_read_on_publish_nor_checkpoint(redis_server, redis_client, tmp_path):
-    setup_config(redis_client)
-    settings = settings_for(redis_server, tmp_path)
-    log = PartitionLog(redis_client, horizon_s=3600)
+def test_a_superseded_owner_can_neither_read_on_publish_nor_checkpoint(redis_client, configured):
+    settings, log = configured
     zombie = PartitionRunner(settings, [0, 1, 2, 3], consumer="a", client=redis_client)
     zombie.recover()
     append_all(log, logins(0))
