@@ -6,6 +6,13 @@ only through :func:`part`, which percent-encodes ``:`` and every other character
 change a key's shape, so a user-chosen name can never make one key type's key equal another's
 (``ledger("v:alice")`` is not ``ledger_version("alice")``), nor reach a glob, a Redis Cluster
 hash tag or a line break. Names made of other characters are unchanged, so their keys are too.
+
+**Hash slots (Redis Cluster).** Keys that one Lua script or one transaction touches together
+share a hash tag, so ESP runs unchanged on a Redis Cluster: every key of a virtual partition
+carries ``{p<N>}`` (its log, remembered event ids, ownership epoch, outbox, emitted outputs,
+fires and trace hits); a subscription's or channel's keys carry its name (``{<name>}``); the
+documents of the config store, the contact policy's state, the identity graph and the operator
+tokens each live in one slot of their own. A key's tag is always the first ``{...}`` in it.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ import re
 
 PREFIX = "esp"
 RULES_GROUP = "esp-rules"  # the partition log's consumer groups: one per owning runner, "esp-rules:<owner>"
-EPOCHS = f"{PREFIX}:epochs"  # partition -> ownership epoch; raised by each adoption, checked by each publish
 
 # the separator, the escape itself, hash tags, glob characters, controls and lone surrogates
 _UNSAFE = re.compile("[%:{}*?\\[\\]\\\\\x00-\x1f\x7f\ud800-\udfff]")
@@ -42,27 +48,32 @@ def is_rules_group(name: str) -> bool:
     return name == RULES_GROUP or name.startswith(f"{RULES_GROUP}:")
 
 
-def log_stream(partition: int) -> str:
+def tag(partition: int | str) -> str:
+    """The hash tag of every key of ``partition`` (one Redis Cluster slot per partition)."""
+    return f"{{p{partition}}}"
+
+
+def log_stream(partition: int | str) -> str:
     """The durable partition log: one stream per virtual partition."""
-    return f"{PREFIX}:log:{partition}"
+    return f"{PREFIX}:log:{tag(partition)}"
 
 
-def idempotency(source: str, day: int) -> str:
-    """Event ids of ``source`` first seen on ``day`` (days since the epoch, UTC): a hash of how
-    many buckets (``n``) and ids (``c``) the day has; the ids are in :func:`idempotency_bucket`."""
-    return f"{PREFIX}:ids:{part(source)}:{day}"
+def epoch(partition: int | str) -> str:
+    """The partition's ownership epoch: raised by each adoption, checked by each publication."""
+    return f"{PREFIX}:epoch:{tag(partition)}"
 
 
-def legacy_idempotency(source: str, day: int) -> str:
-    """The hash event id -> ``<partition>/<log entry id>`` that ESP kept per source and day
-    before the buckets: still read (append, trace) until it expires, never written."""
-    return f"{PREFIX}:idem:{part(source)}:{day}"
+def idempotency(partition: int | str, source: str, day: int) -> str:
+    """Event ids of ``source`` first seen in ``partition`` on ``day`` (days since the epoch,
+    UTC): a hash of how many buckets (``n``) and ids (``c``) the day has; the ids are in
+    :func:`idempotency_bucket`. An event id is remembered in the partition of its customer."""
+    return f"{PREFIX}:ids:{tag(partition)}:{part(source)}:{day}"
 
 
-def idempotency_bucket(source: str, day: int, index: int) -> str:
+def idempotency_bucket(partition: int | str, source: str, day: int, index: int) -> str:
     """One bucket of the day's ids: 96-bit digest of (source, id) -> where the event went
     (runtime/log/partition_log.py; the append script builds the same name)."""
-    return f"{idempotency(source, day)}:{index}"
+    return f"{idempotency(partition, source, day)}:{index}"
 
 
 def dropped(source: str, day: int) -> str:
@@ -81,27 +92,41 @@ def retracts(source: str, day: int) -> str:
     return f"{PREFIX}:retracts:{part(source)}:{day}"
 
 
-def hits(source: str, event_id: str) -> str:
-    """The outputs an event contributed to (rule, topic, output id), for the trace."""
-    return f"{PREFIX}:hits:{part(source)}:{part(event_id)}"
+def hits(partition: int | str, source: str, event_id: str) -> str:
+    """The outputs an event of ``partition`` contributed to (rule, topic, output id), for the trace."""
+    return f"{PREFIX}:hits:{tag(partition)}:{part(source)}:{part(event_id)}"
 
 
-def emitted(output_id: str) -> str:
-    return f"{PREFIX}:out:{part(output_id)}"
+def emitted(partition: int | str, output_id: str) -> str:
+    """Set while an output of ``partition`` is remembered as published (the outbox's de-dup)."""
+    return f"{PREFIX}:out:{tag(partition)}:{part(output_id)}"
 
 
-def fires(customer: str) -> str:
-    """The customer's last rule outputs, newest first (capped), for ``esp why``."""
-    return f"{PREFIX}:fires:{part(customer)}"
+def outbox(partition: int | str) -> str:
+    """Outputs of ``partition`` published but not yet forwarded to every stream they go to."""
+    return f"{PREFIX}:outbox:{tag(partition)}"
+
+
+def fires(partition: int | str, customer: str) -> str:
+    """The customer's last rule outputs, newest first (capped), for ``esp why``; ``partition``
+    is the customer's."""
+    return f"{PREFIX}:fires:{tag(partition)}:{part(customer)}"
 
 
 def subscription_stream(name: str) -> str:
-    return f"{PREFIX}:sub:{part(name)}"
+    """A subscription's stream; its other keys (:func:`deadletters`, ...) extend this name and
+    so share its hash slot."""
+    return f"{PREFIX}:sub:{{{part(name)}}}"
 
 
 def channel_stream(name: str) -> str:
     """Notification requests waiting for the channel's gateway."""
-    return f"{PREFIX}:chan:{part(name)}"
+    return f"{PREFIX}:chan:{{{part(name)}}}"
+
+
+def forwarded(stream: str, output_id: str) -> str:
+    """Set while an output is remembered as added to ``stream`` (forwarding is idempotent)."""
+    return f"{stream}:fwd:{part(output_id)}"
 
 
 def deadletters(stream: str) -> str:

@@ -1,5 +1,10 @@
 """How ESP's processes connect to Redis: one place for the client settings.
 
+``ESP_REDIS_URL`` may point at one Redis or at any node of a Redis Cluster: :func:`connect`
+asks the server (``INFO cluster``) and returns a cluster client for a cluster, so ESP runs
+unchanged on both. Every key a script or transaction touches together shares a hash tag
+(``runtime/keys.py``); pipelines run scripts through :func:`queue_script`, which works on both.
+
 redis-py waits 5 s for a reply by default. Redis on a busy disk stalls longer than that while
 it rewrites its append-only file (a 3 s rewrite was seen on a loaded 2-core test machine, and
 a partition actor's outbox write timed out in it). A worker that gives up restarts from its
@@ -12,15 +17,45 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.cluster
 
 REPLY_TIMEOUT_S = 30.0  # how long a command may wait for its reply before the connection is given up
 
 
 def connect(url: str, **options: Any) -> redis.Redis:
     """A client for ``url`` (``options`` override the defaults, e.g. ``max_connections``)."""
-    return redis.Redis.from_url(url, **{"socket_timeout": REPLY_TIMEOUT_S, **options})
+    options = {"socket_timeout": REPLY_TIMEOUT_S, **options}
+    if _is_cluster(url):
+        options.pop("max_connections", None)  # per node in a cluster client; its default is ample
+        return redis.cluster.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, **options)
 
 
 def connect_async(url: str, **options: Any) -> aioredis.Redis:
     """The asyncio client for ``url``, with the same defaults as :func:`connect`."""
-    return aioredis.Redis.from_url(url, **{"socket_timeout": REPLY_TIMEOUT_S, **options})
+    options = {"socket_timeout": REPLY_TIMEOUT_S, **options}
+    if _is_cluster(url):
+        options.pop("max_connections", None)
+        return aiocluster.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+    return aioredis.Redis.from_url(url, **options)
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` talks to a Redis Cluster."""
+    return isinstance(client, (redis.cluster.RedisCluster, aiocluster.RedisCluster))
+
+
+def queue_script(pipe: Any, source: str, keys: list[Any], args: list[Any]) -> None:
+    """Add a run of the Lua script ``source`` to ``pipe``. The cluster client routes it by its
+    first key and refuses EVALSHA in pipelines, so scripts go as EVAL (Redis caches the compiled
+    script by its digest; the cost is sending the source)."""
+    pipe.execute_command("EVAL", source, len(keys), *keys, *args)
+
+
+def _is_cluster(url: str) -> bool:
+    probe = redis.Redis.from_url(url, socket_timeout=REPLY_TIMEOUT_S, socket_connect_timeout=5)
+    try:
+        return bool(probe.info("cluster").get("cluster_enabled"))
+    finally:
+        probe.close()
