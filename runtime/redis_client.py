@@ -54,8 +54,12 @@ def queue_script(pipe: Any, source: str, keys: list[Any], args: list[Any]) -> No
 
 
 def _is_cluster(url: str) -> bool:
+    """Asks the server; one that cannot be reached yet is taken for a single Redis (clients
+    connect lazily, and a single Redis is the default)."""
     probe = redis.Redis.from_url(url, socket_timeout=REPLY_TIMEOUT_S, socket_connect_timeout=5)
     try:
         return bool(probe.info("cluster").get("cluster_enabled"))
+    except redis.ConnectionError:
+        return False
     finally:
         probe.close()
