@@ -48,10 +48,11 @@ def redis_binary() -> str:
 class EmbeddedRedis:
     """Start, stop and restart one ``redis-server`` whose data lives in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, port: int, *, fsync: str = "everysec") -> None:
+    def __init__(self, data_dir: Path, port: int, *, fsync: str = "everysec", cluster: bool = False) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.fsync = fsync
+        self.cluster = cluster  # a node of a Redis Cluster (see EmbeddedRedisCluster)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -91,6 +92,8 @@ class EmbeddedRedis:
             f"pidfile {_quoted(str(self.pidfile))}",
             f"logfile {_quoted(str(self.data_dir / 'redis.log'))}",
         ]
+        if self.cluster:
+            lines += ["cluster-enabled yes", "cluster-config-file nodes.conf", f"masterauth {_quoted(password)}"]
         return "\n".join(lines) + "\n"
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -144,6 +147,67 @@ class EmbeddedRedis:
                 self.process.wait(timeout=5)
         else:
             _wait_gone(pid, 15)
+
+
+class EmbeddedRedisCluster:
+    """A local Redis Cluster of ``masters`` embedded Redis nodes (no replicas) sharing one
+    password, for trying ESP on a cluster (``esp up --redis-cluster 3``) and for the tests.
+    The slots are assigned at the first start (``redis-cli --cluster create``); later starts
+    find them in each node's ``nodes.conf``."""
+
+    def __init__(self, data_dir: Path, ports: list[int], *, fsync: str = "everysec") -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.nodes = [EmbeddedRedis(self.data_dir / f"node-{port}", port, fsync=fsync, cluster=True) for port in ports]
+
+    @property
+    def url(self) -> str:
+        """The first node's URL: a cluster client finds the others from it."""
+        return self.nodes[0].url
+
+    def start(self, *, timeout_s: float = 30.0) -> EmbeddedRedisCluster:
+        private_dir(self.data_dir)
+        password = secret_file(self.data_dir / REDIS_PASSWORD_FILE)
+        for node in self.nodes:
+            private_dir(node.data_dir)
+            write_private(node.password_file, password)
+            node.start(timeout_s=timeout_s)
+        first = redis.Redis.from_url(self.url)
+        if first.info("cluster").get("cluster_enabled") and not first.cluster("info").get("cluster_slots_assigned"):
+            self._create(password, timeout_s)
+        self._wait_ok(timeout_s)
+        return self
+
+    def _create(self, password: str, timeout_s: float) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise EspError("redis-cli is not installed (it comes with redis-server)", reason="redis_missing")
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        done = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            env={**os.environ, "REDISCLI_AUTH": password},  # not on the command line
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if done.returncode != 0:
+            raise EspError(f"redis-cli --cluster create failed: {done.stdout[-500:]}{done.stderr[-500:]}", reason="redis_failed")
+
+    def _wait_ok(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        clients = [redis.Redis.from_url(node.url) for node in self.nodes]
+        while time.monotonic() < deadline:
+            if all(c.cluster("info").get("cluster_state") == "ok" for c in clients):
+                return
+            time.sleep(0.1)
+        raise EspError(f"Redis Cluster not ok after {timeout_s}s", reason="redis_failed")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
 
 
 def _quoted(value: str) -> str:
