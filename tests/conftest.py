@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from runtime.dev.redis_server import EmbeddedRedis, EmbeddedRedisCluster, free_port
+from runtime.dev.redis_server import EmbeddedRedis, EmbeddedRedisCluster, free_cluster_ports, free_port
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def redis_server(tmp_path: Path) -> Iterator[EmbeddedRedis]:
 @pytest.fixture
 def redis_cluster(tmp_path: Path) -> Iterator[EmbeddedRedisCluster]:
     """A real 3-master Redis Cluster on free ports (no replicas)."""
-    cluster = EmbeddedRedisCluster(tmp_path / "redis-cluster", [free_port() for _ in range(3)]).start()
+    cluster = EmbeddedRedisCluster(tmp_path / "redis-cluster", free_cluster_ports(3)).start()
     yield cluster
     cluster.stop()
 

@@ -34,6 +34,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_ports(count: int) -> list[int]:
+    """Free ports for the nodes of a cluster: each ≤ 55535, with its bus port (+10000) free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port <= 55535 and port not in ports and _is_free(port + 10000):
+            ports.append(port)
+    return ports
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def redis_binary() -> str:
     found = shutil.which("redis-server")
     if found is None:
@@ -172,7 +191,7 @@ class EmbeddedRedisCluster:
             write_private(node.password_file, password)
             node.start(timeout_s=timeout_s)
         first = redis.Redis.from_url(self.url)
-        if first.info("cluster").get("cluster_enabled") and not first.cluster("info").get("cluster_slots_assigned"):
+        if first.info("cluster").get("cluster_enabled") and not int(first.cluster("info").get("cluster_slots_assigned", 0)):
             self._create(password, timeout_s)
         self._wait_ok(timeout_s)
         return self
