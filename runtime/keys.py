@@ -11,8 +11,11 @@ hash tag or a line break. Names made of other characters are unchanged, so their
 share a hash tag, so ESP runs unchanged on a Redis Cluster: every key of a virtual partition
 carries ``{p<N>}`` (its log, remembered event ids, ownership epoch, outbox, emitted outputs,
 fires and trace hits); a subscription's or channel's keys carry its name (``{<name>}``); the
-documents of the config store, the contact policy's state, the identity graph and the operator
-tokens each live in one slot of their own. A key's tag is always the first ``{...}`` in it.
+config store's keys carry ``{config}``, the contact policy's (ledgers, opt-outs, capacity,
+decisions, held requests and the request streams) ``{policy}`` and the operator tokens'
+``{security}``, each a slot of their own. Keys no script or transaction touches with another
+(profiles, the identity and consent hashes, the quarantine, the audit trail) carry no tag and
+spread over the cluster. A key's tag is always the first ``{...}`` in it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import re
 
 PREFIX = "esp"
 RULES_GROUP = "esp-rules"  # the partition log's consumer groups: one per owning runner, "esp-rules:<owner>"
+CONFIG_TAG = "{config}"  # every key of the config store: its transactions and scripts span kinds
+POLICY_TAG = "{policy}"  # every key of the contact policy: one commit checks and writes many
+SECURITY_TAG = "{security}"  # the operator tokens: revoking writes the record and frees the name
 
 # the separator, the escape itself, hash tags, glob characters, controls and lone surrogates
 _UNSAFE = re.compile("[%:{}*?\\[\\]\\\\\x00-\x1f\x7f\ud800-\udfff]")
@@ -154,14 +160,18 @@ SUBSCRIPTION_GROUP = "pull"
 
 
 def config_docs(kind: str) -> str:
-    return f"{PREFIX}:config:{part(kind)}"
+    """The documents of one kind: name -> the stored record."""
+    return f"{PREFIX}:config:{CONFIG_TAG}:{part(kind)}"
 
 
 def config_history(kind: str, name: str) -> str:
-    return f"{PREFIX}:config:history:{part(kind)}:{part(name)}"
+    return f"{PREFIX}:config:{CONFIG_TAG}:history:{part(kind)}:{part(name)}"
 
 
-CONFIG_VERSION = f"{PREFIX}:config:version"
+CONFIG_VERSION = f"{PREFIX}:config:{CONFIG_TAG}:version"
+"""The global config version running actors poll."""
+CONFIG_CHANGES = f"{PREFIX}:config:{CONFIG_TAG}:changes"
+"""Global config version -> what that bump changed (runtime/config/store.py)."""
 META = f"{PREFIX}:meta"
 HEARTBEATS = f"{PREFIX}:heartbeats"
 PARTITION_STATUS = f"{PREFIX}:partition-status"  # partition -> JSON: watermark, held, event delay, late, retractions
@@ -192,49 +202,49 @@ def batch_profile_prefix(version: str) -> str:
 
 # --- the contact policy (runtime/policy) ---------------------------------------------------
 
-HELD = f"{PREFIX}:policy:held"  # requests held (quiet hours, capacity), by release time
+HELD = f"{PREFIX}:policy:{POLICY_TAG}:held"  # requests held (quiet hours, capacity), by release time
 POLICY_GROUP = "policy"
 
 
 def policy_requests(shard: int) -> str:
     """Notify and task requests waiting for their contact-policy decision."""
-    return f"{PREFIX}:policy:requests:{shard}"
+    return f"{PREFIX}:policy:{POLICY_TAG}:requests:{shard}"
 
 
 def ledger(customer: str) -> str:
-    return f"{PREFIX}:ledger:{part(customer)}"
+    return f"{PREFIX}:ledger:{POLICY_TAG}:{part(customer)}"
 
 
 def ledger_version(customer: str) -> str:
-    return f"{PREFIX}:ledger:v:{part(customer)}"
+    return f"{PREFIX}:ledger:{POLICY_TAG}:v:{part(customer)}"
 
 
 def optouts(customer: str) -> str:
     """Channels the customer opted out of (``*``: all)."""
-    return f"{PREFIX}:optout:{part(customer)}"
+    return f"{PREFIX}:optout:{POLICY_TAG}:{part(customer)}"
 
 
 def capacity(channel: str) -> str:
-    return f"{PREFIX}:capacity:{part(channel)}"
+    return f"{PREFIX}:capacity:{POLICY_TAG}:{part(channel)}"
 
 
 def capacity_version(channel: str) -> str:
-    return f"{PREFIX}:capacity:v:{part(channel)}"
+    return f"{PREFIX}:capacity:{POLICY_TAG}:v:{part(channel)}"
 
 
 def decision(request_id: str) -> str:
-    return f"{PREFIX}:decision:{part(request_id)}"
+    return f"{PREFIX}:decision:{POLICY_TAG}:{part(request_id)}"
 
 
 def customer_decisions(customer: str) -> str:
     """The customer's recent contact decisions, newest first (``esp why``)."""
-    return f"{PREFIX}:decisions:{part(customer)}"
+    return f"{PREFIX}:decisions:{POLICY_TAG}:{part(customer)}"
 
 
-TOKENS = f"{PREFIX}:tokens"
+TOKENS = f"{PREFIX}:tokens:{SECURITY_TAG}"
 """Operator token id -> its record (name, role, keyed digest, expiry, revocation)."""
 
-TOKEN_NAMES = f"{PREFIX}:tokens:names"
+TOKEN_NAMES = f"{PREFIX}:tokens:{SECURITY_TAG}:names"
 """Name of each live operator token -> its id (names are unique among live tokens)."""
 
 AUDIT = f"{PREFIX}:audit"
@@ -243,4 +253,4 @@ AUDIT = f"{PREFIX}:audit"
 
 def config_version(kind: str, name: str) -> str:
     """The last version number a document ever had (survives deletion and trimmed history)."""
-    return f"{PREFIX}:config:version:{part(kind)}:{part(name)}"
+    return f"{PREFIX}:config:{CONFIG_TAG}:version:{part(kind)}:{part(name)}"

@@ -12,6 +12,11 @@ deletion), so the rules as of any recent global version can be rebuilt (:meth:`C
 log entries are stamped with the global version they were accepted under, and a partition actor
 may meet stamps of versions it never polled (invariant 7).
 
+Every key of the store carries the hash tag ``{config}`` (``runtime/keys.py``), so its
+transactions and scripts touch one slot of a Redis Cluster. A subscription's or channel's
+stream lives in its own slot: it is created before the document is stored (an empty stream with
+its group, harmless if the put then fails) and removed after the document is deleted.
+
 :class:`ConfigStorage` is what every config store offers; :class:`ConfigStore` keeps documents
 in Redis, :class:`runtime.config.memory.MemoryConfigStore` in memory for unit tests. Both
 validate through :func:`prepare_document` and number versions the same way.
@@ -32,14 +37,14 @@ from runtime.lua import read_script
 from runtime.rules.models import Rule, leaves
 from runtime.security.sealing import Sealer
 from runtime.sources.models import Source
-from runtime.subscriptions.models import Channel, Subscription, public_view
+from runtime.subscriptions.models import Subscription, public_view
 
 if TYPE_CHECKING:
     import redis
 
 Record = dict[str, Any]  # a stored document: its body, ``version`` and ``updated_at``
 
-CONFIG_CHANGES = f"{keys.PREFIX}:config:changes"
+CONFIG_CHANGES = keys.CONFIG_CHANGES
 """Global config version -> what that bump changed (sorted set, the last ``CHANGES_KEPT``)."""
 CHANGES_KEPT = 1000  # a partition actor needs those since its last poll (every 0.5 s)
 
@@ -111,14 +116,13 @@ class ConfigStore:
         )
         record = new_record(doc, version)
         history = keys.config_history(kind, doc.name)
+        stream = _stream_of(kind, doc.name)
+        if stream is not None:  # before the document exists, so no event emitted for it is missed
+            _ensure_stream(self._redis, stream)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(keys.config_docs(kind), doc.name, self._encode(kind, record))
         pipe.rpush(history, json.dumps(public_view(kind, record), sort_keys=True))
         pipe.ltrim(history, -self._history, -1)
-        if isinstance(doc, Subscription):
-            _ensure_stream(pipe, keys.subscription_stream(doc.name))
-        if isinstance(doc, Channel):
-            _ensure_stream(pipe, keys.channel_stream(doc.name))
         _bump_version(pipe, kind, doc.name, record)
         pipe.execute()
         return {"kind": kind, "name": doc.name, "version": version}
@@ -161,11 +165,13 @@ class ConfigStore:
         record = self.get(kind, name)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hdel(keys.config_docs(kind), name)
-        if kind in ("subscription", "channel"):
-            stream = keys.subscription_stream(name) if kind == "subscription" else keys.channel_stream(name)
-            pipe.delete(stream, keys.deadletters(stream), keys.delivery_state(stream), keys.delivery_chunks(stream))
         _bump_version(pipe, kind, name, None)
         pipe.execute()
+        stream = _stream_of(kind, name)
+        if stream is not None:  # after: a crash between leaves only keys no document points to
+            self._redis.delete(
+                stream, keys.deadletters(stream), keys.delivery_state(stream), keys.delivery_chunks(stream)
+            )
         return {"kind": kind, "name": name, "deleted": True, "version": record["version"]}
 
     def version(self) -> int:
@@ -214,13 +220,26 @@ def _bump_version(pipe: Any, kind: str, name: str, record: Record | None) -> Non
     change: dict[str, Any] = {"kind": kind, "name": name}
     if kind == "rule":
         change["record"] = record
-    pipe.eval(_BUMP_VERSION, 2, keys.CONFIG_VERSION, CONFIG_CHANGES, json.dumps(change, sort_keys=True), CHANGES_KEPT)
+    from runtime.redis_client import queue_script  # imported here: the in-memory store shares this module
+
+    queue_script(
+        pipe, _BUMP_VERSION, [keys.CONFIG_VERSION, CONFIG_CHANGES], [json.dumps(change, sort_keys=True), CHANGES_KEPT]
+    )
 
 
-def _ensure_stream(pipe: Any, stream: str) -> None:
+def _stream_of(kind: str, name: str) -> str | None:
+    """The stream a subscription or channel document has, None for other kinds."""
+    if kind == "subscription":
+        return keys.subscription_stream(name)
+    if kind == "channel":
+        return keys.channel_stream(name)
+    return None
+
+
+def _ensure_stream(client: redis.Redis, stream: str) -> None:
     """Create a subscription's (or channel's) stream and consumer group now, so events emitted
     from this moment on are kept for it (MKSTREAM; an existing group is left as it is)."""
-    pipe.eval(_ENSURE_GROUP, 1, stream, keys.SUBSCRIPTION_GROUP)
+    client.eval(_ENSURE_GROUP, 1, stream, keys.SUBSCRIPTION_GROUP)
 
 
 def kind_of(doc: Doc) -> str:
