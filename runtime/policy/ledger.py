@@ -6,7 +6,8 @@ send times (capacity); per request id its final decision (idempotency). A batch 
 one read (a pipeline) and one commit: a Lua script that applies the writes only if no customer
 or channel it read has changed since (compare-and-set on the version counters), and otherwise
 refuses, so the batch is decided again on fresh data. Two deciders can therefore never both
-take the last slot of a cap.
+take the last slot of a cap. Every key of the contact policy carries the hash tag ``{policy}``
+(``runtime/keys.py``), so on a Redis Cluster the read and the commit go to one slot's node.
 
 :class:`LedgerStorage` is what the policy stage and the API use; :class:`Ledger` keeps the
 ledger in Redis, :class:`runtime.policy.memory.MemoryLedger` in memory for unit tests. Both
@@ -138,10 +139,11 @@ class Ledger:
         for channel in channels:
             pipe.get(keys.capacity_version(channel))
             pipe.zrangebyscore(keys.capacity(channel), now_ms - 86_400_000, "+inf", withscores=True)
-        pipe.mget([keys.decision(i) for i in ids]) if ids else pipe.echo("")
+        if ids:  # MGET through execute_command: a cluster pipeline refuses .mget (the keys share a slot)
+            pipe.execute_command("MGET", *[keys.decision(i) for i in ids])
         replies = pipe.execute()
         profiles = self._profiles.get_many(customers)
-        stored = replies[-1] or []
+        stored = replies[-1] if ids else []
         decided = {i: decision_from(raw) for i, raw in zip(ids, stored, strict=False) if raw}
         sends: dict[str, tuple[int, ...]] = {}
         versions: dict[str, str] = {}
@@ -210,7 +212,8 @@ class Ledger:
         argv.append(len(commands))
         for command in commands:
             argv += [len(command), *command]
-        if not int(self._commit(keys=[], args=argv)):
+        # every key of the commit carries {policy}: KEYS[1] routes the script to that slot's node
+        if not int(self._commit(keys=[keys.HELD], args=argv)):
             raise ConflictingWrite("a customer or channel changed between read and commit")
 
     # --- opt-outs and reading back ------------------------------------------------------------

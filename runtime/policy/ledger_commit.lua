@@ -1,3 +1,6 @@
+-- compare-and-set commit of a batch of contact decisions. KEYS[1]: any key of the contact
+-- policy's slot ({policy}), so a cluster routes the script there. ARGV: how many version keys,
+-- (version key, expected value) pairs, how many commands, then each as (argc, command...).
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
   local current = redis.call('GET', ARGV[2 + 2 * i]) or '0'

@@ -15,8 +15,11 @@ customer (a customer's competing requests are decided together, so a customer's 
 unit): the others go on, and the failing customer's requests wait and are tried again. Tries
 are counted per request in Redis (a restarted stage keeps counting); at ``POISON_ATTEMPTS``
 the requests go to the quarantine with reason ``processing_error`` and are acknowledged (or
-leave the held set) in the same transaction. A stream entry that is not a readable request is
-quarantined at once: reading the same bytes again cannot go differently.
+leave the held set) in the same transaction (on a Redis Cluster the quarantine record is written
+just before it: ``_set_aside``). The request streams, the tries and the held set carry the
+contact policy's hash tag, so one XREADGROUP reads every shard of a stage. A stream entry that
+is not a readable request is quarantined at once: reading the same bytes again cannot go
+differently.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ from runtime import keys
 from runtime.config.store import ConfigStore
 from runtime.config.types import document_body
 from runtime.events.envelope import format_time_ms
+from runtime.log.partitioning import DEFAULT_PARTITIONS
 from runtime.log.streams import text
 from runtime.policy.decide import ContactRequest, Decision, PolicyRules
 from runtime.policy.ledger import ConflictingWrite, Ledger, held_member
 from runtime.policy.models import Campaign, Policy
-from runtime.redis_client import connect
+from runtime.redis_client import connect, is_cluster
 from runtime.sources.quarantine import (
     POISON_ATTEMPTS,
     PROCESSING_ERROR,
@@ -143,6 +147,7 @@ class PolicyStage:
         total_shards: int,
         horizon_s: int,
         maxlen: int,
+        partitions: int = DEFAULT_PARTITIONS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = connect(redis_url)
@@ -151,7 +156,7 @@ class PolicyStage:
         self._total_shards = total_shards
         self._streams = [keys.policy_requests(s) for s in shards]
         self.ledger = Ledger(self._redis, horizon_s=horizon_s)
-        self._outbox = Outbox(self._redis, horizon_s=horizon_s, maxlen=maxlen)
+        self._outbox = Outbox(self._redis, horizon_s=horizon_s, maxlen=maxlen, partitions=partitions)
         self._config = ConfigStore(self._redis)
         self._config_version = -1
         self.rules = PolicyRules()
@@ -260,8 +265,7 @@ class PolicyStage:
             return True
         message = f"contact-policy decision failed {tries} times: {error_text(exc)}"
         entries = self._waiting.pop(customer).entries if customer in self._waiting else []
-        pipe = self._redis.pipeline(transaction=True)
-        self._quarantine.queue(pipe, [_quarantined(r, message) for r in group], at_ms=now)
+        pipe = self._set_aside([_quarantined(r, message) for r in group], now)
         for stream, entry_id in entries:
             pipe.xack(stream, keys.POLICY_GROUP, entry_id)
         held = _held_members(group)
@@ -286,11 +290,23 @@ class PolicyStage:
             fields.get(b"e", b""),
             "json",
         )
-        pipe = self._redis.pipeline(transaction=True)
-        self._quarantine.queue(pipe, [record], at_ms=now)
+        pipe = self._set_aside([record], now)
         pipe.xack(stream, keys.POLICY_GROUP, entry_id)
         pipe.execute()
         self.poison += 1
+
+    def _set_aside(self, records: list[Quarantined], now: int) -> Any:
+        """A transaction that quarantines ``records``, for the caller to add the acknowledgements
+        to. The quarantine has a slot of its own on a Redis Cluster, where the request streams,
+        the held set and the tries ({policy}) cannot share its transaction: there it is written
+        first, on its own. A crash before the acknowledgement then leaves the requests pending,
+        to be quarantined again: a record twice, never a request lost without one."""
+        pipe = self._redis.pipeline(transaction=True)
+        if is_cluster(self._redis):
+            self._quarantine.add(records, at_ms=now)
+        else:
+            self._quarantine.queue(pipe, records, at_ms=now)
+        return pipe
 
     def _ack(self, entries: list[tuple[str, str]]) -> None:
         if not entries:
