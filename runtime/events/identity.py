@@ -238,12 +238,18 @@ class Script:
     def run_pipelined(self, client: redis.Redis, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
         from redis.exceptions import NoScriptError
 
+        from runtime.redis_client import is_cluster, queue_script
+
         if not calls:
             return []
+        cluster = is_cluster(client)  # whose pipelines refuse EVALSHA: there the source travels
         for _ in range(2):
             pipe = client.pipeline(transaction=False)
             for call_keys, call_args in calls:
-                pipe.evalsha(self.sha, len(call_keys), *call_keys, *call_args)
+                if cluster:
+                    queue_script(pipe, self.source, list(call_keys), list(call_args))
+                else:
+                    pipe.evalsha(self.sha, len(call_keys), *call_keys, *call_args)
             results = pipe.execute(raise_on_error=False)
             if any(isinstance(result, NoScriptError) for result in results):
                 client.script_load(self.source)

@@ -3,8 +3,14 @@
 
 One Redis hash per customer, ``esp:profile:<customer>``: field = attribute name, value = the
 attribute as JSON, so strings, numbers, booleans and lists of them (tag sets) read back with
-their types. Writes of many customers are one MULTI/EXEC round trip, reads one pipelined
-round trip of HGETALLs.
+their types. Writes of many customers are one MULTI/EXEC round trip, reads one script call
+that reads the current batch version and every customer's hashes at once.
+
+On a Redis Cluster the profiles carry no hash tag and so spread over the slots: a write of many
+customers is one pipeline of a small script per customer (each customer's change atomic, the
+batch not), and a read is two round trips, the current batch version and then one pipeline of
+HGETALLs. Between the two the batch version may be switched: the read still sees one version
+whole, since a switch leaves the previous version's keys to expire (``keep_s``), not deleted.
 
 :class:`ProfileStorage` and :class:`BatchProfileStorage` are what callers use;
 :class:`ProfileStore` and :class:`BatchProfiles` keep profiles in Redis,
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -140,6 +146,7 @@ def stored_value(value: Any) -> Any:
 
 
 _READ = read_script("runtime.events", "profiles_read.lua")
+_PUT = read_script("runtime.events", "profiles_put.lua")
 
 
 def _decoded(flat: list[Any]) -> dict[str, Any]:
@@ -148,6 +155,11 @@ def _decoded(flat: list[Any]) -> dict[str, Any]:
         (flat[i].decode("utf-8", "replace") if isinstance(flat[i], bytes) else flat[i]): decode_value(flat[i + 1])
         for i in range(0, len(flat), 2)
     }
+
+
+def _attributes(stored: Mapping[Any, Any]) -> dict[str, Any]:
+    """An HGETALL reply as redis-py gives it outside a script (a dict) as attributes."""
+    return {(k.decode("utf-8", "replace") if isinstance(k, bytes) else k): decode_value(v) for k, v in stored.items()}
 
 
 def _tags(value: Any) -> set[str]:
@@ -240,17 +252,13 @@ class BatchProfiles:
         previous = self.current()
         self._redis.set(keys.BATCH_PROFILE_VERSION, version)
         if previous and previous != version and VERSION_PATTERN.match(previous):
-            cursor = 0
-            while True:
-                match = keys.batch_profile_prefix(previous) + "*"
-                cursor, found = self._redis.scan(cursor, match=match, count=10_000)
-                if found:
-                    pipe = self._redis.pipeline(transaction=False)
-                    for key in found:
-                        pipe.expire(key, self._keep_s)
-                    pipe.execute()
-                if cursor == 0:
-                    break
+            # scan_iter: a cluster client scans every primary
+            found = self._redis.scan_iter(match=keys.batch_profile_prefix(previous) + "*", count=10_000)
+            for chunk in _chunks(found, 10_000):
+                pipe = self._redis.pipeline(transaction=False)
+                for key in chunk:
+                    pipe.expire(key, self._keep_s)
+                pipe.execute()
         return previous
 
 
@@ -258,8 +266,11 @@ class ProfileStore:
     """Attributes and tags per customer."""
 
     def __init__(self, client: redis.Redis) -> None:
+        from runtime.redis_client import is_cluster  # imported here: this module stays free of redis
+
         self._redis = client
         self._read = client.register_script(_READ)
+        self._cluster = is_cluster(client)
 
     def put(self, customer: str, attrs: Mapping[str, Any], *, replace: bool = False) -> int:
         """Set ``attrs`` on the customer's profile (an attribute set to ``None`` is removed);
@@ -274,6 +285,8 @@ class ProfileStore:
         validate_profiles(items)
         if not items:
             return 0
+        if self._cluster:
+            return self._put_spread(items, replace=replace)
         written = 0
         pipe = self._redis.pipeline(transaction=True)
         for customer, attrs in items:
@@ -290,6 +303,21 @@ class ProfileStore:
         pipe.execute()
         return written
 
+    def _put_spread(self, items: list[tuple[str, Mapping[str, Any]]], *, replace: bool) -> int:
+        """:meth:`put_many` on a Redis Cluster: one pipeline, one atomic script per customer."""
+        from runtime.redis_client import queue_script
+
+        written = 0
+        pipe = self._redis.pipeline(transaction=False)
+        for customer, attrs in items:
+            mapping = [(name, encode_value(stored_value(v))) for name, v in attrs.items() if v is not None]
+            removed = [] if replace else [name for name, v in attrs.items() if v is None]
+            args = ["1" if replace else "0", len(removed), *removed, *(x for pair in mapping for x in pair)]
+            queue_script(pipe, _PUT, [profile_key(customer)], args)
+            written += len(mapping)
+        pipe.execute()
+        return written
+
     def get(self, customer: str) -> dict[str, Any]:
         return self.get_many([customer])[customer]
 
@@ -300,6 +328,8 @@ class ProfileStore:
         unique = list(dict.fromkeys(customers))
         if not unique:
             return {}
+        if self._cluster:
+            return self._get_spread(unique)
         prefixes = [keys.profile(""), keys.batch_profile_prefix("")[:-1]]  # the script inserts the version
         # the script appends each customer to the prefixes: encoded as keys.profile would
         args = [keys.BATCH_PROFILE_VERSION, *prefixes, *(keys.part(c) for c in unique)]
@@ -307,6 +337,35 @@ class ProfileStore:
         pairs = zip(unique, replies[0::2], replies[1::2], strict=True)
         return {customer: merge_profile(_decoded(own), _decoded(batch)) for customer, own, batch in pairs}
 
+    def _get_spread(self, unique: list[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`get_many` on a Redis Cluster: the batch version, then one pipeline."""
+        raw = self._redis.get(keys.BATCH_PROFILE_VERSION)
+        version = raw.decode() if isinstance(raw, bytes) else raw
+        pipe = self._redis.pipeline(transaction=False)
+        for customer in unique:
+            pipe.hgetall(profile_key(customer))
+            if version:
+                pipe.hgetall(keys.batch_profile(version, customer))
+        replies = pipe.execute()
+        step = 2 if version else 1
+        return {
+            customer: merge_profile(
+                _attributes(replies[k * step]), _attributes(replies[k * step + 1]) if version else {}
+            )
+            for k, customer in enumerate(unique)
+        }
+
     def delete(self, customer: str) -> bool:
         """Remove the customer's profile; whether it existed."""
         return bool(self._redis.delete(profile_key(customer)))
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
