@@ -36,7 +36,13 @@ def list_dead(client: redis.Redis, stream: str, *, limit: int = 100, before: str
     pipe.xrevrange(dead, max=top, min="-", count=limit)
     pipe.xlen(dead)
     entries, total = pipe.execute()
-    return {"items": [_entry(eid, f) for eid, f in entries], "total": int(total)}
+    return {"items": [_entry(eid, _fields(f)) for eid, f in entries], "total": int(total)}
+
+
+def _fields(fields: dict[bytes, bytes] | list[bytes]) -> dict[bytes, bytes]:
+    """A stream entry's fields. redis-py's cluster client returns the entries read in a
+    transaction unparsed (flat name, value lists; seen with redis-py 8.1)."""
+    return fields if isinstance(fields, dict) else dict(zip(fields[0::2], fields[1::2], strict=True))
 
 
 def replay_dead(client: redis.Redis, stream: str, *, ids: list[str] | None = None, limit: int = 10_000) -> int:
