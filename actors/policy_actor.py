@@ -40,6 +40,7 @@ class PolicyActor:
             total_shards=total,
             horizon_s=self._settings.idempotency_horizon_s,
             maxlen=self._settings.subscription_maxlen,
+            partitions=self._settings.partitions,
         )
         self._stop = threading.Event()
         self._errors = 0

@@ -123,7 +123,12 @@ class PartitionRunner:
         self._redis = client or connect(settings.effective_redis_url())
         self._clock = clock
         self.log = PartitionLog(self._redis, horizon_s=settings.idempotency_horizon_s)
-        self.outbox = Outbox(self._redis, horizon_s=settings.idempotency_horizon_s, maxlen=settings.subscription_maxlen)
+        self.outbox = Outbox(
+            self._redis,
+            partitions=settings.partitions,
+            horizon_s=settings.idempotency_horizon_s,
+            maxlen=settings.subscription_maxlen,
+        )
         self.config = ConfigStore(self._redis)
         self.profiles = ProfileStore(self._redis)
         self.checkpoints = CheckpointStore(settings.checkpoint_location)
@@ -178,6 +183,7 @@ class PartitionRunner:
             self.clocks[p] = self._clock_for(state or {})
             self._settled.pop(p, None)
         self.epochs.update(self.log.take({p: self.offsets[p] for p in parts}, owner=self.owner))
+        self.outbox.forward(parts)  # what a previous owner published but had not forwarded yet
         self._pending = []
         self._load_poison()
         return {p: self.offsets[p] for p in parts}
@@ -215,7 +221,7 @@ class PartitionRunner:
         if not self.epochs:
             return []
         parts = list(self.epochs)
-        current = self._redis.hmget(keys.EPOCHS, [str(p) for p in parts])
+        current = self.log.epochs(parts)
         return [p for p, e in zip(parts, current, strict=True) if e is None or int(e) != self.epochs[p]]
 
     def _load_poison(self) -> None:
@@ -504,9 +510,11 @@ class PartitionRunner:
         logger.warning("partition %s: event %r of %r set aside: %s", partition, event.id, event.source, message)
         if mark in known:
             return
-        pipe = self._redis.pipeline(transaction=True)
+        # the quarantine and the partition's keys are in different hash slots: quarantined first,
+        # so a crash in between can only quarantine the event twice, never lose it
         record = Quarantined(event.source, 0, event.id, PROCESSING_ERROR, message, _raw(event), "json")
-        self.quarantine.queue(pipe, [record], at_ms=int(self._clock() * 1000))
+        self.quarantine.add([record], at_ms=int(self._clock() * 1000))
+        pipe = self._redis.pipeline(transaction=False)
         pipe.hset(poison_key(partition), mark, 1)
         pipe.expire(poison_key(partition), self._poison_keep_s)
         pipe.execute()
@@ -516,7 +524,7 @@ class PartitionRunner:
 
     def _drop_unreadable(self) -> None:
         """After a read failed: find the entries after each offset that do not decode, and move
-        them from the log to the quarantine (one transaction each). Decoding the same bytes again
+        them from the log to the quarantine (each quarantined, then deleted from the log). Decoding the same bytes again
         cannot go differently, so this happens at the first failure; the read is then retried."""
         now_ms = int(self._clock() * 1000)
         for p in self.partitions:
@@ -535,10 +543,8 @@ class PartitionRunner:
                 record = Quarantined(
                     UNREADABLE_SOURCE, 0, entry_id, PROCESSING_ERROR, message, fields.get(b"b", b""), "json"
                 )
-                pipe = self._redis.pipeline(transaction=True)
-                self.quarantine.queue(pipe, [record], at_ms=now_ms)
-                pipe.xdel(keys.log_stream(p), entry_id)
-                pipe.execute()
+                self.quarantine.add([record], at_ms=now_ms)  # first: the two are in different hash slots
+                self._redis.xdel(keys.log_stream(p), entry_id)
                 self.totals.poison += 1
 
     @property

@@ -3,7 +3,8 @@
 ``ESP_REDIS_URL`` may point at one Redis or at any node of a Redis Cluster: :func:`connect`
 asks the server (``INFO cluster``) and returns a cluster client for a cluster, so ESP runs
 unchanged on both. Every key a script or transaction touches together shares a hash tag
-(``runtime/keys.py``); pipelines run scripts through :func:`queue_script`, which works on both.
+(``runtime/keys.py``); pipelines run scripts through :func:`runtime.lua.queue_script`, which
+works on both.
 
 redis-py waits 5 s for a reply by default. Redis on a busy disk stalls longer than that while
 it rewrites its append-only file (a 3 s rewrite was seen on a loaded 2-core test machine, and
@@ -44,13 +45,6 @@ def connect_async(url: str, **options: Any) -> aioredis.Redis:
 def is_cluster(client: Any) -> bool:
     """Whether ``client`` talks to a Redis Cluster."""
     return isinstance(client, (redis.cluster.RedisCluster, aiocluster.RedisCluster))
-
-
-def queue_script(pipe: Any, source: str, keys: list[Any], args: list[Any]) -> None:
-    """Add a run of the Lua script ``source`` to ``pipe``. The cluster client routes it by its
-    first key and refuses EVALSHA in pipelines, so scripts go as EVAL (Redis caches the compiled
-    script by its digest; the cost is sending the source)."""
-    pipe.execute_command("EVAL", source, len(keys), *keys, *args)
 
 
 def _is_cluster(url: str) -> bool:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runtime.log.partitioning import DEFAULT_PARTITIONS
 from runtime.security.private_files import REDIS_PASSWORD_FILE, local_redis_url, read_secret, secret_file
 
 if TYPE_CHECKING:
@@ -32,7 +33,9 @@ class EspSettings(BaseSettings):
         description="Where partition checkpoints go: a local path or a pyarrow.fs URI "
         "(s3://bucket/prefix, gs://..., hdfs://...). Default: <state_dir>/checkpoints.",
     )
-    partitions: int = Field(64, ge=1, le=4096, description="Virtual partitions; fixed once data exists.")
+    partitions: int = Field(
+        DEFAULT_PARTITIONS, ge=1, le=4096, description="Virtual partitions; fixed once data exists."
+    )
     actors: int = Field(0, ge=0, description="Partition actors; 0 means one per available CPU.")
     actor_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per partition actor.")
     dispatchers: int = Field(1, ge=0, le=64, description="Webhook and channel dispatcher actors (0: no delivery).")

@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from functools import partial
 from typing import Any, Protocol
 
 import httpx
@@ -183,7 +184,10 @@ class EspApi:
         self.profiles = ProfileStore(self.redis)
         self.ledger = Ledger(self.redis, horizon_s=self.settings.idempotency_horizon_s)
         self.outbox = Outbox(
-            self.redis, horizon_s=self.settings.idempotency_horizon_s, maxlen=self.settings.subscription_maxlen
+            self.redis,
+            partitions=self.settings.partitions,
+            horizon_s=self.settings.idempotency_horizon_s,
+            maxlen=self.settings.subscription_maxlen,
         )
         self._routes: tuple[int, TopicRouter] = (-1, TopicRouter({}))  # (config version, its router)
         self.subscriptions = SubscriptionReader(
@@ -243,7 +247,9 @@ class EspApi:
     def trace(self, source: str, event_id: str) -> dict[str, Any]:
         self.config.get("source", source)
         days = self.ingestor.horizon_days(source)
-        return trace_event(self.redis, source, event_id, now_ms=int(time.time() * 1000), days=days)
+        return trace_event(
+            self.redis, source, event_id, now_ms=int(time.time() * 1000), days=days, partitions=self.settings.partitions
+        )
 
     @app.get(
         "/v1/decisions/{customer}",
@@ -258,7 +264,9 @@ class EspApi:
         actor = await run_in_threadpool(self.directory.owner, customer)
         contacts = await run_in_threadpool(self.ledger.recent, customer)
         state = actor.explain.remote(customer, rule)  # runs while Redis is read
-        fires = await run_in_threadpool(last_fires, self.redis, customer, rule)
+        fires = await run_in_threadpool(
+            partial(last_fires, self.redis, customer, partitions=self.settings.partitions, rule=rule)
+        )
         answer = await state
         for entry in answer["rules"]:
             entry["last_fires"] = fires.get(entry["rule"], [])

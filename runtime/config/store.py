@@ -33,7 +33,7 @@ from runtime import keys
 from runtime.config.documents import KINDS, check_fields_against_type, parse_document
 from runtime.config.types import Doc
 from runtime.errors import NotFound
-from runtime.lua import read_script
+from runtime.lua import queue_script, read_script
 from runtime.rules.models import Rule, leaves
 from runtime.security.sealing import Sealer
 from runtime.sources.models import Source
@@ -220,7 +220,6 @@ def _bump_version(pipe: Any, kind: str, name: str, record: Record | None) -> Non
     change: dict[str, Any] = {"kind": kind, "name": name}
     if kind == "rule":
         change["record"] = record
-    from runtime.redis_client import queue_script  # imported here: the in-memory store shares this module
 
     queue_script(
         pipe, _BUMP_VERSION, [keys.CONFIG_VERSION, CONFIG_CHANGES], [json.dumps(change, sort_keys=True), CHANGES_KEPT]

@@ -164,8 +164,8 @@ def measure_customers(
                 output_id, event = _output(c, "tagger", tag)
                 pubs.append(Publication(output_id, "esp.internal", event))
         outbox.publish(pubs, no_stream)
-    _delete(client, keys.emitted("") + "*")
-    _delete(client, keys.fires("") + "*")  # the tagging outputs were fires too: counted below
+    _delete(client, keys.emitted("*", "") + "*")
+    _delete(client, keys.fires("*", "") + "*")  # the tagging outputs were fires too: counted below
     after = used_memory(client)
     parts["profile"] = per_item(before, after, count)
 
@@ -177,7 +177,7 @@ def measure_customers(
                 output_id, event = _output(c, f"rule-{f % 3}")
                 pubs.append(Publication(output_id, "business.offer", event))
         outbox.publish(pubs, no_stream)
-    _delete(client, keys.emitted("") + "*")
+    _delete(client, keys.emitted("*", "") + "*")
     after = used_memory(client)
     parts["fires"] = per_item(before, after, count)
 
@@ -213,7 +213,7 @@ def measure_pending_outputs(client: redis.Redis, count: int) -> float:
             event_id = event["data"]["events"][0]["id"]
             pubs.append(Publication(output_id, "business.offer", event, (("app", event_id),)))
         outbox.publish(pubs, router)
-    _delete(client, keys.fires("") + "*")  # per customer, measured there
+    _delete(client, keys.fires("*", "") + "*")  # per customer, measured there
     return per_item(before, used_memory(client), count)
 
 

@@ -191,7 +191,9 @@ class EmbeddedRedisCluster:
             write_private(node.password_file, password)
             node.start(timeout_s=timeout_s)
         first = redis.Redis.from_url(self.url)
-        if first.info("cluster").get("cluster_enabled") and not int(first.cluster("info").get("cluster_slots_assigned", 0)):
+        if first.info("cluster").get("cluster_enabled") and not int(
+            first.cluster("info").get("cluster_slots_assigned", 0)
+        ):
             self._create(password, timeout_s)
         self._wait_ok(timeout_s)
         return self
@@ -209,7 +211,9 @@ class EmbeddedRedisCluster:
             timeout=timeout_s,
         )
         if done.returncode != 0:
-            raise EspError(f"redis-cli --cluster create failed: {done.stdout[-500:]}{done.stderr[-500:]}", reason="redis_failed")
+            raise EspError(
+                f"redis-cli --cluster create failed: {done.stdout[-500:]}{done.stderr[-500:]}", reason="redis_failed"
+            )
 
     def _wait_ok(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

@@ -40,7 +40,7 @@ from runtime import keys
 from runtime.errors import InputError
 from runtime.events.envelope import MAX_TIME_MS, MIN_TIME_MS, parse_time_ms
 from runtime.events.limits import string_problem
-from runtime.lua import read_script
+from runtime.lua import queue_script, read_script
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -238,7 +238,7 @@ class Script:
     def run_pipelined(self, client: redis.Redis, calls: Sequence[tuple[Sequence[str], Sequence[Any]]]) -> list[Any]:
         from redis.exceptions import NoScriptError
 
-        from runtime.redis_client import is_cluster, queue_script
+        from runtime.redis_client import is_cluster  # imported here: this module stays free of redis
 
         if not calls:
             return []

@@ -31,7 +31,7 @@ from runtime import keys
 from runtime.errors import InputError
 from runtime.events.identity import InvalidRecord
 from runtime.events.limits import MAX_KEY_LENGTH, MAX_KEYS, string_problem, value_problem
-from runtime.lua import read_script
+from runtime.lua import queue_script, read_script
 
 if TYPE_CHECKING:
     import redis
@@ -305,7 +305,6 @@ class ProfileStore:
 
     def _put_spread(self, items: list[tuple[str, Mapping[str, Any]]], *, replace: bool) -> int:
         """:meth:`put_many` on a Redis Cluster: one pipeline, one atomic script per customer."""
-        from runtime.redis_client import queue_script
 
         written = 0
         pipe = self._redis.pipeline(transaction=False)

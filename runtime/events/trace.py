@@ -19,29 +19,35 @@ from runtime.subscriptions.topics import CONTACT_TOPICS
 QUARANTINE_SCAN = 10_000  # newest quarantine entries of the source searched for the id
 
 
-def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int, days: int) -> dict[str, Any]:
-    """The path of one event, newest knowledge first looked up over ``days`` days."""
+def trace_event(
+    client: redis.Redis, source: str, event_id: str, *, now_ms: int, days: int, partitions: int
+) -> dict[str, Any]:
+    """The path of one event, newest knowledge first looked up over ``days`` days. Event ids
+    are remembered in the partition of their customer, which the id alone does not tell: the
+    lookup asks every partition (one pipelined round trip)."""
     day = now_ms // DAY_MS
     pipe = client.pipeline(transaction=False)
     for back in range(days + 1):
-        pipe.hget(keys.idempotency(source, day - back), "n")
         pipe.hget(keys.dropped(source, day - back), event_id)
         pipe.hget(keys.late(source, day - back), event_id)
         pipe.hget(keys.retracts(source, day - back), event_id)
-        pipe.hget(keys.legacy_idempotency(source, day - back), event_id)
-    pipe.lrange(keys.hits(source, event_id), 0, -1)
-    *found, hits = pipe.execute()
-    where = _where(client, source, event_id, day, found[0::5]) or next(
-        (decode_location(v, day) for v in found[4::5] if v), None
+    for p in range(partitions):
+        for back in range(days + 1):
+            pipe.hget(keys.idempotency(p, source, day - back), "n")
+    found = pipe.execute()
+    marks, buckets = found[: 3 * (days + 1)], found[3 * (days + 1) :]
+    where = _where(
+        client, source, event_id, day, [buckets[p * (days + 1) : (p + 1) * (days + 1)] for p in range(partitions)]
     )
-    dropped = next((text(v) for v in found[1::5] if v), None)
-    late_ms = next((int(v) for v in found[2::5] if v), None)
-    retracted = next((orjson.loads(v) for v in found[3::5] if v), [])
+    dropped = next((text(v) for v in marks[0::3] if v), None)
+    late_ms = next((int(v) for v in marks[1::3] if v), None)
+    retracted = next((orjson.loads(v) for v in marks[2::3] if v), [])
     steps: list[dict[str, Any]] = []
     status = "unknown"
     if where:
         status = "accepted"
         partition, entry = where
+        hits = client.lrange(keys.hits(partition, source, event_id), 0, -1)
         steps.append({"step": "logged", "partition": partition, "log_entry": entry})
         steps.append({"step": "processed" if _read_past(client, partition, entry) else "waiting"})
         if late_ms is not None:
@@ -72,18 +78,19 @@ def trace_event(client: redis.Redis, source: str, event_id: str, *, now_ms: int,
 
 
 def _where(
-    client: redis.Redis, source: str, event_id: str, day: int, buckets: list[bytes | None]
+    client: redis.Redis, source: str, event_id: str, day: int, buckets: list[list[bytes | None]]
 ) -> tuple[int, str] | None:
     """(partition, log entry) of an accepted event: its digest looked up in the bucket it falls
-    in on each day that remembers ids (``buckets``: each day's bucket count, today first)."""
+    in on each day each partition remembers ids of the source (``buckets``: per partition, each
+    day's bucket count, today first)."""
     digest = id_digest(source, event_id)
-    days = [(day - back, int(n)) for back, n in enumerate(buckets) if n]
+    days = [(p, day - back, int(n)) for p, counts in enumerate(buckets) for back, n in enumerate(counts) if n]
     if not days:
         return None
     pipe = client.pipeline(transaction=False)
-    for d, n in days:
-        pipe.hget(keys.idempotency_bucket(source, d, id_bucket(digest, n)), digest)
-    return next((decode_location(v, d) for (d, _), v in zip(days, pipe.execute(), strict=True) if v), None)
+    for p, d, n in days:
+        pipe.hget(keys.idempotency_bucket(p, source, d, id_bucket(digest, n)), digest)
+    return next((decode_location(v, d) for (_, d, _), v in zip(days, pipe.execute(), strict=True) if v), None)
 
 
 def _contact_decisions(client: redis.Redis, outputs: list[str]) -> list[dict[str, Any]]:

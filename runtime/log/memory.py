@@ -37,7 +37,7 @@ class MemoryPartitionLog:
         self._streams: dict[int, list[tuple[str, Fields]]] = {}  # partition -> entries, oldest first
         self._cursors: dict[int, str] = {}  # partition -> last entry id read (the owner's consumer group)
         self._epochs: dict[int, int] = {}  # partition -> ownership epoch
-        self._seen: dict[tuple[str, int], dict[bytes, str]] = {}  # (source, day) -> id digest -> location
+        self._seen: dict[tuple[int, str, int], dict[bytes, str]] = {}  # (partition, source, day) -> digest -> location
         self._last_id = (0, 0)
 
     def append(
@@ -48,11 +48,11 @@ class MemoryPartitionLog:
         source = next(iter(by_partition.values()))[0].source
         day = now_ms // DAY_MS
         days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
-        today = self._seen.setdefault((source, day), {})
-        buckets = [today, *(self._seen.get((source, day - back), {}) for back in range(1, days + 1))]
         version = str(self._config.version() if self._config else 0).encode()
         out = []
         for partition, events in by_partition.items():
+            today = self._seen.setdefault((partition, source, day), {})
+            buckets = [today, *(self._seen.get((partition, source, day - back), {}) for back in range(1, days + 1))]
             digests = [id_digest(source, e.id) for e in events]
             dups = tuple(i for i, d in enumerate(digests) if any(d in bucket for bucket in buckets))
             if len(dups) == len(events):
@@ -78,6 +78,9 @@ class MemoryPartitionLog:
             self._cursors[p] = offset
             self._epochs[p] = self._epochs.get(p, 0) + 1
         return {p: self._epochs[p] for p in offsets}
+
+    def epochs(self, partitions: list[int]) -> list[int | None]:
+        return [self._epochs.get(p) for p in partitions]
 
     def read(self, partitions: list[int], *, owner: str, count: int, block_ms: int) -> list[LogEntry]:
         entries: list[LogEntry] = []

@@ -8,7 +8,7 @@ one Lua script, so "marked as seen" and "in the log" can never disagree after a 
 
 A partition has one owner at a time: the partition runner that last *took* it
 (:meth:`PartitionLog.take`, at recovery and at a hand-over). Taking raises the partition's
-ownership epoch in ``esp:epochs``, which the outbox checks on every publication, and gives the
+ownership epoch (:func:`runtime.keys.epoch`), which the outbox checks on every publication, and gives the
 new owner its own consumer group ``esp-rules:<owner>`` at the offset of the partition's
 checkpoint, destroying the previous owner's. So a superseded owner (one that was not told,
 or did not hear, that its partitions moved) can neither read on (NOGROUP) nor publish.
@@ -26,6 +26,7 @@ Both store an entry as the same fields and read it through :func:`decode_entry`.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,7 +36,7 @@ import msgspec
 from runtime import keys
 from runtime.events.envelope import Event
 from runtime.log.streams import entry_id_key, text
-from runtime.lua import read_script
+from runtime.lua import queue_script, read_script
 
 if TYPE_CHECKING:
     import redis
@@ -97,6 +98,8 @@ class LogStorage(Protocol):
     ) -> list[Appended]: ...
 
     def take(self, offsets: dict[int, str], *, owner: str) -> dict[int, int]: ...
+
+    def epochs(self, partitions: list[int]) -> list[int | None]: ...
 
     def read(self, partitions: list[int], *, owner: str, count: int, block_ms: int) -> list[LogEntry]: ...
 
@@ -161,42 +164,48 @@ def encode_events(events: list[Event]) -> bytes:
 
 
 class PartitionLog:
-    """:class:`LogStorage` in Redis: one stream per partition, appended by one Lua call."""
+    """:class:`LogStorage` in Redis: one stream per partition; each partition's part of a
+    request is appended by one Lua call in the partition's hash slot."""
+
+    IDLE_POLL_S = 0.02  # on a Redis Cluster: the pause between reads of idle partitions
 
     def __init__(self, client: redis.Redis, *, horizon_s: int) -> None:
         self._redis = client
         self._horizon_days = horizon_days(horizon_s)
-        self._append = client.register_script(_APPEND)
-        self._take = client.register_script(_TAKE)
+        from runtime.redis_client import is_cluster  # imported here: the in-memory log shares this module
+
+        self._cluster = is_cluster(client)
 
     def append(
         self, by_partition: dict[int, list[Event]], *, now_ms: int, horizon_s: int | None = None
     ) -> list[Appended]:
         """Append each partition's events as one entry, dropping already-seen (source, id).
 
-        Seen ids are remembered per source and arrival day as an 96-bit digest of (source, id)
-        mapped to where the event went (:func:`encode_location`, which the event trace reads), in
-        small hashes (buckets) that linear hashing adds one at a time as the day fills, so each
-        stays in Redis's compact listpack encoding (docs/operations/sizing.md). A request
-        checks the buckets of the whole horizon (rounded up to days) in the same one script
-        call, so no per-event key or round trip.
+        Seen ids are remembered per partition, source and arrival day as an 96-bit digest of
+        (source, id) mapped to where the event went (:func:`encode_location`, which the event
+        trace reads), in small hashes (buckets) that linear hashing adds one at a time as the
+        day fills, so each stays in Redis's compact listpack encoding (docs/operations/sizing.md).
+        Each partition's part checks the buckets of the whole horizon (rounded up to days) in
+        one script call in the partition's hash slot; the calls of a request go in one
+        pipeline, after one read of the config version the entries record. So no per-event key
+        or round trip. A request that fails half-way may have appended some partitions: its
+        retry finds their events already seen.
         All events of one call must share a source; ids must be unique within the call."""
         if not by_partition:
             return []
         source = next(iter(by_partition.values()))[0].source
         day = now_ms // DAY_MS
         days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
-        argv: list[Any] = [keys.CONFIG_VERSION, (days + 1) * DAY_S, BUCKET_LOAD, day * DAY_MS, days + 1]
-        for back in range(days + 1):
-            argv += [keys.idempotency(source, day - back), keys.legacy_idempotency(source, day - back)]
-        argv.append(len(by_partition))
+        version = self._redis.get(keys.CONFIG_VERSION) or b"0"
+        pipe = self._redis.pipeline(transaction=False)
         for partition, events in by_partition.items():
-            digests = b"".join([id_digest(source, e.id) for e in events])
-            argv += [keys.log_stream(partition), partition, digests, encode_events(events)]
-        result = self._append(keys=[], args=argv)
+            argv: list[Any] = [version, (days + 1) * DAY_S, BUCKET_LOAD, day * DAY_MS, days + 1]
+            argv += [keys.idempotency(partition, source, day - back) for back in range(days + 1)]
+            argv += [partition, b"".join([id_digest(source, e.id) for e in events]), encode_events(events)]
+            queue_script(pipe, _APPEND, [keys.log_stream(partition)], argv)
         return [
             Appended(p, text(entry_id) if entry_id else None, tuple(int(d) for d in dups))
-            for p, (entry_id, dups) in zip(by_partition, result, strict=True)
+            for p, (entry_id, dups) in zip(by_partition, pipe.execute(), strict=True)
         ]
 
     # --- the reading side, used by partition actors -------------------------------------
@@ -205,24 +214,43 @@ class PartitionLog:
         """Become the owner of the partitions in ``offsets`` and read each on after its offset
         ('0' = from the start); taking a partition again rewinds it. Returns the partitions'
         new ownership epochs (see the module docstring)."""
-        if not offsets:
-            return {}
-        argv: list[Any] = [keys.EPOCHS, keys.rules_group(owner), keys.RULES_GROUP, len(offsets)]
+        pipe = self._redis.pipeline(transaction=False)
         for p, offset in offsets.items():
-            argv += [keys.log_stream(p), p, offset]
-        epochs = self._take(keys=[], args=argv)
-        return {p: int(e) for p, e in zip(offsets, epochs, strict=True)}
+            argv = [keys.rules_group(owner), keys.RULES_GROUP, offset]
+            queue_script(pipe, _TAKE, [keys.log_stream(p), keys.epoch(p)], argv)
+        return {p: int(e) for p, e in zip(offsets, pipe.execute() if offsets else [], strict=True)}
+
+    def epochs(self, partitions: list[int]) -> list[int | None]:
+        """The partitions' current ownership epochs (None: never taken), in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p in partitions:
+            pipe.get(keys.epoch(p))
+        return [None if e is None else int(e) for e in (pipe.execute() if partitions else [])]
 
     def read(self, partitions: list[int], *, owner: str, count: int, block_ms: int) -> list[LogEntry]:
         """The next entries of partitions ``owner`` has taken. Raises ``redis.ResponseError``
-        (NOGROUP) once another runner has taken one of them."""
-        streams = {keys.log_stream(p): ">" for p in partitions}
-        reply = self._redis.xreadgroup(keys.rules_group(owner), owner, streams, count=count, block=block_ms, noack=True)
-        entries = []
-        for stream, items in reply or []:
-            partition = int(text(stream).rsplit(":", 1)[1])
-            entries += [decode_entry(partition, text(eid), fields) for eid, fields in items if fields]
-        return entries
+        (NOGROUP) once another runner has taken one of them.
+
+        On a single Redis, one XREADGROUP over all the partitions, blocking up to ``block_ms``.
+        A Redis Cluster refuses reads across hash slots, so there each partition's stream is
+        read in one pipeline (one round trip per node), pausing ``IDLE_POLL_S`` between reads
+        while nothing arrives, up to ``block_ms``."""
+        by_stream = {keys.log_stream(p): p for p in partitions}
+        if not self._cluster:
+            streams = dict.fromkeys(by_stream, ">")
+            reply = self._redis.xreadgroup(
+                keys.rules_group(owner), owner, streams, count=count, block=block_ms, noack=True
+            )
+            return _entries(by_stream, reply)
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            pipe = self._redis.pipeline(transaction=False)
+            for stream in by_stream:
+                pipe.xreadgroup(keys.rules_group(owner), owner, {stream: ">"}, count=count, noack=True)
+            entries = _entries(by_stream, [r for reply in pipe.execute() for r in reply or []])
+            if entries or not block_ms or time.monotonic() >= deadline:
+                return entries
+            time.sleep(self.IDLE_POLL_S)
 
     def read_range(self, partition: int, after: str, count: int) -> list[LogEntry]:
         """Entries after ``after`` (exclusive), for replay and inspection."""
@@ -251,6 +279,16 @@ class PartitionLog:
             group = owner_group(groups)
             lags[p] = int(group.get("lag") or 0) if group else 0
         return lags
+
+
+def _entries(partitions: dict[str, int], reply: Any) -> list[LogEntry]:
+    """The log entries of an XREADGROUP reply; ``partitions``: stream name -> partition."""
+    return [
+        decode_entry(partitions[text(stream)], text(eid), fields)
+        for stream, items in reply or []
+        for eid, fields in items
+        if fields
+    ]
 
 
 def owner_group(groups: list[dict[str, Any]]) -> dict[str, Any] | None:

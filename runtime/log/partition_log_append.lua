@@ -1,14 +1,16 @@
--- ARGV: config-version key, ttl_s, ids per bucket before a split, first ms of today, n days,
---       per day (today first): day key, legacy key; n groups,
---       then per group: stream, partition, id digests (DIGEST bytes each, concatenated), payload
+-- One partition's part of a request, in the partition's hash slot.
+-- KEYS: the partition's log stream.
+-- ARGV: the config version the entry records, ttl_s, ids per bucket before a split, first ms
+--       of today, n days, per day (today first) the partition's day key of the source,
+--       the partition, id digests (DIGEST bytes each, concatenated), payload.
 -- A day key is a hash {n = buckets, c = ids}; the day's ids live in buckets '<day key>:<index>',
 -- hashes 96-bit digest of (source, id) -> where the event went (see encode), added one at a
 -- time by linear hashing so that every bucket stays small enough for Redis's listpack encoding.
 -- Every bucket holds the sentinel field '' from its creation (when it gets its TTL) on, so it is
--- never emptied and re-created without one. A legacy key is the hash event id -> 'partition/entry'
--- of ESP versions before the buckets, still checked until it expires.
+-- never emptied and re-created without one.
+-- Returns {log entry id or false, duplicate positions}.
 local DIGEST = 12 -- ID_DIGEST_BYTES in partition_log.py
-local config_version = redis.call('GET', ARGV[1]) or '0'
+local stream, config_version = KEYS[1], ARGV[1]
 local ttl, load, day_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local nd = tonumber(ARGV[5])
 
@@ -23,16 +25,12 @@ local function low_power(n) -- the largest power of two <= n
   return p
 end
 
-local days, any_legacy = {}, false
+local days = {}
 for d = 1, nd do
-  local key, legacy = ARGV[4 + 2 * d], ARGV[5 + 2 * d]
+  local key = ARGV[5 + d]
   local state = redis.call('HMGET', key, 'n', 'c')
   local n = tonumber(state[1]) or 0
-  days[d] = {
-    prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0,
-    legacy = redis.call('EXISTS', legacy) == 1 and legacy or nil,
-  }
-  any_legacy = any_legacy or days[d].legacy ~= nil
+  days[d] = {prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0}
 end
 local today = days[1]
 
@@ -80,62 +78,42 @@ local function encode(partition, entry) -- ((ms into today * 4096 + seq) * 4096 
   return partition .. '/' .. entry
 end
 
-local groups = tonumber(ARGV[6 + 2 * nd])
-local i = 7 + 2 * nd
-local out = {}
-for g = 1, groups do
-  local stream, partition, digests, payload = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
-  i = i + 4
-  local n = #digests / DIGEST
-  local ids, hashes, seen = {}, {}, {}
-  for j = 1, n do
-    ids[j] = string.sub(digests, (j - 1) * DIGEST + 1, j * DIGEST)
-    hashes[j] = hash32(ids[j])
-  end
-  if any_legacy then -- the payload is a msgpack array of events, each an array whose first item is the id
-    local raw = {}
-    for j, event in ipairs(cmsgpack.unpack(payload)) do raw[j] = event[1] end
-    for d = 1, nd do
-      if days[d].legacy then
-        for start = 1, n, 4000 do
-          local found = redis.call('HMGET', days[d].legacy, unpack(raw, start, math.min(start + 3999, n)))
-          for k = 1, #found do
-            if found[k] then seen[start + k - 1] = true end
-          end
-        end
-      end
+local i = 6 + nd
+local partition, digests, payload = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
+local n = #digests / DIGEST
+local ids, hashes, seen = {}, {}, {}
+for j = 1, n do
+  ids[j] = string.sub(digests, (j - 1) * DIGEST + 1, j * DIGEST)
+  hashes[j] = hash32(ids[j])
+end
+for d = 1, nd do
+  local day = days[d]
+  if day.n > 0 then
+    for j = 1, n do
+      if not seen[j] and redis.call('HEXISTS', bucket(day, hashes[j]), ids[j]) == 1 then seen[j] = true end
     end
   end
-  for d = 1, nd do
-    local day = days[d]
-    if day.n > 0 then
-      for j = 1, n do
-        if not seen[j] and redis.call('HEXISTS', bucket(day, hashes[j]), ids[j]) == 1 then seen[j] = true end
-      end
-    end
+end
+local dups, fresh = {}, {}
+for j = 1, n do
+  if seen[j] then dups[#dups + 1] = j - 1 else fresh[#fresh + 1] = j end
+end
+local id = false
+if #fresh > 0 then
+  id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
+  local where = encode(partition, id)
+  if today.n == 0 then
+    create(today.prefix .. 0, {})
+    today.n, today.p = 1, 1
   end
-  local dups, fresh = {}, {}
-  for j = 1, n do
-    if seen[j] then dups[#dups + 1] = j - 1 else fresh[#fresh + 1] = j end
+  today.c = today.c + #fresh
+  while today.c > today.n * load do split() end -- first, so no bucket outgrows the listpack
+  for _, j in ipairs(fresh) do
+    redis.call('HSET', bucket(today, hashes[j]), ids[j], where)
   end
-  local id = false
-  if #fresh > 0 then
-    id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
-    local where = encode(partition, id)
-    if today.n == 0 then
-      create(today.prefix .. 0, {})
-      today.n, today.p = 1, 1
-    end
-    today.c = today.c + #fresh
-    while today.c > today.n * load do split() end -- first, so no bucket outgrows the listpack
-    for _, j in ipairs(fresh) do
-      redis.call('HSET', bucket(today, hashes[j]), ids[j], where)
-    end
-  end
-  out[#out + 1] = {id, dups}
 end
 if today.n > 0 then
   redis.call('HSET', today.key, 'n', today.n, 'c', today.c)
   redis.call('EXPIRE', today.key, ttl)
 end
-return out
+return {id, dups}

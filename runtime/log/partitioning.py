@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     import redis
 
 
+DEFAULT_PARTITIONS = 64  # virtual partitions of a new ESP (ESP_PARTITIONS)
+
+
 def partition_of(customer: str, partitions: int) -> int:
     """The virtual partition of ``customer``: stable across processes, runs and machines."""
     return zlib.crc32(customer.encode()) % partitions

@@ -1,8 +1,18 @@
 """The outbox: outputs fanned out to the streams of the subscriptions that want them.
 
-Each output has a deterministic id; the emit script records the id and appends to every
-subscriber stream in one atomic step, so replaying a partition after a crash never delivers an
-output twice (invariant 3). The same step keeps each customer's last rule outputs (``esp why``).
+Each output has a deterministic id and belongs to the partition of its customer. Publishing
+is two idempotent steps, so that each touches one hash slot (Redis Cluster):
+
+1. **emit**, per partition, one script in the partition's slot: check the publisher still owns
+   the partition (its epoch), remember the output id, note it in the trace of its events, keep
+   it among the customer's last fires (``esp why``) and add it to the partition's outbox
+   stream. An output id seen before does nothing, so replaying a partition after a crash never
+   publishes an output twice (invariant 3).
+2. **forward**: the records go to each of their streams by one script per stream, in that
+   stream's slot, which adds each once per (stream, output id); their ``tag`` actions are
+   applied to the profiles; then the records leave the outbox. A runner that crashes in between leaves the
+   records in the outbox; whoever takes the partition next forwards them again
+   (:meth:`Outbox.forward` at recovery), and the marks keep that from adding them twice.
 """
 
 from __future__ import annotations
@@ -11,11 +21,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import msgspec
 import orjson
 
 from runtime import keys
 from runtime.log.partition_log import Fenced
-from runtime.lua import read_script
+from runtime.log.partitioning import DEFAULT_PARTITIONS, partition_of
+from runtime.log.streams import text
+from runtime.lua import queue_script, read_script
 from runtime.subscriptions.topics import Routes
 
 FIRES_KEPT = 20  # per customer, all rules together: enough for the last few of each in ``esp why``
@@ -25,6 +38,23 @@ if TYPE_CHECKING:
     import redis
 
 _EMIT = read_script("runtime.subscriptions", "outbox_emit.lua")
+_FORWARD = read_script("runtime.subscriptions", "outbox_forward.lua")
+_TAG = read_script("runtime.subscriptions", "outbox_tag.lua")
+FORWARD_BATCH = 1000  # outbox records read per partition and round trip
+
+
+class Record(msgspec.Struct, array_like=True):
+    """An output waiting in its partition's outbox to be forwarded."""
+
+    id: str
+    payload: bytes  # what every stream gets: the CloudEvent with its topic, JSON
+    streams: list[str]
+    profile: str = ""  # with a tag action: the customer's profile key, the op (set | clear) and the tag
+    op: str = ""
+    tag: str = ""
+
+
+_records = msgspec.msgpack.Decoder(Record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,36 +79,102 @@ class OutboxStorage(Protocol):
 
 
 class Outbox:
-    """:class:`OutboxStorage` in Redis: one Lua call per batch (``outbox_emit.lua``)."""
+    """:class:`OutboxStorage` in Redis: per batch, one emit script per partition and one
+    forward script per stream, each kind in one pipeline (see the module docstring)."""
 
-    def __init__(self, client: redis.Redis, *, horizon_s: int, maxlen: int) -> None:
-        self._emit = client.register_script(_EMIT)
+    def __init__(
+        self, client: redis.Redis, *, horizon_s: int, maxlen: int, partitions: int = DEFAULT_PARTITIONS
+    ) -> None:
+        self._redis = client
+        self._partitions = partitions
         self._horizon_ms = horizon_s * 1000
         self._maxlen = maxlen
 
     def publish(self, publications: list[Publication], router: Routes, *, fence: dict[int, int] | None = None) -> int:
         """Deliver to subscribers; returns how many were new (not seen before). With ``fence``
-        (partition -> the publisher's ownership epoch), publish nothing and raise
-        :class:`Fenced` if another runner has taken one of those partitions since."""
-        if not publications:
-            return 0
-        fences = fence or {}
-        argv: list[Any] = [self._horizon_ms, self._maxlen, len(publications), FIRES_KEPT, keys.EPOCHS, len(fences)]
-        for partition, epoch in fences.items():
-            argv += [partition, epoch]
+        (partition -> the publisher's ownership epoch), the outputs of a partition another
+        runner has taken since (or that is not in ``fence``) are not published: the others are,
+        then :class:`Fenced` is raised naming the taken partitions."""
+        by_partition: dict[int, list[Publication]] = {}
         for pub in publications:
-            streams, payload = routed(pub, router)
-            hits = [keys.hits(source, event_id) for source, event_id in pub.refs]
-            argv += [keys.emitted(pub.id), payload, len(streams), *streams, trace_note(pub), len(hits), *hits]
-            change, fire = tag_change(pub), fire_record(pub)
-            argv += [keys.profile(pub.event["subject"]), *change] if change else ["", "", ""]
-            argv += [keys.fires(pub.event["subject"]), fire] if fire else ["", ""]
-        try:
-            return int(self._emit(keys=[], args=argv))
-        except Exception as exc:  # the script's error reply arrives as redis.ResponseError
-            if str(exc).startswith("FENCED "):
-                raise Fenced([int(p) for p in str(exc).removeprefix("FENCED ").split(",")]) from exc
-            raise
+            by_partition.setdefault(partition_of(pub.event.get("subject") or "", self._partitions), []).append(pub)
+        if not by_partition:
+            return 0
+        fenced = [] if fence is None else [p for p in by_partition if p not in fence]  # never owned here
+        pipe = self._redis.pipeline(transaction=False)
+        for partition, pubs in by_partition.items():
+            if partition in fenced:
+                continue
+            epoch = "" if fence is None else fence[partition]
+            argv: list[Any] = [self._horizon_ms, FIRES_KEPT, epoch, len(pubs)]
+            for pub in pubs:
+                argv += self._emit_args(partition, pub, router)
+            queue_script(pipe, _EMIT, [keys.outbox(partition), keys.epoch(partition)], argv)
+        emitted = 0
+        queued = [p for p in by_partition if p not in fenced]
+        for partition, reply in zip(queued, pipe.execute(raise_on_error=False) if queued else [], strict=True):
+            if isinstance(reply, Exception):
+                if not str(reply).startswith("FENCED"):
+                    raise reply
+                fenced.append(partition)
+            else:
+                emitted += int(reply)
+        self.forward([p for p in queued if p not in fenced])
+        if fenced:
+            raise Fenced(fenced)
+        return emitted
+
+    def _emit_args(self, partition: int, pub: Publication, router: Routes) -> list[Any]:
+        streams, payload = routed(pub, router)
+        customer = pub.event.get("subject") or ""
+        change = tag_change(pub)
+        record = Record(pub.id, payload, streams, *((keys.profile(customer), *change) if change else ()))
+        hits = [keys.hits(partition, source, event_id) for source, event_id in pub.refs]
+        fire = fire_record(pub)
+        return [
+            keys.emitted(partition, pub.id),
+            _encoder.encode(record),
+            trace_note(pub),
+            len(hits),
+            *hits,
+            *((keys.fires(partition, customer), fire) if fire else ("", "")),
+        ]
+
+    def forward(self, partitions: Iterable[int]) -> int:
+        """Forward what waits in the outboxes of ``partitions`` to its streams (idempotent:
+        called after each publication and when a runner takes partitions). Returns how many
+        records left the outboxes."""
+        left = list(partitions)
+        done = 0
+        while left:
+            pipe = self._redis.pipeline(transaction=False)
+            for p in left:
+                pipe.xrange(keys.outbox(p), count=FORWARD_BATCH)
+            waiting = {p: items for p, items in zip(left, pipe.execute(), strict=True) if items}
+            if not waiting:
+                return done
+            per_stream: dict[str, list[Any]] = {}
+            pipe = self._redis.pipeline(transaction=False)
+            for items in waiting.values():
+                for _, fields in items:
+                    record = _records.decode(fields[b"r"])
+                    for stream in record.streams:
+                        per_stream.setdefault(stream, []).extend((keys.forwarded(stream, record.id), record.payload))
+                    if record.op:
+                        queue_script(pipe, _TAG, [record.profile], [record.op, record.tag])
+            for stream, marked in per_stream.items():  # a batch reaches each stream at once
+                queue_script(pipe, _FORWARD, [stream], [self._horizon_ms, self._maxlen, len(marked) // 2, *marked])
+            pipe.execute()
+            pipe = self._redis.pipeline(transaction=False)  # only once every stream has them
+            for p, items in waiting.items():
+                pipe.xdel(keys.outbox(p), *[text(entry_id) for entry_id, _ in items])
+            pipe.execute()
+            done += sum(len(items) for items in waiting.values())
+            left = [p for p, items in waiting.items() if len(items) == FORWARD_BATCH]
+        return done
+
+
+_encoder = msgspec.msgpack.Encoder()
 
 
 def routed(pub: Publication, router: Routes) -> tuple[list[str], bytes]:
@@ -119,11 +215,17 @@ def fire_record(pub: Publication) -> bytes | None:
 
 
 def last_fires(
-    client: redis.Redis, customer: str, rule: str | None = None, limit: int = 5
+    client: redis.Redis,
+    customer: str,
+    rule: str | None = None,
+    limit: int = 5,
+    *,
+    partitions: int = DEFAULT_PARTITIONS,
 ) -> dict[str, list[dict[str, Any]]]:
     """The customer's last outputs per rule (one rule, or all), newest first: what did fire, next to
     the live state that says what has not yet. One read of a list of at most ``FIRES_KEPT``."""
-    return pick_fires(client.lrange(keys.fires(customer), 0, -1), rule, limit)
+    fires = keys.fires(partition_of(customer, partitions), customer)
+    return pick_fires(client.lrange(fires, 0, -1), rule, limit)
 
 
 def pick_fires(records: Iterable[bytes | str], rule: str | None, limit: int) -> dict[str, list[dict[str, Any]]]:

@@ -1,54 +1,37 @@
--- header: horizon ms, stream maxlen, n outputs, fires kept per customer,
---         epochs hash, n fences, then per fence: partition, the publisher's ownership epoch
--- per output: dedupe key, payload, n streams, streams..., trace note, n hit keys, hit keys...,
---             profile key, tag op ('' | set | clear), tag, fires key ('' if not a rule fire), fire
--- A publisher that no longer owns one of its fenced partitions publishes nothing: the script
--- answers the error "FENCED <partition>,<partition>...".
-local horizon, maxlen, n, kept = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local epochs, fences = ARGV[5], tonumber(ARGV[6])
-local stale = {}
-for f = 0, fences - 1 do
-  local partition, epoch = ARGV[7 + 2 * f], ARGV[8 + 2 * f]
-  if redis.call('HGET', epochs, partition) ~= epoch then stale[#stale + 1] = partition end
-end
-if #stale > 0 then return redis.error_reply('FENCED ' .. table.concat(stale, ',')) end
-local i, emitted = 7 + 2 * fences, 0
+-- Publish one partition's outputs, in the partition's hash slot.
+-- KEYS: the partition's outbox stream, its ownership epoch key.
+-- ARGV: horizon ms, fires kept per customer, the publisher's ownership epoch ('' = not
+--       fenced), n outputs, then per output: dedupe key, outbox record (fields i, e, s, p, o, t:
+--       see outbox.py), trace note, n hit keys, hit keys..., fires key ('' if not a rule fire), fire.
+-- A publisher that no longer owns the partition publishes nothing: the script answers the
+-- error "FENCED". An output seen before (its dedupe key is set) does nothing; a new one is
+-- noted in the trace of its events, kept among its customer's last fires and added to the
+-- outbox, from which outbox.py forwards it to its streams.
+local outbox, epoch = KEYS[1], KEYS[2]
+local horizon, kept, fence, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+if fence ~= '' and redis.call('GET', epoch) ~= fence then return redis.error_reply('FENCED') end
+local i, emitted = 5, 0
 for k = 1, n do
-  local key, payload, streams = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local key, record, note, hits = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local fresh = redis.call('SET', key, '1', 'NX', 'PX', horizon)
-  i = i + 3
-  for s = 0, streams - 1 do
-    if fresh then redis.call('XADD', ARGV[i + s], 'MAXLEN', '~', maxlen, '*', 'e', payload) end
-  end
-  i = i + streams
-  local note, hits = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  for h = 0, hits - 1 do
-    if fresh then
+  i = i + 4
+  if fresh then
+    for h = 0, hits - 1 do
       redis.call('RPUSH', ARGV[i + h], note)
       redis.call('PEXPIRE', ARGV[i + h], horizon)
     end
   end
   i = i + hits
-  local profile, op, tag = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  i = i + 3
-  if fresh and op ~= '' then
-    local raw = redis.call('HGET', profile, 'tags')
-    local ok, tags = pcall(cjson.decode, raw or '[]')
-    if not ok or type(tags) ~= 'table' then tags = {} end
-    local out = {}
-    for _, t in ipairs(tags) do if t ~= tag then out[#out + 1] = t end end
-    if op == 'set' then out[#out + 1] = tag end
-    table.sort(out)
-    redis.call('HSET', profile, 'tags', #out > 0 and cjson.encode(out) or '[]')
-  end
   local fires, fire = ARGV[i], ARGV[i + 1]
   i = i + 2
-  if fresh and fires ~= '' then
-    redis.call('LPUSH', fires, fire)
-    redis.call('LTRIM', fires, 0, kept - 1)
-    redis.call('PEXPIRE', fires, horizon)
+  if fresh then
+    if fires ~= '' then
+      redis.call('LPUSH', fires, fire)
+      redis.call('LTRIM', fires, 0, kept - 1)
+      redis.call('PEXPIRE', fires, horizon)
+    end
+    redis.call('XADD', outbox, '*', 'r', record)
+    emitted = emitted + 1
   end
-  if fresh then emitted = emitted + 1 end
 end
 return emitted

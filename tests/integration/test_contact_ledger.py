@@ -21,6 +21,7 @@ from runtime.subscriptions.outbox import Outbox, Publication
 from runtime.subscriptions.pull import SubscriptionReader
 from runtime.subscriptions.topics import TopicRouter
 from tests.conftest import url_of
+from tests.support.outputs import forget_published
 
 SHARDS = 2
 T0 = int(datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
@@ -237,7 +238,7 @@ def test_a_request_held_for_quiet_hours_is_sent_once_by_a_new_stage_after_they_e
     assert [e["id"] for e in sent] == ["n1"]
     assert redis_client.zcard(keys.HELD) == 0 and ledger_ids(redis_client, "c1") == ["n1"]
     # yet another restart, with the request replayed from the stream: not sent again
-    redis_client.delete(keys.emitted("n1"))
+    forget_published(redis_client, "n1", "c1")
     Outbox(redis_client, horizon_s=3600, maxlen=10_000).publish(
         [_notify("n1", "c1")], TopicRouter.from_docs(docs, policy_shards=SHARDS)
     )

@@ -13,6 +13,7 @@ from runtime.subscriptions.outbox import Outbox, Publication
 from runtime.subscriptions.pull import SubscriptionReader
 from runtime.subscriptions.topics import TopicRouter
 from tests.conftest import url_of
+from tests.support.outputs import forget_published
 
 SHARDS = 2
 
@@ -93,7 +94,7 @@ def test_caps_dedupe_and_replays(redis_client):
         "v3": "suppressed:cap:weekly",
     }
     # the same request again (a partition replay) is decided once and sent once
-    redis_client.delete("esp:out:a1")
+    forget_published(redis_client, "a1", "c1")
     send(redis_client, [notify("a1", "c1", "gold", "t1")])
     run(stage, 0.6)
     assert [e["id"] for e in pulled(redis_client, "out")] == ["a1", "a3", "v1"]

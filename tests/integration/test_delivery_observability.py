@@ -11,6 +11,7 @@ from runtime.config.store import ConfigStore
 from runtime.events.envelope import Event
 from runtime.events.trace import trace_event
 from runtime.log.partition_log import PartitionLog
+from runtime.log.partitioning import DEFAULT_PARTITIONS, partition_of
 from runtime.subscriptions.outbox import Publication
 from tests.integration.test_delivery import (
     dispatcher,
@@ -32,7 +33,8 @@ def test_the_trace_lists_each_delivery_attempt_of_an_output(redis_server, redis_
     once: ``esp trace demo-app e1`` shows both attempts."""
     now_ms = int(time.time() * 1000)
     accepted = Event("e1", "app.login", now_ms, "c1", "c1", "demo-app", {}, now_ms)
-    PartitionLog(redis_client, horizon_s=3600).append({0: [accepted]}, now_ms=now_ms)  # e1 was accepted
+    partition = partition_of("c1", DEFAULT_PARTITIONS)
+    PartitionLog(redis_client, horizon_s=3600).append({partition: [accepted]}, now_ms=now_ms)  # e1 was accepted
 
     def flaky(n, request):
         return (503, {}, 0.0, "try later") if n == 1 else (200, {}, 0.0)
@@ -47,7 +49,7 @@ def test_the_trace_lists_each_delivery_attempt_of_an_output(redis_server, redis_
 
     raw = redis_client.lrange(keys.deliveries("esp/rule/r/o0"), 0, -1)
     assert len(raw) == 2
-    trace = trace_event(redis_client, "demo-app", "e1", now_ms=now_ms, days=1)
+    trace = trace_event(redis_client, "demo-app", "e1", now_ms=now_ms, days=1, partitions=DEFAULT_PARTITIONS)
     assert trace["status"] == "accepted"
     assert {"step": "matched", "output": "o0", "topic": "business.lead", "rule": "r"} in trace["steps"]
     attempts = [s for s in trace["steps"] if s["step"] == "delivery"]

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from runtime import keys
+from runtime.log.partitioning import DEFAULT_PARTITIONS, partition_of
 from runtime.subscriptions.outbox import FIRES_KEPT, Outbox, Publication, last_fires
 from runtime.subscriptions.topics import TopicRouter
 
@@ -52,10 +53,13 @@ def test_fires_are_kept_once_newest_first_and_trimmed(redis_client):
     assert last_fires(redis_client, "ann", rule="q") == {"q": fires["q"]}
     assert last_fires(redis_client, "ann", limit=2)["r"] == fires["r"][:2]
     assert last_fires(redis_client, "bob") == {}
-    assert 0 < redis_client.pttl(keys.fires("ann")) <= 60_000
+    assert 0 < redis_client.pttl(keys.fires(partition_of("ann", DEFAULT_PARTITIONS), "ann")) <= 60_000
 
     more = [fire(i) for i in range(4, 4 + FIRES_KEPT)]
     outbox.publish(more + first, ROUTER)  # the replayed ones in the same batch are skipped
-    kept = [orjson.loads(raw)["id"] for raw in redis_client.lrange(keys.fires("ann"), 0, -1)]
+    kept = [
+        orjson.loads(raw)["id"]
+        for raw in redis_client.lrange(keys.fires(partition_of("ann", DEFAULT_PARTITIONS), "ann"), 0, -1)
+    ]
     assert kept == [f"o{i}" for i in reversed(range(4, 4 + FIRES_KEPT))]
     assert "q" not in last_fires(redis_client, "ann")  # trimmed away by newer fires of r

@@ -43,7 +43,9 @@ def log(request: pytest.FixtureRequest) -> LogStorage:
 def test_the_same_source_and_id_on_the_same_day_is_a_duplicate_and_another_source_is_not(log) -> None:
     now = int(time.time() * 1000)
     assert log.append({0: [ev("e1")]}, now_ms=now)[0].duplicates == ()
-    assert log.append({3: [ev("e2"), ev("e1")]}, now_ms=now + 1000)[0].duplicates == (1,)  # any partition
+    assert log.append({0: [ev("e2"), ev("e1")]}, now_ms=now + 1000)[0].duplicates == (1,)
+    # ids are remembered in the partition of their customer, where the same event always goes
+    assert log.append({3: [ev("e1")]}, now_ms=now + 1000)[0].duplicates == ()
     assert log.append({0: [ev("e1", source="billing")]}, now_ms=now)[0].duplicates == ()
     assert log.append({0: [ev("e1", source="billing")]}, now_ms=now)[0].duplicates == (0,)
     assert log.append({0: [ev("E1")]}, now_ms=now)[0].duplicates == ()  # ids are exact strings
@@ -57,30 +59,22 @@ def test_no_id_is_lost_when_buckets_split_and_the_trace_finds_each(redis_client)
     day = now // DAY_MS
     ids = [str(uuid.uuid4()) for _ in range(BUCKET_LOAD * 40)]
     for start in range(0, len(ids), 300):
-        batch = {p: [ev(i, now_ms=now) for i in ids[start + p : start + 300 : 4]] for p in range(4)}
+        batch = {1: [ev(i, now_ms=now) for i in ids[start : start + 300]]}
         assert all(a.duplicates == () for a in log.append(batch, now_ms=now))
-    state = redis_client.hgetall(keys.idempotency("crm", day))
+    log.append({3: [ev("elsewhere", now_ms=now)]}, now_ms=now)
+    state = redis_client.hgetall(keys.idempotency(1, "crm", day))
     assert int(state[b"c"]) == len(ids) and int(state[b"n"]) >= 40  # split into many buckets
     again = log.append({1: [ev(i, now_ms=now) for i in ids]}, now_ms=now + 1)
     assert again[0].duplicates == tuple(range(len(ids))) and again[0].entry_id is None
     for bucket in range(int(state[b"n"])):
-        assert redis_client.object("encoding", keys.idempotency_bucket("crm", day, bucket)) == b"listpack"
-        assert redis_client.ttl(keys.idempotency_bucket("crm", day, bucket)) > DAY_MS // 1000
+        assert redis_client.object("encoding", keys.idempotency_bucket(1, "crm", day, bucket)) == b"listpack"
+        assert redis_client.ttl(keys.idempotency_bucket(1, "crm", day, bucket)) > DAY_MS // 1000
     where = {e.id: (p, x.entry_id) for p in range(4) for x in log.read_range(p, "0", 1000) for e in x.events}
-    for event_id in ids[:: len(ids) // 25]:
-        steps = trace_event(redis_client, "crm", event_id, now_ms=now, days=1)["steps"]
+    for event_id in [*ids[:: len(ids) // 25], "elsewhere"]:
+        steps = trace_event(redis_client, "crm", event_id, now_ms=now, days=1, partitions=4)["steps"]
         (logged,) = [s for s in steps if s["step"] == "logged"]
         assert (logged["partition"], logged["log_entry"]) == where[event_id]
-    assert trace_event(redis_client, "crm", "never-sent", now_ms=now, days=1)["status"] == "unknown"
-
-
-def test_ids_remembered_in_the_format_before_the_buckets_are_still_duplicates(redis_client) -> None:
-    now = int(time.time() * 1000)
-    redis_client.hset(keys.legacy_idempotency("crm", now // DAY_MS - 1), "old", "2/1-0")
-    log = PartitionLog(redis_client, horizon_s=86_400)
-    assert log.append({0: [ev("new"), ev("old")]}, now_ms=now)[0].duplicates == (1,)
-    steps = trace_event(redis_client, "crm", "old", now_ms=now, days=1)["steps"]
-    assert steps[0] == {"step": "logged", "partition": 2, "log_entry": "1-0"}
+    assert trace_event(redis_client, "crm", "never-sent", now_ms=now, days=1, partitions=4)["status"] == "unknown"
 
 
 def test_locations_and_buckets_round_trip() -> None:

@@ -167,7 +167,7 @@ def test_late_events_are_counted_traced_and_evaluated_by_default(redis_server, r
     runner, outputs = _late_case(redis_server, redis_client, tmp_path, "accept")
     assert runner.totals.late == 1
     assert len(outputs) == 1  # the pair: the late login still counted
-    trace = trace_event(redis_client, "src", "id0", now_ms=int(time.time() * 1000), days=400)
+    trace = trace_event(redis_client, "src", "id0", now_ms=int(time.time() * 1000), days=400, partitions=4)
     assert {"step": "late", "behind_customer_ms": 3_599_000} in trace["steps"]
 
 
@@ -176,7 +176,7 @@ def test_late_events_can_be_dropped(redis_server, redis_client, tmp_path):
 
     runner, outputs = _late_case(redis_server, redis_client, tmp_path, "drop")
     assert runner.totals.late == 1 and outputs == []
-    trace = trace_event(redis_client, "src", "id0", now_ms=int(time.time() * 1000), days=400)
+    trace = trace_event(redis_client, "src", "id0", now_ms=int(time.time() * 1000), days=400, partitions=4)
     assert trace["status"] == "dropped" and {"step": "dropped", "reason": "late_event"} in trace["steps"]
 
 
@@ -240,5 +240,5 @@ def test_a_late_event_contradicting_a_published_output_is_a_counted_traced_retra
     drain(runner)
     assert runner.totals.retractions == {"unpaid": 1}
     assert received(redis_client) == []  # nothing un-sent, nothing new
-    trace = trace_event(redis_client, "src", "id5", now_ms=int(time.time() * 1000), days=400)
+    trace = trace_event(redis_client, "src", "id5", now_ms=int(time.time() * 1000), days=400, partitions=4)
     assert {"step": "retracts", "rule": "unpaid"} in trace["steps"]

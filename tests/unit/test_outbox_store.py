@@ -14,6 +14,7 @@ import redis
 from runtime import keys
 from runtime.events.memory import MemoryProfileStore
 from runtime.events.profiles import ProfileStorage, ProfileStore
+from runtime.log.partitioning import DEFAULT_PARTITIONS
 from runtime.subscriptions.memory import MemoryOutbox
 from runtime.subscriptions.outbox import FIRES_KEPT, Outbox, OutboxStorage, Publication, last_fires
 from runtime.subscriptions.topics import TopicRouter
@@ -40,7 +41,10 @@ class Seen:
         if self.client is None:
             assert isinstance(self.outbox, MemoryOutbox)
             return self.outbox.notes(source, event_id)
-        return [orjson.loads(raw) for raw in self.client.lrange(keys.hits(source, event_id), 0, -1)]
+        pipe = self.client.pipeline(transaction=False)  # in the partition of the output's customer
+        for p in range(DEFAULT_PARTITIONS):
+            pipe.lrange(keys.hits(p, source, event_id), 0, -1)
+        return [orjson.loads(raw) for found in pipe.execute() for raw in found]
 
     def fires(self, customer: str, rule: str | None = None, limit: int = 5) -> dict[str, list[dict[str, Any]]]:
         if self.client is None:
