@@ -13,7 +13,7 @@ from ray import serve
 
 from actors.platform import NAMESPACE, Platform
 from runtime.dev.client import EspClient
-from runtime.dev.redis_server import free_port
+from runtime.dev.redis_server import EmbeddedRedisCluster, free_cluster_ports, free_port
 from runtime.settings import EspSettings
 
 SOURCE_KEY = "e2e-source-key-0123456789"
@@ -39,7 +39,17 @@ def ray_session() -> Iterator[None]:
     ray.shutdown()
 
 
-def make_platform(tmp: Path, *, proxy_location: str | None = None, **overrides: object) -> Platform:
+def make_platform(
+    tmp: Path, *, proxy_location: str | None = None, redis_cluster: int = 0, **overrides: object
+) -> Platform:
+    """A whole ESP in ``tmp``; with ``redis_cluster`` N, on a local N-master Redis Cluster."""
+    cluster = (
+        EmbeddedRedisCluster(tmp / "redis-cluster", free_cluster_ports(redis_cluster)).start()
+        if redis_cluster
+        else None
+    )
+    if cluster:
+        overrides["redis_url"] = cluster.url
     settings = EspSettings(
         state_dir=tmp,
         redis_port=free_port(),
@@ -48,6 +58,7 @@ def make_platform(tmp: Path, *, proxy_location: str | None = None, **overrides: 
         **{"partitions": 16, "actors": 2, "checkpoint_interval_s": 1.0, "visibility_timeout_s": 2.0, **overrides},
     )
     platform = Platform(settings)
+    platform.redis_cluster = cluster
     platform.proxy_location = proxy_location  # "HeadOnly" on a multi-node cluster on one machine
     platform.start_redis()
     platform.deploy(detached=False)
@@ -65,14 +76,21 @@ def stop_platform(platform: Platform) -> None:
         platform.dispatchers = []
         if platform.redis_server:
             platform.redis_server.stop()
+        if getattr(platform, "redis_cluster", None):
+            platform.redis_cluster.stop()
 
 
 @pytest.fixture(scope="module")
 def platform(
     ray_session: None, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Platform]:
-    """The module's platform, with the settings in the module's ``PLATFORM_SETTINGS`` if any."""
-    platform = make_platform(tmp_path_factory.mktemp("esp"), **getattr(request.module, "PLATFORM_SETTINGS", {}))
+    """The module's platform, with the settings in the module's ``PLATFORM_SETTINGS`` if any,
+    on a local Redis Cluster of ``REDIS_CLUSTER`` masters if the module says so."""
+    platform = make_platform(
+        tmp_path_factory.mktemp("esp"),
+        redis_cluster=getattr(request.module, "REDIS_CLUSTER", 0),
+        **getattr(request.module, "PLATFORM_SETTINGS", {}),
+    )
     with EspClient(platform.base_url) as admin:
         admin.put_config({"kind": "source", "name": "e2e", "api_key": SOURCE_KEY})
     yield platform

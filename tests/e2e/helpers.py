@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import ray
-import redis
 
 from runtime import keys
 from runtime.dev.client import EspClient
+from runtime.redis_client import connect
 
 T0 = 1_790_000_000_000
 
@@ -53,7 +53,7 @@ def processed_everything(platform: Any) -> bool:
     except ray.exceptions.RayError:  # an actor restarting after a crash: not idle yet
         return False
     offsets = {int(p): str(o) for status in statuses for p, o in status["offsets"].items()}
-    client = redis.Redis.from_url(platform.redis_server.url)
+    client = connect(platform.settings.effective_redis_url())
     pipe = client.pipeline(transaction=False)
     for partition in range(platform.settings.partitions):
         pipe.xrevrange(keys.log_stream(partition), count=1)
@@ -106,7 +106,7 @@ def wait_settled(http: httpx.Client, subscription: str, *, timeout_s: float = 60
 def wait_channel_settled(platform: Any, channel: str, *, timeout_s: float = 60.0) -> None:
     """Like :func:`wait_settled` for a channel (whose status route has no backlog figures): the
     partition actors have processed everything and the channel's stream is read and acked."""
-    client = redis.Redis.from_url(platform.redis_server.url)
+    client = connect(platform.settings.effective_redis_url())
     stream = keys.channel_stream(channel)
 
     def settled() -> bool:

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 
 import pytest
 import ray
-import redis
 from ray._private import ray_constants
 from ray.cluster_utils import Cluster
 
 from runtime import keys
 from runtime.dev.local_ray import local_cluster
+from runtime.redis_client import connect
 from tests.e2e.conftest import init_session_ray, make_platform, stop_platform
 from tests.e2e.test_chaos import REPORT, check_exactly_once, configure_chaos, stream_in_background, wait_processed
 
@@ -64,7 +64,7 @@ def placement(platform) -> list[dict]:
 def caught_up(platform, statuses: list[dict], partitions: set[int]) -> bool:
     """Whether the actors have read every entry logged so far to ``partitions``."""
     offsets = {int(p): str(o) for st in statuses for p, o in st["offsets"].items()}
-    client = redis.Redis.from_url(platform.redis_server.url)
+    client = connect(platform.settings.effective_redis_url())
     pipe = client.pipeline(transaction=False)
     for p in sorted(partitions):
         pipe.xrevrange(keys.log_stream(p), count=1)

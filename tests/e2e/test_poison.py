@@ -9,12 +9,12 @@ import time
 
 import pytest
 import ray
-import redis
 
 from runtime.dev.client import EspClient
 from runtime.events.envelope import Event
 from runtime.log.partition_log import PartitionLog
 from runtime.log.partitioning import partition_of
+from runtime.redis_client import connect
 from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR
 from tests.e2e.conftest import METRICS_PORT, SOURCE_KEY, make_platform, stop_platform
 from tests.e2e.helpers import T0, as_admin, event, every_event_rule, read_exactly
@@ -45,7 +45,7 @@ def test_a_poison_log_entry_is_quarantined_and_later_events_still_fire(poison_pl
     platform = poison_platform
     with EspClient(platform.base_url, key=SOURCE_KEY) as source:
         source.send([event(i, "poison.tick", prefix="before", customer=f"c{i % 5}") for i in range(20)])
-        client = redis.Redis.from_url(platform.settings.effective_redis_url())
+        client = connect(platform.settings.effective_redis_url())
         poison = [
             Event(f"beside{i}", "poison.tick", T0 + 100 + i, "c1", "c1", "e2e", data, T0)
             for i, data in enumerate([{}, {"deep": nested(300)}, {}])

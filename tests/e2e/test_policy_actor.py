@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import ray
-import redis
 
 from actors.factory import NAMESPACE, actor_name
 from runtime import keys
 from runtime.dev.client import EspClient
+from runtime.redis_client import connect
 from tests.e2e.helpers import event, read_exactly
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def policy_status(*, other_than: int | None = None, timeout_s: float = 60.0) -> 
 
 def policy_settled(platform: Any) -> bool:
     """Every policy request read and acknowledged: no decision can still come."""
-    client = redis.Redis.from_url(platform.redis_server.url)
+    client = connect(platform.settings.effective_redis_url())
     for shard in range(platform.settings.policy_shards):
         for group in client.xinfo_groups(keys.policy_requests(shard)):
             if group["pending"] or group["lag"]:

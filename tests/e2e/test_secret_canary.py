@@ -13,9 +13,9 @@ from pathlib import Path
 
 import httpx
 import ray
-import redis
 
 from runtime.dev.client import EspClient
+from runtime.redis_client import connect
 from tests.e2e.helpers import admin_headers, event, every_event_rule
 from tests.support.receiver import Receiver
 
@@ -115,7 +115,7 @@ def _wait_aof_flushed(platform, timeout_s: float = 30.0) -> None:
     """Write a marker after everything else and wait until it is on disk: the AOF is appended
     in order, so every secret written before it is in the files scanned next."""
     marker = f"canary-aof-marker-{time.time_ns()}"
-    redis.Redis.from_url(platform.redis_server.url).set(marker, 1)
+    connect(platform.settings.effective_redis_url()).set(marker, 1)
     deadline = time.monotonic() + timeout_s
     while not any(marker.encode() in _read(p) for p in (platform.settings.state_dir).rglob("*.aof*")):
         assert time.monotonic() < deadline, f"the AOF did not reach the disk within {timeout_s}s"
