@@ -201,7 +201,7 @@ class EspApi:
     )
     async def ingest(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
-        status = 202
+        status, source = 202, ""  # source stays empty when the request names none we accept
         try:
             source = await run_in_threadpool(
                 self.ingestor.authenticate,
@@ -216,7 +216,7 @@ class EspApi:
             status = errors.status_of(exc)
             raise
         finally:
-            metric(m.INGEST_REQUESTS).inc(1, tags={"status": str(status)})
+            metric(m.INGEST_REQUESTS).inc(1, tags={"source": source, "status": str(status)})
             metric(m.INGEST_LATENCY).observe(time.perf_counter() - started)
 
     def _record_ingest(self, result: Any) -> None:
