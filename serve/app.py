@@ -43,6 +43,7 @@ from runtime.subscriptions.pull import SubscriptionReader, check_entry_id, proje
 from runtime.subscriptions.topics import TopicRouter
 from serve import access, errors, hosts, limits, sse
 from serve import schemas as s
+from serve.exposition import esp_series
 from serve.metrics import metric
 
 APP_NAME = "esp"
@@ -655,12 +656,13 @@ class EspApi:
         partitions = {int(p): orjson.loads(v) for p, v in raw.items()}
         return {"partitions": {str(p): partitions[p] for p in sorted(partitions)}}
 
-    @app.get("/metrics", response_class=PlainTextResponse, summary="This node's Prometheus metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, summary="This node's ESP metrics (esp_*), for Prometheus")
     async def metrics(self) -> PlainTextResponse:
+        """ESP's series from this node's Ray metrics agent, named ``esp_*`` (``serve/exposition.py``)."""
         url = f"http://{ray.util.get_node_ip_address()}:{self.settings.metrics_export_port}/metrics"
         async with httpx.AsyncClient(timeout=5) as client:
             response = await client.get(url)
-        return PlainTextResponse(response.text, media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(esp_series(response.text), media_type="text/plain; version=0.0.4")
 
 
 def build(settings: EspSettings, directory: PartitionDirectory) -> Any:
