@@ -114,3 +114,11 @@ def test_the_dashboard_shows(spec):
         base_name(name, HISTOGRAMS) for panel in PANELS for t in panel["targets"] for name in metric_names(t["expr"])
     }
     assert spec.name in shown
+
+
+def test_every_metric_is_documented_with_its_labels():
+    docs = (SCRAPE_CONFIG.parents[2] / "docs" / "operations" / "metrics.md").read_text()
+    rows = {row.split("|")[1].strip(" `"): row.split("|")[3] for row in docs.splitlines() if row.startswith("| `esp_")}
+    for spec in m.SPECS:
+        assert spec.name in rows, f"{spec.name} is not in docs/operations/metrics.md"
+        assert all(f"`{label}`" in rows[spec.name] for label in spec.labels), spec.name
