@@ -13,10 +13,11 @@ import threading
 import time
 from typing import Any
 
+from actors.factory import actor_name
 from runtime import metrics as m
 from runtime.settings import EspSettings
 from runtime.subscriptions.dispatch import Dispatcher
-from serve.metrics import metric
+from serve.metrics import count_restart, metric
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class DispatcherActor:
     ``esp-dispatcher-<index>``."""
 
     def __init__(self, settings: dict[str, Any], index: int, count: int) -> None:
+        count_restart("dispatcher", actor_name("dispatcher", index))
         self._settings = EspSettings(**settings)
         self._dispatcher = Dispatcher(
             self._settings.effective_redis_url(),

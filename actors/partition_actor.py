@@ -30,7 +30,7 @@ from runtime.log.partitioning import recorded_assignment
 from runtime.partition import PartitionRunner
 from runtime.redis_client import connect
 from runtime.settings import EspSettings
-from serve.metrics import metric
+from serve.metrics import count_restart, metric
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class PartitionActor:
         self._settings = EspSettings(**settings)
         self._index = index
         self._runner = PartitionRunner(self._settings, partitions, consumer=actor_name("partition", index))
+        count_restart("partition", actor_name("partition", index))
         if ray.get_runtime_context().was_current_actor_reconstructed:  # partitions may have moved since
             recorded = recorded_assignment(connect(self._settings.effective_redis_url()))
             self._runner.partitions = sorted(recorded[index]) if index < len(recorded) else partitions
@@ -105,9 +106,16 @@ class PartitionActor:
             metric(m.EVENT_DELAY).observe(delay_ms / 1000, tags={"partition": str(partition)})
 
     def _record_lag(self) -> None:
+        """Refresh the per-partition gauges: log entries not yet read, and how far each
+        watermark trails the wall clock (once the partition has seen an event)."""
         self._lag = self._runner.log.backlog(self._runner.partitions)
         for partition, lag in self._lag.items():
             metric(m.LAG).set(lag, tags={"partition": str(partition)})
+        now_ms = time.time() * 1000
+        for partition, clock in list(self._runner.clocks.items()):
+            if clock.newest:
+                delay_s = max(0.0, now_ms - clock.watermark) / 1000
+                metric(m.WATERMARK_DELAY).set(delay_s, tags={"partition": str(partition)})
 
     def status(self) -> dict[str, Any]:
         with self._lock:

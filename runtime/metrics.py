@@ -1,7 +1,13 @@
 """Names, descriptions and labels of ESP's Prometheus metrics, in one place.
 
-The values are recorded with Ray's metrics API (see ``actors/metrics.py``) and exported by
-every Ray node on its metrics export port, prefixed ``ray_``.
+The values are recorded with Ray's metrics API (``serve/metrics.py``) and exported by every Ray
+node on its metrics export port, where Ray prefixes each name with ``ray_``. ESP's own names are
+the ones below: ``GET /metrics`` serves them without the prefix (``serve/exposition.py``), and
+the scrape config in ``deploy/prometheus/`` renames them the same way when Prometheus scrapes
+Ray's agents directly. The Grafana dashboard and alert rules in ``deploy/`` query these names.
+
+Labels stay bounded by configuration (sources, rules, subscriptions, channels, partitions,
+actors): never a customer, an event or an output id.
 """
 
 from __future__ import annotations
@@ -24,7 +30,12 @@ SIZES = (1, 10, 100, 1000, 5000, 10_000, 50_000, 100_000)
 INGEST_EVENTS = MetricSpec(
     "esp_ingest_events_total", "counter", "Events received, by source and outcome.", ("source", "outcome", "reason")
 )
-INGEST_REQUESTS = MetricSpec("esp_ingest_requests_total", "counter", "Ingestion requests, by HTTP status.", ("status",))
+INGEST_REQUESTS = MetricSpec(
+    "esp_ingest_requests_total",
+    "counter",
+    "Ingestion requests, by source and HTTP status (source empty when the request named none we know).",
+    ("source", "status"),
+)
 INGEST_LATENCY = MetricSpec("esp_ingest_request_seconds", "histogram", "Ingestion request latency.", (), LATENCY_S)
 INGEST_BATCH = MetricSpec("esp_ingest_batch_events", "histogram", "Events per ingestion request.", (), SIZES)
 PROCESSED = MetricSpec("esp_partition_events_total", "counter", "Events processed by partition actors.", ("actor",))
@@ -60,6 +71,12 @@ PUBLISHED = MetricSpec(
     "esp_outputs_published_total", "counter", "Outputs delivered to subscription streams.", ("actor",)
 )
 LAG = MetricSpec("esp_partition_lag_entries", "gauge", "Log entries not yet read, per partition.", ("partition",))
+WATERMARK_DELAY = MetricSpec(
+    "esp_partition_watermark_delay_seconds",
+    "gauge",
+    "How far the partition's watermark trails the wall clock (event time; large while backfilling history).",
+    ("partition",),
+)
 PULLED = MetricSpec(
     "esp_subscription_events_pulled_total", "counter", "Events handed to pull subscribers.", ("subscription",)
 )
@@ -93,3 +110,13 @@ CONTACT_DECISIONS = MetricSpec(
     "Contact-policy decisions on notify and task requests, by outcome (sent, held:<why>, suppressed:<why>, lost).",
     ("outcome",),
 )
+
+ACTOR_RESTARTS = MetricSpec(
+    "esp_actor_restarts_total",
+    "counter",
+    "ESP actors Ray restarted after their process died, by role (partition, dispatcher, policy) and actor name.",
+    ("role", "actor"),
+)
+
+SPECS: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))
+"""Every metric ESP records (what the dashboard and the alert rules may query)."""

@@ -44,6 +44,7 @@ from runtime.subscriptions.pull import SubscriptionReader, check_entry_id, proje
 from runtime.subscriptions.topics import TopicRouter
 from serve import access, errors, hosts, limits, sse
 from serve import schemas as s
+from serve.exposition import esp_series
 from serve.metrics import metric
 
 APP_NAME = "esp"
@@ -205,7 +206,7 @@ class EspApi:
     )
     async def ingest(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
-        status = 202
+        status, source = 202, ""  # source stays empty when the request names none we accept
         try:
             source = await run_in_threadpool(
                 self.ingestor.authenticate,
@@ -220,7 +221,7 @@ class EspApi:
             status = errors.status_of(exc)
             raise
         finally:
-            metric(m.INGEST_REQUESTS).inc(1, tags={"status": str(status)})
+            metric(m.INGEST_REQUESTS).inc(1, tags={"source": source, "status": str(status)})
             metric(m.INGEST_LATENCY).observe(time.perf_counter() - started)
 
     def _record_ingest(self, result: Any) -> None:
@@ -663,12 +664,13 @@ class EspApi:
         partitions = {int(p): orjson.loads(v) for p, v in raw.items()}
         return {"partitions": {str(p): partitions[p] for p in sorted(partitions)}}
 
-    @app.get("/metrics", response_class=PlainTextResponse, summary="This node's Prometheus metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, summary="This node's ESP metrics (esp_*), for Prometheus")
     async def metrics(self) -> PlainTextResponse:
+        """ESP's series from this node's Ray metrics agent, named ``esp_*`` (``serve/exposition.py``)."""
         url = f"http://{ray.util.get_node_ip_address()}:{self.settings.metrics_export_port}/metrics"
         async with httpx.AsyncClient(timeout=5) as client:
             response = await client.get(url)
-        return PlainTextResponse(response.text, media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(esp_series(response.text), media_type="text/plain; version=0.0.4")
 
 
 def build(settings: EspSettings, directory: PartitionDirectory) -> Any:

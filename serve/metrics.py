@@ -11,9 +11,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+import ray
 from ray.util import metrics as ray_metrics
 
-from runtime.metrics import MetricSpec
+from runtime.metrics import ACTOR_RESTARTS, MetricSpec
 
 
 @cache
@@ -26,3 +27,10 @@ def metric(spec: MetricSpec) -> Any:
     return ray_metrics.Histogram(
         spec.name, description=spec.description, boundaries=list(spec.boundaries), tag_keys=spec.labels
     )
+
+
+def count_restart(role: str, actor: str) -> None:
+    """Count in ``esp_actor_restarts_total`` that Ray restarted the calling actor (called from the
+    actor's constructor; a first start counts nothing)."""
+    if ray.get_runtime_context().was_current_actor_reconstructed:
+        metric(ACTOR_RESTARTS).inc(1, tags={"role": role, "actor": actor})

@@ -16,7 +16,7 @@ from runtime.log.partition_log import PartitionLog
 from runtime.log.partitioning import partition_of
 from runtime.redis_client import connect
 from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR
-from tests.e2e.conftest import METRICS_PORT, SOURCE_KEY, make_platform, stop_platform
+from tests.e2e.conftest import SOURCE_KEY, make_platform, stop_platform
 from tests.e2e.helpers import T0, as_admin, event, every_event_rule, read_exactly
 
 
@@ -69,8 +69,8 @@ def test_a_poison_log_entry_is_quarantined_and_later_events_still_fire(poison_pl
     assert sum(s["poison"] for s in statuses) == 1
     assert sum(s["errors"] for s in statuses) == POISON_ATTEMPTS - 1  # bounded: then it moved on
     deadline, text = time.monotonic() + 60, ""
-    while time.monotonic() < deadline and "esp_poison_entries_total{" not in text:
-        text = as_admin.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+    while time.monotonic() < deadline and "\nesp_poison_entries_total{" not in text:  # under ESP's own name
+        text = as_admin.get(f"{platform.base_url}/metrics", timeout=10).text
         time.sleep(2)
-    line = next(ln for ln in text.splitlines() if "esp_poison_entries_total{" in ln)
+    line = next(ln for ln in text.splitlines() if ln.startswith("esp_poison_entries_total{"))
     assert 'stage="partition"' in line and line.rstrip().endswith(" 1.0")
