@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from pydantic import SecretStr
 from ray import serve
 
 from actors.coordinator import Coordinator
 from actors.directory import RayPartitionDirectory
 from actors.factory import NAMESPACE
 from runtime.dev.local_ray import use_local_ray
-from runtime.dev.redis_server import EmbeddedRedis
+from runtime.dev.redis_server import EmbeddedRedis, EmbeddedRedisCluster
 from runtime.redis_client import connect
 from runtime.security.private_files import private_dir, write_private
 from runtime.security.tokens import TokenStore, bootstrap_admin
@@ -35,6 +36,7 @@ class Platform:
     def __init__(self, settings: EspSettings) -> None:
         self.settings = settings
         self.redis_server: EmbeddedRedis | None = None
+        self.redis_cluster: EmbeddedRedisCluster | None = None  # 'esp up --redis-cluster N'
         self.actors: list[Any] = []  # non-detached actors live as long as their handles
         self.dispatchers: list[Any] = []
         self.policy: list[Any] = []  # the contact-policy stage
@@ -49,11 +51,17 @@ class Platform:
     def base_url(self) -> str:
         return f"http://{self.settings.http_host}:{self.settings.http_port}"
 
-    def start_redis(self) -> None:
-        """The embedded Redis (with a generated password) unless an external one is set; the
-        first step of every local start, so it also closes the state directory (0700)."""
+    def start_redis(self, *, cluster: int = 0) -> None:
+        """The embedded Redis (with a generated password) unless an external one is set, or
+        with ``cluster`` N a local Redis Cluster of N masters on ports ``ESP_REDIS_PORT`` and up,
+        which then is ESP's Redis URL; the first step of every local start, so it also closes
+        the state directory (0700)."""
         private_dir(self.settings.state_dir)
-        if self.settings.redis_url is None:
+        if cluster:
+            ports = [self.settings.redis_port + i for i in range(cluster)]
+            self.redis_cluster = EmbeddedRedisCluster(self.settings.state_dir / "redis-cluster", ports).start()
+            self.settings = self.settings.model_copy(update={"redis_url": SecretStr(self.redis_cluster.url)})
+        elif self.settings.redis_url is None:
             self.redis_server = EmbeddedRedis(self.settings.state_dir / "redis", self.settings.redis_port).start()
         connect(self.settings.effective_redis_url()).ping()
 

@@ -55,11 +55,29 @@ def main() -> None:
     help="Ray nodes to start on this machine: the head and N-1 workers, each with ESP_RAY_NUM_CPUS/N CPUs "
     "(at least 1); the partition actors are spread over them. Not with --address.",
 )
-def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_auth: bool, local_nodes: int) -> None:
+@click.option(
+    "--redis-cluster",
+    default=0,
+    type=click.IntRange(min=0, max=16),
+    help="Start a local Redis Cluster of N masters (at least 3) on ESP_REDIS_PORT and the next ports, "
+    "instead of one embedded Redis, to try ESP on a cluster. Not with --redis-url.",
+)
+def up(
+    address: str | None,
+    redis_url: str | None,
+    state_dir: Path | None,
+    no_auth: bool,
+    local_nodes: int,
+    redis_cluster: int,
+) -> None:
     """Start Redis, Ray, the partition actors and the HTTP API; they keep running."""
     settings = _settings(redis_url=redis_url, state_dir=state_dir, auth=False if no_auth else None)
     if local_nodes > 1 and address is not None:
         click.echo("--local-nodes starts a cluster on this machine; it cannot be combined with --address.", err=True)
+        sys.exit(2)
+    if redis_cluster and (redis_url or redis_cluster < 3):
+        reason = "it cannot be combined with --redis-url" if redis_url else "a Redis Cluster needs at least 3 masters"
+        click.echo(f"--redis-cluster: {reason}.", err=True)
         sys.exit(2)
     if address is None:
         use_local_ray(settings.state_dir)  # before Ray is imported: loopback only, token auth
@@ -76,9 +94,10 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
         click.echo(f"ESP is already up (state in {platform.state_file}); run 'esp down' first.", err=True)
         sys.exit(1)
     try:
-        platform.start_redis()
+        platform.start_redis(cluster=redis_cluster)
     except EspError as exc:
         _fail(exc)
+    settings = platform.settings  # on a local Redis Cluster: its URL
     started_ray = address is None
     worker_nodes: list[dict[str, Any]] = []
     if started_ray and local_nodes > 1:
@@ -107,6 +126,7 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
         redis_port=settings.redis_port,
         state_dir=str(settings.state_dir.resolve()),
         **({"local_nodes": local_nodes, "worker_nodes": worker_nodes} if worker_nodes else {}),
+        **({"redis_cluster_ports": [n.port for n in platform.redis_cluster.nodes]} if platform.redis_cluster else {}),
     )
     click.echo(f"ESP is up at {platform.base_url} (OpenAPI: {platform.base_url}/docs); 'esp down' stops it.")
     click.echo(f"Redis: {redact_url(settings.effective_redis_url())}" + _password_note(platform))
@@ -121,6 +141,9 @@ def up(address: str | None, redis_url: str | None, state_dir: Path | None, no_au
 
 def _password_note(platform: Any) -> str:
     """Where the embedded Redis's password is, for redis-cli users."""
+    if platform.redis_cluster is not None:
+        ports = ", ".join(str(n.port) for n in platform.redis_cluster.nodes)
+        return f" (a Redis Cluster on ports {ports}; password in {platform.redis_cluster.password_file}, mode 0600)"
     if platform.redis_server is None:
         return ""
     return f" (password in {platform.redis_server.password_file}, mode 0600)"
@@ -139,7 +162,7 @@ def down(state_dir: Path | None) -> None:
     import ray
 
     from actors.platform import Platform
-    from runtime.dev.redis_server import EmbeddedRedis
+    from runtime.dev.redis_server import EmbeddedRedis, EmbeddedRedisCluster
 
     settings = _settings(state_dir=state_dir)
     platform = Platform(settings)
@@ -162,6 +185,8 @@ def down(state_dir: Path | None) -> None:
         subprocess.run([str(Path(sys.executable).with_name("ray")), "stop"], check=False, capture_output=True)
     if state.get("redis_pid"):
         EmbeddedRedis(settings.state_dir / "redis", settings.redis_port).stop()
+    if state.get("redis_cluster_ports"):
+        EmbeddedRedisCluster(settings.state_dir / "redis-cluster", state["redis_cluster_ports"]).stop()
     if state.get("gateway_pid"):
         import os
         import signal

@@ -35,13 +35,13 @@ def free_port() -> int:
 
 
 def free_cluster_ports(count: int) -> list[int]:
-    """Free ports for the nodes of a cluster: each ≤ 55535, with its bus port (+10000) free too."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port <= 55535 and port not in ports and _is_free(port + 10000):
-            ports.append(port)
-    return ports
+    """``count`` consecutive free ports for the nodes of a cluster (as ``esp up --redis-cluster``
+    uses them): each ≤ 55535, with its bus port (+10000) free too."""
+    while True:
+        base = free_port()
+        ports = list(range(base, base + count))
+        if ports[-1] <= 55535 and all(_is_free(p) and _is_free(p + 10000) for p in ports):
+            return ports
 
 
 def _is_free(port: int) -> bool:
@@ -179,13 +179,17 @@ class EmbeddedRedisCluster:
         self.nodes = [EmbeddedRedis(self.data_dir / f"node-{port}", port, fsync=fsync, cluster=True) for port in ports]
 
     @property
+    def password_file(self) -> Path:
+        return self.data_dir / REDIS_PASSWORD_FILE
+
+    @property
     def url(self) -> str:
         """The first node's URL: a cluster client finds the others from it."""
         return self.nodes[0].url
 
     def start(self, *, timeout_s: float = 30.0) -> EmbeddedRedisCluster:
         private_dir(self.data_dir)
-        password = secret_file(self.data_dir / REDIS_PASSWORD_FILE)
+        password = secret_file(self.password_file)
         for node in self.nodes:
             private_dir(node.data_dir)
             write_private(node.password_file, password)

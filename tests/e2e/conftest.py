@@ -3,6 +3,7 @@ Serve app on a free loopback port) per test module."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from ray import serve
 
 from actors.platform import NAMESPACE, Platform
 from runtime.dev.client import EspClient
-from runtime.dev.redis_server import EmbeddedRedisCluster, free_cluster_ports, free_port
+from runtime.dev.redis_server import free_cluster_ports, free_port
 from runtime.settings import EspSettings
 
 SOURCE_KEY = "e2e-source-key-0123456789"
@@ -43,25 +44,22 @@ def make_platform(
     tmp: Path, *, proxy_location: str | None = None, redis_cluster: int = 0, **overrides: object
 ) -> Platform:
     """A whole ESP in ``tmp``; with ``redis_cluster`` N, on a local N-master Redis Cluster."""
-    cluster = (
-        EmbeddedRedisCluster(tmp / "redis-cluster", free_cluster_ports(redis_cluster)).start()
-        if redis_cluster
-        else None
-    )
-    if cluster:
-        overrides["redis_url"] = cluster.url
     settings = EspSettings(
         state_dir=tmp,
-        redis_port=free_port(),
+        redis_port=free_cluster_ports(redis_cluster)[0] if redis_cluster else free_port(),
         http_port=free_port(),
         metrics_export_port=METRICS_PORT,
         **{"partitions": 16, "actors": 2, "checkpoint_interval_s": 1.0, "visibility_timeout_s": 2.0, **overrides},
     )
     platform = Platform(settings)
-    platform.redis_cluster = cluster
     platform.proxy_location = proxy_location  # "HeadOnly" on a multi-node cluster on one machine
-    platform.start_redis()
-    platform.deploy(detached=False)
+    platform.start_redis(cluster=redis_cluster)
+    try:
+        platform.deploy(detached=False)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the deploy's error is the one to see
+            stop_platform(platform)  # the Redis it started too
+        raise
     if platform.admin_token:  # every EspClient of the tests acts as this admin unless told otherwise
         os.environ["ESP_TOKEN"] = platform.admin_token
     return platform
@@ -76,7 +74,7 @@ def stop_platform(platform: Platform) -> None:
         platform.dispatchers = []
         if platform.redis_server:
             platform.redis_server.stop()
-        if getattr(platform, "redis_cluster", None):
+        if platform.redis_cluster:
             platform.redis_cluster.stop()
 
 
