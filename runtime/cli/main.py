@@ -127,6 +127,7 @@ def up(
         state_dir=str(settings.state_dir.resolve()),
         **({"local_nodes": local_nodes, "worker_nodes": worker_nodes} if worker_nodes else {}),
         **({"redis_cluster_ports": [n.port for n in platform.redis_cluster.nodes]} if platform.redis_cluster else {}),
+        settings=settings.model_dump(mode="json", exclude={"redis_url", "secret"}),  # secrets: not here
     )
     click.echo(f"ESP is up at {platform.base_url} (OpenAPI: {platform.base_url}/docs); 'esp down' stops it.")
     click.echo(f"Redis: {redact_url(settings.effective_redis_url())}" + _password_note(platform))
@@ -169,9 +170,8 @@ def down(state_dir: Path | None) -> None:
     if not state:
         click.echo("nothing to stop: no running ESP recorded under " + str(settings.state_dir))
         return
-    if state.get("redis_url") or state.get("redis_port"):
-        settings = _settings(state_dir=state_dir, redis_url=state.get("redis_url"), redis_port=state.get("redis_port"))
-        platform = Platform(settings)
+    settings = _deployed_settings(state_dir, state)
+    platform = Platform(settings)
     try:
         platform.connect(state["address"])
         platform.undeploy()
@@ -296,22 +296,41 @@ def _cluster_view(state_dir: Path | None) -> dict[str, Any] | None:
 
 
 def _recorded_state(state_dir: Path | None) -> dict[str, Any] | None:
-    """What 'esp up' recorded in ``<state dir>/platform.json`` (None when nothing runs)."""
+    """What 'esp up' recorded in ``<state dir>/platform.json`` (None when nothing runs). When
+    'esp up' started the Ray, this also sets this process up for it (loopback, the head's
+    token): Ray reads that when it is imported, so callers import it only after this."""
     try:
-        return json.loads(((state_dir or EspSettings().state_dir) / "platform.json").read_text())
+        state = json.loads(((state_dir or EspSettings().state_dir) / "platform.json").read_text())
     except (OSError, ValueError):
         return None
+    if state.get("started_ray"):
+        use_local_ray(state_dir or EspSettings().state_dir)
+    return state
+
+
+def _deployed_settings(state_dir: Path | None, state: dict[str, Any]) -> EspSettings:
+    """The settings ESP runs with, as 'esp up' recorded them (partitions, actors' resources,
+    checkpoint location, ...), not this shell's environment; secrets come from the environment
+    or the state directory as at 'esp up'."""
+    recorded = state.get("settings", {})
+    return _settings(
+        **{
+            **recorded,
+            "state_dir": state_dir or state.get("state_dir"),
+            "redis_url": state.get("redis_url"),
+            "redis_port": state.get("redis_port", recorded.get("redis_port")),
+        }
+    )
 
 
 def _connect_recorded(state_dir: Path | None, state: dict[str, Any]) -> Any:
-    """Join the Ray cluster 'esp up' recorded; returns the Platform of that deployment."""
-    if state.get("started_ray"):
-        use_local_ray(state_dir or EspSettings().state_dir)  # the head's token; before Ray is imported
+    """Join the Ray cluster 'esp up' recorded (``state``, from :func:`_recorded_state`);
+    returns the Platform of that deployment."""
     import ray
 
     from actors.platform import Platform
 
-    settings = _settings(state_dir=state_dir, redis_url=state.get("redis_url"), redis_port=state.get("redis_port"))
+    settings = _deployed_settings(state_dir, state)
     if not ray.is_initialized():
         host, _, port = str(state["address"]).rpartition(":")
         if host and port.isdigit() and "://" not in host:  # fail fast, not after ray.init's retries

@@ -13,6 +13,8 @@
   -> 2 (``esp scale --actors``), with each move's pause. Alone: add ``--senders 4 --rescale 4,2``.
 - ``sequence_nodes``: the same with 4 senders on a local cluster of 1 and of 3 nodes (same cores),
   and on 3 nodes with a worker node killed mid-stream. Alone: add ``--nodes 1,3 --kill-node``.
+- ``sequence_redis_cluster``: the same with 4 senders on a local 3-master Redis Cluster. Alone:
+  add ``--senders 4 --redis-cluster 3``.
 """
 
 from __future__ import annotations
@@ -151,28 +153,29 @@ def bench_adapters(n: int = 100_000) -> dict[str, Any]:
 
 
 @contextmanager
-def _local_platform(state_dir: Path, **overrides: Any) -> Iterator[Any]:
-    """A private local ESP (embedded Redis, in-process Ray, the Serve app) for one benchmark,
-    operated as its admin (``ESP_TOKEN``), torn down on exit; ``overrides`` are settings."""
+def _local_platform(state_dir: Path, *, redis_cluster: int = 0, **overrides: Any) -> Iterator[Any]:
+    """A private local ESP (embedded Redis, or a local Redis Cluster of ``redis_cluster``
+    masters; in-process Ray, the Serve app) for one benchmark, operated as its admin
+    (``ESP_TOKEN``), torn down on exit; ``overrides`` are settings."""
     import shutil
 
     import ray
 
     from actors.platform import Platform
-    from runtime.dev.redis_server import free_port
+    from runtime.dev.redis_server import free_cluster_ports, free_port
     from runtime.settings import EspSettings
 
     shutil.rmtree(state_dir, ignore_errors=True)
     settings = EspSettings(
         state_dir=state_dir,
-        redis_port=free_port(),
+        redis_port=free_cluster_ports(redis_cluster)[0] if redis_cluster else free_port(),
         metrics_export_port=free_port(),
         http_port=free_port(),
         max_backlog_entries=100_000,
         **overrides,
     )
     platform = Platform(settings)
-    platform.start_redis()
+    platform.start_redis(cluster=redis_cluster)
     own_ray = not ray.is_initialized()  # else: a cluster its maker shuts down (local_cluster)
     try:
         if own_ray:
@@ -188,6 +191,8 @@ def _local_platform(state_dir: Path, **overrides: Any) -> Iterator[Any]:
             ray.shutdown()
         if platform.redis_server:
             platform.redis_server.stop()
+        if platform.redis_cluster:
+            platform.redis_cluster.stop()
 
 
 def bench_end_to_end(events: int, users: int, batch_size: int, state_dir: Path) -> dict[str, Any]:
@@ -339,6 +344,7 @@ def bench_sequence_senders(
     senders: Sequence[int] = (1, 4),
     seed: int = 14,
     rescale: Sequence[int] = (),
+    redis_cluster: int = 0,
 ) -> dict[str, Any]:
     """The "``ab.a`` then ``ab.b`` within 60 s" workload of issues 14 and 16 on a private local
     ESP with default settings, once per entry of ``senders`` (1: in order; 4: four concurrent
@@ -351,7 +357,9 @@ def bench_sequence_senders(
     ``rescale`` (e.g. ``(4, 2)``): while each run streams, change the number of partition actors
     to each count in turn (``esp scale --actors``), starting ``RESCALE_AFTER_S`` into the run;
     the run reports every move and its pause. The actors then reserve a quarter CPU each, so
-    four fit on two cores next to the rest."""
+    four fit on two cores next to the rest.
+
+    ``redis_cluster`` N: on a local Redis Cluster of N masters instead of one Redis."""
     from runtime.dev.client import EspClient
     from runtime.dev.sequence_oracle import WITHIN_MS, expected_matches, score, sequence_rule
     from runtime.dev.synthetic import SEQUENCE_STEP_MS, ab_sequence_events, ndjson_batches
@@ -360,7 +368,10 @@ def bench_sequence_senders(
     subscription = "bench-ab-sequence"
     runs: list[dict[str, Any]] = []
     overrides = {"actor_num_cpus": 0.25} if rescale else {}
-    with _local_platform(state_dir, **overrides) as platform, EspClient(platform.base_url) as admin:
+    with (
+        _local_platform(state_dir, redis_cluster=redis_cluster, **overrides) as platform,
+        EspClient(platform.base_url) as admin,
+    ):
         admin.put_config({"kind": "source", "name": "bench-sequence", "api_key": SEQUENCE_SOURCE_KEY})
         admin.put_config(rule)
         admin.put_config({"kind": "subscription", "name": subscription, "topics": [rule["then"][0]["emit"]]})
@@ -402,6 +413,7 @@ def bench_sequence_senders(
         "rule": rule["when"],
         "customers": customers,
         "batch_size": batch_size,
+        "redis": f"cluster of {redis_cluster} masters" if redis_cluster else "one Redis",
         "max_out_of_order_s": settings.max_out_of_order_s,
         "reorder_wait_ms": getattr(settings, "reorder_wait_ms", None),
         "runs": runs,
@@ -643,6 +655,14 @@ def run_bench(
             batch_size=sequence_batch_size,
             senders=(4,),
             rescale=(4, 2),
+        ),
+        "sequence_redis_cluster": bench_sequence_senders(
+            state_dir / "redis-cluster",
+            events=sequence_events,
+            customers=sequence_customers,
+            batch_size=sequence_batch_size,
+            senders=(4,),
+            redis_cluster=3,
         ),
         "sequence_nodes": [
             bench_sequence_nodes(
@@ -937,6 +957,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rescale", default="", help="comma-separated actor counts to rescale to during each run")
     parser.add_argument("--nodes", default="", help="comma-separated local cluster sizes: one run on each instead")
     parser.add_argument("--kill-node", action="store_true", help="with --nodes: also a run that kills a worker node")
+    parser.add_argument("--redis-cluster", type=int, default=0, help="on a local Redis Cluster of this many masters")
     parser.add_argument("--out", type=Path, default=Path(".esp/bench"))
     args = parser.parse_args(argv)
     use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
@@ -962,6 +983,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         batch_size=args.batch_size,
         senders=[int(n) for n in args.senders.split(",")],
         rescale=[int(n) for n in args.rescale.split(",") if n],
+        redis_cluster=args.redis_cluster,
     )
     _write(args.out, "bench-sequence", result, sequence_markdown(result))
 

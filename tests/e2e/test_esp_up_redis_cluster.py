@@ -5,6 +5,7 @@ stops every Ray on the machine, the test session's too)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -60,5 +61,14 @@ def test_esp_up_on_a_local_redis_cluster(tmp_path: Path) -> None:
             with EspClient(base_url, token=token) as reader:
                 got = [e["data"]["events"][0]["id"] for e in reader.drain("out", idle_s=5)]
             assert sorted(got) == sorted(e["id"] for e in events)
+            status = subprocess.run(
+                [esp, "status", "--json", "--url", base_url, "--state-dir", str(state_dir)],
+                env={**env, "ESP_TOKEN": token},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            answer = json.loads(status.stdout)
+            assert answer["reachable"] and len(answer["partitions"]) == 4, status.stdout[-2000:] + status.stderr[-2000:]
         finally:
             kill_all(descendants(os.getpid(), skip=before))
