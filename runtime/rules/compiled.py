@@ -37,11 +37,14 @@ class LeafSpec:
     group_by: tuple[str, ...] | None = None  # inside data: one window per value
     window: WindowDef = field(init=False, repr=False, compare=False)  # from window_ms and tumbling
     insert: Callable[[list[Any], tuple[Any, ...], int], bool] = field(init=False, repr=False, compare=False)
+    single: bool = field(init=False, repr=False, compare=False)  # one matching event is the occurrence
 
     def __post_init__(self) -> None:
         window = window_def("tumbling" if self.tumbling else "sliding", self.window_ms)
         object.__setattr__(self, "window", window)
         object.__setattr__(self, "insert", window.insert)  # bound once: accumulate calls it per event
+        single = self.threshold == 1 and self.aggregate is None and not self.tumbling and not self.group_by
+        object.__setattr__(self, "single", single)
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -96,6 +99,10 @@ class SequenceSpec:
     guards: tuple[LeafSpec | None, ...]
     within_ms: int
     strict: bool
+    guarded: bool = field(init=False, compare=False, repr=False)  # whether any step has a guard
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "guarded", any(g is not None for g in self.guards))  # read per event
 
     @property
     def shape(self) -> tuple[Any, ...]:
@@ -104,10 +111,6 @@ class SequenceSpec:
 
     def leaves(self) -> list[LeafSpec]:
         return [leaf for step in self.steps for leaf in step.leaves()] + [g for g in self.guards if g is not None]
-
-    @property
-    def guarded(self) -> bool:
-        return any(g is not None for g in self.guards)
 
     @property
     def step_types(self) -> frozenset[str]:

@@ -49,6 +49,7 @@ from runtime.rules.state import (
     Window,
     exact_copy,
     new_window,
+    ref_of,
     split_ref,
     window_from_wire,
     window_to_wire,
@@ -140,6 +141,7 @@ class PartitionEngine:
             for event_type in rule.event_types:
                 by_type[event_type].append(rule)
         self._by_type = dict(by_type)
+        self._needs_context = {r.name for r in rules if r.expressions}  # others never read the event as a dict
         self._reads_profiles = any(r.reads_profiles for r in rules)
         self._group_rules = [r.name for r in rules if r.group is not None]
 
@@ -198,7 +200,7 @@ class PartitionEngine:
                     if not rule.audience(profile):
                         continue
                 if rule.group is not None:
-                    if context is None:
+                    if context is None and rule.name in self._needs_context:
                         context = event.as_context()
                         if profiles is not None:
                             context["profile"] = profiles.get(customer, {})
@@ -290,7 +292,9 @@ class PartitionEngine:
             # sized exactly: most windows hold one event
             windows[sys.intern(customer)] = window.copy() if window.__class__ is list else exact_copy(window)
 
-    def _on_group_event(self, rule: CompiledRule, event: Event, context: dict[str, Any], outputs: list[Output]) -> None:
+    def _on_group_event(
+        self, rule: CompiledRule, event: Event, context: dict[str, Any] | None, outputs: list[Output]
+    ) -> None:
         assert rule.group is not None  # callers route only group rules here
         self._advance_clock(event.customer, event.time)
         states = self._state[rule.name]
@@ -356,6 +360,8 @@ class PartitionEngine:
                 or (node.where is not None and not node.where.predicate(context))
             ):
                 return None
+            if node.single:  # what a one-event window would give, without one (most sequence steps)
+                return (event.time, [ref_of(event)])
             key = node.window_key(event.data)
             if key is None:
                 return None

@@ -3,7 +3,7 @@ compared with must find the very same matches, or the ratio compares different w
 
 from __future__ import annotations
 
-from runtime.dev.bench import bench_engine
+from runtime.dev.bench import bench_engine, bench_engine_sequence
 
 
 def test_the_engine_and_the_baseline_fire_the_same_number_of_times() -> None:
@@ -12,3 +12,9 @@ def test_the_engine_and_the_baseline_fire_the_same_number_of_times() -> None:
     assert result["fired"] > 100  # the synthetic stream really exercises the rule
     assert 0 < result["state_customers"] <= 300
     assert result["engine_events_per_s"] > 0 and result["ratio_to_baseline"] > 0
+
+
+def test_the_engine_and_the_hand_written_sequence_find_the_same_matches() -> None:
+    result = bench_engine_sequence(events=20_000, customers=300, entry_size=1000)
+    assert result["fired"] == result["baseline_fired"] > 100
+    assert result["ratio_to_baseline"] > 0
