@@ -100,20 +100,27 @@ def up(
     settings = platform.settings  # on a local Redis Cluster: its URL
     started_ray = address is None
     worker_nodes: list[dict[str, Any]] = []
-    if started_ray and local_nodes > 1:
-        share = max(1, settings.ray_num_cpus // local_nodes)
-        click.echo(f"starting Ray head and {local_nodes - 1} worker nodes ({share} CPUs each) ...")
-        address = platform.start_ray_head(num_cpus=share)
-        worker_nodes = platform.start_ray_workers(address, local_nodes - 1, share)
-        platform.proxy_location = "HeadOnly"  # one HTTP proxy: every node would bind the same loopback port
-    elif started_ray:
-        click.echo("starting Ray head ...")
-        address = platform.start_ray_head()
-    platform.connect(address)
     try:
-        platform.deploy(detached=True)
-    except EspError as exc:
-        _fail(exc)
+        if started_ray and local_nodes > 1:
+            share = max(1, settings.ray_num_cpus // local_nodes)
+            click.echo(f"starting Ray head and {local_nodes - 1} worker nodes ({share} CPUs each) ...")
+            address = platform.start_ray_head(num_cpus=share)
+            worker_nodes = platform.start_ray_workers(address, local_nodes - 1, share)
+            platform.proxy_location = "HeadOnly"  # one HTTP proxy: every node would bind the same loopback port
+        elif started_ray:
+            click.echo("starting Ray head ...")
+            address = platform.start_ray_head()
+        platform.connect(address)
+        try:
+            platform.deploy(detached=True)
+        except EspError as exc:
+            _fail(exc)
+    except BaseException:  # nothing of ours is left running when 'esp up' fails
+        if platform.redis_server:
+            platform.redis_server.stop()
+        if platform.redis_cluster:
+            platform.redis_cluster.stop()
+        raise
     redis_pid = platform.redis_server.pid if platform.redis_server else None
     gateway_pid = platform.start_gateway(own_process=True)
     platform.save_state(
