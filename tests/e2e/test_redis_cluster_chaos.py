@@ -25,9 +25,10 @@ pytestmark = pytest.mark.slow
 MASTERS = 3
 
 
-@pytest.fixture
-def chaos_platform(ray_session, tmp_path):
-    platform = make_platform(tmp_path, redis_cluster=MASTERS)
+@pytest.fixture(scope="module")
+def chaos_platform(ray_session, tmp_path_factory):
+    """One platform for both cases (each streams its own events; the first reads all of its outputs)."""
+    platform = make_platform(tmp_path_factory.mktemp("esp-cluster-chaos"), redis_cluster=MASTERS)
     configure_chaos(platform)
     yield platform
     stop_platform(platform)
