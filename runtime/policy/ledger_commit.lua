@@ -41,10 +41,11 @@ for _ = 1, customers do
     for j = i, i + d - 1 do
       if ARGV[j] ~= '' then redis.call('SET', ARGV[j], ARGV[j + d], 'EX', decision_ttl) end
     end
+    local length = 0
     for first = i + d, i + 2 * d - 1, CHUNK do  -- in order: the last decision ends up first
-      redis.call('LPUSH', log, unpack(ARGV, first, math.min(first + CHUNK, i + 2 * d) - 1))
+      length = redis.call('LPUSH', log, unpack(ARGV, first, math.min(first + CHUNK, i + 2 * d) - 1))
     end
-    redis.call('LTRIM', log, 0, log_last)
+    if length > log_last + 1 then redis.call('LTRIM', log, 0, log_last) end  -- else a no-op
     redis.call('EXPIRE', log, log_ttl)
     i = i + 2 * d
   end
