@@ -16,6 +16,8 @@
   and on 3 nodes with a worker node killed mid-stream. Alone: add ``--nodes 1,3 --kill-node``.
 - ``sequence_redis_cluster``: the same with 4 senders on a local 3-master Redis Cluster. Alone:
   add ``--senders 4 --redis-cluster 3``.
+- ``delivery``, ``contact``, ``profile_sync``: webhook delivery, contact decisions through the
+  ledger, and profile writes as ``esp job sync`` and ``ProfileStore.put_many`` make them.
 """
 
 from __future__ import annotations
