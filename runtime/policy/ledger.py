@@ -3,7 +3,7 @@
 Per customer: a sorted set of the contacts sent (score = time, trimmed to the longest window),
 a set of opted-out channels (``*`` = all) and a version counter; per channel a sorted set of
 send times (capacity); per request id its final decision (idempotency). A batch of decisions is
-one read (a pipeline) and one commit: a Lua script that applies the writes only if no customer
+one read (a Lua script, ``ledger_read.lua``) and one commit: a Lua script that applies the writes only if no customer
 or channel it read has changed since (compare-and-set on the version counters), and otherwise
 refuses, so the batch is decided again on fresh data. Two deciders can therefore never both
 take the last slot of a cap. Every key of the contact policy carries the hash tag ``{policy}``
@@ -94,7 +94,7 @@ def decide_groups(
 
 
 class Ledger:
-    """:class:`LedgerStorage` in Redis: one pipelined read and one compare-and-set commit per batch."""
+    """:class:`LedgerStorage` in Redis: one read script and one compare-and-set commit script per batch."""
 
     def __init__(self, client: redis.Redis, *, horizon_s: int) -> None:
         self._redis = client
