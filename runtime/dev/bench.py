@@ -16,6 +16,8 @@
   and on 3 nodes with a worker node killed mid-stream. Alone: add ``--nodes 1,3 --kill-node``.
 - ``sequence_redis_cluster``: the same with 4 senders on a local 3-master Redis Cluster. Alone:
   add ``--senders 4 --redis-cluster 3``.
+- ``delivery``, ``contact``, ``profile_sync``: webhook delivery, contact decisions through the
+  ledger, and profile writes as ``esp job sync`` and ``ProfileStore.put_many`` make them.
 """
 
 from __future__ import annotations
@@ -722,6 +724,7 @@ def run_bench(
         ],
         "delivery": bench_delivery(state_dir / "delivery"),
         "contact": bench_contact(state_dir / "contact"),
+        "profile_sync": bench_profile_sync(state_dir / "profile-sync"),
     }
 
 
@@ -982,6 +985,56 @@ def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
             "max_ms": quantile(waits, 1.0),
             "outcomes": dict(stage.totals),
         }
+    finally:
+        server.stop()
+    return results
+
+
+def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5000) -> dict[str, Any]:
+    """Profile writes on a local redis-server, customers/s:
+
+    - ``batch_write``: what ``esp job sync`` does per part once the tags, segments and scores
+      are computed — :func:`runtime.batch.sync.profiles` and ``BatchProfiles.write`` in chunks of
+      ``batch`` customers (20 tags, 2 segments and 5 scores each), then ``switch``.
+    - ``put_many``: the same profiles through ``ProfileStore.put_many`` (the API's bulk write),
+      ``batch`` customers per call.
+    """
+    import shutil
+
+    import redis
+
+    from runtime.batch.sync import profiles
+    from runtime.dev.redis_server import EmbeddedRedis, free_port
+    from runtime.events.profiles import BatchProfiles, ProfileStore
+
+    ids = [f"c{i}" for i in range(customers)]
+    vocabulary = [f"circle:behaviour:tag-{k}" for k in range(200)]
+    products = ["card", "loan", "fund", "insurance", "deposit", "fx", "gold", "mortgage"]
+    tags = {c: [vocabulary[(i * 7 + k * 13) % 200] for k in range(20)] for i, c in enumerate(ids)}
+    segments = {c: ["frequent-flyer", "wealth"][: 1 + i % 2] for i, c in enumerate(ids)}
+    scores = {c: {products[(i + k) % 8]: round((i * k % 97) / 97, 2) for k in range(5)} for i, c in enumerate(ids)}
+    shutil.rmtree(state_dir, ignore_errors=True)
+    server = EmbeddedRedis(state_dir / "redis", free_port()).start()
+    results: dict[str, Any] = {"customers": customers, "batch": batch}
+    try:
+        client = redis.Redis.from_url(server.url)
+        store = BatchProfiles(client, batch=batch)
+        started = time.perf_counter()
+        for start in range(0, customers, batch):
+            chunk = ids[start : start + batch]
+            store.write("bench", profiles(chunk, tags, segments, scores))
+        store.switch("bench")
+        seconds = time.perf_counter() - started
+        results["batch_write"] = {"customers_per_s": round(customers / seconds), "seconds": round(seconds, 2)}
+        own = ProfileStore(client)
+        rows = profiles(ids, tags, segments, scores)
+        started = time.perf_counter()
+        for start in range(0, customers, batch):
+            own.put_many({c: rows[c] for c in ids[start : start + batch]})
+        seconds = time.perf_counter() - started
+        results["put_many"] = {"customers_per_s": round(customers / seconds), "seconds": round(seconds, 2)}
+        sample = own.get_many(ids[:3])  # what a reader sees: the batch version under the own attributes
+        results["checked"] = all(sample[c]["tags"] == sorted(set(tags[c])) for c in ids[:3])
     finally:
         server.stop()
     return results

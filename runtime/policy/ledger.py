@@ -3,7 +3,7 @@
 Per customer: a sorted set of the contacts sent (score = time, trimmed to the longest window),
 a set of opted-out channels (``*`` = all) and a version counter; per channel a sorted set of
 send times (capacity); per request id its final decision (idempotency). A batch of decisions is
-one read (a pipeline) and one commit: a Lua script that applies the writes only if no customer
+one read (a Lua script, ``ledger_read.lua``) and one commit: a Lua script that applies the writes only if no customer
 or channel it read has changed since (compare-and-set on the version counters), and otherwise
 refuses, so the batch is decided again on fresh data. Two deciders can therefore never both
 take the last slot of a cap. Every key of the contact policy carries the hash tag ``{policy}``
@@ -19,7 +19,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -44,6 +43,7 @@ DECISIONS_KEPT = 20  # per customer, for esp why
 MAX_ATTEMPTS = 20
 
 _COMMIT = read_script("runtime.policy", "ledger_commit.lua")
+_READ = read_script("runtime.policy", "ledger_read.lua")
 
 
 class ConflictingWrite(Exception):
@@ -51,7 +51,7 @@ class ConflictingWrite(Exception):
 
 
 def decision_json(decision: Decision) -> bytes:
-    return orjson.dumps(asdict(decision))
+    return orjson.dumps(decision)  # orjson encodes a dataclass as asdict would, ~20x faster
 
 
 def decision_from(raw: bytes | str) -> Decision:
@@ -94,11 +94,12 @@ def decide_groups(
 
 
 class Ledger:
-    """:class:`LedgerStorage` in Redis: one pipelined read and one compare-and-set commit per batch."""
+    """:class:`LedgerStorage` in Redis: one read script and one compare-and-set commit script per batch."""
 
     def __init__(self, client: redis.Redis, *, horizon_s: int) -> None:
         self._redis = client
         self._commit = client.register_script(_COMMIT)
+        self._read_script = client.register_script(_READ)
         self._horizon_s = horizon_s
         self._profiles = ProfileStore(client)
 
@@ -110,14 +111,21 @@ class Ledger:
             now = now_ms if now_ms is not None else int(time.time() * 1000)
             views, versions = self._read(groups, rules, now)
             decisions: list[Decision] = []
+            records: list[list[Any]] = []
             commands: list[list[Any]] = []
+            held: list[tuple[bytes, int | None]] = []
             for group, made, contacts in decide_groups(groups, views, rules, now):
                 customer = group[0].customer
                 replayed = set(views[customer].decided)
                 decisions += made
-                commands += self._writes(customer, made, contacts, group, rules, now, replayed=replayed)
+                records.append(
+                    self._writes(
+                        customer, made, contacts, group, rules, now, replayed=replayed, held=held, commands=commands
+                    )
+                )
+            commands += held_commands(held)
             try:
-                self._apply(versions, commands)
+                self._apply(versions, self._commit_args(versions, records, commands, rules, now))
             except ConflictingWrite:
                 time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other writer finish
                 continue
@@ -130,37 +138,36 @@ class Ledger:
         customers = sorted({g[0].customer for g in groups})
         channels = sorted({r.channel for g in groups for r in g if r.channel in rules.capacity})
         ids = [r.id for g in groups for r in g]
-        since = now_ms - rules.longest_window_ms
-        pipe = self._redis.pipeline(transaction=False)
-        for customer in customers:
-            pipe.get(keys.ledger_version(customer))
-            pipe.zrangebyscore(keys.ledger(customer), since, "+inf")
-            pipe.smembers(keys.optouts(customer))
-        for channel in channels:
-            pipe.get(keys.capacity_version(channel))
-            pipe.zrangebyscore(keys.capacity(channel), now_ms - 86_400_000, "+inf", withscores=True)
-        if ids:  # MGET through execute_command: a cluster pipeline refuses .mget (the keys share a slot)
-            pipe.execute_command("MGET", *[keys.decision(i) for i in ids])
-        replies = pipe.execute()
+        read_keys = [keys.ledger_version(c) for c in customers] + [keys.ledger(c) for c in customers]
+        read_keys += [keys.optouts(c) for c in customers]
+        read_keys += [keys.capacity_version(ch) for ch in channels] + [keys.capacity(ch) for ch in channels]
+        read_keys += [keys.decision(i) for i in ids]
+        args = [len(customers), len(channels), now_ms - rules.longest_window_ms, now_ms - 86_400_000]
+        # one script call, not a pipeline of 3 commands per customer: redis-py's per-command cost
+        # dominated the read; every key carries {policy}, so a cluster routes it to one slot
+        (versions_read, ledgers, optouts), (channel_versions, channel_sends), stored = self._read_script(
+            keys=read_keys, args=args
+        )
         profiles = self._profiles.get_many(customers)
-        stored = replies[-1] if ids else []
-        decided = {i: decision_from(raw) for i, raw in zip(ids, stored, strict=False) if raw}
+        decided: dict[str, dict[str, Decision]] = {}
+        for request_id, raw in zip(ids, stored, strict=True):
+            if raw:
+                decision = decision_from(raw)
+                if decision.final:
+                    decided.setdefault(decision.customer, {})[request_id] = decision
         sends: dict[str, tuple[int, ...]] = {}
         versions: dict[str, str] = {}
-        offset = 3 * len(customers)
-        for k, channel in enumerate(channels):
-            version, members = replies[offset + 2 * k], replies[offset + 2 * k + 1]
+        for channel, version, flat in zip(channels, channel_versions, channel_sends, strict=True):
             versions[keys.capacity_version(channel)] = text(version) if version else "0"
-            sends[channel] = tuple(int(score) for _, score in members)
+            sends[channel] = tuple(int(float(score)) for score in flat[1::2])
         views = {}
-        for k, customer in enumerate(customers):
-            version, contacts, optouts = replies[3 * k : 3 * k + 3]
+        for customer, version, contacts, opted in zip(customers, versions_read, ledgers, optouts, strict=True):
             versions[keys.ledger_version(customer)] = text(version) if version else "0"
             views[customer] = CustomerView(
                 contacts=tuple(Contact(**orjson.loads(raw)) for raw in contacts),
                 profile=profiles[customer],
-                opted_out=frozenset(text(c) for c in optouts),
-                decided={i: d for i, d in decided.items() if d.customer == customer and d.final},
+                opted_out=frozenset(text(c) for c in opted),
+                decided=decided.get(customer, {}),
                 channel_sends=sends,
             )
         return views, versions
@@ -175,43 +182,59 @@ class Ledger:
         now_ms: int,
         *,
         replayed: set[str],
-    ) -> list[list[Any]]:
-        ledger = keys.ledger(customer)
-        window_s = rules.longest_window_ms // 1000 + 60
-        commands: list[list[Any]] = []
+        held: list[tuple[bytes, int | None]],
+        commands: list[list[Any]],
+    ) -> list[Any]:
+        """The customer's record of the commit (see ``ledger_commit.lua``): its ledger and
+        decision log keys, the contacts to add and the decisions to record and log. Capacity
+        writes go to ``commands``; changes to the held set go to ``held`` as (member, release
+        time or None to remove), written once for the whole batch."""
+        record: list[Any] = [keys.ledger(customer), keys.customer_decisions(customer), len(contacts)]
+        by_channel: dict[str, list[Any]] = {}
         for contact in contacts:
-            commands.append(["ZADD", ledger, contact.at, orjson.dumps(asdict(contact))])
+            record += (contact.at, orjson.dumps(contact))
             if contact.channel in rules.capacity:
-                commands.append(["ZADD", keys.capacity(contact.channel), contact.at, contact.id])
-                commands.append(["ZREMRANGEBYSCORE", keys.capacity(contact.channel), "-inf", now_ms - 86_400_000])
-        if contacts:
-            commands.append(["ZREMRANGEBYSCORE", ledger, "-inf", now_ms - rules.longest_window_ms])
-            commands.append(["EXPIRE", ledger, window_s])
+                by_channel.setdefault(contact.channel, []).extend((contact.at, contact.id))
+        for channel, sends in by_channel.items():
+            commands.append(["ZADD", keys.capacity(channel), *sends])
+            commands.append(["ZREMRANGEBYSCORE", keys.capacity(channel), "-inf", now_ms - 86_400_000])
         requests = {r.id: r for r in group}
-        log = keys.customer_decisions(customer)
+        finals: list[str] = []
+        logged: list[bytes] = []
         for decision in decisions:
             if decision.id in replayed:  # its first decision stands and is already recorded
                 continue
-            encoded = decision_json(decision)
             if decision.final:
-                commands.append(["SET", keys.decision(decision.id), encoded, "EX", max(window_s, self._horizon_s)])
-                commands.append(["ZREM", keys.HELD, held_member(requests[decision.id])])
+                finals.append(keys.decision(decision.id))
+                held.append((held_member(requests[decision.id]), None))
             else:
                 assert decision.release_at is not None
-                commands.append(["ZADD", keys.HELD, decision.release_at, held_member(requests[decision.id])])
-            commands.append(["LPUSH", log, encoded])
-        if any(d.id not in replayed for d in decisions):
-            commands.append(["LTRIM", log, 0, DECISIONS_KEPT - 1])
-            commands.append(["EXPIRE", log, self._horizon_s])
-        return commands
+                finals.append("")  # logged, not recorded: it is decided again when released
+                held.append((held_member(requests[decision.id]), decision.release_at))
+            logged.append(decision_json(decision))
+        return [*record, len(logged), *finals, *logged]
 
-    def _apply(self, versions: dict[str, str], commands: list[list[Any]]) -> None:
-        argv: list[Any] = [len(versions)]
-        for key, expected in versions.items():
-            argv += [key, expected]
+    def _commit_args(
+        self,
+        versions: dict[str, str],
+        records: list[list[Any]],
+        commands: list[list[Any]],
+        rules: PolicyRules,
+        now_ms: int,
+    ) -> list[Any]:
+        """The commit script's ARGV (its layout is described in ``ledger_commit.lua``)."""
+        window_s = rules.longest_window_ms // 1000 + 60
+        argv: list[Any] = [len(versions), *versions, *versions.values()]
+        argv += [now_ms - rules.longest_window_ms, window_s, max(window_s, self._horizon_s), self._horizon_s]
+        argv += [DECISIONS_KEPT, len(records)]
+        for record in records:
+            argv += record
         argv.append(len(commands))
         for command in commands:
             argv += [len(command), *command]
+        return argv
+
+    def _apply(self, versions: dict[str, str], argv: list[Any]) -> None:
         # every key of the commit carries {policy}: KEYS[1] routes the script to that slot's node
         if not int(self._commit(keys=[keys.HELD], args=argv)):
             raise ConflictingWrite("a customer or channel changed between read and commit")
@@ -236,8 +259,26 @@ class Ledger:
         return [request_from(raw) for raw in self._redis.zrangebyscore(keys.HELD, "-inf", now_ms, start=0, num=limit)]
 
 
+HELD_CHUNK = 1000  # members per ZADD / ZREM of the held set: the commit script unpacks each command
+
+
+def held_commands(changes: list[tuple[bytes, int | None]]) -> list[list[Any]]:
+    """The batch's changes to the held set ((member, release time, or None to remove)) as few
+    commands: removals, then additions, a thousand members each. Should a member change twice
+    in the batch, the changes are written one by one, in order, so the last one stands."""
+    if len({member for member, _ in changes}) < len(changes):
+        return [["ZREM", keys.HELD, m] if at is None else ["ZADD", keys.HELD, at, m] for m, at in changes]
+    removed = [m for m, at in changes if at is None]
+    added = [x for m, at in changes if at is not None for x in (at, m)]
+    commands = [["ZREM", keys.HELD, *removed[i : i + HELD_CHUNK]] for i in range(0, len(removed), HELD_CHUNK)]
+    step = 2 * HELD_CHUNK
+    return commands + [["ZADD", keys.HELD, *added[i : i + step]] for i in range(0, len(added), step)]
+
+
 def held_member(request: ContactRequest) -> bytes:
-    return orjson.dumps(asdict(request))
+    """The held set's member for ``request``: byte for byte what ``orjson.dumps(asdict(...))``
+    gave (members written before must still be found by ZREM), without asdict's deep copy."""
+    return orjson.dumps(request)
 
 
 def request_from(raw: bytes | str) -> ContactRequest:

@@ -207,7 +207,7 @@ def test_profiles_many_in_one_round_trip(profiles, redis_client, monkeypatch):
     with round_trips(monkeypatch) as sent:
         profiles.put_many(batch)
         got = profiles.get_many(list(batch))
-    assert len(sent) == 2  # one MULTI/EXEC write, one pipelined read
+    assert len(sent) == 2  # one write (a script run), one read
     assert got == batch
 
 

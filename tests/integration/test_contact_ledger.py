@@ -118,6 +118,26 @@ def test_the_decision_log_per_customer_is_capped(redis_client) -> None:
     assert 0 < redis_client.ttl(keys.customer_decisions("c1")) <= 3600
 
 
+def test_a_group_past_the_commit_scripts_chunk_is_recorded_whole_and_in_order(redis_client) -> None:
+    """More contacts and decisions for one customer than one ZADD / LPUSH of the commit script
+    carries (it writes them a thousand at a time): all recorded, the log newest first."""
+    ledger = Ledger(redis_client, horizon_s=3600)
+    group = [req(f"r{n:04d}", content=f"t{n}") for n in range(2500)]
+    assert {d.outcome for d in ledger.decide([group], PolicyRules(), T0)} == {"sent"}
+    assert redis_client.zcard(keys.ledger("c1")) == 2500
+    assert [d["id"] for d in ledger.recent("c1")] == [f"r{n:04d}" for n in range(2499, 2499 - DECISIONS_KEPT, -1)]
+    assert all(redis_client.get(keys.decision(r.id)) for r in group)
+
+
+def test_held_set_changes_of_a_batch_are_written_once_in_order() -> None:
+    changes = [(b"a", None), (b"b", 5), (b"c", None)]
+    assert ledger_module.held_commands(changes) == [["ZREM", keys.HELD, b"a", b"c"], ["ZADD", keys.HELD, 5, b"b"]]
+    twice = [(b"a", 5), (b"a", None)]  # the same member changed twice: one by one, the last stands
+    assert ledger_module.held_commands(twice) == [["ZADD", keys.HELD, 5, b"a"], ["ZREM", keys.HELD, b"a"]]
+    many = ledger_module.held_commands([(bytes([n % 256, n // 256]), None) for n in range(2500)])
+    assert [len(c) - 2 for c in many] == [1000, 1000, 500]
+
+
 def test_held_requests_wait_in_the_held_set_until_due(redis_client) -> None:
     ledger = Ledger(redis_client, horizon_s=3600)
     quiet = QuietHours(start="11:00", end="13:00", timezone="UTC", channels=["sms"])  # T0: 12:00 UTC

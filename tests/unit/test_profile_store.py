@@ -7,11 +7,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime.errors import InputError
 from runtime.events.identity import InvalidRecord
 from runtime.events.memory import MemoryBatchProfiles, MemoryProfileStore
-from runtime.events.profiles import BatchProfiles, BatchProfileStorage, ProfileStorage, ProfileStore
+from runtime.events.profiles import (
+    BatchProfiles,
+    BatchProfileStorage,
+    ProfileStorage,
+    ProfileStore,
+    _attrs_problem,
+    _plainly_valid,
+)
 
 ATTRS = {
     "name": "Ada",
@@ -104,6 +113,16 @@ def test_batch_versions_switch_at_once_under_own_attributes(stores: Stores) -> N
     }
 
 
+def test_a_version_written_again_replaces_each_customers_batch_attributes(stores: Stores) -> None:
+    """Past one run of the Redis write script (a thousand customers), and twice: the second
+    write of a version replaces what the first wrote for a customer, it does not merge."""
+    first = {f"c{i}": {"tags": [f"t{i}"], "scores": {"card": i / 7}, "tier": "gold"} for i in range(2500)}
+    assert stores.batch.write("v1", first) == 2500
+    assert stores.batch.write("v1", {"c7": {"segments": ["s"]}}) == 1
+    stores.batch.switch("v1")
+    assert stores.profiles.get_many(["c7", "c2499"]) == {"c7": {"segments": ["s"]}, "c2499": first["c2499"]}
+
+
 def test_batch_versions_must_be_safe_names(stores: Stores) -> None:
     with pytest.raises(InputError, match="batch profile version"):
         stores.batch.write("v 1", {})
@@ -133,3 +152,42 @@ def test_bad_profiles_are_refused_before_anything_is_written(attrs, field) -> No
     assert refused.value.field == field
     refused.value.message.encode()  # the answer can always be encoded
     assert profiles.get("c1") == {}
+
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**65), max_value=2**65),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.sampled_from(["\ud800", "é", "a" * 300, "a" * 70_000, ""]),
+)
+_VALUES = st.one_of(
+    _SCALARS,
+    st.lists(_SCALARS, max_size=4),
+    st.lists(st.sampled_from(["a" * 40_000, "x", "\udc00", "ü"]), max_size=3),
+    st.dictionaries(st.one_of(st.text(max_size=4), st.sampled_from(["", "k" * 300])), _SCALARS, max_size=3),
+    st.dictionaries(st.text(max_size=2), st.lists(_SCALARS, max_size=2), max_size=2),
+    st.tuples(_SCALARS),
+    st.frozensets(st.text(max_size=2), max_size=2),
+)
+_NAMES = st.one_of(
+    st.sampled_from(["tags", "segments", "scores", "tier", "", "n" * 300, "\ud800"]), st.text(max_size=4)
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    customer=st.one_of(st.text(max_size=4), st.sampled_from(["", "c" * 300, "\udc00", "ü"]), st.integers()),
+    attrs=st.one_of(st.dictionaries(_NAMES, _VALUES, max_size=4), st.lists(st.text(max_size=2), max_size=1)),
+)
+def test_the_fast_check_accepts_only_what_the_precise_check_accepts(customer, attrs) -> None:
+    """Bulk writes skip the precise walk for profiles ``_plainly_valid`` accepts: it may send
+    good profiles to the walk, never let a bad one past it."""
+    if _plainly_valid(customer, attrs):
+        assert _attrs_problem(customer, attrs) is None
+
+
+def test_the_fast_check_accepts_the_common_shapes() -> None:
+    common = {"tags": ["a", "b"], "segments": [], "scores": {"card": 0.5, "loan": None}, "tier": "gold", "n": 3}
+    assert _plainly_valid("c1", common) and _plainly_valid("c1", {"vip": True, "x": None, "f": 1.5})
