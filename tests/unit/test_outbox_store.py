@@ -14,7 +14,7 @@ import redis
 from runtime import keys
 from runtime.events.memory import MemoryProfileStore
 from runtime.events.profiles import ProfileStorage, ProfileStore
-from runtime.log.partitioning import DEFAULT_PARTITIONS
+from runtime.log.partitioning import DEFAULT_PARTITIONS, partition_of
 from runtime.subscriptions.memory import MemoryOutbox
 from runtime.subscriptions.outbox import FIRES_KEPT, Outbox, OutboxStorage, Publication, last_fires
 from runtime.subscriptions.topics import TopicRouter
@@ -116,3 +116,29 @@ def test_memory_outbox_forgets_an_output_after_the_horizon() -> None:
     now[0] = 60.0
     assert outbox.publish([output(0), output(1)], ROUTER) == 2  # as a Redis key expiring at the horizon
     assert [e["id"] for e in outbox.entries(keys.subscription_stream("all"))] == ["o0", "o1"]  # maxlen 2
+
+
+def test_outputs_left_in_the_outbox_by_a_crash_are_forwarded_once_by_the_next_owner(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant 3 across the two publishing steps: a runner that dies after emitting and
+    before forwarding leaves its outputs in the partition's outbox; the runner that takes the
+    partition forwards them, and forwarding again (a second crash, before the records left the
+    outbox) adds none of them twice."""
+    crashed = Outbox(redis_client, horizon_s=60, maxlen=10_000)
+    monkeypatch.setattr(crashed, "forward", lambda partitions: 0)  # dies between emit and forward
+    assert crashed.publish([output(0), output(1)], ROUTER) == 2
+    assert redis_client.xlen(keys.subscription_stream("all")) == 0  # emitted, not delivered yet
+    partition = partition_of("ann", DEFAULT_PARTITIONS)
+    records = redis_client.xrange(keys.outbox(partition))
+    successor = Outbox(redis_client, horizon_s=60, maxlen=10_000)
+    assert successor.forward([partition]) == 2
+    for _, fields in records:  # as if the successor died before deleting what it forwarded
+        redis_client.xadd(keys.outbox(partition), fields)
+    successor.forward([partition])
+    assert [orjson.loads(f[b"e"])["id"] for _, f in redis_client.xrange(keys.subscription_stream("all"))] == [
+        "o0",
+        "o1",
+    ]
+    assert redis_client.xlen(keys.outbox(partition)) == 0
+    assert successor.publish([output(0)], ROUTER) == 0  # and the output stays published once
