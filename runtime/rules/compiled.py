@@ -290,6 +290,22 @@ class CompiledRule:
         return self.audience is not None or any(f == "profile" or f.startswith("profile.") for f in fields)
 
 
+def plain_steps(rule: CompiledRule) -> dict[str, tuple[int, ...]] | None:
+    """For the most common sequence, plain steps (each one event of a type, no ``where``, no
+    'not' between them, not ``strict``) and no cooldown: event type -> the steps it is, which
+    is all the engine needs to advance it (``PartitionEngine._on_plain_sequence``). None for
+    any other rule."""
+    node = rule.group
+    if not isinstance(node, SequenceSpec) or node.strict or node.guarded or rule.cooldown_ms:
+        return None
+    if not all(isinstance(s, LeafSpec) and s.single and s.where is None for s in node.steps):
+        return None
+    steps: dict[str, tuple[int, ...]] = {}
+    for k, step in enumerate(node.steps):
+        steps[step.event_type] = (*steps.get(step.event_type, ()), k)
+    return steps
+
+
 def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
     """Compile a validated rule (or its stored JSON form, whose ``version`` is used)."""
     record = None

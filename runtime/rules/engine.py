@@ -31,6 +31,7 @@ from runtime.rules.compiled import (
     GeofenceSpec,
     LeafSpec,
     SequenceSpec,
+    plain_steps,
 )
 from runtime.rules.explain import explain_rule
 from runtime.rules.operators import (
@@ -44,8 +45,10 @@ from runtime.rules.operators import (
     watch_geofence,
 )
 from runtime.rules.state import (
+    SEP,
     GroupState,
     Occurrence,
+    Partial,
     Window,
     exact_copy,
     new_window,
@@ -136,10 +139,13 @@ class PartitionEngine:
         self._rules = {r.name: r for r in rules}
         self._state = {r.name: self._state.get(r.name, {}) for r in rules}
         self._cooldowns = {r.name: self._cooldowns.get(r.name, {}) for r in rules if r.group is None}
-        by_type: dict[str, list[CompiledRule]] = defaultdict(list)
+        # event type -> (rule, its plain steps or None, whether validity or audience gate it), by priority
+        self._plain = {r.name: plain_steps(r) for r in rules}  # see _on_plain_sequence
+        by_type: dict[str, list[tuple[CompiledRule, dict[str, tuple[int, ...]] | None, bool]]] = defaultdict(list)
         for rule in sorted(rules, key=lambda r: (-r.priority, r.name)):
+            gated = rule.valid_from_ms is not None or rule.valid_until_ms is not None or rule.audience is not None
             for event_type in rule.event_types:
-                by_type[event_type].append(rule)
+                by_type[event_type].append((rule, self._plain[rule.name], gated))
         self._by_type = dict(by_type)
         self._needs_context = {r.name for r in rules if r.expressions}  # others never read the event as a dict
         self._reads_profiles = any(r.reads_profiles for r in rules)
@@ -192,13 +198,12 @@ class PartitionEngine:
             if not rules:
                 continue
             context = None
-            for rule in rules:
-                if (rule.valid_from_ms is not None or rule.valid_until_ms is not None) and not rule.valid_at(time_ms):
+            for rule, plain, gated in rules:
+                if gated and not self._admits(rule, customer, time_ms, profiles):
                     continue
-                if rule.audience is not None:
-                    profile = profiles.get(customer, {}) if profiles is not None else {}
-                    if not rule.audience(profile):
-                        continue
+                if plain is not None:
+                    self._on_plain_sequence(rule, plain, event, outputs)
+                    continue
                 if rule.group is not None:
                     if context is None and rule.name in self._needs_context:
                         context = event.as_context()
@@ -215,6 +220,13 @@ class PartitionEngine:
                         continue
                 self._on_match(rule, event, outputs)
         return outputs
+
+    @staticmethod
+    def _admits(rule: CompiledRule, customer: str, time_ms: int, profiles: dict[str, dict[str, Any]] | None) -> bool:
+        """Whether the rule is valid at the event's time and the customer is in its audience."""
+        if not rule.valid_at(time_ms):
+            return False
+        return rule.audience is None or rule.audience(profiles.get(customer, {}) if profiles is not None else {})
 
     def _advance_clock(self, customer: str, time_ms: int) -> None:
         """The customer's newest event that reached a rule's state (what lateness is measured from)."""
@@ -318,6 +330,55 @@ class PartitionEngine:
         self._push_timers(event.customer, rule.name, state)
         if state.empty:
             del self._state[rule.name][event.customer]
+
+    def _on_plain_sequence(
+        self, rule: CompiledRule, steps: dict[str, tuple[int, ...]], event: Event, outputs: list[Output]
+    ) -> None:
+        """``_on_group_event`` for a sequence of plain steps (see ``plain_steps``): the same
+        state and outputs as ``advance_sequence`` gives them, without the tree walk, the
+        occurrence dicts and an empty state per customer seen."""
+        customer, t = event.customer, event.time
+        newest = self._clock.get(customer)
+        if newest is None:
+            self._clock[sys.intern(customer)] = t
+        elif t > newest:
+            self._clock[customer] = t
+        node: SequenceSpec = rule.group  # type: ignore[assignment]
+        states = self._state[rule.name]
+        state: GroupState | None = states.get(customer)  # type: ignore[assignment]
+        old = state.partials.get(node.path) if state is not None else None
+        within, last = node.within_ms, len(node.steps) - 1
+        ref = f"{event.source}{SEP}{event.id}"
+        advanced: dict[int, Partial] = {}
+        fired: Occurrence | None = None
+        for k in steps[event.type]:
+            if k == 0:
+                match: Partial = (t, [ref], t)
+            else:
+                partial = old.get(k) if old else None
+                if partial is None or not (partial[2] <= t and t - partial[0] < within):
+                    continue
+                match = (partial[0], [*partial[1], ref], t)
+            if k == last:
+                fired = (t, match[1])
+            else:
+                advanced[k + 1] = match
+        if fired is not None:
+            outputs += self._fire(rule, customer, t, fired[1])
+            kept: dict[int, Partial] = {}
+        else:
+            kept = {k: m for k, m in old.items() if t - m[0] < within} if old else {}
+            for k, match in advanced.items():
+                if k not in kept or kept[k][0] <= match[0]:
+                    kept[k] = match
+        if kept:
+            if state is None:
+                state = states[sys.intern(customer)] = GroupState()
+            state.partials[node.path] = kept
+        elif state is not None:
+            state.partials.pop(node.path, None)
+            if state.empty:
+                del states[customer]
 
     def _fired_group(
         self,
