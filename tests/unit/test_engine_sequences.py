@@ -158,7 +158,9 @@ def test_plain_sequences_take_the_fast_path_with_the_generic_results(c, split):
 
     def rule(where):
         sequence = [{"event": s, **({"where": where} if where else {})} for s in steps]
-        return compile_rule({"name": "s", "when": {"sequence": sequence, "within": f"{within}ms"}, "then": [{"emit": "s"}]})
+        return compile_rule(
+            {"name": "s", "when": {"sequence": sequence, "within": f"{within}ms"}, "then": [{"emit": "s"}]}
+        )
 
     assert plain_steps(rule(None)) is not None and plain_steps(rule("data.v >= 0")) is None  # both paths are taken
     plain, generic = PartitionEngine([rule(None)]), PartitionEngine([rule("data.v >= 0")])
