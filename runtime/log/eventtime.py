@@ -26,8 +26,6 @@ Pure logic: no clock, no Redis; the buffer is part of the partition's checkpoint
 from __future__ import annotations
 
 import bisect
-import heapq
-import itertools
 from collections import deque
 from typing import Any
 
@@ -55,10 +53,12 @@ class EventClock:
         # (arrival ms, newest event time once it arrived) of the arrivals still inside the wait
         self._arrivals: deque[tuple[int, int]] = deque(tuple(a) for a in resume.get("arrivals", ()))  # type: ignore[misc]
         self._settled: int = int(resume.get("settled", self.newest))  # newest event time that arrived long enough ago
-        self._order = itertools.count()
-        self._held: list[tuple[int, int, Event]] = []
-        for event in msgspec.convert(resume.get("held", []), list[Event]):
-            heapq.heappush(self._held, (event.time, next(self._order), event))
+        # the waiting events as runs, one per log entry in arrival order, each sorted by event
+        # time: [first still held, times, events]; released by prefix (most entries arrive in
+        # order or nearly, so this is a sort per entry and a bisection per run, not a heap per event)
+        self._runs: list[list[Any]] = []
+        self._held = 0
+        self._hold(msgspec.convert(resume.get("held", []), list[Event]))
         self.delays = [0] * (len(DELAY_BUCKETS_MS) + 1)  # entries by how far behind the newest they arrived
         self.max_delay_ms = 0
         self.last_delay_ms: int | None = None  # of the last entry pushed (None: the partition's first)
@@ -70,12 +70,18 @@ class EventClock:
 
     @property
     def held(self) -> int:
-        return len(self._held)
+        return self._held
 
     @property
     def oldest_held(self) -> int | None:
         """The event time of the oldest event still waiting, if any."""
-        return self._held[0][0] if self._held else None
+        return min((times[start] for start, times, _ in self._runs), default=None)
+
+    def _hold(self, events: list[Event]) -> None:
+        if events:
+            ordered = sorted(events, key=_time)  # stable: arrival order among equal times
+            self._runs.append([0, [e.time for e in ordered], ordered])
+            self._held += len(ordered)
 
     def push(self, events: list[Event], arrival_ms: int | None = None) -> list[Event]:
         """Take a log entry's events (appended at ``arrival_ms``); return the events the
@@ -95,8 +101,7 @@ class EventClock:
                 self._settle(arrival_ms)
         if not self.out_of_order_ms and not self.reorder_wait_ms and not self._held:
             return sorted(events, key=_time)  # nothing waits: each entry is put in order
-        for event in events:
-            heapq.heappush(self._held, (event.time, next(self._order), event))
+        self._hold(events)
         return self.release(self.watermark)
 
     def advance(self, arrival_ms: int) -> list[Event]:
@@ -113,10 +118,21 @@ class EventClock:
 
     def release(self, until_ms: int) -> list[Event]:
         """The held events at or before ``until_ms``, in event-time order."""
-        held, ready = self._held, []
-        while held and held[0][0] <= until_ms:
-            ready.append(heapq.heappop(held)[2])
-        return ready
+        ready: list[Event] = []
+        runs = 0
+        for run in self._runs:
+            start, times, events = run
+            end = bisect.bisect_right(times, until_ms, start)
+            if end > start:
+                ready += events[start:end]
+                run[0] = end
+            runs += end > start
+        if not ready:
+            return ready
+        self._held -= len(ready)
+        self._runs = [run for run in self._runs if run[0] < len(run[1])]
+        # the prefixes in arrival order, sorted stably: event-time order, arrival order among equal times
+        return ready if runs == 1 else sorted(ready, key=_time)
 
     def _count_delay(self, delay_ms: int) -> None:
         delay_ms = self.last_delay_ms = max(delay_ms, 0)
@@ -141,7 +157,7 @@ class EventClock:
             "newest": self.newest,
             "settled": self._settled,
             "arrivals": [list(a) for a in self._arrivals],
-            "held": [entry[2] for entry in sorted(self._held)],
+            "held": sorted((e for start, _, events in self._runs for e in events[start:]), key=_time),
         }
 
 

@@ -150,3 +150,46 @@ def test_disorder_within_the_bound_gives_the_outputs_of_the_ordered_stream(case)
         got += outputs(engine.on_timer(clock.watermark))
     got += outputs(engine.on_events(clock.release(END)) + engine.on_timer(END))
     assert sorted(got) == sorted(expected)
+
+
+@st.composite
+def arrivals(draw):
+    """Log entries (event times, arrival ms) and, after some, a pure advance of the arrival
+    clock or a checkpoint and resume."""
+    steps, arrival, n = [], 0, 0
+    for _ in range(draw(st.integers(1, 12))):
+        arrival += draw(st.integers(0, 40))
+        times = draw(st.lists(st.integers(0, 60), max_size=6))
+        steps.append(
+            (arrival, [ev(n + k, t) for k, t in enumerate(times)], draw(st.sampled_from(["", "advance", "resume"])))
+        )
+        n += len(times)
+    return draw(st.integers(0, 20)), draw(st.integers(0, 30)), steps
+
+
+@settings(max_examples=300, deadline=None)
+@given(arrivals())
+def test_the_buffer_releases_what_a_brute_force_buffer_releases(case):
+    """Against the definition: after each entry, every held event at or before the watermark
+    leaves, ordered by (event time, arrival), whatever the entries' sizes and disorder."""
+    out_of_order, wait, steps = case
+    clock = EventClock(out_of_order_ms=out_of_order, lateness_ms=10**6, reorder_wait_ms=wait)
+    held: list[tuple[int, int, Event]] = []
+    order = 0
+    for arrival, events, then in steps:
+        for e in events:
+            held.append((e.time, order, e))
+            order += 1
+        got = clock.push(events, arrival)
+        if then == "advance":
+            arrival += wait
+            got += clock.advance(arrival)
+        expected = sorted(h for h in held if h[0] <= clock.watermark)
+        held = [h for h in held if h[0] > clock.watermark]
+        assert ids(got) == ids(e for _, _, e in expected)
+        assert clock.held == len(held)
+        assert clock.oldest_held == (min(h[0] for h in held) if held else None)
+        if then == "resume":
+            snapshot = msgspec.msgpack.decode(msgspec.msgpack.encode(clock.snapshot()))
+            assert ids(msgspec.convert(snapshot["held"], list[Event])) == ids(e for _, _, e in sorted(held))
+            clock = EventClock(out_of_order_ms=out_of_order, lateness_ms=10**6, reorder_wait_ms=wait, resume=snapshot)
