@@ -568,11 +568,29 @@ def demo(customers: int, events: int, state_dir: Path, batch_customers: int, bat
 @click.option("--only", type=click.Choice(["all", "batch"]), default="all", show_default=True)
 @click.option("--batch-customers", default=100_000, show_default=True, help="Customers of the batch benchmark.")
 @click.option("--batch-days", default=30, show_default=True)
+@click.option(
+    "--readme",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also regenerate this README's benchmark section from the run's table.",
+)
 def bench(
-    events: int, users: int, batch_size: int, out: Path, only: str, batch_customers: int, batch_days: int
+    events: int,
+    users: int,
+    batch_size: int,
+    out: Path,
+    only: str,
+    batch_customers: int,
+    batch_days: int,
+    readme: Path | None,
 ) -> None:
-    """Measure the engine, ingestion, delivery and the contact policy (or, with --only batch, each
-    batch job's wall time and peak memory); results go to a JSON file."""
+    """Measure the engine, ingestion, latency, memory, delivery and the contact policy (or, with
+    --only batch, each batch job's wall time and peak memory); results go to a JSON file and,
+    for the whole run, a markdown table of each figure against its goal."""
+    from runtime.dev.bench_report import README_BEGIN, markdown, update_readme
+
+    if readme is not None and (not readme.is_file() or README_BEGIN not in readme.read_text()):
+        raise click.UsageError(f"--readme {readme}: no such file, or it has no {README_BEGIN} section")
     use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
     if only == "batch":
         from runtime.batch.bench import bench_batch
@@ -589,6 +607,14 @@ def bench(
     path.write_text(json.dumps(results, indent=2))
     click.echo(json.dumps(results, indent=2))
     click.echo(f"written to {path}")
+    if only == "all":
+        table = markdown(results)
+        path.with_suffix(".md").write_text(table)
+        click.echo(table)
+        click.echo(f"written to {path.with_suffix('.md')}")
+        if readme is not None:
+            update_readme(readme, table)
+            click.echo(f"{readme}: benchmark section regenerated")
 
 
 @main.group()
