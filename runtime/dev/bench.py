@@ -729,10 +729,13 @@ def run_bench(
     }
 
 
-def bench_delivery(state_dir: Path, events: int = 20_000) -> dict[str, Any]:
-    """Webhook delivery from a subscription stream to the built-in local gateway on loopback
-    (which appends every request to a file): events/s and p99 publish-to-2xx latency, one
-    event per request and in batches of 100."""
+def bench_delivery(state_dir: Path, events: int = 20_000, max_in_flight: int = 32) -> dict[str, Any]:
+    """Webhook delivery from a subscription stream to a local async receiver on loopback
+    (``runtime.dev.receiver``, in its own process, verifying every signature): events/s and
+    p50/p99 publish-to-2xx latency, one event per request and in batches of 100, with
+    ``max_in_flight`` requests in flight. Also the CPU each side spent per event (the
+    dispatcher's event-loop thread, the receiver's process) and what the receiver saw: requests
+    whose signature did not verify, and events received more than once."""
     import asyncio
     import shutil
     import threading
@@ -740,7 +743,7 @@ def bench_delivery(state_dir: Path, events: int = 20_000) -> dict[str, Any]:
     import redis
 
     from runtime.config.store import ConfigStore
-    from runtime.dev.gateway import LocalGateway
+    from runtime.dev.receiver import Receiver
     from runtime.dev.redis_server import EmbeddedRedis, free_port
     from runtime.subscriptions.dispatch import Dispatcher
     from runtime.subscriptions.outbox import Outbox, Publication
@@ -760,17 +763,23 @@ def bench_delivery(state_dir: Path, events: int = 20_000) -> dict[str, Any]:
         def dead_lettered(self, destination: str, count: int) -> None: ...
         def lag(self, destination: str, oldest_undelivered_s: float) -> None: ...
 
+    def thread_cpu_s(thread: threading.Thread) -> float:
+        assert thread.ident is not None
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
     shutil.rmtree(state_dir, ignore_errors=True)
+    secret = generate_secret()
     server = EmbeddedRedis(state_dir / "redis", free_port()).start()
-    gateway = LocalGateway(state_dir / "messages.jsonl").start()
-    results: dict[str, Any] = {"events": events}
+    receiver = Receiver([secret]).start()
+    results: dict[str, Any] = {"events": events, "max_in_flight": max_in_flight, "receiver": "runtime.dev.receiver"}
     try:
         client = redis.Redis.from_url(server.url)
         for mode, batch in (("single", 1), ("batch_100", 100)):
             name = f"bench-{mode.replace('_', '-')}"
-            endpoint = {"url": f"{gateway.url}/send/{name}", "internal": True, "secrets": [generate_secret()]}
+            endpoint = {"url": f"{receiver.url}/{name}", "internal": True, "secrets": [secret]}
             doc = {"kind": "subscription", "name": name, "topics": [f"business.{name}"], "mode": "webhook"}
-            ConfigStore(client).put({**doc, "webhook": {**endpoint, "batch": batch, "max_in_flight": 8}})
+            webhook = {**endpoint, "batch": batch, "max_in_flight": max_in_flight}
+            ConfigStore(client).put({**doc, "webhook": webhook})
             metrics = Latencies()
             dispatcher = Dispatcher(server.url, horizon_s=3600, metrics=metrics)
             loop, stop = asyncio.new_event_loop(), asyncio.Event()
@@ -780,6 +789,8 @@ def bench_delivery(state_dir: Path, events: int = 20_000) -> dict[str, Any]:
             _, docs = ConfigStore(client).snapshot()
             router, outbox = TopicRouter.from_docs(docs), Outbox(client, horizon_s=3600, maxlen=1_000_000)
             topic = f"business.{name}"
+            seen_before = receiver.stats()
+            cpu_before = thread_cpu_s(thread)
             started = time.perf_counter()
             for start in range(0, events, 5000):
                 pubs = [
@@ -790,19 +801,28 @@ def bench_delivery(state_dir: Path, events: int = 20_000) -> dict[str, Any]:
                 outbox.publish(pubs, router)
             deadline = time.monotonic() + 300
             while metrics.count < events and time.monotonic() < deadline:
-                time.sleep(0.05)
+                time.sleep(0.01)
             seconds = time.perf_counter() - started
+            dispatcher_cpu = thread_cpu_s(thread) - cpu_before
+            seen = receiver.stats()
             loop.call_soon_threadsafe(stop.set)
             thread.join(timeout=10)
             ordered = sorted(metrics.seen)
+            received = seen["events"] - seen_before["events"]
             results[mode] = {
                 "delivered": metrics.count,
                 "events_per_s": round(metrics.count / seconds),
                 "p50_latency_ms": round(ordered[len(ordered) // 2] * 1000, 1) if ordered else None,
                 "p99_latency_ms": round(ordered[int(len(ordered) * 0.99)] * 1000, 1) if ordered else None,
+                "dispatcher_cpu_us_per_event": round(dispatcher_cpu / max(metrics.count, 1) * 1e6, 1),
+                "receiver_cpu_us_per_event": round((seen["cpu_s"] - seen_before["cpu_s"]) / max(received, 1) * 1e6, 1),
+                "receiver_requests": seen["requests"] - seen_before["requests"],
+                "receiver_invalid_signatures": seen["invalid"] - seen_before["invalid"],
+                "receiver_duplicate_ids": (seen["requests"] - seen_before["requests"])
+                - (seen["unique_ids"] - seen_before["unique_ids"]),
             }
     finally:
-        gateway.stop()
+        receiver.stop()
         server.stop()
     return results
 
