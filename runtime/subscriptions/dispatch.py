@@ -28,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 import orjson
 import redis
 import redis.asyncio as aioredis
+from yarl import URL
 
 from runtime import keys
 from runtime.config.store import ConfigStore
@@ -49,10 +50,10 @@ from runtime.subscriptions.webhooks import (
     RETRY_AFTER_STATUSES,
     Outcome,
     RetryPolicy,
+    Signer,
     check_url,
     classify,
     default_resolve,
-    headers,
 )
 
 logger = logging.getLogger(__name__)
@@ -172,13 +173,10 @@ class Destination:
             if target.channel and target.channel.payload
             else None
         )
-        self._http = httpx.AsyncClient(
-            timeout=endpoint.timeout / 1000,
-            limits=httpx.Limits(
-                max_connections=endpoint.max_in_flight, max_keepalive_connections=endpoint.max_in_flight
-            ),
-            follow_redirects=False,
-        )
+        self._signer = Signer(endpoint.secrets)
+        self._url = URL(endpoint.url)
+        self._http: aiohttp.ClientSession | None = None  # made in run(), on the loop that uses it
+        self._recorder = _Recorder(client, target.stream)
         self._profiles = profiles
         self._in_flight: set[str] = set()  # entry ids a delivery task of this loop is working on
         self.gone = False
@@ -192,6 +190,7 @@ class Destination:
 
     async def run(self) -> None:
         tasks: set[asyncio.Task[None]] = set()
+        self._http = _session(self.target.endpoint)
         try:
             await self._ensure_group()
             backlog = await self._claim_pending()
@@ -220,7 +219,7 @@ class Destination:
         finally:
             for task in tasks:
                 task.cancel()
-            await self._http.aclose()
+            await self._http.close()
 
     async def _rechunk(
         self, entries: list[tuple[str, dict[bytes, bytes]]]
@@ -337,33 +336,28 @@ class Destination:
         if problem is not None:
             return None, problem, None
         await self._pace()
-        sent = (
-            headers(endpoint.secrets, msg_id, int(self._clock()), body, content_type=content_type)
-            if endpoint.secrets
-            else {
-                "webhook-id": msg_id,
-                "webhook-timestamp": str(int(self._clock())),
-                "content-type": content_type,
-            }
-        )
-        url, extensions = httpx.URL(endpoint.url), {}
+        sent = self._signer.headers(msg_id, int(self._clock()), body, content_type=content_type)
+        url, server_hostname = self._url, None
         if self._pinned is not None:  # connect to the address that was checked; name it for HTTP and TLS
-            sent["host"] = url.netloc.decode()
-            extensions["sni_hostname"] = url.host
-            url = url.copy_with(host=self._pinned)
+            sent["host"] = url.raw_authority
+            server_hostname = url.raw_host
+            url = url.with_host(self._pinned)
+        assert self._http is not None
         try:
-            response = await self._http.post(
-                url, content=body, headers={**endpoint.headers, **sent}, extensions=extensions
-            )
-        except httpx.TimeoutException:
+            async with self._http.post(
+                url,
+                data=body,
+                headers={**endpoint.headers, **sent},
+                server_hostname=server_hostname,
+                allow_redirects=False,
+            ) as response:
+                status, answer = response.status, await response.read()  # read: the connection is kept
+                error = None if 200 <= status <= 299 else answer[:300].decode(errors="replace")
+                return status, error, response.headers.get("retry-after")
+        except TimeoutError:
             return None, "timeout", None
-        except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:300], None
-        return (
-            response.status_code,
-            None if response.is_success else response.text[:300],
-            response.headers.get("retry-after"),
-        )
+        except aiohttp.ClientError as exc:
+            return None, f"{_error_name(exc)}: {exc}"[:300], None
 
     async def _url_check(self) -> str | None:
         """Resolve and check the URL's host (at most every URL_RECHECK_S), remembering the
@@ -489,7 +483,7 @@ class Destination:
         ack: list[str],
     ) -> None:
         """Each attempt, for the event trace (capped per event), with the acknowledgement of a
-        delivery in the same round trip."""
+        delivery in the same round trip, which the attempts that ended meanwhile share."""
         note = orjson.dumps(
             {
                 "destination": self.target.key,
@@ -500,19 +494,10 @@ class Destination:
                 "at": int(self._clock() * 1000),
             }
         )
-        pipe = self._redis.pipeline(transaction=False)
-        for event in events:
-            key = keys.deliveries(f"{event.get('source')}/{event.get('id')}")
-            pipe.rpush(key, note)
-            pipe.ltrim(key, -ATTEMPTS_KEPT, -1)
-            pipe.expire(key, self._horizon_s)
-        if ack:
-            pipe.hdel(keys.delivery_chunks(self.target.stream), *ack)
-            pipe.xack(self.target.stream, keys.SUBSCRIPTION_GROUP, *ack)
-        results = await pipe.execute(raise_on_error=False)
-        if ack and isinstance(results[-1], Exception):
-            raise results[-1]
-        if any(isinstance(r, Exception) for r in results):  # the trace is best effort; delivery goes on
+        trace = [keys.deliveries(f"{event.get('source')}/{event.get('id')}") for event in events]
+        await self._recorder.record(trace, note, ack, self._horizon_s)
+        if self._recorder.trace_failed:
+            self._recorder.trace_failed = False
             logger.warning("%s: could not record a delivery attempt for the trace", self.target.key)
 
     async def _dead_letter(
@@ -565,6 +550,91 @@ class Destination:
 
     def _age_s(self, entry_id: str) -> float:
         return max(0.0, self._clock() - int(entry_id.partition("-")[0]) / 1000)
+
+
+def _session(endpoint: Endpoint) -> aiohttp.ClientSession:
+    """The HTTP client of one destination: a pool of at most ``max_in_flight`` kept-alive
+    connections, one time limit per attempt, no redirects followed (see ``classify``), no cookies."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=endpoint.max_in_flight, ttl_dns_cache=int(URL_RECHECK_S)),
+        timeout=aiohttp.ClientTimeout(total=endpoint.timeout / 1000),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    )
+
+
+def _error_name(exc: aiohttp.ClientError) -> str:
+    """The name an attempt's error starts with. These were httpx's exception names before the
+    dispatcher moved to aiohttp, and stay the vocabulary of the trace and the dead letters:
+    ``ConnectError`` (no connection: refused, unreachable, TLS handshake), ``RemoteProtocolError``
+    (the receiver closed the connection or answered something that is not HTTP), ``NetworkError``
+    (the connection failed mid-request); anything else keeps aiohttp's own class name."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "ConnectError"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return "RemoteProtocolError"
+    if isinstance(exc, aiohttp.ClientOSError):
+        return "NetworkError"
+    return type(exc).__name__
+
+
+class _Recorder:
+    """The Redis bookkeeping of one destination's attempts, shared: each attempt's note goes to
+    the trace of its events and a delivery's entries are acknowledged, and the attempts that end
+    while a round trip is under way wait for the next one and go together (one pipeline for all
+    of them, one XACK). An attempt returns once its own note and acknowledgement are written, so
+    at-least-once and ``max_in_flight: 1`` ordering are as with one round trip per attempt."""
+
+    def __init__(self, client: aioredis.Redis, stream: str) -> None:
+        self._redis = client
+        self._stream = stream
+        self._waiting: list[tuple[list[str], bytes, list[str], int, asyncio.Future[None]]] = []
+        self._flushing = False
+        self.trace_failed = False  # a trace write failed (best effort): the caller logs it
+
+    async def record(self, trace: list[str], note: bytes, ack: list[str], horizon_s: int) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((trace, note, ack, horizon_s, done))
+        if not self._flushing:  # this attempt writes its own and whatever queues up meanwhile
+            self._flushing = True
+            try:
+                while self._waiting:
+                    batch, self._waiting = self._waiting, []
+                    await self._write(batch)
+            finally:
+                self._flushing = False
+                for *_, waiting in self._waiting:  # only when cancelled: the entries stay pending
+                    waiting.set_exception(RuntimeError("the delivery bookkeeping was cancelled"))
+                self._waiting = []
+        await done
+
+    async def _write(self, batch: list[tuple[list[str], bytes, list[str], int, asyncio.Future[None]]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        acked: list[str] = []
+        for trace, note, ack, horizon_s, _ in batch:
+            for key in trace:
+                pipe.rpush(key, note)
+                pipe.ltrim(key, -ATTEMPTS_KEPT, -1)
+                pipe.expire(key, horizon_s)
+            acked += ack
+        if acked:
+            pipe.hdel(keys.delivery_chunks(self._stream), *acked)
+            pipe.xack(self._stream, keys.SUBSCRIPTION_GROUP, *acked)
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else RuntimeError("the delivery bookkeeping was cancelled")
+            for *_, done in batch:
+                done.set_exception(failure)
+            raise
+        ack_error = results[-1] if acked and isinstance(results[-1], Exception) else None
+        if any(isinstance(r, Exception) for r in results[: len(results) - (2 if acked else 0)]):
+            self.trace_failed = True  # the trace is best effort; delivery goes on
+        for _, _, ack, _, done in batch:
+            if ack and ack_error is not None:
+                done.set_exception(ack_error)
+            else:
+                done.set_result(None)
 
 
 def _checked_address(url: str) -> tuple[str | None, str | None]:
