@@ -39,7 +39,8 @@ from runtime.config.store import ConfigStore
 from runtime.config.types import document_body
 from runtime.events.profiles import ProfileStore
 from runtime.log.streams import text
-from runtime.redis_client import connect, connect_async
+from runtime.lua import read_script
+from runtime.redis_client import connect, connect_async, is_cluster
 from runtime.security.sealing import Sealer
 from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, error_text, transient
 from runtime.subscriptions.models import Channel, Endpoint, Subscription
@@ -67,6 +68,7 @@ STRANDED_AFTER_S = 30.0  # a pending entry no delivery holds, idle this long, is
 HALT_WAIT_S = 3.0  # how long a stopped delivery loop may take to end before it is cancelled
 SINGLE_CONTENT_TYPE = "application/cloudevents+json"
 PREPARE_RETRY_S = 0.2  # pause before trying again to prepare an entry that failed, times its tries
+_RECORD = read_script("runtime.subscriptions", "delivery_record.lua")
 
 
 class DeliveryMetrics(Protocol):
@@ -583,11 +585,15 @@ class _Recorder:
     the trace of its events and a delivery's entries are acknowledged, and the attempts that end
     while a round trip is under way wait for the next one and go together (one pipeline for all
     of them, one XACK). An attempt returns once its own note and acknowledgement are written, so
-    at-least-once and ``max_in_flight: 1`` ordering are as with one round trip per attempt."""
+    at-least-once and ``max_in_flight: 1`` ordering are as with one round trip per attempt.
+
+    On one Redis server the round trip is a single script run (``delivery_record.lua``); on a
+    Redis Cluster, whose keys live on several nodes, a pipeline of plain commands."""
 
     def __init__(self, client: aioredis.Redis, stream: str) -> None:
         self._redis = client
         self._stream = stream
+        self._cluster = is_cluster(client)
         self._waiting: list[tuple[list[str], bytes, list[str], int, asyncio.Future[None]]] = []
         self._flushing = False
         self.trace_failed = False  # a trace write failed (best effort): the caller logs it
@@ -609,6 +615,42 @@ class _Recorder:
         await done
 
     async def _write(self, batch: list[tuple[list[str], bytes, list[str], int, asyncio.Future[None]]]) -> None:
+        try:
+            ack_error = await (self._pipelined(batch) if self._cluster else self._scripted(batch))
+        except BaseException as exc:
+            failure = exc if isinstance(exc, Exception) else RuntimeError("the delivery bookkeeping was cancelled")
+            for *_, done in batch:
+                done.set_exception(failure)
+            raise
+        for _, _, ack, _, done in batch:
+            if ack and ack_error is not None:
+                done.set_exception(ack_error)
+            else:
+                done.set_result(None)
+
+    async def _scripted(
+        self, batch: list[tuple[list[str], bytes, list[str], int, asyncio.Future[None]]]
+    ) -> Exception | None:
+        trace_keys: list[str] = []
+        notes: list[bytes] = []
+        indexes: list[int] = []
+        acked: list[str] = []
+        for trace, note, ack, _, _ in batch:
+            notes.append(note)
+            trace_keys += trace
+            indexes += [len(notes)] * len(trace)
+            acked += ack
+        horizon_s = batch[0][3]
+        names = [self._stream, keys.delivery_chunks(self._stream), *trace_keys]
+        args = [keys.SUBSCRIPTION_GROUP, ATTEMPTS_KEPT, horizon_s, len(acked), *acked, len(notes), *notes, *indexes]
+        _, failed = await self._redis.execute_command("EVAL", _RECORD, len(names), *names, *args)
+        if failed:
+            self.trace_failed = True  # the trace is best effort; delivery goes on
+        return None
+
+    async def _pipelined(
+        self, batch: list[tuple[list[str], bytes, list[str], int, asyncio.Future[None]]]
+    ) -> Exception | None:
         pipe = self._redis.pipeline(transaction=False)
         acked: list[str] = []
         for trace, note, ack, horizon_s, _ in batch:
@@ -620,21 +662,10 @@ class _Recorder:
         if acked:
             pipe.hdel(keys.delivery_chunks(self._stream), *acked)
             pipe.xack(self._stream, keys.SUBSCRIPTION_GROUP, *acked)
-        try:
-            results = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:
-            failure = exc if isinstance(exc, Exception) else RuntimeError("the delivery bookkeeping was cancelled")
-            for *_, done in batch:
-                done.set_exception(failure)
-            raise
-        ack_error = results[-1] if acked and isinstance(results[-1], Exception) else None
+        results = await pipe.execute(raise_on_error=False)
         if any(isinstance(r, Exception) for r in results[: len(results) - (2 if acked else 0)]):
             self.trace_failed = True  # the trace is best effort; delivery goes on
-        for _, _, ack, _, done in batch:
-            if ack and ack_error is not None:
-                done.set_exception(ack_error)
-            else:
-                done.set_result(None)
+        return results[-1] if acked and isinstance(results[-1], Exception) else None
 
 
 def _checked_address(url: str) -> tuple[str | None, str | None]:
