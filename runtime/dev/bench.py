@@ -729,7 +729,9 @@ def run_bench(
     }
 
 
-def bench_delivery(state_dir: Path, events: int = 20_000, max_in_flight: int = 32) -> dict[str, Any]:
+def bench_delivery(
+    state_dir: Path, events: int = 20_000, max_in_flight: int = 32, batches: Sequence[int] = (1, 100)
+) -> dict[str, Any]:
     """Webhook delivery from a subscription stream to a local async receiver on loopback
     (``runtime.dev.receiver``, in its own process, verifying every signature): events/s and
     p50/p99 publish-to-2xx latency, one event per request and in batches of 100, with
@@ -745,7 +747,7 @@ def bench_delivery(state_dir: Path, events: int = 20_000, max_in_flight: int = 3
     from runtime.config.store import ConfigStore
     from runtime.dev.receiver import Receiver
     from runtime.dev.redis_server import EmbeddedRedis, free_port
-    from runtime.subscriptions.dispatch import Dispatcher
+    from runtime.subscriptions.dispatch import Dispatcher, new_event_loop
     from runtime.subscriptions.outbox import Outbox, Publication
     from runtime.subscriptions.topics import TopicRouter
     from runtime.subscriptions.webhooks import generate_secret
@@ -774,7 +776,8 @@ def bench_delivery(state_dir: Path, events: int = 20_000, max_in_flight: int = 3
     results: dict[str, Any] = {"events": events, "max_in_flight": max_in_flight, "receiver": "runtime.dev.receiver"}
     try:
         client = redis.Redis.from_url(server.url)
-        for mode, batch in (("single", 1), ("batch_100", 100)):
+        for batch in batches:
+            mode = "single" if batch == 1 else f"batch_{batch}"
             name = f"bench-{mode.replace('_', '-')}"
             endpoint = {"url": f"{receiver.url}/{name}", "internal": True, "secrets": [secret]}
             doc = {"kind": "subscription", "name": name, "topics": [f"business.{name}"], "mode": "webhook"}
@@ -782,7 +785,7 @@ def bench_delivery(state_dir: Path, events: int = 20_000, max_in_flight: int = 3
             ConfigStore(client).put({**doc, "webhook": webhook})
             metrics = Latencies()
             dispatcher = Dispatcher(server.url, horizon_s=3600, metrics=metrics)
-            loop, stop = asyncio.new_event_loop(), asyncio.Event()
+            loop, stop = new_event_loop(), asyncio.Event()
             thread = threading.Thread(target=loop.run_until_complete, args=(dispatcher.run(stop),), daemon=True)
             thread.start()
             time.sleep(1.0)  # the dispatcher has picked the subscription up

@@ -778,3 +778,14 @@ class Dispatcher:
             key: {"version": t.version, "delivered": d.delivered, "gone": d.gone}
             for key, (t, d, _) in self.running.items()
         }
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """The loop a dispatcher runs on: uvloop's where it is installed (it comes with
+    ``uvicorn[standard]``), whose transports, timers and task switches cost a fraction of the
+    standard loop's per request; the standard loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
