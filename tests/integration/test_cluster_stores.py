@@ -209,6 +209,13 @@ def test_profiles_put_replace_and_read_over_batch_versions(client: redis.Redis) 
     assert profiles.get("c0")["score"] == 7 and "score" not in profiles.get("c1")
     assert 0 < client.ttl(keys.batch_profile("v1", "c5")) <= 86_400  # the old version expires
     assert profiles.delete("c0") and profiles.get("c0") == {"score": 7}
+    batch.write("v3", {c: {"tags": ["old"], "score": 3} for c in customers[:10]})
+    batch.switch("v3")
+    packed = profiles.get_many(customers[:12])
+    for c in customers[:10]:  # the same version stored the way before: a hash per customer, JSON per field
+        client.hset(keys.batch_profile("v0", c), mapping={"tags": '["old"]', "score": "3"})
+    batch.switch("v0")
+    assert profiles.get_many(customers[:12]) == packed and packed["c0"] == {"tags": ["old"], "score": 3}
 
 
 # --- quarantine and dead letters ------------------------------------------------------------

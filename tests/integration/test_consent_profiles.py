@@ -252,3 +252,27 @@ def test_batch_profiles_switch_versions_at_once_and_merge_under_own_attributes(p
         "c2": {"scores": {"wealth-beginner": 82}},
     }
     assert 0 < redis_client.ttl("esp:pbatch:v1:c1") <= 86_400  # the old version goes away
+
+
+def test_a_batch_version_written_a_hash_per_customer_reads_as_the_packed_one(profiles, redis_client):
+    """A version stored the way before (a hash per customer, a JSON value per attribute) reads
+    exactly as the same profiles written packed; writing the version again replaces the hash."""
+    from runtime.events.profiles import BatchProfiles
+
+    rows = {
+        "c1": {"tags": ["value:5"], "segments": ["wealth"], "scores": {"card": 0.5}, "tier": "silver", "n": 3},
+        "c2": {"tags": ["x"], "ok": True},
+    }
+    batch = BatchProfiles(redis_client)
+    profiles.put("c1", {"tags": ["vip"], "tier": "gold"})
+    batch.write("packed", rows)
+    batch.switch("packed")
+    packed = profiles.get_many(["c1", "c2", "c3"])
+    for customer, attrs in rows.items():  # the layout before: HSET of JSON values
+        redis_client.hset(f"esp:pbatch:hashed:{customer}", mapping={n: json.dumps(v) for n, v in attrs.items()})
+    batch.switch("hashed")
+    assert profiles.get_many(["c1", "c2", "c3"]) == packed
+    assert packed["c1"] == {**rows["c1"], "tags": ["value:5", "vip"], "tier": "gold"}
+    batch.write("hashed", {"c1": {"tier": "bronze"}, "c2": {}})
+    assert redis_client.type("esp:pbatch:hashed:c1") == b"string" and redis_client.exists("esp:pbatch:hashed:c2") == 0
+    assert profiles.get_many(["c1", "c2"]) == {"c1": {"tags": ["vip"], "tier": "gold"}, "c2": {}}
