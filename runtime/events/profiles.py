@@ -169,31 +169,17 @@ def _plainly_valid(customer: Any, attrs: Any) -> bool:
 
 
 def _plain_scores(value: dict[Any, Any]) -> bool:
-    """A flat map of non-empty ASCII names to finite floats (scores), checked in C where it can
-    be; any other map goes through the per-item loop."""
-    if value and set(map(type, value.values())) == _FLOAT:
-        try:
-            names = "".join(value)
-        except TypeError:
-            return False
-        # a sum of finite floats is finite unless it overflows, which only sends it to the loop
-        return (
-            names.isascii()
-            and "" not in value
-            and max(map(len, value)) <= MAX_KEY_LENGTH
-            and math.isfinite(sum(value.values()))
-        ) or _plain_items(value)
-    return _plain_items(value)
-
-
-_FLOAT = {float}
-
-
-def _plain_items(value: dict[Any, Any]) -> bool:
+    """A flat map of non-empty ASCII names to finite numbers (scores, usually floats) or None;
+    any other map goes through the per-item check. One pass with the float case inline: for
+    the few items of a score map that is faster than the calls in C it replaced (set of types,
+    join, sum), which each walked the map again."""
     for key, item in value.items():
         if key.__class__ is not str or not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii():
             return False
-        if item is not None and not _plain_number(item):
+        if item.__class__ is float:
+            if item - item != 0.0:  # inf or nan
+                return False
+        elif item is not None and not _plain_number(item):
             return False
     return True
 
