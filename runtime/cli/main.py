@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -565,7 +566,13 @@ def demo(customers: int, events: int, state_dir: Path, batch_customers: int, bat
 @click.option("--users", default=10_000, show_default=True)
 @click.option("--batch-size", default=10_000, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path(".esp/bench"), show_default=True)
-@click.option("--only", type=click.Choice(["all", "batch"]), default="all", show_default=True)
+@click.option(
+    "--only",
+    type=click.Choice(["all", "batch", "delivery", "contact", "profile_sync"]),
+    default="all",
+    show_default=True,
+    help="One part alone: the batch jobs, or one of the hot paths (webhook delivery, contact decisions, profile sync).",
+)
 @click.option("--batch-customers", default=100_000, show_default=True, help="Customers of the batch benchmark.")
 @click.option("--batch-days", default=30, show_default=True)
 @click.option(
@@ -585,8 +592,9 @@ def bench(
     readme: Path | None,
 ) -> None:
     """Measure the engine, ingestion, latency, memory, delivery and the contact policy (or, with
-    --only batch, each batch job's wall time and peak memory); results go to a JSON file and,
-    for the whole run, a markdown table of each figure against its goal."""
+    --only batch, each batch job's wall time and peak memory; with --only delivery, contact or
+    profile_sync, that hot path alone, with the load average after it); results go to a JSON
+    file and, for the whole run, a markdown table of each figure against its goal."""
     from runtime.dev.bench_report import README_BEGIN, markdown, update_readme
 
     if readme is not None and (not readme.is_file() or README_BEGIN not in readme.read_text()):
@@ -598,6 +606,15 @@ def bench(
 
         with ray_for_jobs(None, 2):
             results = bench_batch(out / "batch-data", customers=batch_customers, days=batch_days)
+    elif only != "all":
+        from runtime.dev import bench as benches
+
+        hot_paths = {
+            "delivery": benches.bench_delivery,
+            "contact": benches.bench_contact,
+            "profile_sync": benches.bench_profile_sync,
+        }
+        results = {only: hot_paths[only](out / "state" / only), "load_average": list(os.getloadavg())}
     else:
         from runtime.dev.bench import run_bench
 

@@ -683,7 +683,12 @@ def run_bench(
     sequence_batch_size: int = 10_000,
 ) -> dict[str, Any]:
     return {
-        "host": {"cpus": os.cpu_count(), "python": host.python_version(), "machine": host.machine()},
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": host.python_version(),
+            "machine": host.machine(),
+            "load_average": list(os.getloadavg()),  # at the start: other work on a shared machine
+        },
         "engine": bench_engine(max(events, 1_000_000), users),
         "engine_sequence": bench_engine_sequence(1_000_000, 10_000),
         "expression": bench_expression(),
