@@ -30,6 +30,7 @@ from runtime.subscriptions.webhooks import (
     URL_REASONS,
     Outcome,
     RetryPolicy,
+    Signer,
     address_reason,
     check_address,
     check_url,
@@ -157,6 +158,34 @@ def test_sign_then_verify_round_trips(keys, msg_id, timestamp_s, body):
     sent = headers(secrets, msg_id, timestamp_s, body)
     assert all(spec_verify(secret, sent, body) for secret in secrets)
     assert not spec_verify(generate_secret(), sent, body)
+
+
+@given(
+    keys=st.lists(st.binary(min_size=24, max_size=64), min_size=0, max_size=3),
+    msg_id=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="."), min_size=1),
+    timestamp_s=st.integers(min_value=0, max_value=2**40),
+    body=st.binary(max_size=512),
+)
+def test_the_dispatchers_signer_sends_what_headers_sends(keys, msg_id, timestamp_s, body):
+    """The dispatcher decodes its endpoint's secrets once (``Signer``); its headers are those of
+    ``headers()`` (without a secret: the same minus the signature)."""
+    secrets = ["whsec_" + base64.b64encode(key).decode() for key in keys]
+    sent = Signer(secrets).headers(msg_id, timestamp_s, body, content_type=CONTENT_TYPE_CLOUDEVENTS_BATCH)
+    if secrets:
+        assert sent == headers(secrets, msg_id, timestamp_s, body, content_type=CONTENT_TYPE_CLOUDEVENTS_BATCH)
+    else:
+        assert sent == {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(timestamp_s),
+            "content-type": CONTENT_TYPE_CLOUDEVENTS_BATCH,
+        }
+
+
+def test_the_signer_refuses_what_sign_refuses():
+    with pytest.raises(ValueError, match="webhook secret 0 is invalid"):
+        Signer(["whsec_c2hvcnQ="])
+    with pytest.raises(ValueError, match="webhook id"):
+        Signer([NEW]).headers("msg.1", 1, BODY)
 
 
 @pytest.mark.parametrize("msg_id", ["", "msg.1", "msg 1", "msg\r\nx-evil: 1", "msg\t1", "méssage", "x" * 257])
