@@ -1027,6 +1027,9 @@ def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5
       ``batch`` customers (20 tags, 2 segments and 5 scores each), then ``switch``.
     - ``put_many``: the same profiles through ``ProfileStore.put_many`` (the API's bulk write),
       ``batch`` customers per call.
+
+    Each with the CPU it took per customer in this process (every thread) and in redis-server:
+    on a shared machine the rate moves with the load, the CPU per customer much less.
     """
     import shutil
 
@@ -1047,21 +1050,34 @@ def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5
     results: dict[str, Any] = {"customers": customers, "batch": batch}
     try:
         client = redis.Redis.from_url(server.url)
+
+        def cpu() -> tuple[float, float, float]:  # wall, this process (every thread), redis-server
+            used = client.info("cpu")
+            return time.perf_counter(), time.process_time(), used["used_cpu_user"] + used["used_cpu_sys"]
+
+        def figures(before: tuple[float, float, float]) -> dict[str, Any]:
+            after = cpu()
+            seconds, client_s, redis_s = (a - b for a, b in zip(after, before, strict=True))
+            return {
+                "customers_per_s": round(customers / seconds),
+                "seconds": round(seconds, 2),
+                "client_cpu_us_per_customer": round(client_s / customers * 1e6, 2),
+                "redis_cpu_us_per_customer": round(redis_s / customers * 1e6, 2),
+            }
+
         store = BatchProfiles(client, batch=batch)
-        started = time.perf_counter()
+        before = cpu()
         for start in range(0, customers, batch):
             chunk = ids[start : start + batch]
             store.write("bench", profiles(chunk, tags, segments, scores))
         store.switch("bench")
-        seconds = time.perf_counter() - started
-        results["batch_write"] = {"customers_per_s": round(customers / seconds), "seconds": round(seconds, 2)}
+        results["batch_write"] = figures(before)
         own = ProfileStore(client)
         rows = profiles(ids, tags, segments, scores)
-        started = time.perf_counter()
+        before = cpu()
         for start in range(0, customers, batch):
             own.put_many({c: rows[c] for c in ids[start : start + batch]})
-        seconds = time.perf_counter() - started
-        results["put_many"] = {"customers_per_s": round(customers / seconds), "seconds": round(seconds, 2)}
+        results["put_many"] = figures(before)
         sample = own.get_many(ids[:3])  # what a reader sees: the batch version under the own attributes
         results["checked"] = all(sample[c]["tags"] == sorted(set(tags[c])) for c in ids[:3])
     finally:
