@@ -609,20 +609,26 @@ class _Recorder:
                     await self._write(batch)
             finally:
                 self._flushing = False
-                for *_, waiting in self._waiting:  # only when cancelled: the entries stay pending
-                    waiting.set_exception(RuntimeError("the delivery bookkeeping was cancelled"))
-                self._waiting = []
+                waiting, self._waiting = self._waiting, []
+                _settle(waiting, RuntimeError("the delivery bookkeeping was cancelled"))  # only when cancelled
+                if done.done() and not done.cancelled():
+                    done.exception()  # retrieved: a cancelled flusher does not await its own
         await done
 
     async def _write(self, batch: list[tuple[list[str], bytes, list[str], int, asyncio.Future[None]]]) -> None:
+        """One round trip for ``batch``; each attempt learns its own outcome (a failed XACK fails
+        only the deliveries, a failed round trip all of them). Raises only when cancelled."""
         try:
             ack_error = await (self._pipelined(batch) if self._cluster else self._scripted(batch))
-        except BaseException as exc:
-            failure = exc if isinstance(exc, Exception) else RuntimeError("the delivery bookkeeping was cancelled")
-            for *_, done in batch:
-                done.set_exception(failure)
+        except asyncio.CancelledError:
+            _settle(batch, RuntimeError("the delivery bookkeeping was cancelled"))
             raise
+        except Exception as exc:  # Redis: the entries stay pending and are taken back later
+            _settle(batch, exc)
+            return
         for _, _, ack, _, done in batch:
+            if done.done():  # its attempt was cancelled meanwhile
+                continue
             if ack and ack_error is not None:
                 done.set_exception(ack_error)
             else:
@@ -666,6 +672,12 @@ class _Recorder:
         if any(isinstance(r, Exception) for r in results[: len(results) - (2 if acked else 0)]):
             self.trace_failed = True  # the trace is best effort; delivery goes on
         return results[-1] if acked and isinstance(results[-1], Exception) else None
+
+
+def _settle(entries: list[tuple[list[str], bytes, list[str], int, asyncio.Future[None]]], error: Exception) -> None:
+    for *_, done in entries:
+        if not done.done():
+            done.set_exception(error)
 
 
 def _checked_address(url: str) -> tuple[str | None, str | None]:
