@@ -43,6 +43,7 @@ from runtime.subscriptions.outbox import Outbox, last_fires
 from runtime.subscriptions.pull import SubscriptionReader, check_entry_id, project, token_matches
 from runtime.subscriptions.topics import TopicRouter
 from serve import access, errors, hosts, limits, sse
+from serve import console as operator_console
 from serve import schemas as s
 from serve.exposition import esp_series
 from serve.metrics import metric
@@ -66,6 +67,8 @@ app = FastAPI(
     responses=s.ERRORS,
 )
 errors.install(app)
+operator_console.install(app)
+app.include_router(operator_console.router)  # the console's pages: methods of ConsoleRoutes, a base of EspApi
 
 
 @app.exception_handler(RequestValidationError)
@@ -167,7 +170,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 @serve.deployment(name="api", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=MAX_ONGOING)
 @serve.ingress(app)
-class EspApi:
+class EspApi(operator_console.ConsoleRoutes):
     def __init__(self, settings: dict[str, Any], directory: PartitionDirectory) -> None:
         self.settings = EspSettings(**settings)
         self.directory = directory
