@@ -20,7 +20,8 @@ def compose(text: str) -> yaml.Node | None:
 
 
 def line_of(text: str, path: str | Sequence[Any]) -> int | None:
-    """The 1-based line of the node ``path`` reaches in ``text`` (None if the text does not parse)."""
+    """The 1-based line of the node ``path`` reaches in ``text`` (None if the text does not parse):
+    a scalar's own line; for a mapping or list reached by a key, the key's line."""
     try:
         root = compose(text)
     except yaml.YAMLError:
@@ -28,27 +29,29 @@ def line_of(text: str, path: str | Sequence[Any]) -> int | None:
     if root is None:
         return None
     segments = path.split(".") if isinstance(path, str) else [str(p) for p in path]
-    node = _walk(root, [s for s in segments if s])
-    return node.start_mark.line + 1
+    return _walk(root, [s for s in segments if s], root.start_mark.line) + 1
 
 
-def _walk(node: yaml.Node, segments: list[str]) -> yaml.Node:
+def _walk(node: yaml.Node, segments: list[str], line: int) -> int:
+    """The 0-based line of the deepest node the segments reach (``line``: where ``node`` is named)."""
     for i, segment in enumerate(segments):
-        child = _child(node, segment)
-        if child is not None:
-            return _walk(child, segments[i + 1 :])
-    return node
+        found = _child(node, segment)
+        if found is not None:
+            child, named_at = found
+            return _walk(child, segments[i + 1 :], named_at)
+    return node.start_mark.line if isinstance(node, yaml.ScalarNode) else line
 
 
-def _child(node: yaml.Node, segment: str) -> yaml.Node | None:
+def _child(node: yaml.Node, segment: str) -> tuple[yaml.Node, int] | None:
+    """The child named by ``segment`` and the line that names it (its key's, or its own)."""
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode) and key.value == segment:
-                return value if not _empty(value) else key
+                return (key if _empty(value) else value), key.start_mark.line
     elif isinstance(node, yaml.SequenceNode) and segment.isdigit():
         index = int(segment)
         if index < len(node.value):
-            return node.value[index]
+            return node.value[index], node.value[index].start_mark.line
     return None
 
 
