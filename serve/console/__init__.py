@@ -18,7 +18,7 @@ import time
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
 import httpx
 import jinja2
@@ -52,6 +52,13 @@ _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
 )
 PROFILE_GROUPS = ("tags", "segments", "scores")
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """A posted ``application/x-www-form-urlencoded`` form (the only kind the console sends; the
+    app's body limit applies), last value of each field."""
+    body = (await request.body()).decode("utf-8", "replace")
+    return dict(parse_qsl(body, keep_blank_values=True))
 
 
 class SignIn(Exception):
@@ -152,7 +159,7 @@ class ConsoleRoutes:
 
     async def _form(self, request: Request, who: Principal, *, operator: bool) -> dict[str, str]:
         """The posted form, once its CSRF token is checked (and the operator role, if needed)."""
-        form = {k: str(v) for k, v in (await request.form()).items()}
+        form = await read_form(request)
         if self.tokens is not None and form.get("csrf") != self._csrf(request):
             raise Forbidden("the form is stale or forged (CSRF token mismatch): reload the page")
         if operator and not who.can("operator"):
@@ -182,8 +189,8 @@ class ConsoleRoutes:
 
     @router.post("/console/login")
     async def console_login(self, request: Request) -> Response:
-        form = await request.form()
-        token = str(form.get("token") or "").strip()
+        form = await read_form(request)
+        token = form.get("token", "").strip()
         lang = self._lang(request)
         if self.tokens is None:
             return RedirectResponse("/console/overview", status_code=303)
