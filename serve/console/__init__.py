@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, quote
 
 import httpx
 import jinja2
+import orjson
 import ray
 import yaml
 from fastapi import APIRouter, FastAPI, Request
@@ -51,6 +52,9 @@ router = APIRouter(include_in_schema=False)
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
 )
+_templates.filters["yamlish"] = lambda value: yaml.safe_dump(
+    value, sort_keys=False, allow_unicode=True, default_flow_style=False
+).strip()
 PROFILE_GROUPS = ("tags", "segments", "scores")
 
 
@@ -243,22 +247,17 @@ class ConsoleRoutes:
         figures = summarize(text)
 
         def from_redis() -> tuple[dict[str, Any], dict[str, int]]:
-            import orjson
-
             raw = self.redis.hgetall(keys.PARTITION_STATUS)
             status = {str(int(p)): orjson.loads(v) for p, v in raw.items()}
             quarantined: dict[str, int] = {}
-            for item in self.ingestor.quarantine.list(limit=10_000):
+            for item in self.ingestor.quarantine.list(limit=1000):  # the newest: a live page stays cheap
                 quarantined[item["source"]] = quarantined.get(item["source"], 0) + 1
             return status, quarantined
 
         status, quarantined = await run_in_threadpool(from_redis)
+        outcomes = ("accepted", "duplicate", "rejected", "dropped", "filtered")
         for name, n in quarantined.items():
-            figures["sources"].setdefault(name, dict.fromkeys(("accepted", "duplicate", "rejected", "dropped"), 0.0))
-        for row in figures["sources"].values():
-            row.setdefault("quarantined", 0)
-        for name, n in quarantined.items():
-            figures["sources"][name]["quarantined"] = n
+            figures["sources"].setdefault(name, dict.fromkeys(outcomes, 0.0))["quarantined"] = n
         for p, s in status.items():
             figures["partitions"].setdefault(p, {}).update(s)
         figures["partitions"] = dict(sorted(figures["partitions"].items(), key=lambda kv: int(kv[0] or -1)))
@@ -314,7 +313,9 @@ class ConsoleRoutes:
             return self._refusal(request, who, exc)
         action = form.get("action", "dryrun")
         if action == "apply" and not who.can("operator"):
-            return self._refusal(request, who, Forbidden(i18n.translate(self._lang(request), "needs_operator", role=who.role)))
+            return self._refusal(
+                request, who, Forbidden(i18n.translate(self._lang(request), "needs_operator", role=who.role))
+            )
         text = form.get("yaml", "").replace("\r\n", "\n")
         lang = self._lang(request)
         try:
@@ -338,15 +339,15 @@ class ConsoleRoutes:
             current = self.config.find(kind, name)
             proposed = to_yaml(raw)
             changes = unified_diff(to_yaml(public_view(kind, current)) if current else "", proposed)
-            return self._editor(
-                request, who, kind, name, text=text, diff=changes or i18n.translate(lang, "no_changes")
-            )
+            return self._editor(request, who, kind, name, text=text, diff=changes or i18n.translate(lang, "no_changes"))
         if action != "apply":
             return self._editor(request, who, kind, name, text=text, notice=i18n.translate(lang, "valid"))
         result = await run_in_threadpool(self._apply, request, who, kind, name, raw)
         return self._editor(request, who, kind, name, notice=i18n.translate(lang, "applied", version=result["version"]))
 
-    def _apply(self, request: Request, who: Principal, kind: str, name: str, raw: Any, action: str = "config.put") -> dict[str, Any]:
+    def _apply(
+        self, request: Request, who: Principal, kind: str, name: str, raw: Any, action: str = "config.put"
+    ) -> dict[str, Any]:
         from runtime.security.audit import diff
 
         def comparable(record: dict[str, Any] | None) -> dict[str, Any]:
@@ -462,7 +463,9 @@ class ConsoleRoutes:
 
         result = await run_in_threadpool(replay)
         items = self.ingestor.quarantine.list(source=source, reason=reason, limit=200)
-        notice = i18n.translate(self._lang(request), "replayed", result=", ".join(f"{k} {v}" for k, v in result.items()) or "0")
+        notice = i18n.translate(
+            self._lang(request), "replayed", result=", ".join(f"{k} {v}" for k, v in result.items()) or "0"
+        )
         return self._render(
             request, "quarantine.html", who, items=items, source=source or "", reason=reason or "", notice=notice,
             total=self.ingestor.quarantine.count(),
@@ -515,9 +518,7 @@ class ConsoleRoutes:
     # --- before go-live, campaigns -------------------------------------------------------
 
     @router.get("/console/golive")
-    async def console_golive(
-        self, request: Request, rule: str = "", start: str = "", end: str = ""
-    ) -> HTMLResponse:
+    async def console_golive(self, request: Request, rule: str = "", start: str = "", end: str = "") -> HTMLResponse:
         who = self._who(request)
         rules = [d["name"] for d in self.config.list("rule")]
         result, error = None, None

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runtime.dev.client import EspClient
 from tests.e2e.helpers import T0
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -71,8 +72,11 @@ def browser() -> Iterator[webdriver.Chrome]:
 
 def shot(driver, page: str) -> None:
     """A full-height screenshot of the current page as ``docs/console/screenshots/<page>.png``."""
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(height + 40, 700), 2400))
+    for _ in range(3):  # the window's outer size includes what the viewport does not show
+        inner, full = driver.execute_script("return [window.innerHeight, document.documentElement.scrollHeight]")
+        if full <= inner or inner >= 3000:
+            break
+        driver.set_window_size(1280, min(driver.get_window_size()["height"] + full - inner + 8, 3200))
     driver.save_screenshot(str(SHOTS / f"{page}.png"))
     driver.set_window_size(1280, 1000)
 
@@ -139,23 +143,46 @@ def test_an_operator_walks_through_the_console(platform, tokens, browser, client
     wait_for(driver, f"a[href='/console/config/rule/{RULE}']")
     shot(driver, "config")
 
+    # two offers compete for one customer under a policy: one is sent, the other loses arbitration
+    with EspClient(base) as admin:
+        admin.put_config({"kind": "policy", "name": "console", "arbitration_window": "1s"})
+        profile = {"city": "上海", "tier": "gold", "tags": ["frequent-traveller"], "segments": ["commuters"]}
+        admin.request("PUT", "/v1/profiles/alice", json={**profile, "scores": {"roaming-pack": 0.82}})
+        for offer, priority in (("a", 80), ("b", 20)):
+            admin.put_config({"kind": "campaign", "name": f"console-{offer}", "priority": priority})
+            notify = {"channel": "console-sms", "template": offer, "campaign": f"console-{offer}"}
+            admin.put_config(
+                {"kind": "rule", "name": f"console-offer-{offer}", "when": {"event": "console.offer"},
+                 "then": [{"notify": notify}]}
+            )  # fmt: skip
+
     # events in; the rule's fires appear on the overview by themselves (Ray exports metrics every few seconds)
     events = [
-        {"id": f"ct{i}", "type": "console.tick", "time": T0 + i, "subject": "alice", "data": {"n": i}}
-        for i in range(3)
+        {"id": f"ct{i}", "type": "console.tick", "time": T0 + i, "subject": "alice", "data": {"n": i}} for i in range(3)
     ]
     bad = {"id": "ct-bad", "time": T0, "subject": "alice", "data": {}}  # no type: quarantined
-    assert client.send([*events, bad]).accepted == 3
+    offer = {"id": "co1", "type": "console.offer", "time": T0 + 10, "subject": "alice", "data": {}}
+    assert client.send([*events, offer, bad]).accepted == 4
     driver.get(f"{base}/console/overview")
     WebDriverWait(driver, 60, poll_frequency=1).until(
-        lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-rule='{RULE}'] .fires")
-        and int(d.find_element(By.CSS_SELECTOR, f"tr[data-rule='{RULE}'] .fires").text) >= 3
+        lambda d: (
+            d.find_elements(By.CSS_SELECTOR, f"tr[data-rule='{RULE}'] .fires")
+            and int(d.find_element(By.CSS_SELECTOR, f"tr[data-rule='{RULE}'] .fires").text) >= 3
+        )
     )
     shot(driver, "overview")
 
     # a customer's why, an event's trace
     driver.get(f"{base}/console/customer?id=alice")
     assert RULE in wait_for(driver, f"#why-{RULE}").text
+    assert "ct2" in driver.find_element(By.CSS_SELECTOR, f"#why-{RULE} table.fires").text
+
+    def decided(d) -> bool:
+        d.refresh()
+        outcomes = d.find_elements(By.CSS_SELECTOR, "#contacts td")
+        return any(o.text == "sent" for o in outcomes) and any("lost_arbitration" in o.text for o in outcomes)
+
+    WebDriverWait(driver, 45, poll_frequency=1.5).until(decided)
     shot(driver, "customer")
     driver.get(f"{base}/console/event?source=e2e&id=ct1")
     assert wait_for(driver, "#trace-status").text == "accepted"
