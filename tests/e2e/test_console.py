@@ -107,6 +107,10 @@ def test_sign_in_is_refused_clearly_and_pages_need_a_session(platform, tokens) -
         csrf = page.split('name="csrf" value="')[1].split('"')[0]
         assert http.post("/console/quarantine/replay", data={"csrf": csrf}).status_code == 403
         assert http.post("/console/quarantine/replay", data={"csrf": "forged"}).status_code == 403
+        # revoking the token ends its sessions at once
+        admin = {"Authorization": f"Bearer {platform.admin_token}"}
+        assert http.delete("/v1/tokens/console-viewer", headers=admin).status_code == 200
+        assert http.get("/console/overview").headers["location"] == "/console/login"
 
 
 def test_an_operator_walks_through_the_console(platform, tokens, browser, client) -> None:
