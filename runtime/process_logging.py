@@ -136,6 +136,12 @@ def log_context(**values: Any) -> Iterator[None]:
         _context.reset(token)
 
 
+def bind_log_context(**values: Any) -> None:
+    """Every line logged from now on in this asyncio task (or thread, outside of a task)
+    carries these fields: for a task that does one thing, such as delivering one chunk."""
+    _context.set({**_context.get(), **fields(**values)})
+
+
 # The attributes every LogRecord has: anything else on a record came in through ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -267,6 +273,21 @@ def configure_process(
         logging.getLogger(name).setLevel(level)
         logging.getLogger(name).propagate = True
     return handler
+
+
+def configure_from_environment(component: str) -> logging.Handler:
+    """:func:`configure_process` with the ``ESP_*`` settings of the environment, for processes
+    started without settings (the CLI, the local gateway). Settings that do not validate give
+    JSON at INFO: the command reads them again and says what is wrong."""
+    from pydantic import ValidationError
+
+    from runtime.settings import EspSettings
+
+    try:
+        settings = EspSettings()
+    except ValidationError:
+        return configure_process(component, log_format="json", log_level="INFO")
+    return configure_process(component, settings)
 
 
 def _register_settings_secrets(settings: EspSettings) -> None:
