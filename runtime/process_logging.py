@@ -27,6 +27,7 @@ is idempotent. Pure: the standard library's ``logging`` and ``orjson``, no Ray.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -57,8 +58,22 @@ _SECRET_NAME = re.compile(
     r"cookie|signature|auth$|dsn$",
     re.IGNORECASE,
 )
-# Texts worth a closer look: one cheap search decides whether the patterns below run at all.
-_SUSPECT = re.compile(r"esp_|whsec_|bearer|basic|://|pass|secret|token|key|auth|cookie|credential", re.IGNORECASE)
+# Texts worth a closer look: substrings of the lower-cased text decide whether the patterns below
+# run at all (a loop of ``in`` is ten times faster than one regex search with these alternatives).
+_SUSPECT = (
+    "esp_",
+    "whsec_",
+    "bearer",
+    "basic",
+    "://",
+    "pass",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "cookie",
+    "credential",
+)
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b(esp_[0-9a-f]{16}_)[A-Za-z0-9_-]{20,}"), r"\1" + REDACTED),  # operator token: id stays
     (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]+"), "whsec_" + REDACTED),  # webhook signing secret
@@ -91,7 +106,7 @@ def redact_text(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    if not _SUSPECT.search(text):
+    if not _suspect(text):
         return text
     text = redact_url(text)
     for pattern, replacement in _PATTERNS:
@@ -99,10 +114,25 @@ def redact_text(text: str) -> str:
     return text
 
 
+def _suspect(text: str) -> bool:
+    lowered = text.lower()
+    for part in _SUSPECT:
+        if part in lowered:
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _secret_name(name: str) -> bool:
+    return _SECRET_NAME.search(name) is not None
+
+
 def redact_value(name: str, value: Any) -> Any:
     """A field as it may be logged: hidden when its name says secret, its strings scrubbed,
     dicts and lists walked."""
-    if _SECRET_NAME.search(name) and value is not None and not isinstance(value, bool | int | float):
+    if isinstance(value, int | float) and not _secret_name(name):  # bool too: the common case first
+        return value
+    if _secret_name(name) and value is not None and not isinstance(value, bool | int | float):
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)
@@ -157,9 +187,15 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 # --- formatters ----------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def _timestamp(created: float) -> str:
+    """``2026-12-04T10:16:56.962Z`` (the seconds' text is kept: lines come many per second)."""
     seconds = int(created)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int((created - seconds) * 1000):03d}Z"
+    return f"{_second(seconds)}.{int((created - seconds) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
