@@ -164,3 +164,33 @@ def test_a_bad_level_or_format_is_refused() -> None:
         pl.configure_process("esp-test", log_format="json", log_level="LOUD", stream=io.StringIO())
     with pytest.raises(ValueError, match="log format"):
         pl.configure_process("esp-test", log_format="xml", log_level="INFO", stream=io.StringIO())  # type: ignore[arg-type]
+
+
+def test_without_a_stream_lines_go_to_the_current_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    pl.configure_process("esp-test", log_format="json", log_level="INFO")
+    logging.getLogger("serve.app").info("to stderr", extra=pl.fields(source="app"))
+    captured = capsys.readouterr()
+    assert captured.out == "" and json.loads(captured.err)["source"] == "app"
+
+
+def test_the_environment_chooses_and_bad_settings_fall_back_to_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ESP_LOG_FORMAT", "text")
+    pl.configure_from_environment("esp-cli")
+    logging.getLogger("runtime.cli").warning("plain")
+    assert "WARNING runtime.cli [esp-cli] plain" in capsys.readouterr().err
+    monkeypatch.setenv("ESP_LOG_FORMAT", "xml")
+    pl.configure_from_environment("esp-cli")
+    logging.getLogger("runtime.cli").warning("still logged")
+    assert json.loads(capsys.readouterr().err)["message"] == "still logged"
+
+
+def test_a_delivery_is_logged_with_its_outputs() -> None:
+    from runtime.subscriptions.dispatch import outputs_context
+
+    one = {"id": "o1", "subject": "c1", "data": {"rule": "r1"}}
+    assert outputs_context([one]) == {"output_id": "o1", "customer": "c1", "rule": "r1"}
+    two = {"id": "o2", "subject": "c1", "data": {"rule": "r1"}}
+    assert outputs_context([one, two]) == {"output_id": ["o1", "o2"], "customer": "c1", "rule": "r1"}
+    assert outputs_context([{"id": "o3", "data": "not a dict"}]) == {"output_id": "o3"}
