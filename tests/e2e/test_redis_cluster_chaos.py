@@ -50,7 +50,10 @@ def test_on_a_cluster_killing_a_partition_actor_loses_and_doubles_nothing(chaos_
 
 def test_on_a_cluster_a_master_crash_and_aof_restart_loses_and_doubles_nothing(chaos_platform):
     """One of the three masters dies mid-stream (its slots unavailable: requests touching them
-    fail and are retried by the client, actors reading them retry) and comes back from its AOF."""
+    stall or fail and are retried, by the cluster client inside ESP or by the sender; actors
+    reading them retry) and comes back from its AOF. Whether the sender itself sees a 503
+    depends on how long the cluster client's own retries last, so the test does not require it:
+    it requires that the outage fell inside the stream and that nothing was lost or doubled."""
     platform = chaos_platform
     started = time.monotonic()
     thread, result = stream_in_background(platform, "cmr")
@@ -59,7 +62,7 @@ def test_on_a_cluster_a_master_crash_and_aof_restart_loses_and_doubles_nothing(c
     master = platform.redis_cluster.nodes[1]
     master.kill()
     time.sleep(2.0)
+    assert thread.is_alive()  # the outage fell inside the stream, not after it
     master.start()
     thread.join(timeout=300)
-    assert result["report"].retries > 0  # the client really saw the outage and retried
     check_exactly_once(platform, result["report"], "cmr", "cluster_kill_master_restart_on_aof", started)
