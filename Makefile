@@ -24,12 +24,19 @@ redis: ## Make sure redis-server exists (apt-get install as root)
 	    (service redis-server stop || true) >/dev/null 2>&1; \
 	  else echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server') and re-run"; exit 1; fi; }
 
+chromium: ## Make sure headless Chromium, its driver and a Chinese font exist (the console's browser test)
+	@{ [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver \
+	      fonts-wqy-zenhei >/dev/null) || { echo "could not install chromium with apt-get"; exit 1; }; \
+	  else echo "chromium is missing: install it (e.g. 'sudo apt-get install chromium chromium-driver fonts-wqy-zenhei') and re-run"; exit 1; fi; }
+
 setup: $(STAMP) redis ## Create the virtualenv, install ESP and redis-server
 
 demo: setup ## Run ESP end to end on synthetic data (local Ray + embedded Redis + Serve), then stop
 	$(BIN)/esp demo
 
-test: setup layers docs ## Layer contracts, the docs build, then the whole test suite (unit, integration, e2e, chaos)
+test: setup chromium layers docs ## Layer contracts, the docs build, then the whole test suite (unit, integration, e2e, chaos)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 unit: setup ## Only the unit tests (no Ray, no Redis)
@@ -67,4 +74,4 @@ down: ## Stop what 'make up' started
 clean: ## Remove local state (.esp)
 	rm -rf .esp
 
-.PHONY: help redis setup demo test unit bench lint layers up down clean
+.PHONY: help redis chromium setup demo test unit bench lint layers up down clean

@@ -26,6 +26,7 @@ from actors.directory import RayPartitionDirectory
 from actors.platform import Platform
 from runtime.errors import EspError
 from runtime.log.partitioning import recorded_assignment
+from runtime.process_logging import configure_process
 from runtime.redis_client import connect
 from runtime.settings import EspSettings
 from serve import app as api
@@ -37,6 +38,7 @@ def build_from_env(args: dict[str, Any] | None = None) -> Any:
     """The ESP application from ``EspSettings`` read from the environment; ``args`` (the Serve
     config's ``args:``, setting names in lower case, e.g. ``{"actors": 8}``) override it."""
     settings = EspSettings(**(args or {}))
+    configure_process("esp-deploy", settings)
     if settings.redis_url is None:  # the embedded Redis is esp up's, on one machine
         raise EspError("a declarative deploy needs an external Redis: set ESP_REDIS_URL", reason="redis_unset")
     if settings.checkpoint_uri is None:

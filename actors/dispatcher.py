@@ -13,11 +13,10 @@ import threading
 import time
 from typing import Any
 
-from actors.factory import actor_name
+from actors.factory import actor_started
 from runtime import metrics as m
-from runtime.settings import EspSettings
 from runtime.subscriptions.dispatch import Dispatcher, new_event_loop
-from serve.metrics import count_restart, metric
+from serve.metrics import metric
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +46,7 @@ class DispatcherActor:
     ``esp-dispatcher-<index>``."""
 
     def __init__(self, settings: dict[str, Any], index: int, count: int) -> None:
-        count_restart("dispatcher", actor_name("dispatcher", index))
-        self._settings = EspSettings(**settings)
+        self._settings = actor_started("dispatcher", index, settings)
         self._dispatcher = Dispatcher(
             self._settings.effective_redis_url(),
             horizon_s=self._settings.idempotency_horizon_s,

@@ -8,10 +8,18 @@ logic around it (``actors/coordinator.py``) is plain Python, tested with a fake 
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import ray
+
+from runtime.process_logging import configure_process, fields
+from runtime.settings import EspSettings
+from serve.metrics import count_restart
+
+logger = logging.getLogger(__name__)
 
 NAMESPACE = "esp"  # every ESP actor, and every driver that looks them up
 MAX_RESTARTS = -1  # a crashed actor always comes back; its constructor recovers its state
@@ -37,6 +45,26 @@ class ActorSpec:
 def actor_name(role: str, index: int) -> str:
     """The Ray name of an actor: ``esp-<role>-<index>``, e.g. ``esp-partition-0``."""
     return f"esp-{role}-{index}"
+
+
+def actor_started(role: str, index: int, settings: dict[str, Any]) -> EspSettings:
+    """What every ESP actor's constructor does first: rebuild its settings from the wire, send the
+    process's logs as ``esp-<role>-<index>`` (``runtime/process_logging.py``), and count and log a
+    restart by Ray (``esp_actor_restarts_total``)."""
+    esp = EspSettings(**settings)
+    name = actor_name(role, index)
+    configure_process(name, esp)
+    restarted = ray.get_runtime_context().was_current_actor_reconstructed
+    count_restart(role, name)
+    logger.log(
+        logging.WARNING if restarted else logging.INFO,
+        "%s %s (pid %d)",
+        name,
+        "restarted by Ray after a crash" if restarted else "started",
+        os.getpid(),
+        extra=fields(actor=name, role=role, restarted=restarted),
+    )
+    return esp
 
 
 class RayActors:

@@ -23,14 +23,13 @@ from typing import Any
 
 import ray
 
-from actors.factory import actor_name
+from actors.factory import actor_name, actor_started
 from runtime import metrics as m
 from runtime.log.partition_log import Fenced
 from runtime.log.partitioning import recorded_assignment
 from runtime.partition import PartitionRunner
 from runtime.redis_client import connect
-from runtime.settings import EspSettings
-from serve.metrics import count_restart, metric
+from serve.metrics import metric
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +40,9 @@ class PartitionActor:
     """Steps its partitions' runner in a loop; made by ``actors.factory`` as ``esp-partition-<index>``."""
 
     def __init__(self, settings: dict[str, Any], partitions: list[int], index: int) -> None:
-        self._settings = EspSettings(**settings)
+        self._settings = actor_started("partition", index, settings)
         self._index = index
         self._runner = PartitionRunner(self._settings, partitions, consumer=actor_name("partition", index))
-        count_restart("partition", actor_name("partition", index))
         if ray.get_runtime_context().was_current_actor_reconstructed:  # partitions may have moved since
             recorded = recorded_assignment(connect(self._settings.effective_redis_url()))
             self._runner.partitions = sorted(recorded[index]) if index < len(recorded) else partitions
@@ -75,7 +73,12 @@ class PartitionActor:
                 self._record(stats)
                 backoff = 0.1
             except Fenced as lost:  # another actor took these partitions: go on with the rest
-                logger.warning("partition actor %s: %s; going on without them", self._index, lost)
+                logger.warning(
+                    "partition actor %s: %s; going on without them",
+                    self._index,
+                    lost,
+                    extra={"partition": lost.partitions},
+                )
                 with self._lock:
                     self._runner.drop(lost.partitions)
                 self._recovered = False

@@ -190,10 +190,11 @@ class Platform:
         started = self.coordinator().start(detached=detached)
         self.actors, self.dispatchers, self.policy = started.partitions, started.dispatchers, started.policy
         http_options = {"host": self.settings.http_host, "port": self.settings.http_port}
+        logging_config = api.serve_logging(self.settings)
         if self.proxy_location is None:
-            serve.start(http_options=http_options)
+            serve.start(http_options=http_options, logging_config=logging_config)
         else:  # several nodes on one machine: one proxy, or they would all bind the same port
-            serve.start(http_options=http_options, proxy_location=self.proxy_location)
+            serve.start(http_options=http_options, proxy_location=self.proxy_location, logging_config=logging_config)
         directory = RayPartitionDirectory(self.settings.to_wire())
         serve.run(api.build(self.settings, directory), name=api.APP_NAME, route_prefix="/", blocking=False)
         self.wait_ready()

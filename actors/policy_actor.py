@@ -14,11 +14,10 @@ import os
 import threading
 from typing import Any
 
-from actors.factory import actor_name
+from actors.factory import actor_started
 from runtime import metrics as m
 from runtime.policy.stage import PolicyStage
-from runtime.settings import EspSettings
-from serve.metrics import count_restart, metric
+from serve.metrics import metric
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +31,7 @@ class PolicyActor:
     """Decides contact requests of its shards; made by ``actors.factory`` as ``esp-policy-<index>``."""
 
     def __init__(self, settings: dict[str, Any], index: int, count: int) -> None:
-        count_restart("policy", actor_name("policy", index))
-        self._settings = EspSettings(**settings)
+        self._settings = actor_started("policy", index, settings)
         total = self._settings.policy_shards
         self._index = index
         self._stage = PolicyStage(

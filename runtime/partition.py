@@ -37,6 +37,7 @@ from runtime.log.checkpoint import Checkpoint, CheckpointStore
 from runtime.log.eventtime import EventClock
 from runtime.log.partition_log import DAY_MS, DAY_S, Fenced, LogEntry, PartitionLog, decode_entry
 from runtime.log.streams import entry_id_key
+from runtime.process_logging import fields as log_fields
 from runtime.redis_client import connect
 from runtime.rules import CompiledRule, Output, PartitionEngine, compile_rule
 from runtime.rules.engine import Retraction
@@ -102,7 +103,9 @@ def load_rules(docs: list[dict[str, Any]]) -> list[CompiledRule]:
         try:
             rules.append(compile_rule(doc))
         except Exception:  # a stored rule was valid when applied; never stop the partition for it
-            logger.exception("rule %r does not compile; skipped", doc.get("name"))
+            logger.exception(
+                "rule %r does not compile; skipped", doc.get("name"), extra=log_fields(rule=doc.get("name"))
+            )
     return rules
 
 
@@ -482,7 +485,12 @@ class PartitionRunner:
         try:
             pipe.execute()
         except redis.RedisError:  # counted in memory still; the next recovery merges the two
-            logger.warning("partition %s: could not record a failed try", partition, exc_info=True)
+            logger.warning(
+                "partition %s: could not record a failed try",
+                partition,
+                exc_info=True,
+                extra=log_fields(partition=partition),
+            )
         raise StepFailed(f"partition {partition}: {error_text(exc)}") from exc
 
     def _careful(self, partition: int, event: Event, stats: StepStats, work: Callable[[], list[T] | None]) -> list[T]:
@@ -495,6 +503,16 @@ class PartitionRunner:
             raise
         except Exception as exc:
             if transient(exc) or self._poison.get(partition, {}).get(tries_field, 0) < POISON_ATTEMPTS - 1:
+                logger.warning(
+                    "partition %s: processing event %r of %r failed: %s",
+                    partition,
+                    event.id,
+                    event.source,
+                    error_text(exc),
+                    extra=log_fields(
+                        partition=partition, event_id=event.id, source=event.source, customer=event.customer
+                    ),
+                )
                 self._failed(partition, ((event.source, event.id),), exc)
             self._set_aside(partition, event, exc, stats)
             done = []
@@ -507,7 +525,14 @@ class PartitionRunner:
         mark = _set_aside_field(event.source, event.id)
         known = self._poison.setdefault(partition, {})
         message = f"processing failed {POISON_ATTEMPTS} times in partition {partition}: {error_text(exc)}"
-        logger.warning("partition %s: event %r of %r set aside: %s", partition, event.id, event.source, message)
+        logger.warning(
+            "partition %s: event %r of %r set aside: %s",
+            partition,
+            event.id,
+            event.source,
+            message,
+            extra=log_fields(partition=partition, event_id=event.id, source=event.source, customer=event.customer),
+        )
         if mark in known:
             return
         # the quarantine and the partition's keys are in different hash slots: quarantined first,
@@ -539,7 +564,12 @@ class PartitionRunner:
                     continue
                 except Exception as exc:
                     message = f"log entry {entry_id} of partition {p} cannot be read: {error_text(exc)}"
-                logger.warning("partition %s: %s; moved to the quarantine", p, message)
+                logger.warning(
+                    "partition %s: %s; moved to the quarantine",
+                    p,
+                    message,
+                    extra=log_fields(partition=p, entry=entry_id),
+                )
                 record = Quarantined(
                     UNREADABLE_SOURCE, 0, entry_id, PROCESSING_ERROR, message, fields.get(b"b", b""), "json"
                 )

@@ -114,6 +114,15 @@ class EspSettings(BaseSettings):
     read_batch_entries: int = Field(64, ge=1, description="Log entries one actor read takes per partition.")
     visibility_timeout_s: float = Field(30.0, gt=0, description="Pulled, unacked events are redelivered after this.")
     subscription_maxlen: int = Field(1_000_000, ge=1000, description="Approximate cap of a subscription's backlog.")
+    log_format: Literal["json", "text"] = Field(
+        "json",
+        description="How every ESP process writes its log lines to stderr: one JSON object per line (json: ts, "
+        "level, logger, message, pid, component and the event_id, customer, rule, output_id ... the line is about; "
+        "docs/operations/logs.md) or plain text for reading in a terminal. Secrets are removed either way.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Lowest level of ESP's own log lines (other libraries log WARNING and above)."
+    )
     metrics_export_port: int = Field(8090, description="Ray's Prometheus export port on each node (local mode).")
     ray_num_cpus: int = Field(2, ge=1, description="CPUs given to the local Ray started by 'esp up'.")
     ray_port: int = Field(6380, ge=1, le=65535, description="GCS port of the local Ray head 'esp up' starts.")

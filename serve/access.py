@@ -8,6 +8,8 @@ Access levels:
 - ``public``: anyone (health checks);
 - ``source``: a source key, checked by the ingestion route itself;
 - ``viewer`` / ``operator`` / ``admin``: an operator token of at least that role;
+- ``console``: the operator console's pages, which check their own session cookie
+  (``serve/console``) and send a browser without one to the sign-in page;
 - ``subscriber:<role>``: the subscription's own subscriber token, or an operator token of at
   least ``<role>`` (a subscription without a token is therefore readable only by operators).
 """
@@ -60,6 +62,33 @@ ACCESS: dict[tuple[str, str], str] = {
     ("POST", "/v1/tokens"): "admin",
     ("DELETE", "/v1/tokens/{name}"): "admin",
     ("GET", "/v1/audit"): "viewer",
+    **{
+        (method, path): "console"
+        for method, path in [
+            ("GET", "/console"),
+            ("GET", "/console/static/{name}"),
+            ("GET", "/console/login"),
+            ("POST", "/console/login"),
+            ("POST", "/console/logout"),
+            ("GET", "/console/lang"),
+            ("GET", "/console/overview"),
+            ("GET", "/console/overview/live"),
+            ("GET", "/console/config"),
+            ("GET", "/console/config/{kind}/{name}"),
+            ("POST", "/console/config/{kind}/{name}"),
+            ("POST", "/console/config/{kind}/{name}/rollback"),
+            ("GET", "/console/customer"),
+            ("GET", "/console/event"),
+            ("GET", "/console/quarantine"),
+            ("GET", "/console/quarantine/{qid}"),
+            ("POST", "/console/quarantine/replay"),
+            ("GET", "/console/deadletters"),
+            ("POST", "/console/deadletters/replay"),
+            ("GET", "/console/golive"),
+            ("GET", "/console/campaigns"),
+            ("GET", "/console/campaigns/{name}/report.html"),
+        ]
+    },
 }
 
 UNDOCUMENTED = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})  # FastAPI's own pages
@@ -86,7 +115,7 @@ class Guard:
         access = ACCESS.get((method, template))
         if access is None:
             raise AuthError(f"{method} {template} declares no access; refused", reason="forbidden")
-        if access in ("public", "source"):
+        if access in ("public", "source", "console"):
             return Caller(None, None, remote)
         if self.tokens is None:
             return Caller(LOCAL, None, remote)

@@ -6,6 +6,7 @@ Routes only authenticate, read the body within limits, hand off to ``runtime`` a
 
 import asyncio
 import json
+import logging
 import time
 from collections import Counter
 from functools import partial
@@ -21,6 +22,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from ray import serve
+from ray.serve.schema import LoggingConfig
 
 from runtime import keys
 from runtime import metrics as m
@@ -32,6 +34,7 @@ from runtime.events.profiles import ProfileStore
 from runtime.events.trace import trace_event
 from runtime.policy.ledger import Ledger
 from runtime.policy.requests import campaign_requests, optout_pairs
+from runtime.process_logging import configure_process, fields, log_context
 from runtime.redis_client import connect, connect_async
 from runtime.security.audit import AuditLog, diff
 from runtime.security.tokens import Principal, TokenStore
@@ -43,15 +46,19 @@ from runtime.subscriptions.outbox import Outbox, last_fires
 from runtime.subscriptions.pull import SubscriptionReader, check_entry_id, project, token_matches
 from runtime.subscriptions.topics import TopicRouter
 from serve import access, errors, hosts, limits, sse
+from serve import console as operator_console
 from serve import schemas as s
 from serve.exposition import esp_series
 from serve.metrics import metric
+
+logger = logging.getLogger(__name__)
 
 APP_NAME = "esp"
 MAX_PULL_WAIT_S = 30.0
 MAX_PULL_EVENTS = 10_000
 MAX_BLOCK_S = max(MAX_PULL_WAIT_S, sse.KEEPALIVE_S) + 10  # a blocking read's time limit, with a margin
 MAX_WAITING = 128  # open SSE streams and waiting long polls per replica; more get 429
+MAX_LOGGED_REJECTIONS = 10  # quarantined events logged one by one per request; the rest in one line
 MAX_ONGOING = MAX_WAITING + 128  # so waiting subscribers always leave room for ingestion and health checks
 
 # Every function a route calls is defined above the ingress class: Serve pickles the app's routes
@@ -66,6 +73,8 @@ app = FastAPI(
     responses=s.ERRORS,
 )
 errors.install(app)
+operator_console.install(app)
+app.include_router(operator_console.router)  # the console's pages: methods of ConsoleRoutes, a base of EspApi
 
 
 @app.exception_handler(RequestValidationError)
@@ -167,9 +176,10 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 @serve.deployment(name="api", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=MAX_ONGOING)
 @serve.ingress(app)
-class EspApi:
+class EspApi(operator_console.ConsoleRoutes):
     def __init__(self, settings: dict[str, Any], directory: PartitionDirectory) -> None:
         self.settings = EspSettings(**settings)
+        configure_process("esp-api", self.settings)
         self.directory = directory
         self.redis = connect(self.settings.effective_redis_url(), max_connections=128)
         # SSE streams and long polls block in Redis for up to MAX_BLOCK_S: past redis-py's 5 s default
@@ -219,12 +229,30 @@ class EspApi:
             return JSONResponse(result.to_dict(), status_code=202)
         except Exception as exc:
             status = errors.status_of(exc)
+            with log_context(source=source or None):  # the credential is never logged, nor any header
+                logger.log(logging.WARNING if status >= 500 else logging.INFO, "ingest refused (%d): %s", status, exc)
             raise
         finally:
             metric(m.INGEST_REQUESTS).inc(1, tags={"source": source, "status": str(status)})
             metric(m.INGEST_LATENCY).observe(time.perf_counter() - started)
 
     def _record_ingest(self, result: Any) -> None:
+        for rejected in result.rejected[:MAX_LOGGED_REJECTIONS]:  # each one is in the quarantine
+            logger.warning(
+                "event %s of source %s quarantined (%s): %s",
+                rejected["id"],
+                result.source,
+                rejected["reason"],
+                rejected["message"],
+                extra=fields(event_id=rejected["id"], source=result.source, reason=rejected["reason"]),
+            )
+        if len(result.rejected) > MAX_LOGGED_REJECTIONS:
+            logger.warning(
+                "%d more events of source %s quarantined in the same request",
+                len(result.rejected) - MAX_LOGGED_REJECTIONS,
+                result.source,
+                extra=fields(source=result.source),
+            )
         counter = metric(m.INGEST_EVENTS)
         metric(m.INGEST_BATCH).observe(result.total)
         counts: Counter[tuple[str, str]] = Counter()
@@ -673,6 +701,13 @@ class EspApi:
         return PlainTextResponse(esp_series(response.text), media_type="text/plain; version=0.0.4")
 
 
+def serve_logging(settings: EspSettings) -> LoggingConfig:
+    """Ray Serve's own lines (access log, replica and controller events) in ESP's format and
+    level; they go to ``logs/serve/`` of the Ray session (``docs/operations/logs.md``)."""
+    return LoggingConfig(encoding="JSON" if settings.log_format == "json" else "TEXT", log_level=settings.log_level)
+
+
 def build(settings: EspSettings, directory: PartitionDirectory) -> Any:
     """The deployment, given where the partition actors are (``actors.directory``)."""
-    return EspApi.options(num_replicas=settings.api_replicas).bind(settings.to_wire(), directory)
+    options = {"num_replicas": settings.api_replicas, "logging_config": serve_logging(settings)}
+    return EspApi.options(**options).bind(settings.to_wire(), directory)

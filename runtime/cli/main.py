@@ -19,6 +19,7 @@ from runtime.dev.client import EspClient, default_token
 from runtime.dev.local_ray import use_local_ray
 from runtime.errors import EspError
 from runtime.events.envelope import format_time_ms
+from runtime.process_logging import configure_from_environment
 from runtime.security.redact import redact_url
 from runtime.settings import EspSettings
 
@@ -37,6 +38,7 @@ def _fail(exc: EspError) -> None:
 @click.group()
 def main() -> None:
     """ESP — real-time event strategy platform."""
+    configure_from_environment("esp-cli")  # log lines on stderr; what the command prints is unchanged
 
 
 @main.command()

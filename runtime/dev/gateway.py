@@ -290,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
     args = parser.parse_args(argv)
+    from runtime.process_logging import configure_from_environment
+
+    configure_from_environment("esp-gateway")
     signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: close the socket, then exit 0
     run_gateway(args.path, args.host, args.port)
 

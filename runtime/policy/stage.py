@@ -43,6 +43,7 @@ from runtime.log.streams import text
 from runtime.policy.decide import ContactRequest, Decision, PolicyRules
 from runtime.policy.ledger import ConflictingWrite, Ledger, held_member
 from runtime.policy.models import Campaign, Policy
+from runtime.process_logging import fields as log_fields
 from runtime.redis_client import connect, is_cluster
 from runtime.sources.quarantine import (
     POISON_ATTEMPTS,
@@ -257,7 +258,15 @@ class PolicyStage:
             pipe.hincrby(key, request.id, 1)
         pipe.expire(key, self._horizon_s)
         tries = max(pipe.execute()[:-1])
-        logger.warning("policy stage: requests of %r failed (try %d): %s", customer, tries, error_text(exc))
+        logger.warning(
+            "policy stage: requests of %r failed (try %d): %s",
+            customer,
+            tries,
+            error_text(exc),
+            extra=log_fields(
+                customer=customer, output_id=[r.id for r in group], rule=sorted({r.rule or "" for r in group})
+            ),
+        )
         if tries < POISON_ATTEMPTS:
             waiting = self._waiting.get(customer)
             if waiting is not None:
@@ -280,7 +289,13 @@ class PolicyStage:
         """Quarantine and acknowledge a stream entry that is not a request one can read."""
         if transient(exc):
             raise exc
-        logger.warning("policy stage: entry %s of %s is unreadable: %s", entry_id, stream, error_text(exc))
+        logger.warning(
+            "policy stage: entry %s of %s is unreadable: %s",
+            entry_id,
+            stream,
+            error_text(exc),
+            extra=log_fields(entry=entry_id),
+        )
         record = Quarantined(
             STAGE_SOURCE,
             0,
@@ -341,8 +356,18 @@ class PolicyStage:
 
     def _publish(self, decisions: list[Decision], requests: dict[str, ContactRequest]) -> None:
         publications = []
+        debug = logger.isEnabledFor(logging.DEBUG)  # one line per decision: only when asked for
         for decision in decisions:
             request = requests[decision.id]
+            if debug:
+                logger.debug(
+                    "contact decision for %r: %s",
+                    request.customer,
+                    decision.outcome,
+                    extra=log_fields(
+                        customer=request.customer, rule=request.rule, output_id=decision.id, outcome=decision.outcome
+                    ),
+                )
             if decision.outcome == "sent":
                 topic = str(request.event.get("topic", ""))
                 event = {k: v for k, v in request.event.items() if k != "topic"}

@@ -63,12 +63,31 @@ def backtest(
     """Fires, customers reached and fires per day, replaying ``events`` in event-time order."""
     items = list(events)
     outputs, ordered, rejected, open_state = replay(rule, items, profiles=profiles)
+    return summary(rule, outputs, ordered, events=len(items), rejected=rejected, open_state=open_state)
+
+
+def backtest_logged(
+    rule: Rule, events: Iterable[Event], *, profiles: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """:func:`backtest` over events read back from the partition log (already validated)."""
+    ordered = sorted(events, key=lambda e: e.time)
+    engine = PartitionEngine([compile_rule(rule, version=0)])
+    outputs = engine.on_events(ordered, profiles if engine.reads_profiles else None)
+    if ordered:
+        outputs += engine.on_timer(ordered[-1].time)
+    return summary(rule, outputs, ordered, events=len(ordered), rejected=0, open_state=engine.customers)
+
+
+def summary(
+    rule: Rule, outputs: list[Output], ordered: list[Event], *, events: int, rejected: int, open_state: int
+) -> dict[str, Any]:
+    """What a backtest reports of a rule's ``outputs`` over the ``ordered`` events."""
     first_action = [o for o in outputs if o.topic == rule.then[0].topic] if rule.then else []
     per_day = Counter(o.event["time"][:10] for o in first_action)
     customers = Counter(o.event["subject"] for o in first_action)
     return {
         "rule": rule.name,
-        "events": len(items),
+        "events": events,
         "rejected": rejected,
         "span": [format_time_ms(ordered[0].time), format_time_ms(ordered[-1].time)] if ordered else None,
         "fires": len(first_action),

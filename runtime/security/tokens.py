@@ -121,6 +121,11 @@ class TokenStore:
         pipe.execute()
         return public(record)
 
+    def usable(self, token_id: str) -> bool:
+        """Whether the token with this id still exists, unrevoked and unexpired (console sessions)."""
+        raw = self._redis.hget(keys.TOKENS, token_id) if token_id else None
+        return raw is not None and _usable(json.loads(raw), int(self._clock() * 1000))
+
     def verify(self, token: str) -> Principal:
         """The principal of a valid token, or :class:`AuthError` (401 ``invalid_token``)."""
         match = _TOKEN.match(token)

@@ -40,6 +40,8 @@ from runtime.config.types import document_body
 from runtime.events.profiles import ProfileStore
 from runtime.log.streams import text
 from runtime.lua import read_script
+from runtime.process_logging import bind_log_context
+from runtime.process_logging import fields as log_fields
 from runtime.redis_client import connect, connect_async, is_cluster
 from runtime.security.sealing import Sealer
 from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, error_text, transient
@@ -126,6 +128,22 @@ class Target:
 
 
 STORED = {"stored": True}  # validation context: the URL was checked when saved, and is before calls
+
+
+def outputs_context(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The log fields of a delivery: the output id, customer and rule of its events (lists
+    when a batch holds several)."""
+
+    def one_or_all(values: list[Any]) -> Any:
+        distinct = list(dict.fromkeys(v for v in values if v is not None))
+        return distinct[0] if len(distinct) == 1 else distinct or None
+
+    data = [e.get("data") if isinstance(e.get("data"), dict) else {} for e in events]
+    return log_fields(
+        output_id=one_or_all([e.get("id") for e in events]),
+        customer=one_or_all([e.get("subject") for e in events]),
+        rule=one_or_all([d.get("rule") for d in data]),
+    )
 
 
 def message_id(events: list[dict[str, Any]]) -> str:
@@ -284,6 +302,8 @@ class Destination:
 
     async def _deliver(self, chunk: list[tuple[str, dict[bytes, bytes]]]) -> None:
         self._in_flight.update(eid for eid, _ in chunk)
+        subscription = self.target.key.partition("/")[2] if self.target.key.startswith("subscription/") else None
+        bind_log_context(destination=self.target.key, subscription=subscription)  # every line of this task
         try:
             prepared = await self._prepare(chunk)
             if prepared is None:
@@ -320,8 +340,24 @@ class Destination:
                     None if outcome is Outcome.FAILED else self._policy.next_delay_ms(attempt, hint, random.random)
                 )
                 if delay_ms is None:
+                    logger.warning(
+                        "%s: %d events dead-lettered after %d attempts: %s",
+                        self.target.key,
+                        len(chunk),
+                        attempt,
+                        error or f"HTTP {status}",
+                        extra={**outputs_context(events), "status": status, "attempt": attempt},
+                    )
                     await self._dead_letter(chunk, status=status, error=error or f"HTTP {status}", attempts=attempt)
                     return
+                logger.info(
+                    "%s: attempt %d failed (%s); retrying in %d ms",
+                    self.target.key,
+                    attempt,
+                    error or f"HTTP {status}",
+                    delay_ms,
+                    extra={**outputs_context(events), "status": status, "attempt": attempt},
+                )
                 self._metrics.retried(self.target.key)
                 await asyncio.sleep(delay_ms / 1000)
         except asyncio.CancelledError:

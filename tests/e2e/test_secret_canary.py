@@ -2,11 +2,14 @@
 token and an operator token are planted, the platform is exercised (events fire a rule whose
 output is delivered, signed, to a real receiver), and then the state directory (Redis data
 and AOF included), the Ray session's logs, the config history, the audit trail and every GET
-answer are scanned for each of them."""
+answer are scanned for each of them. The log lines of every ESP process are JSON with their
+context, and secrets a request carries (in its credentials, in a field quoted by an error
+message) are not in them."""
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 from pathlib import Path
@@ -23,10 +26,24 @@ SOURCE_KEY = "canary-source-key-4f1e9b7d2c"
 WHSEC = "whsec_" + base64.b64encode(b"canary-signing-secret-4f1e9b").decode()
 RECEIVER_CREDENTIAL = "canary-receiver-credential-4f1e9b"
 SUBSCRIBER_TOKEN = "canary-subscriber-token-4f1e9b"
+# Sent where ESP may keep them (a quarantined payload) but must never log them.
+LOG_TOKEN = "esp_4f1e9b7d2c0a1b3e_" + "LogCanaryOperatorTokenSecretPart0123456789a"
+LOG_WHSEC = "whsec_" + base64.b64encode(b"log-canary-signing-secret-4f1e9b").decode()
+ESP_TEXT_LINE = re.compile(  # ESP's text format, or one of its messages printed bare (a process left unconfigured)
+    r"^\d{4}-\d\d-\d\dT\S+Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) (esp|runtime|actors|serve)\b"
+    r"|ingest refused \(|quarantined \("
+)
+
+
+def first_attempt_fails(n: int, request: object) -> tuple[int, dict[str, str], float]:
+    return (503 if n == 1 else 200), {}, 0.0  # the dispatcher logs a retry of the first delivery
 
 
 def test_no_secret_is_kept_or_shown_in_clear(platform) -> None:
-    with Receiver() as receiver, httpx.Client(base_url=platform.base_url, headers=admin_headers()) as http:
+    with (
+        Receiver(first_attempt_fails) as receiver,
+        httpx.Client(base_url=platform.base_url, headers=admin_headers()) as http,
+    ):
         made = http.post("/v1/tokens", json={"name": "canary-operator", "role": "operator"}).json()
         operator_token = made["token"]
         canaries = [SOURCE_KEY, WHSEC, WHSEC.removeprefix("whsec_"), RECEIVER_CREDENTIAL, SUBSCRIBER_TOKEN]
@@ -66,9 +83,9 @@ def test_no_secret_is_kept_or_shown_in_clear(platform) -> None:
         with EspClient(platform.base_url, key=SOURCE_KEY) as sender:
             assert sender.send([event(i, "canary.tick", prefix="canary") for i in range(5)]).accepted == 5
         deadline = time.monotonic() + 60
-        while len(receiver.requests) < 5 and time.monotonic() < deadline:
+        while len([r for r in receiver.requests if r.status == 200]) < 5 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert len(receiver.requests) >= 5, "the webhook was not delivered"
+        assert len([r for r in receiver.requests if r.status == 200]) >= 5, "the webhook was not delivered"
         assert receiver.requests[0].headers["x-receiver-auth"] == RECEIVER_CREDENTIAL  # usable, yet never shown
         assert "webhook-signature" in receiver.requests[0].headers
 
@@ -98,6 +115,69 @@ def test_no_secret_is_kept_or_shown_in_clear(platform) -> None:
     _wait_aof_flushed(platform)
     leaks = {c: where for c in canaries if (where := _found(c, answers, platform.settings.state_dir))}
     assert not leaks, f"secrets found in clear: {leaks}"
+    retries = [line for line in _esp_lines() if line["message"].startswith("subscription/canary-hook: attempt 1")]
+    assert retries, "the dispatcher logged no retry of the first delivery"
+    assert retries[0]["destination"] == "subscription/canary-hook" and retries[0]["subscription"] == "canary-hook"
+    assert retries[0]["output_id"] and retries[0]["rule"] == "canary-every" and retries[0]["customer"]
+
+
+def test_log_lines_are_json_with_context_and_carry_no_secret(platform) -> None:
+    """Requests with secrets in their credentials and in fields an error message quotes; then
+    every line of the Ray session's logs that an ESP process wrote must be JSON, and no secret
+    may be in any log file."""
+    with EspClient(platform.base_url) as admin:  # as the test above left it, also when run alone
+        admin.put_config({"kind": "source", "name": "canary", "api_key": SOURCE_KEY})
+    events = f"{platform.base_url}/v1/events"
+    batch = [event(1, "canary.tick", prefix="log")]
+    for credential in (LOG_TOKEN, LOG_WHSEC, SOURCE_KEY[:-1]):  # none is a source key
+        refused = httpx.post(events, json=batch, headers={"Authorization": f"Bearer {credential}"})
+        assert refused.status_code == 401
+    quoted = [
+        {**event(i, "canary.tick", prefix="log"), "time": secret} for i, secret in enumerate([LOG_TOKEN, LOG_WHSEC])
+    ]
+    with EspClient(platform.base_url, key=SOURCE_KEY) as sender:
+        assert len(sender.send(quoted).rejected) == 2  # quarantined, and logged with the message that quotes them
+
+    deadline = time.monotonic() + 30
+    while len(_quarantine_lines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    quarantined = _quarantine_lines()
+    assert {line["event_id"] for line in quarantined} >= {"log0", "log1"}
+    assert all(line["source"] == "canary" and line["component"] == "esp-api" for line in quarantined)
+    assert any("got 'whsec_***'" in line["message"] for line in quarantined)
+
+    components = {str(line["component"]).rstrip("0123456789") for line in _esp_lines()}
+    assert {"esp-api", "esp-partition-", "esp-dispatcher-", "esp-policy-"} <= components
+    assert any(line["message"].startswith("ingest refused (401)") for line in _esp_lines())
+    assert not _text_lines(), f"ESP log lines that are not JSON: {_text_lines()[:5]}"
+    logs = _session_logs()
+    secrets = [LOG_TOKEN, LOG_TOKEN.rsplit("_", 1)[1], LOG_WHSEC, LOG_WHSEC.removeprefix("whsec_"), SOURCE_KEY, WHSEC]
+    leaks = {s: [str(p) for p in logs.rglob("*") if p.is_file() and s.encode() in _read(p)] for s in secrets}
+    assert not any(leaks.values()), f"secrets in the Ray session's logs: {leaks}"
+
+
+def _session_logs() -> Path:
+    return Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+
+
+def _worker_lines() -> list[str]:
+    """Every line the worker processes (actors, Serve replicas) wrote to stdout and stderr."""
+    paths = [*_session_logs().glob("worker-*.err"), *_session_logs().glob("worker-*.out")]
+    return [line for path in paths for line in _read(path).decode(errors="replace").splitlines()]
+
+
+def _esp_lines() -> list[dict]:
+    """The JSON lines of ESP's processes (every line that starts with '{' must parse)."""
+    parsed = [json.loads(line) for line in _worker_lines() if line.startswith("{")]
+    return [line for line in parsed if str(line.get("component", "")).startswith("esp-")]
+
+
+def _text_lines() -> list[str]:
+    return [line for line in _worker_lines() if not line.startswith("{") and ESP_TEXT_LINE.search(line)]
+
+
+def _quarantine_lines() -> list[dict]:
+    return [line for line in _esp_lines() if line.get("reason") == "invalid_time" and "quarantined" in line["message"]]
 
 
 def _found(canary: str, answers: list[str], state_dir: Path) -> list[str]:
