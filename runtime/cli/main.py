@@ -565,7 +565,15 @@ def demo(customers: int, events: int, state_dir: Path, batch_customers: int, bat
 @click.option("--users", default=10_000, show_default=True)
 @click.option("--batch-size", default=10_000, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path(".esp/bench"), show_default=True)
-@click.option("--only", type=click.Choice(["all", "batch"]), default="all", show_default=True)
+@click.option(
+    "--only",
+    type=click.Choice(["all", "batch", "latency", "memory"]),
+    default="all",
+    show_default=True,
+    help="One part alone: latency (open-loop 10k events/s), memory (the 1 M-event sequence run, sampled).",
+)
+@click.option("--latency-seconds", default=60.0, show_default=True, help="Seconds of load per request size.")
+@click.option("--quick", is_flag=True, help="Latency runs of 10 s instead of --latency-seconds.")
 @click.option("--batch-customers", default=100_000, show_default=True, help="Customers of the batch benchmark.")
 @click.option("--batch-days", default=30, show_default=True)
 @click.option(
@@ -582,6 +590,8 @@ def bench(
     only: str,
     batch_customers: int,
     batch_days: int,
+    latency_seconds: float,
+    quick: bool,
     readme: Path | None,
 ) -> None:
     """Measure the engine, ingestion, latency, memory, delivery and the contact policy (or, with
@@ -589,6 +599,8 @@ def bench(
     for the whole run, a markdown table of each figure against its goal."""
     from runtime.dev.bench_report import README_BEGIN, markdown, update_readme
 
+    if readme is not None and only != "all":
+        raise click.UsageError("--readme needs the whole run (--only all)")
     if readme is not None and (not readme.is_file() or README_BEGIN not in readme.read_text()):
         raise click.UsageError(f"--readme {readme}: no such file, or it has no {README_BEGIN} section")
     use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
@@ -598,16 +610,32 @@ def bench(
 
         with ray_for_jobs(None, 2):
             results = bench_batch(out / "batch-data", customers=batch_customers, days=batch_days)
+    elif only == "latency":
+        from runtime.dev.bench import host_info
+        from runtime.dev.bench_latency import bench_latency
+
+        latency = bench_latency(out / "state" / "latency", duration_s=10.0 if quick else latency_seconds)
+        results = {"latency": latency, "host": host_info()}
+    elif only == "memory":
+        from runtime.dev.bench import bench_memory, host_info
+
+        results = {**bench_memory(out / "state" / "sequence"), "host": host_info()}
     else:
         from runtime.dev.bench import run_bench
 
-        results = run_bench(events=events, users=users, batch_size=batch_size, state_dir=out / "state")
+        results = run_bench(
+            events=events,
+            users=users,
+            batch_size=batch_size,
+            state_dir=out / "state",
+            latency_duration_s=10.0 if quick else latency_seconds,
+        )
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
     click.echo(json.dumps(results, indent=2))
     click.echo(f"written to {path}")
-    if only == "all":
+    if only != "batch":
         table = markdown(results)
         path.with_suffix(".md").write_text(table)
         click.echo(table)
