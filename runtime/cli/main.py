@@ -782,3 +782,7 @@ def why(customer: str, rule: str | None, url: str, as_json: bool) -> None:
         for fire in listed:
             events = ", ".join(f"{e['source']}/{e['id']}" for e in fire["events"])
             click.echo(f"    {fire['time']}  v{fire['version']}  {fire['topic']}  output {fire['id']}  <- {events}")
+
+
+if __name__ == "__main__":
+    main()

@@ -30,7 +30,9 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("gcs_server", "ray_gcs"),
     ("/raylet", "ray_raylet"),
     ("dashboard/agent.py", "ray_dashboard_agent"),
+    ("ray::DashboardAgent", "ray_dashboard_agent"),
     ("runtime_env/agent", "ray_runtime_env_agent"),
+    ("ray::RuntimeEnvAgent", "ray_runtime_env_agent"),
     ("log_monitor.py", "ray_log_monitor"),
     ("autoscaler/_private/monitor.py", "ray_monitor"),
     ("dashboard/dashboard.py", "ray_dashboard"),
@@ -50,6 +52,7 @@ class ProcessMemory:
     kind: str
     rss: int
     pss: int | None
+    name: str = ""  # the start of its command line
 
 
 def kind_of(cmdline: str) -> str:
@@ -123,7 +126,7 @@ def read_process(pid: int) -> ProcessMemory | None:
                 break
     except OSError:
         pass
-    return ProcessMemory(pid, kind_of(cmdline), rss, pss)
+    return ProcessMemory(pid, kind_of(cmdline), rss, pss, cmdline[:100])
 
 
 def sample_tree(root: int, *, exclude: Iterable[int] = ()) -> list[ProcessMemory]:
@@ -145,6 +148,7 @@ class MemorySampler:
         self.samples = 0
         self.peak: dict[str, Any] | None = None
         self.peak_pss: int | None = None
+        self.peak_processes: list[dict[str, Any]] = []
         self.kind_peaks: dict[str, dict[str, int]] = {}
         self.driver_peak_rss = 0
         self._stop = threading.Event()
@@ -173,6 +177,10 @@ class MemorySampler:
         self.samples += 1
         if self.peak is None or summed["rss_bytes"] > self.peak["rss_bytes"]:
             self.peak = summed
+            self.peak_processes = [
+                {"pid": p.pid, "kind": p.kind, "rss_bytes": p.rss, "pss_bytes": p.pss, "name": p.name}
+                for p in sorted(platform, key=lambda p: -p.rss)
+            ]
         if summed["pss_bytes"] is not None:
             self.peak_pss = max(self.peak_pss or 0, summed["pss_bytes"])
         for kind, entry in summed["kinds"].items():
@@ -190,6 +198,7 @@ class MemorySampler:
             "peak_rss_gib": round(peak["rss_bytes"] / 2**30, 3),
             "peak_pss_gib": round(self.peak_pss / 2**30, 3) if self.peak_pss is not None else None,
             "at_rss_peak": dict(sorted(peak["kinds"].items(), key=lambda kv: -kv[1]["rss_bytes"])),
+            "processes_at_rss_peak": self.peak_processes,
             "kind_peaks": dict(sorted(self.kind_peaks.items(), key=lambda kv: -kv[1]["rss_bytes"])),
             "driver_peak_rss_bytes": self.driver_peak_rss,
             "samples": self.samples,

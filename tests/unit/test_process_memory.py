@@ -30,6 +30,8 @@ def test_kinds_from_command_lines():
     assert kind_of("ray::PartitionActor.step") == "esp_actor"
     assert kind_of("/usr/bin/redis-server 127.0.0.1:6379") == "redis"
     assert kind_of("python /venv/lib/ray/dashboard/agent.py --node-ip-address") == "ray_dashboard_agent"
+    assert kind_of("ray::DashboardAgent") == "ray_dashboard_agent"
+    assert kind_of("ray::RuntimeEnvAgent") == "ray_runtime_env_agent"
     assert kind_of("bash") == "other"
 
 
