@@ -27,6 +27,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 # (substring of the command line, kind), first match wins
 KINDS: tuple[tuple[str, str], ...] = (
     ("redis-server", "redis"),
+    ("redis-aof-rewrite", "redis_fork"),  # a fork sharing Redis's pages copy-on-write: PSS counts it right
+    ("redis-rdb-", "redis_fork"),
     ("gcs_server", "ray_gcs"),
     ("/raylet", "ray_raylet"),
     ("dashboard/agent.py", "ray_dashboard_agent"),

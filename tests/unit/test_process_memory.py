@@ -32,6 +32,7 @@ def test_kinds_from_command_lines():
     assert kind_of("python /venv/lib/ray/dashboard/agent.py --node-ip-address") == "ray_dashboard_agent"
     assert kind_of("ray::DashboardAgent") == "ray_dashboard_agent"
     assert kind_of("ray::RuntimeEnvAgent") == "ray_runtime_env_agent"
+    assert kind_of("redis-aof-rewrite 127.0.0.1:6379") == "redis_fork"
     assert kind_of("bash") == "other"
 
 
