@@ -230,9 +230,10 @@ def bench_latency_run(
     out.unlink(missing_ok=True)
     out.with_suffix(".ready").unlink(missing_ok=True)
     idle_s = 3.0
-    command = subscriber_command(
-        platform.base_url, os.environ["ESP_TOKEN"], out, requests * size, idle_s, duration_s + 120
-    )
+    # the reader ends 3 s after the last expected event; the timeout only bounds a run that
+    # loses events, and must outlast senders that fall far behind their schedule
+    timeout_s = max(10 * duration_s, 600.0)
+    command = subscriber_command(platform.base_url, os.environ["ESP_TOKEN"], out, requests * size, idle_s, timeout_s)
     reader = subprocess.Popen(command, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
@@ -243,7 +244,7 @@ def bench_latency_run(
         sent, behind, seconds = open_loop(
             platform.base_url, LATENCY_SOURCE_KEY, size=size, rate=rate, duration_s=duration_s, senders=senders
         )
-        reader.wait(timeout=duration_s + 180)
+        reader.wait(timeout=timeout_s + 60)
     finally:
         if reader.poll() is None:
             reader.kill()
