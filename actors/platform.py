@@ -19,7 +19,7 @@ from ray import serve
 from actors.coordinator import Coordinator
 from actors.directory import RayPartitionDirectory
 from actors.factory import NAMESPACE
-from runtime.dev.local_ray import use_local_ray
+from runtime.dev.local_ray import SYSTEM_CONFIG, head_start_options, lean_head, use_local_ray
 from runtime.dev.redis_server import EmbeddedRedis, EmbeddedRedisCluster
 from runtime.redis_client import connect
 from runtime.security.private_files import private_dir, write_private
@@ -110,6 +110,7 @@ class Platform:
             "--dashboard-host=127.0.0.1",
             f"--metrics-export-port={self.settings.metrics_export_port}",
             "--disable-usage-stats",
+            *head_start_options(self.settings.ray_object_store_mb),
         ]  # fmt: skip
         log = self.settings.state_dir / "ray-start.log"
         with log.open("ab") as out:  # not a pipe: Ray's daemons inherit it and never close it
@@ -147,15 +148,18 @@ class Platform:
         """A private local Ray that ends with this process (demo and tests). It listens on
         loopback only when ``runtime.dev.local_ray.use_local_ray`` ran before Ray was imported (the
         CLI does so); otherwise Ray binds the routable address, which is logged loudly."""
-        ray.init(
-            address="local",  # a new private Ray, never a running (or stale) cluster found on the machine
-            num_cpus=self.settings.ray_num_cpus,
-            include_dashboard=False,
-            namespace=NAMESPACE,
-            _metrics_export_port=self.settings.metrics_export_port,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        with lean_head():  # sized for ESP: see runtime.dev.local_ray.head_start_options
+            ray.init(
+                address="local",  # a new private Ray, never a running (or stale) cluster found on the machine
+                num_cpus=self.settings.ray_num_cpus,
+                object_store_memory=self.settings.ray_object_store_mb * 1024 * 1024,
+                include_dashboard=False,
+                namespace=NAMESPACE,
+                _metrics_export_port=self.settings.metrics_export_port,
+                _system_config=SYSTEM_CONFIG,
+                log_to_driver=False,
+                configure_logging=False,
+            )
         node = ray.util.get_node_ip_address()
         if not ipaddress.ip_address(node).is_loopback:
             logger.warning("the local Ray listens on %s, not loopback: call use_local_ray() before importing Ray", node)

@@ -125,6 +125,12 @@ class EspSettings(BaseSettings):
     )
     metrics_export_port: int = Field(8090, description="Ray's Prometheus export port on each node (local mode).")
     ray_num_cpus: int = Field(2, ge=1, description="CPUs given to the local Ray started by 'esp up'.")
+    ray_object_store_mb: int = Field(
+        256,
+        ge=80,
+        description="Object store of the local Ray that ESP starts (shared memory, MB). ESP passes events through "
+        "Redis, not Ray objects, so Ray's default (30 % of RAM) only reserves memory; larger objects spill to disk.",
+    )
     ray_port: int = Field(6380, ge=1, le=65535, description="GCS port of the local Ray head 'esp up' starts.")
     ray_client_server_port: int = Field(
         10001, ge=1024, le=65535, description="Ray client server port of the local Ray head 'esp up' starts."

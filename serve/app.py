@@ -218,13 +218,18 @@ class EspApi(operator_console.ConsoleRoutes):
         started = time.perf_counter()
         status, source = 202, ""  # source stays empty when the request names none we accept
         try:
-            source = await run_in_threadpool(
-                self.ingestor.authenticate,
+            source, version = await run_in_threadpool(
+                self.ingestor.authenticate_at,
                 request.headers.get("authorization"),
                 request.headers.get("x-esp-source"),
             )
             body = await read_body(request, self.settings.max_body_bytes)
-            result = await run_in_threadpool(self.ingestor.ingest, body, request.headers.get("content-type"), source)
+            result = await run_in_threadpool(
+                partial(self.ingestor.ingest, config_version=version),
+                body,
+                request.headers.get("content-type"),
+                source,
+            )
             self._record_ingest(result)
             return JSONResponse(result.to_dict(), status_code=202)
         except Exception as exc:

@@ -570,11 +570,14 @@ def demo(customers: int, events: int, state_dir: Path, batch_customers: int, bat
 @click.option("--out", type=click.Path(path_type=Path), default=Path(".esp/bench"), show_default=True)
 @click.option(
     "--only",
-    type=click.Choice(["all", "batch", "delivery", "contact", "profile_sync"]),
+    type=click.Choice(["all", "batch", "latency", "memory", "delivery", "contact", "profile_sync"]),
     default="all",
     show_default=True,
-    help="One part alone: the batch jobs, or one of the hot paths (webhook delivery, contact decisions, profile sync).",
+    help="One part alone: the batch jobs, latency (open-loop 10k events/s), memory (the 1 M-event sequence "
+    "run, sampled), or one of the hot paths (webhook delivery, contact decisions, profile sync).",
 )
+@click.option("--latency-seconds", default=60.0, show_default=True, help="Seconds of load per request size.")
+@click.option("--quick", is_flag=True, help="Latency runs of 10 s instead of --latency-seconds.")
 @click.option("--batch-customers", default=100_000, show_default=True, help="Customers of the batch benchmark.")
 @click.option("--batch-days", default=30, show_default=True)
 @click.option(
@@ -591,6 +594,8 @@ def bench(
     only: str,
     batch_customers: int,
     batch_days: int,
+    latency_seconds: float,
+    quick: bool,
     readme: Path | None,
 ) -> None:
     """Measure the engine, ingestion, latency, memory, delivery and the contact policy (or, with
@@ -599,6 +604,8 @@ def bench(
     file and, for the whole run, a markdown table of each figure against its goal."""
     from runtime.dev.bench_report import README_BEGIN, markdown, update_readme
 
+    if readme is not None and only != "all":
+        raise click.UsageError("--readme needs the whole run (--only all)")
     if readme is not None and (not readme.is_file() or README_BEGIN not in readme.read_text()):
         raise click.UsageError(f"--readme {readme}: no such file, or it has no {README_BEGIN} section")
     use_local_ray()  # before Ray is imported: its in-process Ray listens on loopback only
@@ -608,6 +615,16 @@ def bench(
 
         with ray_for_jobs(None, 2):
             results = bench_batch(out / "batch-data", customers=batch_customers, days=batch_days)
+    elif only == "latency":
+        from runtime.dev.bench import host_info
+        from runtime.dev.bench_latency import bench_latency
+
+        latency = bench_latency(out / "state" / "latency", duration_s=10.0 if quick else latency_seconds)
+        results = {"latency": latency, "host": host_info()}
+    elif only == "memory":
+        from runtime.dev.bench import bench_memory, host_info
+
+        results = {**bench_memory(out / "state" / "sequence"), "host": host_info()}
     elif only != "all":
         from runtime.dev import bench as benches
 
@@ -616,17 +633,23 @@ def bench(
             "contact": benches.bench_contact,
             "profile_sync": benches.bench_profile_sync,
         }
-        results = {only: hot_paths[only](out / "state" / only), "load_average": list(os.getloadavg())}
+        results = {only: hot_paths[only](out / "state" / only), "host": benches.host_info()}
     else:
         from runtime.dev.bench import run_bench
 
-        results = run_bench(events=events, users=users, batch_size=batch_size, state_dir=out / "state")
+        results = run_bench(
+            events=events,
+            users=users,
+            batch_size=batch_size,
+            state_dir=out / "state",
+            latency_duration_s=10.0 if quick else latency_seconds,
+        )
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
     click.echo(json.dumps(results, indent=2))
     click.echo(f"written to {path}")
-    if only == "all":
+    if only != "batch":
         table = markdown(results)
         path.with_suffix(".md").write_text(table)
         click.echo(table)
@@ -773,3 +796,7 @@ def why(customer: str, rule: str | None, url: str, as_json: bool) -> None:
         for fire in listed:
             events = ", ".join(f"{e['source']}/{e['id']}" for e in fire["events"])
             click.echo(f"    {fire['time']}  v{fire['version']}  {fire['topic']}  output {fire['id']}  <- {events}")
+
+
+if __name__ == "__main__":
+    main()

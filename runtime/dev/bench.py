@@ -681,26 +681,22 @@ def run_bench(
     sequence_events: int = 1_000_000,
     sequence_customers: int = 10_000,
     sequence_batch_size: int = 10_000,
+    latency_duration_s: float = 60.0,
 ) -> dict[str, Any]:
+    from runtime.dev.bench_latency import bench_latency
+
     return {
-        "host": {
-            "cpus": os.cpu_count(),
-            "python": host.python_version(),
-            "machine": host.machine(),
-            "load_average": list(os.getloadavg()),  # at the start: other work on a shared machine
-        },
+        "host": host_info(),
         "engine": bench_engine(max(events, 1_000_000), users),
         "engine_sequence": bench_engine_sequence(1_000_000, 10_000),
         "expression": bench_expression(),
         "demo_rules": bench_demo_rules(),
         "adapters": bench_adapters(),
         "end_to_end": bench_end_to_end(events, users, batch_size, state_dir),
-        "sequence_senders": bench_sequence_senders(
-            state_dir / "sequence",
-            events=sequence_events,
-            customers=sequence_customers,
-            batch_size=sequence_batch_size,
+        **bench_memory(
+            state_dir / "sequence", events=sequence_events, customers=sequence_customers, batch_size=sequence_batch_size
         ),
+        "latency": bench_latency(state_dir / "latency", duration_s=latency_duration_s),
         "sequence_rescale": bench_sequence_senders(
             state_dir / "rescale",
             events=sequence_events,
@@ -732,6 +728,31 @@ def run_bench(
         "contact": bench_contact(state_dir / "contact"),
         "profile_sync": bench_profile_sync(state_dir / "profile-sync"),
     }
+
+
+def host_info() -> dict[str, Any]:
+    """CPUs, Python, machine, and the load average now (a run records it at its start): other processes on a
+    shared machine move every absolute figure."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": host.python_version(),
+        "machine": host.machine(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def bench_memory(
+    state_dir: Path, *, events: int = 1_000_000, customers: int = 10_000, batch_size: int = 10_000
+) -> dict[str, Any]:
+    """``sequence_senders`` (the 1 M-event run, 1 and 4 senders) with the platform's memory
+    sampled over its whole process tree (runtime/dev/process_memory.py): ``memory`` and
+    ``sequence_senders``."""
+    from runtime.dev.process_memory import MemorySampler
+
+    with MemorySampler() as sampler:
+        sequence = bench_sequence_senders(state_dir, events=events, customers=customers, batch_size=batch_size)
+    memory = {"run": f"sequence_senders, {events:,} events, 1 and 4 senders", **sampler.result()}
+    return {"memory": memory, "sequence_senders": sequence}
 
 
 def bench_delivery(

@@ -38,7 +38,20 @@ def _loop(results: dict[str, Any]) -> float:
 
 
 def _latency(size: int, q: str) -> Callable[[dict[str, Any]], float | None]:
+    """``latency.requests_<size>.ack_to_subscriber_ms.<q>`` (runtime/dev/bench_latency.py)."""
     return lambda r: r["latency"][f"requests_{size}"]["ack_to_subscriber_ms"][q]
+
+
+def _acked_rate(size: int) -> Callable[[dict[str, Any]], float | None]:
+    return lambda r: r["latency"][f"requests_{size}"]["acked_events_per_s"]
+
+
+def _inexact(results: dict[str, Any]) -> float:
+    """Outputs missing or unexpected (doubled, or never sent) over the latency runs."""
+    runs = results["latency"].values()
+    if not runs:
+        raise KeyError("latency")
+    return float(sum(run["missing"] + run["unexpected"] for run in runs))
 
 
 FIGURES: tuple[Figure, ...] = (
@@ -75,11 +88,33 @@ FIGURES: tuple[Figure, ...] = (
     Figure("ack → subscriber p99, 500-event requests", _latency(500, "p99"), "ms", "≤ 100 ms", lambda v: v <= 100),
     Figure("ack → subscriber p99, 100-event requests", _latency(100, "p99"), "ms", "≤ 100 ms", lambda v: v <= 100),
     Figure(
+        "acknowledged rate, 10 k/s offered, 500-event requests",
+        _acked_rate(500),
+        "/s",
+        "≥ 9,500/s",
+        lambda v: v >= 9_500,
+    ),
+    Figure(
+        "acknowledged rate, 10 k/s offered, 100-event requests",
+        _acked_rate(100),
+        "/s",
+        "≥ 9,500/s",
+        lambda v: v >= 9_500,
+    ),
+    Figure("latency runs, outputs missing or unexpected", _inexact, "", "0", lambda v: v == 0),
+    Figure(
         "peak RSS, whole platform, 1 M-event run",
         lambda r: r["memory"]["peak_rss_bytes"] / 2**30,
         "GiB",
         "< 2 GiB",
         lambda v: v < 2,
+    ),
+    Figure(
+        "peak PSS, whole platform, 1 M-event run",
+        lambda r: r["memory"]["peak_pss_bytes"] / 2**30,
+        "GiB",
+        "—",
+        lambda v: True,
     ),
     Figure(
         "single-event webhooks",
@@ -132,6 +167,7 @@ def markdown(results: dict[str, Any]) -> str:
         pass
     lines = [
         f"Measured by `esp bench` on {host.get('cpus', '?')} CPUs, Python {host.get('python', '?')}"
+        + (f", load average {' '.join(map(str, host['load_average']))}" if host.get("load_average") else "")
         + (f"; the hand-written sequence loop ran at {loop:,.0f} events/s in the same run." if loop else "."),
         "",
         "| figure | measured | goal | met |",

@@ -41,6 +41,48 @@ def use_local_ray(state_dir: Path | None = None) -> None:
         secret_file(Path(os.environ["RAY_AUTH_TOKEN_PATH"]))
 
 
+# Ray's workers for ESP's actors and Serve start when those are placed; none waits idle. Ray
+# otherwise starts one idle worker per CPU when the first driver connects (~200 MB RSS each).
+SYSTEM_CONFIG: dict[str, Any] = {"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+
+
+def head_start_options(object_store_mb: int) -> list[str]:
+    """``ray start --head`` options that size a local Ray for ESP: a small object store, no
+    prestarted idle workers, no autoscaler monitor (a fixed local cluster has nothing to
+    scale) and no log monitor (ESP reads no worker output in its drivers: ``log_to_driver``
+    is off; each worker's log stays in Ray's session directory)."""
+    import json
+
+    return [
+        f"--object-store-memory={object_store_mb * 1024 * 1024}",
+        f"--system-config={json.dumps(SYSTEM_CONFIG)}",
+        "--no-monitor",
+        "--include-log-monitor=false",
+    ]
+
+
+@contextmanager
+def lean_head() -> Iterator[None]:
+    """Within it, ``ray.init(address="local")`` starts its head without the autoscaler monitor
+    and the log monitor (what ``head_start_options`` does for ``ray start``); ``ray.init`` has
+    no parameter for either, so its node parameters get these defaults for the call."""
+    import ray._private.parameter as parameter
+
+    original = parameter.RayParams
+
+    class LeanParams(original):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("no_monitor", True)
+            kwargs.setdefault("include_log_monitor", False)
+            super().__init__(*args, **kwargs)
+
+    parameter.RayParams = LeanParams
+    try:
+        yield
+    finally:
+        parameter.RayParams = original
+
+
 def worker_node_command(gcs_address: str, *, num_cpus: int, temp_dir: Path, metrics_export_port: int) -> list[str]:
     """The command that adds a worker node to the local head at ``gcs_address`` (``esp up
     --local-nodes N``). Not ``ray start --address``: in Ray's single-machine mode (set above, so

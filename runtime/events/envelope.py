@@ -212,11 +212,24 @@ def parse_time_ms(value: Any) -> int | None:
     return (parsed - _EPOCH) // _ONE_MS
 
 
+_SECONDS: dict[int, str] = {}  # whole second -> "YYYY-MM-DDTHH:MM:SS.", for format_time_ms
+
+
 def format_time_ms(ms: int) -> str:
-    """RFC 3339 in UTC with milliseconds, e.g. ``2026-09-21T14:13:20.180Z``."""
+    """RFC 3339 in UTC with milliseconds, e.g. ``2026-09-21T14:13:20.180Z``. The events of a
+    log entry share a few seconds (and one arrival time), so the formatted second is kept: a
+    dict lookup instead of ``gmtime`` and a format per call (12 % of a partition actor's time
+    when every event goes to an atomic subscription)."""
     seconds, millis = divmod(ms, 1000)
-    t = time.gmtime(seconds)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{millis:03d}Z"
+    prefix = _SECONDS.get(seconds)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        t = time.gmtime(seconds)
+        prefix = _SECONDS[seconds] = (
+            f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}."
+        )
+    return f"{prefix}{millis:03d}Z"
 
 
 def validate_batch(items: list[Any], *, source: str, received_at: int) -> Batch:

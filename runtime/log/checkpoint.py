@@ -1,5 +1,6 @@
 """Partition checkpoints on any pyarrow filesystem: a local directory by default, or an
-``s3://``, ``gs://`` or ``hdfs://`` URI in a cluster.
+``s3://``, ``gs://`` or ``hdfs://`` URI in a cluster. A local directory is written with the
+standard library: pyarrow (~70 MB resident in every partition actor) is imported only for a URI.
 
 A checkpoint is one msgpack document per virtual partition: the log offset it covers and the
 engine snapshot. It is written to a temporary name and moved into place, so a reader sees the
@@ -8,11 +9,12 @@ previous checkpoint or the new one, never half of one.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import msgspec
-from pyarrow import fs as pafs
 
 FORMAT_VERSION = 1
 
@@ -62,10 +64,40 @@ class CheckpointStore:
         return Checkpoint(raw["partition"], raw["offset"], raw["state"], raw["written_at_ms"])
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+class LocalFiles:
+    """The part of pyarrow's filesystem interface checkpoints use, on a local directory."""
+
+    def create_dir(self, path: str, *, recursive: bool = True) -> None:
+        Path(path).mkdir(parents=recursive, exist_ok=True)
+
+    def open_output_stream(self, path: str) -> IO[bytes]:
+        return open(path, "wb")  # the caller closes it (with)
+
+    def open_input_stream(self, path: str) -> _Input:
+        return _Input(path)
+
+    def move(self, src: str, dest: str) -> None:
+        os.replace(src, dest)  # atomic on one filesystem: a reader sees the old file or the new one
+
+
+class _Input:
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "rb")  # closed on exit
+
+    def __enter__(self) -> _Input:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def readall(self) -> bytes:
+        return self._file.read()
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
     if "://" in uri:
+        from pyarrow import fs as pafs
+
         filesystem, path = pafs.FileSystem.from_uri(uri)
         return filesystem, path.rstrip("/")
-    from pathlib import Path
-
-    return pafs.LocalFileSystem(), str(Path(uri).resolve())
+    return LocalFiles(), str(Path(uri).resolve())

@@ -41,14 +41,21 @@ class MemoryPartitionLog:
         self._last_id = (0, 0)
 
     def append(
-        self, by_partition: dict[int, list[Event]], *, now_ms: int, horizon_s: int | None = None
+        self,
+        by_partition: dict[int, list[Event]],
+        *,
+        now_ms: int,
+        horizon_s: int | None = None,
+        config_version: int | None = None,
     ) -> list[Appended]:
         if not by_partition:
             return []
         source = next(iter(by_partition.values()))[0].source
         day = now_ms // DAY_MS
         days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
-        version = str(self._config.version() if self._config else 0).encode()
+        if config_version is None:
+            config_version = self._config.version() if self._config else 0
+        version = str(config_version).encode()
         out = []
         for partition, events in by_partition.items():
             today = self._seen.setdefault((partition, source, day), {})

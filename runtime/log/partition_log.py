@@ -94,7 +94,12 @@ class LogStorage(Protocol):
     """The durable partition log; see :class:`PartitionLog` for each method's contract."""
 
     def append(
-        self, by_partition: dict[int, list[Event]], *, now_ms: int, horizon_s: int | None = None
+        self,
+        by_partition: dict[int, list[Event]],
+        *,
+        now_ms: int,
+        horizon_s: int | None = None,
+        config_version: int | None = None,
     ) -> list[Appended]: ...
 
     def take(self, offsets: dict[int, str], *, owner: str) -> dict[int, int]: ...
@@ -177,7 +182,12 @@ class PartitionLog:
         self._cluster = is_cluster(client)
 
     def append(
-        self, by_partition: dict[int, list[Event]], *, now_ms: int, horizon_s: int | None = None
+        self,
+        by_partition: dict[int, list[Event]],
+        *,
+        now_ms: int,
+        horizon_s: int | None = None,
+        config_version: int | None = None,
     ) -> list[Appended]:
         """Append each partition's events as one entry, dropping already-seen (source, id).
 
@@ -187,7 +197,8 @@ class PartitionLog:
         day fills, so each stays in Redis's compact listpack encoding (docs/operations/sizing.md).
         Each partition's part checks the buckets of the whole horizon (rounded up to days) in
         one script call in the partition's hash slot; the calls of a request go in one
-        pipeline, after one read of the config version the entries record. So no per-event key
+        pipeline, after one read of the config version the entries record (none when the caller
+        read it for this request already: ``config_version``). So no per-event key
         or round trip. A request that fails half-way may have appended some partitions: its
         retry finds their events already seen.
         All events of one call must share a source; ids must be unique within the call."""
@@ -196,7 +207,10 @@ class PartitionLog:
         source = next(iter(by_partition.values()))[0].source
         day = now_ms // DAY_MS
         days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
-        version = self._redis.get(keys.CONFIG_VERSION) or b"0"
+        if config_version is not None:
+            version = str(config_version).encode()
+        else:
+            version = self._redis.get(keys.CONFIG_VERSION) or b"0"
         pipe = self._redis.pipeline(transaction=False)
         for partition, events in by_partition.items():
             argv: list[Any] = [version, (days + 1) * DAY_S, BUCKET_LOAD, day * DAY_MS, days + 1]

@@ -153,7 +153,17 @@ class Ingestor:
     def authenticate(self, authorization: str | None, source_header: str | None) -> str:
         """The source a request comes from, or :class:`AuthError` (401 no/bad credentials,
         403 a known key whose source may not post)."""
-        self._refresh()
+        return self.authenticate_at(authorization, source_header)[0]
+
+    def authenticate_at(self, authorization: str | None, source_header: str | None) -> tuple[str, int]:
+        """:meth:`authenticate`, and the config version read for it: passed on to
+        :meth:`ingest` for the same request, it spares that request two more reads of the
+        version (one to refresh, one to stamp the log entries). The request started before
+        that read, so documents at least that new are the ones invariant 7 asks for."""
+        version = self._refresh()
+        return self._source_of(authorization, source_header), version
+
+    def _source_of(self, authorization: str | None, source_header: str | None) -> str:
         if authorization:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
@@ -175,12 +185,13 @@ class Ingestor:
             raise AuthError(f"source {name!r} is disabled", reason="forbidden")
         return name
 
-    def _refresh(self) -> None:
-        """Reload sources and event types when the global config version moved. One GET per
-        call and no timer, so a request that starts after a ``PUT`` returned is handled with the
-        new document (invariant 7), as rules are."""
-        if self.config.version() == self._version:
-            return
+    def _refresh(self) -> int:
+        """Reload sources and event types when the global config version moved; returns the
+        version read. One GET per call and no timer, so a request that starts after a ``PUT``
+        returned is handled with the new document (invariant 7), as rules are."""
+        current = self.config.version()
+        if current == self._version:
+            return current
         version, docs = self.config.snapshot()
         sources = {}
         for raw in docs["source"]:
@@ -191,6 +202,7 @@ class Ingestor:
         self._keys = {s.doc.api_key_sha256: n for n, s in sources.items() if s.doc.api_key_sha256}
         self._catalogue = Catalogue(docs["event-type"])
         self._version = version
+        return version
 
     def horizon_days(self, source_name: str) -> int:
         """Days of idempotency buckets kept for a source (the trace looks this far back)."""
@@ -200,8 +212,13 @@ class Ingestor:
 
     # --- the body ------------------------------------------------------------------------
 
-    def ingest(self, body: bytes, content_type: str | None, source_name: str) -> IngestResult:
-        self._refresh()
+    def ingest(
+        self, body: bytes, content_type: str | None, source_name: str, *, config_version: int | None = None
+    ) -> IngestResult:
+        """``config_version``: what :meth:`authenticate_at` read for this request (then the
+        documents are not read again); else the version is read here."""
+        if config_version is None:
+            config_version = self._refresh()
         source = self._sources[source_name]
         now_ms = int(self._clock() * 1000)
         fmt = source.body_format(content_type)
@@ -217,7 +234,7 @@ class Ingestor:
         source.take(parsed.total)
         result = IngestResult(source.name, parsed.total)
         events = self._standardise(source, parsed, result)
-        self._append(source, events, result, now_ms)
+        self._append(source, events, result, now_ms, config_version)
         failures = sorted(parsed.failures, key=lambda q: q.index)
         self.quarantine.add(failures, at_ms=now_ms)
         self._remember_dropped(source, result.dropped_ids, now_ms)
@@ -294,7 +311,9 @@ class Ingestor:
             kept = [pair for pair, ok in zip(kept, consent, strict=True) if ok]
         return [event for event, _ in kept]
 
-    def _append(self, source: CompiledSource, events: list[Event], result: IngestResult, now_ms: int) -> None:
+    def _append(
+        self, source: CompiledSource, events: list[Event], result: IngestResult, now_ms: int, config_version: int
+    ) -> None:
         by_partition: dict[int, list[Event]] = defaultdict(list)
         partitions = self.settings.partitions
         seen: set[str] = set()
@@ -306,7 +325,9 @@ class Ingestor:
             seen.add(event.id)
             by_partition[partition_of(event.customer, partitions)].append(event)
         self._check_backlog(by_partition)
-        appended = self.log.append(dict(by_partition), now_ms=now_ms, horizon_s=source.horizon_s)
+        appended = self.log.append(
+            dict(by_partition), now_ms=now_ms, horizon_s=source.horizon_s, config_version=config_version
+        )
         result.duplicates = repeated + sum(len(a.duplicates) for a in appended)
         result.accepted = len(events) - result.duplicates
 

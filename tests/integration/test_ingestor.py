@@ -81,3 +81,20 @@ def test_a_source_put_applies_to_the_next_request(ingestor, redis_client):
         record = orjson.dumps({"seq": f"hot{version}", f"who{version}": "c1", "ts": 1_790_000_000_000})
         result = ingestor.ingest(record, "application/json", source)
         assert (result.accepted, result.rejected) == (1, []), f"mapping version {version}: {result.rejected}"
+
+
+def test_a_request_reads_the_config_version_once_and_its_entries_carry_it(ingestor, redis_client, monkeypatch):
+    store = ConfigStore(redis_client)
+    source, version = ingestor.authenticate_at("Bearer crm-key-0123456789abcdef", None)
+    assert (source, version) == ("crm", store.version())
+    reads = []
+    monkeypatch.setattr(ingestor.config, "version", lambda: reads.append(1) or store.version())
+    real_get = redis_client.get
+    monkeypatch.setattr(redis_client, "get", lambda key: reads.append(key) or real_get(key))
+    result = ingestor.ingest(body(["v1", "v2"]), "application/x-ndjson", source, config_version=version)
+    assert result.accepted == 2
+    assert reads == []  # neither the documents nor the entries' version were read again
+    log = PartitionLog(redis_client, horizon_s=3600)
+    entries = [e for p in range(8) for e in log.read_range(p, "0", 100)]
+    assert {e.config_version for e in entries} == {version}
+    assert sorted(e.id for entry in entries for e in entry.events) == ["v1", "v2"]

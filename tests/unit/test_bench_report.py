@@ -58,3 +58,26 @@ def test_a_readme_without_the_section_is_refused(tmp_path):
     readme.write_text("# ESP\n")
     with pytest.raises(ValueError, match="esp-bench:begin"):
         update_readme(readme, "| t |\n")
+
+
+def latency_run(p99: float, rate: int = 9_990, missing: int = 0, unexpected: int = 0) -> dict:
+    return {
+        "ack_to_subscriber_ms": {"p50": 5.0, "p99": p99, "p999": p99 * 2},
+        "acked_events_per_s": rate,
+        "missing": missing,
+        "unexpected": unexpected,
+    }
+
+
+def test_latency_and_memory_rows_read_the_keys_the_benchmarks_write():
+    results = {
+        "latency": {"requests_500": latency_run(80.0), "requests_100": latency_run(120.5, rate=5_000, unexpected=2)},
+        "memory": {"peak_rss_bytes": 3 * 2**30 // 2, "peak_pss_bytes": 2**30},
+    }
+    table = markdown(results)
+    assert row(table, "ack → subscriber p99, 500-event requests")[1:] == ["80.0 ms", "≤ 100 ms", "yes"]
+    assert row(table, "ack → subscriber p99, 100-event requests")[1:] == ["120.5 ms", "≤ 100 ms", "no"]
+    assert row(table, "acknowledged rate, 10 k/s offered, 100-event requests")[3] == "no"
+    assert row(table, "latency runs, outputs missing or unexpected")[1:] == ["2", "0", "no"]
+    assert row(table, "peak RSS, whole platform, 1 M-event run")[1:] == ["1.50 GiB", "< 2 GiB", "yes"]
+    assert row(table, "peak PSS, whole platform, 1 M-event run")[1] == "1.00 GiB"

@@ -543,3 +543,12 @@ def test_fast_path_refuses_comma_separated_objects_that_are_not_an_array():
     body = (json.dumps(good(1)) + "," + json.dumps(good(2))).encode()
     with pytest.raises(UnparseableBody):
         fast(body, "application/json")
+
+
+def test_format_time_ms_agrees_with_datetime_across_second_boundaries():
+    from datetime import UTC, datetime, timedelta
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for ms in [0, 1, 999, 1000, 1_758_464_000_180, 1_758_464_000_999, 1_758_464_001_000, -1, -1001]:
+        expected = (epoch + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+        assert format_time_ms(ms) == expected == format_time_ms(ms)  # formatted, then from the kept second

@@ -1,0 +1,55 @@
+"""The pure parts of ``esp bench``'s latency run: quantiles, event ids stamped with the send
+time, and the scoring of what the subscriber received (exactly once, or counted)."""
+
+from __future__ import annotations
+
+import orjson
+
+from runtime.dev.bench_latency import body, event_id, parse_id, percentile, score, summary_ms
+
+
+def test_nearest_rank_percentiles():
+    values = list(range(1, 1001))  # 1..1000
+    assert percentile(values, 0.5) == 500
+    assert percentile(values, 0.99) == 990
+    assert percentile(values, 0.999) == 999
+    assert percentile(values, 1.0) == 1000
+    assert percentile([7], 0.999) == 7
+    assert percentile([], 0.5) is None
+    assert percentile([1, 2], 0.0) == 1  # at least the first value
+
+
+def test_summary_is_in_milliseconds():
+    out = summary_ms([0.001 * i for i in range(1, 101)])
+    assert (out["p50"], out["p99"], out["p999"], out["max"]) == (50.0, 99.0, 100.0, 100.0)
+    assert summary_ms([]) == {"p50": None, "p99": None, "p999": None, "max": None}
+
+
+def test_ids_carry_request_index_and_send_time():
+    assert parse_id(event_id(500, 12, 499, 1234.5678901)) == (12, 499, 1234.56789)
+    assert parse_id("b000001") is None
+    assert parse_id("l5-x-1-2") is None
+
+
+def test_a_body_is_one_event_per_line_with_stamped_ids():
+    lines = [orjson.loads(line) for line in body(3, 7, 10.0).split(b"\n")]
+    assert [parse_id(e["id"]) for e in lines] == [(7, 0, 10.0), (7, 1, 10.0), (7, 2, 10.0)]
+    assert len({e["id"] for e in lines}) == 3
+
+
+def test_score_counts_missing_doubled_and_foreign_outputs():
+    sent = {0: (1.000, 1.010), 1: (1.050, 1.070)}  # request -> (posted, acked)
+    arrivals = [
+        (event_id(2, 0, 0, 1.0), 1.020),
+        (event_id(2, 0, 1, 1.0), 1.030),
+        (event_id(2, 1, 0, 1.05), 1.080),
+        (event_id(2, 1, 0, 1.05), 1.090),  # doubled
+        ("someone-else", 1.1),  # never sent
+        (event_id(2, 9, 0, 1.0), 1.1),  # a request that was never acked
+    ]  # request 1's event 1 never arrives
+    result = score(sent, 2, arrivals)
+    assert (result["expected_outputs"], result["outputs"], result["missing"], result["unexpected"]) == (4, 3, 1, 3)
+    assert result["send_to_ack_ms"]["max"] == 20.0
+    assert result["ack_to_subscriber_ms"]["p50"] == 10.0  # 10, 20, 10 ms
+    assert result["ack_to_subscriber_ms"]["max"] == 20.0
+    assert result["send_to_subscriber_ms"]["max"] == 30.0
