@@ -233,7 +233,6 @@ def _session_pids(sessions: set[str]) -> list[int]:
 
 def _end_pids(pids: list[int], grace_s: float = 10.0) -> None:
     """SIGTERM each, then SIGKILL what is still there after ``grace_s``."""
-    import os
     import signal
 
     for pid in dict.fromkeys(pids):
