@@ -37,7 +37,7 @@ demo: setup ## Run ESP end to end on synthetic data (local Ray + embedded Redis 
 	$(BIN)/esp demo
 
 test: setup chromium layers docs ## Layer contracts, the docs build, then the whole test suite (unit, integration, e2e, chaos)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 tests
 
 unit: setup ## Only the unit tests (no Ray, no Redis)
 	$(BIN)/python -m pytest -q tests/unit
