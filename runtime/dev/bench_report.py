@@ -133,8 +133,8 @@ FIGURES: tuple[Figure, ...] = (
     Figure(
         "profile sync",
         lambda r: r["profile_sync"]["batch_write"]["customers_per_s"],
-        "customers/s",
-        "≥ 100,000/s",
+        " customers/s",
+        "≥ 100,000 customers/s",
         lambda v: v >= 100_000,
     ),
 )
@@ -181,7 +181,8 @@ def markdown(results: dict[str, Any]) -> str:
         shown = _format(value, figure.unit)
         if figure.per_loop and loop:
             shown += f" ({value * loop:,.0f} events/s)"
-        lines.append(f"| {figure.label} | {shown} | {figure.goal} | {'yes' if figure.met(value) else 'no'} |")
+        met = "–" if figure.goal == "—" else "yes" if figure.met(value) else "no"  # a figure shown for context
+        lines.append(f"| {figure.label} | {shown} | {figure.goal} | {met} |")
     return "\n".join(lines) + "\n"
 
 
