@@ -13,6 +13,30 @@ from typing import Any
 
 import yaml
 
+MAX_DEPTH = 32  # config documents nest a few levels; the API's JSON bodies have the same kind of bound
+
+
+class Unsupported(yaml.MarkedYAMLError):
+    """YAML the console refuses though it parses: anchors and aliases (a few bytes of them can
+    stand for millions of nodes) or nesting deeper than ``MAX_DEPTH``."""
+
+
+def load(text: str) -> Any:
+    """``text`` as one document, like ``yaml.safe_load``, but refused with :class:`Unsupported`
+    (at the offending line) before any node is built when it holds an alias or an anchor or
+    nests deeper than ``MAX_DEPTH``. Raises ``yaml.YAMLError`` for invalid YAML."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise Unsupported(problem="anchors and aliases are not supported", problem_mark=event.start_mark)
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise Unsupported(problem=f"nested deeper than {MAX_DEPTH} levels", problem_mark=event.start_mark)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return yaml.safe_load(text)
+
 
 def compose(text: str) -> yaml.Node | None:
     """The YAML node tree of ``text`` (None if empty); raises ``yaml.YAMLError`` if invalid."""

@@ -35,7 +35,7 @@ from runtime.config.store import prepare_document
 from runtime.console import i18n, session
 from runtime.console.golive import logged_events
 from runtime.console.overview import summarize
-from runtime.console.yamllines import place, yaml_error_line
+from runtime.console.yamllines import load, place, yaml_error_line
 from runtime.errors import ConfigError, EspError, NotFound
 from runtime.events.trace import trace_event
 from runtime.rules.backtest import backtest_logged
@@ -319,7 +319,7 @@ class ConsoleRoutes:
         text = form.get("yaml", "").replace("\r\n", "\n")
         lang = self._lang(request)
         try:
-            raw = yaml.safe_load(text)
+            raw = load(text)
         except yaml.YAMLError as exc:
             error = {"path": "(yaml)", "expected": str(exc).splitlines()[0], "got": None, "line": yaml_error_line(exc)}
             return self._editor(request, who, kind, name, status=422, text=text, errors=[error])

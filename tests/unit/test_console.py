@@ -123,3 +123,19 @@ def test_the_overview_sums_counters_over_processes_and_keeps_the_largest_gauge()
     assert o["destinations"]["sms"] == {"delivered": 0, "retries": 2, "dead": 1}
     assert o["decisions"] == {"sent": 9, "suppressed:cap": 1}
     assert summarize("") == {"sources": {}, "rules": {}, "partitions": {}, "destinations": {}, "decisions": {}}
+
+
+def test_the_editor_loads_plain_yaml_and_refuses_aliases_and_deep_nesting_at_their_line():
+    from runtime.console.yamllines import MAX_DEPTH, Unsupported, load
+
+    assert load("kind: rule\nname: r\nwhen: {event: a}\n") == {"kind": "rule", "name": "r", "when": {"event": "a"}}
+    bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n"  # a few lines can stand for millions of nodes
+    with pytest.raises(Unsupported, match="anchors and aliases") as refused:
+        load(bomb)
+    assert yaml_error_line(refused.value) == 1
+    deep = "kind: rule\nwhen: " + "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1) + "\n"
+    with pytest.raises(Unsupported, match=f"deeper than {MAX_DEPTH}") as refused:
+        load(deep)
+    assert yaml_error_line(refused.value) == 2
+    nested = MAX_DEPTH - 1  # inside the top mapping: MAX_DEPTH levels in all, the bound itself
+    assert load("a: " + "[" * nested + "]" * nested) is not None
