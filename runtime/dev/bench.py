@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import os
 import platform as host
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,29 @@ BENCH_RULE = {
     "when": {"event": "bench.a", "where": "data.v >= 90", "count": 2, "within": "60s"},
     "then": [{"emit": "bench_pair"}],
 }
+
+
+def in_threads(work: Callable[[int, threading.Event], None], count: int, name: str) -> None:
+    """``work(n, failed)`` for n in 0..count-1, each in its own thread (named ``name-n``);
+    ``failed`` is set as soon as one of them raises, so the others can stop early, and the
+    first exception is raised here once every thread has ended."""
+    failed = threading.Event()
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            work(n, failed)
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+            failed.set()
+
+    threads = [threading.Thread(target=run, args=(n,), name=f"{name}-{n}", daemon=True) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _events(n: int, users: int) -> list[Event]:
@@ -298,7 +322,6 @@ def send_from_queue(
     posting it while the others go on (a late batch). Returns the totals of the answers and the
     order in which the bodies were acknowledged."""
     import queue
-    import threading
     from itertools import pairwise
 
     from runtime.dev.client import EspClient
@@ -309,41 +332,31 @@ def send_from_queue(
     totals = {"requests": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "retries": 0}
     acked: list[int] = []
     acked_at: dict[int, float] = {}
-    errors: list[BaseException] = []
     lock = threading.Lock()
 
-    def sender() -> None:
-        try:
-            with EspClient(base_url, key=key) as client:
-                while not errors:
-                    try:
-                        index, body = work.get_nowait()
-                    except queue.Empty:
-                        return
-                    if hold is not None and index == hold[0]:
-                        time.sleep(hold[1])
-                    answer, retries = client.post_body(body, content_type)
-                    with lock:
-                        totals["requests"] += 1
-                        totals["retries"] += retries
-                        totals["accepted"] += answer["accepted"]
-                        if progress is not None:  # events acknowledged so far, for a watching thread
-                            progress[0] = totals["accepted"]
-                        totals["duplicates"] += answer["duplicates"]
-                        totals["rejected"] += len(answer["rejected"])
-                        acked.append(index)
-                        acked_at[index] = time.perf_counter()
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
+    def sender(n: int, failed: threading.Event) -> None:
+        with EspClient(base_url, key=key) as client:
+            while not failed.is_set():
+                try:
+                    index, body = work.get_nowait()
+                except queue.Empty:
+                    return
+                if hold is not None and index == hold[0]:
+                    time.sleep(hold[1])
+                answer, retries = client.post_body(body, content_type)
+                with lock:
+                    totals["requests"] += 1
+                    totals["retries"] += retries
+                    totals["accepted"] += answer["accepted"]
+                    if progress is not None:  # events acknowledged so far, for a watching thread
+                        progress[0] = totals["accepted"]
+                    totals["duplicates"] += answer["duplicates"]
+                    totals["rejected"] += len(answer["rejected"])
+                    acked.append(index)
+                    acked_at[index] = time.perf_counter()
 
-    threads = [threading.Thread(target=sender, name=f"esp-sender-{n}", daemon=True) for n in range(senders)]
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    in_threads(sender, senders, "esp-sender")
     out_of_order = sum(1 for before, after in pairwise(acked) if after < before)
     return {
         **totals,

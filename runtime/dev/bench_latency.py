@@ -31,6 +31,8 @@ from typing import Any
 
 import orjson
 
+from runtime.dev.bench import in_threads
+
 LATENCY_SOURCE_KEY = "bench-latency-key-0123456789"
 LATENCY_TYPE = "lat.ping"
 SUBSCRIPTION = "bench-latency"
@@ -133,38 +135,28 @@ def open_loop(
     interval = size / rate
     sent: dict[int, tuple[float, float]] = {}
     behind: list[float] = []
-    errors: list[BaseException] = []
     lock = threading.Lock()
     start = time.monotonic() + 0.5
 
-    def sender(n: int) -> None:
-        try:
-            with EspClient(base_url, key=key) as client:
-                for k in range(n, requests, senders):
-                    due = start + k * interval
-                    wait = due - time.monotonic()
-                    if wait > 0:
-                        time.sleep(wait)
-                    posted = time.monotonic()
-                    answer, _ = client.post_body(body(size, k, posted), "application/x-ndjson")
-                    acked = time.monotonic()
-                    if answer["accepted"] != size:
-                        raise RuntimeError(f"request {k}: {answer}")
-                    with lock:
-                        sent[k] = (posted, acked)
-                        behind.append(posted - due)
-                    if errors:
-                        return
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
+    def sender(n: int, failed: threading.Event) -> None:
+        with EspClient(base_url, key=key) as client:
+            for k in range(n, requests, senders):
+                due = start + k * interval
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                posted = time.monotonic()
+                answer, _ = client.post_body(body(size, k, posted), "application/x-ndjson")
+                acked = time.monotonic()
+                if answer["accepted"] != size:
+                    raise RuntimeError(f"request {k}: {answer}")
+                with lock:
+                    sent[k] = (posted, acked)
+                    behind.append(posted - due)
+                if failed.is_set():
+                    return
 
-    threads = [threading.Thread(target=sender, args=(n,), name=f"esp-latency-{n}", daemon=True) for n in range(senders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
+    in_threads(sender, senders, "esp-latency")
     return sent, behind, max(acked for _, acked in sent.values()) - start
 
 

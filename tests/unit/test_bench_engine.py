@@ -3,6 +3,8 @@ compared with must find the very same matches, or the ratio compares different w
 
 from __future__ import annotations
 
+import pytest
+
 from runtime.dev.bench import bench_engine, bench_engine_sequence
 
 
@@ -18,3 +20,25 @@ def test_the_engine_and_the_hand_written_sequence_find_the_same_matches() -> Non
     result = bench_engine_sequence(events=20_000, customers=300, entry_size=1000)
     assert result["fired"] == result["baseline_fired"] > 100
     assert result["ratio_to_baseline"] > 0
+
+
+def test_in_threads_runs_every_worker_and_raises_the_first_failure_after_all_have_ended():
+    import threading
+
+    from runtime.dev.bench import in_threads
+
+    seen: list[int] = []
+    in_threads(lambda n, failed: seen.append(n), 4, "t")
+    assert sorted(seen) == [0, 1, 2, 3]
+
+    stopped: list[int] = []
+
+    def work(n: int, failed: threading.Event) -> None:
+        if n == 0:
+            raise ValueError("boom")
+        assert failed.wait(5)  # the others see the failure and stop
+        stopped.append(n)
+
+    with pytest.raises(ValueError, match="boom"):
+        in_threads(work, 3, "t")
+    assert sorted(stopped) == [1, 2]  # raised only once every thread has ended
