@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from runtime.process_gc import tune_gc
 from runtime.process_logging import configure_process, fields
 from runtime.settings import EspSettings
 from serve.metrics import count_restart
@@ -49,11 +50,13 @@ def actor_name(role: str, index: int) -> str:
 
 def actor_started(role: str, index: int, settings: dict[str, Any]) -> EspSettings:
     """What every ESP actor's constructor does first: rebuild its settings from the wire, send the
-    process's logs as ``esp-<role>-<index>`` (``runtime/process_logging.py``), and count and log a
+    process's logs as ``esp-<role>-<index>`` (``runtime/process_logging.py``), pace its garbage
+    collector (``runtime/process_gc.py``), and count and log a
     restart by Ray (``esp_actor_restarts_total``)."""
     esp = EspSettings(**settings)
     name = actor_name(role, index)
     configure_process(name, esp)
+    tune_gc()
     restarted = ray.get_runtime_context().was_current_actor_reconstructed
     count_restart(role, name)
     logger.log(

@@ -34,6 +34,7 @@ from runtime.events.profiles import ProfileStore
 from runtime.events.trace import trace_event
 from runtime.policy.ledger import Ledger
 from runtime.policy.requests import campaign_requests, optout_pairs
+from runtime.process_gc import tune_gc
 from runtime.process_logging import configure_process, fields, log_context
 from runtime.redis_client import connect, connect_async
 from runtime.security.audit import AuditLog, diff
@@ -180,6 +181,7 @@ class EspApi(operator_console.ConsoleRoutes):
     def __init__(self, settings: dict[str, Any], directory: PartitionDirectory) -> None:
         self.settings = EspSettings(**settings)
         configure_process("esp-api", self.settings)
+        tune_gc()
         self.directory = directory
         self.redis = connect(self.settings.effective_redis_url(), max_connections=128)
         # SSE streams and long polls block in Redis for up to MAX_BLOCK_S: past redis-py's 5 s default

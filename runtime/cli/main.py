@@ -569,11 +569,12 @@ def demo(customers: int, events: int, state_dir: Path, batch_customers: int, bat
 @click.option("--out", type=click.Path(path_type=Path), default=Path(".esp/bench"), show_default=True)
 @click.option(
     "--only",
-    type=click.Choice(["all", "batch", "latency", "memory", "delivery", "contact", "profile_sync"]),
+    type=click.Choice(["all", "engine", "batch", "latency", "memory", "delivery", "contact", "profile_sync"]),
     default="all",
     show_default=True,
-    help="One part alone: the batch jobs, latency (open-loop 10k events/s), memory (the 1 M-event sequence "
-    "run, sampled), or one of the hot paths (webhook delivery, contact decisions, profile sync).",
+    help="One part alone: the rule engine in one process (count and sequence rules against their hand-written "
+    "loops), the batch jobs, latency (open-loop 10k events/s), memory (the 1 M-event sequence run, sampled), or "
+    "one of the hot paths (webhook delivery, contact decisions, profile sync).",
 )
 @click.option("--latency-seconds", default=60.0, show_default=True, help="Seconds of load per request size.")
 @click.option("--quick", is_flag=True, help="Latency runs of 10 s instead of --latency-seconds.")
@@ -614,6 +615,14 @@ def bench(
 
         with ray_for_jobs(None, 2):
             results = bench_batch(out / "batch-data", customers=batch_customers, days=batch_days)
+    elif only == "engine":
+        from runtime.dev.bench import bench_engine, bench_engine_sequence, host_info
+
+        results = {
+            "engine": bench_engine(max(events, 1_000_000), users),
+            "engine_sequence": bench_engine_sequence(1_000_000, 10_000),
+            "host": host_info(),
+        }
     elif only == "latency":
         from runtime.dev.bench import host_info
         from runtime.dev.bench_latency import bench_latency

@@ -290,11 +290,14 @@ class CompiledRule:
         return self.audience is not None or any(f == "profile" or f.startswith("profile.") for f in fields)
 
 
-def plain_steps(rule: CompiledRule) -> dict[str, tuple[int, ...]] | None:
+PlainSequence = tuple[dict[str, tuple[int, ...]], str, int, int]  # steps by event type, path, within, last step
+
+
+def plain_steps(rule: CompiledRule) -> PlainSequence | None:
     """For the most common sequence, plain steps (each one event of a type, no ``where``, no
-    'not' between them, not ``strict``) and no cooldown: event type -> the steps it is, which
-    is all the engine needs to advance it (``PartitionEngine._on_plain_sequence``). None for
-    any other rule."""
+    'not' between them, not ``strict``) and no cooldown: event type -> the steps it is (in
+    order), with the sequence's path, ``within`` and last step, which is all the engine needs
+    to advance it (``PartitionEngine._on_plain_sequence``). None for any other rule."""
     node = rule.group
     if not isinstance(node, SequenceSpec) or node.strict or node.guarded or rule.cooldown_ms:
         return None
@@ -303,7 +306,7 @@ def plain_steps(rule: CompiledRule) -> dict[str, tuple[int, ...]] | None:
     steps: dict[str, tuple[int, ...]] = {}
     for k, step in enumerate(node.steps):
         steps[step.event_type] = (*steps.get(step.event_type, ()), k)
-    return steps
+    return steps, node.path, node.within_ms, len(node.steps) - 1
 
 
 def compile_rule(doc: Rule | dict[str, Any], version: int = 0) -> CompiledRule:
