@@ -130,9 +130,10 @@ def channel_stream(name: str) -> str:
     return f"{PREFIX}:chan:{{{part(name)}}}"
 
 
-def forwarded(stream: str, output_id: str) -> str:
-    """Set while an output is remembered as added to ``stream`` (forwarding is idempotent)."""
-    return f"{stream}:fwd:{part(output_id)}"
+def forwarded(stream: str) -> str:
+    """Per partition, the newest outbox entry added to ``stream`` (forwarding is idempotent);
+    in the stream's hash slot."""
+    return f"{stream}:fwd"
 
 
 def deadletters(stream: str) -> str:

@@ -9,9 +9,11 @@ is two idempotent steps, so that each touches one hash slot (Redis Cluster):
    stream. An output id seen before does nothing, so replaying a partition after a crash never
    publishes an output twice (invariant 3).
 2. **forward**: the records go to each of their streams by one script per stream, in that
-   stream's slot, which adds each once per (stream, output id); their ``tag`` actions are
-   applied to the profiles; then the records leave the outbox. A runner that crashes in between leaves the
-   records in the outbox; whoever takes the partition next forwards them again
+   stream's slot, which adds each once: a partition's outbox is read in entry order, so the
+   stream keeps, per partition, the newest outbox entry id it added (one small hash per stream,
+   not a key per output) and skips records at or below it. Their ``tag`` actions are applied
+   to the profiles; then the records leave the outbox. A runner that crashes in between leaves
+   the records in the outbox; whoever takes the partition next forwards them again
    (:meth:`Outbox.forward` at recovery), and the marks keep that from adding them twice.
 """
 
@@ -155,23 +157,32 @@ class Outbox:
                 return done
             per_stream: dict[str, list[Any]] = {}
             pipe = self._redis.pipeline(transaction=False)
-            for items in waiting.values():
-                for _, fields in items:
+            for p, items in waiting.items():
+                for entry_id, fields in items:
                     record = _records.decode(fields[b"r"])
                     for stream in record.streams:
-                        per_stream.setdefault(stream, []).extend((keys.forwarded(stream, record.id), record.payload))
+                        per_stream.setdefault(stream, []).extend((p, entry_id, record.payload))
                     if record.op:
                         queue_script(pipe, _TAG, [record.profile], [record.op, record.tag])
             for stream, marked in per_stream.items():  # a batch reaches each stream at once
-                queue_script(pipe, _FORWARD, [stream], [self._horizon_ms, self._maxlen, len(marked) // 2, *marked])
+                queue_script(
+                    pipe,
+                    _FORWARD,
+                    [stream, keys.forwarded(stream)],
+                    [self._horizon_ms, self._maxlen, len(marked) // 3, *marked],
+                )
             pipe.execute()
-            pipe = self._redis.pipeline(transaction=False)  # only once every stream has them
-            for p, items in waiting.items():
-                pipe.xdel(keys.outbox(p), *[text(entry_id) for entry_id, _ in items])
-            pipe.execute()
+            self._remove(waiting)  # only once every stream has them
             done += sum(len(items) for items in waiting.values())
             left = [p for p, items in waiting.items() if len(items) == FORWARD_BATCH]
         return done
+
+    def _remove(self, forwarded: dict[int, list[Any]]) -> None:
+        """Take forwarded records (partition -> XRANGE items) out of their outboxes."""
+        pipe = self._redis.pipeline(transaction=False)
+        for p, items in forwarded.items():
+            pipe.xdel(keys.outbox(p), *[text(entry_id) for entry_id, _ in items])
+        pipe.execute()
 
 
 _encoder = msgspec.msgpack.Encoder()

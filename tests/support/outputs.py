@@ -10,7 +10,5 @@ from runtime.log.partitioning import DEFAULT_PARTITIONS, partition_of
 
 def forget_published(client: redis.Redis, output_id: str, customer: str) -> None:
     """Make the outbox forget it published ``output_id`` (as after its horizon): its dedupe
-    key and its forwarded marks, so publishing it again replays it."""
+    key, so publishing it again replays it (forwarding marks outbox entries, not outputs)."""
     client.delete(keys.emitted(partition_of(customer, DEFAULT_PARTITIONS), output_id))
-    for mark in client.scan_iter(match=f"*:fwd:{keys.part(output_id)}"):
-        client.delete(mark)

@@ -150,7 +150,7 @@ KEY_TYPES = {
         "subscription_stream": keys.subscription_stream,
         "channel_stream": keys.channel_stream,
         "emitted": lambda n: keys.emitted(3, n),
-        "forwarded": lambda n: keys.forwarded(keys.subscription_stream("s"), n),
+        "forwarded": lambda n: keys.forwarded(keys.subscription_stream(n)),
         "deliveries": keys.deliveries,
         "profile": keys.profile,
         "ledger": keys.ledger,

@@ -130,15 +130,39 @@ def test_outputs_left_in_the_outbox_by_a_crash_are_forwarded_once_by_the_next_ow
     assert crashed.publish([output(0), output(1)], ROUTER) == 2
     assert redis_client.xlen(keys.subscription_stream("all")) == 0  # emitted, not delivered yet
     partition = partition_of("ann", DEFAULT_PARTITIONS)
-    records = redis_client.xrange(keys.outbox(partition))
     successor = Outbox(redis_client, horizon_s=60, maxlen=10_000)
-    assert successor.forward([partition]) == 2
-    for _, fields in records:  # as if the successor died before deleting what it forwarded
-        redis_client.xadd(keys.outbox(partition), fields)
-    successor.forward([partition])
+
+    def dies(forwarded: object) -> None:
+        raise ConnectionError("died before deleting what it forwarded")
+
+    monkeypatch.setattr(successor, "_remove", dies)
+    with pytest.raises(ConnectionError):
+        successor.forward([partition])
+    assert redis_client.xlen(keys.outbox(partition)) == 2  # forwarded, still in the outbox
+    third = Outbox(redis_client, horizon_s=60, maxlen=10_000)
+    crashed.publish([output(2)], ROUTER)  # a newer output waits behind them
+    assert third.forward([partition]) == 3
     assert [orjson.loads(f[b"e"])["id"] for _, f in redis_client.xrange(keys.subscription_stream("all"))] == [
         "o0",
         "o1",
+        "o2",
     ]
     assert redis_client.xlen(keys.outbox(partition)) == 0
-    assert successor.publish([output(0)], ROUTER) == 0  # and the output stays published once
+    assert third.publish([output(0)], ROUTER) == 0  # and the output stays published once
+
+
+def test_forwarding_marks_are_kept_per_partition(redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream remembers the newest outbox entry it added per partition: a partition whose
+    records wait longer (older entry ids than another partition's forwarded ones) still gets
+    every record forwarded, once."""
+    customers = ["ann", *(f"c{i}" for i in range(100))]
+    other = next(c for c in customers if partition_of(c, DEFAULT_PARTITIONS) != partition_of("ann", DEFAULT_PARTITIONS))
+    late = Outbox(redis_client, horizon_s=60, maxlen=10_000)
+    monkeypatch.setattr(late, "forward", lambda partitions: 0)
+    late.publish([output(0, customer=other)], ROUTER)  # the older entry, left unforwarded
+    outbox = Outbox(redis_client, horizon_s=60, maxlen=10_000)
+    outbox.publish([output(1), output(2)], ROUTER)  # newer entries of ann's partition, forwarded
+    outbox.forward([partition_of(other, DEFAULT_PARTITIONS)])
+    outbox.forward([partition_of(c, DEFAULT_PARTITIONS) for c in ("ann", other)])  # again: nothing twice
+    ids = [orjson.loads(f[b"e"])["id"] for _, f in redis_client.xrange(keys.subscription_stream("all"))]
+    assert sorted(ids) == ["o0", "o1", "o2"] and len(ids) == 3
