@@ -45,6 +45,9 @@ class Expr:
     fn: Callable[[Context], object] = field(repr=False, compare=False)
     fields: frozenset[str]
     predicate: Callable[[Context], bool] = field(repr=False, compare=False)
+    # ``predicate`` over an event's ``data`` alone, when the expression reads nothing else
+    # (``data.v >= 90``): the rule engine then builds no context for the event
+    data_predicate: Callable[[object], bool] | None = field(default=None, repr=False, compare=False)
 
     def __reduce__(self) -> tuple[Callable[[str], Expr], tuple[str]]:
         """Pickle as source text; unpickling compiles again (closures do not pickle)."""
@@ -91,7 +94,19 @@ def compile_expr(source: str, *, max_length: int = 2000, max_depth: int = 32) ->
             f"expected at most {max_depth} levels of nesting, found more than Python can parse", expression=source[:200]
         ) from None
     fn = root.fn
-    return Expr(source, fn, frozenset(compiler.fields), _make_predicate(root.probe or fn))  # type: ignore[arg-type]
+    predicate = _make_predicate(root.probe or fn)  # type: ignore[arg-type]
+    return Expr(source, fn, frozenset(compiler.fields), predicate, _data_predicate(tree, source, compiler.fields))
+
+
+def _data_predicate(tree: object, source: str, fields: set[str]) -> Callable[[object], bool] | None:
+    """The predicate compiled against ``data`` when every field it reads is inside it."""
+    if not all(f.startswith("data.") for f in fields):
+        return None
+    try:
+        rooted = Compiler(source, root="data").compile(tree)  # type: ignore[arg-type]
+    except ValueError:  # a path the field list does not show (e.g. data['a-b']) reads data whole
+        return None
+    return _make_predicate(rooted.probe or rooted.fn)  # type: ignore[arg-type]
 
 
 def _recompile(source: str) -> Expr:

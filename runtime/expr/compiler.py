@@ -99,6 +99,9 @@ class Compiler:
 
     source: str
     fields: set[str] = field(default_factory=set)
+    # compile against this field of the usual context instead of the context: ``data`` gives
+    # a closure over ``event.data`` (for expressions that read nothing else; see compile_expr)
+    root: str | None = None
 
     def error(self, message: str, pos: int) -> ExpressionError:
         return ExpressionError(message, expression=self.source, position=pos)
@@ -107,10 +110,18 @@ class Compiler:
         path = _path(node)
         if path is not None:
             self._record(path)
-            return Compiled(path_getter(path))
+            return Compiled(path_getter(self._rooted(path)))
         method = getattr(self, "_" + type(node).__name__.lower())
         result: Compiled = method(node)
         return result
+
+    def _rooted(self, path: tuple[str, ...]) -> tuple[str, ...]:
+        """``path`` as seen from ``root`` (unchanged without one)."""
+        if self.root is None:
+            return path
+        if path[0] != self.root:
+            raise ValueError(f"{'.'.join(path)} is not under {self.root}")
+        return path[1:]
 
     def _record(self, path: tuple[str, ...]) -> None:
         dotted = _dotted(path)
@@ -165,7 +176,8 @@ class Compiler:
         path = _path(node.operand)
         if path is not None:
             self._record((*path, name))
-            probe = specialize.has_field(path, name)
+            path = self._rooted(path)
+            probe = specialize.has_field(path, name) if path else (lambda ctx: name in ctx)  # type: ignore[operator]
             return Compiled(probe, boolean=True, probe=probe)
         get = safe(self.compile(node.operand).fn)
 
@@ -210,7 +222,7 @@ class Compiler:
         if op == "in" and right.is_const and right.const.__class__ is list:
             return specialize.member_probe(self._safe(node.left, left), right.const)  # type: ignore[arg-type]
         if op == "in" and left.is_const and (path := _path(node.right)) is not None:
-            return specialize.contains_probe(path_peek(path), left.const)
+            return specialize.contains_probe(path_peek(self._rooted(path)), left.const)
         if op not in specialize.FLIPPED:
             return None
         if right.is_const:
@@ -223,12 +235,12 @@ class Compiler:
             return None
         if lit is None and op not in ("==", "!="):
             return None
-        return specialize.compare_probe(path, op, lit)
+        return specialize.compare_probe(self._rooted(path), op, lit)
 
     def _safe(self, node: nodes.Node, compiled: Compiled) -> Fn:
         """A getter for ``node`` that returns MISSING instead of raising."""
         path = _path(node)
-        return path_peek(path) if path is not None else safe(compiled.fn)
+        return path_peek(self._rooted(path)) if path is not None else safe(compiled.fn)
 
     def _logical(self, node: nodes.Logical) -> Compiled:
         parts = [self.compile(item) for item in node.items]

@@ -211,13 +211,18 @@ class PartitionEngine:
                             context["profile"] = profiles.get(customer, {})
                     self._on_group_event(rule, event, context, outputs)
                     continue
-                if rule.where is not None:
-                    if context is None:
-                        context = event.as_context()
-                        if profiles is not None:
-                            context["profile"] = profiles.get(customer, {})
-                    if not rule.where.predicate(context):
-                        continue
+                where = rule.where
+                if where is not None:
+                    if where.data_predicate is not None:  # reads data alone: no context to build
+                        if not where.data_predicate(event.data):
+                            continue
+                    else:
+                        if context is None:
+                            context = event.as_context()
+                            if profiles is not None:
+                                context["profile"] = profiles.get(customer, {})
+                        if not where.predicate(context):
+                            continue
                 self._on_match(rule, event, outputs)
         return outputs
 

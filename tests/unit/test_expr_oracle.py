@@ -628,3 +628,44 @@ focused_trees = st.one_of(
 @given(tree=focused_trees, ctx=schema_contexts())
 def test_operators_agree_with_oracle(tree: Tree, ctx: dict[str, Any]) -> None:
     check(tree, ctx, full=False)
+
+
+# The rule engine evaluates an expression that reads only data.* over the event's data alone
+# (``Expr.data_predicate``): it must decide exactly as ``predicate`` over the whole context.
+
+
+def _under_data(tree: Any) -> Any:
+    """``tree`` with every path and has() moved under ``data``."""
+    if isinstance(tree, tuple) and tree and tree[0] in ("path", "has"):
+        return (tree[0], ("data", *tree[1]))
+    if isinstance(tree, tuple):
+        return tuple(_under_data(part) for part in tree)
+    return tree
+
+
+@settings(max_examples=300 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    tree=st.one_of(trees, hot_trees, st.sampled_from(["bool", "any", "num"]).flatmap(lambda k: typed(k, 3))),
+    data=st.one_of(contexts, schema_contexts()),
+    rest=contexts,
+)
+def test_the_data_predicate_decides_as_the_predicate_over_the_whole_context(
+    tree: Tree, data: dict[str, Any], rest: dict[str, Any]
+) -> None:
+    source = render(_under_data(tree))
+    try:
+        expr = compile_expr(source, max_length=100_000, max_depth=48)
+    except ExpressionError:
+        reject()
+    ctx = {**rest, "data": data}
+    if expr.data_predicate is None:  # a path the field list cannot name, e.g. data['a b']
+        assert not all(f.startswith("data.") for f in expr.fields), source
+        return
+    assert expr.data_predicate(data) is expr.predicate(ctx), f"{source!r} on {ctx!r}"
+
+
+def test_only_expressions_that_read_data_alone_get_a_data_predicate() -> None:
+    assert compile_expr("data.v >= 90").data_predicate is not None
+    assert compile_expr("has(data.x) && data.s in ['a', 'b']").data_predicate is not None
+    for source in ("type == 'a'", "data.v > 1 && customer == 'c'", "size(data) > 0", "profile.tier == 'gold'"):
+        assert compile_expr(source).data_predicate is None, source
