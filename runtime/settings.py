@@ -113,6 +113,13 @@ class EspSettings(BaseSettings):
     checkpoint_interval_s: float = Field(5.0, gt=0, description="Seconds between partition checkpoints.")
     read_batch_entries: int = Field(64, ge=1, description="Log entries one actor read takes per partition.")
     visibility_timeout_s: float = Field(30.0, gt=0, description="Pulled, unacked events are redelivered after this.")
+    sse_keepalive_s: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="Seconds an idle server-sent-events stream waits before it sends a ': keep-alive' comment line, "
+        "so proxies and clients do not close it for inactivity.",
+    )
     subscription_maxlen: int = Field(1_000_000, ge=1000, description="Approximate cap of a subscription's backlog.")
     log_format: Literal["json", "text"] = Field(
         "json",

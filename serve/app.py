@@ -57,10 +57,16 @@ logger = logging.getLogger(__name__)
 APP_NAME = "esp"
 MAX_PULL_WAIT_S = 30.0
 MAX_PULL_EVENTS = 10_000
-MAX_BLOCK_S = max(MAX_PULL_WAIT_S, sse.KEEPALIVE_S) + 10  # a blocking read's time limit, with a margin
 MAX_WAITING = 128  # open SSE streams and waiting long polls per replica; more get 429
 MAX_LOGGED_REJECTIONS = 10  # quarantined events logged one by one per request; the rest in one line
 MAX_ONGOING = MAX_WAITING + 128  # so waiting subscribers always leave room for ingestion and health checks
+
+
+def max_block_s(sse_keepalive_s: float) -> float:
+    """A blocking Redis read's time limit (long polls, an SSE stream's wait for its next
+    keep-alive), with a margin."""
+    return max(MAX_PULL_WAIT_S, sse_keepalive_s) + 10
+
 
 # Every function a route calls is defined above the ingress class: Serve pickles the app's routes
 # by value when the class is decorated, so a helper defined below would not exist in the replica.
@@ -184,9 +190,11 @@ class EspApi(operator_console.ConsoleRoutes):
         tune_gc()
         self.directory = directory
         self.redis = connect(self.settings.effective_redis_url(), max_connections=128)
-        # SSE streams and long polls block in Redis for up to MAX_BLOCK_S: past redis-py's 5 s default
+        # SSE streams and long polls block in Redis for up to max_block_s: past redis-py's 5 s default
         self.aredis = connect_async(
-            self.settings.effective_redis_url(), socket_timeout=MAX_BLOCK_S, max_connections=2 * MAX_WAITING
+            self.settings.effective_redis_url(),
+            socket_timeout=max_block_s(self.settings.sse_keepalive_s),
+            max_connections=2 * MAX_WAITING,
         )  # each waiting subscriber holds one connection while it blocks
         self.ingestor = Ingestor(self.settings, self.redis)
         self.config = ConfigStore(self.redis, history=self.settings.config_history, sealer=self.settings.sealer())
@@ -542,7 +550,10 @@ class EspApi(operator_console.ConsoleRoutes):
         slot = self._waiting(True)
         await slot.__aenter__()
         return StreamingResponse(
-            limits.released(sse.events(self.aredis, stream, position, doc.get("fields")), slot),
+            limits.released(
+                sse.events(self.aredis, stream, position, doc.get("fields"), keepalive_s=self.settings.sse_keepalive_s),
+                slot,
+            ),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

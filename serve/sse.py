@@ -25,7 +25,6 @@ from runtime.subscriptions.pull import project
 logger = logging.getLogger(__name__)
 
 BATCH = 500
-KEEPALIVE_S = 15.0
 
 
 _LINE_BREAKING = re.compile("[\x00-\x1f\x7f]")  # CR and LF end an SSE line; no control character is kept
@@ -49,8 +48,10 @@ async def start_position(client: aioredis.Redis, stream: str) -> str:
 
 
 async def events(
-    client: aioredis.Redis, stream: str, position: str, fields: list[str] | None, *, keepalive_s: float = KEEPALIVE_S
+    client: aioredis.Redis, stream: str, position: str, fields: list[str] | None, *, keepalive_s: float
 ) -> AsyncIterator[bytes]:
+    """The stream's frames; a ``: keep-alive`` comment after each ``keepalive_s`` without events
+    (``ESP_SSE_KEEPALIVE_S``)."""
     yield b"retry: 2000\n\n"
     while True:
         try:
