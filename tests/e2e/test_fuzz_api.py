@@ -7,7 +7,9 @@ source key). Some of the cases name documents that exist (a pull and an SSE subs
 channel, a campaign, the source, a quarantined event), so the fuzzer gets past "not found" into
 the routes' work. Half the cases carry one hostile value (a lone surrogate, an integer past
 2^64, deep nesting, a huge string, CR/LF, NUL, an out-of-range stream id) in their body, query
-or path, and every query and path parameter gets each hostile text once. No 5xx of any kind is
+or path; every query and path parameter gets each hostile text once, and every JSON body each
+hostile value once (as a new field of an object, in place of each of its fields, as the element
+of an array). No 5xx of any kind is
 allowed, ``503 store_unavailable`` included: Redis is up. A second, smaller run without
 credentials must get only 401s. The SSE stream is called like the rest, but only its status is
 read (a stream that opens never ends).
@@ -20,8 +22,10 @@ counts go to ``fuzz-report.json`` in the module's tmp dir and to stdout (``pytes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -180,8 +184,9 @@ class Recorder:
 
 
 def sweep(operation: Any, fixed: dict[str, str] | None, send: Callable[[Case], Any]) -> None:
-    """Every hostile text once in every query and path parameter of ``operation``, the rest of
-    the request being one valid example: what random generation may take long to hit."""
+    """Every hostile text once in every query and path parameter of ``operation``, and every
+    hostile JSON value once in its body (see ``body_spots``), the rest of the request being one
+    valid example: what random generation may take long to hit."""
     drawn: list[Case] = []
     fuzz(operation.as_strategy(generation_mode=GenerationMode.POSITIVE, path_parameters=fixed), 1, drawn.append)
     case = drawn[0]
@@ -200,6 +205,46 @@ def sweep(operation: Any, fixed: dict[str, str] | None, send: Callable[[Case], A
             container.pop(name)
         else:
             container[name] = before
+    if isinstance(case.body, dict | list):
+        with deep_stack():
+            body_sweep(case.body, send=lambda: send(case))
+
+
+@contextlib.contextmanager
+def deep_stack() -> Iterator[None]:
+    """Room for the recursion of Case's own hashing of a nested body (Hypothesis gives its tests
+    the same room; ``sweep`` runs outside of it)."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 5000)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def body_sweep(body: dict[str, Any] | list[Any], send: Callable[[], Any]) -> None:
+    """Each hostile JSON value once as a new field of an object body and once in place of each of
+    its fields; once as an array body's only element, and in place of its first. The body is
+    changed in place (as in ``spiked``: a Case hashes a body assigned to it, and the nested value
+    is too deep for that) and restored at the end."""
+    if isinstance(body, dict):
+        saved = dict(body)
+        for key in ["fz", *saved]:
+            for value in HOSTILE_JSON:
+                body.clear()
+                body.update({**saved, key: value})
+                send()
+        body.clear()
+        body.update(saved)
+        return
+    saved_items = list(body)
+    for value in HOSTILE_JSON:
+        body[:] = [value]
+        send()
+        if len(saved_items) > 1:
+            body[:] = [value, *saved_items[1:]]
+            send()
+    body[:] = saved_items
 
 
 class NothingToGenerate(Exception):
