@@ -10,6 +10,7 @@ from typing import Any
 from runtime.config.types import NAME_PATTERN
 from runtime.errors import InputError
 from runtime.events.envelope import format_time_ms
+from runtime.events.limits import string_problem
 from runtime.subscriptions.outbox import Publication
 
 MAX_CONTACTS = 100_000
@@ -37,8 +38,10 @@ def campaign_requests(campaign: str, body: Any, *, now_ms: int) -> list[Publicat
     if not isinstance(body, dict) or not isinstance(body.get("contacts"), list):
         raise InputError("expected {run, contacts: [{customer, channel, template}]}", reason="invalid_contacts")
     run = body.get("run")
-    if not isinstance(run, str) or not run or len(run) > 128:
-        raise InputError("'run' must name this run of the campaign (1-128 characters)", reason="invalid_contacts")
+    if not isinstance(run, str) or not run or string_problem(run, 128) is not None:
+        raise InputError(
+            "'run' must name this run of the campaign (1-128 characters of valid Unicode)", reason="invalid_contacts"
+        )
     contacts = body["contacts"]
     if len(contacts) > MAX_CONTACTS:
         raise InputError(f"at most {MAX_CONTACTS} contacts per request", reason="too_many_contacts")
@@ -48,8 +51,10 @@ def campaign_requests(campaign: str, body: Any, *, now_ms: int) -> list[Publicat
             raise InputError(f"contact {index}: expected an object", reason="invalid_contacts")
         customer, channel, template = contact.get("customer"), contact.get("channel"), contact.get("template")
         priority = contact.get("priority", 50)
-        if not isinstance(customer, str) or not customer:
-            raise InputError(f"contact {index}: 'customer' must be a non-empty string", reason="invalid_contacts")
+        if not isinstance(customer, str) or not customer or string_problem(customer) is not None:
+            raise InputError(
+                f"contact {index}: 'customer' must be a non-empty string of valid Unicode", reason="invalid_contacts"
+            )
         for name, value in (("channel", channel), ("template", template)):
             if not isinstance(value, str) or not re.match(NAME_PATTERN, value):
                 raise InputError(f"contact {index}: '{name}' must match {NAME_PATTERN}", reason="invalid_contacts")

@@ -52,7 +52,7 @@ class AuditLog:
             "action": action,
             "target": target,
             "remote": remote or "",
-            "detail": json.dumps(detail, sort_keys=True, default=str),
+            "detail": _text(json.dumps(detail, sort_keys=True, default=str, ensure_ascii=False)),
         }
         self._redis.xadd(keys.AUDIT, fields, maxlen=self._maxlen, approximate=True)
 
@@ -151,3 +151,9 @@ def _diff(before: Any, after: Any, path: str, out: list[dict[str, Any]]) -> None
     if after is not _MISSING:
         change["to"] = after
     out.append(change)
+
+
+def _text(encoded: str) -> str:
+    """The detail as valid Unicode: a lone surrogate that reached a request's body (and so the
+    record) becomes '?', so that reading the log back can never fail on it."""
+    return encoded.encode("utf-8", "replace").decode("utf-8")
