@@ -43,8 +43,12 @@ def chaos_platform(ray_session, tmp_path):
 
 
 def stream_in_background(platform, prefix: str, pace_s: float = 0.12) -> tuple[threading.Thread, dict]:
-    """Send EVENTS events in batches of BATCH, paced so the stream spans several seconds."""
-    result: dict = {}
+    """Send EVENTS events in batches of BATCH, paced so the stream spans several seconds.
+    Setting ``result["unpaced"]`` (an Event) drops the pacing for the batches still to send
+    (and ends a pause under way): once the fault and the recovery have been observed mid-stream,
+    the rest need not be spread out."""
+    unpaced = threading.Event()
+    result: dict = {"unpaced": unpaced}
 
     def run() -> None:
         events = [event(i, "chaos.tick", prefix=prefix, customer=f"c{i % 500}") for i in range(EVENTS)]
@@ -56,7 +60,7 @@ def stream_in_background(platform, prefix: str, pace_s: float = 0.12) -> tuple[t
                 total.duplicates += report.duplicates
                 total.rejected += report.rejected
                 total.retries += report.retries
-                time.sleep(pace_s)
+                unpaced.wait(pace_s)  # returns at once when unpaced
         result["report"] = total
 
     thread = threading.Thread(target=run)
