@@ -96,7 +96,7 @@ def test_health_readiness_and_metrics(platform, client):
         text = as_admin.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
         if "esp_ingest_events_total" in text and "esp_partition_events_total" in text:
             break
-        time.sleep(2)
+        time.sleep(0.25)  # polling until Ray's agent exports the new series
     assert "esp_ingest_events_total" in text and "esp_partition_events_total" in text
     assert 'outcome="accepted"' in text
     proxied = as_admin.get(f"{platform.base_url}/metrics", timeout=10)
