@@ -17,7 +17,7 @@ import hashlib
 import heapq
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -81,9 +81,10 @@ class Retraction:
     event_id: str
 
 
-def output_id(rule: str, customer: str, refs: Iterable[tuple[str, str]], action_index: int) -> str:
+def output_id(rule: str, customer: str, refs: Iterable[Sequence[str]], action_index: int) -> str:
     """Deterministic: the same rule, customer, matched events and action give the same id;
-    the parts are JSON-encoded, so no choice of ids can make two different inputs collide."""
+    the parts are JSON-encoded (a ref is [source, id]), so no choice of ids can make two
+    different inputs collide."""
     encoded = orjson.dumps([rule, customer, action_index, list(refs)])
     return hashlib.sha256(encoded).hexdigest()[:32]
 
