@@ -98,7 +98,8 @@ def tree_sum(processes: Iterable[ProcessMemory]) -> dict[str, Any]:
     return {"rss_bytes": total_rss, "pss_bytes": total_pss if any_pss else None, "kinds": kinds}
 
 
-def _parents() -> dict[int, int]:
+def process_parents() -> dict[int, int]:
+    """Every process on the machine, with its parent's PID (from ``/proc/<pid>/stat``)."""
     parents = {}
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
@@ -133,7 +134,7 @@ def read_process(pid: int) -> ProcessMemory | None:
 
 def sample_tree(root: int, *, exclude: Iterable[int] = ()) -> list[ProcessMemory]:
     """Every process of ``root``'s tree but ``exclude``, as it is now."""
-    pids = descendants(root, _parents()) - set(exclude)
+    pids = descendants(root, process_parents()) - set(exclude)
     return [p for p in map(read_process, sorted(pids)) if p is not None]
 
 

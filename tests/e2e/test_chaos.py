@@ -16,6 +16,7 @@ import pytest
 import ray
 
 from runtime.dev.client import EspClient, SendReport
+from runtime.dev.process_memory import process_parents
 from tests.e2e.conftest import SOURCE_KEY, make_platform, stop_platform
 from tests.e2e.helpers import event, every_event_rule, read_exactly
 
@@ -95,18 +96,10 @@ def wait_restarted(actor, old_pid: int, timeout_s: float = 60.0) -> None:
 def own_processes(pattern: str) -> list[int]:
     """PIDs matching ``pattern`` among the workers of this session's Ray (children of its raylet),
     never another Ray's on the same machine."""
-    raylets = ray._private.worker._global_node.all_processes["raylet"]
-    parents = {info.process.pid for info in raylets}
+    raylets = {info.process.pid for info in ray._private.worker._global_node.all_processes["raylet"]}
+    parents = process_parents()
     found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
-    own = []
-    for pid in map(int, found):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:  # gone meanwhile
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) in parents:  # the field after the state: the parent's PID
-            own.append(pid)
-    return own
+    return [pid for pid in map(int, found) if parents.get(pid) in raylets]
 
 
 def check_exactly_once(platform, report, prefix: str, name: str, started: float) -> None:
