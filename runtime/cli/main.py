@@ -616,13 +616,9 @@ def bench(
         with ray_for_jobs(None, 2):
             results = bench_batch(out / "batch-data", customers=batch_customers, days=batch_days)
     elif only == "engine":
-        from runtime.dev.bench import bench_engine, bench_engine_sequence, host_info
+        from runtime.dev.bench import bench_engines, host_info
 
-        results = {
-            "engine": bench_engine(max(events, 1_000_000), users),
-            "engine_sequence": bench_engine_sequence(1_000_000, 10_000),
-            "host": host_info(),
-        }
+        results = {**bench_engines(events, users), "host": host_info()}
     elif only == "latency":
         from runtime.dev.bench import host_info
         from runtime.dev.bench_latency import bench_latency
