@@ -36,8 +36,13 @@ setup: $(STAMP) redis ## Create the virtualenv, install ESP and redis-server
 demo: setup ## Run ESP end to end on synthetic data (local Ray + embedded Redis + Serve), then stop
 	$(BIN)/esp demo
 
+# The suite mostly waits (on Ray, Serve and Redis starting, on streams draining): two workers, each
+# with its own local Ray, halve its time on two cores. A module's tests stay on one worker
+# (--dist loadfile), so a module's platform is started once. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+
 test: setup chromium layers docs ## Layer contracts, the docs build, then the whole test suite (unit, integration, e2e, chaos)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadfile tests
 
 unit: setup ## Only the unit tests (no Ray, no Redis)
 	$(BIN)/python -m pytest -q tests/unit
