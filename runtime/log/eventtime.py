@@ -26,6 +26,7 @@ Pure logic: no clock, no Redis; the buffer is part of the partition's checkpoint
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import deque
 from typing import Any
 
@@ -53,10 +54,14 @@ class EventClock:
         # (arrival ms, newest event time once it arrived) of the arrivals still inside the wait
         self._arrivals: deque[tuple[int, int]] = deque(tuple(a) for a in resume.get("arrivals", ()))  # type: ignore[misc]
         self._settled: int = int(resume.get("settled", self.newest))  # newest event time that arrived long enough ago
-        # the waiting events as runs, one per log entry in arrival order, each sorted by event
-        # time: [first still held, times, events]; released by prefix (most entries arrive in
-        # order or nearly, so this is a sort per entry and a bisection per run, not a heap per event)
-        self._runs: list[list[Any]] = []
+        # the waiting events as runs, one per log entry, each sorted by event time, in a heap by
+        # the time of their first event still held: (that time, arrival number, its index,
+        # times, events). Released by prefix: most entries arrive in order or nearly, so this
+        # is a sort per entry and a bisection per run released, not a heap entry per event, and
+        # a release touches only the runs it takes from (with small requests and a reorder wait
+        # a partition holds a hundred runs or more)
+        self._runs: list[tuple[int, int, int, list[int], list[Event]]] = []
+        self._arrived = 0  # runs held so far: their arrival numbers
         self._held = 0
         self._hold(msgspec.convert(resume.get("held", []), list[Event]))
         self.delays = [0] * (len(DELAY_BUCKETS_MS) + 1)  # entries by how far behind the newest they arrived
@@ -75,12 +80,14 @@ class EventClock:
     @property
     def oldest_held(self) -> int | None:
         """The event time of the oldest event still waiting, if any."""
-        return min((times[start] for start, times, _ in self._runs), default=None)
+        return self._runs[0][0] if self._runs else None
 
     def _hold(self, events: list[Event]) -> None:
         if events:
             ordered = sorted(events, key=_time)  # stable: arrival order among equal times
-            self._runs.append([0, [e.time for e in ordered], ordered])
+            times = [e.time for e in ordered]
+            heapq.heappush(self._runs, (times[0], self._arrived, 0, times, ordered))
+            self._arrived += 1
             self._held += len(ordered)
 
     def push(self, events: list[Event], arrival_ms: int | None = None) -> list[Event]:
@@ -118,21 +125,23 @@ class EventClock:
 
     def release(self, until_ms: int) -> list[Event]:
         """The held events at or before ``until_ms``, in event-time order."""
-        ready: list[Event] = []
-        runs = 0
-        for run in self._runs:
-            start, times, events = run
+        runs = self._runs
+        taken: list[tuple[int, list[Event]]] = []  # (arrival number, prefix)
+        while runs and runs[0][0] <= until_ms:
+            _, arrived, start, times, events = heapq.heappop(runs)
             end = bisect.bisect_right(times, until_ms, start)
-            if end > start:
-                ready += events[start:end]
-                run[0] = end
-            runs += end > start
-        if not ready:
-            return ready
+            taken.append((arrived, events[start:end]))
+            if end < len(times):
+                heapq.heappush(runs, (times[end], arrived, end, times, events))
+        if not taken:
+            return []
+        if len(taken) == 1:
+            ready = taken[0][1]
+        else:  # the prefixes in arrival order, sorted stably: event-time order, arrival order among equal times
+            taken.sort(key=_arrival)
+            ready = sorted([e for _, prefix in taken for e in prefix], key=_time)
         self._held -= len(ready)
-        self._runs = [run for run in self._runs if run[0] < len(run[1])]
-        # the prefixes in arrival order, sorted stably: event-time order, arrival order among equal times
-        return ready if runs == 1 else sorted(ready, key=_time)
+        return ready
 
     def _count_delay(self, delay_ms: int) -> None:
         delay_ms = self.last_delay_ms = max(delay_ms, 0)
@@ -157,9 +166,20 @@ class EventClock:
             "newest": self.newest,
             "settled": self._settled,
             "arrivals": [list(a) for a in self._arrivals],
-            "held": sorted((e for start, _, events in self._runs for e in events[start:]), key=_time),
+            "held": sorted(
+                (e for _, _, start, _, events in sorted(self._runs, key=_arrival_of_run) for e in events[start:]),
+                key=_time,
+            ),
         }
 
 
 def _time(event: Event) -> int:
     return event.time
+
+
+def _arrival(taken: tuple[int, list[Event]]) -> int:
+    return taken[0]
+
+
+def _arrival_of_run(run: tuple[int, int, int, list[int], list[Event]]) -> int:
+    return run[1]
