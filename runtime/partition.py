@@ -381,7 +381,9 @@ class PartitionRunner:
                 (
                     partition,
                     ((e.source, e.id),),
-                    Publication(f"atomic/{e.source}/{e.id}", atomic_topic(e.type), e.to_cloudevent()),
+                    Publication(
+                        f"atomic/{e.source}/{e.id}", atomic_topic(e.type), e.to_cloudevent(), partition=partition
+                    ),
                 )
                 for e in events
                 if wants(e.type)

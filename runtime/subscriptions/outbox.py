@@ -67,6 +67,10 @@ class Publication:
     topic: str
     event: dict[str, Any]
     refs: tuple[tuple[str, str], ...] = ()  # (source, id) of the events that produced it, for the trace
+    # the partition it is published in (its outbox, fence and de-dup key); None: its subject's.
+    # An event re-published for an atomic subscription names its customer's, where it was logged:
+    # its subject (a phone number linked to the customer) may fall in another runner's partition
+    partition: int | None = None
 
 
 class OutboxStorage(Protocol):
@@ -99,7 +103,10 @@ class Outbox:
         then :class:`Fenced` is raised naming the taken partitions."""
         by_partition: dict[int, list[Publication]] = {}
         for pub in publications:
-            by_partition.setdefault(partition_of(pub.event.get("subject") or "", self._partitions), []).append(pub)
+            partition = pub.partition
+            if partition is None:
+                partition = partition_of(pub.event.get("subject") or "", self._partitions)
+            by_partition.setdefault(partition, []).append(pub)
         if not by_partition:
             return 0
         fenced = [] if fence is None else [p for p in by_partition if p not in fence]  # never owned here

@@ -1,0 +1,59 @@
+"""Atomic re-publication (every event of a type, re-published as it was accepted) from a partition
+runner against a real redis-server: an event reaches an atomic subscription once, also when its
+subject (a phone number linked to a customer) falls in a partition another runner owns, and also
+when the runner's log is processed a second time (a restart before the checkpoint)."""
+
+from __future__ import annotations
+
+from runtime.config.store import ConfigStore
+from runtime.events.envelope import Event
+from runtime.log.partition_log import PartitionLog
+from runtime.log.partitioning import partition_of
+from runtime.partition import PartitionRunner
+from runtime.settings import EspSettings
+from runtime.subscriptions.pull import SubscriptionReader
+
+T0 = 1_790_000_000_000
+PARTITIONS = 4
+
+
+def settings_for(server, tmp_path) -> EspSettings:
+    return EspSettings(
+        state_dir=tmp_path, redis_url=server.url, partitions=PARTITIONS, checkpoint_interval_s=3600, reorder_wait_ms=0
+    )
+
+
+def elsewhere(customer: str) -> str:
+    """A subject (a phone number) whose partition is not its customer's."""
+    return next(
+        phone
+        for i in range(1000)
+        if partition_of(phone := f"1380013{i:04d}", PARTITIONS) != partition_of(customer, PARTITIONS)
+    )
+
+
+def pulled(client, name: str) -> list[dict]:
+    return SubscriptionReader(client, visibility_timeout_ms=60_000).pull(name, max_events=10_000, wait_ms=0)["events"]
+
+
+def drain(runner: PartitionRunner) -> None:
+    runner.recover()
+    while runner.step(block_ms=10).entries:
+        pass
+
+
+def test_a_linked_subject_in_another_runners_partition_is_republished_once(redis_server, redis_client, tmp_path):
+    ConfigStore(redis_client).put({"kind": "subscription", "name": "raw", "topics": ["atomic.*"]})
+    customer = "cust0"
+    phone = elsewhere(customer)
+    owned = [partition_of(customer, PARTITIONS)]  # the other partitions belong to another runner
+    events = [Event(f"id{i}", "t.call", T0 + i, phone, customer, "src", {"n": i}, T0) for i in range(3)]
+    PartitionLog(redis_client, horizon_s=3600).append({owned[0]: events}, now_ms=T0)
+    settings = settings_for(redis_server, tmp_path)
+
+    drain(PartitionRunner(settings, owned, consumer="a", client=redis_client))
+    drain(PartitionRunner(settings, owned, consumer="b", client=redis_client))  # no checkpoint: all again
+
+    raw = pulled(redis_client, "raw")
+    assert sorted(e["id"] for e in raw) == ["id0", "id1", "id2"]
+    assert {(e["subject"], e["customer"]) for e in raw} == {(phone, customer)}
