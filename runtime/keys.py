@@ -108,6 +108,12 @@ def emitted(partition: int | str, output_id: str) -> str:
     return f"{PREFIX}:out:{tag(partition)}:{part(output_id)}"
 
 
+def republished(partition: int | str) -> str:
+    """The position (log entry id and index in it) of the newest event of ``partition`` that was
+    re-published for atomic subscriptions: a re-read of the log re-publishes only what is past it."""
+    return f"{PREFIX}:republished:{tag(partition)}"
+
+
 def outbox(partition: int | str) -> str:
     """Outputs of ``partition`` published but not yet forwarded to every stream they go to."""
     return f"{PREFIX}:outbox:{tag(partition)}"

@@ -354,27 +354,31 @@ class PartitionRunner:
     def _process(self, entry: LogEntry, stats: StepStats) -> None:
         """One log entry: its atomic re-publications, late events, and the rules over what the
         watermark releases. An entry holding a suspect event is taken event by event."""
-        p = entry.partition
-        arrival_ms = entry_id_key(entry.entry_id)[0]
+        p, entry_id = entry.partition, entry.entry_id
         if not self._suspect(p, entry.events):
             try:
-                released = self._admit(p, entry.events, arrival_ms, stats, careful=False)
+                released = self._admit(p, entry.events, (entry_id, 0), stats, careful=False)
             except Exception as exc:
                 self._failed(p, _refs(entry.events), exc)
             self._evaluate(p, released, stats)
             return
-        for event in entry.events:
+        for index, event in enumerate(entry.events):
             self._evaluate(
                 p,
-                self._careful(p, event, stats, lambda e=event: self._admit(p, [e], arrival_ms, stats, careful=True)),
+                self._careful(
+                    p, event, stats, lambda e=event, i=index: self._admit(p, [e], (entry_id, i), stats, careful=True)
+                ),
                 stats,
             )
 
     def _admit(
-        self, partition: int, events: list[Event], arrival_ms: int, stats: StepStats, *, careful: bool
+        self, partition: int, events: list[Event], at: tuple[str, int], stats: StepStats, *, careful: bool
     ) -> list[Event]:
         """Re-publish the events atomic subscriptions want (at once when ``careful``), sort out
-        the late ones, and return what the watermark releases."""
+        the late ones, and return what the watermark releases. ``at``: the log entry the events
+        come from and the index of the first of them in it."""
+        entry_id, first = at
+        arrival_ms = entry_id_key(entry_id)[0]
         if self.router.any_atomic:
             wants = self.router.wants_atomic
             atomic = [
@@ -382,10 +386,14 @@ class PartitionRunner:
                     partition,
                     ((e.source, e.id),),
                     Publication(
-                        f"atomic/{e.source}/{e.id}", atomic_topic(e.type), e.to_cloudevent(), partition=partition
+                        f"atomic/{e.source}/{e.id}",
+                        atomic_topic(e.type),
+                        e.to_cloudevent(),
+                        partition=partition,
+                        position=(entry_id, index),
                     ),
                 )
-                for e in events
+                for index, e in enumerate(events, first)
                 if wants(e.type)
             ]
             if careful:

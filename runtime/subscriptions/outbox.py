@@ -71,6 +71,10 @@ class Publication:
     # An event re-published for an atomic subscription names its customer's, where it was logged:
     # its subject (a phone number linked to the customer) may fall in another runner's partition
     partition: int | None = None
+    # an atomic re-publication's place in its partition's log: (entry id, index of the event in
+    # the entry). Its partition publishes these in log order, so one mark per partition tells
+    # what was published before (``keys.republished``) instead of a de-dup key per event
+    position: tuple[str, int] | None = None
 
 
 class OutboxStorage(Protocol):
@@ -118,7 +122,9 @@ class Outbox:
             argv: list[Any] = [self._horizon_ms, FIRES_KEPT, epoch, len(pubs)]
             for pub in pubs:
                 argv += self._emit_args(partition, pub, router)
-            queue_script(pipe, _EMIT, [keys.outbox(partition), keys.epoch(partition)], argv)
+            queue_script(
+                pipe, _EMIT, [keys.outbox(partition), keys.epoch(partition), keys.republished(partition)], argv
+            )
         emitted = 0
         queued = [p for p in by_partition if p not in fenced]
         for partition, reply in zip(queued, pipe.execute(raise_on_error=False) if queued else [], strict=True):
@@ -142,6 +148,7 @@ class Outbox:
         fire = fire_record(pub)
         return [
             keys.emitted(partition, pub.id),
+            "" if pub.position is None else f"{pub.position[0]}-{pub.position[1]}",
             _encoder.encode(record),
             trace_note(pub),
             len(hits),

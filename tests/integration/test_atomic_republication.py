@@ -5,6 +5,7 @@ when the runner's log is processed a second time (a restart before the checkpoin
 
 from __future__ import annotations
 
+from runtime import keys
 from runtime.config.store import ConfigStore
 from runtime.events.envelope import Event
 from runtime.log.partition_log import PartitionLog
@@ -57,3 +58,38 @@ def test_a_linked_subject_in_another_runners_partition_is_republished_once(redis
     raw = pulled(redis_client, "raw")
     assert sorted(e["id"] for e in raw) == ["id0", "id1", "id2"]
     assert {(e["subject"], e["customer"]) for e in raw} == {(phone, customer)}
+
+
+def test_a_replayed_log_republishes_only_what_is_past_the_mark_and_keeps_no_key_per_event(
+    redis_server, redis_client, tmp_path
+):
+    ConfigStore(redis_client).put({"kind": "subscription", "name": "raw", "topics": ["atomic.*"]})
+    log = PartitionLog(redis_client, horizon_s=3600)
+    partition = partition_of("cust0", PARTITIONS)
+    first = [Event(f"a{i}", "t.call", T0 + i, "cust0", "cust0", "src", {}, T0) for i in range(4)]
+    log.append({partition: first}, now_ms=T0)
+    settings = settings_for(redis_server, tmp_path)
+    drain(PartitionRunner(settings, [partition], consumer="a", client=redis_client))
+    later = [Event(f"b{i}", "t.call", T0 + 10 + i, "cust0", "cust0", "src", {}, T0) for i in range(2)]
+    log.append({partition: later}, now_ms=T0)
+
+    # a restart before any checkpoint: the first entry again, then the new one
+    drain(PartitionRunner(settings, [partition], consumer="b", client=redis_client))
+
+    assert sorted(e["id"] for e in pulled(redis_client, "raw")) == ["a0", "a1", "a2", "a3", "b0", "b1"]
+    assert not list(redis_client.scan_iter(match=keys.emitted("*", "") + "*"))  # no de-dup key per event
+    assert redis_client.get(keys.republished(partition)).decode().endswith("-1")  # the last entry's second event
+
+
+def test_events_republished_before_the_mark_existed_are_not_republished_again(redis_server, redis_client, tmp_path):
+    """What a publisher before the per-partition mark wrote: a de-dup key per event."""
+    ConfigStore(redis_client).put({"kind": "subscription", "name": "raw", "topics": ["atomic.*"]})
+    partition = partition_of("cust0", PARTITIONS)
+    events = [Event(f"id{i}", "t.call", T0 + i, "cust0", "cust0", "src", {}, T0) for i in range(3)]
+    PartitionLog(redis_client, horizon_s=3600).append({partition: events}, now_ms=T0)
+    redis_client.set(keys.emitted(partition, "atomic/src/id0"), "1")
+    redis_client.set(keys.emitted(partition, "atomic/src/id1"), "1")
+
+    drain(PartitionRunner(settings_for(redis_server, tmp_path), [partition], consumer="a", client=redis_client))
+
+    assert [e["id"] for e in pulled(redis_client, "raw")] == ["id2"]
