@@ -107,6 +107,7 @@ class EmbeddedRedis:
             f"dir {_quoted(str(self.data_dir))}",
             "appendonly yes",
             f"appendfsync {self.fsync}",
+            "auto-aof-rewrite-percentage 400",
             'save ""',
             f"pidfile {_quoted(str(self.pidfile))}",
             f"logfile {_quoted(str(self.data_dir / 'redis.log'))}",

@@ -1,4 +1,5 @@
-"""The embedded Redis demands a generated password, kept 0600 and off the command line."""
+"""The embedded Redis demands a generated password, kept 0600 and off the command line, and persists
+every write to its AOF."""
 
 from __future__ import annotations
 
@@ -37,3 +38,11 @@ def test_a_restart_keeps_the_password(redis_server: EmbeddedRedis):
     redis_server.stop()
     redis_server.start()
     assert redis_server.url == url and redis.Redis.from_url(url).get("kept") == b"1"
+
+
+def test_the_embedded_redis_persists_every_write_and_rewrites_its_aof_rarely(redis_server: EmbeddedRedis):
+    """AOF on, fsync each second, and a rewrite (a fork) only when the AOF is five times the data."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+    assert client.config_get("auto-aof-rewrite-percentage") == {"auto-aof-rewrite-percentage": "400"}
