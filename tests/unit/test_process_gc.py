@@ -12,8 +12,10 @@ def test_tune_gc_sets_the_pace_freezes_what_exists_and_can_be_called_again() -> 
         assert gc.get_threshold() == THRESHOLDS
         frozen = gc.get_freeze_count()
         assert frozen > 0  # the modules this process imported are out of every collection
+        built_since = [[] for _ in range(1000)]  # what a second freeze would take in
         tune_gc()  # a second call (an actor restarting in the same worker) changes nothing
-        assert gc.get_freeze_count() == frozen
+        # not ==: frozen objects that other threads drop (a test worker's own) leave the count
+        assert gc.get_freeze_count() < frozen + len(built_since)
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
