@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import deque
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -138,7 +139,7 @@ class EventClock:
         if len(taken) == 1:
             ready = taken[0][1]
         else:  # the prefixes in arrival order, sorted stably: event-time order, arrival order among equal times
-            taken.sort(key=_arrival)
+            taken.sort()  # by arrival number: no two are equal, so the prefixes are never compared
             ready = sorted([e for _, prefix in taken for e in prefix], key=_time)
         self._held -= len(ready)
         return ready
@@ -167,7 +168,7 @@ class EventClock:
             "settled": self._settled,
             "arrivals": [list(a) for a in self._arrivals],
             "held": sorted(
-                (e for _, _, start, _, events in sorted(self._runs, key=_arrival_of_run) for e in events[start:]),
+                (e for _, _, start, _, events in sorted(self._runs, key=itemgetter(1)) for e in events[start:]),
                 key=_time,
             ),
         }
@@ -175,11 +176,3 @@ class EventClock:
 
 def _time(event: Event) -> int:
     return event.time
-
-
-def _arrival(taken: tuple[int, list[Event]]) -> int:
-    return taken[0]
-
-
-def _arrival_of_run(run: tuple[int, int, int, list[int], list[Event]]) -> int:
-    return run[1]
