@@ -28,11 +28,13 @@ REPORT = Path(".esp/test-reports/chaos.json")
 
 
 def configure_chaos(platform) -> None:
-    """The chaos tests' source, a rule firing on every event, and the subscription they count."""
+    """The chaos tests' source, a rule firing on every event, and the subscriptions they count:
+    the rule's outputs, and every event re-published as accepted (an atomic subscription)."""
     with EspClient(platform.base_url) as admin:
         admin.put_config({"kind": "source", "name": "e2e", "api_key": SOURCE_KEY})
         admin.put_config(every_event_rule("chaos-every", "chaos.tick"))
         admin.put_config({"kind": "subscription", "name": "chaos", "topics": ["business.*"]})
+        admin.put_config({"kind": "subscription", "name": "chaos-raw", "topics": ["atomic.chaos.tick"]})
 
 
 @pytest.fixture
@@ -105,6 +107,7 @@ def own_processes(pattern: str) -> list[int]:
 def check_exactly_once(platform, report, prefix: str, name: str, started: float) -> None:
     with EspClient(platform.base_url) as client:
         received = read_exactly(platform, client, "chaos", report.accepted, timeout_s=180)
+        republished = [e["id"] for e in read_exactly(platform, client, "chaos-raw", report.accepted, timeout_s=180)]
     ids = [e["id"] for e in received]
     triggering = [e["data"]["events"][0]["id"] for e in received]
     expected = {f"{prefix}{i}" for i in range(EVENTS)}
@@ -114,6 +117,9 @@ def check_exactly_once(platform, report, prefix: str, name: str, started: float)
         "business_events": len(received),
         "duplicate_business_events": len(ids) - len(set(ids)),
         "missing": len(expected - set(triggering)),
+        "republished_events": len(republished),
+        "duplicate_republished_events": len(republished) - len(set(republished)),
+        "missing_republished": len(expected - set(republished)),
         "client_retries": report.retries,
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -124,6 +130,7 @@ def check_exactly_once(platform, report, prefix: str, name: str, started: float)
     assert figures["duplicate_business_events"] == 0
     assert figures["missing"] == 0
     assert sorted(triggering) == sorted(expected)
+    assert sorted(republished) == sorted(expected)  # the atomic subscription: each event once too
 
 
 def test_killing_a_partition_actor_loses_and_doubles_nothing(chaos_platform):
