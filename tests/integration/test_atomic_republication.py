@@ -11,17 +11,9 @@ from runtime.events.envelope import Event
 from runtime.log.partition_log import PartitionLog
 from runtime.log.partitioning import partition_of
 from runtime.partition import PartitionRunner
-from runtime.settings import EspSettings
-from runtime.subscriptions.pull import SubscriptionReader
+from tests.support.runner import PARTITIONS, drain, pulled, runner_settings
 
 T0 = 1_790_000_000_000
-PARTITIONS = 4
-
-
-def settings_for(server, tmp_path) -> EspSettings:
-    return EspSettings(
-        state_dir=tmp_path, redis_url=server.url, partitions=PARTITIONS, checkpoint_interval_s=3600, reorder_wait_ms=0
-    )
 
 
 def elsewhere(customer: str) -> str:
@@ -33,14 +25,10 @@ def elsewhere(customer: str) -> str:
     )
 
 
-def pulled(client, name: str) -> list[dict]:
-    return SubscriptionReader(client, visibility_timeout_ms=60_000).pull(name, max_events=10_000, wait_ms=0)["events"]
-
-
-def drain(runner: PartitionRunner) -> None:
+def recover_and_drain(runner: PartitionRunner) -> None:
+    """What a (re)started actor does: resume from the checkpoint, then read the log."""
     runner.recover()
-    while runner.step(block_ms=10).entries:
-        pass
+    drain(runner)
 
 
 def test_a_linked_subject_in_another_runners_partition_is_republished_once(redis_server, redis_client, tmp_path):
@@ -50,10 +38,10 @@ def test_a_linked_subject_in_another_runners_partition_is_republished_once(redis
     owned = [partition_of(customer, PARTITIONS)]  # the other partitions belong to another runner
     events = [Event(f"id{i}", "t.call", T0 + i, phone, customer, "src", {"n": i}, T0) for i in range(3)]
     PartitionLog(redis_client, horizon_s=3600).append({owned[0]: events}, now_ms=T0)
-    settings = settings_for(redis_server, tmp_path)
+    settings = runner_settings(redis_server, tmp_path)
 
-    drain(PartitionRunner(settings, owned, consumer="a", client=redis_client))
-    drain(PartitionRunner(settings, owned, consumer="b", client=redis_client))  # no checkpoint: all again
+    recover_and_drain(PartitionRunner(settings, owned, consumer="a", client=redis_client))
+    recover_and_drain(PartitionRunner(settings, owned, consumer="b", client=redis_client))  # no checkpoint: all again
 
     raw = pulled(redis_client, "raw")
     assert sorted(e["id"] for e in raw) == ["id0", "id1", "id2"]
@@ -68,13 +56,13 @@ def test_a_replayed_log_republishes_only_what_is_past_the_mark_and_keeps_no_key_
     partition = partition_of("cust0", PARTITIONS)
     first = [Event(f"a{i}", "t.call", T0 + i, "cust0", "cust0", "src", {}, T0) for i in range(4)]
     log.append({partition: first}, now_ms=T0)
-    settings = settings_for(redis_server, tmp_path)
-    drain(PartitionRunner(settings, [partition], consumer="a", client=redis_client))
+    settings = runner_settings(redis_server, tmp_path)
+    recover_and_drain(PartitionRunner(settings, [partition], consumer="a", client=redis_client))
     later = [Event(f"b{i}", "t.call", T0 + 10 + i, "cust0", "cust0", "src", {}, T0) for i in range(2)]
     log.append({partition: later}, now_ms=T0)
 
     # a restart before any checkpoint: the first entry again, then the new one
-    drain(PartitionRunner(settings, [partition], consumer="b", client=redis_client))
+    recover_and_drain(PartitionRunner(settings, [partition], consumer="b", client=redis_client))
 
     assert sorted(e["id"] for e in pulled(redis_client, "raw")) == ["a0", "a1", "a2", "a3", "b0", "b1"]
     assert not list(redis_client.scan_iter(match=keys.emitted("*", "") + "*"))  # no de-dup key per event
@@ -90,6 +78,8 @@ def test_events_republished_before_the_mark_existed_are_not_republished_again(re
     redis_client.set(keys.emitted(partition, "atomic/src/id0"), "1")
     redis_client.set(keys.emitted(partition, "atomic/src/id1"), "1")
 
-    drain(PartitionRunner(settings_for(redis_server, tmp_path), [partition], consumer="a", client=redis_client))
+    recover_and_drain(
+        PartitionRunner(runner_settings(redis_server, tmp_path), [partition], consumer="a", client=redis_client)
+    )
 
     assert [e["id"] for e in pulled(redis_client, "raw")] == ["id2"]

@@ -12,6 +12,7 @@ from runtime.log.partition_log import PartitionLog
 from runtime.partition import PartitionRunner
 from runtime.settings import EspSettings
 from runtime.subscriptions.pull import SubscriptionReader
+from tests.support.runner import drain
 
 T0 = 1_790_000_000_000
 NOW_S = T0 / 1000 + 3600  # the runner's clock: never moves, so no poll on time
@@ -48,11 +49,6 @@ def fired(client) -> dict[str, int]:
     """Event id -> the rule version of its output."""
     got = SubscriptionReader(client, visibility_timeout_ms=60_000).pull("out", max_events=1000, wait_ms=0)["events"]
     return {o["data"]["events"][0]["id"]: o["data"]["rule_version"] for o in got}
-
-
-def drain(runner: PartitionRunner) -> None:
-    while runner.step(block_ms=10).entries:
-        pass
 
 
 def test_an_entry_stamped_with_a_version_between_two_polls_gets_that_versions_rules(

@@ -10,10 +10,10 @@ from runtime.config.store import ConfigStore
 from runtime.policy.stage import PolicyStage
 from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, QuarantineStore
 from runtime.subscriptions.outbox import Outbox, Publication
-from runtime.subscriptions.pull import SubscriptionReader
 from runtime.subscriptions.topics import TopicRouter
 from tests.conftest import url_of
 from tests.support.outputs import forget_published
+from tests.support.runner import pulled
 
 SHARDS = 2
 
@@ -52,10 +52,6 @@ def run(stage: PolicyStage, seconds: float = 1.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         stage.step(block_ms=50)
-
-
-def pulled(client, name: str) -> list[dict]:
-    return SubscriptionReader(client, visibility_timeout_ms=60_000).pull(name, max_events=1000, wait_ms=0)["events"]
 
 
 def test_the_best_offer_wins_and_the_others_lose_to_it(redis_client):

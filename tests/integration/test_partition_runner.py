@@ -10,19 +10,11 @@ from runtime.config.store import ConfigStore
 from runtime.events.envelope import Event
 from runtime.log.partition_log import PartitionLog
 from runtime.partition import PartitionRunner
-from runtime.settings import EspSettings
-from runtime.subscriptions.pull import SubscriptionReader
+from tests.support.runner import drain, pulled, runner_settings
 
 T0 = 1_790_000_000_000
 COVERED = 2000
 STREAM_NODE_ENTRIES = 100  # redis-server's stream-node-max-entries: XTRIM ~ drops whole nodes
-
-
-def settings_for(server, tmp_path, **overrides) -> EspSettings:
-    """Without the reorder wait unless a test asks for it: the runner is stepped by hand, and
-    the wait is tested on its own (tests/unit/test_eventtime.py, the e2e tests run the default)."""
-    overrides = {"reorder_wait_ms": 0, **overrides}
-    return EspSettings(state_dir=tmp_path, redis_url=server.url, partitions=4, checkpoint_interval_s=3600, **overrides)
 
 
 def ev(i: int, customer: str, kind: str = "t.login", **data) -> Event:
@@ -49,19 +41,13 @@ def append_all(log: PartitionLog, events: list[Event], partitions: int = 4) -> N
         log.append({partition_of(e.customer, partitions): [e]}, now_ms=T0)
 
 
-def drain(runner: PartitionRunner) -> None:
-    while runner.step(block_ms=10).entries:
-        pass
-
-
 def received(client) -> list[dict]:
-    reader = SubscriptionReader(client, visibility_timeout_ms=60_000)
-    return reader.pull("out", max_events=10_000, wait_ms=0)["events"]
+    return pulled(client, "out")
 
 
 def test_crash_between_checkpoints_replays_without_loss_or_duplicates(redis_server, redis_client, tmp_path):
     setup_config(redis_client)
-    settings = settings_for(redis_server, tmp_path)
+    settings = runner_settings(redis_server, tmp_path)
     log = PartitionLog(redis_client, horizon_s=3600)
     customers = [f"c{i}" for i in range(8)]
     first = [ev(i, customers[i % 8]) for i in range(24)]  # 3 logins each
@@ -94,7 +80,7 @@ def test_crash_between_checkpoints_replays_without_loss_or_duplicates(redis_serv
 
 def test_recovery_without_any_checkpoint_replays_the_whole_log(redis_server, redis_client, tmp_path):
     setup_config(redis_client)
-    settings = settings_for(redis_server, tmp_path)
+    settings = runner_settings(redis_server, tmp_path)
     log = PartitionLog(redis_client, horizon_s=3600)
     append_all(log, [ev(i, "solo") for i in range(4)])
     runner = PartitionRunner(settings, [0, 1, 2, 3], consumer="a", client=redis_client)
@@ -111,7 +97,7 @@ def test_recovery_without_any_checkpoint_replays_the_whole_log(redis_server, red
 
 def test_config_change_reaches_a_running_runner(redis_server, redis_client, tmp_path):
     setup_config(redis_client)
-    settings = settings_for(redis_server, tmp_path)
+    settings = runner_settings(redis_server, tmp_path)
     log = PartitionLog(redis_client, horizon_s=3600)
     runner = PartitionRunner(settings, [0, 1, 2, 3], consumer="a", client=redis_client)
     runner.recover()
@@ -133,7 +119,7 @@ def test_checkpoint_trims_what_it_covers_and_keeps_the_rest(redis_server, redis_
     """Trimming is approximate (whole stream nodes), so of the covered entries at most one node
     per partition may stay; every entry the checkpoint does not cover stays."""
     setup_config(redis_client)
-    settings = settings_for(redis_server, tmp_path, log_retention_s=0)
+    settings = runner_settings(redis_server, tmp_path, log_retention_s=0)
     log = PartitionLog(redis_client, horizon_s=3600)
     runner = PartitionRunner(settings, [0, 1, 2, 3], consumer="a", client=redis_client)
     runner.recover()
@@ -152,7 +138,7 @@ def _late_case(redis_server, redis_client, tmp_path, policy: str) -> tuple[Parti
     """Two logins of one customer an hour apart, the older arriving last: late by 3599 s
     against an allowed lateness of 60 s."""
     setup_config(redis_client)
-    settings = settings_for(redis_server, tmp_path, allowed_lateness_s=60, late_events=policy)
+    settings = runner_settings(redis_server, tmp_path, allowed_lateness_s=60, late_events=policy)
     log = PartitionLog(redis_client, horizon_s=3600)
     runner = PartitionRunner(settings, [0, 1, 2, 3], consumer="a", client=redis_client)
     runner.recover()
@@ -194,7 +180,7 @@ def test_events_held_for_reordering_survive_a_restart(redis_server, redis_client
     """Bound 10 s: a login is held, the runner checkpoints and dies, and its successor still
     evaluates the held login (with the logins that come later) exactly once."""
     setup_config(redis_client)
-    settings = settings_for(redis_server, tmp_path, max_out_of_order_s=10)
+    settings = runner_settings(redis_server, tmp_path, max_out_of_order_s=10)
     log = PartitionLog(redis_client, horizon_s=3600)
     clock = [T0 / 1000]  # wall time stays at T0, so only event time releases held events
     runner = PartitionRunner(settings, [0, 1, 2, 3], consumer="a", client=redis_client, clock=lambda: clock[0])
@@ -231,7 +217,7 @@ def test_a_late_event_contradicting_a_published_output_is_a_counted_traced_retra
         }
     )
     store.put({"kind": "subscription", "name": "out", "topics": ["business.*"]})
-    runner = PartitionRunner(settings_for(redis_server, tmp_path), [0, 1, 2, 3], consumer="a", client=redis_client)
+    runner = PartitionRunner(runner_settings(redis_server, tmp_path), [0, 1, 2, 3], consumer="a", client=redis_client)
     runner.recover()
     append_all(PartitionLog(redis_client, horizon_s=3600), [ev(0, "c", "t.order"), ev(60, "c", "t.other")])
     drain(runner)

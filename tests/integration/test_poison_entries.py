@@ -16,19 +16,10 @@ from runtime.events.envelope import Event
 from runtime.log.partition_log import PartitionLog
 from runtime.log.partitioning import partition_of
 from runtime.partition import PartitionRunner, StepFailed, StepStats, poison_key
-from runtime.settings import EspSettings
 from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, QuarantineStore
-from runtime.subscriptions.pull import SubscriptionReader
+from tests.support.runner import PARTITIONS, pulled, runner_settings
 
 T0 = 1_790_000_000_000
-PARTITIONS = 4
-
-
-def settings_for(server, tmp_path) -> EspSettings:
-    # no reorder wait: the runner is stepped by hand with a clock that does not move
-    return EspSettings(
-        state_dir=tmp_path, redis_url=server.url, partitions=PARTITIONS, checkpoint_interval_s=3600, reorder_wait_ms=0
-    )
 
 
 def ev(i: int, customer: str, **data) -> Event:
@@ -86,10 +77,6 @@ def run_until_settled(runner_for, limit: int = 10) -> int:
     raise AssertionError(f"still failing after {limit} tries")
 
 
-def pulled(client, name: str) -> list[dict]:
-    return SubscriptionReader(client, visibility_timeout_ms=60_000).pull(name, max_events=10_000, wait_ms=0)["events"]
-
-
 def test_an_unpublishable_event_is_quarantined_after_bounded_tries_and_its_entry_neighbours_fire(
     redis_server, redis_client, tmp_path
 ):
@@ -99,7 +86,7 @@ def test_an_unpublishable_event_is_quarantined_after_bounded_tries_and_its_entry
     append(log, [ev(1, a), ev(2, a, deep=nested(300)), ev(3, a), ev(4, b)])  # the poison mid-entry
     append(log, [ev(5, a), ev(6, b), ev(7, a)])  # after it: must still fire
     runner = PartitionRunner(
-        settings_for(redis_server, tmp_path), list(range(PARTITIONS)), consumer="a", client=redis_client
+        runner_settings(redis_server, tmp_path), list(range(PARTITIONS)), consumer="a", client=redis_client
     )
 
     failures = run_until_settled(lambda: runner)
@@ -124,7 +111,7 @@ def test_a_crash_loop_is_bounded_too_and_a_replay_does_not_quarantine_again(redi
     (a,) = same_partition(1)
     append(log, [ev(1, a), ev(2, a, deep=nested(300))])
     append(log, [ev(3, a)])
-    settings = settings_for(redis_server, tmp_path)
+    settings = runner_settings(redis_server, tmp_path)
     made = []
 
     def fresh_runner() -> PartitionRunner:  # a restarted actor: nothing survives in memory
@@ -155,7 +142,7 @@ def test_a_broken_profile_quarantines_only_its_customers_events(redis_server, re
     append(log, [ev(1, good), ev(2, broken), ev(3, good)])
     append(log, [ev(4, broken), ev(5, good), ev(6, good)])
     runner = PartitionRunner(
-        settings_for(redis_server, tmp_path), list(range(PARTITIONS)), consumer="a", client=redis_client
+        runner_settings(redis_server, tmp_path), list(range(PARTITIONS)), consumer="a", client=redis_client
     )
 
     failures = run_until_settled(lambda: runner)
@@ -186,7 +173,7 @@ def test_the_poison_metric_counts_set_aside_events(redis_server, redis_client, t
 
     monkeypatch.setattr(partition_actor, "metric", Recorder)
     shell = partition_actor.PartitionActor.__new__(partition_actor.PartitionActor)  # no thread, no Ray
-    runner = PartitionRunner(settings_for(redis_server, tmp_path), [0], consumer="a", client=redis_client)
+    runner = PartitionRunner(runner_settings(redis_server, tmp_path), [0], consumer="a", client=redis_client)
     shell._runner, shell._index, shell._poison_recorded = runner, 0, 0
     runner.totals.poison = 2
     shell._record(StepStats())
@@ -217,7 +204,7 @@ def test_a_log_entry_that_does_not_decode_is_moved_to_the_quarantine(redis_serve
     bad = redis_client.xadd(stream, {"b": b"\xc1 not msgpack", "d": b"", "v": b"0"}).decode()
     append(log, [ev(2, a)])
     runner = PartitionRunner(
-        settings_for(redis_server, tmp_path), list(range(PARTITIONS)), consumer="a", client=redis_client
+        runner_settings(redis_server, tmp_path), list(range(PARTITIONS)), consumer="a", client=redis_client
     )
 
     assert run_until_settled(lambda: runner) == 1  # the failed read finds it; the retry goes past
