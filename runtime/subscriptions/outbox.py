@@ -71,14 +71,16 @@ class Publication:
     # An event re-published for an atomic subscription names its customer's, where it was logged:
     # its subject (a phone number linked to the customer) may fall in another runner's partition
     partition: int | None = None
-    # an atomic re-publication's place in its partition's log: (entry id, index of the event in
-    # the entry). Its partition publishes these in log order, so one mark per partition tells
-    # what was published before (``keys.republished``) instead of a de-dup key per event
+    # an atomic re-publication's place in the log of ``partition`` (which it must then name):
+    # (entry id, index of the event in the entry). The partition publishes these in log order,
+    # so one mark per partition tells what was published before (``keys.republished``) instead
+    # of a de-dup key per event
     position: tuple[str, int] | None = None
 
 
 class OutboxStorage(Protocol):
-    """Publishing outputs, effectively once per output id within the horizon."""
+    """Publishing outputs, effectively once per output id within the horizon (an output with a
+    log ``position``: once per position, which the Redis outbox keeps without a horizon)."""
 
     def publish(self, publications: list[Publication], router: Routes, *, fence: dict[int, int] | None = None) -> int:
         """Append each output not seen before to the streams ``router`` names for it, note it in
@@ -109,6 +111,9 @@ class Outbox:
         for pub in publications:
             partition = pub.partition
             if partition is None:
+                # its position is compared with its log partition's mark, not its subject's
+                if pub.position is not None:
+                    raise ValueError(f"publication {pub.id} has a log position but names no partition")
                 partition = partition_of(pub.event.get("subject") or "", self._partitions)
             by_partition.setdefault(partition, []).append(pub)
         if not by_partition:

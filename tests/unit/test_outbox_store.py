@@ -166,3 +166,12 @@ def test_forwarding_marks_are_kept_per_partition(redis_client: redis.Redis, monk
     outbox.forward([partition_of(c, DEFAULT_PARTITIONS) for c in ("ann", other)])  # again: nothing twice
     ids = [orjson.loads(f[b"e"])["id"] for _, f in redis_client.xrange(keys.subscription_stream("all"))]
     assert sorted(ids) == ["o0", "o1", "o2"] and len(ids) == 3
+
+
+def test_a_publication_with_a_log_position_must_name_its_partition() -> None:
+    """The position is compared with its log partition's mark; routed by its subject instead, it
+    could be compared with another partition's and wrongly skipped. Refused before any Redis call."""
+    outbox = Outbox(redis.Redis(port=1), horizon_s=60, maxlen=10)  # never connected
+    event = {"specversion": "1.0", "id": "e1", "source": "s", "type": "t", "subject": "c1"}
+    with pytest.raises(ValueError, match="names no partition"):
+        outbox.publish([Publication("atomic/s/e1", "atomic.t", event, position=("1-0", 0))], ROUTER)
