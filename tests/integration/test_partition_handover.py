@@ -13,7 +13,8 @@ from runtime.partition import PartitionRunner
 from runtime.settings import EspSettings
 from runtime.subscriptions.outbox import Outbox, Publication
 from runtime.subscriptions.topics import TopicRouter
-from tests.integration.test_partition_runner import append_all, drain, ev, received, settings_for, setup_config
+from tests.integration.test_partition_runner import append_all, ev, received, setup_config
+from tests.support.runner import drain, runner_settings
 
 CUSTOMERS = [f"c{i}" for i in range(16)]
 
@@ -37,7 +38,7 @@ def pairs_per_customer(client) -> dict[str, int]:
 def configured(redis_server, redis_client, tmp_path) -> tuple[EspSettings, PartitionLog]:
     """The 'pairs' rule and its subscription stored; the runners' settings and the log."""
     setup_config(redis_client)
-    return settings_for(redis_server, tmp_path), PartitionLog(redis_client, horizon_s=3600)
+    return runner_settings(redis_server, tmp_path), PartitionLog(redis_client, horizon_s=3600)
 
 
 def test_a_hand_over_between_two_logins_of_a_customer_loses_and_doubles_nothing(redis_client, configured):
