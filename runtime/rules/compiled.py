@@ -297,7 +297,7 @@ def plain_steps(rule: CompiledRule) -> PlainSequence | None:
     """For the most common sequence, plain steps (each one event of a type, no ``where``, no
     'not' between them, not ``strict``) and no cooldown: event type -> the steps it is (in
     order), with the sequence's path, ``within`` and last step, which is all the engine needs
-    to advance it (``PartitionEngine._on_plain_sequence``). None for any other rule."""
+    to advance it (``PartitionEngine._plain_sequence``). None for any other rule."""
     node = rule.group
     if not isinstance(node, SequenceSpec) or node.strict or node.guarded or rule.cooldown_ms:
         return None

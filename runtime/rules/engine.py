@@ -13,12 +13,12 @@ never reads the clock and never touches Redis or Ray.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import sys
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import Any, NamedTuple
 
 import orjson
@@ -81,12 +81,14 @@ class Retraction:
     event_id: str
 
 
-def output_id(rule: str, customer: str, refs: Iterable[Sequence[str]], action_index: int) -> str:
+Handler = Callable[[Event, list["Output"]], None]  # one rule's step for one event
+
+
+def output_id(rule: str, customer: str, refs: Sequence[Sequence[str]], action_index: int) -> str:
     """Deterministic: the same rule, customer, matched events and action give the same id;
     the parts are JSON-encoded (a ref is [source, id]), so no choice of ids can make two
     different inputs collide."""
-    encoded = orjson.dumps([rule, customer, action_index, list(refs)])
-    return hashlib.sha256(encoded).hexdigest()[:32]
+    return sha256(orjson.dumps([rule, customer, action_index, refs])).hexdigest()[:32]
 
 
 class PartitionEngine:
@@ -112,10 +114,11 @@ class PartitionEngine:
         self._clock: dict[str, int] = {}
         self._offset: dict[str, int] = {}
         self.retractions: list[Retraction] = []  # since the runner last took them
-        self._set_rules(list(rules))
-        if resume_state:
+        if resume_state:  # before the rules: their handlers hold these dicts
             self._clock = {sys.intern(c): int(t) for c, t in resume_state.get("clocks", {}).items()}
             self._offset = {sys.intern(c): int(o) for c, o in resume_state.get("offsets", {}).items()}
+        self._set_rules(list(rules))
+        if resume_state:
             shapes = resume_state.get("shapes", {})
             keep = {n for n, r in self._rules.items() if shapes.get(n) == _wire_shape(r.shape)}
             for customer, per_rule in resume_state.get("customers", {}).items():
@@ -127,6 +130,11 @@ class PartitionEngine:
     def _restore(self, customer: str, rule: CompiledRule, wire: Any) -> None:
         if rule.group is not None:
             state = GroupState.from_wire(wire)
+            plain = self._plain[rule.name]
+            if plain is not None:  # its partials alone (see _plain_sequence)
+                if partials := state.partials.get(plain[1]):
+                    self._state[rule.name][customer] = partials
+                return
             self._state[rule.name][customer] = state
             self._push_timers(customer, rule.name, state)
             return
@@ -140,17 +148,38 @@ class PartitionEngine:
         self._rules = {r.name: r for r in rules}
         self._state = {r.name: self._state.get(r.name, {}) for r in rules}
         self._cooldowns = {r.name: self._cooldowns.get(r.name, {}) for r in rules if r.group is None}
-        # event type -> (rule, its plain sequence or None, whether validity or audience gate it), by priority
-        self._plain = {r.name: plain_steps(r) for r in rules}  # see _on_plain_sequence
-        by_type: dict[str, list[tuple[CompiledRule, PlainSequence | None, bool]]] = defaultdict(list)
+        self._plain = {r.name: plain_steps(r) for r in rules}  # see _plain_sequence
+        for rule in rules:  # a kept rule that became plain, or stopped being plain (its cooldown changed)
+            if rule.group is not None:
+                self._state[rule.name] = {
+                    c: s for c, s in ((c, self._recast(rule, s)) for c, s in self._state[rule.name].items()) if s
+                }
+        # event type -> (rule, the plain sequence's handler or None, whether validity or audience gate it), by priority
+        by_type: dict[str, list[tuple[CompiledRule, Handler | None, bool]]] = defaultdict(list)
         for rule in sorted(rules, key=lambda r: (-r.priority, r.name)):
             gated = rule.valid_from_ms is not None or rule.valid_until_ms is not None or rule.audience is not None
+            handler = self._handler(rule)
             for event_type in rule.event_types:
-                by_type[event_type].append((rule, self._plain[rule.name], gated))
+                by_type[event_type].append((rule, handler, gated))
         self._by_type = dict(by_type)
         self._needs_context = {r.name for r in rules if r.expressions}  # others never read the event as a dict
         self._reads_profiles = any(r.reads_profiles for r in rules)
         self._group_rules = [r.name for r in rules if r.group is not None]
+
+    def _recast(self, rule: CompiledRule, state: Any) -> Any:
+        """A group rule's state in the form its rule keeps now: a plain sequence keeps its
+        partial matches alone (``dict[int, Partial]``), any other group rule a GroupState."""
+        plain = self._plain[rule.name]
+        if plain is None:
+            return state if isinstance(state, GroupState) else GroupState(partials={rule.group.path: state})  # type: ignore[union-attr]
+        return state.partials.get(plain[1]) if isinstance(state, GroupState) else state
+
+    def _group_state(self, rule: CompiledRule, state: Any) -> GroupState | None:
+        """The GroupState a group rule's customer state stands for (checkpoints and ``esp why``
+        read one form)."""
+        if state is None or isinstance(state, GroupState):
+            return state
+        return GroupState(partials={rule.group.path: state})  # type: ignore[union-attr]
 
     @property
     def rules(self) -> dict[str, CompiledRule]:
@@ -199,32 +228,20 @@ class PartitionEngine:
             if not rules:
                 continue
             context = None
-            for rule, plain, gated in rules:
+            for rule, handler, gated in rules:
                 if gated and not self._admits(rule, customer, time_ms, profiles):
                     continue
-                if plain is not None:
-                    self._on_plain_sequence(rule, plain, event, outputs)
+                if handler is not None:
+                    handler(event, outputs)
                     continue
+                if context is None and rule.name in self._needs_context:
+                    context = event.as_context()
+                    if profiles is not None:
+                        context["profile"] = profiles.get(customer, {})
                 if rule.group is not None:
-                    if context is None and rule.name in self._needs_context:
-                        context = event.as_context()
-                        if profiles is not None:
-                            context["profile"] = profiles.get(customer, {})
                     self._on_group_event(rule, event, context, outputs)
-                    continue
-                where = rule.where
-                if where is not None:
-                    if where.data_predicate is not None:  # reads data alone: no context to build
-                        if not where.data_predicate(event.data):
-                            continue
-                    else:
-                        if context is None:
-                            context = event.as_context()
-                            if profiles is not None:
-                                context["profile"] = profiles.get(customer, {})
-                        if not where.predicate(context):
-                            continue
-                self._on_match(rule, event, outputs)
+                elif rule.where.predicate(context):  # type: ignore[union-attr]  # one that reads more than data
+                    self._on_match(rule, event, outputs)
         return outputs
 
     @staticmethod
@@ -337,62 +354,80 @@ class PartitionEngine:
         if state.empty:
             del self._state[rule.name][event.customer]
 
-    def _on_plain_sequence(self, rule: CompiledRule, plain: PlainSequence, event: Event, outputs: list[Output]) -> None:
-        """``_on_group_event`` for a sequence of plain steps (see ``plain_steps``): the same
-        state and outputs as ``advance_sequence`` gives them, without the tree walk, the
-        occurrence dicts and an empty state per customer seen."""
-        customer, t = event.customer, event.time
-        clock = self._clock
-        newest = clock.get(customer)
-        if newest is None:
-            clock[sys.intern(customer)] = t
-        elif t > newest:
-            clock[customer] = t
-        steps, path, within, last = plain
-        states = self._state[rule.name]
-        state: GroupState | None = states.get(customer)  # type: ignore[assignment]
-        old = state.partials.get(path) if state is not None else None
-        if old is None:  # most events: a first step starts the customer's only match, others do nothing
-            if steps[event.type][0]:
+    def _handler(self, rule: CompiledRule) -> Handler | None:
+        """A closure taking one event of ``rule``'s types, for the rules that never read the event
+        as a dict: plain sequences, and single event conditions whose ``where`` reads ``data``
+        alone. None for the others (``on_events`` shares one context among them)."""
+        plain = self._plain[rule.name]
+        if plain is not None:
+            return self._plain_sequence(rule, plain)
+        if rule.group is not None:
+            return None
+        match = self._on_match
+        if rule.where is None:
+            return lambda event, outputs: match(rule, event, outputs)
+        test = rule.where.data_predicate
+        if test is None:
+            return None
+
+        def on_event(event: Event, outputs: list[Output]) -> None:
+            if test(event.data):
+                match(rule, event, outputs)
+
+        return on_event
+
+    def _plain_sequence(self, rule: CompiledRule, plain: PlainSequence) -> Handler:
+        """``_on_group_event`` for a sequence of plain steps (see ``plain_steps``), as a closure
+        over what it reads: the same matches and outputs as ``advance_sequence`` gives them,
+        without the tree walk and the occurrence dicts. A customer's state is its partial
+        matches alone, ``{steps done: match}`` (``_group_state`` gives the GroupState it stands
+        for)."""
+        steps, _, within, last = plain
+        states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
+        clock, fire, intern = self._clock, self._fire, sys.intern
+
+        def on_event(event: Event, outputs: list[Output]) -> None:
+            customer, t = event.customer, event.time
+            newest = clock.get(customer)
+            if newest is None:
+                clock[intern(customer)] = t
+            elif t > newest:
+                clock[customer] = t
+            old = states.get(customer)
+            if old is None:  # most events: a first step starts the customer's only match, others do nothing
+                if steps[event.type][0]:
+                    return
+                refs = [f"{event.source}{SEP}{event.id}"]
+                if last == 0:
+                    outputs += fire(rule, customer, t, refs)
+                else:
+                    states[intern(customer)] = {1: (t, refs, t)}
                 return
-            match: Partial = (t, [f"{event.source}{SEP}{event.id}"], t)
-            if last == 0:
-                outputs += self._fire(rule, customer, t, match[1])
-            elif state is None:
-                states[sys.intern(customer)] = GroupState(partials={path: {1: match}})
-            else:
-                state.partials[path] = {1: match}
-            return
-        ref = f"{event.source}{SEP}{event.id}"
-        advanced: dict[int, Partial] = {}
-        fired: list[str] | None = None
-        for k in steps[event.type]:
-            if k == 0:
-                match = (t, [ref], t)
-            else:
-                partial = old.get(k)
-                if partial is None or not (partial[2] <= t and t - partial[0] < within):
-                    continue
-                match = (partial[0], [*partial[1], ref], t)
-            if k == last:
-                fired = match[1]
-            else:
+            ref = f"{event.source}{SEP}{event.id}"
+            advanced: dict[int, Partial] = {}
+            for k in steps[event.type]:
+                if k == 0:
+                    match: Partial = (t, [ref], t)
+                else:
+                    partial = old.get(k)
+                    if partial is None or not (partial[2] <= t and t - partial[0] < within):
+                        continue
+                    match = (partial[0], [*partial[1], ref], t)
+                if k == last:
+                    del states[customer]
+                    outputs += fire(rule, customer, t, match[1])
+                    return
                 advanced[k + 1] = match
-        if fired is not None:
-            outputs += self._fire(rule, customer, t, fired)
-            kept: dict[int, Partial] = {}
-        else:
             kept = {k: m for k, m in old.items() if t - m[0] < within}
             for k, match in advanced.items():
                 if k not in kept or kept[k][0] <= match[0]:
                     kept[k] = match
-        assert state is not None  # old came from it
-        if kept:
-            state.partials[path] = kept
-        else:  # a plain sequence's state is its partials alone
-            del state.partials[path]
-            if not state.partials:
+            if kept:
+                states[customer] = kept
+            else:
                 del states[customer]
+
+        return on_event
 
     def _fired_group(
         self,
@@ -497,7 +532,7 @@ class PartitionEngine:
         refs = [r.split(SEP, 1) for r in matched_refs]  # [source, id]: output_id encodes them as a tuple would
         matched = [{"source": s, "id": i} for s, i in refs]
         when = format_time_ms(time_ms)
-        name, source = rule.name, f"esp/rule/{rule.name}"
+        name = rule.name
         outputs = []
         for index, topic in enumerate(rule.action_topics):
             oid = output_id(name, customer, refs, index)
@@ -511,7 +546,7 @@ class PartitionEngine:
             cloudevent = {
                 "specversion": "1.0",
                 "id": oid,
-                "source": source,
+                "source": f"esp/rule/{name}",
                 "type": topic,
                 "time": when,
                 "subject": customer,
@@ -524,7 +559,13 @@ class PartitionEngine:
         """The state of ``customer`` for each rule (or one), for ``esp why``."""
         names = [rule] if rule is not None else sorted(self._rules)
         return [
-            explain_rule(self._rules[n], self._state[n].get(customer), self._cooldowns.get(n, {}).get(customer))
+            explain_rule(
+                self._rules[n],
+                self._group_state(self._rules[n], self._state[n].get(customer))
+                if self._rules[n].group is not None
+                else self._state[n].get(customer),
+                self._cooldowns.get(n, {}).get(customer),
+            )
             for n in names
             if n in self._rules
         ]
@@ -592,7 +633,17 @@ class PartitionEngine:
         ``watermark_ms`` (for a backfilling customer: before its own time)."""
         offsets = self._offset
         for name, states in self._state.items():
-            rule = self._rules[name]
+            rule, plain = self._rules[name], self._plain[name]
+            if plain is not None:
+                within = plain[2]
+                for customer in list(states):
+                    ended = watermark_ms - offsets.get(customer, 0) - within
+                    partials = {k: m for k, m in states[customer].items() if m[0] > ended}  # type: ignore[union-attr]
+                    if partials:
+                        states[customer] = partials
+                    else:
+                        del states[customer]
+                continue
             if rule.group is not None:
                 for customer in list(states):
                     state = states[customer]
@@ -624,7 +675,7 @@ class PartitionEngine:
             if rule.group is not None:
                 strides = {leaf.path: leaf.stride for leaf in rule.group.leaves()}
                 for customer, state in states.items():
-                    customers[customer][name] = state.to_wire(strides)  # type: ignore[union-attr]
+                    customers[customer][name] = self._group_state(rule, state).to_wire(strides)  # type: ignore[union-attr]
                 continue
             assert rule.leaf is not None
             stride, cooldowns = rule.leaf.stride, self._cooldowns[name]

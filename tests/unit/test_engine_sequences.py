@@ -172,3 +172,33 @@ def test_plain_sequences_take_the_fast_path_with_the_generic_results(c, split):
     assert [o.id for o in resumed.on_events(events[split:])] == rest
     plain.expire(20), generic.expire(20)
     assert plain.snapshot()["customers"] == generic.snapshot()["customers"]
+    assert [plain.explain(c) for c in ("c1", "c2")] == [generic.explain(c) for c in ("c1", "c2")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(plain_case(), st.integers(0, 40), st.integers(1, 30))
+def test_a_plain_sequence_given_a_cooldown_by_a_reload_goes_on_from_its_partial_matches(c, split, cooldown):
+    """A reload that adds a cooldown keeps the rule's shape, so its partial matches survive,
+    but the rule leaves the plain-sequence path: it must go on exactly as the generic path does
+    from the same partial matches."""
+    steps, within, events = c
+
+    def rule(where, cooldown_ms):
+        sequence = [{"event": s, **({"where": where} if where else {})} for s in steps]
+        return compile_rule(
+            {
+                "name": "s",
+                "when": {"sequence": sequence, "within": f"{within}ms"},
+                "then": [{"emit": "s"}],
+                "cooldown": f"{cooldown_ms}ms",
+            }
+        )
+
+    plain, generic = PartitionEngine([rule(None, 0)]), PartitionEngine([rule("data.v >= 0", 0)])
+    first, second = events[:split], events[split:]
+    assert [o.id for o in plain.on_events(first)] == [o.id for o in generic.on_events(first)]
+    plain.update_rules([rule(None, cooldown)])
+    generic.update_rules([rule("data.v >= 0", cooldown)])
+    assert plain_steps(rule(None, cooldown)) is None  # the reload took it off the plain path
+    assert [o.id for o in plain.on_events(second)] == [o.id for o in generic.on_events(second)]
+    assert plain.snapshot()["customers"] == generic.snapshot()["customers"]
