@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 import redis
 import redis.asyncio as aioredis
@@ -45,6 +44,7 @@ from runtime.process_logging import fields as log_fields
 from runtime.redis_client import connect, connect_async, is_cluster
 from runtime.security.sealing import Sealer
 from runtime.sources.quarantine import POISON_ATTEMPTS, PROCESSING_ERROR, error_text, transient
+from runtime.subscriptions.http_client import HttpClient, HttpError
 from runtime.subscriptions.models import Channel, Endpoint, Subscription
 from runtime.subscriptions.pull import project
 from runtime.subscriptions.templates import RenderError, compile_template, notification_context
@@ -195,7 +195,7 @@ class Destination:
         )
         self._signer = Signer(endpoint.secrets)
         self._url = URL(endpoint.url)
-        self._http: aiohttp.ClientSession | None = None  # made in run(), on the loop that uses it
+        self._http: HttpClient | None = None  # made in run(), on the loop that uses it
         self._recorder = _Recorder(client, target.stream)
         self._profiles = profiles
         self._in_flight: set[str] = set()  # entry ids a delivery task of this loop is working on
@@ -382,20 +382,15 @@ class Destination:
             url = url.with_host(self._pinned)
         assert self._http is not None
         try:
-            async with self._http.post(
-                url,
-                data=body,
-                headers={**endpoint.headers, **sent},
-                server_hostname=server_hostname,
-                allow_redirects=False,
-            ) as response:
-                status, answer = response.status, await response.read()  # read: the connection is kept
-                error = None if 200 <= status <= 299 else answer[:300].decode(errors="replace")
-                return status, error, response.headers.get("retry-after")
+            status, answer, retry_after = await self._http.post(
+                url, body, {**endpoint.headers, **sent}, server_hostname=server_hostname
+            )
         except TimeoutError:
             return None, "timeout", None
-        except aiohttp.ClientError as exc:
-            return None, f"{_error_name(exc)}: {exc}"[:300], None
+        except HttpError as exc:
+            return None, f"{exc.name}: {exc}"[:300], None
+        error = None if 200 <= status <= 299 else answer[:300].decode(errors="replace")
+        return status, error, retry_after
 
     async def _url_check(self) -> str | None:
         """Resolve and check the URL's host (at most every URL_RECHECK_S), remembering the
@@ -590,30 +585,10 @@ class Destination:
         return max(0.0, self._clock() - int(entry_id.partition("-")[0]) / 1000)
 
 
-def _session(endpoint: Endpoint) -> aiohttp.ClientSession:
+def _session(endpoint: Endpoint) -> HttpClient:
     """The HTTP client of one destination: a pool of at most ``max_in_flight`` kept-alive
-    connections, one time limit per attempt, no redirects followed (see ``classify``), no cookies."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=endpoint.max_in_flight, ttl_dns_cache=int(URL_RECHECK_S)),
-        timeout=aiohttp.ClientTimeout(total=endpoint.timeout / 1000),
-        cookie_jar=aiohttp.DummyCookieJar(),
-        auto_decompress=False,
-    )
-
-
-def _error_name(exc: aiohttp.ClientError) -> str:
-    """The name an attempt's error starts with. These were httpx's exception names before the
-    dispatcher moved to aiohttp, and stay the vocabulary of the trace and the dead letters:
-    ``ConnectError`` (no connection: refused, unreachable, TLS handshake), ``RemoteProtocolError``
-    (the receiver closed the connection or answered something that is not HTTP), ``NetworkError``
-    (the connection failed mid-request); anything else keeps aiohttp's own class name."""
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "ConnectError"
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
-        return "RemoteProtocolError"
-    if isinstance(exc, aiohttp.ClientOSError):
-        return "NetworkError"
-    return type(exc).__name__
+    connections, one time limit per attempt; no redirects are followed (see ``classify``)."""
+    return HttpClient(limit=endpoint.max_in_flight, timeout_s=endpoint.timeout / 1000)
 
 
 class _Recorder:

@@ -50,9 +50,11 @@ class Endpoint(BaseModel):
     @field_validator("headers")
     @classmethod
     def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name in headers:
+        for name, value in headers.items():
             if not re.match(r"^[A-Za-z0-9-]{1,64}$", name) or name.lower().startswith("webhook-"):
                 raise ValueError(f"header {name!r} is not allowed (letters, digits, '-'; webhook-* are ESP's)")
+            if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+                raise ValueError(f"header {name!r} holds a control character (a line break would end the header)")
         return headers
 
     @model_validator(mode="after")

@@ -113,6 +113,18 @@ def test_a_webhook_into_esps_own_network_is_refused_when_saved() -> None:
             store.put({**doc, "webhook": {"url": url}})
 
 
+def test_a_webhook_header_value_with_a_line_break_is_refused_when_saved() -> None:
+    """A line break in a header value would end the header and start another (header injection)."""
+    store = MemoryConfigStore()
+    doc = {"kind": "subscription", "name": "hooks", "topics": ["business.*"], "mode": "webhook"}
+    webhook = {"url": "http://127.0.0.1:9/hook", "internal": True}
+    for value in ["Bearer t\r\nX-Injected: 1", "a\nb", "a\x00b"]:
+        with pytest.raises(ConfigError, match="control character"):
+            store.put({**doc, "webhook": {**webhook, "headers": {"Authorization": value}}})
+    store.put({**doc, "webhook": {**webhook, "headers": {"Authorization": "Bearer\tt"}}})
+    assert store.get("subscription", "hooks")["webhook"]["headers"] == {"Authorization": "Bearer\tt"}
+
+
 def test_a_huge_dedupe_horizon_is_refused_at_put() -> None:
     with pytest.raises(ConfigError):
         MemoryConfigStore().put({"kind": "source", "name": "s", "dedupe": {"horizon": "99999999w"}})
