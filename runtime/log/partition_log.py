@@ -76,6 +76,9 @@ DAY_MS = DAY_S * 1000
 ID_DIGEST_BYTES = 12  # 96 bits of BLAKE2b per (source, event id): what a remembered id is stored as
 BUCKET_LOAD = 48  # mean ids per bucket at which linear hashing adds a bucket (max listpack: 128)
 LOCATION_PARTITIONS = 4096  # partitions and sequence numbers a compact location holds
+# events per run of the append script on one Redis: one run for a request's partitions costs Redis
+# less than a run each, and a few thousand events keep a run (which blocks Redis) to a few ms
+APPEND_RUN_EVENTS = 2000
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Event])
@@ -169,8 +172,8 @@ def encode_events(events: list[Event]) -> bytes:
 
 
 class PartitionLog:
-    """:class:`LogStorage` in Redis: one stream per partition; each partition's part of a
-    request is appended by one Lua call in the partition's hash slot."""
+    """:class:`LogStorage` in Redis: one stream per partition; a request's parts are appended
+    by runs of one Lua script (see ``append``)."""
 
     IDLE_POLL_S = 0.02  # on a Redis Cluster: the pause between reads of idle partitions
 
@@ -196,11 +199,12 @@ class PartitionLog:
         trace reads), in small hashes (buckets) that linear hashing adds one at a time as the
         day fills, so each stays in Redis's compact listpack encoding (docs/operations/sizing.md).
         Each partition's part checks the buckets of the whole horizon (rounded up to days) in
-        one script call in the partition's hash slot; the calls of a request go in one
-        pipeline, after one read of the config version the entries record (none when the caller
-        read it for this request already: ``config_version``). So no per-event key
-        or round trip. A request that fails half-way may have appended some partitions: its
-        retry finds their events already seen.
+        a run of the append script: on one Redis a run takes the request's partitions, up to
+        ``APPEND_RUN_EVENTS`` events; a Redis Cluster, where partitions live in different hash
+        slots, runs it per partition. The runs of a request go in one pipeline, after one read
+        of the config version the entries record (none when the caller read it for this request
+        already: ``config_version``). So no per-event key or round trip. A request that fails
+        half-way may have appended some partitions: its retry finds their events already seen.
         All events of one call must share a source; ids must be unique within the call."""
         if not by_partition:
             return []
@@ -211,15 +215,24 @@ class PartitionLog:
             version = str(config_version).encode()
         else:
             version = self._redis.get(keys.CONFIG_VERSION) or b"0"
-        pipe = self._redis.pipeline(transaction=False)
+        shared: list[Any] = [version, (days + 1) * DAY_S, BUCKET_LOAD, day * DAY_MS, days + 1]
+        runs: list[tuple[list[str], list[Any], int]] = []  # (streams, their arguments, events)
         for partition, events in by_partition.items():
-            argv: list[Any] = [version, (days + 1) * DAY_S, BUCKET_LOAD, day * DAY_MS, days + 1]
+            # a partition's keys share a hash slot, partitions do not: on a cluster, a run each
+            if self._cluster or not runs or runs[-1][2] + len(events) > APPEND_RUN_EVENTS:
+                runs.append(([], [], 0))
+            streams, argv, count = runs[-1]
+            streams.append(keys.log_stream(partition))
             argv += [keys.idempotency(partition, source, day - back) for back in range(days + 1)]
             argv += [partition, b"".join([id_digest(source, e.id) for e in events]), encode_events(events)]
-            queue_script(pipe, _APPEND, [keys.log_stream(partition)], argv)
+            runs[-1] = (streams, argv, count + len(events))
+        pipe = self._redis.pipeline(transaction=False)
+        for streams, argv, _ in runs:
+            queue_script(pipe, _APPEND, streams, shared + argv)
+        replies = [part for run in pipe.execute() for part in run]
         return [
             Appended(p, text(entry_id) if entry_id else None, tuple(int(d) for d in dups))
-            for p, (entry_id, dups) in zip(by_partition, pipe.execute(), strict=True)
+            for p, (entry_id, dups) in zip(by_partition, replies, strict=True)
         ]
 
     # --- the reading side, used by partition actors -------------------------------------

@@ -1,16 +1,18 @@
--- One partition's part of a request, in the partition's hash slot.
--- KEYS: the partition's log stream.
--- ARGV: the config version the entry records, ttl_s, ids per bucket before a split, first ms
---       of today, n days, per day (today first) the partition's day key of the source,
---       the partition, id digests (DIGEST bytes each, concatenated), payload.
+-- Partitions' parts of a request: each partition's part in its own hash slot. On a single
+-- Redis one run takes every partition of the request; a Redis Cluster runs it per partition.
+-- KEYS: the partitions' log streams.
+-- ARGV: the config version the entries record, ttl_s, ids per bucket before a split, first ms
+--       of today, n days, then per partition (in KEYS' order): per day (today first) the
+--       partition's day key of the source, the partition, id digests (DIGEST bytes each,
+--       concatenated), payload.
 -- A day key is a hash {n = buckets, c = ids}; the day's ids live in buckets '<day key>:<index>',
 -- hashes 96-bit digest of (source, id) -> where the event went (see encode), added one at a
 -- time by linear hashing so that every bucket stays small enough for Redis's listpack encoding.
 -- Every bucket holds the sentinel field '' from its creation (when it gets its TTL) on, so it is
 -- never emptied and re-created without one.
--- Returns {log entry id or false, duplicate positions}.
+-- Returns per partition {log entry id or false, duplicate positions}.
 local DIGEST = 12 -- ID_DIGEST_BYTES in partition_log.py
-local stream, config_version = KEYS[1], ARGV[1]
+local config_version = ARGV[1]
 local ttl, load, day_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local nd = tonumber(ARGV[5])
 
@@ -24,15 +26,6 @@ local function low_power(n) -- the largest power of two <= n
   while p * 2 <= n do p = p * 2 end
   return p
 end
-
-local days = {}
-for d = 1, nd do
-  local key = ARGV[5 + d]
-  local state = redis.call('HMGET', key, 'n', 'c')
-  local n = tonumber(state[1]) or 0
-  days[d] = {prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0}
-end
-local today = days[1]
 
 local function bucket(day, h)
   local a = h % (day.p * 2)
@@ -49,7 +42,7 @@ local function create(key, args) -- a new bucket: the sentinel, its first ids, i
   redis.call('EXPIRE', key, ttl)
 end
 
-local function split() -- linear hashing: bucket n - p gives the ids of bucket n their own bucket
+local function split(today) -- linear hashing: bucket n - p gives the ids of bucket n their own bucket
   local n, p = today.n, today.p
   local src = today.prefix .. (n - p)
   local all = redis.call('HGETALL', src)
@@ -78,42 +71,58 @@ local function encode(partition, entry) -- ((ms into today * 4096 + seq) * 4096 
   return partition .. '/' .. entry
 end
 
-local i = 6 + nd
-local partition, digests, payload = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
-local n = #digests / DIGEST
-local ids, hashes, seen = {}, {}, {}
-for j = 1, n do
-  ids[j] = string.sub(digests, (j - 1) * DIGEST + 1, j * DIGEST)
-  hashes[j] = hash32(ids[j])
-end
-for d = 1, nd do
-  local day = days[d]
-  if day.n > 0 then
-    for j = 1, n do
-      if not seen[j] and redis.call('HEXISTS', bucket(day, hashes[j]), ids[j]) == 1 then seen[j] = true end
+local function append(stream, at) -- one partition's part, its arguments from ARGV[at] on
+  local days = {}
+  for d = 1, nd do
+    local key = ARGV[at + d - 1]
+    local state = redis.call('HMGET', key, 'n', 'c')
+    local n = tonumber(state[1]) or 0
+    days[d] = {prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0}
+  end
+  local today = days[1]
+  local i = at + nd
+  local partition, digests, payload = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
+  local n = #digests / DIGEST
+  local ids, hashes, seen = {}, {}, {}
+  for j = 1, n do
+    ids[j] = string.sub(digests, (j - 1) * DIGEST + 1, j * DIGEST)
+    hashes[j] = hash32(ids[j])
+  end
+  for d = 1, nd do
+    local day = days[d]
+    if day.n > 0 then
+      for j = 1, n do
+        if not seen[j] and redis.call('HEXISTS', bucket(day, hashes[j]), ids[j]) == 1 then seen[j] = true end
+      end
     end
   end
-end
-local dups, fresh = {}, {}
-for j = 1, n do
-  if seen[j] then dups[#dups + 1] = j - 1 else fresh[#fresh + 1] = j end
-end
-local id = false
-if #fresh > 0 then
-  id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
-  local where = encode(partition, id)
-  if today.n == 0 then
-    create(today.prefix .. 0, {})
-    today.n, today.p = 1, 1
+  local dups, fresh = {}, {}
+  for j = 1, n do
+    if seen[j] then dups[#dups + 1] = j - 1 else fresh[#fresh + 1] = j end
   end
-  today.c = today.c + #fresh
-  while today.c > today.n * load do split() end -- first, so no bucket outgrows the listpack
-  for _, j in ipairs(fresh) do
-    redis.call('HSET', bucket(today, hashes[j]), ids[j], where)
+  local id = false
+  if #fresh > 0 then
+    id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
+    local where = encode(partition, id)
+    if today.n == 0 then
+      create(today.prefix .. 0, {})
+      today.n, today.p = 1, 1
+    end
+    today.c = today.c + #fresh
+    while today.c > today.n * load do split(today) end -- first, so no bucket outgrows the listpack
+    for _, j in ipairs(fresh) do
+      redis.call('HSET', bucket(today, hashes[j]), ids[j], where)
+    end
   end
+  if today.n > 0 then
+    redis.call('HSET', today.key, 'n', today.n, 'c', today.c)
+    redis.call('EXPIRE', today.key, ttl)
+  end
+  return {id, dups}
 end
-if today.n > 0 then
-  redis.call('HSET', today.key, 'n', today.n, 'c', today.c)
-  redis.call('EXPIRE', today.key, ttl)
+
+local results = {}
+for k = 1, #KEYS do
+  results[k] = append(KEYS[k], 6 + (k - 1) * (nd + 3))
 end
-return {id, dups}
+return results

@@ -53,6 +53,28 @@ def test_the_same_source_and_id_on_the_same_day_is_a_duplicate_and_another_sourc
     assert log.append({0: [ev("e1")]}, now_ms=now + 3 * DAY_MS)[0].duplicates == ()  # past it
 
 
+def test_a_request_over_many_partitions_and_script_runs_reports_each_partitions_duplicates(log) -> None:
+    """One Redis takes a request's partitions in runs of the append script (a few thousand events
+    each): each partition's entry and duplicates must come back in the request's order, whatever
+    run took it. Every third id is sent again among new ones."""
+    from runtime.log.partition_log import APPEND_RUN_EVENTS
+
+    now = int(time.time() * 1000)
+    sizes = {p: 1 + (p * 37) % 150 for p in range(64)}  # 64 partitions, several runs of events
+    assert sum(sizes.values()) > 2 * APPEND_RUN_EVENTS
+    first = {p: [ev(f"p{p}-{k}", now_ms=now) for k in range(n)] for p, n in sizes.items()}
+    appended = log.append(first, now_ms=now)
+    assert [(a.partition, a.duplicates) for a in appended] == [(p, ()) for p in sizes]
+    again = {
+        p: [ev(f"p{p}-{k}" if k % 3 == 0 else f"p{p}-new-{k}", now_ms=now) for k in range(n)] for p, n in sizes.items()
+    }
+    appended = log.append(again, now_ms=now + 1)
+    assert [(a.partition, a.duplicates) for a in appended] == [(p, tuple(range(0, n, 3))) for p, n in sizes.items()]
+    for p, n in sizes.items():
+        logged = [e.id for x in log.read_range(p, "0", 10) for e in x.events]
+        assert logged == [f"p{p}-{k}" for k in range(n)] + [f"p{p}-new-{k}" for k in range(n) if k % 3]
+
+
 def test_no_id_is_lost_when_buckets_split_and_the_trace_finds_each(redis_client) -> None:
     log = PartitionLog(redis_client, horizon_s=86_400)
     now = int(time.time() * 1000)
