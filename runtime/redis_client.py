@@ -16,12 +16,36 @@ from __future__ import annotations
 
 from typing import Any
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.cluster
+from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
 
 REPLY_TIMEOUT_S = 30.0  # how long a command may wait for its reply before the connection is given up
+
+
+class CommandPacker:
+    """Packs a command in one call to hiredis (C), which takes str, bytes, int and float
+    arguments as they are. redis-py's own packer checks and encodes each argument in Python
+    first, about 1 µs an argument: a quarter of a partition actor's CPU went there when it
+    published every event (scripts with thousands of arguments). Bytes on the wire are the
+    same (floats as ``repr``, text as UTF-8); other arguments (``bytearray``, ``memoryview``,
+    or a type Redis takes none of, refused with redis-py's ``DataError``) go to redis-py's."""
+
+    def __init__(self) -> None:
+        self._fallback = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode).pack
+
+    def pack(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if first.__class__ is str and " " in first or first.__class__ is bytes and b" " in first:
+            args = (*first.split(), *args[1:])  # "SCRIPT LOAD": a word each, as redis-py sends it
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError:
+            return self._fallback(*args)  # type: ignore[no-any-return]
 
 
 def connect(url: str, **options: Any) -> redis.Redis:
@@ -30,7 +54,7 @@ def connect(url: str, **options: Any) -> redis.Redis:
     if _is_cluster(url):
         options.pop("max_connections", None)  # per node in a cluster client; its default is ample
         return redis.cluster.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
-    return redis.Redis.from_url(url, **options)
+    return redis.Redis.from_url(url, command_packer=CommandPacker(), **options)
 
 
 def connect_async(url: str, **options: Any) -> aioredis.Redis:
