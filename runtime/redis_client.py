@@ -40,7 +40,7 @@ class CommandPacker:
 
     def pack(self, *args: Any) -> list[bytes]:
         first = args[0]
-        if first.__class__ is str and " " in first or first.__class__ is bytes and b" " in first:
+        if (first.__class__ is str and " " in first) or (first.__class__ is bytes and b" " in first):
             args = (*first.split(), *args[1:])  # "SCRIPT LOAD": a word each, as redis-py sends it
         try:
             return [hiredis.pack_command(args)]
