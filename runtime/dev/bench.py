@@ -791,11 +791,10 @@ def bench_delivery(
     import shutil
     import threading
 
-    import redis
-
     from runtime.config.store import ConfigStore
     from runtime.dev.receiver import Receiver
     from runtime.dev.redis_server import EmbeddedRedis, free_port
+    from runtime.redis_client import connect
     from runtime.subscriptions.dispatch import Dispatcher, new_event_loop
     from runtime.subscriptions.outbox import Outbox, Publication
     from runtime.subscriptions.topics import TopicRouter
@@ -824,7 +823,7 @@ def bench_delivery(
     receiver = Receiver([secret]).start()
     results: dict[str, Any] = {"events": events, "max_in_flight": max_in_flight, "receiver": "runtime.dev.receiver"}
     try:
-        client = redis.Redis.from_url(server.url)
+        client = connect(server.url)
         for batch in batches:
             mode = "single" if batch == 1 else f"batch_{batch}"
             name = f"bench-{mode.replace('_', '-')}"
@@ -896,7 +895,6 @@ def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
     from collections import Counter
 
     import orjson
-    import redis
 
     from runtime import keys
     from runtime.config.store import ConfigStore
@@ -905,6 +903,7 @@ def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
     from runtime.policy.ledger import Ledger
     from runtime.policy.models import Campaign, Policy
     from runtime.policy.stage import PolicyStage
+    from runtime.redis_client import connect
     from runtime.subscriptions.outbox import Outbox, Publication
     from runtime.subscriptions.pull import SubscriptionReader
     from runtime.subscriptions.topics import TopicRouter
@@ -949,7 +948,7 @@ def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
     server = EmbeddedRedis(state_dir / "redis", free_port()).start()
     results: dict[str, Any] = {"requests": requests}
     try:
-        client = redis.Redis.from_url(server.url)
+        client = connect(server.url)
         customers = [f"c{i}" for i in range(max(requests // 3, 1))]
         pipe = client.pipeline(transaction=False)
         for i, customer in enumerate(customers):
@@ -1008,7 +1007,7 @@ def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
         seen: dict[str, float] = {}
 
         def read_decisions() -> None:
-            reader = SubscriptionReader(redis.Redis.from_url(server.url), visibility_timeout_ms=600_000)
+            reader = SubscriptionReader(connect(server.url), visibility_timeout_ms=600_000)
             while len(seen) < stage_requests and not stop.is_set():
                 pulled = reader.pull("bench-dec", max_events=1000, wait_ms=100)["events"]
                 at = time.perf_counter()
@@ -1077,11 +1076,10 @@ def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5
     """
     import shutil
 
-    import redis
-
     from runtime.batch.sync import profiles
     from runtime.dev.redis_server import EmbeddedRedis, free_port
     from runtime.events.profiles import BatchProfiles, ProfileStore
+    from runtime.redis_client import connect
 
     ids = [f"c{i}" for i in range(customers)]
     vocabulary = [f"circle:behaviour:tag-{k}" for k in range(200)]
@@ -1093,7 +1091,7 @@ def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5
     server = EmbeddedRedis(state_dir / "redis", free_port()).start()
     results: dict[str, Any] = {"customers": customers, "batch": batch}
     try:
-        client = redis.Redis.from_url(server.url)
+        client = connect(server.url)
 
         def cpu() -> tuple[float, float, float]:  # wall, this process (every thread), redis-server
             used = client.info("cpu")
