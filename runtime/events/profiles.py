@@ -193,8 +193,9 @@ def _plain_number(value: Any) -> bool:
     return cls is bool
 
 
-def validate_profiles(profiles: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-    for index, (customer, attrs) in enumerate(profiles):
+def validate_profiles(profiles: Sequence[tuple[str, Mapping[str, Any]]], offset: int = 0) -> None:
+    """Raise :class:`InvalidRecord` for the first invalid profile, its index counted from ``offset``."""
+    for index, (customer, attrs) in enumerate(profiles, offset):
         if _plainly_valid(customer, attrs):
             continue
         problem = _attrs_problem(customer, attrs)
@@ -356,14 +357,16 @@ class BatchProfiles:
         return raw.decode() if isinstance(raw, bytes) else raw
 
     def write(self, version: str, profiles: Mapping[str, Mapping[str, Any]]) -> int:
-        """Stage attributes of ``version`` (call as often as needed, then ``switch``)."""
+        """Stage attributes of ``version`` (call as often as needed, then ``switch``). An invalid
+        profile raises :class:`InvalidRecord` (its index in ``profiles``); the profiles before it
+        may be staged already, which no reader sees until ``switch``."""
         check_version(version)
         items = list(profiles.items())
-        validate_profiles(items)
         prefix = keys.batch_profile_prefix(version)  # keys.batch_profile, its version part once
         if not self._cluster:
             self._write_runs(prefix, items)
             return len(items)
+        validate_profiles(items)
         for start in range(0, len(items), self._batch):  # the keys spread over the slots: a command each
             pipe = self._redis.pipeline(transaction=False)
             self._queue_spread(pipe, prefix, items[start : start + self._batch])
@@ -371,23 +374,30 @@ class BatchProfiles:
         return len(items)
 
     def _write_runs(self, prefix: str, items: list[tuple[str, Mapping[str, Any]]]) -> None:
-        """One script run per thousand customers, one packed value each; Redis runs one while
-        the next is encoded (the encoding and Redis took about as long as each other, one after
-        the other)."""
-        from concurrent.futures import Future, ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="profile-write") as sender:
-            running: Future[Any] | None = None
+        """One script run per thousand customers, one packed value each, on one connection:
+        each run is sent before the reply of the one before is read, so Redis runs one while the
+        next is validated and encoded (the two take about as long as each other). A reply is
+        read before the next run is sent: a failure stops the write there."""
+        pool = self._redis.connection_pool
+        connection = pool.get_connection()
+        sent = False
+        try:
             for start in range(0, len(items), WRITE_CHUNK):
                 part = items[start : start + WRITE_CHUNK]
+                validate_profiles(part, start)
                 names = [prefix + keys.part(c) for c, _ in part]
                 values = [packed_value(attrs) for _, attrs in part]
-                if running is not None:
-                    running.result()  # in order, one at a time: a failure stops the write there
-                command = ("EVAL", _BATCH_WRITE, len(names), *names, self._keep_s * 30, *values)
-                running = sender.submit(self._redis.execute_command, *command)
-            if running is not None:
-                running.result()
+                if sent:
+                    connection.read_response()
+                connection.send_command("EVAL", _BATCH_WRITE, len(names), *names, self._keep_s * 30, *values)
+                sent = True
+            if sent:
+                connection.read_response()
+                sent = False
+        finally:
+            if sent:  # a reply left unread: the connection cannot serve another command
+                connection.disconnect()
+            pool.release(connection)
 
     def _queue_spread(self, pipe: Any, prefix: str, chunk: list[tuple[str, Mapping[str, Any]]]) -> None:
         for customer, attrs in chunk:

@@ -236,6 +236,26 @@ def test_invalid_profiles_raise_with_index_and_write_nothing(profiles, redis_cli
     assert redis_client.exists(profile_key("ok")) == 0
 
 
+def test_a_batch_write_stops_at_an_invalid_profile_with_its_index_and_the_client_goes_on(profiles, redis_client):
+    """Batch profiles are validated a thousand at a time while Redis stores the thousand before:
+    an invalid one far into the call is reported with its index in the call, and the connection
+    that had a run in flight serves the next command."""
+    from runtime.events.profiles import WRITE_CHUNK, BatchProfiles
+
+    batch = BatchProfiles(redis_client)
+    bad = 2 * WRITE_CHUNK + 345
+    rows = {f"c{i}": {"tags": [f"t{i % 7}"]} for i in range(3 * WRITE_CHUNK)}
+    rows[f"c{bad}"] = {"scores": {"x": float("nan")}}
+    with pytest.raises(InvalidRecord) as info:
+        batch.write("v1", rows)
+    assert (info.value.index, info.value.field) == (bad, "scores")
+    assert redis_client.ping()
+    assert batch.write("v1", {"c1": {"tags": ["t"]}}) == 1
+    batch.switch("v1")
+    assert profiles.get("c1") == {"tags": ["t"]}
+    assert profiles.get(f"c{bad}") == {}  # never staged
+
+
 def test_batch_profiles_switch_versions_at_once_and_merge_under_own_attributes(profiles, redis_client):
     from runtime.events.profiles import BatchProfiles
 
