@@ -129,14 +129,11 @@ class PartitionEngine:
 
     def _restore(self, customer: str, rule: CompiledRule, wire: Any) -> None:
         if rule.group is not None:
-            state = GroupState.from_wire(wire)
-            plain = self._plain[rule.name]
-            if plain is not None:  # its partials alone (see _plain_sequence)
-                if partials := state.partials.get(plain[1]):
-                    self._state[rule.name][customer] = partials
-                return
-            self._state[rule.name][customer] = state
-            self._push_timers(customer, rule.name, state)
+            state = self._recast(rule, GroupState.from_wire(wire))
+            if state:
+                self._state[rule.name][customer] = state
+            if isinstance(state, GroupState):
+                self._push_timers(customer, rule.name, state)
             return
         times, refs, cooldown_until, *values = wire
         if times:
@@ -154,7 +151,7 @@ class PartitionEngine:
                 self._state[rule.name] = {
                     c: s for c, s in ((c, self._recast(rule, s)) for c, s in self._state[rule.name].items()) if s
                 }
-        # event type -> (rule, the plain sequence's handler or None, whether validity or audience gate it), by priority
+        # event type -> (rule, its handler or None, whether validity or audience gate it), by priority
         by_type: dict[str, list[tuple[CompiledRule, Handler | None, bool]]] = defaultdict(list)
         for rule in sorted(rules, key=lambda r: (-r.priority, r.name)):
             gated = rule.valid_from_ms is not None or rule.valid_until_ms is not None or rule.audience is not None
@@ -171,7 +168,7 @@ class PartitionEngine:
         partial matches alone (``dict[int, Partial]``), any other group rule a GroupState."""
         plain = self._plain[rule.name]
         if plain is None:
-            return state if isinstance(state, GroupState) else GroupState(partials={rule.group.path: state})  # type: ignore[union-attr]
+            return self._group_state(rule, state)
         return state.partials.get(plain[1]) if isinstance(state, GroupState) else state
 
     def _group_state(self, rule: CompiledRule, state: Any) -> GroupState | None:
