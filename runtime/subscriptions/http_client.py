@@ -228,10 +228,9 @@ class HttpClient:
                 ),
                 max(deadline - loop.time(), 0),
             )
-        except (OSError, ssl.SSLError) as exc:  # TimeoutError, an OSError, is the time limit's own
-            if isinstance(exc, TimeoutError):
-                raise
-
+        except asyncio.TimeoutError:  # the time limit's own (before Python 3.11 not the builtin TimeoutError)
+            raise TimeoutError from None
+        except (OSError, ssl.SSLError) as exc:
             raise HttpError("ConnectError", f"cannot connect to {host}:{port}: {exc}") from exc
         self._open = {c for c in self._open if not c.closed}
         self._open.add(connection)

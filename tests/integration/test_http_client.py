@@ -296,3 +296,22 @@ def test_tls_verifies_the_name_given_apart_from_the_address_connected_to(tmp_pat
         assert ipaddress.ip_address(url.host)  # connected by address both times
 
     run(test)
+
+
+def test_a_connection_that_never_completes_its_tls_handshake_times_out() -> None:
+    """The time limit covers connecting too: a peer that accepts TCP and never answers the TLS
+    handshake ends the request at the limit, as a TimeoutError like a silent answer."""
+
+    async def test() -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(10)
+
+        async with Server(silent) as server:
+            client = HttpClient(limit=1, timeout_s=0.5)
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await client.post(server.url(scheme="https"), b"x", {})
+            assert 0.4 < time.monotonic() - started < 2
+            await client.close()
+
+    run(test)
