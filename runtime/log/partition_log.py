@@ -216,18 +216,20 @@ class PartitionLog:
         else:
             version = self._redis.get(keys.CONFIG_VERSION) or b"0"
         shared: list[Any] = [version, (days + 1) * DAY_S, BUCKET_LOAD, day * DAY_MS, days + 1]
-        runs: list[tuple[list[str], list[Any], int]] = []  # (streams, their arguments, events)
+        runs: list[tuple[list[str], list[Any]]] = []  # (streams, their arguments)
+        in_run = 0  # events in the last run
         for partition, events in by_partition.items():
             # a partition's keys share a hash slot, partitions do not: on a cluster, a run each
-            if self._cluster or not runs or runs[-1][2] + len(events) > APPEND_RUN_EVENTS:
-                runs.append(([], [], 0))
-            streams, argv, count = runs[-1]
+            if self._cluster or not runs or in_run + len(events) > APPEND_RUN_EVENTS:
+                runs.append(([], []))
+                in_run = 0
+            streams, argv = runs[-1]
             streams.append(keys.log_stream(partition))
             argv += [keys.idempotency(partition, source, day - back) for back in range(days + 1)]
             argv += [partition, b"".join([id_digest(source, e.id) for e in events]), encode_events(events)]
-            runs[-1] = (streams, argv, count + len(events))
+            in_run += len(events)
         pipe = self._redis.pipeline(transaction=False)
-        for streams, argv, _ in runs:
+        for streams, argv in runs:
             queue_script(pipe, _APPEND, streams, shared + argv)
         replies = [part for run in pipe.execute() for part in run]
         return [

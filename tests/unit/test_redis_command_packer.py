@@ -51,4 +51,8 @@ def test_clients_made_by_connect_use_it(redis_server) -> None:
     pipe.hgetall("h")
     assert pipe.execute()[1] == {b"a": b"1.5", b"b": b"100000000000000000000"}
     assert client.get("packed") == "é".encode() * 3
-    assert isinstance(client.connection_pool.get_connection()._command_packer, CommandPacker)
+    connection = client.connection_pool.get_connection()
+    try:
+        assert isinstance(connection._command_packer, CommandPacker)
+    finally:
+        client.connection_pool.release(connection)
