@@ -171,12 +171,13 @@ class PartitionEngine:
             return self._group_state(rule, state)
         return state.partials.get(plain[1]) if isinstance(state, GroupState) else state
 
-    def _group_state(self, rule: CompiledRule, state: Any) -> GroupState | None:
-        """The GroupState a group rule's customer state stands for (checkpoints and ``esp why``
-        read one form)."""
-        if state is None or isinstance(state, GroupState):
-            return state
-        return GroupState(partials={rule.group.path: state})  # type: ignore[union-attr]
+    @staticmethod
+    def _group_state(rule: CompiledRule, state: Any) -> Any:
+        """A customer's state in the form checkpoints and ``esp why`` read: a plain sequence's
+        partial matches (a dict) as the GroupState they stand for, any other state as it is."""
+        if isinstance(state, dict):
+            return GroupState(partials={rule.group.path: state})  # type: ignore[union-attr]
+        return state
 
     @property
     def rules(self) -> dict[str, CompiledRule]:
@@ -529,7 +530,7 @@ class PartitionEngine:
         refs = [r.split(SEP, 1) for r in matched_refs]  # [source, id]: output_id encodes them as a tuple would
         matched = [{"source": s, "id": i} for s, i in refs]
         when = format_time_ms(time_ms)
-        name = rule.name
+        name, source = rule.name, f"esp/rule/{rule.name}"
         outputs = []
         for index, topic in enumerate(rule.action_topics):
             oid = output_id(name, customer, refs, index)
@@ -543,7 +544,7 @@ class PartitionEngine:
             cloudevent = {
                 "specversion": "1.0",
                 "id": oid,
-                "source": f"esp/rule/{name}",
+                "source": source,
                 "type": topic,
                 "time": when,
                 "subject": customer,
@@ -558,9 +559,7 @@ class PartitionEngine:
         return [
             explain_rule(
                 self._rules[n],
-                self._group_state(self._rules[n], self._state[n].get(customer))
-                if self._rules[n].group is not None
-                else self._state[n].get(customer),
+                self._group_state(self._rules[n], self._state[n].get(customer)),
                 self._cooldowns.get(n, {}).get(customer),
             )
             for n in names
