@@ -114,6 +114,7 @@ class PartitionEngine:
         self._clock: dict[str, int] = {}
         self._offset: dict[str, int] = {}
         self.retractions: list[Retraction] = []  # since the runner last took them
+        self._profiles: dict[str, dict[str, Any]] | None = None  # on_events's, for the rules that read them
         if resume_state:  # before the rules: their handlers hold these dicts
             self._clock = {sys.intern(c): int(t) for c, t in resume_state.get("clocks", {}).items()}
             self._offset = {sys.intern(c): int(o) for c, o in resume_state.get("offsets", {}).items()}
@@ -158,8 +159,13 @@ class PartitionEngine:
             handler = self._handler(rule)
             for event_type in rule.event_types:
                 by_type[event_type].append((rule, handler, gated))
-        self._by_type = dict(by_type)
         self._needs_context = {r.name for r in rules if r.expressions}  # others never read the event as a dict
+        # event type -> what one event of it does: the handler of its only rule when that rule
+        # needs neither a gate nor a context (the hot path), else a walk over its rules
+        self._dispatch: dict[str, Handler] = {
+            t: found[0][1] if len(found) == 1 and found[0][1] is not None and not found[0][2] else self._walk(found)
+            for t, found in by_type.items()
+        }
         self._reads_profiles = any(r.reads_profiles for r in rules)
         self._group_rules = [r.name for r in rules if r.group is not None]
 
@@ -212,19 +218,40 @@ class PartitionEngine:
         tells which customers' events arrive far behind the others' (a backfill): their timers
         and expiry then follow their own time."""
         outputs: list[Output] = []
-        by_type, timers, offsets = self._by_type, self._timers, self._offset
-        backfill_from = None if watermark is None else watermark - self.lateness_ms
+        dispatch, timers, offsets = self._dispatch.get, self._timers, self._offset
+        # an event older than this may start a backfill; no bound when there is no watermark
+        backfill_from = -sys.maxsize if watermark is None else watermark - self.lateness_ms
+        due = timers[0][0] if timers else sys.maxsize  # the earliest timer: one due before an event fires first
+        self._profiles = profiles  # the batch's, for the rules that read them (see _walk)
         for event in events:
-            rules = by_type.get(event.type)
-            customer, time_ms = event.customer, event.time
-            if backfill_from is not None and (time_ms < backfill_from or customer in offsets):
-                self._track_offset(customer, time_ms, watermark)  # type: ignore[arg-type]
-            if offsets and customer in offsets:  # a backfill: its own waits that ended before it fire first
-                outputs += self._customer_timers(customer, time_ms)
-            elif timers and timers[0][0] <= time_ms:  # a wait that ended before this event fires first
+            time_ms = event.time
+            if offsets or time_ms < backfill_from:  # a backfill is (or may be) under way
+                customer = event.customer
+                if watermark is not None and (time_ms < backfill_from or customer in offsets):
+                    self._track_offset(customer, time_ms, watermark)  # may move the customer's timers
+                    due = timers[0][0] if timers else sys.maxsize
+                if customer in offsets:  # its own waits that ended before it fire first
+                    outputs += self._customer_timers(customer, time_ms)
+                elif time_ms >= due:
+                    outputs += self.on_timer(time_ms)
+                due = timers[0][0] if timers else sys.maxsize
+            elif time_ms >= due:
                 outputs += self.on_timer(time_ms)
-            if not rules:
-                continue
+                due = timers[0][0] if timers else sys.maxsize
+            handler = dispatch(event.type)
+            if handler is not None:
+                handler(event, outputs)
+                if timers and timers[0][0] < due:  # the event started a wait
+                    due = timers[0][0]
+        return outputs
+
+    def _walk(self, rules: list[tuple[CompiledRule, Handler | None, bool]]) -> Handler:
+        """One event through several rules of its type, or a gated one, or one that reads the
+        event as a dict (built once, shared by them)."""
+        needs_context = self._needs_context
+
+        def on_event(event: Event, outputs: list[Output]) -> None:
+            customer, time_ms, profiles = event.customer, event.time, self._profiles
             context = None
             for rule, handler, gated in rules:
                 if gated and not self._admits(rule, customer, time_ms, profiles):
@@ -232,7 +259,7 @@ class PartitionEngine:
                 if handler is not None:
                     handler(event, outputs)
                     continue
-                if context is None and rule.name in self._needs_context:
+                if context is None and rule.name in needs_context:
                     context = event.as_context()
                     if profiles is not None:
                         context["profile"] = profiles.get(customer, {})
@@ -240,7 +267,8 @@ class PartitionEngine:
                     self._on_group_event(rule, event, context, outputs)
                 elif rule.where.predicate(context):  # type: ignore[union-attr]  # one that reads more than data
                     self._on_match(rule, event, outputs)
-        return outputs
+
+        return on_event
 
     @staticmethod
     def _admits(rule: CompiledRule, customer: str, time_ms: int, profiles: dict[str, dict[str, Any]] | None) -> bool:
@@ -383,6 +411,8 @@ class PartitionEngine:
         steps, _, within, last = plain
         states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
         clock, fire, intern = self._clock, self._fire, sys.intern
+        if last == 1 and sorted(steps.values()) == [(0,), (1,)]:
+            return self._pair(rule, plain)
 
         def on_event(event: Event, outputs: list[Output]) -> None:
             customer, t = event.customer, event.time
@@ -424,6 +454,40 @@ class PartitionEngine:
                 states[customer] = kept
             else:
                 del states[customer]
+
+        return on_event
+
+    def _pair(self, rule: CompiledRule, plain: PlainSequence) -> Handler:
+        """``_plain_sequence`` for the most common sequence of all, "an event of one type, then
+        one of another": a customer's only partial match is ``{1: (time, [ref], time)}``, from
+        its newest first event (the one a later second event completes)."""
+        steps, _, within, _ = plain
+        first = next(t for t, k in steps.items() if k == (0,))
+        states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
+        clock, fire, intern = self._clock, self._fire, sys.intern
+
+        def on_event(event: Event, outputs: list[Output]) -> None:
+            customer, t = event.customer, event.time
+            newest = clock.get(customer)
+            if newest is None:
+                clock[intern(customer)] = t
+            elif t > newest:
+                clock[customer] = t
+            old = states.get(customer)
+            if event.type == first:  # the newest start wins (an older start of a late event does not)
+                if old is None:
+                    states[intern(customer)] = {1: (t, [f"{event.source}{SEP}{event.id}"], t)}
+                elif old[1][0] <= t:
+                    states[customer] = {1: (t, [f"{event.source}{SEP}{event.id}"], t)}
+                return
+            if old is None:
+                return
+            start, refs, at = old[1]
+            if t - start >= within:  # too late for it, and for any later second event
+                del states[customer]
+            elif at <= t:
+                del states[customer]
+                outputs += fire(rule, customer, t, [*refs, f"{event.source}{SEP}{event.id}"])
 
         return on_event
 

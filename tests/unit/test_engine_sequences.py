@@ -136,10 +136,14 @@ def test_expire_keeps_live_partials_and_drops_stale_ones():
 
 
 @st.composite
-def plain_case(draw):
+def plain_case(draw, *, pair=False):
     """A sequence of plain steps (no ``where``, no ``not``, relaxed), several customers, event
-    times out of order (late events) and repeated step types."""
-    steps = draw(st.lists(st.sampled_from(TYPES[:3]), min_size=2, max_size=4))
+    times out of order (late events) and repeated step types. ``pair``: two steps of two types,
+    the shape the engine has its own path for."""
+    if pair:
+        steps = draw(st.lists(st.sampled_from(TYPES[:3]), min_size=2, max_size=2, unique=True))
+    else:
+        steps = draw(st.lists(st.sampled_from(TYPES[:3]), min_size=2, max_size=4))
     events = []
     for i in range(draw(st.integers(1, 40))):
         time_ms = draw(st.integers(0, 40))
@@ -149,7 +153,7 @@ def plain_case(draw):
 
 
 @settings(max_examples=300, deadline=None)
-@given(plain_case(), st.integers(0, 40))
+@given(st.one_of(plain_case(), plain_case(pair=True)), st.integers(0, 40))
 def test_plain_sequences_take_the_fast_path_with_the_generic_results(c, split):
     """A step without ``where`` takes the engine's plain-sequence path; ``where: data.v >= 0``
     (always true) keeps the same rule on the generic path. Outputs, state and a restart from
