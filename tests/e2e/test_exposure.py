@@ -69,6 +69,10 @@ def test_esp_up_listens_on_loopback_only_and_keeps_its_secrets_private(tmp_path:
             started = descendants(os.getpid(), skip=before)
             sockets = sockets_once_all_listen(started, set(ports.values()))
             commands = {pid: command(pid) for pid, _, _ in sockets}
+            # the raylet starts the node's dashboard agent with its environment (the agent's own
+            # /proc environ is overwritten by its process title)
+            everything = descendants(os.getpid(), skip=before)
+            raylets = [environment(pid) for pid in everything if "raylet/raylet" in command(pid)]
         finally:
             kill_all(started | descendants(os.getpid(), skip=before))
 
@@ -79,6 +83,9 @@ def test_esp_up_listens_on_loopback_only_and_keeps_its_secrets_private(tmp_path:
     assert {name: bound.get(port) for name, port in ports.items()} == {name: "127.0.0.1" for name in ports}
     assert len(sockets) > len(ports)  # Ray's raylet, agents and workers were seen too
 
+    # the Ray it started is ESP's: its dashboard agents walk the processes once a minute, not every 5 s
+    assert raylets and [env.get("REPORTER_UPDATE_INTERVAL_MS") for env in raylets] == ["60000"] * len(raylets)
+
     password = (state_dir / "redis" / "password").read_text().strip()
     assert password not in output + errors
     assert f"redis://:***@127.0.0.1:{ports['REDIS_PORT']}/0" in output
@@ -88,6 +95,14 @@ def test_esp_up_listens_on_loopback_only_and_keeps_its_secrets_private(tmp_path:
     }
     holding = {str(p.relative_to(state_dir)) for p in state_dir.rglob("*") if p.is_file() and password in _text(p)}
     assert holding == {"redis/password", "redis/redis.conf"}
+
+
+def environment(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(item.split("=", 1) for item in raw.decode("utf-8", "replace").split("\0") if "=" in item)
 
 
 def _text(path: Path) -> str:
