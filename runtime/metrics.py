@@ -54,8 +54,8 @@ RETRACTIONS = MetricSpec(
 EVENT_DELAY = MetricSpec(
     "esp_event_delay_seconds",
     "histogram",
-    "How far behind its partition's newest event time each log entry's oldest event arrives (size "
-    "ESP_REORDER_WAIT_MS / ESP_MAX_OUT_OF_ORDER_S from it).",
+    "How far behind its partition's newest event time log entries arrive: per partition and second, the "
+    "largest such delay of an entry's oldest event (size ESP_REORDER_WAIT_MS / ESP_MAX_OUT_OF_ORDER_S from it).",
     ("partition",),
     (0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
 )

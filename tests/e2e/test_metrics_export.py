@@ -129,3 +129,32 @@ def test_metrics_are_only_esp_series_under_their_own_names(platform, client):
     assert not any(label.startswith("otel_scope_") for label in labels), labels
     requests = {(r["source"], r["status"]) for r in samples["esp_ingest_requests_total"]}
     assert requests >= {("e2e", "202"), ("", "401")}  # per source; empty when none was named
+
+
+def delay_observations(platform) -> float:
+    """How many values ``esp_event_delay_seconds`` holds, over every partition and actor."""
+    text = as_admin.get(f"{platform.base_url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == f"{m.EVENT_DELAY.name}_count"
+    )
+
+
+EXPORT_EVERY_S = 10  # Ray's metrics_report_interval_ms: how often a process's values reach its agent
+
+
+def test_entry_delays_are_observed_once_per_partition_and_second_not_once_per_entry(platform, client):
+    """A hundred log entries of one partition (one customer, a request each) within a second or
+    two make one observation per second at most: one per entry would make Ray's agent replay
+    every one of them at each export, a burst that delays the events in flight. (The earlier
+    tests' last event may add one observation of its own.)"""
+    before = delay_observations(platform)
+    started = time.monotonic()
+    for i in range(100):
+        assert client.send([event(i, "mx.delay", prefix="mxd", customer="mx-delay")]).accepted == 1
+    sending_s = time.monotonic() - started
+    time.sleep(EXPORT_EVERY_S + 2)  # the actor's next observation, then Ray's next export
+    after = delay_observations(platform)
+    assert 1 <= after - before <= sending_s + 3, (after - before, sending_s)
