@@ -409,10 +409,10 @@ class PartitionEngine:
         matches alone, ``{steps done: match}`` (``_group_state`` gives the GroupState it stands
         for)."""
         steps, _, within, last = plain
-        states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
-        clock, fire, intern = self._clock, self._fire, sys.intern
         if last == 1 and sorted(steps.values()) == [(0,), (1,)]:
             return self._pair(rule, plain)
+        states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
+        clock, fire, intern = self._clock, self._fire, sys.intern
 
         def on_event(event: Event, outputs: list[Output]) -> None:
             customer, t = event.customer, event.time
