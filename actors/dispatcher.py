@@ -16,7 +16,7 @@ from typing import Any
 from actors.factory import actor_started
 from runtime import metrics as m
 from runtime.subscriptions.dispatch import Dispatcher, new_event_loop
-from serve.metrics import metric
+from serve.metrics import metric, observe
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class RayMetrics:
     def delivered(self, destination: str, count: int, latency_s: float) -> None:
         tags = {"destination": destination}
         metric(m.DELIVERED).inc(count, tags=tags)
-        metric(m.DELIVERY_LATENCY).observe(latency_s, tags=tags)
+        observe(m.DELIVERY_LATENCY, latency_s, tags)
 
     def retried(self, destination: str) -> None:
         metric(m.RETRIED).inc(1, tags={"destination": destination})

@@ -29,7 +29,7 @@ from runtime.log.partition_log import Fenced
 from runtime.log.partitioning import recorded_assignment
 from runtime.partition import PartitionRunner
 from runtime.redis_client import connect
-from serve.metrics import metric
+from serve.metrics import metric, observe
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class PartitionActor:
                 delays[partition] = delay_ms
         if delays and time.monotonic() - self._delays_observed >= DELAY_EVERY_S:
             for partition, delay_ms in delays.items():
-                metric(m.EVENT_DELAY).observe(delay_ms / 1000, tags={"partition": str(partition)})
+                observe(m.EVENT_DELAY, delay_ms / 1000, {"partition": str(partition)})
             delays.clear()
             self._delays_observed = time.monotonic()
 

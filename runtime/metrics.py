@@ -12,6 +12,9 @@ actors): never a customer, an event or an output id.
 
 from __future__ import annotations
 
+import random
+import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 
@@ -22,6 +25,39 @@ class MetricSpec:
     description: str
     labels: tuple[str, ...] = ()
     boundaries: tuple[float, ...] = ()
+
+
+# Ray's metrics agent replays every histogram observation one by one when it exports (every 10 s),
+# at some 10-15 µs each: thousands a second (a webhook per event) make it burst a large part of a
+# core, delaying everything else on the node. Beyond this many a second per histogram and label
+# set, observations are sampled at random down to about this many; quantiles stay as they were,
+# and the matching counters (deliveries, requests) still count everything.
+HISTOGRAM_SAMPLES_PER_S = 100
+
+
+class HistogramSampler:
+    """Which observations of a histogram to record: every one while a label set had at most
+    ``per_s`` in the previous second, else each with probability ``per_s / that count``."""
+
+    def __init__(
+        self,
+        per_s: int = HISTOGRAM_SAMPLES_PER_S,
+        clock: Callable[[], float] = time.monotonic,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self._per_s, self._clock, self._draw = per_s, clock, draw
+        self._second = 0
+        self._seen: dict[Hashable, int] = {}  # this second's observations per key
+        self._before: dict[Hashable, int] = {}  # the previous second's
+
+    def keep(self, key: Hashable) -> bool:
+        second = int(self._clock())
+        if second != self._second:
+            self._before = self._seen if second == self._second + 1 else {}
+            self._seen, self._second = {}, second
+        self._seen[key] = self._seen.get(key, 0) + 1
+        rate = self._before.get(key, 0)
+        return rate <= self._per_s or self._draw() * rate < self._per_s
 
 
 LATENCY_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

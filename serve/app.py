@@ -50,7 +50,7 @@ from serve import access, errors, hosts, limits, sse
 from serve import console as operator_console
 from serve import schemas as s
 from serve.exposition import esp_series
-from serve.metrics import metric
+from serve.metrics import metric, observe
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class EspApi(operator_console.ConsoleRoutes):
             raise
         finally:
             metric(m.INGEST_REQUESTS).inc(1, tags={"source": source, "status": str(status)})
-            metric(m.INGEST_LATENCY).observe(time.perf_counter() - started)
+            observe(m.INGEST_LATENCY, time.perf_counter() - started)
 
     def _record_ingest(self, result: Any) -> None:
         for rejected in result.rejected[:MAX_LOGGED_REJECTIONS]:  # each one is in the quarantine
@@ -269,7 +269,7 @@ class EspApi(operator_console.ConsoleRoutes):
                 extra=fields(source=result.source),
             )
         counter = metric(m.INGEST_EVENTS)
-        metric(m.INGEST_BATCH).observe(result.total)
+        observe(m.INGEST_BATCH, result.total)
         counts: Counter[tuple[str, str]] = Counter()
         counts["accepted", ""] += result.accepted
         counts["duplicate", ""] += result.duplicates

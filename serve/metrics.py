@@ -14,7 +14,9 @@ from typing import Any
 import ray
 from ray.util import metrics as ray_metrics
 
-from runtime.metrics import ACTOR_RESTARTS, MetricSpec
+from runtime.metrics import ACTOR_RESTARTS, HistogramSampler, MetricSpec
+
+_sampler = HistogramSampler()
 
 
 @cache
@@ -27,6 +29,13 @@ def metric(spec: MetricSpec) -> Any:
     return ray_metrics.Histogram(
         spec.name, description=spec.description, boundaries=list(spec.boundaries), tag_keys=spec.labels
     )
+
+
+def observe(spec: MetricSpec, value: float, tags: dict[str, str] | None = None) -> None:
+    """Record ``value`` in the histogram ``spec``, sampled above ``HISTOGRAM_SAMPLES_PER_S`` a
+    second per label set (see ``runtime.metrics.HistogramSampler``)."""
+    if _sampler.keep((spec.name, *(tags or {}).values())):
+        metric(spec).observe(value, tags=tags)
 
 
 def count_restart(role: str, actor: str) -> None:
