@@ -400,7 +400,7 @@ class PartitionRunner:
                 self._publish_now([pub for _, _, pub in atomic], stats)
             else:
                 self._pending += atomic
-        late = self.engines[partition].late(events)
+        late = self.engines[partition].late(events, self.clocks[partition].newest)  # before this entry's events
         if late:
             self._late(partition, late, stats)
             if self.settings.late_events != "accept":

@@ -28,7 +28,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import deque
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import msgspec
@@ -96,7 +96,8 @@ class EventClock:
         watermark has now passed, in event-time order (arrival order among equal times)."""
         if not events:
             return []
-        oldest, newest = min(e.time for e in events), max(e.time for e in events)
+        times = list(map(_time, events))
+        oldest, newest = min(times), max(times)
         self.last_delay_ms = None
         if self.newest:
             self._count_delay(self.newest - oldest)
@@ -174,5 +175,4 @@ class EventClock:
         }
 
 
-def _time(event: Event) -> int:
-    return event.time
+_time = attrgetter("time")  # an event's time, as a sort key (in C: a third of a Python function's cost)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import sys
+from operator import attrgetter
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ class Retraction:
 
 
 Handler = Callable[[Event, list["Output"]], None]  # one rule's step for one event
+_event_time = attrgetter("time")
 
 
 def output_id(rule: str, customer: str, refs: Sequence[Sequence[str]], action_index: int) -> str:
@@ -308,12 +310,16 @@ class PartitionEngine:
             if isinstance(state, GroupState):
                 self._push_timers(customer, name, state)
 
-    def late(self, events: Iterable[Event]) -> list[tuple[Event, int]]:
+    def late(self, events: Sequence[Event], newest: int | None = None) -> list[tuple[Event, int]]:
         """The events older than their own customer's newest evaluated event by more than the
         allowed lateness (other customers' events never make an event late), each with how far
-        behind its customer it is (ms)."""
+        behind its customer it is (ms). ``newest``: a time no customer's newest evaluated event
+        is after (the partition's newest event time); when every event is within the lateness of
+        it, none is late and no customer is looked up."""
         clocks, lateness = self._clock, self.lateness_ms
-        if not clocks:
+        if not clocks or not events:
+            return []
+        if newest and min(map(_event_time, events)) >= newest - lateness:
             return []
         return [
             (e, clocks[e.customer] - e.time)
