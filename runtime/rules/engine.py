@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import heapq
 import sys
-from operator import attrgetter
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import orjson
