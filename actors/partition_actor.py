@@ -33,12 +33,7 @@ from serve.metrics import metric, observe
 
 logger = logging.getLogger(__name__)
 
-LAG_REFRESH_S = 1.0
-# esp_event_delay_seconds takes one value per partition this often (the largest delay of the
-# entries since), not one per entry: Ray's metrics agent replays every histogram observation one
-# by one when it exports, and one per entry (a thousand or more a second at 10 k events/s) made
-# it burst half a core every export, delaying every event in flight
-DELAY_EVERY_S = 1.0
+LAG_REFRESH_S = 1.0  # the lag gauges and esp_event_delay_seconds (see _record_lag)
 
 
 class PartitionActor:
@@ -58,7 +53,6 @@ class PartitionActor:
         self._poison_recorded = 0
         self._lag: dict[int, int] = {}  # entries not yet read, per partition, as of the last refresh
         self._delays: dict[int, int] = {}  # per partition: the largest entry delay (ms) not yet observed
-        self._delays_observed = time.monotonic()
         self._node_id = ray.get_runtime_context().get_node_id()
         self._thread = threading.Thread(target=self._loop, name="partition-loop", daemon=True)
         self._thread.start()
@@ -116,15 +110,17 @@ class PartitionActor:
         for partition, delay_ms in stats.delays:
             if delay_ms >= delays.get(partition, 0):
                 delays[partition] = delay_ms
-        if delays and time.monotonic() - self._delays_observed >= DELAY_EVERY_S:
-            for partition, delay_ms in delays.items():
-                observe(m.EVENT_DELAY, delay_ms / 1000, {"partition": str(partition)})
-            delays.clear()
-            self._delays_observed = time.monotonic()
 
     def _record_lag(self) -> None:
         """Refresh the per-partition gauges: log entries not yet read, and how far each
-        watermark trails the wall clock (once the partition has seen an event)."""
+        watermark trails the wall clock (once the partition has seen an event); and observe each
+        partition's largest entry delay since the last refresh in ``esp_event_delay_seconds``.
+        One observation per entry (a thousand or more a second at 10 k events/s) made Ray's
+        metrics agent, which replays every histogram observation when it exports, burst half a
+        core every export and delay every event in flight."""
+        for partition, delay_ms in self._delays.items():
+            observe(m.EVENT_DELAY, delay_ms / 1000, {"partition": str(partition)})
+        self._delays.clear()
         self._lag = self._runner.log.backlog(self._runner.partitions)
         for partition, lag in self._lag.items():
             metric(m.LAG).set(lag, tags={"partition": str(partition)})

@@ -223,7 +223,7 @@ class PartitionEngine:
         dispatch, timers, offsets = self._dispatch.get, self._timers, self._offset
         # an event older than this may start a backfill; no bound when there is no watermark
         backfill_from = -sys.maxsize if watermark is None else watermark - self.lateness_ms
-        due = timers[0][0] if timers else sys.maxsize  # the earliest timer: one due before an event fires first
+        due = self._earliest_timer()  # a wait that ends before an event fires first
         self._profiles = profiles  # the batch's, for the rules that read them (see _walk)
         for event in events:
             time_ms = event.time
@@ -231,21 +231,25 @@ class PartitionEngine:
                 customer = event.customer
                 if watermark is not None and (time_ms < backfill_from or customer in offsets):
                     self._track_offset(customer, time_ms, watermark)  # may move the customer's timers
-                    due = timers[0][0] if timers else sys.maxsize
+                    due = self._earliest_timer()
                 if customer in offsets:  # its own waits that ended before it fire first
                     outputs += self._customer_timers(customer, time_ms)
                 elif time_ms >= due:
                     outputs += self.on_timer(time_ms)
-                due = timers[0][0] if timers else sys.maxsize
+                due = self._earliest_timer()
             elif time_ms >= due:
                 outputs += self.on_timer(time_ms)
-                due = timers[0][0] if timers else sys.maxsize
+                due = self._earliest_timer()
             handler = dispatch(event.type)
             if handler is not None:
                 handler(event, outputs)
                 if timers and timers[0][0] < due:  # the event started a wait
                     due = timers[0][0]
         return outputs
+
+    def _earliest_timer(self) -> int:
+        """The heap's first deadline (it may be a stale entry), or no deadline at all."""
+        return self._timers[0][0] if self._timers else sys.maxsize
 
     def _walk(self, rules: list[tuple[CompiledRule, Handler | None, bool]]) -> Handler:
         """One event through several rules of its type, or a gated one, or one that reads the
@@ -418,15 +422,11 @@ class PartitionEngine:
         if last == 1 and sorted(steps.values()) == [(0,), (1,)]:
             return self._pair(rule, plain)
         states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
-        clock, fire, intern = self._clock, self._fire, sys.intern
+        advance, fire, intern = self._advance_clock, self._fire, sys.intern
 
         def on_event(event: Event, outputs: list[Output]) -> None:
             customer, t = event.customer, event.time
-            newest = clock.get(customer)
-            if newest is None:
-                clock[intern(customer)] = t
-            elif t > newest:
-                clock[customer] = t
+            advance(customer, t)
             old = states.get(customer)
             if old is None:  # most events: a first step starts the customer's only match, others do nothing
                 if steps[event.type][0]:
@@ -470,15 +470,11 @@ class PartitionEngine:
         steps, _, within, _ = plain
         first = next(t for t, k in steps.items() if k == (0,))
         states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
-        clock, fire, intern = self._clock, self._fire, sys.intern
+        advance, fire, intern = self._advance_clock, self._fire, sys.intern
 
         def on_event(event: Event, outputs: list[Output]) -> None:
             customer, t = event.customer, event.time
-            newest = clock.get(customer)
-            if newest is None:
-                clock[intern(customer)] = t
-            elif t > newest:
-                clock[customer] = t
+            advance(customer, t)
             old = states.get(customer)
             if event.type == first:  # the newest start wins (an older start of a late event does not)
                 if old is None:

@@ -175,7 +175,7 @@ def test_the_poison_metric_counts_set_aside_events(redis_server, redis_client, t
     shell = partition_actor.PartitionActor.__new__(partition_actor.PartitionActor)  # no thread, no Ray
     runner = PartitionRunner(runner_settings(redis_server, tmp_path), [0], consumer="a", client=redis_client)
     shell._runner, shell._index, shell._poison_recorded = runner, 0, 0
-    shell._delays, shell._delays_observed = {}, 0.0
+    shell._delays = {}
     runner.totals.poison = 2
     shell._record(StepStats())
     shell._record(StepStats())
