@@ -28,6 +28,7 @@ from runtime import metrics as m
 from runtime.log.partition_log import Fenced
 from runtime.log.partitioning import recorded_assignment
 from runtime.partition import PartitionRunner
+from runtime.process_gc import release_free_memory
 from runtime.redis_client import connect
 from serve.metrics import metric, observe
 
@@ -129,6 +130,7 @@ class PartitionActor:
             if clock.newest:
                 delay_s = max(0.0, now_ms - clock.watermark) / 1000
                 metric(m.WATERMARK_DELAY).set(delay_s, tags={"partition": str(partition)})
+        release_free_memory()
 
     def status(self) -> dict[str, Any]:
         with self._lock:

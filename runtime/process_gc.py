@@ -9,10 +9,17 @@ exception traceback. ``tune_gc`` collects young objects every 50,000 allocations
 ones rarely, and freezes what the process built while starting (modules, settings) out of
 every collection. Memory stays bounded: what is garbage without a cycle is freed at once by
 reference counting, whatever the pace.
+
+Freed memory is not given back to the system by itself: glibc's allocator keeps the heap it
+grew for a burst (a partition actor decoding a large read, a replica decoding a large request)
+for the next one. ``release_free_memory`` hands it back; the long-running processes call it
+about once a second.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 
 THRESHOLDS = (50_000, 20, 100)  # young allocations, then young and middle collections per next older one
@@ -25,3 +32,19 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)
+
+
+def _malloc_trim() -> ctypes._CFuncPtr | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim``; a no-op elsewhere)."""
+    if _TRIM is not None:
+        _TRIM(0)
