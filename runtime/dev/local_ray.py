@@ -24,12 +24,24 @@ def loopback_environment() -> dict[str, str]:
     return {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
-# Ray's dashboard agent walks every process of its node with psutil for the dashboard's node and
-# worker figures, by default every 5 s: a burst of half a core for a few hundred ms, which on a
-# small machine delays every event in flight then (it was the largest part of the ack ->
-# subscriber p99 at 10 k events/s). Once a minute keeps those figures, and the spike out of p99.
-# ESP's own metrics do not depend on it.
-REPORTER_INTERVAL = {"REPORTER_UPDATE_INTERVAL_MS": "60000"}
+# The environment of Ray's processes (read once, when each starts), for a platform that serves
+# many small requests on few cores:
+# - Ray's dashboard agent walks every process of its node with psutil for the dashboard's node
+#   and worker figures, by default every 5 s: a burst of half a core for a few hundred ms, which
+#   on a small machine delays every event in flight then (it was the largest part of the ack ->
+#   subscriber p99 at 10 k events/s). Once a minute keeps those figures, and the spike out of
+#   p99. ESP's own metrics do not depend on it.
+# - Ray Serve's throughput settings: the replica runs the API on its own event loop instead of a
+#   second one in another thread, the proxy routes on its main loop, and the proxy reaches the
+#   replica over gRPC instead of Ray actor calls. Serve's proxy and replica then spend ~14 % less
+#   CPU per request (9.96 against 11.64 ms per 100-event request on the 2-core benchmark machine),
+#   which is what bounds small requests (docs/benchmarks.md, sixth pass).
+RAY_PROCESS_ENVIRONMENT = {
+    "REPORTER_UPDATE_INTERVAL_MS": "60000",
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+}
 
 
 def head_environment(state_dir: Path) -> dict[str, str]:
@@ -43,7 +55,7 @@ def use_local_ray(state_dir: Path | None = None) -> None:
     """Set this process up for a local Ray: loopback only; with ``state_dir``, the token of the
     head started there (created if missing). Explicit settings in the environment win."""
     environment = head_environment(state_dir) if state_dir is not None else loopback_environment()
-    environment.update(REPORTER_INTERVAL)
+    environment.update(RAY_PROCESS_ENVIRONMENT)
     for name, value in environment.items():
         os.environ.setdefault(name, value)
     if state_dir is not None:
@@ -177,7 +189,7 @@ def local_cluster(nodes: int, *, cpus_per_node: int = 2) -> Iterator[Any]:
 
     from actors.factory import NAMESPACE
 
-    os.environ.update({**loopback_environment(), **REPORTER_INTERVAL})  # for the nodes' processes
+    os.environ.update({**loopback_environment(), **RAY_PROCESS_ENVIRONMENT})  # for the nodes' processes
     ray_constants.ENABLE_RAY_CLUSTER = False  # and for this one, which imported Ray already
     temp_dir = tempfile.mkdtemp(prefix="espbn")  # short: Ray's socket paths live under it
     args = {

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.dev.local_ray import RAY_PROCESS_ENVIRONMENT
 from runtime.dev.redis_server import free_port
 from tests.support.sockets import descendants, is_loopback, kill_all, listening, subreaper
 
@@ -83,8 +84,16 @@ def test_esp_up_listens_on_loopback_only_and_keeps_its_secrets_private(tmp_path:
     assert {name: bound.get(port) for name, port in ports.items()} == {name: "127.0.0.1" for name in ports}
     assert len(sockets) > len(ports)  # Ray's raylet, agents and workers were seen too
 
-    # the Ray it started is ESP's: its dashboard agents walk the processes once a minute, not every 5 s
-    assert raylets and [env.get("REPORTER_UPDATE_INTERVAL_MS") for env in raylets] == ["60000"] * len(raylets)
+    # the Ray it started is ESP's: its dashboard agents walk the processes once a minute, not every 5 s,
+    # and Serve runs with its throughput settings
+    assert raylets
+    for env in raylets:
+        assert {name: env.get(name) for name in RAY_PROCESS_ENVIRONMENT} == {
+            "REPORTER_UPDATE_INTERVAL_MS": "60000",
+            "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+            "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+            "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+        }
 
     password = (state_dir / "redis" / "password").read_text().strip()
     assert password not in output + errors
