@@ -12,8 +12,8 @@ reference counting, whatever the pace.
 
 Freed memory is not given back to the system by itself: glibc's allocator keeps the heap it
 grew for a burst (a partition actor decoding a large read, a replica decoding a large request)
-for the next one. ``release_free_memory`` hands it back; the long-running processes call it
-about once a second.
+for the next one. ``release_free_memory`` hands it back; the partition actors call it once a
+second.
 """
 
 from __future__ import annotations

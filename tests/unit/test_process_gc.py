@@ -1,6 +1,9 @@
 """ESP's long-running processes collect young objects far less often than CPython's default."""
 
 import gc
+import os
+
+import pytest
 
 from runtime.process_gc import THRESHOLDS, tune_gc
 
@@ -19,3 +22,22 @@ def test_tune_gc_sets_the_pace_freezes_what_exists_and_can_be_called_again() -> 
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_free_memory_goes_back_to_the_system() -> None:
+    """What a partition actor does once a second: without it, glibc keeps what a large read grew."""
+    from runtime import process_gc
+
+    if process_gc._TRIM is None:
+        pytest.skip("not glibc: malloc_trim does not exist")
+
+    def rss_mb() -> float:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    blocks = [bytearray(100_000) for _ in range(1000)]  # ~100 MB from glibc's heap, below mmap's threshold
+    for block in blocks:
+        block[::4096] = b"x" * len(block[::4096])  # touched: resident
+    grown = rss_mb()
+    del blocks
+    process_gc.release_free_memory()
+    assert rss_mb() < grown - 50
