@@ -11,9 +11,8 @@ every collection. Memory stays bounded: what is garbage without a cycle is freed
 reference counting, whatever the pace.
 
 Freed memory is not given back to the system by itself: glibc's allocator keeps the heap it
-grew for a burst (a partition actor decoding a large read, a replica decoding a large request)
-for the next one. ``release_free_memory`` hands it back; the partition actors call it once a
-second.
+grew for a burst (a partition actor decoding a large read) for the next one.
+``release_free_memory`` hands it back; the partition actors call it once a second.
 """
 
 from __future__ import annotations
