@@ -18,7 +18,6 @@ grew for a burst (a partition actor decoding a large read) for the next one.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 
 THRESHOLDS = (50_000, 20, 100)  # young allocations, then young and middle collections per next older one
@@ -33,14 +32,8 @@ def tune_gc() -> None:
     gc.set_threshold(*THRESHOLDS)
 
 
-def _malloc_trim() -> ctypes._CFuncPtr | None:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        return None
-
-
-_TRIM = _malloc_trim()
+# the process's own symbols, libc's among them: no library search (find_library runs ldconfig)
+_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # None: not glibc, nothing to trim
 
 
 def release_free_memory() -> None:
