@@ -1,7 +1,8 @@
 """The deploy manifests (``deploy/``) stay true to the code: they parse, their Serve configs are
 valid Serve configs whose import path is a Serve application builder in this tree, their deployment
 options are the code's, and every ``ESP_*`` variable they set is a setting with a valid value.
-Nothing here starts Ray or connects to Redis."""
+The Rays they start get the environment ESP's local Ray gets. Nothing here starts Ray or connects
+to Redis."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from typing import Any
 import pytest
 import yaml
 
+from runtime.dev.local_ray import RAY_PROCESS_ENVIRONMENT
 from runtime.errors import EspError
 from runtime.settings import EspSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVE_CONFIG = ROOT / "deploy" / "serve" / "esp-serve.yaml"
 RAYSERVICE = ROOT / "deploy" / "kuberay" / "rayservice.yaml"
+CLUSTER = ROOT / "cluster.yaml"
 
 
 def serve_configs() -> dict[str, dict[str, Any]]:
@@ -80,7 +83,7 @@ def test_every_esp_variable_is_a_setting_with_a_valid_value():
         assert all(
             "secretKeyRef" in e["valueFrom"] for e in container["env"] if e["name"] in ("ESP_REDIS_URL", "ESP_SECRET")
         )
-        given.append(env)
+        given.append({name: value for name, value in env.items() if name.startswith("ESP_")})  # Ray's are apart
     for env in given:
         assert set(env) <= fields, set(env) - fields
         values = {k[4:].lower(): v for k, v in env.items() if v is not None}
@@ -95,6 +98,19 @@ def test_head_and_workers_share_one_environment_and_the_api_replica_count():
     replicas = next(e["value"] for e in envs[0] if e["name"] == "ESP_API_REPLICAS")
     deployment = serve_configs()["serveConfigV2"]["applications"][0]["deployments"][0]
     assert int(replicas) == deployment["num_replicas"]
+
+
+def test_every_ray_the_manifests_start_has_esp_s_ray_process_environment():
+    """The variables ESP's local Ray gets (``RAY_PROCESS_ENVIRONMENT``) are copied by hand into
+    ``cluster.yaml``'s start commands and the RayService's containers: a copy may not drift."""
+    for container in containers():
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert {name: env.get(name) for name in RAY_PROCESS_ENVIRONMENT} == RAY_PROCESS_ENVIRONMENT, container["name"]
+    cluster = yaml.safe_load(CLUSTER.read_text())
+    for command in cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"]:
+        if "ray start" in command:
+            exported = command.split("export", 1)[1].split(";", 1)[0].split()
+            assert dict(item.split("=", 1) for item in exported) == RAY_PROCESS_ENVIRONMENT, command
 
 
 def test_the_builder_refuses_what_a_cluster_cannot_run_before_touching_ray():
