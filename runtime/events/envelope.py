@@ -15,6 +15,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -71,6 +72,9 @@ class Event(msgspec.Struct, array_like=True, gc=False):
             "receivedat": format_time_ms(self.received_at),
             "data": self.data,
         }
+
+
+event_time = attrgetter("time")  # an event's time, as a key or a map (in C: a third of a Python function's cost)
 
 
 @dataclass(frozen=True, slots=True)

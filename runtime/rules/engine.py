@@ -19,12 +19,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
-from operator import attrgetter
 from typing import Any, NamedTuple
 
 import orjson
 
-from runtime.events.envelope import Event, format_time_ms
+from runtime.events.envelope import Event, event_time, format_time_ms
 from runtime.rules.compiled import (
     AbsenceSpec,
     CompiledRule,
@@ -83,7 +82,6 @@ class Retraction:
 
 
 Handler = Callable[[Event, list["Output"]], None]  # one rule's step for one event
-_event_time = attrgetter("time")
 
 
 def output_id(rule: str, customer: str, refs: Sequence[Sequence[str]], action_index: int) -> str:
@@ -323,7 +321,7 @@ class PartitionEngine:
         clocks, lateness = self._clock, self.lateness_ms
         if not clocks or not events:
             return []
-        if newest and min(map(_event_time, events)) >= newest - lateness:
+        if newest and min(map(event_time, events)) >= newest - lateness:
             return []
         return [
             (e, clocks[e.customer] - e.time)
