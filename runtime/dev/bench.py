@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from runtime.dev.process_cpu import CpuMeter
 from runtime.dev.synthetic import START_MS, ab_events
 from runtime.events.envelope import Event
 from runtime.process_gc import tune_gc
@@ -454,12 +455,14 @@ def bench_sequence_senders(
             )
             bodies = list(ndjson_batches(stream, batch_size))
             expected = expected_matches(stream, WITHIN_MS)
+            cpu = CpuMeter().start()
             started = time.perf_counter()
             scaler = _Rescaler(platform.coordinator(), rescale)
             sent = send_from_queue(platform.base_url, SEQUENCE_SOURCE_KEY, bodies, senders=count)
             acked_s = time.perf_counter() - started
             rescales = scaler.result(acked_s)
             processed_s = _wait_processed(platform, started)
+            cpu.stop()  # from the first request to the last entry read: the outputs' reading is not counted
             outputs = read_outputs(admin, subscription, len(expected), idle_s=reorder_wait_s + 3.0)
             scored = score(outputs, stream, WITHIN_MS, expected=expected)
             runs.append(
@@ -474,6 +477,7 @@ def bench_sequence_senders(
                     **{k: v for k, v in scored.items() if k != "examples"},
                     "acked_events_per_s": round(events / acked_s),
                     "processed_events_per_s": round(events / processed_s) if processed_s else None,
+                    "cpu": cpu.result(events),
                     "examples": scored["examples"],
                     **({"rescales": rescales} if rescale else {}),
                 }
@@ -658,6 +662,12 @@ def sequence_markdown(result: dict[str, Any]) -> str:
         cells = [run.get(key) for key, _ in SEQUENCE_COLUMNS]
         lines.append("| " + " | ".join("–" if c is None else f"{c:,}" for c in cells) + " |")
     for run in result["runs"]:
+        if "cpu" in run:
+            spent = ", ".join(f"{kind} {us:,}" for kind, us in run["cpu"]["us_per_event"].items())
+            lines.append(
+                f"\n- {run['senders']} sender(s), CPU per event: {run['cpu']['total_us_per_event']:,} µs "
+                f"({run['cpu']['cores_busy']} cores busy): {spent}"
+            )
         for r in run.get("rescales", []):
             lines.append(
                 f"\n- {run['senders']} senders: rescaled to {r['to']} partition actors at {r['began_s']} s "
