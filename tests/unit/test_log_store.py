@@ -106,3 +106,22 @@ def test_memory_trim_drops_what_is_older() -> None:
     appended = [log.append({0: [ev(i)]}, now_ms=NOW)[0].entry_id for i in range(3)]
     log.trim({0: appended[1]})
     assert ids(log.read_range(0, "0", 10)) == [["e1"], ["e2"]]
+
+
+def test_digests_of_a_batch_are_the_remembered_ids_format_byte_for_byte() -> None:
+    """Ids remembered by earlier versions must still be found: the batch digests are BLAKE2b-96
+    of the length-prefixed source and the id, computed here from the definition."""
+    import hashlib
+
+    from runtime.log.partition_log import id_digest, id_digests
+
+    def reference(source: str, event_id: str) -> bytes:
+        src = source.encode("utf-8", "surrogatepass")
+        data = len(src).to_bytes(4, "big") + src + event_id.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(data, digest_size=12).digest()
+
+    ids = ["e1", "", "ß-日本", "\ud800lone", "x" * 300]
+    for source in ("crm", "ünïcode-source", "a"):
+        assert id_digests(source, ids) == b"".join(reference(source, i) for i in ids)
+        assert [id_digest(source, i) for i in ids] == [reference(source, i) for i in ids]
+    assert id_digests("crm", []) == b""
