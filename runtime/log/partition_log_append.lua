@@ -10,8 +10,17 @@
 -- time by linear hashing so that every bucket stays small enough for Redis's listpack encoding.
 -- Every bucket holds the sentinel field '' from its creation (when it gets its TTL) on, so it is
 -- never emptied and re-created without one.
+-- In a part of WRITE_CHECKS_FROM ids or more, an id not seen on an earlier day is written into
+-- today's bucket by HSETNX, which is also the check against today: one bucket access per new id,
+-- not two. The location it records is the log entry the part will get, the id XADD '*' would
+-- give now (next_id, from the stream's last entry: a read that costs about what two checks
+-- save). Should the stream be past that id (its newest entry was deleted), XADD takes the next
+-- id Redis gives and the part's new ids are pointed at that entry. Smaller parts check today
+-- with HEXISTS and write after the XADD. A day key gets its TTL when the day's first id
+-- arrives, as its buckets do.
 -- Returns per partition {log entry id or false, duplicate positions}.
 local DIGEST = 12 -- ID_DIGEST_BYTES in partition_log.py
+local WRITE_CHECKS_FROM = 4 -- ids in a part from which today's check is the write (HSETNX)
 local config_version = ARGV[1]
 local ttl, load, day_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local nd = tonumber(ARGV[5])
@@ -71,6 +80,31 @@ local function encode(partition, entry) -- ((ms into today * 4096 + seq) * 4096 
   return partition .. '/' .. entry
 end
 
+local now_ms -- Redis's clock, read once per run (TIME): what XADD '*' would take as its time
+
+local function dups_of(seen, n) -- the positions (from 0) of the part's ids seen before
+  local dups = {}
+  for j = 1, n do
+    if seen[j] then dups[#dups + 1] = j - 1 end
+  end
+  return dups
+end
+
+local function next_id(stream) -- Redis's rule for '*': now, or the last entry's time and seq + 1
+  if not now_ms then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  local ms, seq = now_ms, 0
+  local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+  if last then
+    local lms, lseq = string.match(last[1], '^(%d+)-(%d+)$')
+    lms, lseq = tonumber(lms), tonumber(lseq)
+    if lms >= ms then ms, seq = lms, lseq + 1 end
+  end
+  return string.format('%.0f-%.0f', ms, seq)
+end
+
 local function append(stream, at) -- one partition's part, its arguments from ARGV[at] on
   local days = {}
   for d = 1, nd do
@@ -80,6 +114,7 @@ local function append(stream, at) -- one partition's part, its arguments from AR
     days[d] = {prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0}
   end
   local today = days[1]
+  local new_day = today.n == 0
   local i = at + nd
   local partition, digests, payload = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
   local n = #digests / DIGEST
@@ -88,7 +123,9 @@ local function append(stream, at) -- one partition's part, its arguments from AR
     ids[j] = string.sub(digests, (j - 1) * DIGEST + 1, j * DIGEST)
     hashes[j] = hash32(ids[j])
   end
-  for d = 1, nd do
+  -- today is looked at last, and by the write itself when the part has many ids (see the top)
+  local by_write = n >= WRITE_CHECKS_FROM
+  for d = nd, by_write and 2 or 1, -1 do
     local day = days[d]
     if day.n > 0 then
       for j = 1, n do
@@ -96,28 +133,44 @@ local function append(stream, at) -- one partition's part, its arguments from AR
       end
     end
   end
-  local dups, fresh = {}, {}
+  local candidates = {}
   for j = 1, n do
-    if seen[j] then dups[#dups + 1] = j - 1 else fresh[#fresh + 1] = j end
+    if not seen[j] then candidates[#candidates + 1] = j end
   end
-  local id = false
-  if #fresh > 0 then
-    id = redis.call('XADD', stream, '*', 'b', payload, 'd', table.concat(dups, ','), 'v', config_version)
+  if #candidates == 0 then
+    return {false, dups_of(seen, n)}
+  end
+  if today.n == 0 then
+    create(today.prefix .. 0, {})
+    today.n, today.p = 1, 1
+  end
+  -- split first, for every id that may be new, so no bucket outgrows the listpack
+  while today.c + #candidates > today.n * load do split(today) end
+  local id, fresh = false, candidates
+  if by_write then
+    id, fresh = next_id(stream), {}
     local where = encode(partition, id)
-    if today.n == 0 then
-      create(today.prefix .. 0, {})
-      today.n, today.p = 1, 1
+    for _, j in ipairs(candidates) do
+      if redis.call('HSETNX', bucket(today, hashes[j]), ids[j], where) == 1 then fresh[#fresh + 1] = j else seen[j] = true end
+    end
+  end
+  local dups = dups_of(seen, n)
+  if #fresh > 0 then
+    local fields = {'b', payload, 'd', table.concat(dups, ','), 'v', config_version}
+    local added = id and redis.pcall('XADD', stream, id, unpack(fields))
+    if not added or added.err then -- no guess, or the stream is past it (its newest entry deleted)
+      id = redis.call('XADD', stream, '*', unpack(fields))
+      local where = encode(partition, id)
+      for _, j in ipairs(fresh) do
+        redis.call('HSET', bucket(today, hashes[j]), ids[j], where)
+      end
     end
     today.c = today.c + #fresh
-    while today.c > today.n * load do split(today) end -- first, so no bucket outgrows the listpack
-    for _, j in ipairs(fresh) do
-      redis.call('HSET', bucket(today, hashes[j]), ids[j], where)
-    end
+  else
+    id = false
   end
-  if today.n > 0 then
-    redis.call('HSET', today.key, 'n', today.n, 'c', today.c)
-    redis.call('EXPIRE', today.key, ttl)
-  end
+  redis.call('HSET', today.key, 'n', today.n, 'c', today.c)
+  if new_day then redis.call('EXPIRE', today.key, ttl) end -- as its buckets: from when the day began
   return {id, dups}
 end
 

@@ -125,3 +125,38 @@ def test_digests_of_a_batch_are_the_remembered_ids_format_byte_for_byte() -> Non
         assert id_digests(source, ids) == b"".join(reference(source, i) for i in ids)
         assert [id_digest(source, i) for i in ids] == [reference(source, i) for i in ids]
     assert id_digests("crm", []) == b""
+
+
+@pytest.mark.parametrize("newest_deleted", [False, True], ids=["stream-ahead-of-the-clock", "newest-entry-deleted"])
+@pytest.mark.parametrize("size", [1, 12], ids=["small-part", "large-part"])
+def test_a_part_is_remembered_at_the_entry_it_got_when_the_stream_is_ahead_of_the_clock(
+    redis_client, size: int, newest_deleted: bool
+) -> None:
+    """The append records where each new id went before the entry exists (large parts: the write
+    is the check). A stream whose ids run ahead of Redis's clock, or whose newest entry was
+    deleted (an unreadable entry set aside), must still give every event exactly one entry, and
+    the trace must find that entry."""
+    import time
+
+    from runtime import keys
+    from runtime.events.trace import trace_event
+    from runtime.log.partition_log import encode_events
+    from runtime.log.streams import entry_id_key
+
+    log = PartitionLog(redis_client, horizon_s=3600)
+    now = int(time.time() * 1000)
+    ahead = f"{now + 3_600_000}-5"
+    redis_client.xadd(keys.log_stream(3), {"b": encode_events([ev(500)]), "d": "", "v": "0"}, id=ahead)
+    if newest_deleted:
+        redis_client.xdel(keys.log_stream(3), ahead)
+    events = [ev(i) for i in range(size)]
+    [appended] = log.append({3: events}, now_ms=now)
+    assert appended.duplicates == () and appended.entry_id is not None
+    assert entry_id_key(appended.entry_id) > entry_id_key(ahead)
+    logged = [e for e in log.read_range(3, "0", 10) if e.events and e.events[0].id == "e0"]
+    assert [e.entry_id for e in logged] == [appended.entry_id] and ids(logged) == [[e.id for e in events]]
+    for event in (events[0], events[-1]):
+        steps = trace_event(redis_client, "crm", event.id, now_ms=now, days=1, partitions=64)["steps"]
+        assert steps[0] == {"step": "logged", "partition": 3, "log_entry": appended.entry_id}
+    [again] = log.append({3: [*events, ev(99)]}, now_ms=now)
+    assert again.duplicates == tuple(range(size)) and again.entry_id is not None
