@@ -420,15 +420,11 @@ class PartitionEngine:
         if last == 1 and sorted(steps.values()) == [(0,), (1,)]:
             return self._pair(rule, plain)
         states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
-        clocks, fire, intern = self._clock, self._fire, sys.intern
+        advance, fire, intern = self._advance_clock, self._fire, sys.intern
 
         def on_event(event: Event, outputs: list[Output]) -> None:
             customer, t = event.customer, event.time
-            newest = clocks.get(customer)  # _advance_clock inline, as in _pair
-            if newest is None:
-                clocks[intern(customer)] = t
-            elif t > newest:
-                clocks[customer] = t
+            advance(customer, t)
             old = states.get(customer)
             if old is None:  # most events: a first step starts the customer's only match, others do nothing
                 if steps[event.type][0]:
@@ -472,15 +468,11 @@ class PartitionEngine:
         steps, _, within, _ = plain
         first = next(t for t, k in steps.items() if k == (0,))
         states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
-        clocks, fire, intern = self._clock, self._fire, sys.intern
+        advance, fire, intern = self._advance_clock, self._fire, sys.intern
 
         def on_event(event: Event, outputs: list[Output]) -> None:
             customer, t = event.customer, event.time
-            newest = clocks.get(customer)  # _advance_clock inline: a call costs as much as the rest
-            if newest is None:
-                clocks[intern(customer)] = t
-            elif t > newest:
-                clocks[customer] = t
+            advance(customer, t)
             old = states.get(customer)
             if event.type == first:  # the newest start wins (an older start of a late event does not)
                 if old is None:
