@@ -160,3 +160,19 @@ def test_a_part_is_remembered_at_the_entry_it_got_when_the_stream_is_ahead_of_th
         assert steps[0] == {"step": "logged", "partition": 3, "log_entry": appended.entry_id}
     [again] = log.append({3: [*events, ev(99)]}, now_ms=now)
     assert again.duplicates == tuple(range(size)) and again.entry_id is not None
+
+
+def test_a_large_part_finds_ids_seen_yesterday_and_today_and_logs_only_the_new(stores: Stores) -> None:
+    """Parts of several ids check earlier days, then make today's write the check: a retry that
+    mixes ids first seen yesterday, ids seen today and new ids keeps only the new ones."""
+    log = stores.log
+    log.append({0: [ev(1), ev(2), ev(3), ev(4)]}, now_ms=NOW)  # yesterday
+    today = NOW + DAY_MS
+    first = log.append({0: [ev(5), ev(6), ev(7), ev(8)]}, now_ms=today)
+    assert first[0].duplicates == ()
+    mixed = [ev(9), ev(2), ev(6), ev(10), ev(4), ev(8), ev(11)]
+    [again] = log.append({0: mixed}, now_ms=today)
+    assert again.duplicates == (1, 2, 4, 5)
+    assert ids(log.read_range(0, "0", 10))[-1] == ["e9", "e10", "e11"]
+    [last] = log.append({0: mixed}, now_ms=today)
+    assert last.entry_id is None and last.duplicates == tuple(range(len(mixed)))
