@@ -31,6 +31,7 @@ from runtime.events.consent import ConsentStore
 from runtime.events.envelope import Event, decode_events, validate_batch
 from runtime.events.identity import IdentityStore
 from runtime.expr import Expr, compile_expr
+from runtime.log.group_commit import GroupCommit
 from runtime.log.partition_log import DAY_MS, PartitionLog
 from runtime.log.partitioning import partition_of
 from runtime.settings import EspSettings
@@ -137,6 +138,7 @@ class Ingestor:
         self._clock = clock
         self._redis = client
         self.log = PartitionLog(client, horizon_s=settings.idempotency_horizon_s)
+        self.appender = GroupCommit(self.log)  # concurrent requests append together
         self.config = ConfigStore(client)
         self.identities = IdentityStore(client)
         self.consents = ConsentStore(client)
@@ -325,7 +327,7 @@ class Ingestor:
             seen.add(event.id)
             by_partition[partition_of(event.customer, partitions)].append(event)
         self._check_backlog(by_partition)
-        appended = self.log.append(
+        appended = self.appender.append(
             dict(by_partition), now_ms=now_ms, horizon_s=source.horizon_s, config_version=config_version
         )
         result.duplicates = repeated + sum(len(a.duplicates) for a in appended)
