@@ -3,9 +3,9 @@
 While one append runs, the requests that reach the log queue up; when it returns, the first of
 them leads the next append for all of them. Nothing waits on a timer: a request alone goes at
 once, and under load each append takes whatever arrived meanwhile. A hundred-event request
-touches half of the 64 partitions, so four of them together make about half the log entries
-and half the append script's per-partition work that four separate appends would, and the
-partition actors read fewer, larger entries.
+touches about 50 of the 64 partitions, so four of them appended together make about a third of
+the log entries (and of the append script's per-partition work) that four appends would, and
+the partition actors read fewer, larger entries.
 
 Each request still gets its own answer: which of its events were duplicates. Events of one
 group with the same id count once, for the request that came first (as within one request);
@@ -23,7 +23,8 @@ from typing import Protocol
 from runtime.events.envelope import Event
 from runtime.log.partition_log import Appended
 
-GROUP_MAX_EVENTS = 20_000  # per append: a longer queue goes in more than one
+ALONE_EVENTS = 1_000  # a request this large appends at once, beside the others: see GroupCommit
+GROUP_MAX_EVENTS = 5_000  # per append of a group: a longer queue goes in more than one
 
 
 class AppendLog(Protocol):
@@ -53,10 +54,18 @@ class _Request:
 
 class GroupCommit:
     """:meth:`append` as :meth:`PartitionLog.append` answers it for one request (the events of
-    one source, ids unique within the request), for requests on any number of threads."""
+    one source, ids unique within the request), for requests on any number of threads.
 
-    def __init__(self, log: AppendLog, *, max_events: int = GROUP_MAX_EVENTS) -> None:
+    Only requests under ``alone_events`` events queue. A large request already fills its
+    partitions' entries, and its append is long: queued behind one, the others would wait for
+    its Redis time instead of doing their own Python work meanwhile (4 senders of 10,000-event
+    requests acknowledged 87,000-92,000 events/s appending alone, 66,000 grouped)."""
+
+    def __init__(
+        self, log: AppendLog, *, alone_events: int = ALONE_EVENTS, max_events: int = GROUP_MAX_EVENTS
+    ) -> None:
         self._log = log
+        self._alone_events = alone_events
         self._max_events = max_events
         self._lock = threading.Lock()
         self._queue: deque[_Request] = deque()
@@ -74,6 +83,8 @@ class GroupCommit:
             return []
         source = next(iter(by_partition.values()))[0].source
         events = sum(len(e) for e in by_partition.values())
+        if events >= self._alone_events:
+            return self._log.append(by_partition, now_ms=now_ms, horizon_s=horizon_s, config_version=config_version)
         request = _Request(by_partition, source, now_ms, horizon_s, config_version, events)
         with self._lock:
             self._queue.append(request)
@@ -122,6 +133,15 @@ class GroupCommit:
     def _append_together(self, requests: list[_Request]) -> None:
         """One append for requests of one source and horizon; each answered with its own
         duplicates. An id a request before it in the group carries is a duplicate here."""
+        if len(requests) == 1:
+            request = requests[0]
+            request.result = self._log.append(
+                request.by_partition,
+                now_ms=request.now_ms,
+                horizon_s=request.horizon_s,
+                config_version=request.config_version,
+            )
+            return
         merged: dict[int, list[Event]] = {}
         origin: dict[int, list[tuple[int, int]]] = {}  # partition -> (request, position) per merged event
         answers: list[dict[int, list[int]]] = [{} for _ in requests]  # request -> partition -> duplicates

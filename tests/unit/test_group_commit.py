@@ -162,3 +162,29 @@ def test_a_failed_append_fails_its_requests_and_the_next_ones_go_on(log: Any) ->
     again = run_concurrently(group, requests)  # the retries
     assert all(len(accepted(r, a)) == 5 for r, a in zip(requests, again, strict=True))
     assert len(logged_ids(log)) == 25
+
+
+def test_a_large_request_appends_at_once_beside_a_running_group(log: Any) -> None:
+    release = threading.Event()
+    lock = threading.Lock()
+
+    class Held:  # small appends wait for ``release``
+        def append(self, by_partition: dict[int, list[Event]], **kwargs: Any) -> list[Appended]:
+            if sum(len(e) for e in by_partition.values()) < 10:
+                assert release.wait(10)
+            with lock:
+                return log.append(by_partition, **kwargs)
+
+    group = GroupCommit(Held(), alone_events=10)
+    small: list[Any] = []
+    waiting = threading.Thread(
+        target=lambda: small.append(group.append(request_of(["l-1", "l-2"]), now_ms=NOW, config_version=1))
+    )
+    waiting.start()
+    large = group.append(request_of([f"l-{i}" for i in range(3, 23)]), now_ms=NOW, config_version=1)
+    assert not release.is_set() and not small  # the large one did not wait for the group's append
+    assert sum(len(a.duplicates) for a in large) == 0
+    release.set()
+    waiting.join(timeout=10)
+    assert small and sum(len(a.duplicates) for a in small[0]) == 0
+    assert sorted(logged_ids(log)) == sorted(f"l-{i}" for i in range(1, 23))
