@@ -1092,19 +1092,65 @@ def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
     return results
 
 
+def _profile_data(ids: list[str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Tags (20), segments (1-2) and scores (5 products) per customer, as the batch jobs make them."""
+    vocabulary = [f"circle:behaviour:tag-{k}" for k in range(200)]
+    products = ["card", "loan", "fund", "insurance", "deposit", "fx", "gold", "mortgage"]
+    tags, segments, scores = {}, {}, {}
+    for c in ids:
+        i = int(c[1:])
+        tags[c] = [vocabulary[(i * 7 + k * 13) % 200] for k in range(20)]
+        segments[c] = ["frequent-flyer", "wealth"][: 1 + i % 2]
+        scores[c] = {products[(i + k) % 8]: round((i * k % 97) / 97, 2) for k in range(5)}
+    return tags, segments, scores
+
+
+def _empty(client: Any) -> None:
+    """Flush Redis and wait for an append-only-file rewrite in progress, if any, to end."""
+    client.flushall()
+    while client.info("persistence").get("aof_rewrite_in_progress"):
+        time.sleep(0.05)
+
+
+def _write_profiles_part(task: tuple[str, str, list[str], int, Any, Any]) -> float:
+    """One part of ``esp job sync``'s write, in a process of its own: what ``_sync_part`` does
+    once the part's tags, segments and scores are computed. Waits for ``start``; returns its CPU
+    seconds."""
+    from runtime.batch.sync import profiles
+    from runtime.events.profiles import BatchProfiles
+    from runtime.redis_client import connect
+
+    url, version, ids, batch, ready, start = task
+    tags, segments, scores = _profile_data(ids)
+    client = connect(url)
+    store = BatchProfiles(client, batch=batch)
+    ready.wait()
+    start.wait()
+    used = time.process_time()
+    for first in range(0, len(ids), batch):
+        chunk = ids[first : first + batch]
+        store.write(version, profiles(chunk, tags, segments, scores))
+    client.close()
+    return time.process_time() - used
+
+
 def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5000) -> dict[str, Any]:
     """Profile writes on a local redis-server, customers/s:
 
-    - ``batch_write``: what ``esp job sync`` does per part once the tags, segments and scores
-      are computed — :func:`runtime.batch.sync.profiles` and ``BatchProfiles.write`` in chunks of
-      ``batch`` customers (20 tags, 2 segments and 5 scores each), then ``switch``.
+    - ``job_write``: what ``esp job sync`` does once the tags, segments and scores are computed,
+      as it runs on this machine: one part per core, each in a process of its own (the job's
+      Ray tasks), writing :func:`runtime.batch.sync.profiles` through ``BatchProfiles.write`` in
+      chunks of ``batch`` customers (20 tags, 2 segments and 5 scores each), then ``switch``.
+    - ``batch_write``: the same in one process (one part alone).
     - ``put_many``: the same profiles through ``ProfileStore.put_many`` (the API's bulk write),
       ``batch`` customers per call.
 
-    Each with the CPU it took per customer in this process (every thread) and in redis-server:
-    on a shared machine the rate moves with the load, the CPU per customer much less.
+    Each with the CPU it took per customer in the writing processes (every thread) and in
+    redis-server: on a shared machine the rate moves with the load, the CPU per customer much less.
     """
+    import multiprocessing
     import shutil
+    from concurrent.futures import ProcessPoolExecutor
 
     from runtime.batch.sync import profiles
     from runtime.dev.redis_server import EmbeddedRedis, free_port
@@ -1112,11 +1158,7 @@ def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5
     from runtime.redis_client import connect
 
     ids = [f"c{i}" for i in range(customers)]
-    vocabulary = [f"circle:behaviour:tag-{k}" for k in range(200)]
-    products = ["card", "loan", "fund", "insurance", "deposit", "fx", "gold", "mortgage"]
-    tags = {c: [vocabulary[(i * 7 + k * 13) % 200] for k in range(20)] for i, c in enumerate(ids)}
-    segments = {c: ["frequent-flyer", "wealth"][: 1 + i % 2] for i, c in enumerate(ids)}
-    scores = {c: {products[(i + k) % 8]: round((i * k % 97) / 97, 2) for k in range(5)} for i, c in enumerate(ids)}
+    tags, segments, scores = _profile_data(ids)
     shutil.rmtree(state_dir, ignore_errors=True)
     server = EmbeddedRedis(state_dir / "redis", free_port()).start()
     results: dict[str, Any] = {"customers": customers, "batch": batch}
@@ -1137,10 +1179,28 @@ def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5
                 "redis_cpu_us_per_customer": round(redis_s / customers * 1e6, 2),
             }
 
+        parts = max(1, min(os.cpu_count() or 1, 4))
+        context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
+        with context.Manager() as manager, ProcessPoolExecutor(parts, mp_context=context) as pool:
+            ready, start = manager.Barrier(parts + 1), manager.Event()
+            tasks = [(server.url, "job", ids[p::parts], batch, ready, start) for p in range(parts)]
+            running = [pool.submit(_write_profiles_part, task) for task in tasks]
+            ready.wait()  # every part has its data and its connection
+            before = cpu()
+            start.set()
+            used = sum(f.result() for f in running)
+            store = BatchProfiles(client, batch=batch)
+            store.switch("job")
+            figures_job = figures(before)
+        client_us = used / customers * 1e6
+        results["job_write"] = {**figures_job, "parts": parts, "client_cpu_us_per_customer": round(client_us, 2)}
+        sample = ProfileStore(client).get_many(ids[:3] + ids[-3:])  # every part's customers are there
+        results["job_checked"] = all(sample[c]["tags"] == sorted(set(tags[c])) for c in sample)
+        _empty(client)  # each measure on an empty Redis
         store = BatchProfiles(client, batch=batch)
         before = cpu()
-        for start in range(0, customers, batch):
-            chunk = ids[start : start + batch]
+        for first in range(0, customers, batch):
+            chunk = ids[first : first + batch]
             store.write("bench", profiles(chunk, tags, segments, scores))
         store.switch("bench")
         results["batch_write"] = figures(before)
