@@ -188,3 +188,18 @@ def test_a_large_request_appends_at_once_beside_a_running_group(log: Any) -> Non
     waiting.join(timeout=10)
     assert small and sum(len(a.duplicates) for a in small[0]) == 0
     assert sorted(logged_ids(log)) == sorted(f"l-{i}" for i in range(1, 23))
+
+
+def test_two_small_requests_append_at_once(log: Any) -> None:
+    both_inside = threading.Barrier(2, timeout=5)  # broken unless two appends run together
+    lock = threading.Lock()
+
+    class Meeting:
+        def append(self, by_partition: dict[int, list[Event]], **kwargs: Any) -> list[Appended]:
+            both_inside.wait()
+            with lock:
+                return log.append(by_partition, **kwargs)
+
+    answers = run_concurrently(GroupCommit(Meeting(), leaders=2), [request_of(["m-1"]), request_of(["m-2"])])
+    assert not any(isinstance(a, Exception) for a in answers), answers
+    assert sorted(logged_ids(log)) == ["m-1", "m-2"]
