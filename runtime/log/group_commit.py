@@ -2,10 +2,10 @@
 
 While two appends run, the requests that reach the log queue up; when one returns, the first
 of them leads the next append for all of them. Nothing waits on a timer: a request goes at once
-while fewer appends run, and under load each append takes whatever arrived meanwhile. A hundred-event request
-touches about 50 of the 64 partitions, so four of them appended together make about a third of
-the log entries (and of the append script's per-partition work) that four appends would, and
-the partition actors read fewer, larger entries.
+while fewer appends run, and under load each append takes whatever arrived meanwhile. A
+hundred-event request touches about 50 of the 64 partitions, so four of them appended together
+make about a third of the log entries (and of the append script's per-partition work) that four
+appends would, and the partition actors read fewer, larger entries.
 
 Each request still gets its own answer: which of its events were duplicates. Events of one
 group with the same id count once, for the request that came first (as within one request);
