@@ -143,3 +143,24 @@ def test_atomic_topics_reach_subscribers(platform, client):
     received = read_exactly(platform, client, "raw", 50, timeout_s=30)
     assert sorted(e["id"] for e in received) == sorted(e["id"] for e in events[:50])
     assert {e["topic"] for e in received} == {"atomic.raw.view", "atomic.raw.click"}
+
+
+def test_racing_small_requests_count_each_event_once(platform, client):
+    """16 senders post 10-event requests at once, each request twice (a retry racing its
+    original, as concurrent small requests go through the log together): every event is
+    accepted by exactly one of its two requests and reaches the subscriber once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client.put_config(every_event_rule("e2e-race", "race.tap"))
+    client.put_config({"kind": "subscription", "name": "race", "topics": ["business.e2e-race"]})
+    events = [event(i, "race.tap", prefix="race") for i in range(800)]
+    bodies = [b"\n".join(orjson.dumps(e) for e in events[k : k + 10]) for k in range(0, 800, 10)]
+    racing = [body for pair in zip(bodies, bodies, strict=True) for body in pair]  # each twice, side by side
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda body: post(platform, body, "application/x-ndjson"), racing))
+    assert all(a.status_code == 202 for a in answers), [a.text for a in answers if a.status_code != 202][:3]
+    counts = [(a.json()["accepted"], a.json()["duplicates"]) for a in answers]
+    for original, retry in zip(counts[0::2], counts[1::2], strict=True):
+        assert original[0] + retry[0] == 10 and original[1] + retry[1] == 10  # each event once between them
+    received = read_exactly(platform, client, "race", 800, timeout_s=60)
+    assert sorted(e["data"]["events"][0]["id"] for e in received) == sorted(e["id"] for e in events)
