@@ -1105,10 +1105,13 @@ def _profile_data(ids: list[str]) -> tuple[dict[str, Any], dict[str, Any], dict[
     return tags, segments, scores
 
 
-def _empty(client: Any) -> None:
-    """Flush Redis and wait for an append-only-file rewrite in progress, if any, to end."""
+def _empty(client: Any, wait_s: float = 60.0) -> None:
+    """Flush Redis and wait (up to ``wait_s``) for an append-only-file rewrite in progress to end."""
     client.flushall()
+    deadline = time.monotonic() + wait_s
     while client.info("persistence").get("aof_rewrite_in_progress"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Redis still rewrites its append-only file after {wait_s:.0f} s")
         time.sleep(0.05)
 
 

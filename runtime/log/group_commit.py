@@ -18,25 +18,13 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from runtime.events.envelope import Event
-from runtime.log.partition_log import Appended
+from runtime.log.partition_log import Appended, LogAppender
 
 GROUP_LEADERS = 2  # appends of small requests at once
 ALONE_EVENTS = 1_000  # a request this large appends at once, beside the others: see GroupCommit
 GROUP_MAX_EVENTS = 5_000  # per append of a group: a longer queue goes in more than one
-
-
-class AppendLog(Protocol):
-    def append(
-        self,
-        by_partition: dict[int, list[Event]],
-        *,
-        now_ms: int,
-        horizon_s: int | None = None,
-        config_version: int | None = None,
-    ) -> list[Appended]: ...
 
 
 @dataclass(eq=False, slots=True)
@@ -68,7 +56,7 @@ class GroupCommit:
 
     def __init__(
         self,
-        log: AppendLog,
+        log: LogAppender,
         *,
         leaders: int = GROUP_LEADERS,
         alone_events: int = ALONE_EVENTS,
@@ -92,10 +80,10 @@ class GroupCommit:
     ) -> list[Appended]:
         if not by_partition:
             return []
-        source = next(iter(by_partition.values()))[0].source
         events = sum(len(e) for e in by_partition.values())
         if events >= self._alone_events:
             return self._log.append(by_partition, now_ms=now_ms, horizon_s=horizon_s, config_version=config_version)
+        source = next(iter(by_partition.values()))[0].source
         request = _Request(by_partition, source, now_ms, horizon_s, config_version, events)
         with self._lock:
             if self._leading < self._leaders:

@@ -93,8 +93,8 @@ def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> L
     return LogEntry(partition, entry_id, events, int(fields.get(b"v", 0)))
 
 
-class LogStorage(Protocol):
-    """The durable partition log; see :class:`PartitionLog` for each method's contract."""
+class LogAppender(Protocol):
+    """The writing side of the partition log (what ingestion needs); see :meth:`PartitionLog.append`."""
 
     def append(
         self,
@@ -104,6 +104,10 @@ class LogStorage(Protocol):
         horizon_s: int | None = None,
         config_version: int | None = None,
     ) -> list[Appended]: ...
+
+
+class LogStorage(LogAppender, Protocol):
+    """The durable partition log; see :class:`PartitionLog` for each method's contract."""
 
     def take(self, offsets: dict[int, str], *, owner: str) -> dict[int, int]: ...
 

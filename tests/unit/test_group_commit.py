@@ -118,6 +118,31 @@ def test_concurrent_requests_go_together_and_each_id_is_accepted_once(log: Any, 
             assert (a.entry_id is None) == (len(a.duplicates) == len(request[a.partition]))
 
 
+def test_every_event_is_logged_under_at_least_the_config_version_its_request_read(log: Any) -> None:
+    """Invariant 7: a group's entries carry the newest version among its requests (a request is
+    answered after the append, so after every request of its group read its version)."""
+    slow = Slow(log)
+    group = GroupCommit(slow)
+    requests = [request_of([f"v{r}-{i}" for i in range(3)]) for r in range(12)]
+    answers: list[Any] = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def send(r: int) -> None:
+        start.wait()
+        answers[r] = group.append(requests[r], now_ms=NOW, config_version=r + 1)
+
+    threads = [threading.Thread(target=send, args=(r,)) for r in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(slow.calls) < len(requests)  # they went together
+    for p in range(PARTITIONS):
+        for entry in log.read_range(p, "0", 100):
+            for event in entry.events:
+                assert entry.config_version >= int(event.id[1:].split("-")[0]) + 1, (event.id, entry.config_version)
+
+
 def test_a_request_keeps_its_order_within_a_partition(log: Any) -> None:
     slow = Slow(log)
     group = GroupCommit(slow)
