@@ -431,7 +431,6 @@ class ProfileStore:
         from runtime.redis_client import is_cluster  # imported here: this module stays free of redis
 
         self._redis = client
-        self._read = client.register_script(_READ)
         self._cluster = is_cluster(client)
 
     def put(self, customer: str, attrs: Mapping[str, Any], *, replace: bool = False) -> int:
@@ -483,11 +482,18 @@ class ProfileStore:
             return {}
         if self._cluster:
             return self._get_spread(unique)
+        return self.from_reply(unique, self._redis.execute_command(*self.read_command(unique)))
+
+    def read_command(self, customers: Sequence[str]) -> list[Any]:
+        """The command that reads the profiles of ``customers`` (distinct, on a single Redis),
+        for a caller that pipelines it; :meth:`from_reply` reads its reply."""
         prefixes = [keys.profile(""), keys.batch_profile_prefix("")[:-1]]  # the script inserts the version
         # the script appends each customer to the prefixes: encoded as keys.profile would
-        args = [keys.BATCH_PROFILE_VERSION, *prefixes, *(keys.part(c) for c in unique)]
-        replies = self._read(keys=[], args=args)
-        pairs = zip(unique, replies[0::2], replies[1::2], strict=True)
+        return ["EVAL", _READ, 0, keys.BATCH_PROFILE_VERSION, *prefixes, *(keys.part(c) for c in customers)]
+
+    @staticmethod
+    def from_reply(customers: Sequence[str], replies: list[Any]) -> dict[str, dict[str, Any]]:
+        pairs = zip(customers, replies[0::2], replies[1::2], strict=True)
         return {customer: merge_profile(_decoded(own), _batch_decoded(batch)) for customer, own, batch in pairs}
 
     def _get_spread(self, unique: list[str]) -> dict[str, dict[str, Any]]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -76,6 +78,7 @@ class LedgerStorage(Protocol):
     def due_held(self, now_ms: int, limit: int = 1000) -> list[ContactRequest]: ...
 
 
+Batch = list[list[ContactRequest]]  # groups of requests, one customer each
 Decided = tuple[list[ContactRequest], list[Decision], list[Contact]]  # a group, its decisions, its new contacts
 
 
@@ -97,58 +100,101 @@ class Ledger:
     """:class:`LedgerStorage` in Redis: one read script and one compare-and-set commit script per batch."""
 
     def __init__(self, client: redis.Redis, *, horizon_s: int) -> None:
+        from runtime.redis_client import is_cluster  # imported here: this module stays free of redis
+
         self._redis = client
-        self._commit = client.register_script(_COMMIT)
-        self._read_script = client.register_script(_READ)
+        self._cluster = is_cluster(client)
         self._horizon_s = horizon_s
         self._profiles = ProfileStore(client)
 
     def decide(
         self, groups: list[list[ContactRequest]], rules: PolicyRules, now_ms: int | None = None
     ) -> list[Decision]:
-        """Decide competing groups (one customer each) atomically; retried on conflicts."""
+        """Decide competing groups (one customer each) atomically; retried on conflicts. A large
+        batch goes in pieces that cannot conflict with each other (:func:`pieces`), pipelined:
+        Redis reads the next piece and commits the last one while this process decides the
+        current one, so both work at once. Each piece's commit is atomic; a refused piece is
+        decided again on fresh data."""
+        decided: dict[int, list[Decision]] = {}  # id of a group -> its decisions
+        todo = pieces(groups, rules)
         for attempt in range(MAX_ATTEMPTS):
             now = now_ms if now_ms is not None else int(time.time() * 1000)
-            views, versions = self._read(groups, rules, now)
-            decisions: list[Decision] = []
-            records: list[list[Any]] = []
-            commands: list[list[Any]] = []
-            held: list[tuple[bytes, int | None]] = []
-            for group, made, contacts in decide_groups(groups, views, rules, now):
-                customer = group[0].customer
-                replayed = set(views[customer].decided)
-                decisions += made
-                records.append(
-                    self._writes(
-                        customer, made, contacts, group, rules, now, replayed=replayed, held=held, commands=commands
-                    )
-                )
-            commands += held_commands(held)
-            try:
-                self._apply(versions, self._commit_args(versions, records, commands, rules, now))
-            except ConflictingWrite:
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other writer finish
-                continue
-            return decisions
+            todo = self._decide_pieces(todo, rules, now, decided)
+            if not todo:
+                return [decision for group in groups for decision in decided[id(group)]]
+            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # let the other writer finish
         raise ConflictingWrite(f"{MAX_ATTEMPTS} attempts met concurrent writes; giving up for now")
 
-    def _read(
-        self, groups: list[list[ContactRequest]], rules: PolicyRules, now_ms: int
-    ) -> tuple[dict[str, CustomerView], dict[str, str]]:
+    def _decide_pieces(
+        self, todo: list[Batch], rules: PolicyRules, now_ms: int, decided: dict[int, list[Decision]]
+    ) -> list[Batch]:
+        """One pass over ``todo``, recording the decisions of each committed piece in ``decided``;
+        returns the pieces whose commit was refused. On the wire: read 1, read 2, commit 1,
+        read 3, commit 2, ...: each read is in Redis while the piece before it is decided here."""
+        refused: list[Batch] = []
+        committing: tuple[Batch, list[Decision]] | None = None
+        with self._line() as line:
+            line.read(*self._read_command(todo[0], rules, now_ms))
+            for k, piece in enumerate(todo):
+                reply, profiles = line.receive()
+                if k + 1 < len(todo):
+                    line.read(*self._read_command(todo[k + 1], rules, now_ms))
+                made, argv = self._prepare(piece, self._views(piece, rules, reply, profiles), rules, now_ms)
+                if committing is not None:
+                    self._settle(line.receive(), *committing, decided, refused)
+                line.commit(["EVAL", _COMMIT, 1, keys.HELD, *argv])  # KEYS[1] routes it to {policy}'s node
+                committing = (piece, made)
+            self._settle(line.receive(), *committing, decided, refused)  # type: ignore[misc]
+        return refused
+
+    @staticmethod
+    def _settle(
+        reply: Any, piece: Batch, made: list[Decision], decided: dict[int, list[Decision]], refused: list[Batch]
+    ) -> None:
+        """A piece's commit came back: its decisions stand, or (refused: a customer or channel
+        it read changed before the commit) it is decided again."""
+        if int(reply):
+            decided.update(zip(map(id, piece), _per_group(piece, made), strict=True))
+        else:
+            refused.append(piece)
+
+    @contextmanager
+    def _line(self) -> Iterator[Line]:
+        if self._cluster:  # one call at a time, each routed to its slot's node
+            yield _InTurn(self._redis, self._profiles)
+            return
+        pool = self._redis.connection_pool
+        connection = pool.get_connection()
+        try:
+            yield _Pipelined(connection, self._profiles)
+        except BaseException:
+            connection.disconnect()  # replies may still be on their way: not reusable
+            raise
+        finally:
+            pool.release(connection)
+
+    def _read_command(self, groups: Batch, rules: PolicyRules, now_ms: int) -> tuple[list[Any], list[str]]:
+        """The read script's command for ``groups`` (see ``ledger_read.lua``), and the
+        customers whose profiles to read with it."""
         customers = sorted({g[0].customer for g in groups})
         channels = sorted({r.channel for g in groups for r in g if r.channel in rules.capacity})
-        ids = [r.id for g in groups for r in g]
         read_keys = [keys.ledger_version(c) for c in customers] + [keys.ledger(c) for c in customers]
         read_keys += [keys.optouts(c) for c in customers]
         read_keys += [keys.capacity_version(ch) for ch in channels] + [keys.capacity(ch) for ch in channels]
-        read_keys += [keys.decision(i) for i in ids]
+        read_keys += [keys.decision(r.id) for g in groups for r in g]
         args = [len(customers), len(channels), now_ms - rules.longest_window_ms, now_ms - 86_400_000]
         # one script call, not a pipeline of 3 commands per customer: redis-py's per-command cost
         # dominated the read; every key carries {policy}, so a cluster routes it to one slot
-        (versions_read, ledgers, optouts), (channel_versions, channel_sends), stored = self._read_script(
-            keys=read_keys, args=args
-        )
-        profiles = self._profiles.get_many(customers)
+        return ["EVAL", _READ, len(read_keys), *read_keys, *args], customers
+
+    def _views(
+        self, groups: Batch, rules: PolicyRules, reply: Any, profiles: dict[str, dict[str, Any]]
+    ) -> tuple[dict[str, CustomerView], dict[str, str]]:
+        """The read's reply as each customer's view, and the version keys it was read at."""
+        customers = sorted({g[0].customer for g in groups})
+        channels = sorted({r.channel for g in groups for r in g if r.channel in rules.capacity})
+        ids = [r.id for g in groups for r in g]
+        (versions_read, ledgers, optouts), (channel_versions, channel_sends), stored = reply
         decided: dict[str, dict[str, Decision]] = {}
         for request_id, raw in zip(ids, stored, strict=True):
             if raw:
@@ -171,6 +217,30 @@ class Ledger:
                 channel_sends=sends,
             )
         return views, versions
+
+    def _prepare(
+        self,
+        groups: Batch,
+        read: tuple[dict[str, CustomerView], dict[str, str]],
+        rules: PolicyRules,
+        now_ms: int,
+    ) -> tuple[list[Decision], list[Any]]:
+        """The decisions of ``groups`` against what was read, and their commit's ARGV."""
+        views, versions = read
+        decisions: list[Decision] = []
+        records: list[list[Any]] = []
+        commands: list[list[Any]] = []
+        held: list[tuple[bytes, int | None]] = []
+        for group, made, contacts in decide_groups(groups, views, rules, now_ms):
+            customer = group[0].customer
+            replayed = set(views[customer].decided)
+            decisions += made
+            writes = self._writes(
+                customer, made, contacts, group, rules, now_ms, replayed=replayed, held=held, commands=commands
+            )
+            records.append(writes)
+        commands += held_commands(held)
+        return decisions, self._commit_args(versions, records, commands, rules, now_ms)
 
     def _writes(
         self,
@@ -234,11 +304,6 @@ class Ledger:
             argv += [len(command), *command]
         return argv
 
-    def _apply(self, versions: dict[str, str], argv: list[Any]) -> None:
-        # every key of the commit carries {policy}: KEYS[1] routes the script to that slot's node
-        if not int(self._commit(keys=[keys.HELD], args=argv)):
-            raise ConflictingWrite("a customer or channel changed between read and commit")
-
     # --- opt-outs and reading back ------------------------------------------------------------
 
     def opt_out(self, entries: Iterable[tuple[str, str]], *, remove: bool = False) -> int:
@@ -257,6 +322,86 @@ class Ledger:
 
     def due_held(self, now_ms: int, limit: int = 1000) -> list[ContactRequest]:
         return [request_from(raw) for raw in self._redis.zrangebyscore(keys.HELD, "-inf", now_ms, start=0, num=limit)]
+
+
+PIECE = 32  # customers: a larger batch is decided in pieces of this many, pipelined
+
+
+def pieces(groups: Batch, rules: PolicyRules) -> list[Batch]:
+    """``groups`` as pieces of at most ``PIECE`` customers that cannot conflict with each other:
+    a customer's groups are all in one piece. A batch with a request on a channel with a
+    capacity stays whole: every piece would read and write that channel's send count."""
+    if len(groups) <= PIECE or any(r.channel in rules.capacity for g in groups for r in g):
+        return [groups]
+    place: dict[str, int] = {}
+    split: list[Batch] = []
+    for group in groups:
+        at = place.setdefault(group[0].customer, len(place) // PIECE)
+        if at == len(split):
+            split.append([])
+        split[at].append(group)
+    return split
+
+
+def _per_group(groups: Batch, decisions: list[Decision]) -> Iterator[list[Decision]]:
+    """A piece's decisions (one per request, group after group) cut back into its groups."""
+    start = 0
+    for group in groups:
+        yield decisions[start : start + len(group)]
+        start += len(group)
+
+
+class Line(Protocol):
+    """How a batch's reads and commits reach Redis: sent in order, answered in order."""
+
+    def read(self, command: list[Any], customers: list[str]) -> None:
+        """Send a read, and a read of ``customers``'s profiles."""
+
+    def commit(self, command: list[Any]) -> None: ...
+
+    def receive(self) -> Any:
+        """The reply to the oldest command not yet answered: (read's reply, profiles) for a read."""
+
+
+class _Pipelined:
+    """Commands on one connection, sent at once, their replies read when needed."""
+
+    def __init__(self, connection: Any, profiles: ProfileStore) -> None:
+        self._connection, self._profiles = connection, profiles
+        self._waiting: deque[list[str] | None] = deque()  # per command sent: a read's customers, or None
+
+    def read(self, command: list[Any], customers: list[str]) -> None:
+        profiles = self._profiles.read_command(customers)
+        self._connection.send_packed_command(self._connection.pack_commands([command, profiles]))
+        self._waiting.append(customers)
+
+    def commit(self, command: list[Any]) -> None:
+        self._connection.send_packed_command(self._connection.pack_command(*command))
+        self._waiting.append(None)
+
+    def receive(self) -> Any:
+        customers = self._waiting.popleft()
+        reply = self._connection.read_response()
+        if customers is None:
+            return reply
+        return reply, self._profiles.from_reply(customers, self._connection.read_response())
+
+
+class _InTurn:
+    """Each command run when sent (a Redis Cluster client routes calls one by one)."""
+
+    def __init__(self, client: Any, profiles: ProfileStore) -> None:
+        self._redis, self._profiles = client, profiles
+        self._replies: deque[Any] = deque()
+
+    def read(self, command: list[Any], customers: list[str]) -> None:
+        self._replies.append((self._redis.execute_command(*command), self._profiles.get_many(customers)))
+
+    def commit(self, command: list[Any]) -> None:
+        self._replies.append(self._redis.execute_command(*command))
+
+    def receive(self) -> Any:
+        return self._replies.popleft()
 
 
 HELD_CHUNK = 1000  # members per ZADD / ZREM of the held set: the commit script unpacks each command

@@ -38,25 +38,24 @@ class _Counts:
 
 
 def _count_conflicts() -> type[_Counts]:
-    """Wrap Ledger._apply in this (child) process: count refused and accepted commits, and
+    """Wrap Ledger._settle in this (child) process: count refused and accepted commits, and
     widen the window between read and commit a little so the deciders really interleave."""
-    apply, read = Ledger._apply, Ledger._read
+    settle, views = Ledger._settle, Ledger._views
 
-    def counting_apply(self: Ledger, versions: Any, commands: Any) -> None:
-        try:
-            apply(self, versions, commands)
-        except ConflictingWrite:
+    def counting_settle(reply: Any, *args: Any) -> None:
+        if int(reply):
+            _Counts.commits += 1
+        else:
             _Counts.conflicts += 1
-            raise
-        _Counts.commits += 1
+        settle(reply, *args)
 
-    def slow_read(self: Ledger, groups: Any, rules: Any, now_ms: int) -> Any:
-        result = read(self, groups, rules, now_ms)
+    def slow_views(self: Ledger, *args: Any) -> Any:
+        result = views(self, *args)
         time.sleep(0.0005)
         return result
 
-    Ledger._apply = counting_apply  # type: ignore[method-assign]
-    Ledger._read = slow_read  # type: ignore[method-assign]
+    Ledger._settle = staticmethod(counting_settle)  # type: ignore[method-assign, assignment]
+    Ledger._views = slow_views  # type: ignore[method-assign]
     return _Counts
 
 

@@ -91,17 +91,17 @@ def test_opt_out_and_remove(redis_client) -> None:
 
 def test_an_opt_out_between_read_and_commit_is_seen_on_the_retry(redis_client, monkeypatch) -> None:
     ledger = Ledger(redis_client, horizon_s=3600)
-    original = Ledger._read
+    original = Ledger._views
     reads = []
 
-    def read_then_opt_out(self, groups, rules, now_ms):  # type: ignore[no-untyped-def]
-        result = original(self, groups, rules, now_ms)
+    def read_then_opt_out(self, *args):  # type: ignore[no-untyped-def]
+        result = original(self, *args)
         reads.append(1)
         if len(reads) == 1:
             Ledger(redis_client, horizon_s=3600).opt_out([("c1", "*")])  # lands while the batch is decided
         return result
 
-    monkeypatch.setattr(Ledger, "_read", read_then_opt_out)
+    monkeypatch.setattr(Ledger, "_views", read_then_opt_out)
     [decision] = ledger.decide([[req("a")]], PolicyRules(), T0)
     assert len(reads) == 2 and decision.outcome == "suppressed:opt_out"
     assert redis_client.zcard(keys.ledger("c1")) == 0
@@ -174,6 +174,93 @@ def test_capacity_is_respected_within_one_batch(redis_client) -> None:
     rules = PolicyRules(capacity={"sms": Capacity(per_minute=1)})
     decisions = ledger.decide([[req("a", customer="c1")], [req("b", customer="c2")]], rules, T0)
     assert [d.outcome for d in decisions] == ["sent", "held:capacity"]
+
+
+# -- a large batch, decided in pipelined pieces ------------------------------------------------
+
+
+def _rounds(customers: int, seed: int) -> list[list[list[ContactRequest]]]:
+    """Batches of competing requests for many customers (several pieces each), with replays of
+    earlier requests and campaigns that de-duplicate and arbitrate."""
+    import random
+
+    rnd = random.Random(seed)
+    made: list[ContactRequest] = []
+    rounds = []
+    for r in range(4):
+        groups = []
+        for c in rnd.sample(range(customers), customers * 3 // 4):
+            group = [
+                req(f"r{r}-c{c}-{k}", customer=f"c{c}", channel=rnd.choice(["sms", "email"]),
+                    content=rnd.choice(["t1", "t2"]), campaign=rnd.choice(["promo", "news", None]))
+                for k in range(rnd.randint(1, 3))
+            ]  # fmt: skip
+            if made and rnd.random() < 0.2:
+                group.append(rnd.choice([m for m in made if m.customer == f"c{c}"] or [group[0]]))
+            groups.append(list({m.id: m for m in group}.values()))
+        made += [m for g in groups for m in g]
+        rounds.append(groups)
+    return rounds
+
+
+def test_a_batch_in_pieces_is_decided_as_the_memory_ledger_decides_it_whole(redis_client) -> None:
+    from runtime.policy.memory import MemoryLedger
+
+    rules = PolicyRules(
+        caps=(
+            Cap(name="daily", window="1d", max=2),
+            Cap(name="sms", scope="channel", channel="sms", window="7d", max=1),
+        ),
+        campaigns={
+            "promo": Campaign(name="promo", priority=80, dedupe_days=7),
+            "news": Campaign(name="news", priority=20, dedupe_days=3),
+        },
+        arbitrate=True,
+    )
+    customers = 5 * ledger_module.PIECE + 7
+    assert len(ledger_module.pieces(_rounds(customers, 1)[0], rules)) >= 3  # the batch goes in pieces
+    for seed in (1, 2):
+        redis_client.flushdb()
+        ledger, memory = Ledger(redis_client, horizon_s=3600), MemoryLedger()
+        for n, groups in enumerate(_rounds(customers, seed)):
+            now = T0 + n * 3_600_000
+            assert ledger.decide(groups, rules, now) == memory.decide(groups, rules, now)
+        for c in range(customers):
+            assert ledger_ids(redis_client, f"c{c}") == sorted(
+                (orjson.loads(raw)["id"] for raw in memory._contacts.get(f"c{c}", {})),
+                key=lambda i: (memory_sent_at(memory, f"c{c}", i), i),
+            )
+
+
+def memory_sent_at(memory: Any, customer: str, contact_id: str) -> int:
+    return next(at for raw, at in memory._contacts[customer].items() if orjson.loads(raw)["id"] == contact_id)
+
+
+def test_a_refused_piece_is_decided_again_and_the_others_once(redis_client, monkeypatch) -> None:
+    """An opt-out lands between the read and the commit of the third piece of a batch: that
+    piece's commit is refused and it is decided again (the opted-out customer suppressed);
+    every other piece's customers are committed exactly once."""
+    ledger = Ledger(redis_client, horizon_s=3600)
+    customers = [f"c{i:03d}" for i in range(4 * ledger_module.PIECE)]
+    groups = [[req(f"a-{c}", customer=c)] for c in customers]
+    third = ledger_module.pieces(groups, PolicyRules())[2][0][0].customer  # its first customer
+    target = ledger_module.pieces(groups, PolicyRules())[2][5][0].customer
+    original, seen = Ledger._views, []
+
+    def read_then_opt_out(self, piece, *args):  # type: ignore[no-untyped-def]
+        seen.append(piece[0][0].customer)
+        if seen.count(third) == 1 and piece[0][0].customer == third:
+            Ledger(redis_client, horizon_s=3600).opt_out([(target, "*")])
+        return original(self, piece, *args)
+
+    monkeypatch.setattr(Ledger, "_views", read_then_opt_out)
+    decisions = ledger.decide(groups, PolicyRules(), T0)
+    assert [d.id for d in decisions] == [g[0].id for g in groups]  # in the batch's order
+    assert {d.customer: d.outcome for d in decisions if d.outcome != "sent"} == {target: "suppressed:opt_out"}
+    assert seen.count(third) == 2 and len(seen) == 5  # four pieces, the third twice
+    versions = dict(zip(customers, redis_client.mget([keys.ledger_version(c) for c in customers]), strict=True))
+    assert {c: int(v) for c, v in versions.items() if int(v) != 1} == {target: 2}  # its opt-out, then its commit
+    assert sum(redis_client.zcard(keys.ledger(c)) for c in customers) == len(customers) - 1
 
 
 # -- the stage: a hold survives a restart ----------------------------------------------------

@@ -9,11 +9,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime.events.memory import MemoryProfileStore
 from runtime.events.profiles import ProfileStorage, ProfileStore
 from runtime.policy.decide import DAY_MS, ContactRequest, PolicyRules
-from runtime.policy.ledger import DECISIONS_KEPT, Ledger, LedgerStorage
+from runtime.policy.ledger import DECISIONS_KEPT, PIECE, Ledger, LedgerStorage, pieces
 from runtime.policy.memory import MemoryLedger
 from runtime.policy.models import Campaign, Cap, Capacity, QuietHours
 
@@ -141,3 +143,24 @@ def test_profiles_decide_caps_by_tier_and_arbitration_by_score(stores: Stores) -
     }
     later = [[req("gold-3", "gold", content="v")], [req("plain-3", "plain", content="v")]]
     assert outcomes(stores.ledger, later, rules, T0 + 1) == ["sent", "suppressed:cap:daily"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 300), st.integers(1, 3)), max_size=400),
+    st.booleans(),
+)
+def test_pieces_keep_every_group_once_and_each_customer_in_one_piece(
+    drawn: list[tuple[int, int]], capacity: bool
+) -> None:
+    groups = [[req(f"{n}-{k}", customer=f"c{c}") for k in range(size)] for n, (c, size) in enumerate(drawn)]
+    rules = PolicyRules(capacity={"sms": Capacity(per_minute=5)} if capacity else {})
+    split = pieces(groups, rules)
+    assert sorted(id(g) for p in split for g in p) == sorted(id(g) for g in groups)  # each group once
+    for piece in split:  # in the batch's order within a piece
+        assert [groups.index(g) for g in piece] == sorted(groups.index(g) for g in piece)
+    owners = [{g[0].customer for g in p} for p in split]
+    assert all(not a & b for i, a in enumerate(owners) for b in owners[i + 1 :])
+    assert all(len(o) <= PIECE for o in owners)
+    if capacity or len(groups) <= PIECE:
+        assert split == [groups]
