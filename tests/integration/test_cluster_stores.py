@@ -22,7 +22,7 @@ from runtime.events.consent import ConsentRecord, ConsentStore
 from runtime.events.identity import IdentityLink, IdentityStore
 from runtime.events.profiles import BatchProfiles, ProfileStore
 from runtime.policy.decide import ContactRequest, PolicyRules
-from runtime.policy.ledger import ConflictingWrite, Ledger
+from runtime.policy.ledger import PIECE, ConflictingWrite, Ledger
 from runtime.policy.models import Cap, QuietHours
 from runtime.policy.stage import PolicyStage
 from runtime.redis_client import connect, is_cluster
@@ -130,6 +130,22 @@ def test_ledger_decides_holds_and_opts_out(client: redis.Redis) -> None:
     held = req("q", customer="c3", requested_at=T0, event={"id": "q", "topic": "notifications.sms"})
     [decision] = ledger.decide([[held]], PolicyRules(quiet_hours=quiet), T0)
     assert decision.outcome == "held:quiet_hours" and ledger.due_held(T0 + 3_600_000) == [held]
+
+
+def test_a_batch_in_pieces_is_decided_whole_on_a_cluster(client: redis.Redis) -> None:
+    """More customers than a piece holds: the pieces go one after the other, each to {policy}'s
+    node, and profiles (spread over the slots) are read for each; a replay decides nothing again."""
+    ledger = Ledger(client, horizon_s=3600)
+    customers = [f"p{i}" for i in range(3 * PIECE + 1)]
+    ProfileStore(client).put_many({c: {"tier": "gold"} for c in customers})
+    rules = PolicyRules(caps=(Cap(name="weekly", window="7d", max=1, max_by_tier={"gold": 2}),))
+    groups = [[req(f"{c}-1", customer=c), req(f"{c}-2", customer=c)] for c in customers]
+    assert {d.outcome for d in ledger.decide(groups, rules, T0)} == {"sent"}  # the tier's cap: 2
+    assert ledger.decide(groups, rules, T0 + 1) == ledger.decide(groups, rules, T0 + 2)
+    assert {d.outcome for d in ledger.decide([[req(f"{c}-3", customer=c)] for c in customers], rules, T0)} == {
+        "suppressed:cap:weekly"
+    }
+    assert sum(client.zcard(keys.ledger(c)) for c in customers) == 2 * len(customers)
 
 
 def test_concurrent_deciders_never_exceed_a_cap(client: redis.Redis, url: str) -> None:
