@@ -143,7 +143,8 @@ def decide(
     contacts = list(view.contacts)
     decisions: list[Decision] = []
     winner: str | None = None
-    for request in sorted(group, key=lambda r: rank(r, rules, view.profile)):
+    ranked = group if len(group) == 1 else sorted(group, key=lambda r: rank(r, rules, view.profile))
+    for request in ranked:
         competes = rules.arbitrate and request.kind == "notify"  # tasks go to staff: they never compete
         earlier = view.decided.get(request.id)
         if earlier is not None:  # a replay: the first decision stands, nothing is counted twice

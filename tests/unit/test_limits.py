@@ -209,6 +209,17 @@ def test_distinct_key_types_and_names_never_give_the_same_key(type_a, name_a, ty
     assert key_a.count("{") <= 1 and key_a.count("}") <= 1  # only ESP's own hash tag: a name cannot add one
 
 
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(NAMES, st.text(), st.text(alphabet=st.characters(categories=["L", "N"]))))
+def test_a_key_segment_escapes_exactly_the_unsafe_characters(name):
+    def escaped(c: str) -> str:
+        if c in "%:{}*?[]\\\x7f" or c < " " or "\ud800" <= c <= "\udfff":
+            return f"%{ord(c):02X}" if ord(c) < 0x100 else f"%u{ord(c):04X}"
+        return c
+
+    assert keys.part(name) == "".join(map(escaped, name))
+
+
 def test_the_ledger_collision_of_issue_12_is_gone_and_plain_names_keep_their_keys():
     assert keys.ledger("v:alice") != keys.ledger_version("alice")
     assert keys.profile("c-123_x.y@z") == "esp:profile:c-123_x.y@z"  # stored data of such ids stays found
