@@ -94,7 +94,8 @@ def _where(
 
 
 def _contact_decisions(client: redis.Redis, outputs: list[str]) -> list[dict[str, Any]]:
-    """The contact-policy decision on each notify or task output (final ones are kept)."""
+    """The contact-policy decision on each notify or task output: the final one, or a hold
+    until the request is decided again."""
     if not outputs:
         return []
     found = client.mget([keys.decision(o) for o in outputs])

@@ -80,6 +80,7 @@ class LedgerStorage(Protocol):
 
 Batch = list[list[ContactRequest]]  # groups of requests, one customer each
 Decided = tuple[list[ContactRequest], list[Decision], list[Contact]]  # a group, its decisions, its new contacts
+Read = tuple[dict[str, CustomerView], dict[str, str], set[str]]  # views, version keys read, requests held before
 
 
 def decide_groups(
@@ -187,20 +188,22 @@ class Ledger:
         # dominated the read; every key carries {policy}, so a cluster routes it to one slot
         return ["EVAL", _READ, len(read_keys), *read_keys, *args], customers
 
-    def _views(
-        self, groups: Batch, rules: PolicyRules, reply: Any, profiles: dict[str, dict[str, Any]]
-    ) -> tuple[dict[str, CustomerView], dict[str, str]]:
-        """The read's reply as each customer's view, and the version keys it was read at."""
+    def _views(self, groups: Batch, rules: PolicyRules, reply: Any, profiles: dict[str, dict[str, Any]]) -> Read:
+        """The read's reply as each customer's view, the version keys it was read at, and the
+        requests held before (their decision so far is a hold)."""
         customers = sorted({g[0].customer for g in groups})
         channels = sorted({r.channel for g in groups for r in g if r.channel in rules.capacity})
         ids = [r.id for g in groups for r in g]
         (versions_read, ledgers, optouts), (channel_versions, channel_sends), stored = reply
         decided: dict[str, dict[str, Decision]] = {}
+        was_held: set[str] = set()
         for request_id, raw in zip(ids, stored, strict=True):
             if raw:
                 decision = decision_from(raw)
                 if decision.final:
                     decided.setdefault(decision.customer, {})[request_id] = decision
+                else:
+                    was_held.add(request_id)
         sends: dict[str, tuple[int, ...]] = {}
         versions: dict[str, str] = {}
         for channel, version, flat in zip(channels, channel_versions, channel_sends, strict=True):
@@ -216,17 +219,17 @@ class Ledger:
                 decided=decided.get(customer, {}),
                 channel_sends=sends,
             )
-        return views, versions
+        return views, versions, was_held
 
     def _prepare(
         self,
         groups: Batch,
-        read: tuple[dict[str, CustomerView], dict[str, str]],
+        read: Read,
         rules: PolicyRules,
         now_ms: int,
     ) -> tuple[list[Decision], list[Any]]:
         """The decisions of ``groups`` against what was read, and their commit's ARGV."""
-        views, versions = read
+        views, versions, was_held = read
         decisions: list[Decision] = []
         records: list[list[Any]] = []
         commands: list[list[Any]] = []
@@ -236,7 +239,16 @@ class Ledger:
             replayed = set(views[customer].decided)
             decisions += made
             writes = self._writes(
-                customer, made, contacts, group, rules, now_ms, replayed=replayed, held=held, commands=commands
+                customer,
+                made,
+                contacts,
+                group,
+                rules,
+                now_ms,
+                replayed=replayed,
+                was_held=was_held,
+                held=held,
+                commands=commands,
             )
             records.append(writes)
         commands += held_commands(held)
@@ -252,6 +264,7 @@ class Ledger:
         now_ms: int,
         *,
         replayed: set[str],
+        was_held: set[str],
         held: list[tuple[bytes, int | None]],
         commands: list[list[Any]],
     ) -> list[Any]:
@@ -269,20 +282,21 @@ class Ledger:
             commands.append(["ZADD", keys.capacity(channel), *sends])
             commands.append(["ZREMRANGEBYSCORE", keys.capacity(channel), "-inf", now_ms - 86_400_000])
         requests = {r.id: r for r in group}
-        finals: list[str] = []
+        recorded: list[str] = []
         logged: list[bytes] = []
         for decision in decisions:
-            if decision.id in replayed:  # its first decision stands and is already recorded
+            if decision.id in replayed:  # its first decision stands and is recorded; should the
+                held.append((held_member(requests[decision.id]), None))  # request still be held, no more
                 continue
             if decision.final:
-                finals.append(keys.decision(decision.id))
-                held.append((held_member(requests[decision.id]), None))
-            else:
+                if decision.id in was_held:  # only a request held before is in the held set
+                    held.append((held_member(requests[decision.id]), None))
+            else:  # recorded as held (not decided: it is decided again when released)
                 assert decision.release_at is not None
-                finals.append("")  # logged, not recorded: it is decided again when released
                 held.append((held_member(requests[decision.id]), decision.release_at))
+            recorded.append(keys.decision(decision.id))
             logged.append(decision_json(decision))
-        return [*record, len(logged), *finals, *logged]
+        return [*record, len(logged), *recorded, *logged]
 
     def _commit_args(
         self,

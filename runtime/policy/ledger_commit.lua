@@ -4,8 +4,8 @@
 -- because a command's name, key and options repeated per entry cost more than the entry):
 --   n, n version keys, n expected values  -> refused (0) unless each still has its value
 --   ledger trim bound (ms), ledger TTL (s), decision TTL (s), log TTL (s), log length
---   customers, each: ledger key, log key, c, c (at, contact) pairs, d, d decision keys ('' for
---     a held decision: logged, not recorded as final), d decisions
+--   customers, each: ledger key, log key, c, c (at, contact) pairs, d, d decision keys, d
+--     decisions (a hold too: the next decision of the request overwrites it)
 --   commands, each as (argc, command...): capacity and the held set
 local unpack = unpack
 local CHUNK = 1000
@@ -38,9 +38,7 @@ for _ = 1, customers do
   local d = tonumber(ARGV[i])
   i = i + 1
   if d > 0 then
-    for j = i, i + d - 1 do
-      if ARGV[j] ~= '' then redis.call('SET', ARGV[j], ARGV[j + d], 'EX', decision_ttl) end
-    end
+    for j = i, i + d - 1 do redis.call('SET', ARGV[j], ARGV[j + d], 'EX', decision_ttl) end
     local length = 0
     for first = i + d, i + 2 * d - 1, CHUNK do  -- in order: the last decision ends up first
       length = redis.call('LPUSH', log, unpack(ARGV, first, math.min(first + CHUNK, i + 2 * d) - 1))

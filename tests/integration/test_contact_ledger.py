@@ -14,7 +14,7 @@ from runtime import keys
 from runtime.config.store import ConfigStore
 from runtime.policy import ledger as ledger_module
 from runtime.policy.decide import DAY_MS, ContactRequest, PolicyRules
-from runtime.policy.ledger import DECISIONS_KEPT, Ledger
+from runtime.policy.ledger import DECISIONS_KEPT, Ledger, decision_from
 from runtime.policy.models import Campaign, Cap, Capacity, QuietHours
 from runtime.policy.stage import PolicyStage
 from runtime.subscriptions.outbox import Outbox, Publication
@@ -146,7 +146,7 @@ def test_held_requests_wait_in_the_held_set_until_due(redis_client) -> None:
     request = req("q", requested_at=T0, event={"id": "q", "topic": "notifications.sms"})
     [held] = ledger.decide([[request]], rules, T0)
     assert (held.outcome, held.release_at) == ("held:quiet_hours", release)
-    assert redis_client.get(keys.decision("q")) is None  # not final: not recorded as decided
+    assert decision_from(redis_client.get(keys.decision("q"))) == held  # recorded as a hold: decided again later
     assert ledger.due_held(release - 1) == []
     assert ledger.due_held(release) == [request]
     assert ledger.due_held(release)[0].event == request.event  # the event travels with it
@@ -167,6 +167,31 @@ def test_held_requests_wait_in_the_held_set_until_due(redis_client) -> None:
     stale = req("e3", customer="c3", channel="email", requested_at=T0 - 3_600_000)
     assert ledger.decide([[stale]], rules, T0 + 60_001)[0].outcome == "suppressed:capacity"
     assert redis_client.zcard(keys.HELD) == 0
+
+
+def test_only_requests_held_before_are_removed_from_the_held_set(redis_client) -> None:
+    """A request never held is decided without a write to the held set (most requests)."""
+    ledger = Ledger(redis_client, horizon_s=3600)
+    redis_client.config_resetstat()
+    groups = [[req(f"n{i}", customer=f"c{i}")] for i in range(3 * ledger_module.PIECE)]
+    assert {d.outcome for d in ledger.decide(groups, PolicyRules(), T0)} == {"sent"}
+    assert "cmdstat_zrem" not in redis_client.info("commandstats")
+
+
+def test_a_held_member_left_from_before_is_cleaned_up_by_its_replay(redis_client) -> None:
+    """A request in the held set without a recorded hold (held by an earlier version of ESP,
+    which recorded none) is decided once when due; it leaves the held set when it comes due
+    again, as a replay that decides and counts nothing twice."""
+    ledger = Ledger(redis_client, horizon_s=3600)
+    request = req("old", requested_at=T0, event={"id": "old", "topic": "notifications.sms"})
+    redis_client.zadd(keys.HELD, {ledger_module.held_member(request): T0})
+    [due] = ledger.due_held(T0)
+    assert [d.outcome for d in ledger.decide([[due]], PolicyRules(), T0)] == ["sent"]
+    [again] = ledger.due_held(T0 + 1)
+    [replayed] = ledger.decide([[again]], PolicyRules(), T0 + 1)
+    assert (replayed.outcome, replayed.at) == ("sent", T0)  # the first decision stands
+    assert redis_client.zcard(keys.HELD) == 0 and ledger_ids(redis_client, "c1") == ["old"]
+    assert len(ledger.recent("c1")) == 1
 
 
 def test_capacity_is_respected_within_one_batch(redis_client) -> None:
