@@ -2,12 +2,15 @@
 
 Per customer: a sorted set of the contacts sent (score = time, trimmed to the longest window),
 a set of opted-out channels (``*`` = all) and a version counter; per channel a sorted set of
-send times (capacity); per request id its final decision (idempotency). A batch of decisions is
-one read (a Lua script, ``ledger_read.lua``) and one commit: a Lua script that applies the writes only if no customer
-or channel it read has changed since (compare-and-set on the version counters), and otherwise
-refuses, so the batch is decided again on fresh data. Two deciders can therefore never both
-take the last slot of a cap. Every key of the contact policy carries the hash tag ``{policy}``
-(``runtime/keys.py``), so on a Redis Cluster the read and the commit go to one slot's node.
+send times (capacity); per request id its decision (idempotency once final; a hold until the
+request is decided again). A batch of decisions is one read (a Lua script, ``ledger_read.lua``)
+and one commit: a Lua script that applies the writes only if no customer or channel it read has
+changed since (compare-and-set on the version counters), and otherwise refuses, so the batch is
+decided again on fresh data. Two deciders can therefore never both take the last slot of a cap.
+A large batch goes in pieces of ``PIECE`` customers, each read and committed that way, pipelined
+on one connection so that Redis and this process work at once (:meth:`Ledger.decide`). Every
+key of the contact policy carries the hash tag ``{policy}`` (``runtime/keys.py``), so on a Redis
+Cluster the read and the commit go to one slot's node.
 
 :class:`LedgerStorage` is what the policy stage and the API use; :class:`Ledger` keeps the
 ledger in Redis, :class:`runtime.policy.memory.MemoryLedger` in memory for unit tests. Both
@@ -98,7 +101,8 @@ def decide_groups(
 
 
 class Ledger:
-    """:class:`LedgerStorage` in Redis: one read script and one compare-and-set commit script per batch."""
+    """:class:`LedgerStorage` in Redis: one read script and one compare-and-set commit script per
+    batch, or per piece of a large batch (:func:`pieces`)."""
 
     def __init__(self, client: redis.Redis, *, horizon_s: int) -> None:
         from runtime.redis_client import is_cluster  # imported here: this module stays free of redis
@@ -177,8 +181,7 @@ class Ledger:
     def _read_command(self, groups: Batch, rules: PolicyRules, now_ms: int) -> tuple[list[Any], list[str]]:
         """The read script's command for ``groups`` (see ``ledger_read.lua``), and the
         customers whose profiles to read with it."""
-        customers = sorted({g[0].customer for g in groups})
-        channels = sorted({r.channel for g in groups for r in g if r.channel in rules.capacity})
+        customers, channels = _read_by(groups, rules)
         read_keys = [keys.ledger_version(c) for c in customers] + [keys.ledger(c) for c in customers]
         read_keys += [keys.optouts(c) for c in customers]
         read_keys += [keys.capacity_version(ch) for ch in channels] + [keys.capacity(ch) for ch in channels]
@@ -191,8 +194,7 @@ class Ledger:
     def _views(self, groups: Batch, rules: PolicyRules, reply: Any, profiles: dict[str, dict[str, Any]]) -> Read:
         """The read's reply as each customer's view, the version keys it was read at, and the
         requests held before (their decision so far is a hold)."""
-        customers = sorted({g[0].customer for g in groups})
-        channels = sorted({r.channel for g in groups for r in g if r.channel in rules.capacity})
+        customers, channels = _read_by(groups, rules)
         ids = [r.id for g in groups for r in g]
         (versions_read, ledgers, optouts), (channel_versions, channel_sends), stored = reply
         decided: dict[str, dict[str, Decision]] = {}
@@ -355,6 +357,12 @@ def pieces(groups: Batch, rules: PolicyRules) -> list[Batch]:
             split.append([])
         split[at].append(group)
     return split
+
+
+def _read_by(groups: Batch, rules: PolicyRules) -> tuple[list[str], list[str]]:
+    """The customers and the capacity channels whose keys a read of ``groups`` reads, in order."""
+    customers = sorted({g[0].customer for g in groups})
+    return customers, sorted({r.channel for g in groups for r in g if r.channel in rules.capacity})
 
 
 def _per_group(groups: Batch, decisions: list[Decision]) -> Iterator[list[Decision]]:
