@@ -81,10 +81,20 @@ class GroupCommit:
         if not by_partition:
             return []
         events = sum(len(e) for e in by_partition.values())
-        if events >= self._alone_events:
-            return self._log.append(by_partition, now_ms=now_ms, horizon_s=horizon_s, config_version=config_version)
         source = next(iter(by_partition.values()))[0].source
         request = _Request(by_partition, source, now_ms, horizon_s, config_version, events)
+        if events >= self._alone_events:  # appends at once, beside any group
+            self._append_together([request])
+        else:
+            self._join(request)
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _join(self, request: _Request) -> None:
+        """Lead an append with ``request`` if fewer than ``leaders`` run, else queue it until a
+        leader answers it or hands it the lead."""
         with self._lock:
             if self._leading < self._leaders:
                 self._leading += 1
@@ -95,10 +105,6 @@ class GroupCommit:
             request.ready.wait()  # answered, or handed the lead
         if request.lead:
             self._lead(request)
-        if request.error is not None:
-            raise request.error
-        assert request.result is not None
-        return request.result
 
     def _lead(self, first: _Request) -> None:
         """Append ``first`` and the requests queued behind it, answer them, and hand the lead
