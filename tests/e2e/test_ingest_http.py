@@ -8,6 +8,7 @@ import io
 import httpx
 import orjson
 import pyarrow as pa
+import ray
 
 from runtime.dev.client import EspClient
 from tests.e2e.conftest import SOURCE_KEY
@@ -46,6 +47,20 @@ def test_every_body_format_is_accepted(platform):
         assert response.status_code == 202, (content_type, response.text)
         answer = response.json()
         assert (answer["accepted"], answer["duplicates"], answer["rejected"]) == (n, 0, []), content_type
+
+
+def test_stream_actors_stay_without_pyarrow(platform):
+    """Ray would import pyarrow (and numpy) in every worker to register its Arrow serializers,
+    35 MB each; ESP's stream actors defer that (actors/worker_setup.py), Arrow ingestion above
+    notwithstanding. Fails if a Ray upgrade moves the hook point or ESP's actors import pyarrow."""
+
+    def loaded(_self: object) -> list[str]:
+        import sys
+
+        return sorted(name for name in ("pyarrow", "numpy") if name in sys.modules)
+
+    actors = [*platform.actors, *platform.dispatchers, *platform.policy]
+    assert ray.get([actor.__ray_call__.remote(loaded) for actor in actors]) == [[]] * len(actors)
 
 
 def test_whole_body_problems_have_precise_reasons(platform):

@@ -73,6 +73,14 @@ def test_serve_config_is_valid_and_names_the_real_builder(name):
     assert deployment.ray_actor_options.num_cpus == api.EspApi.ray_actor_options["num_cpus"]
 
 
+@pytest.mark.parametrize("name", ["esp-serve.yaml", "serveConfigV2"])
+def test_serve_configs_run_esp_s_job_environment(name):
+    from actors.worker_setup import RUNTIME_ENV
+
+    (application,) = serve_configs()[name]["applications"]
+    assert RUNTIME_ENV.items() <= application["runtime_env"].items()
+
+
 def test_every_esp_variable_is_a_setting_with_a_valid_value():
     fields = {f"ESP_{name.upper()}" for name in EspSettings.model_fields}
     application = serve_configs()["esp-serve.yaml"]["applications"][0]
