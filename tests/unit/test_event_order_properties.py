@@ -63,7 +63,7 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from runtime.events.envelope import Event, parse_time_ms
-from runtime.log.eventtime import EventClock
+from runtime.log.eventtime import PACK_ABOVE, EventClock
 from runtime.rules import Output, PartitionEngine, compile_rule
 from tests.unit.test_engine_groups import Leaf, children_st
 from tests.unit.test_engine_groups import rule_doc as all_doc
@@ -720,6 +720,7 @@ def within_reorder_wait(draw, kind: Kind):
     p = draw(kind.params)
     wait = draw(st.sampled_from([1, 4, 10, 30]))
     lateness = draw(st.sampled_from([0, 5, 1000]))
+    pack_above = draw(st.sampled_from([0, 2, PACK_ABOVE]), label="pack_above")  # held runs packed, or decoded
     stream = draw(streams(kind.vocab(p)))
     arrival = {e.id: e.time + d % wait for e, d, _ in stream}
     entries: list[tuple[int, list[Event]]] = []
@@ -728,7 +729,7 @@ def within_reorder_wait(draw, kind: Kind):
             entries[-1][1].append(e)
         else:
             entries.append((arrival[e.id], [e]))
-    return p, entries, wait, lateness
+    return p, entries, wait, lateness, pack_above
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=IDS)
@@ -736,7 +737,7 @@ def test_within_the_reorder_wait_outputs_equal_the_ordered_streams(kind: Kind) -
     @SETTINGS
     @given(within_reorder_wait(kind))
     def prop(case) -> None:
-        p, entries, wait, lateness = case
+        p, entries, wait, lateness, pack_above = case
         note(
             f"params {p}; reorder wait {wait}; lateness {lateness}; entries (arrival ms - BASE: events): "
             + " | ".join(f"{at - BASE}: {describe([b])}" for at, b in entries)
@@ -747,7 +748,7 @@ def test_within_the_reorder_wait_outputs_equal_the_ordered_streams(kind: Kind) -
         expected = sorted(o.id for _, o in ordered_run(rules, ordered))
 
         engine = engine_for(rules, lateness)
-        clock = EventClock(out_of_order_ms=0, lateness_ms=lateness, reorder_wait_ms=wait)
+        clock = EventClock(out_of_order_ms=0, lateness_ms=lateness, reorder_wait_ms=wait, pack_above=pack_above)
         got: list[Output] = []
         for at, batch in entries:  # time passes until the entry's append time, then it arrives
             got += on_events(engine, arrival_clock_moved(clock, at), clock.watermark)
