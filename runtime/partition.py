@@ -601,9 +601,7 @@ class PartitionRunner:
         if not known or not settled:
             return
         held = {
-            f(e.source, e.id)
-            for e in self.clocks[partition].held_events()
-            for f in (_tries_field, _set_aside_field)
+            f(e.source, e.id) for e in self.clocks[partition].held_events() for f in (_tries_field, _set_aside_field)
         }
         done = [name for name in settled if name in known and name not in held]
         if done:

@@ -232,7 +232,9 @@ class EventClock:
         held = [
             (t, item)
             for _, _, start, times, items in runs
-            for t, item in zip(times[start:], items.raws(start) if type(items) is Packed else items[start:])
+            for t, item in zip(
+                times[start:], items.raws(start) if type(items) is Packed else items[start:], strict=True
+            )
         ]
         held.sort(key=itemgetter(0))  # stable: arrival order among equal times
         return {

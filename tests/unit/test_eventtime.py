@@ -96,6 +96,7 @@ def test_packed_runs_release_what_decoded_runs_do(entries, pack_above, resume_at
     """Arrival-stamped entries (arrival gaps, event times) through a clock that packs what it
     holds past ``pack_above`` and one that never does, checkpointed and resumed once on the way:
     the same events leave at the same steps, in the same order."""
+
     def run(pack_above: int) -> list[list[str]]:
         clock = EventClock(out_of_order_ms=5, lateness_ms=0, reorder_wait_ms=40, pack_above=pack_above)
         steps, arrival, i = [], 1_000, 0
