@@ -89,12 +89,12 @@ class EventClock:
         lateness_ms: int,
         reorder_wait_ms: int = 0,
         resume: dict[str, Any] | None = None,
-        pack_above: int = PACK_ABOVE,
+        pack_above: int | None = None,  # PACK_ABOVE
     ) -> None:
         self.out_of_order_ms = out_of_order_ms
         self.lateness_ms = lateness_ms
         self.reorder_wait_ms = reorder_wait_ms
-        self.pack_above = pack_above
+        self.pack_above = PACK_ABOVE if pack_above is None else pack_above
         resume = resume or {}
         self.newest: int = int(resume.get("newest", 0))
         # (arrival ms, newest event time once it arrived) of the arrivals still inside the wait

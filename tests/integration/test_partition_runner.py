@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from runtime.config.store import ConfigStore
 from runtime.events.envelope import Event
+from runtime.log import eventtime
 from runtime.log.partition_log import PartitionLog
 from runtime.partition import PartitionRunner
 from tests.support.runner import drain, pulled, runner_settings
@@ -176,9 +179,12 @@ def test_late_events_can_be_quarantined(redis_server, redis_client, tmp_path):
     assert json.loads(kept["raw"])["time"].startswith("2026-")  # the event itself, for inspection
 
 
-def test_events_held_for_reordering_survive_a_restart(redis_server, redis_client, tmp_path):
-    """Bound 10 s: a login is held, the runner checkpoints and dies, and its successor still
-    evaluates the held login (with the logins that come later) exactly once."""
+@pytest.mark.parametrize("pack_above", [eventtime.PACK_ABOVE, 0], ids=["decoded", "packed"])
+def test_events_held_for_reordering_survive_a_restart(redis_server, redis_client, tmp_path, monkeypatch, pack_above):
+    """Bound 10 s: a login is held (decoded, or packed as a busy partition holds it), the runner
+    checkpoints and dies, and its successor still evaluates the held login (with the logins that
+    come later) exactly once."""
+    monkeypatch.setattr(eventtime, "PACK_ABOVE", pack_above)
     setup_config(redis_client)
     settings = runner_settings(redis_server, tmp_path, max_out_of_order_s=10)
     log = PartitionLog(redis_client, horizon_s=3600)
