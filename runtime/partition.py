@@ -344,7 +344,7 @@ class PartitionRunner:
         if not entries:  # caught up: nothing accepted before the newest config is still waiting
             for p in self.partitions:
                 self._rules_for(p, None, stats)
-        self._timers(stats, caught_up=not entries)
+        self._timers(stats, {entry.partition for entry in entries} if entries else None)
         self._flush(stats)
         if self._clock() - self._last_checkpoint >= self.settings.checkpoint_interval_s:
             stats.checkpointed = self.checkpoint()
@@ -651,15 +651,18 @@ class PartitionRunner:
                 at_ms=now_ms,
             )
 
-    def _timers(self, stats: StepStats, *, caught_up: bool) -> None:
+    def _timers(self, stats: StepStats, read: set[int] | None) -> None:
         """Release held events and fire due timers (absence, dwell, duration) up to the
-        partition's watermark. Once the partition has read all of its log, the wall clock is its
-        arrival clock (what waited long enough goes), and wall-clock time minus both bounds moves
-        its timers too, so a quiet customer's wait still ends. (During a replay only the log's
-        times count, so a replay cannot fire early.)"""
+        partition's watermark, in the partitions ``read`` entries this step: the others' watermarks
+        have not moved since their last visit. Once the runner has read all of its log (``read``
+        None), in every partition: the wall clock is its arrival clock (what waited long enough
+        goes), and wall-clock time minus both bounds moves its timers too, so a quiet customer's
+        wait still ends. (During a replay only the log's times count, so a replay cannot fire
+        early.)"""
+        caught_up = read is None
         wall_ms = int(self._clock() * 1000)
-        for p, engine in self.engines.items():
-            clock = self.clocks[p]
+        for p in self.engines if caught_up else read:
+            engine, clock = self.engines[p], self.clocks[p]
             due = engine.next_timer_at()
             if due is None and not clock.held:
                 continue
