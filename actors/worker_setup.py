@@ -6,8 +6,9 @@ anything, and importing pyarrow to do so brings pyarrow and numpy into every pro
 35 MB of resident memory in each of ESP's partition actors, dispatchers and policy stage (25 in
 Serve's processes, which import numpy themselves), none of which passes Arrow data through Ray.
 :func:`setup` lets that registration happen only in a process that has imported pyarrow itself
-(Arrow ingestion in the API replica, the batch jobs), so the rest stay lean. A Ray without the hook point is left as it is
-(``tests/e2e/test_ingest_http.py`` checks that the stream actors stay lean).
+(Arrow ingestion in the API replica, the batch jobs), so the rest stay lean. A Ray without the
+hook point is left as it is (``tests/e2e/test_ingest_http.py`` checks that the stream actors stay
+lean).
 """
 
 from __future__ import annotations
