@@ -19,7 +19,7 @@ from ray import serve
 from actors.coordinator import Coordinator
 from actors.directory import RayPartitionDirectory
 from actors.factory import NAMESPACE
-from actors.worker_setup import RUNTIME_ENV
+from actors.worker_setup import runtime_env
 from runtime.dev.local_ray import SYSTEM_CONFIG, head_start_options, lean_head, use_local_ray
 from runtime.dev.redis_server import EmbeddedRedis, EmbeddedRedisCluster
 from runtime.redis_client import connect
@@ -143,7 +143,7 @@ class Platform:
 
     @staticmethod
     def connect(address: str) -> None:
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, runtime_env=RUNTIME_ENV)
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, runtime_env=runtime_env())
 
     def init_ray_in_process(self) -> None:
         """A private local Ray that ends with this process (demo and tests). It listens on
@@ -158,7 +158,7 @@ class Platform:
                 namespace=NAMESPACE,
                 _metrics_export_port=self.settings.metrics_export_port,
                 _system_config=SYSTEM_CONFIG,
-                runtime_env=RUNTIME_ENV,
+                runtime_env=runtime_env(),
                 log_to_driver=False,
                 configure_logging=False,
             )

@@ -16,7 +16,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-RUNTIME_ENV = {"worker_process_setup_hook": "actors.worker_setup.setup"}  # ESP's job: every ray.init of it
+HOOK = "actors.worker_setup.setup"
+
+
+def runtime_env() -> dict[str, Any]:
+    """The runtime environment of ESP's job, for every ``ray.init`` of it: a new dict at each
+    call, as ``ray.init`` adds its own keys to the one it is given."""
+    return {"worker_process_setup_hook": HOOK}
 
 
 def setup() -> None:

@@ -188,7 +188,7 @@ def local_cluster(nodes: int, *, cpus_per_node: int = 2) -> Iterator[Any]:
     from ray.cluster_utils import Cluster
 
     from actors.factory import NAMESPACE
-    from actors.worker_setup import RUNTIME_ENV
+    from actors.worker_setup import runtime_env
 
     os.environ.update({**loopback_environment(), **RAY_PROCESS_ENVIRONMENT})  # for the nodes' processes
     ray_constants.ENABLE_RAY_CLUSTER = False  # and for this one, which imported Ray already
@@ -205,7 +205,7 @@ def local_cluster(nodes: int, *, cpus_per_node: int = 2) -> Iterator[Any]:
         for _ in range(nodes - 1):
             cluster.add_node(**args)
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False, runtime_env=RUNTIME_ENV)
+        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False, runtime_env=runtime_env())
         yield cluster
     finally:
         ray.shutdown()

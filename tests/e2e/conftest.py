@@ -13,7 +13,7 @@ import ray
 from ray import serve
 
 from actors.platform import NAMESPACE, Platform
-from actors.worker_setup import RUNTIME_ENV
+from actors.worker_setup import runtime_env
 from runtime.dev.client import EspClient
 from runtime.dev.redis_server import free_cluster_ports, free_port
 from runtime.settings import EspSettings
@@ -31,7 +31,7 @@ def init_session_ray() -> None:
         namespace=NAMESPACE,
         log_to_driver=False,
         _metrics_export_port=METRICS_PORT,
-        runtime_env=RUNTIME_ENV,  # as the platform starts its own
+        runtime_env=runtime_env(),  # as the platform starts its own
     )
 
 

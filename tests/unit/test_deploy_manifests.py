@@ -75,10 +75,11 @@ def test_serve_config_is_valid_and_names_the_real_builder(name):
 
 @pytest.mark.parametrize("name", ["esp-serve.yaml", "serveConfigV2"])
 def test_serve_configs_run_esp_s_job_environment(name):
-    from actors.worker_setup import RUNTIME_ENV
+    from actors.worker_setup import runtime_env
 
     (application,) = serve_configs()[name]["applications"]
-    assert RUNTIME_ENV.items() <= application["runtime_env"].items()
+    for key, value in runtime_env().items():
+        assert application["runtime_env"].get(key) == value, key
 
 
 def test_every_esp_variable_is_a_setting_with_a_valid_value():
