@@ -237,35 +237,25 @@ class Ledger:
         commands: list[list[Any]] = []
         held: list[tuple[bytes, int | None]] = []
         for group, made, contacts in decide_groups(groups, views, rules, now_ms):
-            customer = group[0].customer
-            replayed = set(views[customer].decided)
             decisions += made
-            writes = self._writes(
-                customer,
-                made,
-                contacts,
-                group,
-                rules,
-                now_ms,
-                replayed=replayed,
-                was_held=was_held,
-                held=held,
-                commands=commands,
+            view = views[group[0].customer]
+            records.append(
+                self._writes(
+                    group, made, contacts, rules, now_ms, view=view, was_held=was_held, held=held, commands=commands
+                )
             )
-            records.append(writes)
         commands += held_commands(held)
         return decisions, self._commit_args(versions, records, commands, rules, now_ms)
 
     def _writes(
         self,
-        customer: str,
+        group: list[ContactRequest],
         decisions: list[Decision],
         contacts: list[Contact],
-        group: list[ContactRequest],
         rules: PolicyRules,
         now_ms: int,
         *,
-        replayed: set[str],
+        view: CustomerView,
         was_held: set[str],
         held: list[tuple[bytes, int | None]],
         commands: list[list[Any]],
@@ -274,6 +264,7 @@ class Ledger:
         decision log keys, the contacts to add and the decisions to record and log. Capacity
         writes go to ``commands``; changes to the held set go to ``held`` as (member, release
         time or None to remove), written once for the whole batch."""
+        customer = group[0].customer
         record: list[Any] = [keys.ledger(customer), keys.customer_decisions(customer), len(contacts)]
         by_channel: dict[str, list[Any]] = {}
         for contact in contacts:
@@ -287,8 +278,9 @@ class Ledger:
         recorded: list[str] = []
         logged: list[bytes] = []
         for decision in decisions:
-            if decision.id in replayed:  # its first decision stands and is recorded; should the
-                held.append((held_member(requests[decision.id]), None))  # request still be held, no more
+            # a replay: its first decision stands and is recorded; it leaves the held set, if in it
+            if decision.id in view.decided:
+                held.append((held_member(requests[decision.id]), None))
                 continue
             if decision.final:
                 if decision.id in was_held:  # only a request held before is in the held set

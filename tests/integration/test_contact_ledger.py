@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
+import pytest
+import redis
 
 from runtime import keys
 from runtime.config.store import ConfigStore
@@ -173,9 +175,6 @@ def test_an_error_in_the_middle_of_a_batch_leaves_the_connection_clean_and_the_r
     """The third piece's read fails (a key of the wrong type) while the second piece's commit
     is on its way: the pieces committed before it stand, the error reaches the caller, and
     deciding the batch again on the same ledger (the bad key fixed) decides every request once."""
-    import pytest
-    import redis
-
     ledger = Ledger(redis_client, horizon_s=3600)
     customers = [f"c{i:03d}" for i in range(4 * ledger_module.PIECE)]
     groups = [[req(f"e-{c}", customer=c)] for c in customers]
