@@ -18,7 +18,9 @@ import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from hashlib import sha256
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
@@ -82,6 +84,11 @@ class Retraction:
 
 
 Handler = Callable[[Event, list["Output"]], None]  # one rule's step for one event
+RulesOfType = list[tuple[CompiledRule, Handler | None, bool]]  # (rule, its handler or None, whether it is gated)
+# one rule over a whole batch: appends (index of the event, its outputs) for each event that fired
+Kernel = Callable[[Sequence[Event], list[tuple[int, list["Output"]]]], None]
+# Kernels scan the whole batch each: beyond this many, one pass dispatching each event is cheaper.
+KERNELS_MAX = 3
 
 
 def output_id(rule: str, customer: str, refs: Sequence[Sequence[str]], action_index: int) -> str:
@@ -153,21 +160,44 @@ class PartitionEngine:
                     c: s for c, s in ((c, self._recast(rule, s)) for c, s in self._state[rule.name].items()) if s
                 }
         # event type -> (rule, its handler or None, whether validity or audience gate it), by priority
-        by_type: dict[str, list[tuple[CompiledRule, Handler | None, bool]]] = defaultdict(list)
+        by_type: dict[str, RulesOfType] = defaultdict(list)
+        kernels: dict[str, Kernel] = {}  # by priority, for the rules that may run as one
         for rule in sorted(rules, key=lambda r: (-r.priority, r.name)):
             gated = rule.valid_from_ms is not None or rule.valid_until_ms is not None or rule.audience is not None
-            handler = self._handler(rule)
+            kernel = self._pair(rule) if _is_pair(self._plain[rule.name]) else None
+            handler = _one_at_a_time(kernel) if kernel is not None else self._handler(rule)
+            if handler is not None and not gated:
+                kernels[rule.name] = kernel or self._kernel(rule, handler)
             for event_type in rule.event_types:
                 by_type[event_type].append((rule, handler, gated))
         self._needs_context = {r.name for r in rules if r.expressions}  # others never read the event as a dict
+        # A rule runs as a kernel over the whole batch when its events need no gate, no context
+        # and no rule that is not a kernel (outputs then keep the order of the events that fired
+        # them); a rule that stops being one may leave another sharing a type with it.
+        mixed = True
+        while mixed:
+            mixed = False
+            for found in by_type.values():
+                if any(r.name in kernels for r, _, _ in found) and any(r.name not in kernels for r, _, _ in found):
+                    mixed = True
+                    for rule, _, _ in found:
+                        kernels.pop(rule.name, None)
+        if len(kernels) > KERNELS_MAX:
+            kernels.clear()
+        self._kernels = list(kernels.values())
         # event type -> what one event of it does: the handler of its only rule when that rule
-        # needs neither a gate nor a context (the hot path), else a walk over its rules
-        self._dispatch: dict[str, Handler] = {
+        # needs neither a gate nor a context (the hot path), else a walk over its rules; all of
+        # them (a batch in which a backfill may start), or the rules that are no kernel
+        self._dispatch = self._dispatch_table(by_type)
+        self._rest = self._dispatch_table({t: f for t, f in by_type.items() if f[0][0].name not in kernels})
+        self._reads_profiles = any(r.reads_profiles for r in rules)
+        self._group_rules = [r.name for r in rules if r.group is not None]
+
+    def _dispatch_table(self, by_type: dict[str, RulesOfType]) -> dict[str, Handler]:
+        return {
             t: found[0][1] if len(found) == 1 and found[0][1] is not None and not found[0][2] else self._walk(found)
             for t, found in by_type.items()
         }
-        self._reads_profiles = any(r.reads_profiles for r in rules)
-        self._group_rules = [r.name for r in rules if r.group is not None]
 
     def _recast(self, rule: CompiledRule, state: Any) -> Any:
         """A group rule's state in the form its rule keeps now: a plain sequence keeps its
@@ -206,7 +236,7 @@ class PartitionEngine:
 
     def on_events(
         self,
-        events: Iterable[Event],
+        events: Sequence[Event],
         profiles: dict[str, dict[str, Any]] | None = None,
         *,
         watermark: int | None = None,
@@ -217,12 +247,44 @@ class PartitionEngine:
         ``profile``. ``watermark`` (the partition's, before these events' log entry arrived)
         tells which customers' events arrive far behind the others' (a backfill): their timers
         and expiry then follow their own time."""
-        outputs: list[Output] = []
-        dispatch, timers, offsets = self._dispatch.get, self._timers, self._offset
         # an event older than this may start a backfill; no bound when there is no watermark
         backfill_from = -sys.maxsize if watermark is None else watermark - self.lateness_ms
-        due = self._earliest_timer()  # a wait that ends before an event fires first
         self._profiles = profiles  # the batch's, for the rules that read them (see _walk)
+        if (
+            not self._kernels
+            or self._offset
+            or (watermark is not None and min(map(event_time, events), default=0) < backfill_from)
+        ):
+            return self._each(events, self._dispatch, backfill_from, watermark)
+        # Kernel rules run over the whole batch first (no backfill is or may be under way: it
+        # moves customers' clocks event by event); the others then go event by event, their
+        # outputs and the kernels' in the order of the events that fired them.
+        fired: list[tuple[int, list[Output]]] = []
+        for kernel in self._kernels:
+            kernel(events, fired)
+        if len(self._kernels) > 1:
+            fired.sort(key=itemgetter(0))  # stable: the rules of one event stay in priority order
+        if not self._rest and not self._timers:
+            return [o for _, out in fired for o in out]
+        outputs: list[Output] = []
+        start = 0
+        for index, out in fired:
+            if index > start:
+                outputs += self._each(events[start:index], self._rest, backfill_from, watermark)
+                start = index
+            outputs += self.on_timer(events[index].time)  # the timers due before the event, as in _each
+            outputs += out
+        outputs += self._each(events[start:], self._rest, backfill_from, watermark)
+        return outputs
+
+    def _each(
+        self, events: Sequence[Event], table: dict[str, Handler], backfill_from: int, watermark: int | None
+    ) -> list[Output]:
+        """``events`` one by one through the rules of ``table`` (the dispatch table of
+        ``on_events``), the timers due before each first."""
+        outputs: list[Output] = []
+        dispatch, timers, offsets = table.get, self._timers, self._offset
+        due = self._earliest_timer()  # a wait that ends before an event fires first
         for event in events:
             time_ms = event.time
             if offsets or time_ms < backfill_from:  # a backfill is (or may be) under way
@@ -249,7 +311,7 @@ class PartitionEngine:
         """The heap's first deadline (it may be a stale entry), or no deadline at all."""
         return self._timers[0][0] if self._timers else sys.maxsize
 
-    def _walk(self, rules: list[tuple[CompiledRule, Handler | None, bool]]) -> Handler:
+    def _walk(self, rules: RulesOfType) -> Handler:
         """One event through several rules of its type, or a gated one, or one that reads the
         event as a dict (built once, shared by them)."""
         needs_context = self._needs_context
@@ -410,6 +472,25 @@ class PartitionEngine:
 
         return on_event
 
+    def _kernel(self, rule: CompiledRule, handler: Handler) -> Kernel:
+        """A rule's handler as a kernel: one loop over the batch calling it for the rule's events;
+        for a single event condition, its ``where`` (on ``data`` alone) tested in the loop."""
+        types, test, step = frozenset(rule.event_types), None, handler
+        if rule.group is None:
+            test = rule.where.data_predicate if rule.where is not None else None
+            step = partial(self._on_match, rule)
+
+        def kernel(events: Sequence[Event], fired: list[tuple[int, list[Output]]]) -> None:
+            outputs: list[Output] = []
+            for index, event in enumerate(events):
+                if event.type in types and (test is None or test(event.data)):
+                    step(event, outputs)
+                    if outputs:
+                        fired.append((index, outputs))
+                        outputs = []
+
+        return kernel
+
     def _plain_sequence(self, rule: CompiledRule, plain: PlainSequence) -> Handler:
         """``_on_group_event`` for a sequence of plain steps (see ``plain_steps``), as a closure
         over what it reads: the same matches and outputs as ``advance_sequence`` gives them,
@@ -417,8 +498,6 @@ class PartitionEngine:
         matches alone, ``{steps done: match}`` (``_group_state`` gives the GroupState it stands
         for)."""
         steps, _, within, last = plain
-        if last == 1 and sorted(steps.values()) == [(0,), (1,)]:
-            return self._pair(rule, plain)
         states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
         advance, fire, intern = self._advance_clock, self._fire, sys.intern
 
@@ -461,35 +540,45 @@ class PartitionEngine:
 
         return on_event
 
-    def _pair(self, rule: CompiledRule, plain: PlainSequence) -> Handler:
-        """``_plain_sequence`` for the most common sequence of all, "an event of one type, then
-        one of another": a customer's only partial match is ``{1: (time, [ref], time)}``, from
-        its newest first event (the one a later second event completes)."""
-        steps, _, within, _ = plain
-        first = next(t for t, k in steps.items() if k == (0,))
+    def _pair(self, rule: CompiledRule) -> Kernel:
+        """The kernel of the most common sequence of all, "an event of one type, then one of
+        another" (``_plain_sequence`` gives the same outputs one event at a time): a customer's
+        only partial match is ``{1: (time, [ref], time)}``, from its newest first event (the one
+        a later second event completes). One loop over the batch, the customers' clocks kept in
+        it (``_advance_clock``)."""
+        steps, _, within, _ = self._plain[rule.name]  # type: ignore[misc]
+        first, second = sorted(steps, key=steps.__getitem__)
         states: dict[str, dict[int, Partial]] = self._state[rule.name]  # type: ignore[assignment]
-        advance, fire, intern = self._advance_clock, self._fire, sys.intern
+        clocks, fire, intern = self._clock, self._fire, sys.intern
 
-        def on_event(event: Event, outputs: list[Output]) -> None:
-            customer, t = event.customer, event.time
-            advance(customer, t)
-            old = states.get(customer)
-            if event.type == first:  # the newest start wins (an older start of a late event does not)
+        def kernel(events: Sequence[Event], fired: list[tuple[int, list[Output]]]) -> None:
+            for index, event in enumerate(events):
+                kind = event.type
+                if kind != first and kind != second:
+                    continue
+                customer, t = event.customer, event.time
+                newest = clocks.get(customer)
+                if newest is None:
+                    clocks[intern(customer)] = t
+                elif t > newest:
+                    clocks[customer] = t
+                old = states.get(customer)
+                if kind == first:  # the newest start wins (an older start of a late event does not)
+                    if old is None:
+                        states[intern(customer)] = {1: (t, [f"{event.source}{SEP}{event.id}"], t)}
+                    elif old[1][0] <= t:
+                        states[customer] = {1: (t, [f"{event.source}{SEP}{event.id}"], t)}
+                    continue
                 if old is None:
-                    states[intern(customer)] = {1: (t, [f"{event.source}{SEP}{event.id}"], t)}
-                elif old[1][0] <= t:
-                    states[customer] = {1: (t, [f"{event.source}{SEP}{event.id}"], t)}
-                return
-            if old is None:
-                return
-            start, refs, at = old[1]
-            if t - start >= within:  # too late for it, and for any later second event
-                del states[customer]
-            elif at <= t:
-                del states[customer]
-                outputs += fire(rule, customer, t, [*refs, f"{event.source}{SEP}{event.id}"])
+                    continue
+                start, refs, at = old[1]
+                if t - start >= within:  # too late for it, and for any later second event
+                    del states[customer]
+                elif at <= t:
+                    del states[customer]
+                    fired.append((index, fire(rule, customer, t, [*refs, f"{event.source}{SEP}{event.id}"])))
 
-        return on_event
+        return kernel
 
     def _fired_group(
         self,
@@ -752,6 +841,23 @@ class PartitionEngine:
             "rules": {n: r.version for n, r in self._rules.items()},
             "shapes": {n: _wire_shape(r.shape) for n, r in self._rules.items()},
         }
+
+
+def _is_pair(plain: PlainSequence | None) -> bool:
+    """Whether a plain sequence is two steps of two types (``PartitionEngine._pair``)."""
+    return plain is not None and plain[3] == 1 and sorted(plain[0].values()) == [(0,), (1,)]
+
+
+def _one_at_a_time(kernel: Kernel) -> Handler:
+    """A kernel as a handler (for the batches in which a backfill may start)."""
+
+    def on_event(event: Event, outputs: list[Output]) -> None:
+        fired: list[tuple[int, list[Output]]] = []
+        kernel((event,), fired)
+        for _, out in fired:
+            outputs += out
+
+    return on_event
 
 
 def _wire_shape(shape: tuple[Any, ...]) -> list[Any]:
