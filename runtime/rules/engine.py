@@ -1,9 +1,11 @@
 """Per-partition rule evaluation: (rules, state) + events -> (outputs, state).
 
-``PartitionEngine`` routes each event to the rules that read its type, keeps every customer's
-state per rule (``state.py``), advances it with the operators (``operators.py``: count and
-aggregate windows, all/any groups, sequences, absences, geofences), fires actions with
-deterministic output ids, runs timers (``on_timer``), and snapshots everything for checkpoints.
+``PartitionEngine`` routes each event to the rules that read its type (a rule that needs no
+gate and no context runs as a kernel instead: one loop over the whole batch), keeps every
+customer's state per rule (``state.py``), advances it with the operators (``operators.py``:
+count and aggregate windows, all/any groups, sequences, absences, geofences), fires actions
+with deterministic output ids, runs timers (``on_timer``), and snapshots everything for
+checkpoints.
 Semantics of each operator are in the README and in the docstrings of their oracle tests.
 Customers with no live state hold nothing.
 
