@@ -569,12 +569,15 @@ def demo(customers: int, events: int, state_dir: Path, batch_customers: int, bat
 @click.option("--out", type=click.Path(path_type=Path), default=Path(".esp/bench"), show_default=True)
 @click.option(
     "--only",
-    type=click.Choice(["all", "engine", "batch", "latency", "memory", "delivery", "contact", "profile_sync"]),
+    type=click.Choice(
+        ["all", "engine", "batch", "latency", "memory", "delivery", "contact", "profile_sync", "appends"]
+    ),
     default="all",
     show_default=True,
     help="One part alone: the rule engine in one process (count and sequence rules against their hand-written "
     "loops), the batch jobs, latency (open-loop 10k events/s), memory (the 1 M-event sequence run, sampled), or "
-    "one of the hot paths (webhook delivery, contact decisions, profile sync).",
+    "one of the hot paths (webhook delivery, contact decisions, profile sync, appends on a fresh and a full "
+    "idempotency horizon).",
 )
 @click.option("--latency-seconds", default=60.0, show_default=True, help="Seconds of load per request size.")
 @click.option("--quick", is_flag=True, help="Latency runs of 10 s instead of --latency-seconds.")
@@ -599,8 +602,8 @@ def bench(
     readme: Path | None,
 ) -> None:
     """Measure the engine, ingestion, latency, memory, delivery and the contact policy (or, with
-    --only batch, each batch job's wall time and peak memory; with --only delivery, contact or
-    profile_sync, that hot path alone, with the load average after it); results go to a JSON
+    --only batch, each batch job's wall time and peak memory; with --only delivery, contact,
+    profile_sync or appends, that hot path alone, with the load average after it); results go to a JSON
     file and, for the whole run, a markdown table of each figure against its goal."""
     from runtime.dev.bench_report import README_BEGIN, markdown, update_readme
 
@@ -636,6 +639,7 @@ def bench(
             "delivery": benches.bench_delivery,
             "contact": benches.bench_contact,
             "profile_sync": benches.bench_profile_sync,
+            "appends": benches.bench_appends,
         }
         results = {only: hot_paths[only](out / "state" / only), "host": benches.host_info()}
     else:

@@ -760,6 +760,7 @@ def run_bench(
         "delivery": bench_delivery(state_dir / "delivery"),
         "contact": bench_contact(state_dir / "contact"),
         "profile_sync": bench_profile_sync(state_dir / "profile-sync"),
+        "appends": bench_appends(state_dir / "appends"),
     }
 
 
@@ -1217,6 +1218,66 @@ def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5
         results["checked"] = all(sample[c]["tags"] == sorted(set(tags[c])) for c in ids[:3])
     finally:
         server.stop()
+    return results
+
+
+def bench_appends(
+    state_dir: Path, ids_per_day: int = 100_000, past_days: int = 7, request_events: int = 10_000, partitions: int = 64
+) -> dict[str, Any]:
+    """The append path's Redis CPU per new event id (its idempotency check and the log entry),
+    on a local redis-server with the default 7-day horizon, 10,000-event requests over 64
+    partitions: on the platform's first day (``fresh``: the end-to-end rows' case), and on the
+    day after ``past_days`` days of ``ids_per_day`` new ids each (``full_horizon``: a platform in
+    its steady state, where every past day is looked at for every id). Both also check that
+    ``ids_per_day // 5`` ids of an earlier day come back as duplicates, all of them."""
+    import shutil
+
+    from runtime.dev.redis_server import EmbeddedRedis, free_port
+    from runtime.log.partition_log import DAY_MS, PartitionLog
+    from runtime.log.partitioning import partition_of
+    from runtime.redis_client import connect
+
+    def requests(day: int, count: int, now_ms: int) -> list[dict[int, list[Event]]]:
+        out = []
+        for first in range(0, count, request_events):
+            by_partition: dict[int, list[Event]] = {}
+            for k in range(first, min(first + request_events, count)):
+                customer = f"c{k % 10_000}"
+                event = Event(f"d{day}-e{k}", "bench.a", now_ms, customer, customer, "bench", {}, now_ms)
+                by_partition.setdefault(partition_of(customer, partitions), []).append(event)
+            out.append(by_partition)
+        return out
+
+    results: dict[str, Any] = {"ids_per_day": ids_per_day, "request_events": request_events}
+    for case, days_before in (("fresh", 0), ("full_horizon", past_days)):
+        shutil.rmtree(state_dir, ignore_errors=True)
+        server = EmbeddedRedis(state_dir / "redis", free_port()).start()
+        try:
+            client = connect(server.url)
+            log = PartitionLog(client, horizon_s=past_days * 86_400)
+            today_ms = int(time.time() * 1000) // DAY_MS * DAY_MS + 3_600_000  # all on one arrival day
+            for back in range(days_before, 0, -1):
+                for by_partition in requests(-back, ids_per_day, today_ms - back * DAY_MS):
+                    log.append(by_partition, now_ms=today_ms - back * DAY_MS, config_version=1)
+            todays = requests(0, ids_per_day, today_ms)
+            used = client.info("cpu")
+            redis_before, started = used["used_cpu_user"] + used["used_cpu_sys"], time.perf_counter()
+            for by_partition in todays:
+                log.append(by_partition, now_ms=today_ms, config_version=1)
+            seconds = time.perf_counter() - started
+            used = client.info("cpu")
+            redis_s = used["used_cpu_user"] + used["used_cpu_sys"] - redis_before
+            again = requests(-days_before, ids_per_day // 5, today_ms)  # a day's ids sent again
+            found = sum(len(a.duplicates) for by in again for a in log.append(by, now_ms=today_ms, config_version=1))
+            results[case] = {
+                "past_days_full": days_before,
+                "redis_cpu_us_per_id": round(redis_s / ids_per_day * 1e6, 2),
+                "ids_per_s": round(ids_per_day / seconds),
+                "duplicates_found": found,
+                "duplicates_sent": ids_per_day // 5,
+            }
+        finally:
+            server.stop()
     return results
 
 

@@ -138,6 +138,20 @@ FIGURES: tuple[Figure, ...] = (
         lambda v: v >= 100_000,
     ),
     Figure(
+        "appends, Redis CPU per new event id, first day",
+        lambda r: r["appends"]["fresh"]["redis_cpu_us_per_id"],
+        "µs",
+        "—",
+        lambda v: True,
+    ),
+    Figure(
+        "appends, Redis CPU per new event id, 7 full past days",
+        lambda r: r["appends"]["full_horizon"]["redis_cpu_us_per_id"],
+        "µs",
+        "—",
+        lambda v: True,
+    ),
+    Figure(
         "profile sync, one part alone",
         lambda r: r["profile_sync"]["batch_write"]["customers_per_s"],
         " customers/s",
@@ -159,8 +173,8 @@ def _format(value: float, unit: str) -> str:
         return f"{value:.3f}×"
     if unit == "GiB":
         return f"{value:.2f} GiB"
-    if unit == "ms":
-        return f"{value:,.1f} ms"
+    if unit in ("ms", "µs"):
+        return f"{value:,.1f} {unit}"
     return f"{value:,.0f}{unit}"
 
 

@@ -92,3 +92,10 @@ def test_profile_sync_is_judged_on_the_job_write_and_one_part_is_shown_beside_it
         "yes",
     ]
     assert row(table, "profile sync, one part alone")[1:] == ["99,999 customers/s", "—", "–"]
+
+
+def test_append_rows_read_the_keys_the_benchmark_writes():
+    results = {"appends": {"fresh": {"redis_cpu_us_per_id": 3.92}, "full_horizon": {"redis_cpu_us_per_id": 12.57}}}
+    table = markdown(results)
+    assert row(table, "appends, Redis CPU per new event id, first day")[1:] == ["3.9 µs", "—", "–"]
+    assert row(table, "appends, Redis CPU per new event id, 7 full past days")[1:] == ["12.6 µs", "—", "–"]
