@@ -138,6 +138,13 @@ FIGURES: tuple[Figure, ...] = (
         lambda v: v >= 100_000,
     ),
     Figure(
+        "profile sync, one part alone",
+        lambda r: r["profile_sync"]["batch_write"]["customers_per_s"],
+        " customers/s",
+        "—",
+        lambda v: True,
+    ),
+    Figure(
         "appends, Redis CPU per new event id, first day",
         lambda r: r["appends"]["fresh"]["redis_cpu_us_per_id"],
         "µs",
@@ -148,13 +155,6 @@ FIGURES: tuple[Figure, ...] = (
         "appends, Redis CPU per new event id, 7 full past days",
         lambda r: r["appends"]["full_horizon"]["redis_cpu_us_per_id"],
         "µs",
-        "—",
-        lambda v: True,
-    ),
-    Figure(
-        "profile sync, one part alone",
-        lambda r: r["profile_sync"]["batch_write"]["customers_per_s"],
-        " customers/s",
         "—",
         lambda v: True,
     ),
