@@ -1138,6 +1138,12 @@ def _write_profiles_part(task: tuple[str, str, list[str], int, Any, Any]) -> flo
     return time.process_time() - used
 
 
+def _redis_cpu_s(client: Any) -> float:
+    """CPU seconds redis-server has used so far (every thread), from ``INFO cpu``."""
+    used = client.info("cpu")
+    return float(used["used_cpu_user"] + used["used_cpu_sys"])
+
+
 def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5000) -> dict[str, Any]:
     """Profile writes on a local redis-server, customers/s:
 
@@ -1170,8 +1176,7 @@ def bench_profile_sync(state_dir: Path, customers: int = 100_000, batch: int = 5
         client = connect(server.url)
 
         def cpu() -> tuple[float, float, float]:  # wall, this process (every thread), redis-server
-            used = client.info("cpu")
-            return time.perf_counter(), time.process_time(), used["used_cpu_user"] + used["used_cpu_sys"]
+            return time.perf_counter(), time.process_time(), _redis_cpu_s(client)
 
         def figures(before: tuple[float, float, float]) -> dict[str, Any]:
             after = cpu()
@@ -1260,13 +1265,11 @@ def bench_appends(
                 for by_partition in requests(-back, ids_per_day, today_ms - back * DAY_MS):
                     log.append(by_partition, now_ms=today_ms - back * DAY_MS, config_version=1)
             todays = requests(0, ids_per_day, today_ms)
-            used = client.info("cpu")
-            redis_before, started = used["used_cpu_user"] + used["used_cpu_sys"], time.perf_counter()
+            redis_before, started = _redis_cpu_s(client), time.perf_counter()
             for by_partition in todays:
                 log.append(by_partition, now_ms=today_ms, config_version=1)
             seconds = time.perf_counter() - started
-            used = client.info("cpu")
-            redis_s = used["used_cpu_user"] + used["used_cpu_sys"] - redis_before
+            redis_s = _redis_cpu_s(client) - redis_before
             again = requests(-days_before, ids_per_day // 5, today_ms)  # a day's ids sent again
             found = sum(len(a.duplicates) for by in again for a in log.append(by, now_ms=today_ms, config_version=1))
             results[case] = {
