@@ -155,9 +155,14 @@ def test_kernel_rules_run_as_kernels_and_agree_when_a_backfill_may_start(rules, 
     plain = engine(rules).on_events(events)
     far = engine(rules, lateness_ms=1)
     assert far.on_events(events, watermark=10**6) == plain
-    # the mix drawn has kernels whenever a kernel rule shares no type with another kind of rule
-    assert engine([pair("p", "a", "b", 10, 0)])._kernels
-    assert not engine([pair("p", "a", "b", 10, 0), absence("q", "b", "c", 10, 0)])._kernels
+
+
+def test_a_kernel_needs_types_no_other_kind_of_rule_reads_and_at_most_three_beside_it():
+    assert len(engine([pair("p", "a", "b", 10, 0)])._kernels) == 1
+    assert not engine([pair("p", "a", "b", 10, 0), absence("q", "b", "c", 10, 0)])._kernels  # b is shared
+    assert not engine([gated("g", "a", 0)])._kernels
+    four = [count(f"n{i}", kind, 1, 10, None, 0) for i, kind in enumerate(TYPES)]
+    assert len(engine(four[:3])._kernels) == 3 and not engine(four)._kernels
 
 
 def test_a_timer_due_before_an_event_fires_before_the_kernels_output_for_it():
