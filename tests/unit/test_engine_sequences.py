@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.events.envelope import Event
-from runtime.rules import PartitionEngine, compile_rule
+from runtime.rules import CompiledRule, PartitionEngine, compile_rule
 from runtime.rules.compiled import plain_steps
 
 TYPES = ["a", "b", "c", "x"]
@@ -180,7 +180,7 @@ def test_plain_sequences_take_the_fast_path_with_the_generic_results(c, split):
 
 
 @settings(max_examples=150, deadline=None)
-@given(plain_case(), st.integers(0, 40), st.integers(1, 30))
+@given(st.one_of(plain_case(), plain_case(pair=True)), st.integers(0, 40), st.integers(1, 30))
 def test_a_plain_sequence_given_a_cooldown_by_a_reload_goes_on_from_its_partial_matches(c, split, cooldown):
     """A reload that adds a cooldown keeps the rule's shape, so its partial matches survive,
     but the rule leaves the plain-sequence path: it must go on exactly as the generic path does
@@ -206,3 +206,21 @@ def test_a_plain_sequence_given_a_cooldown_by_a_reload_goes_on_from_its_partial_
     assert plain_steps(rule(None, cooldown)) is None  # the reload took it off the plain path
     assert [o.id for o in plain.on_events(second)] == [o.id for o in generic.on_events(second)]
     assert plain.snapshot()["customers"] == generic.snapshot()["customers"]
+
+
+def test_a_pair_that_loses_its_cooldown_in_a_reload_completes_its_partial_match():
+    """The reverse recast: a pair with a cooldown keeps a GroupState; the reload that drops the
+    cooldown puts it on the pair's path, whose state is the partial's (time, ref) alone. The
+    first event's partial must still complete, with both events in the output."""
+
+    def rule(cooldown: str) -> CompiledRule:
+        when = {"sequence": [{"event": "a"}, {"event": "b"}], "within": "10ms"}
+        return compile_rule({"name": "p", "when": when, "then": [{"emit": "p"}], "cooldown": cooldown})
+
+    engine = PartitionEngine([rule("5ms")])
+    assert plain_steps(rule("5ms")) is None and plain_steps(rule("0ms")) is not None
+    engine.on_events([Event("e1", "a", 100, "c", "c", "s", {}, 0)])
+    engine.update_rules([rule("0ms")])
+    (output,) = engine.on_events([Event("e2", "b", 105, "c", "c", "s", {}, 0)])
+    assert [e["id"] for e in output.event["data"]["events"]] == ["e1", "e2"]
+    assert engine.customers == 0
