@@ -108,6 +108,7 @@ class EmbeddedRedis:
             "appendonly yes",
             f"appendfsync {self.fsync}",
             "auto-aof-rewrite-percentage 400",
+            "auto-aof-rewrite-min-size 512mb",
             'save ""',
             f"pidfile {_quoted(str(self.pidfile))}",
             f"logfile {_quoted(str(self.data_dir / 'redis.log'))}",

@@ -41,8 +41,10 @@ def test_a_restart_keeps_the_password(redis_server: EmbeddedRedis):
 
 
 def test_the_embedded_redis_persists_every_write_and_rewrites_its_aof_rarely(redis_server: EmbeddedRedis):
-    """AOF on, fsync each second, and a rewrite (a fork) only when the AOF is five times the data."""
+    """AOF on, fsync each second, and a rewrite (a fork) only when the AOF is five times the data
+    and past 512 MB."""
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     assert client.config_get("appendonly") == {"appendonly": "yes"}
     assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
     assert client.config_get("auto-aof-rewrite-percentage") == {"auto-aof-rewrite-percentage": "400"}
+    assert client.config_get("auto-aof-rewrite-min-size") == {"auto-aof-rewrite-min-size": str(512 * 2**20)}
