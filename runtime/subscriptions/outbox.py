@@ -1,13 +1,16 @@
 """The outbox: outputs fanned out to the streams of the subscriptions that want them.
 
-Each output has a deterministic id and belongs to the partition of its customer. Publishing
-is two idempotent steps, so that each touches one hash slot (Redis Cluster):
+Each output has a deterministic id and belongs to the partition of its customer. An output seen
+before does nothing, so replaying a partition after a crash never publishes an output twice
+(invariant 3). A new one is noted in the trace of its events, kept among its customer's last
+fires (``esp why``), added to each of its streams and its ``tag`` action applied to the profile.
+
+On a single Redis one script does all of it for a batch of partitions (``outbox_publish.lua``).
+A Redis Cluster runs a script in one hash slot only, so there publishing is two idempotent steps:
 
 1. **emit**, per partition, one script in the partition's slot: check the publisher still owns
    the partition (its epoch), remember the output id, note it in the trace of its events, keep
-   it among the customer's last fires (``esp why``) and add it to the partition's outbox
-   stream. An output id seen before does nothing, so replaying a partition after a crash never
-   publishes an output twice (invariant 3).
+   it among the customer's last fires and add it to the partition's outbox stream.
 2. **forward**: the records go to each of their streams by one script per stream, in that
    stream's slot, which adds each once: a partition's outbox is read in entry order, so the
    stream keeps, per partition, the newest outbox entry id it added (one small hash per stream,
@@ -39,10 +42,13 @@ NOT_FIRES = ("atomic/", "sent/", "decision/")  # re-published inputs, decided co
 if TYPE_CHECKING:
     import redis
 
-_EMIT = read_script("runtime.subscriptions", "outbox_emit.lua")
+_LIB = read_script("runtime.subscriptions", "outbox_lib.lua")  # in front of the scripts that use it
+_PUBLISH = _LIB + read_script("runtime.subscriptions", "outbox_publish.lua")
+_EMIT = _LIB + read_script("runtime.subscriptions", "outbox_emit.lua")
 _FORWARD = read_script("runtime.subscriptions", "outbox_forward.lua")
-_TAG = read_script("runtime.subscriptions", "outbox_tag.lua")
+_TAG = _LIB + read_script("runtime.subscriptions", "outbox_tag.lua")
 FORWARD_BATCH = 1000  # outbox records read per partition and round trip
+PUBLISH_BATCH = 500  # outputs per publish script on a single Redis, so that none holds Redis long
 
 
 class Record(msgspec.Struct, array_like=True):
@@ -91,16 +97,29 @@ class OutboxStorage(Protocol):
 
 
 class Outbox:
-    """:class:`OutboxStorage` in Redis: per batch, one emit script per partition and one
-    forward script per stream, each kind in one pipeline (see the module docstring)."""
+    """:class:`OutboxStorage` in Redis: on a single Redis, per batch, publish scripts of about
+    ``PUBLISH_BATCH`` outputs in one pipeline; on a Redis Cluster (or with ``direct=False``),
+    one emit script per partition and one forward script per stream, each kind in one pipeline
+    (see the module docstring)."""
 
     def __init__(
-        self, client: redis.Redis, *, horizon_s: int, maxlen: int, partitions: int = DEFAULT_PARTITIONS
+        self,
+        client: redis.Redis,
+        *,
+        horizon_s: int,
+        maxlen: int,
+        partitions: int = DEFAULT_PARTITIONS,
+        direct: bool | None = None,
     ) -> None:
         self._redis = client
         self._partitions = partitions
         self._horizon_ms = horizon_s * 1000
         self._maxlen = maxlen
+        if direct is None:
+            from runtime.redis_client import is_cluster  # here: the in-memory outbox imports this module without redis
+
+            direct = not is_cluster(client)
+        self._direct = direct
 
     def publish(self, publications: list[Publication], router: Routes, *, fence: dict[int, int] | None = None) -> int:
         """Deliver to subscribers; returns how many were new (not seen before). With ``fence``
@@ -119,46 +138,80 @@ class Outbox:
         if not by_partition:
             return 0
         fenced = [] if fence is None else [p for p in by_partition if p not in fence]  # never owned here
-        pipe = self._redis.pipeline(transaction=False)
-        for partition, pubs in by_partition.items():
-            if partition in fenced:
-                continue
-            epoch = "" if fence is None else fence[partition]
-            argv: list[Any] = [self._horizon_ms, FIRES_KEPT, epoch, len(pubs)]
+        owned = {p: pubs for p, pubs in by_partition.items() if p not in fenced}
+        epochs = {p: "" if fence is None else fence[p] for p in owned}
+        emitted, taken = (self._publish if self._direct else self._emit)(owned, epochs, router)
+        if fenced or taken:
+            raise Fenced(fenced + taken)
+        return emitted
+
+    def _publish(
+        self, owned: dict[int, list[Publication]], epochs: dict[int, Any], router: Routes
+    ) -> tuple[int, list[int]]:
+        """Straight to the streams (single Redis). Returns (new outputs, partitions fenced off)."""
+        batches: list[tuple[list[int], list[Any]]] = []  # per script: its partitions, their arguments
+        size = PUBLISH_BATCH
+        for partition, pubs in owned.items():
+            if size >= PUBLISH_BATCH:
+                batches.append(([], []))
+                size = 0
+            parts, argv = batches[-1]
+            parts.append(partition)
+            argv += [keys.epoch(partition), epochs[partition], keys.republished(partition), len(pubs)]
             for pub in pubs:
-                argv += self._emit_args(partition, pub, router)
-            queue_script(
-                pipe, _EMIT, [keys.outbox(partition), keys.epoch(partition), keys.republished(partition)], argv
-            )
-        emitted = 0
-        queued = [p for p in by_partition if p not in fenced]
-        for partition, reply in zip(queued, pipe.execute(raise_on_error=False) if queued else [], strict=True):
+                argv += self._output_args(partition, pub)
+                streams, payload = routed(pub, router)
+                change = tag_change(pub)
+                profile = (keys.profile(pub.event.get("subject") or ""), *change) if change else ("", "", "")
+                argv += [len(streams), *streams, payload, *profile]
+            size += len(pubs)
+        pipe = self._redis.pipeline(transaction=False)
+        for parts, argv in batches:
+            queue_script(pipe, _PUBLISH, [], [self._horizon_ms, FIRES_KEPT, self._maxlen, len(parts), *argv])
+        emitted, fenced = 0, []
+        for (parts, _), (new, taken) in zip(batches, pipe.execute() if batches else [], strict=True):
+            emitted += int(new)
+            fenced += [parts[int(k) - 1] for k in taken]
+        return emitted, fenced
+
+    def _emit(
+        self, owned: dict[int, list[Publication]], epochs: dict[int, Any], router: Routes
+    ) -> tuple[int, list[int]]:
+        """Into the partitions' outboxes, then forwarded (Redis Cluster). Returns (new outputs,
+        partitions fenced off)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for partition, pubs in owned.items():
+            argv: list[Any] = [self._horizon_ms, FIRES_KEPT, epochs[partition], len(pubs)]
+            for pub in pubs:
+                streams, payload = routed(pub, router)
+                customer = pub.event.get("subject") or ""
+                change = tag_change(pub)
+                record = Record(pub.id, payload, streams, *((keys.profile(customer), *change) if change else ()))
+                argv += [*self._output_args(partition, pub), _encoder.encode(record)]
+            keys_ = [keys.outbox(partition), keys.epoch(partition), keys.republished(partition)]
+            queue_script(pipe, _EMIT, keys_, argv)
+        emitted, fenced = 0, []
+        for partition, reply in zip(owned, pipe.execute(raise_on_error=False) if owned else [], strict=True):
             if isinstance(reply, Exception):
                 if not str(reply).startswith("FENCED"):
                     raise reply
                 fenced.append(partition)
             else:
                 emitted += int(reply)
-        self.forward([p for p in queued if p not in fenced])
-        if fenced:
-            raise Fenced(fenced)
-        return emitted
+        self.forward([p for p in owned if p not in fenced])
+        return emitted, fenced
 
-    def _emit_args(self, partition: int, pub: Publication, router: Routes) -> list[Any]:
-        streams, payload = routed(pub, router)
-        customer = pub.event.get("subject") or ""
-        change = tag_change(pub)
-        record = Record(pub.id, payload, streams, *((keys.profile(customer), *change) if change else ()))
+    def _output_args(self, partition: int, pub: Publication) -> list[Any]:
+        """What every publishing script reads of an output first (``outbox_lib.lua``)."""
         hits = [keys.hits(partition, source, event_id) for source, event_id in pub.refs]
         fire = fire_record(pub)
         return [
             keys.emitted(partition, pub.id),
             "" if pub.position is None else f"{pub.position[0]}-{pub.position[1]}",
-            _encoder.encode(record),
             trace_note(pub),
             len(hits),
             *hits,
-            *((keys.fires(partition, customer), fire) if fire else ("", "")),
+            *((keys.fires(partition, pub.event.get("subject") or ""), fire) if fire else ("", "")),
         ]
 
     def forward(self, partitions: Iterable[int]) -> int:

@@ -14,6 +14,7 @@ import redis
 from runtime import keys
 from runtime.events.memory import MemoryProfileStore
 from runtime.events.profiles import ProfileStorage, ProfileStore
+from runtime.log.partition_log import Fenced
 from runtime.log.partitioning import DEFAULT_PARTITIONS, partition_of
 from runtime.subscriptions.memory import MemoryOutbox
 from runtime.subscriptions.outbox import FIRES_KEPT, Outbox, OutboxStorage, Publication, last_fires
@@ -53,13 +54,16 @@ class Seen:
         return last_fires(self.client, customer, rule, limit)
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-two-steps"])
 def seen(request: pytest.FixtureRequest) -> Seen:
+    """In memory; on a single Redis as it runs there (one script); and in the two steps of a
+    Redis Cluster (emit, forward), on a single Redis."""
     if request.param == "memory":
         profiles = MemoryProfileStore()
         return Seen(MemoryOutbox(horizon_s=60, maxlen=10_000, profiles=profiles), profiles)
     client = request.getfixturevalue("redis_client")
-    return Seen(Outbox(client, horizon_s=60, maxlen=10_000), ProfileStore(client), client)
+    direct = request.param == "redis"
+    return Seen(Outbox(client, horizon_s=60, maxlen=10_000, direct=direct), ProfileStore(client), client)
 
 
 def output(i: int, topic: str = "business.x", customer: str = "ann", **data: Any) -> Publication:
@@ -125,12 +129,12 @@ def test_outputs_left_in_the_outbox_by_a_crash_are_forwarded_once_by_the_next_ow
     before forwarding leaves its outputs in the partition's outbox; the runner that takes the
     partition forwards them, and forwarding again (a second crash, before the records left the
     outbox) adds none of them twice."""
-    crashed = Outbox(redis_client, horizon_s=60, maxlen=10_000)
+    crashed = Outbox(redis_client, horizon_s=60, maxlen=10_000, direct=False)
     monkeypatch.setattr(crashed, "forward", lambda partitions: 0)  # dies between emit and forward
     assert crashed.publish([output(0), output(1)], ROUTER) == 2
     assert redis_client.xlen(keys.subscription_stream("all")) == 0  # emitted, not delivered yet
     partition = partition_of("ann", DEFAULT_PARTITIONS)
-    successor = Outbox(redis_client, horizon_s=60, maxlen=10_000)
+    successor = Outbox(redis_client, horizon_s=60, maxlen=10_000, direct=False)
 
     def dies(forwarded: object) -> None:
         raise ConnectionError("died before deleting what it forwarded")
@@ -139,7 +143,7 @@ def test_outputs_left_in_the_outbox_by_a_crash_are_forwarded_once_by_the_next_ow
     with pytest.raises(ConnectionError):
         successor.forward([partition])
     assert redis_client.xlen(keys.outbox(partition)) == 2  # forwarded, still in the outbox
-    third = Outbox(redis_client, horizon_s=60, maxlen=10_000)
+    third = Outbox(redis_client, horizon_s=60, maxlen=10_000, direct=False)
     crashed.publish([output(2)], ROUTER)  # a newer output waits behind them
     assert third.forward([partition]) == 3
     assert [orjson.loads(f[b"e"])["id"] for _, f in redis_client.xrange(keys.subscription_stream("all"))] == [
@@ -157,10 +161,10 @@ def test_forwarding_marks_are_kept_per_partition(redis_client: redis.Redis, monk
     every record forwarded, once."""
     customers = ["ann", *(f"c{i}" for i in range(100))]
     other = next(c for c in customers if partition_of(c, DEFAULT_PARTITIONS) != partition_of("ann", DEFAULT_PARTITIONS))
-    late = Outbox(redis_client, horizon_s=60, maxlen=10_000)
+    late = Outbox(redis_client, horizon_s=60, maxlen=10_000, direct=False)
     monkeypatch.setattr(late, "forward", lambda partitions: 0)
     late.publish([output(0, customer=other)], ROUTER)  # the older entry, left unforwarded
-    outbox = Outbox(redis_client, horizon_s=60, maxlen=10_000)
+    outbox = Outbox(redis_client, horizon_s=60, maxlen=10_000, direct=False)
     outbox.publish([output(1), output(2)], ROUTER)  # newer entries of ann's partition, forwarded
     outbox.forward([partition_of(other, DEFAULT_PARTITIONS)])
     outbox.forward([partition_of(c, DEFAULT_PARTITIONS) for c in ("ann", other)])  # again: nothing twice
@@ -175,3 +179,28 @@ def test_a_publication_with_a_log_position_must_name_its_partition() -> None:
     event = {"specversion": "1.0", "id": "e1", "source": "s", "type": "t", "subject": "c1"}
     with pytest.raises(ValueError, match="names no partition"):
         outbox.publish([Publication("atomic/s/e1", "atomic.t", event, position=("1-0", 0))], ROUTER)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["one-script", "two-steps"])
+def test_a_partition_taken_by_another_owner_publishes_nothing_and_the_others_publish(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """A publisher whose epoch of one partition is stale: that partition's outputs reach no
+    stream, the other partitions' do (over several scripts on a single Redis), and Fenced names
+    the taken partition alone."""
+    monkeypatch.setattr("runtime.subscriptions.outbox.PUBLISH_BATCH", 3)  # two partitions per script
+    customers = {partition_of(f"c{i}", DEFAULT_PARTITIONS): f"c{i}" for i in range(200)}
+    partitions = sorted(customers)[:5]
+    taken = partitions[3]  # the second of the second script
+    fence = {p: 1 for p in partitions}
+    for p in partitions:
+        redis_client.set(keys.epoch(p), 2 if p == taken else 1)
+    pubs = [output(10 * k + j, customer=customers[p]) for k, p in enumerate(partitions) for j in range(2)]
+    outbox = Outbox(redis_client, horizon_s=60, maxlen=10_000, direct=direct)
+    with pytest.raises(Fenced) as fenced:
+        outbox.publish(pubs, ROUTER, fence=fence)
+    assert fenced.value.partitions == [taken]
+    published = [orjson.loads(f[b"e"])["id"] for _, f in redis_client.xrange(keys.subscription_stream("all"))]
+    assert sorted(published) == sorted(p.id for p in pubs if p.event["subject"] != customers[taken])
+    redis_client.set(keys.epoch(taken), 1)  # its owner again: its outputs are new, the others are not
+    assert outbox.publish(pubs, ROUTER, fence=fence) == 2
