@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from itertools import pairwise
 
 import pytest
 
@@ -12,6 +13,7 @@ from runtime.config.store import ConfigStore
 from runtime.events.envelope import Event
 from runtime.log import eventtime
 from runtime.log.partition_log import PartitionLog
+from runtime.log.partitioning import partition_of
 from runtime.partition import PartitionRunner
 from tests.support.runner import drain, pulled, runner_settings
 
@@ -234,3 +236,41 @@ def test_a_late_event_contradicting_a_published_output_is_a_counted_traced_retra
     assert received(redis_client) == []  # nothing un-sent, nothing new
     trace = trace_event(redis_client, "src", "id5", now_ms=int(time.time() * 1000), days=400, partitions=4)
     assert {"step": "retracts", "rule": "unpaid"} in trace["steps"]
+
+
+def test_checkpoints_are_spread_over_the_interval_and_each_partition_keeps_its_pace(
+    redis_server, redis_client, tmp_path
+):
+    """A runner checkpoints its partitions a slice at a time (all at once, the checkpoint stalled
+    the step every interval: the latency's p99), and still checkpoints every partition that
+    changed once per interval."""
+    setup_config(redis_client)
+    partitions, interval = 16, 8.0
+    settings = runner_settings(redis_server, tmp_path, partitions=partitions, checkpoint_interval_s=interval)
+    now = [1000.0]
+    runner = PartitionRunner(settings, list(range(partitions)), consumer="a", client=redis_client, clock=lambda: now[0])
+    saved: list[tuple[float, int]] = []
+    save = runner.checkpoints.save
+    runner.checkpoints.save = lambda checkpoint: (saved.append((now[0], checkpoint.partition)), save(checkpoint))
+    runner.recover()
+    log = PartitionLog(redis_client, horizon_s=3600)
+    customers = {}  # one customer per partition, so that every partition changes at every step
+    for i in range(10_000):
+        customers.setdefault(partition_of(f"c{i}", partitions), f"c{i}")
+        if len(customers) == partitions:
+            break
+    steps = 0
+    while now[0] < 1000.0 + 3 * interval:
+        log.append({p: [ev(steps * partitions + p, c)] for p, c in customers.items()}, now_ms=T0)
+        drain(runner)
+        now[0] += 0.5
+        steps += 1
+    per_step: dict[float, int] = {}
+    for at, _ in saved:
+        per_step[at] = per_step.get(at, 0) + 1
+    assert max(per_step.values()) <= partitions // 4, per_step  # never all at once
+    for p in range(partitions):
+        times = [at for at, q in saved if q == p]
+        assert times and times[0] <= 1000.0 + interval + 0.5, (p, times)
+        gaps = [b - a for a, b in pairwise(times)]
+        assert len(times) >= 2 and max(gaps) <= interval + 0.5, (p, times)
