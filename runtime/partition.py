@@ -223,7 +223,9 @@ class PartitionRunner:
             self._poison.pop(p, None)
             self._settled.pop(p, None)
         self._dirty -= gone
-        self._schedule_checkpoints({p: None for p in gone})
+        for p in gone:
+            self._checkpoint_due.pop(p, None)
+        self._schedule_checkpoints({})
 
     def moved(self) -> list[int]:
         """This runner's partitions that another runner has taken since (one round trip)."""
@@ -711,13 +713,9 @@ class PartitionRunner:
             {p: now + interval * (k % CHECKPOINT_SLICES + 1) / CHECKPOINT_SLICES for k, p in enumerate(partitions)}
         )
 
-    def _schedule_checkpoints(self, due: dict[int, float | None]) -> None:
-        """Set when partitions' next checkpoints are due (None: no longer this runner's)."""
-        for p, at in due.items():
-            if at is None:
-                self._checkpoint_due.pop(p, None)
-            else:
-                self._checkpoint_due[p] = at
+    def _schedule_checkpoints(self, due: dict[int, float]) -> None:
+        """Set when partitions' next checkpoints are due."""
+        self._checkpoint_due.update(due)
         self._next_checkpoint = min(self._checkpoint_due.values(), default=float("inf"))
 
     def _checkpoints_due(self) -> list[int]:

@@ -159,11 +159,8 @@ class Outbox:
             parts.append(partition)
             argv += [keys.epoch(partition), epochs[partition], keys.republished(partition), len(pubs)]
             for pub in pubs:
-                argv += self._output_args(partition, pub)
-                streams, payload = routed(pub, router)
-                change = tag_change(pub)
-                profile = (keys.profile(pub.event.get("subject") or ""), *change) if change else ("", "", "")
-                argv += [len(streams), *streams, payload, *profile]
+                streams, payload, tag = _delivery(pub, router)
+                argv += [*self._output_args(partition, pub), len(streams), *streams, payload, *(tag or ("", "", ""))]
             size += len(pubs)
         pipe = self._redis.pipeline(transaction=False)
         for parts, argv in batches:
@@ -183,11 +180,8 @@ class Outbox:
         for partition, pubs in owned.items():
             argv: list[Any] = [self._horizon_ms, FIRES_KEPT, epochs[partition], len(pubs)]
             for pub in pubs:
-                streams, payload = routed(pub, router)
-                customer = pub.event.get("subject") or ""
-                change = tag_change(pub)
-                record = Record(pub.id, payload, streams, *((keys.profile(customer), *change) if change else ()))
-                argv += [*self._output_args(partition, pub), _encoder.encode(record)]
+                streams, payload, tag = _delivery(pub, router)
+                argv += [*self._output_args(partition, pub), _encoder.encode(Record(pub.id, payload, streams, *tag))]
             keys_ = [keys.outbox(partition), keys.epoch(partition), keys.republished(partition)]
             queue_script(pipe, _EMIT, keys_, argv)
         emitted, fenced = 0, []
@@ -269,6 +263,14 @@ def routed(pub: Publication, router: Routes) -> tuple[list[str], bytes]:
 def trace_note(pub: Publication) -> bytes:
     """What the trace of each event in ``pub.refs`` records about the output."""
     return orjson.dumps({"output": pub.id, "topic": pub.topic, "rule": pub.event.get("data", {}).get("rule")})
+
+
+def _delivery(pub: Publication, router: Routes) -> tuple[list[str], bytes, tuple[str, ...]]:
+    """Where ``pub`` goes and what it does there: its streams, its payload, and its tag action
+    as (profile key, op, tag), or () without one."""
+    streams, payload = routed(pub, router)
+    change = tag_change(pub)
+    return streams, payload, (keys.profile(pub.event.get("subject") or ""), *change) if change else ()
 
 
 def tag_change(pub: Publication) -> tuple[str, str] | None:

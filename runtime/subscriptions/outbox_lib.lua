@@ -29,6 +29,10 @@ local function save_mark(part)
   if part.newest then redis.call('SET', part.key, part.newest) end
 end
 
+local function after_output(i) -- the index of what follows the shared fields of the output at ARGV[i]
+  return i + 4 + tonumber(ARGV[i + 3]) + 2
+end
+
 -- The output whose fields start at ARGV[i] in the partition ``part`` (marks): notes and fires
 -- written when it is new. Returns whether it was, and the index of its script's own fields.
 local function output(part, i, horizon, kept)
@@ -45,12 +49,12 @@ local function output(part, i, horizon, kept)
     end
     if fresh then part.mark, part.newest = here, at end
   end
-  i = i + 4
-  local fires, fire = ARGV[i + hits], ARGV[i + hits + 1]
+  local rest = after_output(i)
+  local fires, fire = ARGV[rest - 2], ARGV[rest - 1]
   if fresh then
-    for h = 0, hits - 1 do
-      redis.call('RPUSH', ARGV[i + h], note)
-      redis.call('PEXPIRE', ARGV[i + h], horizon)
+    for h = i + 4, i + 3 + hits do
+      redis.call('RPUSH', ARGV[h], note)
+      redis.call('PEXPIRE', ARGV[h], horizon)
     end
     if fires ~= '' then
       redis.call('LPUSH', fires, fire)
@@ -58,7 +62,7 @@ local function output(part, i, horizon, kept)
       redis.call('PEXPIRE', fires, horizon)
     end
   end
-  return fresh, i + hits + 2
+  return fresh, rest
 end
 
 local function apply_tag(profile, op, tag) -- set or clear one tag in the profile's sorted JSON list

@@ -20,7 +20,7 @@ for p = 1, np do
     if owned then
       fresh, i = output(part, i, horizon, kept)
     else
-      i = i + 4 + tonumber(ARGV[i + 3]) + 2
+      i = after_output(i)
     end
     local streams = tonumber(ARGV[i])
     local payload, profile = ARGV[i + streams + 1], ARGV[i + streams + 2]

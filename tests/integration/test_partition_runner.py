@@ -274,3 +274,20 @@ def test_checkpoints_are_spread_over_the_interval_and_each_partition_keeps_its_p
         assert times and times[0] <= 1000.0 + interval + 0.5, (p, times)
         gaps = [b - a for a, b in pairwise(times)]
         assert len(times) >= 2 and max(gaps) <= interval + 0.5, (p, times)
+
+
+def test_a_slice_checkpoint_trims_only_the_log_of_the_partitions_it_wrote(redis_server, redis_client, tmp_path):
+    """The other partitions have read on since their last checkpoint: a recovery replays their log
+    from there, so none of it may go (nothing lost); the checkpointed partition's covered log may."""
+    setup_config(redis_client)
+    settings = runner_settings(redis_server, tmp_path, log_retention_s=0)
+    log = PartitionLog(redis_client, horizon_s=3600)
+    runner = PartitionRunner(settings, [0, 1, 2, 3], consumer="a", client=redis_client)
+    runner.recover()
+    append_all(log, [ev(i, f"c{i % 40}") for i in range(COVERED)])
+    drain(runner)
+    before = {p: len(log.read_range(p, "0", 10_000)) for p in range(4)}
+    assert runner.checkpoint([0]) == 1
+    after = {p: len(log.read_range(p, "0", 10_000)) for p in range(4)}
+    assert {p: after[p] for p in (1, 2, 3)} == {p: before[p] for p in (1, 2, 3)}
+    assert after[0] <= STREAM_NODE_ENTRIES < before[0]
