@@ -31,6 +31,7 @@ import redis
 
 from runtime import keys
 from runtime.config.store import ConfigStore
+from runtime.events.columns import EventColumns
 from runtime.events.envelope import Event
 from runtime.events.profiles import ProfileStore
 from runtime.log.checkpoint import Checkpoint, CheckpointStore
@@ -388,7 +389,7 @@ class PartitionRunner:
         entry_id, first = at
         arrival_ms = entry_id_key(entry_id)[0]
         if self.router.any_atomic:
-            wants = self.router.wants_atomic
+            wants, columns = self.router.wants_atomic, EventColumns.of(events)
             atomic = [
                 (
                     partition,
@@ -398,11 +399,10 @@ class PartitionRunner:
                         atomic_topic(e.type),
                         e.to_cloudevent(),
                         partition=partition,
-                        position=(entry_id, index),
+                        position=(entry_id, first + index),
                     ),
                 )
-                for index, e in enumerate(events, first)
-                if wants(e.type)
+                for index, e in ((i, columns.event(i)) for i, kind in enumerate(columns.types) if wants(kind))
             ]
             if careful:
                 self._publish_now([pub for _, _, pub in atomic], stats)
@@ -443,7 +443,7 @@ class PartitionRunner:
         engine = self.engines[partition]
         profiles = None
         if engine.reads_profiles:  # enrichment: one round trip per batch
-            profiles = self.profiles.get_many(sorted({e.customer for e in events}))
+            profiles = self.profiles.get_many(sorted(set(EventColumns.of(events).customers)))
         watermark = self._watermark_before.get(partition, self.clocks[partition].watermark)
         produced = engine.on_events(events, profiles, watermark=watermark)
         outputs = [(partition, out_refs(out), _publication(out, stats)) for out in produced]

@@ -35,7 +35,9 @@ import msgspec
 
 from runtime.dev.process_cpu import CpuMeter
 from runtime.dev.synthetic import START_MS, ab_events
+from runtime.events.columns import EventColumns
 from runtime.events.envelope import Event
+from runtime.log.partition_log import encode_events
 from runtime.process_gc import tune_gc
 from runtime.rules import PartitionEngine, compile_rule
 
@@ -97,15 +99,13 @@ def _engine_against_loop(
     by hand over ``tuples``: both fire counts and rates, and the ratio. The two run in turn
     ``repeats`` times and each keeps its fastest run, so a burst of load from other processes
     on a shared machine weighs on neither side alone."""
-    encoder = msgspec.msgpack.Encoder()
-    decoder = msgspec.msgpack.Decoder(list[Event])
-    entries = [encoder.encode(parsed[i : i + entry_size]) for i in range(0, len(parsed), entry_size)]
+    entries = [encode_events(parsed[i : i + entry_size]) for i in range(0, len(parsed), entry_size)]
     tune_gc()  # the collector's pace of a partition actor
     engine_s = baseline_s = float("inf")
     for _ in range(repeats):
         engine = PartitionEngine([compile_rule(rule)])
         started = time.perf_counter()
-        fired = sum(len(engine.on_events(decoder.decode(entry))) for entry in entries)
+        fired = sum(len(engine.on_events(EventColumns.decode(entry))) for entry in entries)
         engine_s = min(engine_s, time.perf_counter() - started)
         started = time.perf_counter()
         baseline_fired = loop(tuples)
@@ -192,19 +192,18 @@ def bench_demo_rules(events: int = 1_000_000, customers: int = 100_000) -> dict[
         compile_rule(doc) for _, raw in load_yaml_documents(rules_file) if isinstance(doc := parse_document(raw), Rule)
     ]
     parsed = validate_batch(list(demo_events(customers=customers, events=events)), source="bench", received_at=0).events
-    encoder, decoder = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(list[Event])
-    entries = [encoder.encode(parsed[i : i + 5000]) for i in range(0, len(parsed), 5000)]
+    entries = [encode_events(parsed[i : i + 5000]) for i in range(0, len(parsed), 5000)]
     del parsed
     engine = PartitionEngine(rules)
     started = time.perf_counter()
-    fired = sum(len(engine.on_events(decoder.decode(entry))) for entry in entries)
+    fired = sum(len(engine.on_events(EventColumns.decode(entry))) for entry in entries)
     seconds = time.perf_counter() - started
     del engine
     tracemalloc.start()  # a second pass, traced, for the memory the state holds
     before = tracemalloc.get_traced_memory()[0]
     engine = PartitionEngine(rules)
     for entry in entries:
-        engine.on_events(decoder.decode(entry))
+        engine.on_events(EventColumns.decode(entry))
     state_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     snapshot_bytes = len(msgspec.msgpack.encode(engine.snapshot()))

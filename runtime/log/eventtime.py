@@ -17,7 +17,7 @@ its time says (``runtime.rules.operators``); whether it is *late* is up to its o
 clock (``PartitionEngine.late``).
 
 A partition that holds more than ``pack_above`` events keeps each run it holds from then on
-packed (:class:`Packed`: one msgpack array, about 75 B an event against 370–500 decoded) and
+packed (:class:`Packed`: a columnar entry's bytes, about 45 B an event against ~200 decoded) and
 decodes the events again when they are released: under a backlog or at a high rate every event
 waits out the reorder wait, and decoded they were most of a partition actor's memory.
 
@@ -34,51 +34,34 @@ import bisect
 import heapq
 from array import array
 from collections import deque
-from itertools import accumulate
+from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
 import msgspec
 
+from runtime.events.columns import EventColumns
 from runtime.events.envelope import Event, event_time
 
 DELAY_BUCKETS_MS = (0, 10, 100, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 300_000, 3_600_000)
 PACK_ABOVE = 2_048  # held events a partition keeps decoded before it packs the runs it holds
 
-_encoder = msgspec.msgpack.Encoder()
-_as_raws = msgspec.msgpack.Decoder(list[msgspec.Raw])
-_as_events = msgspec.msgpack.Decoder(list[Event])
-
-
-def _array_header(n: int) -> bytes:
-    """msgpack's header of an array of ``n`` items."""
-    if n < 16:
-        return bytes((0x90 | n,))
-    return b"\xdc" + n.to_bytes(2, "big") if n < 65_536 else b"\xdd" + n.to_bytes(4, "big")
-
 
 class Packed:
-    """A run of events as one msgpack array and where each event ends in it. Any slice decodes
-    with one call."""
+    """A run of events held as a columnar log entry's bytes (about 45 B an event against ~200
+    as decoded columns). A run that is a whole entry as read keeps the entry's bytes."""
 
-    __slots__ = ("body", "ends")
+    __slots__ = ("body", "size")
 
-    def __init__(self, events: list[Event]) -> None:
-        self.body = _encoder.encode(events)
-        lengths = map(len, _as_raws.decode(self.body))
-        self.ends = array("I", accumulate(lengths, initial=len(_array_header(len(events)))))
+    def __init__(self, events: EventColumns) -> None:
+        self.body = events.encode()
+        self.size = len(events)
 
     def __len__(self) -> int:
-        return len(self.ends) - 1
+        return self.size
 
-    def events(self, start: int, end: int) -> list[Event]:
-        ends = self.ends
-        return _as_events.decode(_array_header(end - start) + self.body[ends[start] : ends[end]])
-
-    def raws(self, start: int) -> list[msgspec.Raw]:
-        """Each event from ``start`` on as its own msgpack (what a checkpoint holds)."""
-        body, ends = self.body, self.ends
-        return [msgspec.Raw(body[ends[i] : ends[i + 1]]) for i in range(start, len(ends) - 1)]
+    def columns(self) -> EventColumns:
+        return EventColumns.decode(self.body)
 
 
 class EventClock:
@@ -106,7 +89,7 @@ class EventClock:
         # nearly, so this is a sort per entry and a bisection per run released, not a heap entry
         # per event, and a release touches only the runs it takes from (with small requests and a
         # reorder wait a partition holds a hundred runs or more)
-        self._runs: list[tuple[int, int, int, list[int] | array[int], list[Event] | Packed]] = []
+        self._runs: list[tuple[int, int, int, list[int] | array[int], EventColumns | Packed]] = []
         self._arrived = 0  # runs held so far: their arrival numbers
         self._held = 0
         self._hold(msgspec.convert(resume.get("held", []), list[Event]))
@@ -128,33 +111,35 @@ class EventClock:
         """The event time of the oldest event still waiting, if any."""
         return self._runs[0][0] if self._runs else None
 
-    def _hold(self, events: list[Event]) -> None:
+    def _hold(self, events: Sequence[Event]) -> None:
         """Hold a log entry's events as one run; past ``pack_above`` held, those the watermark
         does not release at once (the rest) as a second run, packed."""
         if not events:
             return
-        ordered = sorted(events, key=event_time)  # stable: arrival order among equal times
-        times = [e.time for e in ordered]
+        ordered = EventColumns.of(events).ordered()  # stable: arrival order among equal times
+        times = ordered.times
         cut = len(ordered) if self._held < self.pack_above else bisect.bisect_right(times, self.watermark)
         if cut == len(ordered):
             self._run(times, ordered)
+        elif cut == 0:
+            self._run(array("q", times), Packed(ordered))
         else:  # consecutive arrival numbers: the two keep the entry's order among equal times
             self._run(times[:cut], ordered[:cut])
             self._run(array("q", times[cut:]), Packed(ordered[cut:]))
 
-    def _run(self, times: list[int] | array[int], items: list[Event] | Packed) -> None:
+    def _run(self, times: list[int] | array[int], items: EventColumns | Packed) -> None:
         if items:
             heapq.heappush(self._runs, (times[0], self._arrived, 0, times, items))
             self._arrived += 1
             self._held += len(items)
 
-    def push(self, events: list[Event], arrival_ms: int | None = None) -> list[Event]:
+    def push(self, events: Sequence[Event], arrival_ms: int | None = None) -> Sequence[Event]:
         """Take a log entry's events (appended at ``arrival_ms``); return the events the
         watermark has now passed, in event-time order (arrival order among equal times)."""
         if not events:
             return []
-        times = list(map(event_time, events))
-        oldest, newest = min(times), max(times)
+        events = EventColumns.of(events)
+        oldest, newest = min(events.times), max(events.times)
         self.last_delay_ms = None
         if self.newest:
             self._count_delay(self.newest - oldest)
@@ -166,11 +151,11 @@ class EventClock:
                 self._arrivals.append((arrival_ms, self.newest))
                 self._settle(arrival_ms)
         if not self.out_of_order_ms and not self.reorder_wait_ms and not self._held:
-            return sorted(events, key=event_time)  # nothing waits: each entry is put in order
+            return events.ordered()  # nothing waits: each entry is put in order
         self._hold(events)
         return self.release(self.watermark)
 
-    def advance(self, arrival_ms: int) -> list[Event]:
+    def advance(self, arrival_ms: int) -> Sequence[Event]:
         """The arrival clock moved to ``arrival_ms`` with nothing new (the partition has read all
         of its log): release what the wait no longer holds."""
         if self.reorder_wait_ms:
@@ -182,14 +167,15 @@ class EventClock:
         while arrivals and arrivals[0][0] <= since:
             self._settled = max(self._settled, arrivals.popleft()[1])
 
-    def release(self, until_ms: int) -> list[Event]:
+    def release(self, until_ms: int) -> Sequence[Event]:
         """The held events at or before ``until_ms``, in event-time order."""
         runs = self._runs
-        taken: list[tuple[int, list[Event]]] = []  # (arrival number, prefix)
+        taken: list[tuple[int, EventColumns]] = []  # (arrival number, prefix)
         while runs and runs[0][0] <= until_ms:
             _, arrived, start, times, items = heapq.heappop(runs)
+            items = _columns(items)  # what a packed run does not release now stays decoded
             end = bisect.bisect_right(times, until_ms, start)
-            taken.append((arrived, _slice(items, start, end)))
+            taken.append((arrived, items[start:end]))
             if end < len(times):
                 heapq.heappush(runs, (times[end], arrived, end, times, items))
         if not taken:
@@ -197,8 +183,8 @@ class EventClock:
         if len(taken) == 1:
             ready = taken[0][1]
         else:  # the prefixes in arrival order, sorted stably: event-time order, arrival order among equal times
-            taken.sort()  # by arrival number: no two are equal, so the prefixes are never compared
-            ready = sorted([e for _, prefix in taken for e in prefix], key=event_time)
+            taken.sort(key=itemgetter(0))  # by arrival number
+            ready = EventColumns.merge([prefix for _, prefix in taken])
         self._held -= len(ready)
         return ready
 
@@ -223,27 +209,18 @@ class EventClock:
     def held_events(self) -> list[Event]:
         """The events still waiting, in event-time order (arrival order among equal times)."""
         runs = sorted(self._runs, key=itemgetter(1))
-        held = [e for _, _, start, times, items in runs for e in _slice(items, start, len(times))]
+        held = [e for _, _, start, _, items in runs for e in _columns(items)[start:]]
         return sorted(held, key=event_time)
 
     def snapshot(self) -> dict[str, Any]:
-        """The clock for a checkpoint; packed events go into it as they are (the same msgpack)."""
-        runs = sorted(self._runs, key=itemgetter(1))
-        held = [
-            (t, item)
-            for _, _, start, times, items in runs
-            for t, item in zip(
-                times[start:], items.raws(start) if type(items) is Packed else items[start:], strict=True
-            )
-        ]
-        held.sort(key=itemgetter(0))  # stable: arrival order among equal times
+        """The clock for a checkpoint."""
         return {
             "newest": self.newest,
             "settled": self._settled,
             "arrivals": [list(a) for a in self._arrivals],
-            "held": [item for _, item in held],
+            "held": self.held_events(),
         }
 
 
-def _slice(items: list[Event] | Packed, start: int, end: int) -> list[Event]:
-    return items.events(start, end) if type(items) is Packed else items[start:end]  # type: ignore[union-attr, index]
+def _columns(items: EventColumns | Packed) -> EventColumns:
+    return items.columns() if type(items) is Packed else items  # type: ignore[return-value]

@@ -1,6 +1,7 @@
 """The durable partition log: one Redis stream per virtual partition.
 
-A log entry carries a micro-batch (all of one request's events for that partition, msgpack),
+A log entry carries a micro-batch (all of one request's events for that partition, as columns:
+:mod:`runtime.events.columns`),
 never one entry per event, and the config version current when it was appended: an actor
 that reads an entry newer than its config reloads first, so a rule or subscription applies to
 every event accepted after its PUT returned. Appending de-duplicates by (source, event id) and writes the entry in
@@ -31,9 +32,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import msgspec
-
 from runtime import keys
+from runtime.events.columns import EventColumns
 from runtime.events.envelope import Event
 from runtime.log.streams import entry_id_key, text
 from runtime.lua import queue_script, read_script
@@ -66,7 +66,7 @@ class Appended:
 class LogEntry:
     partition: int
     entry_id: str
-    events: list[Event]  # duplicates already removed
+    events: EventColumns  # duplicates already removed
     config_version: int  # the config version when the entry was appended
 
 
@@ -80,16 +80,13 @@ LOCATION_PARTITIONS = 4096  # partitions and sequence numbers a compact location
 # less than a run each, and a few thousand events keep a run (which blocks Redis) to a few ms
 APPEND_RUN_EVENTS = 2000
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(list[Event])
-
 
 def decode_entry(partition: int, entry_id: str, fields: dict[bytes, bytes]) -> LogEntry:
-    events = _decoder.decode(fields[b"b"])
+    events = EventColumns.decode(fields[b"b"])
     dups = fields.get(b"d", b"")
     if dups:
         skip = {int(x) for x in dups.split(b",")}
-        events = [e for i, e in enumerate(events) if i not in skip]
+        events = events.select([i not in skip for i in range(len(events))])
     return LogEntry(partition, entry_id, events, int(fields.get(b"v", 0)))
 
 
@@ -183,8 +180,8 @@ def decode_location(raw: bytes | str, day: int) -> tuple[int, str]:
 
 
 def encode_events(events: list[Event]) -> bytes:
-    """A log entry's payload: the partition's events of one request, msgpack."""
-    return _encoder.encode(events)
+    """A log entry's payload: the partition's events of one request, as columns (msgpack)."""
+    return EventColumns.of(events).encode()
 
 
 class PartitionLog:

@@ -22,12 +22,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from hashlib import sha256
+from itertools import compress, count
 from operator import itemgetter
 from typing import Any, NamedTuple
 
 import orjson
 
-from runtime.events.envelope import Event, event_time, format_time_ms
+from runtime.events.columns import EventColumns
+from runtime.events.envelope import Event, format_time_ms
 from runtime.rules.compiled import (
     AbsenceSpec,
     CompiledRule,
@@ -87,8 +89,8 @@ class Retraction:
 
 Handler = Callable[[Event, list["Output"]], None]  # one rule's step for one event
 RulesOfType = list[tuple[CompiledRule, Handler | None, bool]]  # (rule, its handler or None, whether it is gated)
-# one rule over a whole batch: appends (index of the event, its outputs) for each event that fired
-Kernel = Callable[[Sequence[Event], list[tuple[int, list["Output"]]]], None]
+# one rule over a whole batch's columns: appends (index of the event, its outputs) for each event that fired
+Kernel = Callable[[EventColumns, list[tuple[int, list["Output"]]]], None]
 # Kernels scan the whole batch each: beyond this many, one pass dispatching each event is cheaper.
 KERNELS_MAX = 3
 
@@ -261,31 +263,33 @@ class PartitionEngine:
         # an event older than this may start a backfill; no bound when there is no watermark
         backfill_from = -sys.maxsize if watermark is None else watermark - self.lateness_ms
         self._profiles = profiles  # the batch's, for the rules that read them (see _walk)
+        columns = EventColumns.of(events)
         if (
             not self._kernels
             or self._offset
-            or (watermark is not None and min(map(event_time, events), default=0) < backfill_from)
+            or (watermark is not None and min(columns.times, default=0) < backfill_from)
         ):
-            return self._each(events, self._dispatch, backfill_from, watermark)
-        # Kernel rules run over the whole batch first (no backfill is or may be under way: it
-        # moves customers' clocks event by event); the others then go event by event, their
-        # outputs and the kernels' in the order of the events that fired them.
+            return self._each(columns.rows, self._dispatch, backfill_from, watermark)
+        # Kernel rules run over the whole batch's columns first (no backfill is or may be under
+        # way: it moves customers' clocks event by event); the others then go event by event,
+        # their outputs and the kernels' in the order of the events that fired them.
         fired: list[tuple[int, list[Output]]] = []
         for kernel in self._kernels:
-            kernel(events, fired)
+            kernel(columns, fired)
         if len(self._kernels) > 1:
             fired.sort(key=itemgetter(0))  # stable: the rules of one event stay in priority order
         if not self._rest and not self._timers:
             return [o for _, out in fired for o in out]
+        rows, times = columns.rows, columns.times
         outputs: list[Output] = []
         start = 0
         for index, out in fired:
             if index > start:
-                outputs += self._each(events[start:index], self._rest, backfill_from, watermark)
+                outputs += self._each(rows[start:index], self._rest, backfill_from, watermark)
                 start = index
-            outputs += self.on_timer(events[index].time)  # the timers due before the event, as in _each
+            outputs += self.on_timer(times[index])  # the timers due before the event, as in _each
             outputs += out
-        outputs += self._each(events[start:], self._rest, backfill_from, watermark)
+        outputs += self._each(rows[start:], self._rest, backfill_from, watermark)
         return outputs
 
     def _each(
@@ -343,7 +347,7 @@ class PartitionEngine:
                 if rule.group is not None:
                     self._on_group_event(rule, event, context, outputs)
                 elif rule.where.predicate(context):  # type: ignore[union-attr]  # one that reads more than data
-                    self._on_match(rule, event, outputs)
+                    self._on_match(rule, customer, time_ms, ref_of(event), event.data, outputs)
 
         return on_event
 
@@ -394,7 +398,7 @@ class PartitionEngine:
         clocks, lateness = self._clock, self.lateness_ms
         if not clocks or not events:
             return []
-        if newest and min(map(event_time, events)) >= newest - lateness:
+        if newest and min(EventColumns.of(events).times) >= newest - lateness:
             return []
         return [
             (e, clocks[e.customer] - e.time)
@@ -406,14 +410,17 @@ class PartitionEngine:
         taken, self.retractions = self.retractions, []
         return taken
 
-    def _on_match(self, rule: CompiledRule, event: Event, outputs: list[Output]) -> None:
-        customer = event.customer
-        self._advance_clock(customer, event.time)
+    def _on_match(
+        self, rule: CompiledRule, customer: str, time_ms: int, ref: str, data: Any, outputs: list[Output]
+    ) -> None:
+        """A single event condition's step for an event of its that passed its ``where`` (the
+        event as its parts: ``data`` is read only by an aggregate)."""
+        self._advance_clock(customer, time_ms)
         if rule.cooldown_ms:
             cooldowns = self._cooldowns[rule.name]
             until = cooldowns.get(customer)
             if until is not None:
-                if event.time < until:
+                if time_ms < until:
                     return
                 del cooldowns[customer]
         windows = self._state[rule.name]
@@ -422,7 +429,7 @@ class PartitionEngine:
         assert rule.leaf is not None  # compile_rule sets it for single-condition rules
         if fresh:
             window = [] if rule.leaf.aggregate is None else new_window(rule.leaf)  # counts: the hot path
-        occurrence = accumulate(window, event, rule.leaf)  # type: ignore[arg-type]
+        occurrence = accumulate(window, time_ms, ref, data, rule.leaf)  # type: ignore[arg-type]
         if occurrence is not None:  # at its newest event's time (a late event may complete it)
             outputs += self._fire(rule, customer, occurrence[0], occurrence[1])
             if rule.cooldown_ms:
@@ -471,34 +478,47 @@ class PartitionEngine:
         if rule.group is not None:
             return None
         match = self._on_match
-        if rule.where is None:
-            return lambda event, outputs: match(rule, event, outputs)
-        test = rule.where.data_predicate
-        if test is None:
+        test = rule.where.data_predicate if rule.where is not None else None
+        if rule.where is not None and test is None:
             return None
 
         def on_event(event: Event, outputs: list[Output]) -> None:
-            if test(event.data):
-                match(rule, event, outputs)
+            if test is None or test(event.data):
+                match(rule, event.customer, event.time, ref_of(event), event.data, outputs)
 
         return on_event
 
     def _kernel(self, rule: CompiledRule, handler: Handler) -> Kernel:
-        """A rule's handler as a kernel: one loop over the batch calling it for the rule's events;
-        for a single event condition, its ``where`` (on ``data`` alone) tested in the loop."""
-        types, test, step = frozenset(rule.event_types), None, handler
-        if rule.group is None:
-            test = rule.where.data_predicate if rule.where is not None else None
-            step = partial(self._on_match, rule)
+        """A rule's handler as a kernel: one loop over the batch's events of the rule's types
+        calling it. A single event condition's ``where`` (on ``data`` alone) is tested over the
+        ``data`` column, and its step reads the columns: no ``Event`` is built."""
+        types = dict.fromkeys(rule.event_types, True)
+        if rule.group is not None:
 
-        def kernel(events: Sequence[Event], fired: list[tuple[int, list[Output]]]) -> None:
-            outputs: list[Output] = []
-            for index, event in enumerate(events):
-                if event.type in types and (test is None or test(event.data)):
-                    step(event, outputs)
+            def each(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
+                for index in compress(count(), map(types.get, events.types)):  # the rule's events
+                    outputs: list[Output] = []
+                    handler(events.event(index), outputs)
                     if outputs:
                         fired.append((index, outputs))
-                        outputs = []
+
+            return each
+        where = rule.where.data_predicate if rule.where is not None else None
+        reads_data = where is not None or rule.leaf.aggregate is not None  # type: ignore[union-attr]
+        match = partial(self._on_match, rule)
+
+        def kernel(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
+            indices: Iterable[int] = compress(count(), map(types.get, events.types))  # the rule's events
+            data: list[Any] = events.data if reads_data else [None] * len(events)
+            if where is not None:
+                indices = [i for i in indices if where(data[i])]
+            customers, times, sources, ids = events.customers, events.times, events.sources, events.ids
+            outputs: list[Output] = []
+            for i in indices:
+                match(customers[i], times[i], f"{sources[i]}{SEP}{ids[i]}", data[i], outputs)
+                if outputs:
+                    fired.append((i, outputs))
+                    outputs = []
 
         return kernel
 
@@ -563,12 +583,13 @@ class PartitionEngine:
         states: dict[str, tuple[int, str]] = self._state[rule.name]  # type: ignore[assignment]
         clocks, fire, intern = self._clock, self._fire, sys.intern
 
-        def kernel(events: Sequence[Event], fired: list[tuple[int, list[Output]]]) -> None:
-            for index, event in enumerate(events):
-                kind = event.type
-                if kind != first and kind != second:
-                    continue
-                customer, t = event.customer, event.time
+        types = dict.fromkeys((first, second), True)
+
+        def kernel(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
+            kinds, customers, times = events.types, events.customers, events.times
+            sources, ids = events.sources, events.ids
+            for index in compress(count(), map(types.get, kinds)):  # the rule's events
+                kind, customer, t = kinds[index], customers[index], times[index]
                 newest = clocks.get(customer)
                 if newest is None:
                     clocks[intern(customer)] = t
@@ -577,9 +598,9 @@ class PartitionEngine:
                 old = states.get(customer)
                 if kind == first:  # the newest start wins (an older start of a late event does not)
                     if old is None:
-                        states[intern(customer)] = (t, f"{event.source}{SEP}{event.id}")
+                        states[intern(customer)] = (t, f"{sources[index]}{SEP}{ids[index]}")
                     elif old[0] <= t:
-                        states[customer] = (t, f"{event.source}{SEP}{event.id}")
+                        states[customer] = (t, f"{sources[index]}{SEP}{ids[index]}")
                     continue
                 if old is None:
                     continue
@@ -588,7 +609,7 @@ class PartitionEngine:
                     del states[customer]
                 elif start <= t:
                     del states[customer]
-                    fired.append((index, fire(rule, customer, t, [ref, f"{event.source}{SEP}{event.id}"])))
+                    fired.append((index, fire(rule, customer, t, [ref, f"{sources[index]}{SEP}{ids[index]}"])))
 
         return kernel
 
@@ -641,7 +662,7 @@ class PartitionEngine:
             window = state.windows.get(key)
             if window is None:
                 window = state.windows[key] = new_window(node)
-            occurrence = accumulate(window, event, node)
+            occurrence = accumulate(window, event.time, ref_of(event), event.data, node)
             if not window:
                 del state.windows[key]
             return occurrence
@@ -869,7 +890,7 @@ def _one_at_a_time(kernel: Kernel) -> Handler:
 
     def on_event(event: Event, outputs: list[Output]) -> None:
         fired: list[tuple[int, list[Output]]] = []
-        kernel((event,), fired)
+        kernel(EventColumns.of((event,)), fired)
         for _, out in fired:
             outputs += out
 

@@ -20,19 +20,19 @@ from runtime.rules.state import UNKNOWN, AggregateWindow, GroupState, Occurrence
 MARK_MEMORY_MS = 24 * 3600 * 1000  # how long a geofence remembers where a customer was last seen
 
 
-def accumulate(window: Window, event: Event, leaf: LeafSpec) -> Occurrence | None:
-    """Add a matching event to a condition's window (a flat list, see ``state.py``) as its
-    window definition says; the occurrence when its count or aggregate threshold is reached
-    (the window then restarts)."""
+def accumulate(window: Window, time_ms: int, ref: str, data: dict[str, Any], leaf: LeafSpec) -> Occurrence | None:
+    """Add a matching event (its time, ref and ``data``, which only an aggregate reads) to a
+    condition's window (a flat list, see ``state.py``) as its window definition says; the
+    occurrence when its count or aggregate threshold is reached (the window then restarts)."""
     stride = leaf.stride
     if leaf.aggregate is not None:
-        value = leaf.aggregate.value(event.data)
+        value = leaf.aggregate.value(data)
         if value is None:
             return None
-        entry: tuple[Any, ...] = (event.time, ref_of(event), value)
+        entry: tuple[Any, ...] = (time_ms, ref, value)
         size = len(window)
     else:
-        entry = (event.time, ref_of(event))
+        entry = (time_ms, ref)
     if not leaf.insert(window, entry, stride):
         return None  # late for a tumbling window that has closed
     if leaf.aggregate is not None:

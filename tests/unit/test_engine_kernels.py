@@ -15,7 +15,9 @@ from unittest.mock import patch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runtime.events.columns import EventColumns
 from runtime.events.envelope import Event
+from runtime.log.partition_log import encode_events
 from runtime.rules import PartitionEngine, compile_rule
 from runtime.rules import engine as engine_module
 
@@ -45,6 +47,11 @@ def count(name: str, kind: str, threshold: int, within: int, where: str | None, 
     when: dict = {"event": kind, "count": threshold, "within": f"{within}ms"}
     if where:
         when["where"] = where
+    return {"name": name, "priority": priority, "when": when, "then": [{"emit": f"{name}-fired"}]}
+
+
+def total(name: str, kind: str, within: int, priority: int) -> dict:
+    when = {"event": kind, "sum": {"of": "data.v", "gte": 3}, "within": f"{within}ms"}
     return {"name": name, "priority": priority, "when": when, "then": [{"emit": f"{name}-fired"}]}
 
 
@@ -84,6 +91,7 @@ def rule_sets(draw) -> list[dict]:
             draw(priority),
         ),
         lambda n: count(n, draw(kind), 2, draw(within), "data.v >= 1 && subject == 'c1'", draw(priority)),
+        lambda n: total(n, draw(kind), draw(within), draw(priority)),
         lambda n: absence(n, *draw(st.lists(kind, min_size=2, max_size=2, unique=True)), draw(within), draw(priority)),
         lambda n: gated(n, draw(kind), draw(priority)),
     ]
@@ -143,6 +151,10 @@ def test_batches_equal_every_rule_event_by_event(rules, events, data):
     pieces = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
     cut = engine(rules)
     assert [o for p in pieces for o in cut.on_events(p)] + cut.on_timer(10**9) == expected
+    # as partition actors get them: each piece a log entry's columns, decoded
+    logged = engine(rules)
+    entries = [EventColumns.decode(encode_events(p)) for p in pieces]
+    assert [o for e in entries for o in logged.on_events(e)] + logged.on_timer(10**9) == expected
 
 
 @settings(max_examples=150, deadline=None)
