@@ -23,6 +23,7 @@ from runtime.errors import ExpressionError
 from runtime.expr.compiler import Compiler
 from runtime.expr.functions import RegexError
 from runtime.expr.parser import parse
+from runtime.expr.specialize import Select, selecting
 from runtime.expr.values import EvalError
 
 __all__ = ["EvalError", "Expr", "ExpressionError", "RegexError", "compile_expr"]
@@ -48,6 +49,8 @@ class Expr:
     # ``predicate`` over an event's ``data`` alone, when the expression reads nothing else
     # (``data.v >= 90``): the rule engine then builds no context for the event
     data_predicate: Callable[[object], bool] | None = field(default=None, repr=False, compare=False)
+    # the same over a batch: which of ``indices`` index a ``data`` in ``datas`` that passes
+    data_select: Select | None = field(default=None, repr=False, compare=False)
 
     def __reduce__(self) -> tuple[Callable[[str], Expr], tuple[str]]:
         """Pickle as source text; unpickling compiles again (closures do not pickle)."""
@@ -95,18 +98,22 @@ def compile_expr(source: str, *, max_length: int = 2000, max_depth: int = 32) ->
         ) from None
     fn = root.fn
     predicate = _make_predicate(root.probe or fn)  # type: ignore[arg-type]
-    return Expr(source, fn, frozenset(compiler.fields), predicate, _data_predicate(tree, source, compiler.fields))
+    return Expr(source, fn, frozenset(compiler.fields), predicate, *_data_predicate(tree, source, compiler.fields))
 
 
-def _data_predicate(tree: object, source: str, fields: set[str]) -> Callable[[object], bool] | None:
-    """The predicate compiled against ``data`` when every field it reads is inside it."""
+def _data_predicate(
+    tree: object, source: str, fields: set[str]
+) -> tuple[Callable[[object], bool], Select] | tuple[None, None]:
+    """The predicate compiled against ``data`` when every field it reads is inside it, alone
+    and over a batch."""
     if not all(f.startswith("data.") for f in fields):
-        return None
+        return None, None
     try:
         rooted = Compiler(source, root="data").compile(tree)  # type: ignore[arg-type]
     except ValueError:  # a path the field list does not show (e.g. data['a-b']) reads data whole
-        return None
-    return _make_predicate(rooted.probe or rooted.fn)  # type: ignore[arg-type]
+        return None, None
+    predicate = _make_predicate(rooted.probe or rooted.fn)  # type: ignore[arg-type]
+    return predicate, selecting(rooted.probe or rooted.fn, predicate)  # type: ignore[arg-type]
 
 
 def _recompile(source: str) -> Expr:

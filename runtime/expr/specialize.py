@@ -18,7 +18,7 @@ tests with a literal argument (:func:`string_probe`), ``'lit' in path``
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from runtime.expr.paths import MISSING, path_peek
 from runtime.expr.values import EvalError, contains, equals, type_name
@@ -47,6 +47,28 @@ def raising(probe: Probe, slow: Fn) -> Fn:
         return result
 
     return fn
+
+
+Select = Callable[[Sequence[object], Iterable[int]], list[int]]
+
+
+def selecting(probe: Probe, predicate: Callable[[object], bool]) -> Select:
+    """The positions among ``indices`` whose context in ``contexts`` passes ``predicate`` (of
+    which ``probe`` is the fast form): the probe's own loop for the shapes that have one, else
+    the probe per context; when the probe raises on a context, ``predicate`` for each. A batch
+    of events is tested in one call."""
+    own: Select | None = getattr(probe, "select", None)
+
+    def select(contexts: Sequence[object], indices: Iterable[int]) -> list[int]:
+        indices = list(indices)
+        try:
+            if own is not None:
+                return own(contexts, indices)
+            return [i for i in indices if probe(contexts[i]) is True]
+        except Exception:
+            return [i for i in indices if predicate(contexts[i])]
+
+    return select
 
 
 def as_probe(fn: Fn) -> Probe:
@@ -96,6 +118,14 @@ def compare_probe(path: tuple[str, ...], op: str, lit: object) -> Probe:
                 return compare(v, lit)  # type: ignore[no-any-return]
             return None
 
+        def select1(contexts: Sequence[object], indices: Iterable[int]) -> list[int]:
+            return [
+                i
+                for i in indices
+                if (v := contexts[i].get(a, MISSING)).__class__ in kinds and compare(v, lit)  # type: ignore[attr-defined]
+            ]
+
+        order1.select = select1  # type: ignore[attr-defined]
         return order1
     if len(path) == 2:
         a, b = path

@@ -171,7 +171,7 @@ class PartitionEngine:
             kernel = self._pair(rule) if _is_pair(self._plain[rule.name]) else None
             handler = _one_at_a_time(kernel) if kernel is not None else self._handler(rule)
             if handler is not None and not gated:
-                kernels[rule.name] = kernel or self._kernel(rule, handler)
+                kernels[rule.name] = kernel or self._count(rule) or self._kernel(rule, handler)
             for event_type in rule.event_types:
                 by_type[event_type].append((rule, handler, gated))
         self._needs_context = {r.name for r in rules if r.expressions}  # others never read the event as a dict
@@ -503,7 +503,7 @@ class PartitionEngine:
                         fired.append((index, outputs))
 
             return each
-        where = rule.where.data_predicate if rule.where is not None else None
+        where = rule.where.data_select if rule.where is not None else None
         reads_data = where is not None or rule.leaf.aggregate is not None  # type: ignore[union-attr]
         match = partial(self._on_match, rule)
 
@@ -511,7 +511,7 @@ class PartitionEngine:
             indices: Iterable[int] = compress(count(), map(types.get, events.types))  # the rule's events
             data: list[Any] = events.data if reads_data else [None] * len(events)
             if where is not None:
-                indices = [i for i in indices if where(data[i])]
+                indices = where(data, indices)
             customers, times, sources, ids = events.customers, events.times, events.sources, events.ids
             outputs: list[Output] = []
             for i in indices:
@@ -610,6 +610,65 @@ class PartitionEngine:
                 elif start <= t:
                     del states[customer]
                     fired.append((index, fire(rule, customer, t, [ref, f"{sources[index]}{SEP}{ids[index]}"])))
+
+        return kernel
+
+    def _count(self, rule: CompiledRule) -> Kernel | None:
+        """The kernel of the most common event condition, a count of one type's events within a
+        sliding window ("3 failed logins within 10 min"): ``_on_match`` and the window's insert
+        written out over the columns, the same windows (a flat [time, ref, ...] per customer)
+        and outputs. None for the other shapes (aggregates, tumbling windows, groups)."""
+        leaf = rule.leaf
+        if rule.group is not None or leaf is None or leaf.aggregate is not None or leaf.tumbling or leaf.group_by:
+            return None
+        if rule.where is not None and rule.where.data_select is None:
+            return None
+        types, where = dict.fromkeys(rule.event_types, True), rule.where.data_select if rule.where else None
+        need, within, cooldown = 2 * leaf.threshold, leaf.window_ms, rule.cooldown_ms
+        windows: dict[str, list[Any]] = self._state[rule.name]  # type: ignore[assignment]
+        cooldowns, clocks, fire, intern = self._cooldowns[rule.name], self._clock, self._fire, sys.intern
+
+        def kernel(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
+            indices: Iterable[int] = compress(count(), map(types.get, events.types))  # the rule's events
+            if where is not None:
+                indices = where(events.data, indices)
+            customers, times, sources, ids = events.customers, events.times, events.sources, events.ids
+            for i in indices:
+                customer, t = customers[i], times[i]
+                newest = clocks.get(customer)
+                if newest is None:
+                    clocks[intern(customer)] = t
+                elif t > newest:
+                    clocks[customer] = t
+                if cooldown:
+                    until = cooldowns.get(customer)
+                    if until is not None:
+                        if t < until:
+                            continue
+                        del cooldowns[customer]
+                window = windows.get(customer)
+                if window is None:
+                    window = [t, f"{sources[i]}{SEP}{ids[i]}"]
+                    if need > 2:
+                        windows[intern(customer)] = window
+                        continue
+                else:  # SlidingWindow.insert
+                    at = len(window)
+                    while at and window[at - 2] > t:
+                        at -= 2
+                    window[at:at] = (t, f"{sources[i]}{SEP}{ids[i]}")
+                    if within:
+                        floor, cut, size = window[-2] - within, 0, len(window)
+                        while cut < size and window[cut] <= floor:
+                            cut += 2
+                        if cut:
+                            del window[:cut]
+                    if len(window) < need:
+                        continue
+                    del windows[customer]
+                fired.append((i, fire(rule, customer, window[-2], window[1::2])))
+                if cooldown:
+                    cooldowns[intern(customer)] = window[-2] + cooldown
 
         return kernel
 

@@ -44,7 +44,9 @@ def steps3(name: str, kinds: list[str], within: int, priority: int) -> dict:
 
 
 def count(name: str, kind: str, threshold: int, within: int, where: str | None, priority: int) -> dict:
-    when: dict = {"event": kind, "count": threshold, "within": f"{within}ms"}
+    when: dict = {"event": kind, "count": threshold}
+    if within:
+        when["within"] = f"{within}ms"
     if where:
         when["where"] = where
     return {"name": name, "priority": priority, "when": when, "then": [{"emit": f"{name}-fired"}]}
@@ -92,6 +94,11 @@ def rule_sets(draw) -> list[dict]:
         ),
         lambda n: count(n, draw(kind), 2, draw(within), "data.v >= 1 && subject == 'c1'", draw(priority)),
         lambda n: total(n, draw(kind), draw(within), draw(priority)),
+        lambda n: {
+            **count(n, draw(kind), draw(st.integers(1, 3)), draw(within), None, draw(priority)),
+            "cooldown": "15ms",
+        },
+        lambda n: count(n, draw(kind), 1, 0, draw(st.sampled_from([None, "data.v >= 1"])), draw(priority)),
         lambda n: absence(n, *draw(st.lists(kind, min_size=2, max_size=2, unique=True)), draw(within), draw(priority)),
         lambda n: gated(n, draw(kind), draw(priority)),
     ]

@@ -662,6 +662,8 @@ def test_the_data_predicate_decides_as_the_predicate_over_the_whole_context(
         assert not all(f.startswith("data.") for f in expr.fields), source
         return
     assert expr.data_predicate(data) is expr.predicate(ctx), f"{source!r} on {ctx!r}"
+    assert expr.data_select is not None
+    assert expr.data_select([{}, data, data], [1, 2]) == ([1, 2] if expr.predicate(ctx) else []), source
 
 
 def test_only_expressions_that_read_data_alone_get_a_data_predicate() -> None:
