@@ -1,14 +1,15 @@
 """Events as columns: how a log entry carries its events, and how the rules read them.
 
-A log entry holds one list per field: the types and sources once each, with a small number per
-event; the event times, customers and ids as lists; the subjects, ``data`` and arrival times
-still encoded, decoded when first read. Decoding one costs a few list reads instead of a struct
-and five strings per event (about 100 against 250–280 ns an event), and what no rule reads
-(most ``data``) is never decoded.
+A log entry holds one list per field: the types and sources once each, with a byte per event
+(:class:`Coded`); the event times, customers and ids as lists; the subjects, ``data`` and arrival
+times still encoded, decoded when first read. Decoding one costs a few list reads instead of a
+struct and five strings per event (about 80 against 250–280 ns an event), and what no rule
+reads (most ``data``) is never decoded.
 
 :class:`EventColumns` is a sequence of :class:`Event`: whatever walks events one by one gets
 them, built when first asked for (about 150 ns each). The rules' kernels read the columns
-instead and build an ``Event`` only for the events they act on (``event``).
+instead (``positions`` of their types, then the columns at those positions) and build an
+``Event`` only for the events they act on (``event``).
 
 Entries written before columns (a msgpack array of events) still decode, as rows.
 
@@ -18,7 +19,7 @@ Pure logic: no Redis.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from itertools import compress, pairwise
+from itertools import compress, count, pairwise
 from operator import itemgetter
 from typing import Any, overload
 
@@ -29,12 +30,15 @@ from runtime.events.envelope import Event
 FORMAT = 2  # a columnar entry's first item; a row entry's first item is an event (an array)
 
 
+Codes = bytes | list[int]  # per event, its value's index among the distinct values: bytes up to 256 of them
+
+
 class _Wire(msgspec.Struct, array_like=True, gc=False):
     format: int
     types: list[str]  # distinct, in order of first appearance
-    type_codes: list[int]  # per event: its index in ``types``
+    type_codes: Codes
     sources: list[str]
-    source_codes: list[int]
+    source_codes: Codes
     times: list[int]
     customers: list[str]
     ids: list[str]
@@ -90,37 +94,64 @@ def _encoded(column: Any, decoder: msgspec.msgpack.Decoder) -> msgspec.Raw:
     return column if type(column) is msgspec.Raw else msgspec.Raw(_encoder.encode(_value(column, decoder)))
 
 
-def _dictionary(values: list[str]) -> tuple[list[str], list[int]]:
-    """The distinct values in order of first appearance, and each value's index among them."""
-    if values and values.count(values[0]) == len(values):  # one value (an entry's source, mostly): counted in C
-        return [values[0]], [0] * len(values)
-    index: dict[str, int] = {}
-    codes = [index.setdefault(v, len(index)) for v in values]
-    return list(index), codes
+class Coded:
+    """A column of few distinct strings (event types, sources): each distinct value once, in
+    order of first appearance, and per event its value's index among them."""
+
+    __slots__ = ("codes", "names")
+
+    def __init__(self, names: list[str], codes: Codes) -> None:
+        self.names, self.codes = names, codes
+
+    @classmethod
+    def of(cls, values: list[str]) -> Coded:
+        if values and values.count(values[0]) == len(values):  # one value (an entry's source, mostly): counted in C
+            return cls([values[0]], bytes(len(values)))
+        index: dict[str, int] = {}
+        codes = [index.setdefault(v, len(index)) for v in values]
+        return cls(list(index), bytes(codes) if len(index) <= 256 else codes)
+
+    def values(self) -> list[str]:
+        return list(map(self.names.__getitem__, self.codes))
+
+    def take(self, take: Pick) -> Coded:
+        return Coded(self.names, take(self.codes))  # type: ignore[arg-type]
+
+    @classmethod
+    def join(cls, parts: list[Coded]) -> Coded:
+        if all(p.names == parts[0].names for p in parts):
+            codes: list[int] = [c for p in parts for c in p.codes]
+            names = parts[0].names
+        else:
+            index = {n: i for i, n in enumerate(dict.fromkeys(n for p in parts for n in p.names))}
+            codes = [c for p in parts for c in map([index[n] for n in p.names].__getitem__, p.codes)]
+            names = list(index)
+        return cls(names, bytes(codes) if len(names) <= 256 else codes)
 
 
 class EventColumns(Sequence[Event]):
-    """Events as one list per field (see the module). ``types`` and ``sources`` hold one string
-    object per distinct value, so events of one type share it. The subjects, ``data`` and
-    arrival times are decoded when first read."""
+    """Events as one list per field (see the module). The types and sources are :class:`Coded`;
+    the subjects, ``data`` and arrival times are decoded when first read."""
 
     __slots__ = (
         "_data",
         "_received",
         "_rows",
+        "_sources",
         "_subjects",
+        "_types",
+        "coded_sources",
+        "coded_types",
         "customers",
         "ids",
         "payload",
-        "sources",
         "times",
-        "types",
     )
 
     def __init__(
         self,
-        types: list[str],
-        sources: list[str],
+        types: Coded,
+        sources: Coded,
         times: list[int],
         customers: list[str],
         ids: list[str],
@@ -129,8 +160,11 @@ class EventColumns(Sequence[Event]):
         received: list[int] | msgspec.Raw | _Later,
         rows: list[Event] | None = None,
     ) -> None:
-        self.types, self.sources, self.times, self.customers, self.ids = types, sources, times, customers, ids
+        self.coded_types, self.coded_sources = types, sources
+        self.times, self.customers, self.ids = times, customers, ids
         self._subjects, self._data, self._received, self._rows = subjects, data, received, rows
+        self._types: list[str] | None = None
+        self._sources: list[str] | None = None
         self.payload: bytes | None = None  # the log entry's bytes these events were decoded from, all of them
 
     @classmethod
@@ -142,8 +176,8 @@ class EventColumns(Sequence[Event]):
         subjects = [e.subject for e in rows]
         customers = [e.customer for e in rows]
         return cls(
-            [e.type for e in rows],
-            [e.source for e in rows],
+            Coded.of([e.type for e in rows]),
+            Coded.of([e.source for e in rows]),
             [e.time for e in rows],
             customers,
             [e.id for e in rows],
@@ -158,15 +192,14 @@ class EventColumns(Sequence[Event]):
     def encode(self) -> bytes:
         if self.payload is not None:
             return self.payload
-        types, type_codes = _dictionary(self.types)
-        sources, source_codes = _dictionary(self.sources)
+        types, sources = self.coded_types, self.coded_sources
         return _encoder.encode(
             _Wire(
                 FORMAT,
-                types,
-                type_codes,
-                sources,
-                source_codes,
+                types.names,
+                types.codes,
+                sources.names,
+                sources.codes,
                 self.times,
                 self.customers,
                 self.ids,
@@ -183,8 +216,8 @@ class EventColumns(Sequence[Event]):
             return cls.of(_rows.decode(payload))
         wire = _wire.decode(payload)
         columns = cls(
-            list(map(wire.types.__getitem__, wire.type_codes)),
-            list(map(wire.sources.__getitem__, wire.source_codes)),
+            Coded(wire.types, wire.type_codes),
+            Coded(wire.sources, wire.source_codes),
             wire.times,
             wire.customers,
             wire.ids,
@@ -195,7 +228,24 @@ class EventColumns(Sequence[Event]):
         columns.payload = payload
         return columns
 
-    # --- columns decoded when first read ---------------------------------------------------
+    # --- columns built or decoded when first read --------------------------------------------
+
+    def positions(self, types: dict[str, Any]) -> Iterator[int]:
+        """The positions of the events whose type is a key of ``types`` (with a true value)."""
+        coded = self.coded_types
+        return compress(count(), map([types.get(n) for n in coded.names].__getitem__, coded.codes))
+
+    @property
+    def types(self) -> list[str]:
+        if self._types is None:
+            self._types = self.coded_types.values()
+        return self._types
+
+    @property
+    def sources(self) -> list[str]:
+        if self._sources is None:
+            self._sources = self.coded_sources.values()
+        return self._sources
 
     @property
     def subjects(self) -> list[str]:
@@ -216,6 +266,10 @@ class EventColumns(Sequence[Event]):
         if type(self._received) is not list:
             self._received = _value(self._received, _ints)
         return self._received  # type: ignore[return-value]
+
+    def source(self, i: int) -> str:
+        coded = self.coded_sources
+        return coded.names[coded.codes[i]]
 
     # --- as a sequence of events -----------------------------------------------------------
 
@@ -242,13 +296,14 @@ class EventColumns(Sequence[Event]):
         """The event at ``i`` (built without building the others)."""
         if self._rows is not None:
             return self._rows[i]
+        types = self.coded_types
         return Event(
             self.ids[i],
-            self.types[i],
+            types.names[types.codes[i]],
             self.times[i],
             self.subjects[i],
             self.customers[i],
-            self.sources[i],
+            self.source(i),
             self.data[i],
             self.received[i],
         )
@@ -295,8 +350,8 @@ class EventColumns(Sequence[Event]):
             return take(column) if type(column) is list else _Later(decoder, [column], take)
 
         return EventColumns(
-            take(self.types),
-            take(self.sources),
+            self.coded_types.take(take),
+            self.coded_sources.take(take),
             take(self.times),
             take(self.customers),
             take(self.ids),
@@ -330,8 +385,8 @@ class EventColumns(Sequence[Event]):
             return _Later(decoder, [column(p) for p in parts], None)
 
         return cls(
-            joined(lambda p: p.types),
-            joined(lambda p: p.sources),
+            Coded.join([p.coded_types for p in parts]),
+            Coded.join([p.coded_sources for p in parts]),
             joined(lambda p: p.times),
             joined(lambda p: p.customers),
             joined(lambda p: p.ids),

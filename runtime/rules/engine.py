@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from hashlib import sha256
-from itertools import compress, count
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -496,7 +495,7 @@ class PartitionEngine:
         if rule.group is not None:
 
             def each(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
-                for index in compress(count(), map(types.get, events.types)):  # the rule's events
+                for index in events.positions(types):
                     outputs: list[Output] = []
                     handler(events.event(index), outputs)
                     if outputs:
@@ -508,14 +507,15 @@ class PartitionEngine:
         match = partial(self._on_match, rule)
 
         def kernel(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
-            indices: Iterable[int] = compress(count(), map(types.get, events.types))  # the rule's events
+            indices: Iterable[int] = events.positions(types)
             data: list[Any] = events.data if reads_data else [None] * len(events)
             if where is not None:
                 indices = where(data, indices)
-            customers, times, sources, ids = events.customers, events.times, events.sources, events.ids
+            customers, times, ids = events.customers, events.times, events.ids
+            sources, source_of = events.coded_sources.names, events.coded_sources.codes
             outputs: list[Output] = []
             for i in indices:
-                match(customers[i], times[i], f"{sources[i]}{SEP}{ids[i]}", data[i], outputs)
+                match(customers[i], times[i], f"{sources[source_of[i]]}{SEP}{ids[i]}", data[i], outputs)
                 if outputs:
                     fired.append((i, outputs))
                     outputs = []
@@ -586,21 +586,22 @@ class PartitionEngine:
         types = dict.fromkeys((first, second), True)
 
         def kernel(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
-            kinds, customers, times = events.types, events.customers, events.times
-            sources, ids = events.sources, events.ids
-            for index in compress(count(), map(types.get, kinds)):  # the rule's events
-                kind, customer, t = kinds[index], customers[index], times[index]
+            kinds, customers, times, ids = events.coded_types.codes, events.customers, events.times, events.ids
+            starts = [n == first for n in events.coded_types.names]  # per type code: whether it is the first step
+            sources, source_of = events.coded_sources.names, events.coded_sources.codes
+            for index in events.positions(types):
+                customer, t = customers[index], times[index]
                 newest = clocks.get(customer)
                 if newest is None:
                     clocks[intern(customer)] = t
                 elif t > newest:
                     clocks[customer] = t
                 old = states.get(customer)
-                if kind == first:  # the newest start wins (an older start of a late event does not)
+                if starts[kinds[index]]:  # the newest start wins (an older start of a late event does not)
                     if old is None:
-                        states[intern(customer)] = (t, f"{sources[index]}{SEP}{ids[index]}")
+                        states[intern(customer)] = (t, f"{sources[source_of[index]]}{SEP}{ids[index]}")
                     elif old[0] <= t:
-                        states[customer] = (t, f"{sources[index]}{SEP}{ids[index]}")
+                        states[customer] = (t, f"{sources[source_of[index]]}{SEP}{ids[index]}")
                     continue
                 if old is None:
                     continue
@@ -609,7 +610,8 @@ class PartitionEngine:
                     del states[customer]
                 elif start <= t:
                     del states[customer]
-                    fired.append((index, fire(rule, customer, t, [ref, f"{sources[index]}{SEP}{ids[index]}"])))
+                    ref2 = f"{sources[source_of[index]]}{SEP}{ids[index]}"
+                    fired.append((index, fire(rule, customer, t, [ref, ref2])))
 
         return kernel
 
@@ -629,10 +631,11 @@ class PartitionEngine:
         cooldowns, clocks, fire, intern = self._cooldowns[rule.name], self._clock, self._fire, sys.intern
 
         def kernel(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
-            indices: Iterable[int] = compress(count(), map(types.get, events.types))  # the rule's events
+            indices: Iterable[int] = events.positions(types)
             if where is not None:
                 indices = where(events.data, indices)
-            customers, times, sources, ids = events.customers, events.times, events.sources, events.ids
+            customers, times, ids = events.customers, events.times, events.ids
+            sources, source_of = events.coded_sources.names, events.coded_sources.codes
             for i in indices:
                 customer, t = customers[i], times[i]
                 newest = clocks.get(customer)
@@ -648,7 +651,7 @@ class PartitionEngine:
                         del cooldowns[customer]
                 window = windows.get(customer)
                 if window is None:
-                    window = [t, f"{sources[i]}{SEP}{ids[i]}"]
+                    window = [t, f"{sources[source_of[i]]}{SEP}{ids[i]}"]
                     if need > 2:
                         windows[intern(customer)] = window
                         continue
@@ -656,7 +659,7 @@ class PartitionEngine:
                     at = len(window)
                     while at and window[at - 2] > t:
                         at -= 2
-                    window[at:at] = (t, f"{sources[i]}{SEP}{ids[i]}")
+                    window[at:at] = (t, f"{sources[source_of[i]]}{SEP}{ids[i]}")
                     if within:
                         floor, cut, size = window[-2] - within, 0, len(window)
                         while cut < size and window[cut] <= floor:

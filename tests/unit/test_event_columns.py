@@ -122,3 +122,13 @@ def test_a_log_entry_of_either_form_reads_without_its_duplicates():
         entry_ = decode_entry(5, "9-0", {b"b": body, b"d": b"1,3", b"v": b"4"})
         assert list(entry_.events) == [rows[0], rows[2]] and entry_.config_version == 4
         assert entry_.events.payload is None  # no longer all of the entry's events
+
+
+def test_entries_with_more_types_than_a_byte_counts_and_runs_of_other_types_join():
+    many = [Event(f"m{n}", f"t{n}", n, "c", "c", f"s{n % 3}", {}, 0) for n in range(300)]
+    few = [Event(f"f{n}", "t7" if n % 2 else "u", 300 + n, "c", "c", "s9", {}, 0) for n in range(5)]
+    decoded = entry(many)
+    assert isinstance(decoded.coded_types.codes, list) and list(decoded) == many
+    merged = EventColumns.merge([decoded, entry(few)])
+    assert list(merged) == many + few and list(merged.positions({"t7": True})) == [7, 301, 303]
+    assert list(entry(few).positions({"u": True, "t7": False})) == [0, 2, 4]
