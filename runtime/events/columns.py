@@ -11,7 +11,8 @@ them, built when first asked for (about 150 ns each). The rules' kernels read th
 instead (``positions`` of their types, then the columns at those positions) and build an
 ``Event`` only for the events they act on (``event``).
 
-Entries written before columns (a msgpack array of events) still decode, as rows.
+Entries of fewer than ``COLUMNS_FROM`` events are written as rows (a msgpack array of events),
+as every entry was before columns; they decode to rows, kept as rows until a column is read.
 
 Pure logic: no Redis.
 """
@@ -28,6 +29,7 @@ import msgspec
 from runtime.events.envelope import Event
 
 FORMAT = 2  # a columnar entry's first item; a row entry's first item is an event (an array)
+COLUMNS_FROM = 16  # events in an entry from which it is written as columns
 
 
 Codes = bytes | list[int]  # per event, its value's index among the distinct values: bytes up to 256 of them
@@ -47,18 +49,35 @@ class _Wire(msgspec.Struct, array_like=True, gc=False):
     received_at: msgspec.Raw  # list[int]
 
 
+class _Written(msgspec.Struct, array_like=True, gc=False):
+    """:class:`_Wire` as written from events: the same msgpack, every column still a value."""
+
+    format: int
+    types: list[str]
+    type_codes: Codes
+    sources: list[str]
+    source_codes: Codes
+    times: list[int]
+    customers: list[str]
+    ids: list[str]
+    subjects: list[str] | None
+    data: list[dict[str, Any]]
+    received_at: list[int]
+
+
 # how a columnar entry starts: an array of _Wire's fields, then FORMAT (a row entry's array of
 # events starts with an event, an array itself)
 _COLUMNAR = bytes((0x90 | len(_Wire.__struct_fields__), FORMAT))
 _encoder = msgspec.msgpack.Encoder()
 _wire = msgspec.msgpack.Decoder(_Wire)
-_rows = msgspec.msgpack.Decoder(list[Event])
+_row_entry = msgspec.msgpack.Decoder(list[Event])
 _strings = msgspec.msgpack.Decoder(list[str])
 _dicts = msgspec.msgpack.Decoder(list[dict[str, Any]])
 _ints = msgspec.msgpack.Decoder(list[int])
 
 
 _NIL = msgspec.Raw(b"\xc0")  # msgpack's nil: no subjects of their own
+_UNSET = object()  # subjects not read from the rows yet
 
 
 Pick = Callable[[list[Any]], list[Any]]  # which items of a column, in what order
@@ -94,6 +113,37 @@ def _encoded(column: Any, decoder: msgspec.msgpack.Decoder) -> msgspec.Raw:
     return column if type(column) is msgspec.Raw else msgspec.Raw(_encoder.encode(_value(column, decoder)))
 
 
+def _coded(values: list[str]) -> tuple[list[str], Codes]:
+    """The distinct values in order of first appearance, and each value's index among them."""
+    if values and values.count(values[0]) == len(values):  # one value (an entry's source, mostly): counted in C
+        return [values[0]], bytes(len(values))
+    index: dict[str, int] = {}
+    codes = [index.setdefault(v, len(index)) for v in values]
+    return list(index), bytes(codes) if len(index) <= 256 else codes
+
+
+def encode_rows(rows: Sequence[Event], columns_from: int = COLUMNS_FROM) -> bytes:
+    """Events as a log entry, straight from the events (what ingestion appends): as columns
+    from ``COLUMNS_FROM`` events on, below that as rows (columns cost a microsecond or two per
+    entry however few its events, rows a tenth of that)."""
+    if len(rows) < columns_from:
+        return _encoder.encode(rows)
+    customers, subjects = [e.customer for e in rows], [e.subject for e in rows]
+    return _encoder.encode(
+        _Written(
+            FORMAT,
+            *_coded([e.type for e in rows]),
+            *_coded([e.source for e in rows]),
+            [e.time for e in rows],
+            customers,
+            [e.id for e in rows],
+            None if subjects == customers else subjects,
+            [e.data for e in rows],
+            [e.received_at for e in rows],
+        )
+    )
+
+
 class Coded:
     """A column of few distinct strings (event types, sources): each distinct value once, in
     order of first appearance, and per event its value's index among them."""
@@ -105,11 +155,7 @@ class Coded:
 
     @classmethod
     def of(cls, values: list[str]) -> Coded:
-        if values and values.count(values[0]) == len(values):  # one value (an entry's source, mostly): counted in C
-            return cls([values[0]], bytes(len(values)))
-        index: dict[str, int] = {}
-        codes = [index.setdefault(v, len(index)) for v in values]
-        return cls(list(index), bytes(codes) if len(index) <= 256 else codes)
+        return cls(*_coded(values))
 
     def values(self) -> list[str]:
         return list(map(self.names.__getitem__, self.codes))
@@ -131,37 +177,39 @@ class Coded:
 
 class EventColumns(Sequence[Event]):
     """Events as one list per field (see the module). The types and sources are :class:`Coded`;
-    the subjects, ``data`` and arrival times are decoded when first read."""
+    the subjects, ``data`` and arrival times are decoded when first read. Events that came as
+    :class:`Event` rows (``of``) stay rows until a column is read, each column then built once:
+    a small entry or a run of them costs no more than the rows it holds."""
 
     __slots__ = (
+        "_coded_sources",
+        "_coded_types",
+        "_customers",
         "_data",
+        "_ids",
         "_received",
         "_rows",
         "_sources",
         "_subjects",
+        "_times",
         "_types",
-        "coded_sources",
-        "coded_types",
-        "customers",
-        "ids",
         "payload",
-        "times",
     )
 
     def __init__(
         self,
-        types: Coded,
-        sources: Coded,
-        times: list[int],
-        customers: list[str],
-        ids: list[str],
-        subjects: list[str] | msgspec.Raw | _Later | None,  # None: each is its customer
-        data: list[dict[str, Any]] | msgspec.Raw | _Later,
-        received: list[int] | msgspec.Raw | _Later,
-        rows: list[Event] | None = None,
+        types: Coded | None,
+        sources: Coded | None,
+        times: list[int] | None,
+        customers: list[str] | None,
+        ids: list[str] | None,
+        subjects: list[str] | msgspec.Raw | _Later | object | None,  # None: each is its customer
+        data: list[dict[str, Any]] | msgspec.Raw | _Later | None,
+        received: list[int] | msgspec.Raw | _Later | None,
+        rows: list[Event] | None = None,  # a None column (_UNSET subjects) is built from these
     ) -> None:
-        self.coded_types, self.coded_sources = types, sources
-        self.times, self.customers, self.ids = times, customers, ids
+        self._coded_types, self._coded_sources = types, sources
+        self._times, self._customers, self._ids = times, customers, ids
         self._subjects, self._data, self._received, self._rows = subjects, data, received, rows
         self._types: list[str] | None = None
         self._sources: list[str] | None = None
@@ -169,29 +217,18 @@ class EventColumns(Sequence[Event]):
 
     @classmethod
     def of(cls, events: Sequence[Event]) -> EventColumns:
-        """``events`` as columns (itself when it is already), keeping the events as they are."""
+        """``events`` as columns (itself when it is already), built from the events when read."""
         if type(events) is EventColumns:
             return events
-        rows = list(events)
-        subjects = [e.subject for e in rows]
-        customers = [e.customer for e in rows]
-        return cls(
-            Coded.of([e.type for e in rows]),
-            Coded.of([e.source for e in rows]),
-            [e.time for e in rows],
-            customers,
-            [e.id for e in rows],
-            None if subjects == customers else subjects,
-            [e.data for e in rows],
-            [e.received_at for e in rows],
-            rows,
-        )
+        return cls(None, None, None, None, None, _UNSET, None, None, list(events))
 
     # --- the log entry's form --------------------------------------------------------------
 
     def encode(self) -> bytes:
         if self.payload is not None:
             return self.payload
+        if self._rows is not None:
+            return encode_rows(self._rows)
         types, sources = self.coded_types, self.coded_sources
         return _encoder.encode(
             _Wire(
@@ -203,7 +240,7 @@ class EventColumns(Sequence[Event]):
                 self.times,
                 self.customers,
                 self.ids,
-                _NIL if self._subjects is None else _encoded(self._subjects, _strings),
+                _NIL if self.subjects_or_none() is None else _encoded(self._subjects, _strings),
                 _encoded(self._data, _dicts),
                 _encoded(self._received, _ints),
             )
@@ -213,7 +250,7 @@ class EventColumns(Sequence[Event]):
     def decode(cls, payload: bytes) -> EventColumns:
         """A log entry's events, columnar or (written before columns) rows."""
         if payload[:2] != _COLUMNAR:
-            return cls.of(_rows.decode(payload))
+            return cls.of(_row_entry.decode(payload))
         wire = _wire.decode(payload)
         columns = cls(
             Coded(wire.types, wire.type_codes),
@@ -230,6 +267,36 @@ class EventColumns(Sequence[Event]):
 
     # --- columns built or decoded when first read --------------------------------------------
 
+    @property
+    def coded_types(self) -> Coded:
+        if self._coded_types is None:
+            self._coded_types = Coded.of(self.types)
+        return self._coded_types
+
+    @property
+    def coded_sources(self) -> Coded:
+        if self._coded_sources is None:
+            self._coded_sources = Coded.of(self.sources)
+        return self._coded_sources
+
+    @property
+    def times(self) -> list[int]:
+        if self._times is None:
+            self._times = [e.time for e in self._rows]  # type: ignore[union-attr]
+        return self._times
+
+    @property
+    def customers(self) -> list[str]:
+        if self._customers is None:
+            self._customers = [e.customer for e in self._rows]  # type: ignore[union-attr]
+        return self._customers
+
+    @property
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._ids = [e.id for e in self._rows]  # type: ignore[union-attr]
+        return self._ids
+
     def positions(self, types: dict[str, Any]) -> Iterator[int]:
         """The positions of the events whose type is a key of ``types`` (with a true value)."""
         coded = self.coded_types
@@ -238,17 +305,28 @@ class EventColumns(Sequence[Event]):
     @property
     def types(self) -> list[str]:
         if self._types is None:
-            self._types = self.coded_types.values()
+            coded = self._coded_types
+            self._types = [e.type for e in self._rows] if coded is None else coded.values()  # type: ignore[union-attr]
         return self._types
 
     @property
     def sources(self) -> list[str]:
         if self._sources is None:
-            self._sources = self.coded_sources.values()
+            coded = self._coded_sources
+            self._sources = [e.source for e in self._rows] if coded is None else coded.values()  # type: ignore[union-attr]
         return self._sources
+
+    def subjects_or_none(self) -> Any:
+        """The subjects column as held: None when each subject is its customer."""
+        if self._subjects is _UNSET:
+            self.subjects  # noqa: B018  # read from the rows
+        return self._subjects
 
     @property
     def subjects(self) -> list[str]:
+        if self._subjects is _UNSET:
+            subjects = [e.subject for e in self._rows]  # type: ignore[union-attr]
+            self._subjects = None if subjects == self.customers else subjects
         if self._subjects is None:
             return self.customers
         if type(self._subjects) is not list:
@@ -257,13 +335,17 @@ class EventColumns(Sequence[Event]):
 
     @property
     def data(self) -> list[dict[str, Any]]:
-        if type(self._data) is not list:
+        if self._data is None:
+            self._data = [e.data for e in self._rows]  # type: ignore[union-attr]
+        elif type(self._data) is not list:
             self._data = _value(self._data, _dicts)
         return self._data  # type: ignore[return-value]
 
     @property
     def received(self) -> list[int]:
-        if type(self._received) is not list:
+        if self._received is None:
+            self._received = [e.received_at for e in self._rows]  # type: ignore[union-attr]
+        elif type(self._received) is not list:
             self._received = _value(self._received, _ints)
         return self._received  # type: ignore[return-value]
 
@@ -346,6 +428,9 @@ class EventColumns(Sequence[Event]):
         return self._gather(lambda column: list(pick(column)))
 
     def _gather(self, take: Pick) -> EventColumns:
+        if self._rows is not None:
+            return EventColumns.of(take(self._rows))
+
         def later(column: Any, decoder: msgspec.msgpack.Decoder) -> Any:
             return take(column) if type(column) is list else _Later(decoder, [column], take)
 
@@ -358,7 +443,6 @@ class EventColumns(Sequence[Event]):
             None if self._subjects is None else later(self._subjects, _strings),
             later(self._data, _dicts),
             later(self._received, _ints),
-            None if self._rows is None else take(self._rows),
         )
 
     @classmethod
@@ -378,6 +462,9 @@ class EventColumns(Sequence[Event]):
 
     @classmethod
     def _join(cls, parts: Sequence[EventColumns]) -> EventColumns:
+        if all(p._rows is not None for p in parts):
+            return cls.of([e for p in parts for e in p._rows])  # type: ignore[union-attr]
+
         def joined(column: Callable[[EventColumns], list[Any]]) -> list[Any]:
             return [x for part in parts for x in column(part)]
 
@@ -391,9 +478,8 @@ class EventColumns(Sequence[Event]):
             joined(lambda p: p.customers),
             joined(lambda p: p.ids),
             None
-            if all(p._subjects is None for p in parts)
+            if all(p.subjects_or_none() is None for p in parts)
             else later(lambda p: p.customers if p._subjects is None else p._subjects, _strings),
-            later(lambda p: p._data, _dicts),
-            later(lambda p: p._received, _ints),
-            joined(lambda p: p._rows) if all(p._rows is not None for p in parts) else None,  # type: ignore[arg-type, return-value]
+            later(lambda p: p._data if p._rows is None else p.data, _dicts),
+            later(lambda p: p._received if p._rows is None else p.received, _ints),
         )

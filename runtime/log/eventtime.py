@@ -175,7 +175,7 @@ class EventClock:
             _, arrived, start, times, items = heapq.heappop(runs)
             items = _columns(items)  # what a packed run does not release now stays decoded
             end = bisect.bisect_right(times, until_ms, start)
-            taken.append((arrived, items[start:end]))
+            taken.append((arrived, items if start == 0 and end == len(times) else items[start:end]))
             if end < len(times):
                 heapq.heappush(runs, (times[end], arrived, end, times, items))
         if not taken:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from runtime import keys
-from runtime.events.columns import EventColumns
+from runtime.events.columns import EventColumns, encode_rows
 from runtime.events.envelope import Event
 from runtime.log.streams import entry_id_key, text
 from runtime.lua import queue_script, read_script
@@ -181,7 +181,7 @@ def decode_location(raw: bytes | str, day: int) -> tuple[int, str]:
 
 def encode_events(events: list[Event]) -> bytes:
     """A log entry's payload: the partition's events of one request, as columns (msgpack)."""
-    return EventColumns.of(events).encode()
+    return encode_rows(events)
 
 
 class PartitionLog:

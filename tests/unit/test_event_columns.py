@@ -9,7 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.events.columns import EventColumns, _Later
+from runtime.events.columns import COLUMNS_FROM, EventColumns, _Later, encode_rows
 from runtime.events.envelope import Event, event_time
 from runtime.log.partition_log import decode_entry
 
@@ -41,7 +41,8 @@ def events(draw, max_size: int = 40) -> list[Event]:
 
 
 def entry(rows: list[Event]) -> EventColumns:
-    return EventColumns.decode(EventColumns.of(rows).encode())
+    """``rows`` appended as a log entry's columns (however few), then read."""
+    return EventColumns.decode(encode_rows(rows, columns_from=0))
 
 
 @settings(max_examples=200, deadline=None)
@@ -113,12 +114,12 @@ def test_events_of_one_type_share_one_string_and_subjects_equal_to_customers_are
     decoded = entry(rows)
     assert decoded.types[0] is decoded.types[2]
     assert decoded._subjects is None and decoded.subjects == ["c", "c", "c"]
-    assert len(EventColumns.of(rows).encode()) < len(msgspec.msgpack.encode(rows))
+    assert len(encode_rows(rows, columns_from=0)) < len(msgspec.msgpack.encode(rows))
 
 
 def test_a_log_entry_of_either_form_reads_without_its_duplicates():
     rows = [Event(f"e{n}", "a", n, "c", "c", "s", {"v": n}, 7) for n in range(4)]
-    for body in (msgspec.msgpack.encode(rows), EventColumns.of(rows).encode()):
+    for body in (msgspec.msgpack.encode(rows), encode_rows(rows, columns_from=0)):
         entry_ = decode_entry(5, "9-0", {b"b": body, b"d": b"1,3", b"v": b"4"})
         assert list(entry_.events) == [rows[0], rows[2]] and entry_.config_version == 4
         assert entry_.events.payload is None  # no longer all of the entry's events
@@ -132,3 +133,13 @@ def test_entries_with_more_types_than_a_byte_counts_and_runs_of_other_types_join
     merged = EventColumns.merge([decoded, entry(few)])
     assert list(merged) == many + few and list(merged.positions({"t7": True})) == [7, 301, 303]
     assert list(entry(few).positions({"u": True, "t7": False})) == [0, 2, 4]
+
+
+def test_small_entries_are_written_as_rows_and_stay_rows_until_a_column_is_read():
+    rows = [Event(f"e{n}", "a", n, "c", "c", "s", {}, 0) for n in range(COLUMNS_FROM)]
+    assert encode_rows(rows[:-1]) == msgspec.msgpack.encode(rows[:-1])  # as entries were before columns
+    small = EventColumns.decode(encode_rows(rows[:-1]))
+    joined = EventColumns.merge([small, EventColumns.decode(encode_rows(rows[-1:]))])
+    assert joined._rows is not None and joined._times is None and list(joined) == rows
+    assert list(joined.positions({"a": True})) == list(range(COLUMNS_FROM))
+    assert EventColumns.decode(encode_rows(rows)).payload is not None  # as columns
