@@ -250,7 +250,9 @@ class EventColumns(Sequence[Event]):
     def decode(cls, payload: bytes) -> EventColumns:
         """A log entry's events, columnar or (written before columns) rows."""
         if payload[:2] != _COLUMNAR:
-            return cls.of(_row_entry.decode(payload))
+            columns = cls.of(_row_entry.decode(payload))
+            columns.payload = payload
+            return columns
         wire = _wire.decode(payload)
         columns = cls(
             Coded(wire.types, wire.type_codes),

@@ -180,7 +180,8 @@ def decode_location(raw: bytes | str, day: int) -> tuple[int, str]:
 
 
 def encode_events(events: list[Event]) -> bytes:
-    """A log entry's payload: the partition's events of one request, as columns (msgpack)."""
+    """A log entry's payload: the partition's events of one request (msgpack; columns unless
+    the entry is small, see :func:`runtime.events.columns.encode_rows`)."""
     return encode_rows(events)
 
 
