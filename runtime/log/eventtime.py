@@ -17,7 +17,7 @@ its time says (``runtime.rules.operators``); whether it is *late* is up to its o
 clock (``PartitionEngine.late``).
 
 A partition that holds more than ``pack_above`` events keeps each run it holds from then on
-packed (:class:`Packed`: a columnar entry's bytes, about 45 B an event against ~200 decoded) and
+packed (:class:`Packed`: a log entry's bytes, about 45 B an event against ~200 decoded) and
 decodes the events again when they are released: under a backlog or at a high rate every event
 waits out the reorder wait, and decoded they were most of a partition actor's memory.
 
@@ -48,8 +48,9 @@ PACK_ABOVE = 2_048  # held events a partition keeps decoded before it packs the 
 
 
 class Packed:
-    """A run of events held as a columnar log entry's bytes (about 45 B an event against ~200
-    as decoded columns). A run that is a whole entry as read keeps the entry's bytes."""
+    """A run of events held as a log entry's bytes (as columns, about 45 B an event against
+    ~200 decoded; under 16 events, as rows). A run that is a whole entry as read keeps the
+    entry's bytes."""
 
     __slots__ = ("body", "size")
 
