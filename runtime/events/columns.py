@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from itertools import compress, count, pairwise
-from operator import itemgetter
-from typing import Any, overload
+from operator import attrgetter, itemgetter
+from typing import Any, Generic, TypeVar, overload
 
 import msgspec
 
@@ -81,6 +81,7 @@ _UNSET = object()  # subjects not read from the rows yet
 
 
 Pick = Callable[[list[Any]], list[Any]]  # which items of a column, in what order
+T = TypeVar("T")
 
 
 class _Later:
@@ -106,6 +107,26 @@ def _value(column: Any, decoder: msgspec.msgpack.Decoder) -> list[Any]:
     if type(column) is _Later:
         return column.value()
     return column  # type: ignore[no-any-return]
+
+
+class _Column(Generic[T]):
+    """A column of :class:`EventColumns` held in the slot of its name with an underscore:
+    None until read from the events' ``field`` when the columns came as rows, encoded (or
+    :class:`_Later`) until decoded when they came as a log entry; each built once."""
+
+    def __init__(self, field: str, decoder: msgspec.msgpack.Decoder | None = None) -> None:
+        self.read, self.decoder = attrgetter(field), decoder
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = getattr(owner, f"_{name}")  # the slot's own descriptor
+
+    def __get__(self, columns: Any, owner: type | None = None) -> list[T]:
+        value = self.slot.__get__(columns)
+        if type(value) is list:
+            return value
+        value = list(map(self.read, columns._rows)) if value is None else _value(value, self.decoder)
+        self.slot.__set__(columns, value)
+        return value
 
 
 def _encoded(column: Any, decoder: msgspec.msgpack.Decoder) -> msgspec.Raw:
@@ -196,6 +217,12 @@ class EventColumns(Sequence[Event]):
         "payload",
     )
 
+    times: _Column[int] = _Column("time")  # type: ignore[assignment]
+    customers: _Column[str] = _Column("customer")  # type: ignore[assignment]
+    ids: _Column[str] = _Column("id")  # type: ignore[assignment]
+    data: _Column[dict[str, Any]] = _Column("data", _dicts)  # type: ignore[assignment]
+    received: _Column[int] = _Column("received_at", _ints)  # type: ignore[assignment]
+
     def __init__(
         self,
         types: Coded | None,
@@ -281,24 +308,6 @@ class EventColumns(Sequence[Event]):
             self._coded_sources = Coded.of(self.sources)
         return self._coded_sources
 
-    @property
-    def times(self) -> list[int]:
-        if self._times is None:
-            self._times = [e.time for e in self._rows]  # type: ignore[union-attr]
-        return self._times
-
-    @property
-    def customers(self) -> list[str]:
-        if self._customers is None:
-            self._customers = [e.customer for e in self._rows]  # type: ignore[union-attr]
-        return self._customers
-
-    @property
-    def ids(self) -> list[str]:
-        if self._ids is None:
-            self._ids = [e.id for e in self._rows]  # type: ignore[union-attr]
-        return self._ids
-
     def positions(self, types: dict[str, Any]) -> Iterator[int]:
         """The positions of the events whose type is a key of ``types`` (with a true value)."""
         coded = self.coded_types
@@ -334,22 +343,6 @@ class EventColumns(Sequence[Event]):
         if type(self._subjects) is not list:
             self._subjects = _value(self._subjects, _strings)
         return self._subjects  # type: ignore[return-value]
-
-    @property
-    def data(self) -> list[dict[str, Any]]:
-        if self._data is None:
-            self._data = [e.data for e in self._rows]  # type: ignore[union-attr]
-        elif type(self._data) is not list:
-            self._data = _value(self._data, _dicts)
-        return self._data  # type: ignore[return-value]
-
-    @property
-    def received(self) -> list[int]:
-        if self._received is None:
-            self._received = [e.received_at for e in self._rows]  # type: ignore[union-attr]
-        elif type(self._received) is not list:
-            self._received = _value(self._received, _ints)
-        return self._received  # type: ignore[return-value]
 
     def source(self, i: int) -> str:
         coded = self.coded_sources

@@ -179,10 +179,7 @@ def decode_location(raw: bytes | str, day: int) -> tuple[int, str]:
     return partition, f"{day * DAY_MS + rel}-{seq}"
 
 
-def encode_events(events: list[Event]) -> bytes:
-    """A log entry's payload: the partition's events of one request (msgpack; columns unless
-    the entry is small, see :func:`runtime.events.columns.encode_rows`)."""
-    return encode_rows(events)
+encode_events = encode_rows  # a log entry's payload: columns, or rows for a small entry
 
 
 class PartitionLog:

@@ -92,13 +92,16 @@ def test_a_packed_run_decodes_back_to_its_events():
     ),
     pack_above=st.sampled_from([0, 1, 5]),
     resume_at=st.integers(0, 25),
+    columns_from=st.sampled_from([0, 4, 16]),
 )
-def test_packed_runs_release_what_decoded_runs_do(entries, pack_above, resume_at):
+def test_packed_runs_release_what_decoded_runs_do(entries, pack_above, resume_at, columns_from):
     """Arrival-stamped entries (arrival gaps, event times) through a clock that packs what it
-    holds past ``pack_above`` and one that never does, checkpointed and resumed once on the way:
-    the same events leave at the same steps, in the same order."""
+    holds past ``pack_above``, each entry as a partition actor reads it from the log (columns
+    from ``columns_from`` events on, rows below), and one that never packs and takes lists:
+    checkpointed and resumed once on the way, the same events leave at the same steps, in the
+    same order."""
 
-    def run(pack_above: int) -> list[list[str]]:
+    def run(pack_above: int, as_read: bool) -> list[list[str]]:
         clock = EventClock(out_of_order_ms=5, lateness_ms=0, reorder_wait_ms=40, pack_above=pack_above)
         steps, arrival, i = [], 1_000, 0
         for step, (gap, times) in enumerate(entries):
@@ -110,14 +113,15 @@ def test_packed_runs_release_what_decoded_runs_do(entries, pack_above, resume_at
             arrival += gap
             batch = [ev(i + k, 1_000 + t) for k, t in enumerate(times)]
             i += len(times)
-            steps.append(ids(clock.push(batch, arrival_ms=arrival)))
+            entry = EventColumns.decode(encode_rows(batch, columns_from)) if as_read else batch
+            steps.append(ids(clock.push(entry, arrival_ms=arrival)))
             assert ids(clock.held_events()) == [e.id for e in sorted(clock.held_events(), key=lambda e: e.time)]
         steps.append(ids(clock.advance(arrival + 10_000)))
         steps.append(ids(clock.release(10**9)))  # what the event-time bound still held
         assert clock.held == 0
         return steps
 
-    assert run(pack_above) == run(10_000)
+    assert run(pack_above, as_read=True) == run(10_000, as_read=False)
 
 
 def test_packed_runs_hold_a_fraction_of_the_memory():
