@@ -53,3 +53,43 @@ def test_score_counts_missing_doubled_and_foreign_outputs():
     assert result["ack_to_subscriber_ms"]["p50"] == 10.0  # 10, 20, 10 ms
     assert result["ack_to_subscriber_ms"]["max"] == 20.0
     assert result["send_to_subscriber_ms"]["max"] == 30.0
+
+
+def test_the_load_is_open_loop_a_slow_answer_does_not_delay_the_next_request():
+    """Answers take 150 ms and requests are due every 20 ms: a sender that waited for each
+    answer would post the 16th request ~2 s late; an open-loop one posts every request on time
+    while fewer than its connections wait, and counts as late only what none could take."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from runtime.dev.bench_latency import open_loop
+
+    class Slow(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            size = len(self.rfile.read(int(self.headers["Content-Length"])).split(b"\n"))
+            time.sleep(0.15)
+            answer = orjson.dumps({"accepted": size, "duplicates": 0, "rejected": []})
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        sent, behind, _ = open_loop(url, "k", size=2, rate=100, duration_s=0.32, senders=1, connections=8)
+        assert sorted(sent) == list(range(16))
+        assert max(behind) < 0.1  # 8 connections cover 150 ms of answers at one request per 20 ms
+        sent, behind, _ = open_loop(url, "k", size=2, rate=100, duration_s=0.32, senders=1, connections=2)
+        assert max(behind) > 0.5  # two connections cannot: the last requests wait for answers
+    finally:
+        server.shutdown()
+        server.server_close()
