@@ -144,6 +144,7 @@ def open_loop(
     only when all of its sender's connections are waiting. Returns request -> (posted, acked),
     how late each request was posted against its due time, and the seconds from the first due
     time to the last acknowledgement."""
+    import queue
     from concurrent.futures import ThreadPoolExecutor
 
     from runtime.dev.client import EspClient
@@ -154,47 +155,47 @@ def open_loop(
     behind: list[float] = []
     lock = threading.Lock()
     start = time.monotonic() + 0.5
-    local = threading.local()
-    clients: list[EspClient] = []
 
-    def post(k: int, due: float, failed: threading.Event) -> None:
-        client = getattr(local, "client", None)
-        if client is None:
-            client = local.client = EspClient(base_url, key=key)
-            with lock:
-                clients.append(client)
-        posted = time.monotonic()
+    def post(k: int, due: float, idle: queue.Queue[EspClient], failed: threading.Event) -> None:
+        client = idle.get_nowait()  # as many clients as posts at once: one is always idle
         try:
+            posted = time.monotonic()
             answer, _ = client.post_body(body(size, k, posted), "application/x-ndjson")
             if answer["accepted"] != size:
                 raise RuntimeError(f"request {k}: {answer}")
         except BaseException:
             failed.set()
             raise
+        finally:
+            idle.put(client)
         acked = time.monotonic()
         with lock:
             sent[k] = (posted, acked)
             behind.append(posted - due)
 
     def sender(n: int, failed: threading.Event) -> None:
-        with ThreadPoolExecutor(connections, thread_name_prefix=f"esp-latency-{n}") as pool:
-            posts = []
-            for k in range(n, requests, senders):
-                due = start + k * interval
-                wait = due - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                if failed.is_set():
-                    break
-                posts.append(pool.submit(post, k, due, failed))
-            for p in posts:
-                p.result()  # the first failure is raised (and stops the other senders)
-
-    try:
-        in_threads(sender, senders, "esp-latency")
-    finally:
+        clients = [EspClient(base_url, key=key) for _ in range(connections)]  # before the first due time
+        idle: queue.Queue[EspClient] = queue.Queue()
         for client in clients:
-            client.close()
+            idle.put(client)
+        try:
+            with ThreadPoolExecutor(connections, thread_name_prefix=f"esp-latency-{n}") as pool:
+                posts = []
+                for k in range(n, requests, senders):
+                    due = start + k * interval
+                    wait = due - time.monotonic()
+                    if wait > 0:
+                        time.sleep(wait)
+                    if failed.is_set():
+                        break
+                    posts.append(pool.submit(post, k, due, idle, failed))
+                for p in posts:
+                    p.result()  # the first failure is raised (and stops the other senders)
+        finally:
+            for client in clients:
+                client.close()
+
+    in_threads(sender, senders, "esp-latency")
     return sent, behind, max(acked for _, acked in sent.values()) - start
 
 
