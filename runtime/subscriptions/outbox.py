@@ -261,8 +261,10 @@ def routed(pub: Publication, router: Routes) -> tuple[list[str], bytes]:
 
 
 def trace_note(pub: Publication) -> bytes:
-    """What the trace of each event in ``pub.refs`` records about the output."""
-    return orjson.dumps({"output": pub.id, "topic": pub.topic, "rule": pub.event.get("data", {}).get("rule")})
+    """What the trace of each event in ``pub.refs`` records about the output (the rule: only a
+    rule's output has one; a re-published event's own ``data.rule`` is its data)."""
+    rule = None if pub.id.startswith(NOT_FIRES) else pub.event.get("data", {}).get("rule")
+    return orjson.dumps({"output": pub.id, "topic": pub.topic, "rule": rule})
 
 
 def _delivery(pub: Publication, router: Routes) -> tuple[list[str], bytes, tuple[str, ...]]:
@@ -274,7 +276,11 @@ def _delivery(pub: Publication, router: Routes) -> tuple[list[str], bytes, tuple
 
 
 def tag_change(pub: Publication) -> tuple[str, str] | None:
-    """A ``tag`` action's profile update ("set" or "clear", tag), applied once with the output."""
+    """A ``tag`` action's profile update ("set" or "clear", tag), applied once with the output.
+    Only a rule's output carries one: a re-published event's own ``data.tag`` is its data, and
+    must neither change its customer's tags nor fail its publication."""
+    if pub.id.startswith(NOT_FIRES):
+        return None
     change = pub.event.get("data", {}).get("tag")
     if not change:
         return None

@@ -83,3 +83,25 @@ def test_events_republished_before_the_mark_existed_are_not_republished_again(re
     )
 
     assert [e["id"] for e in pulled(redis_client, "raw")] == ["id2"]
+
+
+def test_an_events_own_data_is_never_taken_for_a_rule_outputs_tag_action(redis_server, redis_client, tmp_path):
+    """``tag`` and ``rule`` in a rule output's data are the rule's action and name. An ingested
+    event may carry the same keys in its data: re-published as it was accepted, it must neither
+    set nor clear its customer's profile tags, nor fail to publish when they have another shape
+    (which set the event aside as poison)."""
+    from runtime.events.profiles import ProfileStore
+
+    ConfigStore(redis_client).put({"kind": "subscription", "name": "raw", "topics": ["atomic.*"]})
+    ProfileStore(redis_client).put("cust0", {"tags": ["gold"]})
+    partition = partition_of("cust0", PARTITIONS)
+    datas = [{"tag": {"set": "vip"}}, {"tag": {"clear": "gold"}}, {"tag": "vip", "rule": "not-a-rule"}, {"tag": 3}]
+    events = [Event(f"id{i}", "t.call", T0 + i, "cust0", "cust0", "src", d, T0) for i, d in enumerate(datas)]
+    PartitionLog(redis_client, horizon_s=3600).append({partition: events}, now_ms=T0)
+
+    recover_and_drain(
+        PartitionRunner(runner_settings(redis_server, tmp_path), [partition], consumer="a", client=redis_client)
+    )
+
+    assert [(e["id"], e["data"]) for e in pulled(redis_client, "raw")] == [(f"id{i}", d) for i, d in enumerate(datas)]
+    assert ProfileStore(redis_client).get("cust0")["tags"] == ["gold"]
