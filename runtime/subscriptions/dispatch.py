@@ -139,10 +139,11 @@ def outputs_context(events: list[dict[str, Any]]) -> dict[str, Any]:
         return distinct[0] if len(distinct) == 1 else distinct or None
 
     data = [e.get("data") if isinstance(e.get("data"), dict) else {} for e in events]
+    rules = [d.get("rule") for d in data]  # a re-published event's data may hold anything there
     return log_fields(
         output_id=one_or_all([e.get("id") for e in events]),
         customer=one_or_all([e.get("subject") for e in events]),
-        rule=one_or_all([d.get("rule") for d in data]),
+        rule=one_or_all([r for r in rules if isinstance(r, str)]),
     )
 
 

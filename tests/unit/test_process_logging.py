@@ -194,3 +194,6 @@ def test_a_delivery_is_logged_with_its_outputs() -> None:
     two = {"id": "o2", "subject": "c1", "data": {"rule": "r1"}}
     assert outputs_context([one, two]) == {"output_id": ["o1", "o2"], "customer": "c1", "rule": "r1"}
     assert outputs_context([{"id": "o3", "data": "not a dict"}]) == {"output_id": "o3"}
+    # a re-published event's own data may hold a "rule" of any shape: it is not a rule's name
+    odd = {"id": "o4", "subject": "c1", "data": {"rule": {"nested": [1]}}}
+    assert outputs_context([odd, two]) == {"output_id": ["o4", "o2"], "customer": "c1", "rule": "r1"}
