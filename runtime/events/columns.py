@@ -35,34 +35,31 @@ COLUMNS_FROM = 16  # events in an entry from which it is written as columns
 Codes = bytes | list[int]  # per event, its value's index among the distinct values: bytes up to 256 of them
 
 
-class _Wire(msgspec.Struct, array_like=True, gc=False):
-    format: int
-    types: list[str]  # distinct, in order of first appearance
-    type_codes: Codes
-    sources: list[str]
-    source_codes: Codes
-    times: list[int]
-    customers: list[str]
-    ids: list[str]
-    subjects: msgspec.Raw  # list[str], or nil when each event's subject is its customer
-    data: msgspec.Raw  # list[dict]
-    received_at: msgspec.Raw  # list[int]
-
-
-class _Written(msgspec.Struct, array_like=True, gc=False):
-    """:class:`_Wire` as written from events: the same msgpack, every column still a value."""
-
-    format: int
-    types: list[str]
-    type_codes: Codes
-    sources: list[str]
-    source_codes: Codes
-    times: list[int]
-    customers: list[str]
-    ids: list[str]
-    subjects: list[str] | None
-    data: list[dict[str, Any]]
-    received_at: list[int]
+# A columnar entry: one msgpack array of these fields. It is written from values (``_Written``)
+# and read with the columns of ``_LATER`` kept encoded until first read (``_Wire``): one field
+# list, so the two cannot drift apart.
+_FIELDS: list[tuple[str, Any]] = [
+    ("format", int),
+    ("types", list[str]),  # distinct, in order of first appearance
+    ("type_codes", Codes),
+    ("sources", list[str]),
+    ("source_codes", Codes),
+    ("times", list[int]),
+    ("customers", list[str]),
+    ("ids", list[str]),
+    ("subjects", list[str] | None),  # nil when each event's subject is its customer
+    ("data", list[dict[str, Any]]),
+    ("received_at", list[int]),
+]
+_LATER = ("subjects", "data", "received_at")
+_Written = msgspec.defstruct("_Written", _FIELDS, array_like=True, gc=False, module=__name__)
+_Wire = msgspec.defstruct(
+    "_Wire",
+    [(name, msgspec.Raw if name in _LATER else kind) for name, kind in _FIELDS],
+    array_like=True,
+    gc=False,
+    module=__name__,
+)
 
 
 # how a columnar entry starts: an array of _Wire's fields, then FORMAT (a row entry's array of
