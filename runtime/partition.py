@@ -390,20 +390,19 @@ class PartitionRunner:
         arrival_ms = entry_id_key(entry_id)[0]
         if self.router.any_atomic:
             wants, columns = self.router.wants_atomic, EventColumns.of(events)
-            atomic = [
-                (
-                    partition,
-                    ((e.source, e.id),),
-                    Publication(
-                        f"atomic/{e.source}/{e.id}",
-                        atomic_topic(e.type),
-                        e.to_cloudevent(),
-                        partition=partition,
-                        position=(entry_id, first + index),
-                    ),
+            atomic = []
+            for index, kind in enumerate(columns.types):
+                if not wants(kind):
+                    continue
+                e = columns.event(index)
+                publication = Publication(
+                    f"atomic/{e.source}/{e.id}",
+                    atomic_topic(e.type),
+                    e.to_cloudevent(),
+                    partition=partition,
+                    position=(entry_id, first + index),
                 )
-                for index, e in ((i, columns.event(i)) for i, kind in enumerate(columns.types) if wants(kind))
-            ]
+                atomic.append((partition, ((e.source, e.id),), publication))
             if careful:
                 self._publish_now([pub for _, _, pub in atomic], stats)
             else:
