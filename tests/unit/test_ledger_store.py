@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from runtime.events.memory import MemoryProfileStore
@@ -150,6 +150,8 @@ def test_profiles_decide_caps_by_tier_and_arbitration_by_score(stores: Stores) -
     st.lists(st.tuples(st.integers(0, 300), st.integers(1, 3)), max_size=400),
     st.booleans(),
 )
+@example(drawn=[(c, 1) for c in range(40)], capacity=True)  # more customers than a piece, kept whole
+@example(drawn=[(c, 1) for c in range(40)], capacity=False)  # the same, split
 def test_pieces_keep_every_group_once_and_each_customer_in_one_piece(
     drawn: list[tuple[int, int]], capacity: bool
 ) -> None:
@@ -161,6 +163,7 @@ def test_pieces_keep_every_group_once_and_each_customer_in_one_piece(
         assert [groups.index(g) for g in piece] == sorted(groups.index(g) for g in piece)
     owners = [{g[0].customer for g in p} for p in split]
     assert all(not a & b for i, a in enumerate(owners) for b in owners[i + 1 :])
-    assert all(len(o) <= PIECE for o in owners)
     if capacity or len(groups) <= PIECE:
-        assert split == [groups]
+        assert split == [groups]  # a batch with a capacity channel stays whole, however many its customers
+    else:
+        assert all(len(o) <= PIECE for o in owners)
