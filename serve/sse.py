@@ -53,12 +53,15 @@ async def events(
     """The stream's frames; a ``: keep-alive`` comment after each ``keepalive_s`` without events
     (``ESP_SSE_KEEPALIVE_S``)."""
     yield b"retry: 2000\n\n"
+    block_ms = int(keepalive_s * 1000)
+    sent: str | None = None  # the newest id sent and not yet recorded as where a plain reconnect resumes
     while True:
         try:
-            reply = await client.xread({stream: position}, count=BATCH, block=int(keepalive_s * 1000))
+            reply = await _next(client, stream, position, block_ms, sent)
         except redis.RedisError:
             logger.warning("SSE stream %s ends: the store is unavailable; the client resumes from its last id", stream)
             return  # the response has started: end it cleanly, EventSource reconnects with Last-Event-ID
+        sent = None
         if not reply:
             yield b": keep-alive\n\n"
             continue
@@ -70,4 +73,21 @@ async def events(
             event: dict[str, Any] = project(orjson.loads(entry[b"e"]), fields)
             chunks.append(frame(position, str(event.get("type") or "message"), event))
         yield b"".join(chunks)
-        await client.xgroup_setid(stream, keys.SUBSCRIPTION_GROUP, position)  # where a plain reconnect resumes
+        sent = position
+
+
+async def _next(client: aioredis.Redis, stream: str, position: str, block_ms: int, sent: str | None) -> Any:
+    """The entries after ``position``, waiting up to ``block_ms`` for one. ``sent`` (the newest
+    id sent) is first recorded as the subscription's position, in the same round trip: on a
+    replica busy with ingestion every round trip waits for its event loop, and a second one per
+    chunk doubled the wait between an output's publication and its frame. The position only
+    says where a plain reconnect resumes, so a failure to move it does not end the stream."""
+    if sent is None:
+        return await client.xread({stream: position}, count=BATCH, block=block_ms)
+    pipe = client.pipeline(transaction=False)
+    pipe.xgroup_setid(stream, keys.SUBSCRIPTION_GROUP, sent)
+    pipe.xread({stream: position}, count=BATCH, block=block_ms)
+    _, reply = await pipe.execute(raise_on_error=False)
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
