@@ -10,7 +10,12 @@ time the request was posted, so the subscriber's arrival time gives per event:
 - ``send_to_ack_ms``: from posting its request to the 202 (durable in the log);
 - ``ack_to_subscriber_ms``: from that 202 to the event arriving on the SSE stream (negative when
   the event reached the subscriber before its request's answer reached the sender);
-- ``send_to_subscriber_ms``: both together.
+- ``send_to_subscriber_ms``: both together;
+- ``ack_to_publish_ms`` and ``publish_to_subscriber_ms``: ``ack_to_subscriber_ms`` cut where the
+  partition actor published the event to the subscription's stream (the stream entry id's
+  milliseconds, Redis's wall clock on the same machine, set against the subscriber's), so a
+  slow row says whether the time went to the actors or to the stream's way out through Serve.
+  To the millisecond; the first is negative when the actor published before the 202 came back.
 
 Every event must arrive exactly once: ``missing`` and ``unexpected`` (duplicates or ids never
 sent) count the exceptions. ``behind_schedule_ms``: how late requests were posted against their
@@ -94,15 +99,20 @@ def body(size: int, request: int, sent: float, customers: int = 1000) -> bytes:
     )
 
 
-def score(sent: dict[int, tuple[float, float]], size: int, arrivals: list[tuple[str, float]]) -> dict[str, Any]:
+def score(
+    sent: dict[int, tuple[float, float]], size: int, arrivals: list[tuple[str, float, float]]
+) -> dict[str, Any]:
     """Per-event latencies from ``sent`` (request -> (posted, acked)) and the subscriber's
-    ``arrivals`` ((event id, arrival time)), and the exactness of the outputs."""
+    ``arrivals`` ((event id, arrival time, time it was published to the stream)), and the
+    exactness of the outputs."""
     send_ack: list[float] = []
     ack_sub: list[float] = []
     send_sub: list[float] = []
+    ack_pub: list[float] = []
+    pub_sub: list[float] = []
     seen: set[tuple[int, int]] = set()
     unexpected = 0
-    for eid, at in arrivals:
+    for eid, at, published in arrivals:
         parsed = parse_id(eid)
         if parsed is None or parsed[0] not in sent or not 0 <= parsed[1] < size or parsed[:2] in seen:
             unexpected += 1
@@ -112,6 +122,8 @@ def score(sent: dict[int, tuple[float, float]], size: int, arrivals: list[tuple[
         send_ack.append(acked - posted)
         ack_sub.append(at - acked)
         send_sub.append(at - posted)
+        ack_pub.append(published - acked)
+        pub_sub.append(at - published)
     expected = len(sent) * size
     return {
         "expected_outputs": expected,
@@ -121,6 +133,8 @@ def score(sent: dict[int, tuple[float, float]], size: int, arrivals: list[tuple[
         "send_to_ack_ms": summary_ms(send_ack),
         "ack_to_subscriber_ms": summary_ms(ack_sub),
         "send_to_subscriber_ms": summary_ms(send_sub),
+        "ack_to_publish_ms": summary_ms(ack_pub),
+        "publish_to_subscriber_ms": summary_ms(pub_sub),
     }
 
 
@@ -210,16 +224,19 @@ def subscriber_command(
 
 
 def subscribe(base_url: str, token: str, out: Path, expected: int, idle_s: float, timeout_s: float) -> None:
-    """Read the subscription's SSE stream, noting each event's id and arrival time; stop
-    ``idle_s`` after ``expected`` events arrived (to see duplicates) or at ``timeout_s``; write
-    ``[[id, time], ...]`` to ``out``. Writes ``out.ready`` once the stream is open."""
+    """Read the subscription's SSE stream, noting each event's id, arrival time and publication
+    time; stop ``idle_s`` after ``expected`` events arrived (to see duplicates) or at
+    ``timeout_s``; write ``[[id, time, published], ...]`` to ``out``. Writes ``out.ready`` once
+    the stream is open."""
     import httpx
 
-    arrivals: list[tuple[str, float]] = []
+    arrivals: list[tuple[str, float, float]] = []
+    wall = time.time() - time.monotonic()  # a stream entry id's milliseconds are wall-clock time
     deadline = time.monotonic() + timeout_s
     timeout = httpx.Timeout(10.0, read=1.0)
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout) as http:
         last_id: str | None = None
+        published = 0.0  # the time of the frame's stream entry (its id comes before its data)
         ready = out.with_suffix(".ready")
         while time.monotonic() < deadline:
             headers = {"Last-Event-ID": last_id} if last_id else {}
@@ -237,8 +254,9 @@ def subscribe(base_url: str, token: str, out: Path, expected: int, idle_s: float
                             for line in frame.split(b"\n"):
                                 if line.startswith(b"id: "):
                                     last_id = line[4:].decode()
+                                    published = int(last_id.partition("-")[0]) / 1000 - wall
                                 elif line.startswith(b"data: "):
-                                    arrivals.append((orjson.loads(line[6:])["id"], at))
+                                    arrivals.append((orjson.loads(line[6:])["id"], at, published))
                                     last_seen = at
                         if (len(arrivals) >= expected and at - last_seen >= idle_s) or at > deadline:
                             break
@@ -279,7 +297,7 @@ def bench_latency_run(
     finally:
         if reader.poll() is None:
             reader.kill()
-    arrivals = [(eid, at) for eid, at in orjson.loads(out.read_bytes())]
+    arrivals = [(eid, at, published) for eid, at, published in orjson.loads(out.read_bytes())]
     return {
         "request_events": size,
         "senders": senders,

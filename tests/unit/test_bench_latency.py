@@ -39,13 +39,13 @@ def test_a_body_is_one_event_per_line_with_stamped_ids():
 
 def test_score_counts_missing_doubled_and_foreign_outputs():
     sent = {0: (1.000, 1.010), 1: (1.050, 1.070)}  # request -> (posted, acked)
-    arrivals = [
-        (event_id(2, 0, 0, 1.0), 1.020),
-        (event_id(2, 0, 1, 1.0), 1.030),
-        (event_id(2, 1, 0, 1.05), 1.080),
-        (event_id(2, 1, 0, 1.05), 1.090),  # doubled
-        ("someone-else", 1.1),  # never sent
-        (event_id(2, 9, 0, 1.0), 1.1),  # a request that was never acked
+    arrivals = [  # (id, arrival, published to the stream)
+        (event_id(2, 0, 0, 1.0), 1.020, 1.005),  # published before its 202 came back
+        (event_id(2, 0, 1, 1.0), 1.030, 1.012),
+        (event_id(2, 1, 0, 1.05), 1.080, 1.074),
+        (event_id(2, 1, 0, 1.05), 1.090, 1.074),  # doubled
+        ("someone-else", 1.1, 1.0),  # never sent
+        (event_id(2, 9, 0, 1.0), 1.1, 1.0),  # a request that was never acked
     ]  # request 1's event 1 never arrives
     result = score(sent, 2, arrivals)
     assert (result["expected_outputs"], result["outputs"], result["missing"], result["unexpected"]) == (4, 3, 1, 3)
@@ -53,6 +53,9 @@ def test_score_counts_missing_doubled_and_foreign_outputs():
     assert result["ack_to_subscriber_ms"]["p50"] == 10.0  # 10, 20, 10 ms
     assert result["ack_to_subscriber_ms"]["max"] == 20.0
     assert result["send_to_subscriber_ms"]["max"] == 30.0
+    # the same latencies cut at the publication: -5, 2, 4 ms, then 15, 18, 6 ms
+    assert (result["ack_to_publish_ms"]["p50"], result["ack_to_publish_ms"]["max"]) == (2.0, 4.0)
+    assert (result["publish_to_subscriber_ms"]["p50"], result["publish_to_subscriber_ms"]["max"]) == (15.0, 18.0)
 
 
 def test_the_load_is_open_loop_a_slow_answer_does_not_delay_the_next_request():
