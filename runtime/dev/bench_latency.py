@@ -99,9 +99,7 @@ def body(size: int, request: int, sent: float, customers: int = 1000) -> bytes:
     )
 
 
-def score(
-    sent: dict[int, tuple[float, float]], size: int, arrivals: list[tuple[str, float, float]]
-) -> dict[str, Any]:
+def score(sent: dict[int, tuple[float, float]], size: int, arrivals: list[tuple[str, float, float]]) -> dict[str, Any]:
     """Per-event latencies from ``sent`` (request -> (posted, acked)) and the subscriber's
     ``arrivals`` ((event id, arrival time, time it was published to the stream)), and the
     exactness of the outputs."""
