@@ -42,7 +42,7 @@ demo: setup ## Run ESP end to end on synthetic data (local Ray + embedded Redis 
 TEST_WORKERS ?= 2
 
 test: setup chromium layers docs ## Layer contracts, the docs build, then the whole test suite (unit, integration, e2e, chaos)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadfile tests
+	HYPOTHESIS_PROFILE=fixed $(BIN)/python -m pytest -q -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadfile tests
 
 unit: setup ## Only the unit tests (no Ray, no Redis)
 	$(BIN)/python -m pytest -q tests/unit

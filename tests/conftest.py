@@ -1,7 +1,11 @@
-"""Shared fixtures: a real redis-server on a free port in a temporary directory."""
+"""Shared fixtures: a real redis-server on a free port in a temporary directory; and the
+Hypothesis profile (``HYPOTHESIS_PROFILE``): ``make test`` (what CI runs) draws the same
+examples on every run, so a red run is the change's and reproduces; ``make unit`` draws new ones
+each time, to find what the fixed ones miss."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,8 +13,13 @@ from urllib.parse import quote
 
 import pytest
 import redis
+from hypothesis import settings
 
 from runtime.dev.redis_server import EmbeddedRedis, EmbeddedRedisCluster, free_cluster_ports, free_port
+
+settings.register_profile("fixed", derandomize=True, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "explore"))
 
 
 @pytest.fixture
