@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from runtime import keys
 from runtime.events.columns import EventColumns, encode_rows
 from runtime.events.envelope import Event
-from runtime.log.streams import entry_id_key, text
+from runtime.log.streams import entry_id_key, read_group, text
 from runtime.lua import queue_script, read_script
 
 if TYPE_CHECKING:
@@ -277,9 +277,8 @@ class PartitionLog:
         while nothing arrives, up to ``block_ms``."""
         by_stream = {keys.log_stream(p): p for p in partitions}
         if not self._cluster:
-            streams = dict.fromkeys(by_stream, ">")
-            reply = self._redis.xreadgroup(
-                keys.rules_group(owner), owner, streams, count=count, block=block_ms, noack=True
+            reply = read_group(
+                self._redis, keys.rules_group(owner), owner, list(by_stream), count=count, block_ms=block_ms, noack=True
             )
             return _entries(by_stream, reply)
         deadline = time.monotonic() + block_ms / 1000

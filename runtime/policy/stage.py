@@ -39,7 +39,7 @@ from runtime.config.store import ConfigStore
 from runtime.config.types import document_body
 from runtime.events.envelope import format_time_ms
 from runtime.log.partitioning import DEFAULT_PARTITIONS
-from runtime.log.streams import text
+from runtime.log.streams import read_group, text
 from runtime.policy.decide import ContactRequest, Decision, PolicyRules
 from runtime.policy.ledger import ConflictingWrite, Ledger, held_member
 from runtime.policy.models import Campaign, Policy
@@ -342,10 +342,8 @@ class PolicyStage:
             if pending:
                 return pending
         block = block_ms if not self._waiting else min(block_ms, 50)
-        reply = self._redis.xreadgroup(
-            keys.POLICY_GROUP, CONSUMER, dict.fromkeys(self._streams, ">"), count=1000, block=block
-        )
-        return [(text(s), text(i), f) for s, entries in reply or [] for i, f in entries if f]
+        reply = read_group(self._redis, keys.POLICY_GROUP, CONSUMER, self._streams, count=1000, block_ms=block)
+        return [(text(s), text(i), f) for s, entries in reply for i, f in entries if f]
 
     def _ensure_groups(self) -> None:
         for stream in self._streams:
