@@ -3,9 +3,10 @@ read back."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
+if TYPE_CHECKING:  # the pure modules that read entry ids import this one without Redis
+    import redis
 
 
 def text(value: Any) -> str:
