@@ -19,8 +19,10 @@ time the request was posted, so the subscriber's arrival time gives per event:
 
 Every event must arrive exactly once: ``missing`` and ``unexpected`` (duplicates or ids never
 sent) count the exceptions. ``behind_schedule_ms``: how late requests were posted against their
-due time (the senders could not keep up when this grows). All times are ``time.monotonic()``,
-one clock for every process of the machine.
+due time (the senders could not keep up when this grows). ``aof_rewrites``: how many times the
+embedded Redis rewrote its AOF during the run (the runs write about 1 KB of AOF per event, and
+a rewrite takes a core for a second or two). All times are ``time.monotonic()``, one clock for
+every process of the machine.
 
 Alone: ``python -m runtime.dev.bench_latency [--quick] [--duration 60] [--sizes 500,100]``.
 """
@@ -288,10 +290,13 @@ def bench_latency_run(
             if reader.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the SSE subscriber did not start")
             time.sleep(0.05)
+        rewrites = aof_rewrites(platform)
         sent, behind, seconds = open_loop(
             platform.base_url, LATENCY_SOURCE_KEY, size=size, rate=rate, duration_s=duration_s, senders=senders
         )
         reader.wait(timeout=timeout_s + 60)
+        if rewrites is not None:
+            rewrites = aof_rewrites(platform) - rewrites
     finally:
         if reader.poll() is None:
             reader.kill()
@@ -304,8 +309,19 @@ def bench_latency_run(
         "requests": len(sent),
         "acked_events_per_s": round(len(sent) * size / seconds),
         "behind_schedule_ms": summary_ms(behind),
+        "aof_rewrites": rewrites,
         **score(sent, size, arrivals),
     }
+
+
+def aof_rewrites(platform: Any) -> int | None:
+    """How many times the platform's embedded Redis has rewritten its AOF (None on a Redis
+    Cluster). Each rewrite forks Redis and serializes its data on the platform's own cores."""
+    if platform.redis_server is None:
+        return None
+    import redis
+
+    return int(redis.Redis.from_url(platform.redis_server.url).info("persistence")["aof_rewrites"])
 
 
 def bench_latency(
