@@ -20,7 +20,7 @@ time the request was posted, so the subscriber's arrival time gives per event:
 Every event must arrive exactly once: ``missing`` and ``unexpected`` (duplicates or ids never
 sent) count the exceptions. ``behind_schedule_ms``: how late requests were posted against their
 due time (the senders could not keep up when this grows). ``aof_rewrites``: how many times the
-embedded Redis rewrote its AOF during the run (the runs write about 1 KB of AOF per event, and
+embedded Redis rewrote its AOF during the run (the runs write about 0.8 KB of AOF per event, and
 a rewrite takes a core for a second or two). All times are ``time.monotonic()``, one clock for
 every process of the machine.
 
