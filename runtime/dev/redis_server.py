@@ -7,7 +7,9 @@ config file (0600), never its command line, which ``ps`` shows to every user."""
 
 from __future__ import annotations
 
+import collections
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,9 +29,30 @@ from runtime.security.private_files import (
     write_private,
 )
 
+# Where free_port looks: above Ray's worker ports (10002-19999 by default) and below the kernel's
+# ephemeral range, from which every outgoing connection takes its local port.
+_PORTS_FROM = 20_000
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: collections.deque[int] = collections.deque(maxlen=1_000)  # not yet bound, maybe
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port on 127.0.0.1 that is free now, for a server started later (Redis, Serve's proxy).
+    Not one the kernel would pick for ``bind(0)``: that range is also where outgoing connections
+    take their local ports, and one of them took a port picked there before Serve's proxy bound
+    it (``Failed to bind to address``). Ports below the range are taken only by servers."""
+    try:
+        below = int(_EPHEMERAL.read_text().split()[0]) - 1
+    except (OSError, ValueError, IndexError):
+        below = 0
+    if below - _PORTS_FROM >= 1_000:
+        rng = random.SystemRandom()
+        for _ in range(100):
+            port = rng.randint(_PORTS_FROM, below)
+            if port not in _handed_out and _is_free(port):
+                _handed_out.append(port)
+                return port
+    with socket.socket() as sock:  # no such range here: let the kernel pick
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 

@@ -48,3 +48,20 @@ def test_the_embedded_redis_persists_every_write_and_rewrites_its_aof_rarely(red
     assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
     assert client.config_get("auto-aof-rewrite-percentage") == {"auto-aof-rewrite-percentage": "400"}
     assert client.config_get("auto-aof-rewrite-min-size") == {"auto-aof-rewrite-min-size": str(512 * 2**20)}
+
+
+def test_free_ports_stay_out_of_the_range_outgoing_connections_take_theirs_from():
+    """A port handed out for a server started later must not be one an outgoing connection
+    can take meanwhile (the kernel's ephemeral range), nor one handed out just before."""
+    import socket
+
+    from runtime.dev.redis_server import free_port
+
+    low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    if low - 20_000 < 1_000:
+        pytest.skip("no room below this kernel's ephemeral range: free_port lets the kernel pick")
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(20_000 <= p < low for p in ports), (low, high, sorted(ports)[:3], sorted(ports)[-3:])
+    with socket.socket() as sock:  # and it is free
+        sock.bind(("127.0.0.1", ports[-1]))
