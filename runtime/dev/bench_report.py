@@ -38,24 +38,40 @@ def _loop(results: dict[str, Any]) -> float:
     return float(results["engine_sequence"]["baseline_events_per_s"])
 
 
-def _latency(size: int, q: str) -> Callable[[dict[str, Any]], float | None]:
-    """``latency.requests_<size>.ack_to_subscriber_ms.<q>`` (runtime/dev/bench_latency.py)."""
-    return lambda r: r["latency"][f"requests_{size}"]["ack_to_subscriber_ms"][q]
+def _run(size: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The ``size``-event latency run (``latency.requests_<size>``, runtime/dev/bench_latency.py)."""
+    return lambda r: r["latency"][f"requests_{size}"]
 
 
-def _rewrites(size: int) -> Callable[[dict[str, Any]], str | None]:
-    """Whether the embedded Redis rewrote its AOF during the run (``aof_rewrites``): a rewrite
-    takes a core for a second or two, and on a saturated machine its backlog is the p99."""
+def _p99(size: int) -> Figure:
+    """ack → subscriber p99 of a latency run, with a word when the embedded Redis rewrote its
+    AOF during it (``aof_rewrites``): a rewrite takes a core for a second or two, and on a
+    saturated machine its backlog is the p99."""
+    run = _run(size)
 
-    def aside(r: dict[str, Any]) -> str | None:
-        rewrites = r["latency"][f"requests_{size}"].get("aof_rewrites")
-        return f"(Redis rewrote its AOF {rewrites}× during the run)" if rewrites else None
+    def rewrites(r: dict[str, Any]) -> str | None:
+        count = run(r).get("aof_rewrites")
+        return f"(Redis rewrote its AOF {count}× during the run)" if count else None
 
-    return aside
+    return Figure(
+        f"ack → subscriber p99, {size}-event requests",
+        lambda r: run(r)["ack_to_subscriber_ms"]["p99"],
+        "ms",
+        "≤ 100 ms",
+        lambda v: v <= 100,
+        aside=rewrites,
+    )
 
 
-def _acked_rate(size: int) -> Callable[[dict[str, Any]], float | None]:
-    return lambda r: r["latency"][f"requests_{size}"]["acked_events_per_s"]
+def _acked(size: int) -> Figure:
+    run = _run(size)
+    return Figure(
+        f"acknowledged rate, 10 k/s offered, {size}-event requests",
+        lambda r: run(r)["acked_events_per_s"],
+        "/s",
+        "≥ 9,500/s",
+        lambda v: v >= 9_500,
+    )
 
 
 def _inexact(results: dict[str, Any]) -> float:
@@ -97,36 +113,10 @@ FIGURES: tuple[Figure, ...] = (
         lambda v: True,
         per_loop=True,
     ),
-    Figure(
-        "ack → subscriber p99, 500-event requests",
-        _latency(500, "p99"),
-        "ms",
-        "≤ 100 ms",
-        lambda v: v <= 100,
-        aside=_rewrites(500),
-    ),
-    Figure(
-        "ack → subscriber p99, 100-event requests",
-        _latency(100, "p99"),
-        "ms",
-        "≤ 100 ms",
-        lambda v: v <= 100,
-        aside=_rewrites(100),
-    ),
-    Figure(
-        "acknowledged rate, 10 k/s offered, 500-event requests",
-        _acked_rate(500),
-        "/s",
-        "≥ 9,500/s",
-        lambda v: v >= 9_500,
-    ),
-    Figure(
-        "acknowledged rate, 10 k/s offered, 100-event requests",
-        _acked_rate(100),
-        "/s",
-        "≥ 9,500/s",
-        lambda v: v >= 9_500,
-    ),
+    _p99(500),
+    _p99(100),
+    _acked(500),
+    _acked(100),
     Figure("latency runs, outputs missing or unexpected", _inexact, "", "0", lambda v: v == 0),
     Figure(
         "peak RSS, whole platform, 1 M-event run",
