@@ -83,6 +83,15 @@ class Publication:
     # of a de-dup key per event
     position: tuple[str, int] | None = None
 
+    @property
+    def rule_data(self) -> dict[str, Any]:
+        """The ``data`` of a rule's output, which its trace note, tag action and last fires read
+        (its rule, ``tag``, matched events); empty for what only passes through the outbox
+        (re-published inputs, contacts, decisions): their ``data`` is their own and never read
+        as a rule's."""
+        data = None if self.id.startswith(NOT_FIRES) else self.event.get("data")
+        return data if isinstance(data, dict) else {}
+
 
 class OutboxStorage(Protocol):
     """Publishing outputs, effectively once per output id within the horizon (an output with a
@@ -263,8 +272,7 @@ def routed(pub: Publication, router: Routes) -> tuple[list[str], bytes]:
 def trace_note(pub: Publication) -> bytes:
     """What the trace of each event in ``pub.refs`` records about the output (the rule: only a
     rule's output has one; a re-published event's own ``data.rule`` is its data)."""
-    rule = None if pub.id.startswith(NOT_FIRES) else pub.event.get("data", {}).get("rule")
-    return orjson.dumps({"output": pub.id, "topic": pub.topic, "rule": rule})
+    return orjson.dumps({"output": pub.id, "topic": pub.topic, "rule": pub.rule_data.get("rule")})
 
 
 def _delivery(pub: Publication, router: Routes) -> tuple[list[str], bytes, tuple[str, ...]]:
@@ -279,9 +287,7 @@ def tag_change(pub: Publication) -> tuple[str, str] | None:
     """A ``tag`` action's profile update ("set" or "clear", tag), applied once with the output.
     Only a rule's output carries one: a re-published event's own ``data.tag`` is its data, and
     must neither change its customer's tags nor fail its publication."""
-    if pub.id.startswith(NOT_FIRES):
-        return None
-    change = pub.event.get("data", {}).get("tag")
+    change = pub.rule_data.get("tag")
     if not change:
         return None
     op = "set" if "set" in change else "clear"
@@ -291,8 +297,8 @@ def tag_change(pub: Publication) -> tuple[str, str] | None:
 def fire_record(pub: Publication) -> bytes | None:
     """A rule output's entry in its customer's last fires, or None (atomic re-publications and
     other outputs are not rule fires)."""
-    data = pub.event.get("data")
-    if pub.id.startswith(NOT_FIRES) or not isinstance(data, dict) or "rule" not in data:
+    data = pub.rule_data
+    if "rule" not in data:
         return None
     fire = {
         "rule": data["rule"],
