@@ -321,7 +321,8 @@ def aof_rewrites(platform: Any) -> int | None:
         return None
     import redis
 
-    return int(redis.Redis.from_url(platform.redis_server.url).info("persistence")["aof_rewrites"])
+    with redis.Redis.from_url(platform.redis_server.url) as client:
+        return int(client.info("persistence")["aof_rewrites"])
 
 
 def bench_latency(
