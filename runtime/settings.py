@@ -77,6 +77,14 @@ class EspSettings(BaseSettings):
     idempotency_horizon_s: int = Field(
         7 * 24 * 3600, ge=60, description="How long an (source, event id) pair is remembered for de-duplication."
     )
+    append_linger_ms: float = Field(
+        20,
+        ge=0,
+        le=1000,
+        description="How long a request about to be written to the log waits for requests still being decoded by the "
+        "same API replica, so that they are written together (fewer, larger log entries). Only while other requests "
+        "are on their way: a lone sender never waits. 0: no wait.",
+    )
     max_backlog_entries: int = Field(
         20_000,
         ge=10,

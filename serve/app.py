@@ -227,6 +227,7 @@ class EspApi(operator_console.ConsoleRoutes):
     async def ingest(self, request: Request) -> JSONResponse:
         started = time.perf_counter()
         status, source = 202, ""  # source stays empty when the request names none we accept
+        arrival = self.ingestor.appender.arrive()  # from now on an append about to start waits for it a little
         try:
             source, version = await run_in_threadpool(
                 self.ingestor.authenticate_at,
@@ -235,7 +236,7 @@ class EspApi(operator_console.ConsoleRoutes):
             )
             body = await read_body(request, self.settings.max_body_bytes)
             result = await run_in_threadpool(
-                partial(self.ingestor.ingest, config_version=version),
+                partial(self.ingestor.ingest, config_version=version, arrival=arrival),
                 body,
                 request.headers.get("content-type"),
                 source,
@@ -248,6 +249,7 @@ class EspApi(operator_console.ConsoleRoutes):
                 logger.log(logging.WARNING if status >= 500 else logging.INFO, "ingest refused (%d): %s", status, exc)
             raise
         finally:
+            self.ingestor.appender.leave(arrival)
             metric(m.INGEST_REQUESTS).inc(1, tags={"source": source, "status": str(status)})
             observe(m.INGEST_LATENCY, time.perf_counter() - started)
 

@@ -31,7 +31,7 @@ from runtime.events.consent import ConsentStore
 from runtime.events.envelope import Event, decode_events, validate_batch
 from runtime.events.identity import IdentityStore
 from runtime.expr import Expr, compile_expr
-from runtime.log.group_commit import GroupCommit
+from runtime.log.group_commit import Arrival, GroupCommit
 from runtime.log.partition_log import DAY_MS, PartitionLog
 from runtime.log.partitioning import partition_of
 from runtime.settings import EspSettings
@@ -138,7 +138,7 @@ class Ingestor:
         self._clock = clock
         self._redis = client
         self.log = PartitionLog(client, horizon_s=settings.idempotency_horizon_s)
-        self.appender = GroupCommit(self.log)  # concurrent requests append together
+        self.appender = GroupCommit(self.log, linger_s=settings.append_linger_ms / 1000)  # concurrent requests together
         self.config = ConfigStore(client)
         self.identities = IdentityStore(client)
         self.consents = ConsentStore(client)
@@ -215,10 +215,27 @@ class Ingestor:
     # --- the body ------------------------------------------------------------------------
 
     def ingest(
-        self, body: bytes, content_type: str | None, source_name: str, *, config_version: int | None = None
+        self,
+        body: bytes,
+        content_type: str | None,
+        source_name: str,
+        *,
+        config_version: int | None = None,
+        arrival: Arrival | None = None,
     ) -> IngestResult:
         """``config_version``: what :meth:`authenticate_at` read for this request (then the
-        documents are not read again); else the version is read here."""
+        documents are not read again); else the version is read here. ``arrival``: the request
+        announced to the log when it reached the API (``appender.arrive()``), else here, so that
+        an append about to start waits a little for it (``runtime/log/group_commit.py``)."""
+        arrival = arrival or self.appender.arrive()
+        try:
+            return self._ingest(body, content_type, source_name, config_version, arrival)
+        finally:
+            self.appender.leave(arrival)
+
+    def _ingest(
+        self, body: bytes, content_type: str | None, source_name: str, config_version: int | None, arrival: Arrival
+    ) -> IngestResult:
         if config_version is None:
             config_version = self._refresh()
         source = self._sources[source_name]
@@ -228,6 +245,8 @@ class Ingestor:
             parsed = self._envelopes(body, content_type, source, now_ms)
         else:
             parsed = self._mapped(body, fmt, source, now_ms)
+        if parsed.total >= self.appender.alone_events:
+            self.appender.leave(arrival)  # it appends alone: no group waits for it
         if parsed.total > self.settings.max_events_per_request:
             raise InputError(
                 f"{parsed.total} events in one request; at most {self.settings.max_events_per_request} are accepted",
@@ -236,7 +255,7 @@ class Ingestor:
         source.take(parsed.total)
         result = IngestResult(source.name, parsed.total)
         events = self._standardise(source, parsed, result)
-        self._append(source, events, result, now_ms, config_version)
+        self._append(source, events, result, now_ms, config_version, arrival)
         failures = sorted(parsed.failures, key=lambda q: q.index)
         self.quarantine.add(failures, at_ms=now_ms)
         self._remember_dropped(source, result.dropped_ids, now_ms)
@@ -314,7 +333,13 @@ class Ingestor:
         return [event for event, _ in kept]
 
     def _append(
-        self, source: CompiledSource, events: list[Event], result: IngestResult, now_ms: int, config_version: int
+        self,
+        source: CompiledSource,
+        events: list[Event],
+        result: IngestResult,
+        now_ms: int,
+        config_version: int,
+        arrival: Arrival,
     ) -> None:
         by_partition: dict[int, list[Event]] = defaultdict(list)
         partitions = self.settings.partitions
@@ -328,7 +353,11 @@ class Ingestor:
             by_partition[partition_of(event.customer, partitions)].append(event)
         self._check_backlog(by_partition)
         appended = self.appender.append(
-            dict(by_partition), now_ms=now_ms, horizon_s=source.horizon_s, config_version=config_version
+            dict(by_partition),
+            now_ms=now_ms,
+            horizon_s=source.horizon_s,
+            config_version=config_version,
+            arrival=arrival,
         )
         result.duplicates = repeated + sum(len(a.duplicates) for a in appended)
         result.accepted = len(events) - result.duplicates

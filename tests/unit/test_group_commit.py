@@ -228,3 +228,128 @@ def test_two_small_requests_append_at_once(log: Any) -> None:
     answers = run_concurrently(GroupCommit(Meeting(), leaders=2), [request_of(["m-1"]), request_of(["m-2"])])
     assert not any(isinstance(a, Exception) for a in answers), answers
     assert sorted(logged_ids(log)) == ["m-1", "m-2"]
+
+
+# --- waiting for requests on their way (GroupCommit.arrive) ------------------------------------
+
+
+class Counted:
+    """A log whose appends are counted (request sizes), at full speed."""
+
+    def __init__(self, log: Any) -> None:
+        self.log, self.calls = log, []
+        self._lock = threading.Lock()
+
+    def append(self, by_partition: dict[int, list[Event]], **kwargs: Any) -> list[Appended]:
+        with self._lock:
+            self.calls.append(sum(len(e) for e in by_partition.values()))
+            return self.log.append(by_partition, **kwargs)
+
+
+def append_in_thread(group: GroupCommit, request: dict[int, list[Event]], answers: list[Any], **kwargs: Any) -> Any:
+    thread = threading.Thread(
+        target=lambda: answers.append(group.append(request, now_ms=NOW, config_version=1, **kwargs))
+    )
+    thread.start()
+    return thread
+
+
+def test_a_request_on_its_way_goes_in_the_append_that_waited_for_it(log: Any) -> None:
+    counted = Counted(log)
+    group = GroupCommit(counted, linger_s=30)  # ends by the second request joining, long before
+    first, second = group.arrive(), group.arrive()
+    answers: list[Any] = []
+    leader = append_in_thread(group, request_of(["w-1", "w-2"]), answers, arrival=first)
+    time.sleep(0.2)  # the leader is waiting: the second request is still being decoded
+    assert not answers and counted.calls == []
+    group.append(request_of(["w-3"]), now_ms=NOW, config_version=1, arrival=second)
+    leader.join(timeout=10)
+    assert not leader.is_alive() and answers
+    assert counted.calls == [3]  # one append for both
+    assert sorted(logged_ids(log)) == ["w-1", "w-2", "w-3"]
+
+
+def test_a_lone_request_does_not_wait(log: Any) -> None:
+    counted = Counted(log)
+    group = GroupCommit(counted, linger_s=30)
+    for n in range(3):  # one after the other, as a single sender posts
+        arrival = group.arrive()
+        group.append(request_of([f"o-{n}"]), now_ms=NOW, config_version=1, arrival=arrival)
+    assert counted.calls == [1, 1, 1]  # each went at once: a 30 s wait would have timed the test out
+
+
+def test_a_request_that_fails_on_its_way_releases_the_waiting_append(log: Any) -> None:
+    counted = Counted(log)
+    group = GroupCommit(counted, linger_s=30)
+    first, failing = group.arrive(), group.arrive()
+    answers: list[Any] = []
+    leader = append_in_thread(group, request_of(["x-1"]), answers, arrival=first)
+    time.sleep(0.2)
+    assert not answers
+    group.leave(failing)  # its body was invalid: it never appends
+    group.leave(failing)  # leaving twice changes nothing
+    leader.join(timeout=10)
+    assert not leader.is_alive() and counted.calls == [1]
+
+
+def test_the_wait_for_a_request_on_its_way_is_bounded(log: Any) -> None:
+    counted = Counted(log)
+    group = GroupCommit(counted, linger_s=0.3)
+    first, _stuck = group.arrive(), group.arrive()  # the second never arrives at the log
+    answers: list[Any] = []
+    leader = append_in_thread(group, request_of(["b-1"]), answers, arrival=first)
+    leader.join(timeout=10)
+    assert not leader.is_alive() and counted.calls == [1]
+
+
+def test_a_large_request_on_its_way_is_not_waited_for(log: Any) -> None:
+    counted = Counted(log)
+    group = GroupCommit(counted, linger_s=30, alone_events=10)
+    small, large = group.arrive(), group.arrive()
+    answers: list[Any] = []
+    group.append(request_of([f"g-{i}" for i in range(20)]), now_ms=NOW, config_version=1, arrival=large)
+    leader = append_in_thread(group, request_of(["g-x"]), answers, arrival=small)
+    leader.join(timeout=10)
+    assert not leader.is_alive() and counted.calls == [20, 1]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_requests_announced_and_appended_concurrently_each_get_their_answer(log: Any, seed: int) -> None:
+    """Many senders, each announcing its request, decoding for a while, then appending (or
+    failing): every request is answered, each id accepted once, and they went in fewer appends."""
+    rnd = random.Random(seed)
+    counted = Counted(log)
+    group = GroupCommit(counted, linger_s=0.05)
+    requests = [request_of([f"c-{rnd.randrange(80)}" for _ in range(rnd.randint(1, 12))]) for _ in range(24)]
+    fails = {i for i in range(len(requests)) if rnd.random() < 0.2}
+    pauses = [rnd.uniform(0, 0.03) for _ in requests]
+    answers: list[Any] = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def send(i: int) -> None:
+        start.wait()
+        arrival = group.arrive()
+        try:
+            time.sleep(pauses[i])  # decoding
+            if i in fails:
+                return
+            answers[i] = group.append(requests[i], now_ms=NOW, config_version=1, arrival=arrival)
+        finally:
+            group.leave(arrival)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    sent = [i for i in range(len(requests)) if i not in fails]
+    assert all(answers[i] is not None for i in sent)
+    winners: dict[str, int] = {}
+    for i in sent:
+        for event_id in accepted(requests[i], answers[i]):
+            assert event_id not in winners, f"{event_id} accepted by requests {winners[event_id]} and {i}"
+            winners[event_id] = i
+    assert set(winners) == {e.id for i in sent for events in requests[i].values() for e in events}
+    assert sorted(logged_ids(log)) == sorted(winners)
+    assert len(counted.calls) < len(sent)  # they went together
