@@ -74,6 +74,11 @@ INGEST_REQUESTS = MetricSpec(
 )
 INGEST_LATENCY = MetricSpec("esp_ingest_request_seconds", "histogram", "Ingestion request latency.", (), LATENCY_S)
 INGEST_BATCH = MetricSpec("esp_ingest_batch_events", "histogram", "Events per ingestion request.", (), SIZES)
+LOG_APPENDS = MetricSpec(
+    "esp_log_appends_total",
+    "counter",
+    "Appends of the API replicas to the partition log; concurrent requests share one (group commit).",
+)
 PROCESSED = MetricSpec("esp_partition_events_total", "counter", "Events processed by partition actors.", ("actor",))
 LATE = MetricSpec(
     "esp_late_events_total",

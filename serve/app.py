@@ -211,6 +211,7 @@ class EspApi(operator_console.ConsoleRoutes):
             maxlen=self.settings.subscription_maxlen,
         )
         self._routes: tuple[int, TopicRouter] = (-1, TopicRouter({}))  # (config version, its router)
+        self._appends_counted = 0  # the group commit's appends already in esp_log_appends_total
         self.subscriptions = SubscriptionReader(
             self.redis, visibility_timeout_ms=int(self.settings.visibility_timeout_s * 1000)
         )
@@ -272,6 +273,10 @@ class EspApi(operator_console.ConsoleRoutes):
             )
         counter = metric(m.INGEST_EVENTS)
         observe(m.INGEST_BATCH, result.total)
+        appends = self.ingestor.appender.appends  # a group's requests come back one after the other
+        if appends > self._appends_counted:
+            metric(m.LOG_APPENDS).inc(appends - self._appends_counted)
+            self._appends_counted = appends
         counts: Counter[tuple[str, str]] = Counter()
         counts["accepted", ""] += result.accepted
         counts["duplicate", ""] += result.duplicates

@@ -93,6 +93,7 @@ class GroupCommit:
         self._leading = 0  # appends running, or being handed over to a queued request
         self._coming = 0  # requests on their way (arrived, not yet appending)
         self._gathering = 0  # leaders waiting for them: requests reaching the log queue behind them
+        self.appends = 0  # made so far (esp_log_appends_total)
 
     def arrive(self) -> Arrival:
         """Announce a request on its way to the log; :meth:`append` (with it) or :meth:`leave`
@@ -201,6 +202,8 @@ class GroupCommit:
     def _append_together(self, requests: list[_Request]) -> None:
         """One append for requests of one source and horizon; each answered with its own
         duplicates. An id a request before it in the group carries is a duplicate here."""
+        with self._lock:
+            self.appends += 1
         if len(requests) == 1:
             request = requests[0]
             request.result = self._log.append(

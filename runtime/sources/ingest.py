@@ -227,7 +227,8 @@ class Ingestor:
         documents are not read again); else the version is read here. ``arrival``: the request
         announced to the log when it reached the API (``appender.arrive()``), else here, so that
         an append about to start waits a little for it (``runtime/log/group_commit.py``)."""
-        arrival = arrival or self.appender.arrive()
+        if arrival is None:
+            arrival = self.appender.arrive()
         try:
             return self._ingest(body, content_type, source_name, config_version, arrival)
         finally:

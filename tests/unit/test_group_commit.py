@@ -265,7 +265,7 @@ def test_a_request_on_its_way_goes_in_the_append_that_waited_for_it(log: Any) ->
     group.append(request_of(["w-3"]), now_ms=NOW, config_version=1, arrival=second)
     leader.join(timeout=10)
     assert not leader.is_alive() and answers
-    assert counted.calls == [3]  # one append for both
+    assert counted.calls == [3] and group.appends == 1  # one append for both (esp_log_appends_total)
     assert sorted(logged_ids(log)) == ["w-1", "w-2", "w-3"]
 
 
@@ -276,6 +276,7 @@ def test_a_lone_request_does_not_wait(log: Any) -> None:
         arrival = group.arrive()
         group.append(request_of([f"o-{n}"]), now_ms=NOW, config_version=1, arrival=arrival)
     assert counted.calls == [1, 1, 1]  # each went at once: a 30 s wait would have timed the test out
+    assert group.appends == 3
 
 
 def test_a_request_that_fails_on_its_way_releases_the_waiting_append(log: Any) -> None:
