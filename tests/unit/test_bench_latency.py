@@ -4,6 +4,7 @@ time, and the scoring of what the subscriber received (exactly once, or counted)
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from runtime.dev.bench_latency import body, event_id, parse_id, percentile, score, summary_ms
 
@@ -94,5 +95,46 @@ def test_the_load_is_open_loop_a_slow_answer_does_not_delay_the_next_request():
         sent, behind, _ = open_loop(url, "k", size=2, rate=100, duration_s=0.32, senders=1, connections=2)
         assert max(behind) > 0.5  # two connections cannot: the last requests wait for answers
     finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_poster_sends_as_a_source_and_retries_while_asked_to_back_off():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from runtime.dev.bench_latency import Poster
+
+    seen: list[tuple[str | None, str | None, bytes]] = []
+    statuses = [429, 503, 202, 400]
+
+    class Flaky(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.headers["Authorization"], self.headers["Content-Type"], body))
+            status = statuses.pop(0)
+            answer = orjson.dumps({"accepted": 1} if status == 202 else {"error": "no"})
+            self.send_response(status)
+            if status in (429, 503):
+                self.send_header("Retry-After", "0")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    poster = Poster(f"http://127.0.0.1:{server.server_address[1]}", "the-key")
+    try:
+        assert poster.post(b'{"id": "a"}\n') == {"accepted": 1}  # after a 429 and a 503
+        assert seen == [("Bearer the-key", "application/x-ndjson", b'{"id": "a"}\n')] * 3
+        with pytest.raises(RuntimeError, match="400"):
+            poster.post(b"{}")
+    finally:
+        poster.close()
         server.shutdown()
         server.server_close()
