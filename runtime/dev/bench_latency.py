@@ -355,9 +355,9 @@ def aof_rewrites(platform: Any) -> int | None:
     Cluster). Each rewrite forks Redis and serializes its data on the platform's own cores."""
     if platform.redis_server is None:
         return None
-    import redis
+    from runtime.redis_client import connect
 
-    with redis.Redis.from_url(platform.redis_server.url) as client:
+    with connect(platform.redis_server.url) as client:
         return int(client.info("persistence")["aof_rewrites"])
 
 

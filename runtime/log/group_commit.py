@@ -84,7 +84,7 @@ class GroupCommit:
     ) -> None:
         self._log = log
         self._leaders = leaders
-        self.alone_events = alone_events
+        self._alone_events = alone_events
         self._max_events = max_events
         self._linger_s = linger_s
         self._lock = threading.Lock()
@@ -107,6 +107,12 @@ class GroupCommit:
         with self._lock:
             self._left(arrival)
 
+    def sized(self, arrival: Arrival, events: int) -> None:
+        """The request turned out to hold ``events`` events: one large enough to append alone
+        leaves at once, so that no group waits for it while it is standardised."""
+        if events >= self._alone_events:
+            self.leave(arrival)
+
     def _left(self, arrival: Arrival | None) -> None:  # under the lock
         if arrival is not None and arrival.on_the_way:
             arrival.on_the_way = False
@@ -124,13 +130,13 @@ class GroupCommit:
     ) -> list[Appended]:
         """``arrival``: what :meth:`arrive` gave the request, which it leaves here."""
         events = sum(len(e) for e in by_partition.values())
-        if arrival is not None and (not events or events >= self.alone_events):
+        if arrival is not None and (not events or events >= self._alone_events):
             self.leave(arrival)  # nothing to append, or at once beside any group: no one waits for it
         if not events:
             return []
         source = next(iter(by_partition.values()))[0].source
         request = _Request(by_partition, source, now_ms, horizon_s, config_version, events)
-        if events >= self.alone_events:
+        if events >= self._alone_events:
             self._append_together([request])
         else:
             self._join(request, arrival)

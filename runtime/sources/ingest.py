@@ -246,8 +246,7 @@ class Ingestor:
             parsed = self._envelopes(body, content_type, source, now_ms)
         else:
             parsed = self._mapped(body, fmt, source, now_ms)
-        if parsed.total >= self.appender.alone_events:
-            self.appender.leave(arrival)  # it appends alone: no group waits for it
+        self.appender.sized(arrival, parsed.total)
         if parsed.total > self.settings.max_events_per_request:
             raise InputError(
                 f"{parsed.total} events in one request; at most {self.settings.max_events_per_request} are accepted",

@@ -1,7 +1,15 @@
 """The pure parts of ``esp bench``'s latency run: quantiles, event ids stamped with the send
-time, and the scoring of what the subscriber received (exactly once, or counted)."""
+time, the scoring of what the subscriber received (exactly once, or counted), and the load
+generator against a local stand-in server."""
 
 from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import orjson
 import pytest
@@ -59,82 +67,72 @@ def test_score_counts_missing_doubled_and_foreign_outputs():
     assert (result["publish_to_subscriber_ms"]["p50"], result["publish_to_subscriber_ms"]["max"]) == (15.0, 18.0)
 
 
-def test_the_load_is_open_loop_a_slow_answer_does_not_delay_the_next_request():
-    """Answers take 150 ms and requests are due every 20 ms: a sender that waited for each
-    answer would post the 16th request ~2 s late; an open-loop one posts every request on time
-    while fewer than its connections wait, and counts as late only what none could take."""
-    import threading
-    import time
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+@contextmanager
+def answering(answer: Callable[[bytes, Any], tuple[int, dict[str, str], bytes]]) -> Iterator[str]:
+    """A local HTTP/1.1 server whose POSTs are answered by ``answer(body, headers)`` ->
+    (status, extra headers, body); yields its URL. A stand-in for the platform, for the load
+    generator's own behaviour."""
 
-    from runtime.dev.bench_latency import open_loop
-
-    class Slow(BaseHTTPRequestHandler):
+    class Answering(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
-            size = len(self.rfile.read(int(self.headers["Content-Length"])).split(b"\n"))
-            time.sleep(0.15)
-            answer = orjson.dumps({"accepted": size, "duplicates": 0, "rejected": []})
-            self.send_response(202)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
+            status, headers, body = answer(self.rfile.read(int(self.headers["Content-Length"])), self.headers)
+            self.send_response(status)
+            for name, value in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(answer)
+            self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_load_is_open_loop_a_slow_answer_does_not_delay_the_next_request():
+    """Answers take 150 ms and requests are due every 20 ms: a sender that waited for each
+    answer would post the 16th request ~2 s late; an open-loop one posts every request on time
+    while fewer than its connections wait, and counts as late only what none could take."""
+    from runtime.dev.bench_latency import open_loop
+
+    def slow(body: bytes, headers: Any) -> tuple[int, dict[str, str], bytes]:
+        time.sleep(0.15)
+        answer = {"accepted": len(body.split(b"\n")), "duplicates": 0, "rejected": []}
+        return 202, {"Content-Type": "application/json"}, orjson.dumps(answer)
+
+    with answering(slow) as url:
         sent, behind, _ = open_loop(url, "k", size=2, rate=100, duration_s=0.32, senders=1, connections=16)
         assert sorted(sent) == list(range(16))
         assert max(behind) < 0.1  # 16 connections cover 150 ms of answers at one request per 20 ms
         sent, behind, _ = open_loop(url, "k", size=2, rate=100, duration_s=0.32, senders=1, connections=2)
         assert max(behind) > 0.5  # two connections cannot: the last requests wait for answers
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_the_poster_sends_as_a_source_and_retries_while_asked_to_back_off():
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from runtime.dev.bench_latency import Poster
 
     seen: list[tuple[str | None, str | None, bytes]] = []
     statuses = [429, 503, 202, 400]
 
-    class Flaky(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def flaky(body: bytes, headers: Any) -> tuple[int, dict[str, str], bytes]:
+        seen.append((headers["Authorization"], headers["Content-Type"], body))
+        status = statuses.pop(0)
+        answer = orjson.dumps({"accepted": 1} if status == 202 else {"error": "no"})
+        return status, {"Retry-After": "0"} if status in (429, 503) else {}, answer
 
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append((self.headers["Authorization"], self.headers["Content-Type"], body))
-            status = statuses.pop(0)
-            answer = orjson.dumps({"accepted": 1} if status == 202 else {"error": "no"})
-            self.send_response(status)
-            if status in (429, 503):
-                self.send_header("Retry-After", "0")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    poster = Poster(f"http://127.0.0.1:{server.server_address[1]}", "the-key")
-    try:
-        assert poster.post(b'{"id": "a"}\n') == {"accepted": 1}  # after a 429 and a 503
-        assert seen == [("Bearer the-key", "application/x-ndjson", b'{"id": "a"}\n')] * 3
-        with pytest.raises(RuntimeError, match="400"):
-            poster.post(b"{}")
-    finally:
-        poster.close()
-        server.shutdown()
-        server.server_close()
+    with answering(flaky) as url:
+        poster = Poster(url, "the-key")
+        try:
+            assert poster.post(b'{"id": "a"}\n') == {"accepted": 1}  # after a 429 and a 503
+            assert seen == [("Bearer the-key", "application/x-ndjson", b'{"id": "a"}\n')] * 3
+            with pytest.raises(RuntimeError, match="400"):
+                poster.post(b"{}")
+        finally:
+            poster.close()

@@ -272,10 +272,12 @@ def test_a_request_on_its_way_goes_in_the_append_that_waited_for_it(log: Any) ->
 def test_a_lone_request_does_not_wait(log: Any) -> None:
     counted = Counted(log)
     group = GroupCommit(counted, linger_s=30)
+    started = time.monotonic()
     for n in range(3):  # one after the other, as a single sender posts
         arrival = group.arrive()
         group.append(request_of([f"o-{n}"]), now_ms=NOW, config_version=1, arrival=arrival)
-    assert counted.calls == [1, 1, 1]  # each went at once: a 30 s wait would have timed the test out
+    assert time.monotonic() - started < 10  # each went at once, not after a 30 s wait
+    assert counted.calls == [1, 1, 1]
     assert group.appends == 3
 
 
@@ -312,6 +314,21 @@ def test_a_large_request_on_its_way_is_not_waited_for(log: Any) -> None:
     leader = append_in_thread(group, request_of(["g-x"]), answers, arrival=small)
     leader.join(timeout=10)
     assert not leader.is_alive() and counted.calls == [20, 1]
+
+
+def test_a_request_found_large_on_its_way_releases_the_wait_before_it_appends(log: Any) -> None:
+    counted = Counted(log)
+    group = GroupCommit(counted, linger_s=30, alone_events=10)
+    first, small, large = group.arrive(), group.arrive(), group.arrive()
+    answers: list[Any] = []
+    leader = append_in_thread(group, request_of(["s-1"]), answers, arrival=first)
+    group.sized(small, 5)  # a small one stays on its way: the leader still waits for it
+    group.sized(large, 20)  # decoded, 20 events: it will append alone
+    time.sleep(0.2)
+    assert not answers
+    group.leave(small)
+    leader.join(timeout=10)
+    assert not leader.is_alive() and counted.calls == [1]
 
 
 @pytest.mark.parametrize("seed", [1, 2])
