@@ -29,6 +29,7 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("redis-server", "redis"),
     ("redis-aof-rewrite", "redis_fork"),  # a fork sharing Redis's pages copy-on-write: PSS counts it right
     ("redis-rdb-", "redis_fork"),
+    ("runtime.dev.redis_keeper", "redis_keeper"),
     ("gcs_server", "ray_gcs"),
     ("/raylet", "ray_raylet"),
     ("dashboard/agent.py", "ray_dashboard_agent"),

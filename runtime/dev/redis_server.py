@@ -3,7 +3,10 @@ everysec``), a generated password and its data in a directory of ours (mode 0700
 ``esp up``/``esp demo`` and by the tests, which give it a free port and a temporary directory.
 
 The password lives in ``<data_dir>/password`` (0600) and reaches ``redis-server`` through its
-config file (0600), never its command line, which ``ps`` shows to every user."""
+config file (0600), never its command line, which ``ps`` shows to every user.
+
+Beside each one runs its keeper (``runtime.dev.redis_keeper``), which rewrites the AOF at lulls
+in ingestion, so that a rewrite does not take a core from the events in flight."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -96,6 +100,7 @@ class EmbeddedRedis:
         self.fsync = fsync
         self.cluster = cluster  # a node of a Redis Cluster (see EmbeddedRedisCluster)
         self.process: subprocess.Popen[bytes] | None = None
+        self.keeper: subprocess.Popen[bytes] | None = None  # runtime.dev.redis_keeper
 
     @property
     def password_file(self) -> Path:
@@ -118,7 +123,26 @@ class EmbeddedRedis:
         args = [redis_binary(), str(config)]
         self.process = subprocess.Popen(args, start_new_session=True, stdin=subprocess.DEVNULL)
         self._wait_ready(timeout_s)
+        self._start_keeper()
         return self
+
+    def _start_keeper(self) -> None:
+        """The keeper that rewrites the AOF at lulls (``runtime.dev.redis_keeper``); it ends by
+        itself when this Redis does, and is ended with it here."""
+        assert self.process is not None
+        command = [sys.executable, "-m", "runtime.dev.redis_keeper", "--pid", str(self.process.pid)]
+        command += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
+        with (self.data_dir / "keeper.log").open("ab") as log:
+            self.keeper = subprocess.Popen(
+                command, start_new_session=True, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+
+    def _end_keeper(self) -> None:
+        if self.keeper is not None:
+            if self.keeper.poll() is None:
+                self.keeper.terminate()
+            self.keeper.wait(timeout=10)
+            self.keeper = None
 
     def _config(self, password: str) -> str:
         """redis-server's configuration, rewritten at each start (the settings may change)."""
@@ -174,8 +198,15 @@ class EmbeddedRedis:
             if self.process is not None:
                 self.process.wait(timeout=10)
         self.pidfile.unlink(missing_ok=True)
+        self._end_keeper()
 
     def stop(self) -> None:
+        try:
+            self._stop_server()
+        finally:
+            self._end_keeper()
+
+    def _stop_server(self) -> None:
         pid = self.pid
         if pid is None:
             return

@@ -65,3 +65,39 @@ def test_free_ports_stay_out_of_the_range_outgoing_connections_take_theirs_from(
     assert all(20_000 <= p < low for p in ports), (low, high, sorted(ports)[:3], sorted(ports)[-3:])
     with socket.socket() as sock:  # and it is free
         sock.bind(("127.0.0.1", ports[-1]))
+
+
+def test_a_keeper_starts_with_the_embedded_redis_and_ends_with_it(redis_server: EmbeddedRedis):
+    keeper = redis_server.keeper
+    assert keeper is not None and keeper.poll() is None
+    redis_server.kill()
+    assert keeper.poll() is not None and redis_server.keeper is None
+    redis_server.start()
+    restarted = redis_server.keeper
+    assert restarted is not None and restarted.poll() is None
+    redis_server.stop()
+    assert restarted.poll() is not None
+
+
+def test_the_keeper_rewrites_a_grown_aof_once_writes_stop(redis_server: EmbeddedRedis):
+    """At a lull (runtime.dev.redis_keeper), long before Redis's own 512 MB threshold."""
+    import threading
+    import time
+
+    from runtime.dev.redis_keeper import LullRewrite, keep
+
+    client = redis.Redis.from_url(redis_server.url)
+    password = redis_server.password_file.read_text().strip()
+    lull = LullRewrite(grown_bytes=2 * 2**20, quiet_bytes=256 * 2**10)
+    tending = threading.Thread(target=keep, args=(redis_server.pid, redis_server.port, password), kwargs={"lull": lull})
+    tending.start()
+    before = client.info("persistence")["aof_rewrites"]
+    client.mset({f"k{i}": "x" * 1_000 for i in range(3_000)})  # ~3 MB of AOF, then quiet
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and client.info("persistence")["aof_rewrites"] == before:
+        time.sleep(0.1)
+    after = client.info("persistence")
+    redis_server.stop()
+    tending.join(timeout=10)
+    assert after["aof_rewrites"] == before + 1
+    assert not tending.is_alive()
