@@ -9,10 +9,10 @@ and Redis share, that comes out of the events in flight: at 10,000 events/s in 1
 requests, one rewrite in the minute took the ack -> subscriber p99 from 40-66 ms to 250-640 ms.
 
 The keeper rewrites sooner, at a lull: once the AOF has grown by as much as the data set's
-size at the last rewrite (and by at least ``grown_bytes``), and grew by less than
-``quiet_bytes`` in the last second. Bursty ingestion then pays for the rewrite between bursts,
-a rewrite still serializes no more than was written since the one before, and a restart has
-less AOF to replay. Under a load without lulls, Redis's own rule still applies.
+size at the last rewrite (and by at least ``grown_bytes``), and has grown by less than
+``quiet_bytes`` a second for three seconds. Bursty ingestion then pays for the rewrite between
+bursts, a rewrite still serializes no more than was written since the one before, and a restart
+has less AOF to replay. Under a load without lulls, Redis's own rule still applies.
 
 It speaks to Redis over a bare RESP connection (three commands) instead of the ``redis``
 package, which takes a quarter of a second of CPU to import: a keeper starts with every
@@ -40,20 +40,26 @@ LOOK_EVERY_S = 1.0  # how often the keeper reads the AOF's size
 @dataclass
 class LullRewrite:
     """When to rewrite the AOF: it has grown since its last rewrite by as much as it held then
-    (its base) and by at least ``grown_bytes``, it grew by less than ``quiet_bytes`` since the
-    previous look, and Redis is not forking already."""
+    (its base) and by at least ``grown_bytes``; it grew by less than ``quiet_bytes`` between
+    each of the last ``quiet_looks`` looks (a second apart); and Redis is not forking already."""
 
     grown_bytes: int = 64 << 20
     quiet_bytes: int = 1 << 20
+    quiet_looks: int = 3
     _last_size: int | None = None
+    _quiet: int = 0  # consecutive quiet looks
 
     def due(self, persistence: Mapping[str, str]) -> bool:
         size, base = int(persistence["aof_current_size"]), int(persistence["aof_base_size"])
         last, self._last_size = self._last_size, size
+        quiet = last is not None and size - last < self.quiet_bytes
+        self._quiet = self._quiet + 1 if quiet else 0
         if any(persistence.get(k, "0") != "0" for k in FORKING):
             return False
-        quiet = last is not None and size - last < self.quiet_bytes
-        return quiet and size - base >= max(base, self.grown_bytes)
+        if self._quiet >= self.quiet_looks and size - base >= max(base, self.grown_bytes):
+            self._quiet = 0
+            return True
+        return False
 
 
 class ReplyError(Exception):
