@@ -19,10 +19,10 @@ time the request was posted, so the subscriber's arrival time gives per event:
 
 Every event must arrive exactly once: ``missing`` and ``unexpected`` (duplicates or ids never
 sent) count the exceptions. ``behind_schedule_ms``: how late requests were posted against their
-due time (the senders could not keep up when this grows). ``aof_rewrites``: how many times the
-embedded Redis rewrote its AOF during the run (the runs write about 0.8 KB of AOF per event, and
-a rewrite takes a core for a second or two). All times are ``time.monotonic()``, one clock for
-every process of the machine.
+due time (the senders could not keep up when this grows). ``aof_rewrites``: how many rewrites of its
+AOF the embedded Redis started while the load ran (the runs write about 0.8 KB of AOF per event,
+and a rewrite takes a core for a second or two; its keeper rewrites at the lull after a run).
+All times are ``time.monotonic()``, one clock for every process of the machine.
 
 Alone: ``python -m runtime.dev.bench_latency [--quick] [--duration 60] [--sizes 500,100]``.
 """
@@ -330,9 +330,9 @@ def bench_latency_run(
         sent, behind, seconds = open_loop(
             platform.base_url, LATENCY_SOURCE_KEY, size=size, rate=rate, duration_s=duration_s, senders=senders
         )
-        reader.wait(timeout=timeout_s + 60)
-        if rewrites is not None:
+        if rewrites is not None:  # while the load ran: one after it (at the lull) delays no event
             rewrites = aof_rewrites(platform) - rewrites
+        reader.wait(timeout=timeout_s + 60)
     finally:
         if reader.poll() is None:
             reader.kill()

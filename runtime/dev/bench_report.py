@@ -45,13 +45,13 @@ def _run(size: int) -> Callable[[dict[str, Any]], dict[str, Any]]:
 
 def _p99(size: int) -> Figure:
     """ack → subscriber p99 of a latency run, with a word when the embedded Redis rewrote its
-    AOF during it (``aof_rewrites``): a rewrite takes a core for a second or two, and on a
+    AOF while its load ran (``aof_rewrites``): a rewrite takes a core for a second or two, and on a
     saturated machine its backlog is the p99."""
     run = _run(size)
 
     def rewrites(r: dict[str, Any]) -> str | None:
         count = run(r).get("aof_rewrites")
-        return f"(Redis rewrote its AOF {count}× during the run)" if count else None
+        return f"(Redis rewrote its AOF {count}× during the load)" if count else None
 
     return Figure(
         f"ack → subscriber p99, {size}-event requests",

@@ -82,7 +82,7 @@ def test_latency_and_memory_rows_read_the_keys_the_benchmarks_write():
     table = markdown(results)
     assert (
         row(table, "ack → subscriber p99, 100-event requests")[1]
-        == "120.5 ms (Redis rewrote its AOF 1× during the run)"
+        == "120.5 ms (Redis rewrote its AOF 1× during the load)"
     )
     assert row(table, "ack → subscriber p99, 500-event requests")[1] == "80.0 ms"
     assert row(table, "acknowledged rate, 10 k/s offered, 100-event requests")[3] == "no"
