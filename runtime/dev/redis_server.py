@@ -130,6 +130,7 @@ class EmbeddedRedis:
         """The keeper that rewrites the AOF at lulls (``runtime.dev.redis_keeper``); it ends by
         itself when this Redis does, and is ended with it here."""
         assert self.process is not None
+        self._end_keeper()  # the last start's, if its Redis crashed
         command = [sys.executable, "-m", "runtime.dev.redis_keeper", "--pid", str(self.process.pid)]
         command += ["--port", str(self.port), "--data-dir", str(self.data_dir)]
         with (self.data_dir / "keeper.log").open("ab") as log:

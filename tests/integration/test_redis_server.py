@@ -68,15 +68,20 @@ def test_free_ports_stay_out_of_the_range_outgoing_connections_take_theirs_from(
 
 
 def test_a_keeper_starts_with_the_embedded_redis_and_ends_with_it(redis_server: EmbeddedRedis):
+    import os
+    import signal
+
     keeper = redis_server.keeper
     assert keeper is not None and keeper.poll() is None
-    redis_server.kill()
-    assert keeper.poll() is not None and redis_server.keeper is None
+    assert redis_server.process is not None and redis_server.pid is not None
+    os.kill(redis_server.pid, signal.SIGKILL)  # a crash, or 'esp down' after 'esp up' has exited
+    redis_server.process.wait(timeout=10)
+    assert keeper.wait(timeout=10) == 0  # it noticed by itself
     redis_server.start()
     restarted = redis_server.keeper
-    assert restarted is not None and restarted.poll() is None
+    assert restarted is not None and restarted is not keeper and restarted.poll() is None
     redis_server.stop()
-    assert restarted.poll() is not None
+    assert restarted.poll() is not None and redis_server.keeper is None
 
 
 def test_the_keeper_rewrites_a_grown_aof_once_writes_stop(redis_server: EmbeddedRedis):
