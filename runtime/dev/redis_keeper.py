@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime.security.private_files import REDIS_PASSWORD_FILE, read_secret
@@ -46,8 +46,8 @@ class LullRewrite:
     grown_bytes: int = 64 << 20
     quiet_bytes: int = 1 << 20
     quiet_looks: int = 3
-    _last_size: int | None = None
-    _quiet: int = 0  # consecutive quiet looks
+    _last_size: int | None = field(default=None, init=False, repr=False)
+    _quiet: int = field(default=0, init=False, repr=False)  # consecutive quiet looks
 
     def due(self, persistence: Mapping[str, str]) -> bool:
         size, base = int(persistence["aof_current_size"]), int(persistence["aof_base_size"])

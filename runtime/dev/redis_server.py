@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis
 
+from runtime.dev.redis_keeper import alive
 from runtime.errors import EspError
 from runtime.security.private_files import (
     REDIS_PASSWORD_FILE,
@@ -302,9 +303,7 @@ def _quoted(value: str) -> str:
 def _wait_gone(pid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not alive(pid):
             return
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)

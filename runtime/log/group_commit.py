@@ -107,10 +107,10 @@ class GroupCommit:
         with self._lock:
             self._left(arrival)
 
-    def sized(self, arrival: Arrival, events: int) -> None:
-        """The request turned out to hold ``events`` events: one large enough to append alone
-        leaves at once, so that no group waits for it while it is standardised."""
-        if events >= self._alone_events:
+    def sized(self, arrival: Arrival | None, events: int) -> None:
+        """The request turned out to hold ``events`` events: one with none, or large enough to
+        append alone, leaves at once, so that no group waits for it."""
+        if arrival is not None and (not events or events >= self._alone_events):
             self.leave(arrival)
 
     def _left(self, arrival: Arrival | None) -> None:  # under the lock
@@ -130,8 +130,7 @@ class GroupCommit:
     ) -> list[Appended]:
         """``arrival``: what :meth:`arrive` gave the request, which it leaves here."""
         events = sum(len(e) for e in by_partition.values())
-        if arrival is not None and (not events or events >= self._alone_events):
-            self.leave(arrival)  # nothing to append, or at once beside any group: no one waits for it
+        self.sized(arrival, events)
         if not events:
             return []
         source = next(iter(by_partition.values()))[0].source
