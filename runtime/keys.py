@@ -71,17 +71,20 @@ def epoch(partition: int | str) -> str:
     return f"{PREFIX}:epoch:{tag(partition)}"
 
 
-def idempotency(partition: int | str, source: str, day: int) -> str:
-    """Event ids of ``source`` first seen in ``partition`` on ``day`` (days since the epoch,
-    UTC): a hash of how many buckets (``n``) and ids (``c``) the day has; the ids are in
-    :func:`idempotency_bucket`. An event id is remembered in the partition of its customer."""
-    return f"{PREFIX}:ids:{tag(partition)}:{part(source)}:{day}"
+def idempotency(partition: int | str, source: str, day: int, days: int = 1) -> str:
+    """Event ids of ``source`` first seen in ``partition`` in the ``days`` days of arrival from
+    ``day`` (days since the epoch, UTC): a hash of how many buckets (``n``) and ids (``c``) it
+    has; the ids are in :func:`idempotency_bucket`. A key of one day keeps the name it had
+    before keys of several days (``<day>/<days>``) existed. An event id is remembered in the
+    partition of its customer."""
+    period = f"{day}" if days == 1 else f"{day}/{days}"
+    return f"{PREFIX}:ids:{tag(partition)}:{part(source)}:{period}"
 
 
-def idempotency_bucket(partition: int | str, source: str, day: int, index: int) -> str:
-    """One bucket of the day's ids: 96-bit digest of (source, id) -> where the event went
+def idempotency_bucket(partition: int | str, source: str, day: int, index: int, days: int = 1) -> str:
+    """One bucket of those ids: 96-bit digest of (source, id) -> where the event went
     (runtime/log/partition_log.py; the append script builds the same name)."""
-    return f"{idempotency(partition, source, day)}:{index}"
+    return f"{idempotency(partition, source, day, days)}:{index}"
 
 
 def dropped(source: str, day: int) -> str:

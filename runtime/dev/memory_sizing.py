@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime import keys
 from runtime.events.envelope import Event
-from runtime.log.partition_log import PartitionLog
+from runtime.log.partition_log import PartitionLog, period_days
 
 if TYPE_CHECKING:
     import redis
@@ -49,10 +49,11 @@ class Sizing:
 
     def total(self, *, ids_per_day: float, horizon_days: int, customers: float, pending_outputs: float) -> float:
         """Redis bytes for ESP's state: remembered ids are kept for the horizon rounded up to
-        days plus the current day, customers for as long as they exist, pending outputs until
-        delivered (or trimmed at the stream's maxlen)."""
+        days plus the days one key of them holds (one, or three under a long horizon), customers
+        for as long as they exist, pending outputs until delivered (or trimmed at the stream's
+        maxlen)."""
         return (
-            self.per_event_id * ids_per_day * (horizon_days + 1)
+            self.per_event_id * ids_per_day * (horizon_days + period_days(horizon_days))
             + self.per_customer * customers
             + self.per_pending_output * pending_outputs
         )

@@ -11,7 +11,7 @@ import orjson
 import redis
 
 from runtime import keys
-from runtime.log.partition_log import DAY_MS, decode_location, id_bucket, id_digest, owner_group
+from runtime.log.partition_log import DAY_MS, IdKey, decode_location, id_bucket, id_digest, id_keys, owner_group
 from runtime.log.streams import entry_id_key, text
 from runtime.sources.quarantine import QuarantineStore
 from runtime.subscriptions.topics import CONTACT_TOPICS
@@ -31,14 +31,14 @@ def trace_event(
         pipe.hget(keys.dropped(source, day - back), event_id)
         pipe.hget(keys.late(source, day - back), event_id)
         pipe.hget(keys.retracts(source, day - back), event_id)
+    checked = id_keys(day, days)[0]
     for p in range(partitions):
-        for back in range(days + 1):
-            pipe.hget(keys.idempotency(p, source, day - back), "n")
+        for first, span in checked:
+            pipe.hget(keys.idempotency(p, source, first, span), "n")
     found = pipe.execute()
-    marks, buckets = found[: 3 * (days + 1)], found[3 * (days + 1) :]
-    where = _where(
-        client, source, event_id, day, [buckets[p * (days + 1) : (p + 1) * (days + 1)] for p in range(partitions)]
-    )
+    marks, counts = found[: 3 * (days + 1)], found[3 * (days + 1) :]
+    width = len(checked)
+    where = _where(client, source, event_id, checked, [counts[p * width : (p + 1) * width] for p in range(partitions)])
     dropped = next((text(v) for v in marks[0::3] if v), None)
     late_ms = next((int(v) for v in marks[1::3] if v), None)
     retracted = next((orjson.loads(v) for v in marks[2::3] if v), [])
@@ -78,19 +78,19 @@ def trace_event(
 
 
 def _where(
-    client: redis.Redis, source: str, event_id: str, day: int, buckets: list[list[bytes | None]]
+    client: redis.Redis, source: str, event_id: str, checked: list[IdKey], counts: list[list[bytes | None]]
 ) -> tuple[int, str] | None:
     """(partition, log entry) of an accepted event: its digest looked up in the bucket it falls
-    in on each day each partition remembers ids of the source (``buckets``: per partition, each
-    day's bucket count, today first)."""
+    in, in each key of remembered ids of the source (``checked``, as an append checks them) that
+    each partition has (``counts``: per partition, each key's bucket count or None)."""
     digest = id_digest(source, event_id)
-    days = [(p, day - back, int(n)) for p, counts in enumerate(buckets) for back, n in enumerate(counts) if n]
-    if not days:
+    found = [(p, key, int(n)) for p, per_key in enumerate(counts) for key, n in zip(checked, per_key, strict=True) if n]
+    if not found:
         return None
     pipe = client.pipeline(transaction=False)
-    for p, d, n in days:
-        pipe.hget(keys.idempotency_bucket(p, source, d, id_bucket(digest, n)), digest)
-    return next((decode_location(v, d) for (_, d, _), v in zip(days, pipe.execute(), strict=True) if v), None)
+    for p, (first, span), n in found:
+        pipe.hget(keys.idempotency_bucket(p, source, first, id_bucket(digest, n), span), digest)
+    return next((decode_location(v, k[0]) for (_, k, _), v in zip(found, pipe.execute(), strict=True) if v), None)
 
 
 def _contact_decisions(client: redis.Redis, outputs: list[str]) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from runtime.log.partition_log import (
     encode_location,
     horizon_days,
     id_digest,
+    id_keys,
 )
 from runtime.log.streams import entry_id_key
 
@@ -37,7 +38,8 @@ class MemoryPartitionLog:
         self._streams: dict[int, list[tuple[str, Fields]]] = {}  # partition -> entries, oldest first
         self._cursors: dict[int, str] = {}  # partition -> last entry id read (the owner's consumer group)
         self._epochs: dict[int, int] = {}  # partition -> ownership epoch
-        self._seen: dict[tuple[int, str, int], dict[bytes, str]] = {}  # (partition, source, day) -> digest -> location
+        # (partition, source, first day, days) -> digest -> location: the Redis log's keys of remembered ids
+        self._seen: dict[tuple[int, str, int, int], dict[bytes, str]] = {}
         self._last_id = (0, 0)
 
     def append(
@@ -51,25 +53,27 @@ class MemoryPartitionLog:
         if not by_partition:
             return []
         source = next(iter(by_partition.values()))[0].source
-        day = now_ms // DAY_MS
         days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
+        checked, written = id_keys(now_ms // DAY_MS, days)
+        first = checked[written][0]
         if config_version is None:
             config_version = self._config.version() if self._config else 0
         version = str(config_version).encode()
         out = []
         for partition, events in by_partition.items():
-            today = self._seen.setdefault((partition, source, day), {})
-            buckets = [today, *(self._seen.get((partition, source, day - back), {}) for back in range(1, days + 1))]
+            remembered = [self._seen.get((partition, source, *key), {}) for key in checked]
             digests = [id_digest(source, e.id) for e in events]
-            dups = tuple(i for i, d in enumerate(digests) if any(d in bucket for bucket in buckets))
+            dups = tuple(i for i, d in enumerate(digests) if any(d in ids for ids in remembered))
             if len(dups) == len(events):
                 out.append(Appended(partition, None, dups))
                 continue
             entry_id = self._next_id()
             fields = {b"b": encode_events(events), b"d": ",".join(map(str, dups)).encode(), b"v": version}
             self._streams.setdefault(partition, []).append((entry_id, fields))
-            where = encode_location(partition, entry_id, day)
-            today.update({d: where for i, d in enumerate(digests) if i not in dups})
+            where = encode_location(partition, entry_id, first)
+            self._seen.setdefault((partition, source, *checked[written]), {}).update(
+                {d: where for i, d in enumerate(digests) if i not in dups}
+            )
             out.append(Appended(partition, entry_id, dups))
         return out
 

@@ -75,6 +75,10 @@ DAY_MS = DAY_S * 1000
 
 ID_DIGEST_BYTES = 12  # 96 bits of BLAKE2b per (source, event id): what a remembered id is stored as
 BUCKET_LOAD = 48  # mean ids per bucket at which linear hashing adds a bucket (max listpack: 128)
+# days of arrival one key of remembered ids holds under a horizon of LONG_HORIZON_DAYS or more:
+# a compact location counts the ms from the key's first day in 28 bits (3.1 days)
+PERIOD_DAYS = 3
+LONG_HORIZON_DAYS = 6
 LOCATION_PARTITIONS = 4096  # partitions and sequence numbers a compact location holds
 # events per run of the append script on one Redis: one run for a request's partitions costs Redis
 # less than a run each, and a few thousand events keep a run (which blocks Redis) to a few ms
@@ -120,9 +124,37 @@ class LogStorage(LogAppender, Protocol):
 
 
 def horizon_days(horizon_s: int) -> int:
-    """Days of arrival whose seen ids an append checks: the horizon rounded up to days (and
-    today on top)."""
+    """The de-duplication horizon rounded up to days: an append checks the ids seen on as many
+    days of arrival before today, and today's."""
     return -(-horizon_s // DAY_S)
+
+
+IdKey = tuple[int, int]  # a key of remembered ids: (its first day of arrival, how many days it holds)
+
+
+def period_days(horizon_days: int) -> int:
+    """Days of arrival one key of remembered ids holds under a horizon of ``horizon_days``: one
+    under a short horizon; ``PERIOD_DAYS`` under a long one, so that an append checks each new
+    id against fewer keys (a 7-day horizon: 3 earlier keys instead of 7) for ids kept up to two
+    days longer (docs/operations/sizing.md)."""
+    return PERIOD_DAYS if horizon_days >= LONG_HORIZON_DAYS else 1
+
+
+def id_keys(day: int, horizon_days: int) -> tuple[list[IdKey], int]:
+    """The keys of remembered ids an append on ``day`` checks, newest first, and the position of
+    the one it writes (its days begin on a multiple of their count). Every key whose days reach
+    into the horizon is checked, one-day and ``PERIOD_DAYS`` keys alike, whichever this horizon
+    writes: so after a source's horizon changed either way, or ids were remembered before keys
+    of several days existed, every id within the horizon is still found."""
+    span = period_days(horizon_days)
+    checked: list[IdKey] = []
+    for back in range(horizon_days + PERIOD_DAYS):
+        first = day - back
+        if back <= horizon_days:
+            checked.append((first, 1))
+        if first % PERIOD_DAYS == 0 and first + PERIOD_DAYS > day - horizon_days:
+            checked.append((first, PERIOD_DAYS))
+    return checked, checked.index((day - day % span, span))
 
 
 def id_digest(source: str, event_id: str) -> bytes:
@@ -157,8 +189,9 @@ def id_bucket(digest: bytes, buckets: int) -> int:
 
 
 def encode_location(partition: int, entry_id: str, day: int) -> str:
-    """Where an event went, as the append script stores it: one integer
-    ``((ms into the day * 4096) + seq) * 4096 + partition`` (a listpack integer), or
+    """Where an event went, as the append script stores it in a key whose first day is ``day``:
+    one integer ``((ms since that day began * 4096) + seq) * 4096 + partition`` (a listpack
+    integer), or
     ``<partition>/<entry id>`` when it does not fit."""
     ms, _, seq = entry_id.partition("-")
     rel, sq = int(ms) - day * DAY_MS, int(seq or 0)
@@ -168,7 +201,7 @@ def encode_location(partition: int, entry_id: str, day: int) -> str:
 
 
 def decode_location(raw: bytes | str, day: int) -> tuple[int, str]:
-    """(partition, log entry id) from a remembered id's value in the buckets of ``day``."""
+    """(partition, log entry id) from a remembered id's value in a key whose first day is ``day``."""
     value = text(raw)
     if "/" in value:
         partition, _, entry = value.partition("/")
@@ -205,28 +238,31 @@ class PartitionLog:
     ) -> list[Appended]:
         """Append each partition's events as one entry, dropping already-seen (source, id).
 
-        Seen ids are remembered per partition, source and arrival day as an 96-bit digest of
-        (source, id) mapped to where the event went (:func:`encode_location`, which the event
-        trace reads), in small hashes (buckets) that linear hashing adds one at a time as the
-        day fills, so each stays in Redis's compact listpack encoding (docs/operations/sizing.md).
-        Each partition's part checks the buckets of the whole horizon (rounded up to days) in
-        a run of the append script: on one Redis a run takes the request's partitions, up to
-        ``APPEND_RUN_EVENTS`` events; a Redis Cluster, where partitions live in different hash
-        slots, runs it per partition. The runs of a request go in one pipeline, after one read
-        of the config version the entries record (none when the caller read it for this request
-        already: ``config_version``). So no per-event key or round trip. A request that fails
-        half-way may have appended some partitions: its retry finds their events already seen.
-        All events of one call must share a source; ids must be unique within the call."""
+        Seen ids are remembered per partition, source and arrival day (or three days, under a
+        long horizon: :func:`period_days`) as an 96-bit digest of (source, id) mapped to where
+        the event went (:func:`encode_location`, which the event trace reads), in small hashes
+        (buckets) that linear hashing adds one at a time as the key fills, so each stays in
+        Redis's compact listpack encoding (docs/operations/sizing.md). Each partition's part
+        checks the keys of the whole horizon (:func:`id_keys`) in a run of the append script: on
+        one Redis a run takes the request's partitions, up to ``APPEND_RUN_EVENTS`` events; a
+        Redis Cluster, where partitions live in different hash slots, runs it per partition. The
+        runs of a request go in one pipeline, after one read of the config version the entries
+        record (none when the caller read it for this request already: ``config_version``). So
+        no per-event key or round trip. A request that fails half-way may have appended some
+        partitions: its retry finds their events already seen. All events of one call must share
+        a source; ids must be unique within the call."""
         if not by_partition:
             return []
         source = next(iter(by_partition.values()))[0].source
-        day = now_ms // DAY_MS
         days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
+        checked, written = id_keys(now_ms // DAY_MS, days)
+        first, span = checked[written]
         if config_version is not None:
             version = str(config_version).encode()
         else:
             version = self._redis.get(keys.CONFIG_VERSION) or b"0"
-        shared: list[Any] = [version, (days + 1) * DAY_S, BUCKET_LOAD, day * DAY_MS, days + 1]
+        # a key lives its days and the horizon after them, from its first id on
+        shared: list[Any] = [version, (days + span) * DAY_S, BUCKET_LOAD, first * DAY_MS, len(checked), written + 1]
         runs: list[tuple[list[str], list[Any]]] = []  # (streams, their arguments)
         in_run = 0  # events in the last run
         for partition, events in by_partition.items():
@@ -236,7 +272,7 @@ class PartitionLog:
                 in_run = 0
             streams, argv = runs[-1]
             streams.append(keys.log_stream(partition))
-            argv += [keys.idempotency(partition, source, day - back) for back in range(days + 1)]
+            argv += [keys.idempotency(partition, source, d, n) for d, n in checked]
             argv += [partition, id_digests(source, [e.id for e in events]), encode_events(events)]
             in_run += len(events)
         pipe = self._redis.pipeline(transaction=False)

@@ -2,28 +2,30 @@
 -- Redis one run takes every partition of the request; a Redis Cluster runs it per partition.
 -- KEYS: the partitions' log streams.
 -- ARGV: the config version the entries record, ttl_s, ids per bucket before a split, first ms
---       of today, n days, then per partition (in KEYS' order): per day (today first) the
---       partition's day key of the source, the partition, id digests (DIGEST bytes each,
+--       of the written key's first day, n keys, w: the written key's place among them, then per
+--       partition (in KEYS' order): its n keys of remembered ids of the source (newest first;
+--       runtime/log/partition_log.py's id_keys), the partition, id digests (DIGEST bytes each,
 --       concatenated), payload.
--- A day key is a hash {n = buckets, c = ids}; the day's ids live in buckets '<day key>:<index>',
+-- A key of remembered ids holds a day of arrival, or three under a long horizon. It is a hash
+-- {n = buckets, c = ids}; its ids live in buckets '<key>:<index>',
 -- hashes 96-bit digest of (source, id) -> where the event went (see encode), added one at a
 -- time by linear hashing so that every bucket stays small enough for Redis's listpack encoding.
 -- Every bucket holds the sentinel field '' from its creation (when it gets its TTL) on, so it is
 -- never emptied and re-created without one.
--- In a part of WRITE_CHECKS_FROM ids or more, an id not seen on an earlier day is written into
--- today's bucket by HSETNX, which is also the check against today: one bucket access per new id,
+-- In a part of WRITE_CHECKS_FROM ids or more, an id not seen in an older key is written into
+-- the written key's bucket by HSETNX, which is also the check against it: one bucket access per new id,
 -- not two. The location it records is the log entry the part will get, the id XADD '*' would
 -- give now (next_id, from the stream's last entry: a read that costs about what two checks
 -- save). Should the stream be past that id (its newest entry was deleted), XADD takes the next
--- id Redis gives and the part's new ids are pointed at that entry. Smaller parts check today
--- with HEXISTS and write after the XADD. A day key gets its TTL when the day's first id
--- arrives, as its buckets do.
+-- id Redis gives and the part's new ids are pointed at that entry. Smaller parts check the written key
+-- with HEXISTS and write after the XADD. A key gets its TTL when its first id arrives, as its
+-- buckets do.
 -- Returns per partition {log entry id or false, duplicate positions}.
 local DIGEST = 12 -- ID_DIGEST_BYTES in partition_log.py
-local WRITE_CHECKS_FROM = 4 -- ids in a part from which today's check is the write (HSETNX)
+local WRITE_CHECKS_FROM = 4 -- ids in a part from which the written key's check is the write (HSETNX)
 local config_version = ARGV[1]
 local ttl, load, day_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local nd = tonumber(ARGV[5])
+local nd, written = tonumber(ARGV[5]), tonumber(ARGV[6])
 
 local function hash32(d)
   local a, b, c, e = string.byte(d, 1, 4)
@@ -51,9 +53,9 @@ local function create(key, args) -- a new bucket: the sentinel, its first ids, i
   redis.call('EXPIRE', key, ttl)
 end
 
-local function split(today) -- linear hashing: bucket n - p gives the ids of bucket n their own bucket
-  local n, p = today.n, today.p
-  local src = today.prefix .. (n - p)
+local function split(current) -- linear hashing: bucket n - p gives the ids of bucket n their own bucket
+  local n, p = current.n, current.p
+  local src = current.prefix .. (n - p)
   local all = redis.call('HGETALL', src)
   local moved, fields = {}, {}
   for k = 1, #all, 2 do
@@ -63,15 +65,15 @@ local function split(today) -- linear hashing: bucket n - p gives the ids of buc
       fields[#fields + 1] = all[k]
     end
   end
-  create(today.prefix .. n, moved)
+  create(current.prefix .. n, moved)
   for start = 1, #fields, 4000 do
     redis.call('HDEL', src, unpack(fields, start, math.min(start + 3999, #fields)))
   end
-  today.n = n + 1
-  today.p = low_power(n + 1)
+  current.n = n + 1
+  current.p = low_power(n + 1)
 end
 
-local function encode(partition, entry) -- ((ms into today * 4096 + seq) * 4096 + partition), or 'p/entry'
+local function encode(partition, entry) -- ((ms since day_ms * 4096 + seq) * 4096 + partition), or 'p/entry'
   local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
   local rel, sq = tonumber(ms) - day_ms, tonumber(seq)
   if rel >= 0 and rel < 268435456 and sq < 4096 and partition < 4096 then
@@ -113,8 +115,8 @@ local function append(stream, at) -- one partition's part, its arguments from AR
     local n = tonumber(state[1]) or 0
     days[d] = {prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0}
   end
-  local today = days[1]
-  local new_day = today.n == 0
+  local current = days[written]
+  local new_key = current.n == 0
   local i = at + nd
   local partition, digests, payload = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
   local n = #digests / DIGEST
@@ -123,16 +125,19 @@ local function append(stream, at) -- one partition's part, its arguments from AR
     ids[j] = string.sub(digests, (j - 1) * DIGEST + 1, j * DIGEST)
     hashes[j] = hash32(ids[j])
   end
-  -- today is looked at last, and by the write itself when the part has many ids (see the top)
+  -- the written key is looked at last, and by the write itself when the part has many ids (see the top)
   local by_write = n >= WRITE_CHECKS_FROM
-  for d = nd, by_write and 2 or 1, -1 do
-    local day = days[d]
+  local function check(day)
     if day.n > 0 then
       for j = 1, n do
         if not seen[j] and redis.call('HEXISTS', bucket(day, hashes[j]), ids[j]) == 1 then seen[j] = true end
       end
     end
   end
+  for d = nd, 1, -1 do
+    if d ~= written then check(days[d]) end
+  end
+  if not by_write then check(current) end
   local candidates = {}
   for j = 1, n do
     if not seen[j] then candidates[#candidates + 1] = j end
@@ -140,18 +145,18 @@ local function append(stream, at) -- one partition's part, its arguments from AR
   if #candidates == 0 then
     return {false, dups_of(seen, n)}
   end
-  if today.n == 0 then
-    create(today.prefix .. 0, {})
-    today.n, today.p = 1, 1
+  if current.n == 0 then
+    create(current.prefix .. 0, {})
+    current.n, current.p = 1, 1
   end
   -- split first, for every id that may be new, so no bucket outgrows the listpack
-  while today.c + #candidates > today.n * load do split(today) end
+  while current.c + #candidates > current.n * load do split(current) end
   local id, fresh = false, candidates
   if by_write then
     id, fresh = next_id(stream), {}
     local where = encode(partition, id)
     for _, j in ipairs(candidates) do
-      if redis.call('HSETNX', bucket(today, hashes[j]), ids[j], where) == 1 then fresh[#fresh + 1] = j else seen[j] = true end
+      if redis.call('HSETNX', bucket(current, hashes[j]), ids[j], where) == 1 then fresh[#fresh + 1] = j else seen[j] = true end
     end
   end
   local dups = dups_of(seen, n)
@@ -162,20 +167,20 @@ local function append(stream, at) -- one partition's part, its arguments from AR
       id = redis.call('XADD', stream, '*', unpack(fields))
       local where = encode(partition, id)
       for _, j in ipairs(fresh) do
-        redis.call('HSET', bucket(today, hashes[j]), ids[j], where)
+        redis.call('HSET', bucket(current, hashes[j]), ids[j], where)
       end
     end
-    today.c = today.c + #fresh
+    current.c = current.c + #fresh
   else
     id = false
   end
-  redis.call('HSET', today.key, 'n', today.n, 'c', today.c)
-  if new_day then redis.call('EXPIRE', today.key, ttl) end -- as its buckets: from when the day began
+  redis.call('HSET', current.key, 'n', current.n, 'c', current.c)
+  if new_key then redis.call('EXPIRE', current.key, ttl) end -- as its buckets: from its first id on
   return {id, dups}
 end
 
 local results = {}
 for k = 1, #KEYS do
-  results[k] = append(KEYS[k], 6 + (k - 1) * (nd + 3))
+  results[k] = append(KEYS[k], 7 + (k - 1) * (nd + 3))
 end
 return results

@@ -18,6 +18,7 @@ from runtime.log.partition_log import (
     BUCKET_LOAD,
     DAY_MS,
     ID_DIGEST_BYTES,
+    PERIOD_DAYS,
     LogStorage,
     PartitionLog,
     decode_location,
@@ -51,6 +52,38 @@ def test_the_same_source_and_id_on_the_same_day_is_a_duplicate_and_another_sourc
     assert log.append({0: [ev("E1")]}, now_ms=now)[0].duplicates == ()  # ids are exact strings
     assert log.append({0: [ev("e1")]}, now_ms=now + DAY_MS)[0].duplicates == (0,)  # the horizon's next day
     assert log.append({0: [ev("e1")]}, now_ms=now + 3 * DAY_MS)[0].duplicates == ()  # past it
+
+
+WEEK_S = 7 * 86_400
+
+
+@pytest.mark.parametrize("first_day", [20_790, 20_791, 20_792])  # each place in a key of three days
+def test_under_a_long_horizon_an_id_is_a_duplicate_for_the_horizon_and_forgotten_after_its_key(
+    log: LogStorage, first_day: int
+) -> None:
+    """Under a 7-day horizon ids are remembered in keys of three days: an id is a duplicate on
+    every day up to the horizon after it arrived, and on the days after that only while its
+    key's days still reach into the horizon (oracle: the key's last day + the horizon)."""
+    hour = 3_600_000
+    last_found = first_day - first_day % PERIOD_DAYS + PERIOD_DAYS - 1 + 7
+    assert log.append({0: [ev("e1")]}, now_ms=first_day * DAY_MS + hour, horizon_s=WEEK_S)[0].duplicates == ()
+    for day in range(first_day + 1, first_day + 12):
+        appended = log.append({0: [ev("e1")]}, now_ms=day * DAY_MS + hour, horizon_s=WEEK_S)[0]
+        assert appended.duplicates == ((0,) if day <= last_found else ()), day
+        assert day > first_day + 7 or appended.duplicates == (0,)  # never forgotten within the horizon
+        if appended.duplicates == ():
+            break
+
+
+def test_a_source_whose_horizon_changes_still_finds_the_ids_it_remembered_before(log: LogStorage) -> None:
+    """Keys of one day (a short horizon, and every key written before keys of three days
+    existed) and keys of three days are checked alike, whichever the horizon writes now."""
+    hour, day = 3_600_000, 20_792
+    log.append({0: [ev("short")]}, now_ms=day * DAY_MS + hour, horizon_s=86_400)  # a key of one day
+    log.append({0: [ev("long")]}, now_ms=day * DAY_MS + hour, horizon_s=WEEK_S)  # a key of three days
+    later = (day + 2) * DAY_MS + hour
+    assert log.append({0: [ev("short"), ev("long")]}, now_ms=later, horizon_s=WEEK_S)[0].duplicates == (0, 1)
+    assert log.append({0: [ev("short"), ev("long")]}, now_ms=later, horizon_s=2 * 86_400)[0].duplicates == (0, 1)
 
 
 def test_a_request_over_many_partitions_and_script_runs_reports_each_partitions_duplicates(log) -> None:
@@ -97,6 +130,22 @@ def test_no_id_is_lost_when_buckets_split_and_the_trace_finds_each(redis_client)
         (logged,) = [s for s in steps if s["step"] == "logged"]
         assert (logged["partition"], logged["log_entry"]) == where[event_id]
     assert trace_event(redis_client, "crm", "never-sent", now_ms=now, days=1, partitions=4)["status"] == "unknown"
+
+
+def test_the_trace_finds_an_event_remembered_in_a_key_of_three_days_which_lives_its_days_and_the_horizon(
+    redis_client,
+) -> None:
+    log = PartitionLog(redis_client, horizon_s=WEEK_S)
+    now = int(time.time() * 1000)
+    day = now // DAY_MS
+    (appended,) = log.append({2: [ev("in-a-period", now_ms=now)]}, now_ms=now)
+    first = day - day % PERIOD_DAYS
+    meta = keys.idempotency(2, "crm", first, PERIOD_DAYS)
+    assert int(redis_client.hget(meta, "c")) == 1 and not redis_client.exists(keys.idempotency(2, "crm", day))
+    for key in (meta, keys.idempotency_bucket(2, "crm", first, 0, PERIOD_DAYS)):
+        assert redis_client.ttl(key) > (7 + PERIOD_DAYS - 1) * 86_400  # its days, then the horizon
+    steps = trace_event(redis_client, "crm", "in-a-period", now_ms=now + 2 * DAY_MS, days=7, partitions=4)["steps"]
+    assert {"step": "logged", "partition": 2, "log_entry": appended.entry_id} in steps
 
 
 def test_locations_and_buckets_round_trip() -> None:
