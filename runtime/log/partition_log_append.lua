@@ -38,10 +38,15 @@ local function low_power(n) -- the largest power of two <= n
   return p
 end
 
-local function bucket(day, h)
+local function bucket(day, h) -- its name, made once per run: a part's ids share a key's few buckets
   local a = h % (day.p * 2)
   if a >= day.n then a = h % day.p end
-  return day.prefix .. a
+  local name = day.names[a]
+  if not name then
+    name = day.prefix .. a
+    day.names[a] = name
+  end
+  return name
 end
 
 local function create(key, args) -- a new bucket: the sentinel, its first ids, its TTL
@@ -113,7 +118,9 @@ local function append(stream, at) -- one partition's part, its arguments from AR
     local key = ARGV[at + d - 1]
     local state = redis.call('HMGET', key, 'n', 'c')
     local n = tonumber(state[1]) or 0
-    days[d] = {prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0}
+    days[d] = {
+      prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0, names = {}
+    }
   end
   local current = days[written]
   local new_key = current.n == 0
