@@ -57,8 +57,7 @@ local function output(part, i, horizon, kept)
       redis.call('PEXPIRE', ARGV[h], horizon)
     end
     if fires ~= '' then
-      redis.call('LPUSH', fires, fire)
-      redis.call('LTRIM', fires, 0, kept - 1)
+      if redis.call('LPUSH', fires, fire) > kept then redis.call('LTRIM', fires, 0, kept - 1) end
       redis.call('PEXPIRE', fires, horizon)
     end
   end
