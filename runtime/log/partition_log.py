@@ -191,8 +191,7 @@ def id_bucket(digest: bytes, buckets: int) -> int:
 def encode_location(partition: int, entry_id: str, day: int) -> str:
     """Where an event went, as the append script stores it in a key whose first day is ``day``:
     one integer ``((ms since that day began * 4096) + seq) * 4096 + partition`` (a listpack
-    integer), or
-    ``<partition>/<entry id>`` when it does not fit."""
+    integer), or ``<partition>/<entry id>`` when it does not fit."""
     ms, _, seq = entry_id.partition("-")
     rel, sq = int(ms) - day * DAY_MS, int(seq or 0)
     if 0 <= rel < 1 << 28 and sq < LOCATION_PARTITIONS and partition < LOCATION_PARTITIONS:

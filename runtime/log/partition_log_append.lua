@@ -13,16 +13,16 @@
 -- Every bucket holds the sentinel field '' from its creation (when it gets its TTL) on, so it is
 -- never emptied and re-created without one.
 -- In a part of WRITE_CHECKS_FROM ids or more, an id not seen in an older key is written into
--- the written key's bucket by HSETNX, which is also the check against it: one bucket access per new id,
--- not two. The location it records is the log entry the part will get, the id XADD '*' would
--- give now (next_id, from the stream's last entry: a read that costs about what two checks
--- save). Should the stream be past that id (its newest entry was deleted), XADD takes the next
--- id Redis gives and the part's new ids are pointed at that entry. Smaller parts check the written key
--- with HEXISTS and write after the XADD. A key gets its TTL when its first id arrives, as its
--- buckets do.
+-- the written key's bucket by HSETNX, which is also the check against that key: one bucket
+-- access per new id, not two. The location it records is the log entry the part will get, the
+-- id XADD '*' would give now (next_id, from the stream's last entry: a read that costs about
+-- what two checks save). Should the stream be past that id (its newest entry was deleted), XADD
+-- takes the next id Redis gives and the part's new ids are pointed at that entry. Smaller parts
+-- check the written key with HEXISTS and write after the XADD. A key gets its TTL when its
+-- first id arrives, as its buckets do.
 -- Returns per partition {log entry id or false, duplicate positions}.
 local DIGEST = 12 -- ID_DIGEST_BYTES in partition_log.py
-local WRITE_CHECKS_FROM = 4 -- ids in a part from which the written key's check is the write (HSETNX)
+local WRITE_CHECKS_FROM = 4 -- ids in a part from which the written key's check is its HSETNX
 local config_version = ARGV[1]
 local ttl, load, day_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local nd, written = tonumber(ARGV[5]), tonumber(ARGV[6])
@@ -38,7 +38,7 @@ local function low_power(n) -- the largest power of two <= n
   return p
 end
 
-local function bucket(day, h) -- its name, made once per run: a part's ids share a key's few buckets
+local function bucket(day, h) -- its name, made once per run and bucket (ids of a run share some)
   local a = h % (day.p * 2)
   if a >= day.n then a = h % day.p end
   local name = day.names[a]
