@@ -3,12 +3,17 @@ every write to its AOF."""
 
 from __future__ import annotations
 
+import os
+import signal
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from runtime.dev.redis_keeper import LullRewrite, keep
 from runtime.dev.redis_server import EmbeddedRedis
 
 
@@ -68,9 +73,6 @@ def test_free_ports_stay_out_of_the_range_outgoing_connections_take_theirs_from(
 
 
 def test_a_keeper_starts_with_the_embedded_redis_and_ends_with_it(redis_server: EmbeddedRedis):
-    import os
-    import signal
-
     keeper = redis_server.keeper
     assert keeper is not None and keeper.poll() is None
     assert redis_server.process is not None and redis_server.pid is not None
@@ -86,11 +88,6 @@ def test_a_keeper_starts_with_the_embedded_redis_and_ends_with_it(redis_server: 
 
 def test_the_keeper_rewrites_a_grown_aof_once_writes_stop(redis_server: EmbeddedRedis):
     """At a lull (runtime.dev.redis_keeper), long before Redis's own 512 MB threshold."""
-    import threading
-    import time
-
-    from runtime.dev.redis_keeper import LullRewrite, keep
-
     client = redis.Redis.from_url(redis_server.url)
     password = redis_server.password_file.read_text().strip()
     lull = LullRewrite(grown_bytes=2 * 2**20, quiet_bytes=256 * 2**10)
