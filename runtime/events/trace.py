@@ -31,7 +31,7 @@ def trace_event(
         pipe.hget(keys.dropped(source, day - back), event_id)
         pipe.hget(keys.late(source, day - back), event_id)
         pipe.hget(keys.retracts(source, day - back), event_id)
-    checked = id_keys(day, days)[0]
+    checked = id_keys(day, days).checked
     for p in range(partitions):
         for first, span in checked:
             pipe.hget(keys.idempotency(p, source, first, span), "n")

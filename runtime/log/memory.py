@@ -54,7 +54,7 @@ class MemoryPartitionLog:
             return []
         source = next(iter(by_partition.values()))[0].source
         days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
-        checked, written = id_keys(now_ms // DAY_MS, days)
+        checked, _, written = id_keys(now_ms // DAY_MS, days)
         first = checked[written][0]
         if config_version is None:
             config_version = self._config.version() if self._config else 0

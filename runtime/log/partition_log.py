@@ -30,7 +30,7 @@ import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from runtime import keys
 from runtime.events.columns import EventColumns, encode_rows
@@ -140,21 +140,33 @@ def period_days(horizon_days: int) -> int:
     return PERIOD_DAYS if horizon_days >= LONG_HORIZON_DAYS else 1
 
 
-def id_keys(day: int, horizon_days: int) -> tuple[list[IdKey], int]:
-    """The keys of remembered ids an append on ``day`` checks, newest first, and the position of
-    the one it writes (its days begin on a multiple of their count). Every key whose days reach
-    into the horizon is checked, one-day and ``PERIOD_DAYS`` keys alike, whichever this horizon
-    writes: so after a source's horizon changed either way, or ids were remembered before keys
-    of several days existed, every id within the horizon is still found."""
+class IdKeys(NamedTuple):
+    """The keys of remembered ids an append checks: ``checked[:own]`` are of the kind the horizon
+    writes (one day, or ``PERIOD_DAYS``), newest first, ``checked[written]`` among them the one
+    it writes; ``checked[own:]`` the keys of the other kind, newest first, which exist only for a
+    while after a source's horizon changed kind or after an upgrade from one-day keys only: the
+    append script looks them up one by one only when one of them exists."""
+
+    checked: list[IdKey]
+    own: int
+    written: int
+
+
+def id_keys(day: int, horizon_days: int) -> IdKeys:
+    """The keys of remembered ids an append on ``day`` checks (every key, of either kind, whose
+    days reach into the horizon: so after a source's horizon changed either way, or ids were
+    remembered before keys of several days existed, every id within the horizon is still found),
+    and the one it writes (its days begin on a multiple of their count)."""
     span = period_days(horizon_days)
-    checked: list[IdKey] = []
+    own: list[IdKey] = []
+    other: list[IdKey] = []
     for back in range(horizon_days + PERIOD_DAYS):
         first = day - back
         if back <= horizon_days:
-            checked.append((first, 1))
+            (own if span == 1 else other).append((first, 1))
         if first % PERIOD_DAYS == 0 and first + PERIOD_DAYS > day - horizon_days:
-            checked.append((first, PERIOD_DAYS))
-    return checked, checked.index((day - day % span, span))
+            (own if span == PERIOD_DAYS else other).append((first, PERIOD_DAYS))
+    return IdKeys(own + other, len(own), own.index((day - day % span, span)))
 
 
 def id_digest(source: str, event_id: str) -> bytes:
@@ -254,14 +266,22 @@ class PartitionLog:
             return []
         source = next(iter(by_partition.values()))[0].source
         days = self._horizon_days if horizon_s is None else horizon_days(horizon_s)
-        checked, written = id_keys(now_ms // DAY_MS, days)
+        checked, own, written = id_keys(now_ms // DAY_MS, days)
         first, span = checked[written]
         if config_version is not None:
             version = str(config_version).encode()
         else:
             version = self._redis.get(keys.CONFIG_VERSION) or b"0"
         # a key lives its days and the horizon after them, from its first id on
-        shared: list[Any] = [version, (days + span) * DAY_S, BUCKET_LOAD, first * DAY_MS, len(checked), written + 1]
+        shared: list[Any] = [
+            version,
+            (days + span) * DAY_S,
+            BUCKET_LOAD,
+            first * DAY_MS,
+            len(checked),
+            own,
+            written + 1,
+        ]
         runs: list[tuple[list[str], list[Any]]] = []  # (streams, their arguments)
         in_run = 0  # events in the last run
         for partition, events in by_partition.items():

@@ -2,10 +2,11 @@
 -- Redis one run takes every partition of the request; a Redis Cluster runs it per partition.
 -- KEYS: the partitions' log streams.
 -- ARGV: the config version the entries record, ttl_s, ids per bucket before a split, first ms
---       of the written key's first day, n keys, w: the written key's place among them, then per
---       partition (in KEYS' order): its n keys of remembered ids of the source (newest first;
---       runtime/log/partition_log.py's id_keys), the partition, id digests (DIGEST bytes each,
---       concatenated), payload.
+--       of the written key's first day, n keys, o: how many are of the written kind, w: the
+--       written key's place among them, then per partition (in KEYS' order): its n keys of
+--       remembered ids of the source (the o of the written kind first, then the other kind's,
+--       which exist only for a while after a change: runtime/log/partition_log.py's id_keys),
+--       the partition, id digests (DIGEST bytes each, concatenated), payload.
 -- A key of remembered ids holds a day of arrival, or three under a long horizon. It is a hash
 -- {n = buckets, c = ids}; its ids live in buckets '<key>:<index>',
 -- hashes 96-bit digest of (source, id) -> where the event went (see encode), added one at a
@@ -25,7 +26,7 @@ local DIGEST = 12 -- ID_DIGEST_BYTES in partition_log.py
 local WRITE_CHECKS_FROM = 4 -- ids in a part from which the written key's check is its HSETNX
 local config_version = ARGV[1]
 local ttl, load, day_ms = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local nd, written = tonumber(ARGV[5]), tonumber(ARGV[6])
+local nkeys, own, written = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 
 local function hash32(d)
   local a, b, c, e = string.byte(d, 1, 4)
@@ -38,13 +39,13 @@ local function low_power(n) -- the largest power of two <= n
   return p
 end
 
-local function bucket(day, h) -- its name, made once per run and bucket (ids of a run share some)
-  local a = h % (day.p * 2)
-  if a >= day.n then a = h % day.p end
-  local name = day.names[a]
+local function bucket(key_ids, h) -- its name, made once per run and bucket (ids of a run share some)
+  local a = h % (key_ids.p * 2)
+  if a >= key_ids.n then a = h % key_ids.p end
+  local name = key_ids.names[a]
   if not name then
-    name = day.prefix .. a
-    day.names[a] = name
+    name = key_ids.prefix .. a
+    key_ids.names[a] = name
   end
   return name
 end
@@ -112,19 +113,22 @@ local function next_id(stream) -- Redis's rule for '*': now, or the last entry's
   return string.format('%.0f-%.0f', ms, seq)
 end
 
+local function held_in(key) -- a key of remembered ids, as read: its buckets and ids
+  local state = redis.call('HMGET', key, 'n', 'c')
+  local n = tonumber(state[1]) or 0
+  return {prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0, names = {}}
+end
+
 local function append(stream, at) -- one partition's part, its arguments from ARGV[at] on
-  local days = {}
-  for d = 1, nd do
-    local key = ARGV[at + d - 1]
-    local state = redis.call('HMGET', key, 'n', 'c')
-    local n = tonumber(state[1]) or 0
-    days[d] = {
-      prefix = key .. ':', key = key, n = n, p = low_power(math.max(n, 1)), c = tonumber(state[2]) or 0, names = {}
-    }
+  local held = {}
+  for d = 1, own do held[d] = held_in(ARGV[at + d - 1]) end
+  -- the other kind's keys, one call for all while none exists (the common case)
+  if nkeys > own and redis.call('EXISTS', unpack(ARGV, at + own, at + nkeys - 1)) > 0 then
+    for d = own + 1, nkeys do held[d] = held_in(ARGV[at + d - 1]) end
   end
-  local current = days[written]
+  local current = held[written]
   local new_key = current.n == 0
-  local i = at + nd
+  local i = at + nkeys
   local partition, digests, payload = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
   local n = #digests / DIGEST
   local ids, hashes, seen = {}, {}, {}
@@ -134,15 +138,15 @@ local function append(stream, at) -- one partition's part, its arguments from AR
   end
   -- the written key is looked at last, and by the write itself when the part has many ids (see the top)
   local by_write = n >= WRITE_CHECKS_FROM
-  local function check(day)
-    if day.n > 0 then
+  local function check(key_ids)
+    if key_ids.n > 0 then
       for j = 1, n do
-        if not seen[j] and redis.call('HEXISTS', bucket(day, hashes[j]), ids[j]) == 1 then seen[j] = true end
+        if not seen[j] and redis.call('HEXISTS', bucket(key_ids, hashes[j]), ids[j]) == 1 then seen[j] = true end
       end
     end
   end
-  for d = nd, 1, -1 do
-    if d ~= written then check(days[d]) end
+  for d = nkeys, 1, -1 do
+    if d ~= written and held[d] then check(held[d]) end
   end
   if not by_write then check(current) end
   local candidates = {}
@@ -188,6 +192,6 @@ end
 
 local results = {}
 for k = 1, #KEYS do
-  results[k] = append(KEYS[k], 7 + (k - 1) * (nd + 3))
+  results[k] = append(KEYS[k], 8 + (k - 1) * (nkeys + 3))
 end
 return results

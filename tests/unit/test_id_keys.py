@@ -21,18 +21,20 @@ def overlapping(day: int, horizon_days: int) -> set[tuple[int, int]]:
 
 
 @given(st.integers(min_value=0, max_value=40_000), st.integers(min_value=0, max_value=400))
-def test_every_key_reaching_into_the_horizon_is_checked_newest_first_and_the_written_one_among_them(
+def test_every_key_reaching_into_the_horizon_is_checked_by_kind_newest_first_and_the_written_one_among_them(
     day: int, horizon_days: int
 ) -> None:
-    checked, written = id_keys(day, horizon_days)
+    checked, own, written = id_keys(day, horizon_days)
     assert set(checked) == overlapping(day, horizon_days) and len(checked) == len(set(checked))
-    assert [first for first, _ in checked] == sorted((first for first, _ in checked), reverse=True)
     span = period_days(horizon_days)
-    assert checked[written] == (day - day % span, span)
+    for kind in (checked[:own], checked[own:]):  # the written kind first, then the other
+        assert [first for first, _ in kind] == sorted((first for first, _ in kind), reverse=True)
+    assert {n for _, n in checked[:own]} == {span} and span not in {n for _, n in checked[own:]}
+    assert written < own and checked[written] == (day - day % span, span)
 
 
 def test_a_long_horizon_writes_keys_of_several_days_and_a_short_one_a_key_a_day() -> None:
     assert [period_days(h) for h in (0, 1, LONG_HORIZON_DAYS - 1)] == [1, 1, 1]
     assert [period_days(h) for h in (LONG_HORIZON_DAYS, 7, 30)] == [PERIOD_DAYS] * 3
-    checked, _ = id_keys(20_793, 7)  # a 7-day horizon: at most 4 keys of three days hold its ids
+    checked = id_keys(20_793, 7).checked  # a 7-day horizon: at most 4 keys of three days hold its ids
     assert len([key for key in checked if key[1] == PERIOD_DAYS]) <= 4
