@@ -99,7 +99,11 @@ def test_the_keeper_rewrites_a_grown_aof_once_writes_stop(redis_server: Embedded
     while time.monotonic() < deadline and client.info("persistence")["aof_rewrites"] == before:
         time.sleep(0.1)
     after = client.info("persistence")
+    client.set("after-the-rewrite", "1")  # into the AOF that follows the rewritten base
     redis_server.stop()
     tending.join(timeout=10)
     assert after["aof_rewrites"] == before + 1
     assert not tending.is_alive()
+    redis_server.start()  # nothing written before or after the rewrite is lost on a restart
+    restarted = redis.Redis.from_url(redis_server.url)
+    assert restarted.dbsize() == 3_001 and restarted.get("k2999") == b"x" * 1_000
