@@ -1,6 +1,6 @@
 """Redis memory per remembered event id, per customer and per pending output, measured through
-ESP's own write paths (``INFO memory`` ``used_memory`` before and after, divided by the count),
-and the sizing formula the operations docs give (docs/operations/sizing.md).
+ESP's own write paths (``INFO memory`` ``used_memory`` before and after, divided by the count):
+the figures of the sizing formula in docs/operations/sizing.md.
 
 ``python -m runtime.dev.memory_sizing`` starts a throw-away embedded ``redis-server`` and prints
 the figures as JSON. The measuring functions take any client: point them only at an empty
@@ -15,13 +15,12 @@ import json
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime import keys
 from runtime.events.envelope import Event
-from runtime.log.partition_log import PartitionLog, period_days
+from runtime.log.partition_log import PartitionLog
 
 if TYPE_CHECKING:
     import redis
@@ -37,26 +36,6 @@ def per_item(before: int, after: int, count: int) -> float:
     if count <= 0:
         raise ValueError("count must be positive")
     return (after - before) / count
-
-
-@dataclass(frozen=True, slots=True)
-class Sizing:
-    """Measured bytes per unit; :meth:`total` is the sizing formula."""
-
-    per_event_id: float
-    per_customer: float
-    per_pending_output: float
-
-    def total(self, *, ids_per_day: float, horizon_days: int, customers: float, pending_outputs: float) -> float:
-        """Redis bytes for ESP's state: remembered ids are kept for the horizon rounded up to
-        days plus the days one key of them holds (one, or three under a long horizon), customers
-        for as long as they exist, pending outputs until delivered (or trimmed at the stream's
-        maxlen)."""
-        return (
-            self.per_event_id * ids_per_day * (horizon_days + period_days(horizon_days))
-            + self.per_customer * customers
-            + self.per_pending_output * pending_outputs
-        )
 
 
 # --- measuring -------------------------------------------------------------------------------
