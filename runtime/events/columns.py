@@ -471,7 +471,7 @@ class EventColumns(Sequence[Event]):
             joined(lambda p: p.ids),
             None
             if all(p.subjects_or_none() is None for p in parts)
-            else later(lambda p: p.customers if p._subjects is None else p._subjects, _strings),
+            else later(lambda p: p.customers if p.subjects_or_none() is None else p._subjects, _strings),
             later(lambda p: p._data if p._rows is None else p.data, _dicts),
             later(lambda p: p._received if p._rows is None else p.received, _ints),
         )

@@ -97,6 +97,14 @@ def test_an_entry_written_as_rows_still_decodes(rows, repeat):
     assert list(EventColumns.decode(msgspec.msgpack.encode(rows))) == rows
 
 
+def test_an_entry_with_subjects_of_their_own_joins_a_small_entry_still_held_as_rows():
+    """A large entry whose subjects are not its customers (a phone number linked to a customer),
+    then a small one (rows): the join reads the small one's subjects from its rows."""
+    rows = [Event(f"e{n}", "a", n, "+8613800000000" if n < 2 else "c", "c", "s", {}, 0) for n in range(3)]
+    merged = EventColumns.merge([entry(rows[:2]), EventColumns.decode(encode_rows(rows[2:]))])
+    assert list(merged) == rows and merged.subjects == [e.subject for e in rows]
+
+
 def test_what_no_rule_reads_stays_encoded_until_read():
     rows = [Event(f"e{n}", "a", n, f"x{n}", "c", "s", {"v": n}, 7) for n in range(3)]
     decoded = entry(rows)
