@@ -126,6 +126,30 @@ class _Column(Generic[T]):
         return value
 
 
+FIELDS_DECODED = 2  # fields read one by one from an encoded data column before the dicts are decoded
+_field_decoders: dict[tuple[str, object], msgspec.msgpack.Decoder] = {}
+
+
+def _field(column: Any, name: str, missing: object) -> list[Any]:
+    """``data[name]`` per event of an encoded (or :class:`_Later`) data column, decoding that
+    field alone: maps decoded as a struct of one field skip the others' keys and values."""
+    if type(column) is msgspec.Raw:
+        decoder = _field_decoders.get((name, missing))
+        if decoder is None:
+            one = msgspec.defstruct("_Field", [("f", Any, missing)], rename={"f": name}, gc=False, module=__name__)
+            decoder = _field_decoders[(name, missing)] = msgspec.msgpack.Decoder(list[one])  # type: ignore[valid-type]
+        return [s.f for s in decoder.decode(column)]
+    if type(column) is _Later:
+        parts = [_field(part, name, missing) for part in column.parts]
+        joined = parts[0] if len(parts) == 1 else [x for part in parts for x in part]
+        return joined if column.pick is None else column.pick(joined)
+    return _field_of_dicts(column, name, missing)
+
+
+def _field_of_dicts(data: list[Any], name: str, missing: object) -> list[Any]:
+    return [d.get(name, missing) if type(d) is dict else missing for d in data]
+
+
 def _encoded(column: Any, decoder: msgspec.msgpack.Decoder) -> msgspec.Raw:
     """A column as msgpack: as it came when it was never decoded."""
     return column if type(column) is msgspec.Raw else msgspec.Raw(_encoder.encode(_value(column, decoder)))
@@ -204,6 +228,7 @@ class EventColumns(Sequence[Event]):
         "_coded_types",
         "_customers",
         "_data",
+        "_fields",
         "_ids",
         "_received",
         "_rows",
@@ -237,6 +262,7 @@ class EventColumns(Sequence[Event]):
         self._subjects, self._data, self._received, self._rows = subjects, data, received, rows
         self._types: list[str] | None = None
         self._sources: list[str] | None = None
+        self._fields: dict[str, list[Any]] | None = None  # field(): data field -> its values
         self.payload: bytes | None = None  # the log entry's bytes these events were decoded from, all of them
 
     @classmethod
@@ -304,6 +330,27 @@ class EventColumns(Sequence[Event]):
         if self._coded_sources is None:
             self._coded_sources = Coded.of(self.sources)
         return self._coded_sources
+
+    def field(self, name: str, missing: object) -> list[Any]:
+        """Each event's ``data[name]``, ``missing`` where it has none: what a filter on one
+        field of ``data`` reads. While ``data`` is still encoded, the field alone is decoded
+        (about a third of the cost of the dicts with one field, a tenth with several); from
+        ``FIELDS_DECODED`` fields on, the dicts are decoded once instead."""
+        fields = self._fields
+        if fields is None:
+            fields = self._fields = {}
+        values = fields.get(name)
+        if values is None:
+            data = self._data
+            if data is None or type(data) is list or len(fields) >= FIELDS_DECODED:  # None: from the rows
+                values = _field_of_dicts(self.data, name, missing)
+            else:
+                try:
+                    values = _field(data, name, missing)
+                except msgspec.ValidationError:  # a data that is not a map: read from the dicts
+                    values = _field_of_dicts(self.data, name, missing)
+            fields[name] = values
+        return values
 
     def positions(self, types: dict[str, Any]) -> Iterator[int]:
         """The positions of the events whose type is a key of ``types`` (with a true value)."""

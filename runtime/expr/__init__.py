@@ -23,7 +23,7 @@ from runtime.errors import ExpressionError
 from runtime.expr.compiler import Compiler
 from runtime.expr.functions import RegexError
 from runtime.expr.parser import parse
-from runtime.expr.specialize import Select, selecting
+from runtime.expr.specialize import Select, field_selecting, selecting
 from runtime.expr.values import EvalError
 
 __all__ = ["EvalError", "Expr", "ExpressionError", "RegexError", "compile_expr"]
@@ -51,6 +51,9 @@ class Expr:
     data_predicate: Callable[[object], bool] | None = field(default=None, repr=False, compare=False)
     # the same over a batch: which of ``indices`` index a ``data`` in ``datas`` that passes
     data_select: Select | None = field(default=None, repr=False, compare=False)
+    # when it reads one field of ``data`` (``data.v``): that field, and the same select over
+    # the batch's values of it (MISSING where absent), which need no ``data`` decoded whole
+    data_field_select: tuple[str, Select] | None = field(default=None, repr=False, compare=False)
 
     def __reduce__(self) -> tuple[Callable[[str], Expr], tuple[str]]:
         """Pickle as source text; unpickling compiles again (closures do not pickle)."""
@@ -103,17 +106,18 @@ def compile_expr(source: str, *, max_length: int = 2000, max_depth: int = 32) ->
 
 def _data_predicate(
     tree: object, source: str, fields: set[str]
-) -> tuple[Callable[[object], bool], Select] | tuple[None, None]:
-    """The predicate compiled against ``data`` when every field it reads is inside it, alone
-    and over a batch."""
+) -> tuple[Callable[[object], bool], Select, tuple[str, Select] | None] | tuple[None, None, None]:
+    """The predicate compiled against ``data`` when every field it reads is inside it, alone,
+    over a batch, and over a batch of one field's values when it reads one."""
     if not all(f.startswith("data.") for f in fields):
-        return None, None
+        return None, None, None
     try:
         rooted = Compiler(source, root="data").compile(tree)  # type: ignore[arg-type]
     except ValueError:  # a path the field list does not show (e.g. data['a-b']) reads data whole
-        return None, None
+        return None, None, None
     predicate = _make_predicate(rooted.probe or rooted.fn)  # type: ignore[arg-type]
-    return predicate, selecting(rooted.probe or rooted.fn, predicate)  # type: ignore[arg-type]
+    on_field = field_selecting(rooted.probe) if rooted.probe is not None else None
+    return predicate, selecting(rooted.probe or rooted.fn, predicate), on_field  # type: ignore[arg-type]
 
 
 def _recompile(source: str) -> Expr:

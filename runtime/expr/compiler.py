@@ -220,7 +220,10 @@ class Compiler:
         """A specialized probe for ``x in [literals]`` and ``path op literal``, if any."""
         op = node.op
         if op == "in" and right.is_const and right.const.__class__ is list:
-            return specialize.member_probe(self._safe(node.left, left), right.const)  # type: ignore[arg-type]
+            path = _path(node.left)
+            rooted = self._rooted(path) if path is not None else ()
+            field = rooted[0] if len(rooted) == 1 else None  # what the probe reads, if one field
+            return specialize.member_probe(self._safe(node.left, left), right.const, field)  # type: ignore[arg-type]
         if op == "in" and left.is_const and (path := _path(node.right)) is not None:
             return specialize.contains_probe(path_peek(self._rooted(path)), left.const)
         if op not in specialize.FLIPPED:

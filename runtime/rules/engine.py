@@ -29,6 +29,7 @@ import orjson
 
 from runtime.events.columns import EventColumns
 from runtime.events.envelope import Event, format_time_ms
+from runtime.expr.paths import MISSING
 from runtime.rules.compiled import (
     AbsenceSpec,
     CompiledRule,
@@ -502,15 +503,15 @@ class PartitionEngine:
                         fired.append((index, outputs))
 
             return each
-        where = rule.where.data_select if rule.where is not None else None
-        reads_data = where is not None or rule.leaf.aggregate is not None  # type: ignore[union-attr]
+        where = _batch_where(rule)
+        reads_data = rule.leaf.aggregate is not None  # type: ignore[union-attr]
         match = partial(self._on_match, rule)
 
         def kernel(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
             indices: Iterable[int] = events.positions(types)
-            data: list[Any] = events.data if reads_data else [None] * len(events)
             if where is not None:
-                indices = where(data, indices)
+                indices = where(events, indices)
+            data: list[Any] = events.data if reads_data else [None] * len(events)
             customers, times, ids = events.customers, events.times, events.ids
             sources, source_of = events.coded_sources.names, events.coded_sources.codes
             outputs: list[Output] = []
@@ -626,7 +627,7 @@ class PartitionEngine:
             return None
         if rule.where is not None and rule.where.data_select is None:
             return None
-        types, where = dict.fromkeys(rule.event_types, True), rule.where.data_select if rule.where else None
+        types, where = dict.fromkeys(rule.event_types, True), _batch_where(rule)
         need, within, cooldown = 2 * leaf.threshold, leaf.window_ms, rule.cooldown_ms
         windows: dict[str, list[Any]] = self._state[rule.name]  # type: ignore[assignment]
         cooldowns, clocks, fire, intern = self._cooldowns[rule.name], self._clock, self._fire, sys.intern
@@ -634,7 +635,7 @@ class PartitionEngine:
         def kernel(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
             indices: Iterable[int] = events.positions(types)
             if where is not None:
-                indices = where(events.data, indices)
+                indices = where(events, indices)
             customers, times, ids = events.customers, events.times, events.ids
             sources, source_of = events.coded_sources.names, events.coded_sources.codes
             for i in indices:
@@ -950,6 +951,19 @@ class PartitionEngine:
 def _is_pair(plain: PlainSequence | None) -> bool:
     """Whether a plain sequence is two steps of two types (``PartitionEngine._pair``)."""
     return plain is not None and plain[3] == 1 and sorted(plain[0].values()) == [(0,), (1,)]
+
+
+def _batch_where(rule: CompiledRule) -> Callable[[EventColumns, Iterable[int]], Iterable[int]] | None:
+    """A kernel rule's ``where`` (on ``data`` alone) over a batch: which of the events at
+    ``indices`` pass. It reads the one field of ``data`` it tests when it tests one (the field
+    decoded alone), else the ``data`` column. None without a ``where``."""
+    if rule.where is None:
+        return None
+    if rule.where.data_field_select is not None:
+        name, on_field = rule.where.data_field_select
+        return lambda events, indices: on_field(events.field(name, MISSING), indices)
+    select: Any = rule.where.data_select
+    return lambda events, indices: select(events.data, indices)
 
 
 def _one_at_a_time(kernel: Kernel) -> Handler:

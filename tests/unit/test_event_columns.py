@@ -97,12 +97,51 @@ def test_an_entry_written_as_rows_still_decodes(rows, repeat):
     assert list(EventColumns.decode(msgspec.msgpack.encode(rows))) == rows
 
 
+ABSENT = object()
+
+
+def fields_of(columns: EventColumns, names: list[str]) -> list[list[object]]:
+    return [columns.field(name, ABSENT) for name in names]
+
+
+@settings(max_examples=200, deadline=None)
+@given(events(), st.data())
+def test_a_field_of_data_reads_as_from_the_events_however_the_columns_were_made(rows, data):
+    """``field`` decodes one field of ``data`` alone while ``data`` is encoded (sliced, selected,
+    reordered, joined or not), and reads the dicts once they are decoded or the events came
+    as rows: the values are those of the events' own ``data``, ``ABSENT`` where it has none."""
+    names = data.draw(st.lists(st.one_of(text, st.sampled_from(["", "a-b", "f"])), min_size=1, max_size=4))
+    decoded = entry(rows)
+    a, b = sorted(data.draw(st.lists(st.integers(0, len(rows)), min_size=2, max_size=2)))
+    keep = data.draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows)))
+    runs = [entry(rows[:a]).ordered(), entry(rows[a:b])[1:], EventColumns.of(rows[b:])]
+    for columns in (
+        decoded,
+        entry(rows)[a:b],
+        entry(rows).select(keep),
+        entry(rows).ordered(),
+        EventColumns.merge([r for r in runs if len(r)] or [EventColumns.of([])]),
+        EventColumns.of(rows),
+    ):
+        expected = [[e.data.get(name, ABSENT) for e in columns] for name in names]
+        assert fields_of(columns, names) == expected
+        assert fields_of(columns, names) == expected  # read again: the same lists
+
+
 def test_an_entry_with_subjects_of_their_own_joins_a_small_entry_still_held_as_rows():
     """A large entry whose subjects are not its customers (a phone number linked to a customer),
     then a small one (rows): the join reads the small one's subjects from its rows."""
     rows = [Event(f"e{n}", "a", n, "+8613800000000" if n < 2 else "c", "c", "s", {}, 0) for n in range(3)]
     merged = EventColumns.merge([entry(rows[:2]), EventColumns.decode(encode_rows(rows[2:]))])
     assert list(merged) == rows and merged.subjects == [e.subject for e in rows]
+
+
+def test_a_field_is_decoded_alone_until_several_are_read_then_the_dicts_once():
+    rows = [Event(f"e{n}", "a", n, "c", "c", "s", {"v": n, "w": -n, "x": str(n)}, 7) for n in range(20)]
+    decoded = entry(rows)
+    assert decoded.field("v", ABSENT) == list(range(20)) and isinstance(decoded._data, msgspec.Raw)
+    assert decoded.field("nope", ABSENT) == [ABSENT] * 20 and isinstance(decoded._data, msgspec.Raw)
+    assert decoded.field("x", ABSENT) == [str(n) for n in range(20)] and type(decoded._data) is list
 
 
 def test_what_no_rule_reads_stays_encoded_until_read():

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from runtime.errors import ExpressionError
 from runtime.expr import EvalError, compile_expr
+from runtime.expr.paths import MISSING
 
 Tree = tuple[Any, ...]
 
@@ -664,6 +665,44 @@ def test_the_data_predicate_decides_as_the_predicate_over_the_whole_context(
     assert expr.data_predicate(data) is expr.predicate(ctx), f"{source!r} on {ctx!r}"
     assert expr.data_select is not None
     assert expr.data_select([{}, data, data], [1, 2]) == ([1, 2] if expr.predicate(ctx) else []), source
+    if expr.data_field_select is not None:  # over the one field it reads, MISSING where absent
+        name, select = expr.data_field_select
+        values = [MISSING, data.get(name, MISSING), data.get(name, MISSING)]
+        assert select(values, [1, 2]) == ([1, 2] if expr.predicate(ctx) else []), source
+
+
+@settings(max_examples=500 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=st.one_of(_cmp, _cmp_flipped, _in_list), batch=st.lists(st.one_of(st.just(MISSING), values), max_size=8))
+def test_a_filter_on_one_field_of_data_selects_over_its_values_as_over_the_events(tree: Tree, batch: list[Any]) -> None:
+    """A comparison or ``in`` on one field of ``data``, over a batch of that field's values (as
+    a log entry's field decoded alone gives them, MISSING where an event has none): the events
+    it selects are those whose whole context passes."""
+    source = render(_under_data(tree))
+    try:
+        expr = compile_expr(source, max_length=100_000, max_depth=48)
+    except ExpressionError:
+        reject()
+    if expr.data_field_select is None:
+        return
+    name, select = expr.data_field_select
+    contexts = [{"data": {} if v is MISSING else {name: v}} for v in batch]
+    expected = [i for i, ctx in enumerate(contexts) if expr.predicate(ctx)]
+    assert select(batch, range(len(batch))) == expected, source
+    assert select(batch, iter(range(len(batch)))) == expected, source  # indices as an iterator
+
+
+def test_filters_on_one_field_of_data_get_a_select_over_its_values() -> None:
+    for source, name in [
+        ("data.v >= 90", "v"),
+        ("3 < data.v", "v"),
+        ("data.channel == 'sms'", "channel"),
+        ("data.channel != 'sms'", "channel"),
+        ("data.tier in ['gold', 'vip', 1]", "tier"),
+    ]:
+        on_field = compile_expr(source).data_field_select
+        assert on_field is not None and on_field[0] == name, source
+    for source in ("data.a.b > 1", "data.v > 1 && data.w < 2", "has(data.v)", "data.v + 1 > 2", "size(data) > 0"):
+        assert compile_expr(source).data_field_select is None, source
 
 
 def test_only_expressions_that_read_data_alone_get_a_data_predicate() -> None:
