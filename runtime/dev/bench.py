@@ -995,7 +995,7 @@ def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
         latencies: list[float] = []
         outcomes: Counter[str] = Counter()
         decided = 0
-        started = time.perf_counter()
+        redis_cpu, started, cpu = _redis_cpu_s(client), time.perf_counter(), time.thread_time()
         for now_ms, groups in rounds:
             for first in range(0, len(groups), 500):
                 batch_started = time.perf_counter()
@@ -1004,12 +1004,16 @@ def bench_contact(state_dir: Path, requests: int = 50_000) -> dict[str, Any]:
                 decided += len(decisions)
                 for d in decisions:  # sent, lost_arbitration, suppressed:cap, suppressed:dedupe, ...
                     outcomes[":".join(d.outcome.split(":")[: 1 if d.outcome.startswith("lost") else 2])] += 1
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.thread_time() - cpu
+        redis_cpu = _redis_cpu_s(client) - redis_cpu
         results["ledger"] = {
             "customers": len(customers),
             "decisions": decided,
             "batches": len(latencies),
             "decisions_per_s": round(decided / seconds),
+            # what bounds it: this process and Redis work at once (pipelined), each this many s
+            "client_cpu_s": round(cpu, 3),
+            "redis_cpu_s": round(redis_cpu, 3),
             "batch_p50_ms": quantile(latencies, 0.5),
             "batch_p99_ms": quantile(latencies, 0.99),
             "outcomes": dict(outcomes),
