@@ -54,9 +54,12 @@ class Packed:
 
     __slots__ = ("body", "size")
 
-    def __init__(self, events: EventColumns) -> None:
-        self.body = events.encode()
-        self.size = len(events)
+    def __init__(self, body: bytes, size: int) -> None:
+        self.body, self.size = body, size
+
+    @classmethod
+    def of(cls, events: EventColumns) -> Packed:
+        return cls(events.encode(), len(events))
 
     def __len__(self) -> int:
         return self.size
@@ -93,6 +96,9 @@ class EventClock:
         self._runs: list[tuple[int, int, int, list[int] | array[int], EventColumns | Packed]] = []
         self._arrived = 0  # runs held so far: their arrival numbers
         self._held = 0
+        for start, body in resume.get("runs", ()):
+            self._resume_run(start, body)
+        # checkpoints written before runs were kept as log entries hold the events as rows
         self._hold(msgspec.convert(resume.get("held", []), list[Event]))
         self.delays = [0] * (len(DELAY_BUCKETS_MS) + 1)  # entries by how far behind the newest they arrived
         self.max_delay_ms = 0
@@ -123,16 +129,25 @@ class EventClock:
         if cut == len(ordered):
             self._run(times, ordered)
         elif cut == 0:
-            self._run(array("q", times), Packed(ordered))
+            self._run(array("q", times), Packed.of(ordered))
         else:  # consecutive arrival numbers: the two keep the entry's order among equal times
             self._run(times[:cut], ordered[:cut])
-            self._run(array("q", times[cut:]), Packed(ordered[cut:]))
+            self._run(array("q", times[cut:]), Packed.of(ordered[cut:]))
 
-    def _run(self, times: list[int] | array[int], items: EventColumns | Packed) -> None:
-        if items:
-            heapq.heappush(self._runs, (times[0], self._arrived, 0, times, items))
+    def _run(self, times: list[int] | array[int], items: EventColumns | Packed, start: int = 0) -> None:
+        """Hold ``items`` from ``start`` on (``times``: all of theirs)."""
+        if len(items) > start:
+            heapq.heappush(self._runs, (times[start], self._arrived, start, times, items))
             self._arrived += 1
-            self._held += len(items)
+            self._held += len(items) - start
+
+    def _resume_run(self, start: int, body: bytes) -> None:
+        """A run from a checkpoint (``snapshot``): past ``pack_above`` held, kept packed."""
+        events = EventColumns.decode(body)
+        if self._held < self.pack_above:
+            self._run(events.times, events, start)
+        else:
+            self._run(array("q", events.times), Packed(body, len(events)), start)
 
     def push(self, events: Sequence[Event], arrival_ms: int | None = None) -> Sequence[Event]:
         """Take a log entry's events (appended at ``arrival_ms``); return the events the
@@ -214,13 +229,20 @@ class EventClock:
         return sorted(held, key=event_time)
 
     def snapshot(self) -> dict[str, Any]:
-        """The clock for a checkpoint."""
+        """The clock for a checkpoint. The held runs go as log entries (their bytes as read or
+        packed, else encoded in C) with where each still starts, in arrival order: a partition
+        holding a reorder wait's worth of a busy stream checkpoints it without building an
+        event per held event (a tenth of a partition actor's time at 120 k events/s)."""
         return {
             "newest": self.newest,
             "settled": self._settled,
             "arrivals": [list(a) for a in self._arrivals],
-            "held": self.held_events(),
+            "runs": [[start, _body(items)] for _, _, start, _, items in sorted(self._runs, key=itemgetter(1))],
         }
+
+
+def _body(items: EventColumns | Packed) -> bytes:
+    return items.body if type(items) is Packed else items.encode()  # type: ignore[union-attr]
 
 
 def _columns(items: EventColumns | Packed) -> EventColumns:
