@@ -190,3 +190,54 @@ def test_small_entries_are_written_as_rows_and_stay_rows_until_a_column_is_read(
     assert joined._rows is not None and joined._times is None and list(joined) == rows
     assert list(joined.positions({"a": True})) == list(range(COLUMNS_FROM))
     assert EventColumns.decode(encode_rows(rows)).payload is not None  # as columns
+
+
+@st.composite
+def composed(draw, depth: int = 0) -> tuple[EventColumns, list[Event]]:
+    """Columns made by any composition of what the partition runner does to them (entries of
+    either form, rows, slices, selections, time order, merges), with the list of events the
+    same composition gives."""
+    rows = draw(events(max_size=20))
+    made = ["entry", "small entry", "rows"] + (["slice", "select", "ordered", "merge"] if depth < 3 else [])
+    kind = draw(st.sampled_from(made))
+    if kind == "entry":
+        return entry(rows), rows
+    if kind == "small entry":
+        return EventColumns.decode(encode_rows(rows)), rows
+    if kind == "rows":
+        return EventColumns.of(rows), rows
+    columns, rows = draw(composed(depth + 1))
+    if kind == "slice":
+        a, b = sorted(draw(st.lists(st.integers(0, len(rows)), min_size=2, max_size=2)))
+        return columns[a:b], rows[a:b]
+    if kind == "select":
+        keep = draw(st.lists(st.booleans(), min_size=len(rows), max_size=len(rows)))
+        return columns.select(keep), [e for e, k in zip(rows, keep, strict=True) if k]
+    if kind == "ordered":
+        return columns.ordered(), sorted(rows, key=event_time)
+    other, other_rows = draw(composed(depth + 1))
+    runs = [(c.ordered(), sorted(r, key=event_time)) for c, r in ((columns, rows), (other, other_rows)) if r]
+    if not runs:
+        return EventColumns.of([]), []
+    return EventColumns.merge([c for c, _ in runs]), sorted([e for _, r in runs for e in r], key=event_time)
+
+
+@settings(max_examples=200, deadline=None)
+@given(composed(), st.lists(st.sampled_from(["subjects", "data", "received", "field", "types", "encode"]), max_size=3))
+def test_any_composition_reads_as_the_same_composition_of_lists_of_events(made, reads):
+    """Whatever column is read first (each is decoded or built once, when first read)."""
+    columns, rows = made
+    for read in reads:
+        if read == "subjects":
+            assert columns.subjects == [e.subject for e in rows]
+        elif read == "data":
+            assert columns.data == [e.data for e in rows]
+        elif read == "received":
+            assert columns.received == [e.received_at for e in rows]
+        elif read == "field":
+            assert columns.field("", ABSENT) == [e.data.get("", ABSENT) for e in rows]
+        elif read == "types":
+            assert columns.types == [e.type for e in rows] and columns.sources == [e.source for e in rows]
+        else:
+            assert list(EventColumns.decode(columns.encode())) == rows
+    assert list(columns) == rows
