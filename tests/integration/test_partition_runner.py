@@ -207,6 +207,33 @@ def test_events_held_for_reordering_survive_a_restart(redis_server, redis_client
     assert [[m["id"] for m in o["data"]["events"]] for o in outputs] == [["id1", "id5"]]
 
 
+def test_held_entries_of_linked_subjects_and_small_entries_are_released_together(redis_server, redis_client, tmp_path):
+    """A large entry whose subjects are phone numbers linked to the customer (columns with
+    subjects of their own) and a small entry (rows) wait for the out-of-order bound, then leave
+    in one release: both are evaluated, in event-time order, by a rule that reads the events
+    whole (its ``where`` is on more than ``data``)."""
+    store = ConfigStore(redis_client)
+    when = {"event": "t.login", "where": "customer == 'k'", "count": 2, "within": "1h"}
+    store.put({"kind": "rule", "name": "pairs", "when": when, "then": [{"emit": "pair"}]})
+    store.put({"kind": "subscription", "name": "out", "topics": ["business.*"]})
+    settings = runner_settings(redis_server, tmp_path, max_out_of_order_s=10)
+    log = PartitionLog(redis_client, horizon_s=3600)
+    clock = [T0 / 1000]  # wall time stays at T0, so only event time releases held events
+    runner = PartitionRunner(settings, [0, 1, 2, 3], consumer="a", client=redis_client, clock=lambda: clock[0])
+    runner.recover()
+    partition = partition_of("k", 4)
+    linked = [Event(f"id{i}", "t.login", T0 + i * 500, "+8613800000000", "k", "src", {}, T0) for i in range(16)]
+    log.append({partition: linked}, now_ms=T0)
+    log.append({partition: [Event("small", "t.login", T0 + 7_200, "k", "k", "src", {}, T0)]}, now_ms=T0)
+    drain(runner)
+    assert runner.status()["held"] == 17
+    log.append({partition: [ev(40, "k")]}, now_ms=T0)  # the watermark moves to 30 s: the 17 leave
+    drain(runner)
+    outputs = received(redis_client)
+    pairs = [[f"id{i}", f"id{i + 1}"] for i in range(0, 15, 2)]
+    assert [[m["id"] for m in o["data"]["events"]] for o in outputs] == [*pairs[:-1], ["id14", "small"]]
+
+
 def test_a_late_event_contradicting_a_published_output_is_a_counted_traced_retraction(
     redis_server, redis_client, tmp_path
 ):
