@@ -16,7 +16,10 @@ from typing import IO, Any
 
 import msgspec
 
-FORMAT_VERSION = 1
+# 2: the reorder buffer's held events as log entries (runtime/log/eventtime.py), not rows. A
+# version that reads only 1 refuses a 2 rather than resuming without the held events.
+FORMAT_VERSION = 2
+READS = (1, 2)  # the formats this version resumes from
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +60,9 @@ class CheckpointStore:
                 raw = msgspec.msgpack.decode(stream.readall())
         except FileNotFoundError:
             return None
-        if raw.get("format") != FORMAT_VERSION:
+        if raw.get("format") not in READS:
             raise ValueError(
-                f"checkpoint of partition {partition} has format {raw.get('format')}, expected {FORMAT_VERSION}"
+                f"checkpoint of partition {partition} has format {raw.get('format')}, expected one of {READS}"
             )
         return Checkpoint(raw["partition"], raw["offset"], raw["state"], raw["written_at_ms"])
 

@@ -71,7 +71,13 @@ def test_file_uri(tmp_path):
 def test_file_is_msgpack_with_a_format_version(tmp_path):
     CheckpointStore(str(tmp_path)).save(Checkpoint(4, "8-0", {"s": 1}, 5))
     raw = msgspec.msgpack.decode((tmp_path / "p0004.ckpt").read_bytes())
-    assert raw == {"format": 1, "partition": 4, "offset": "8-0", "state": {"s": 1}, "written_at_ms": 5}
+    assert raw == {"format": 2, "partition": 4, "offset": "8-0", "state": {"s": 1}, "written_at_ms": 5}
+
+
+def test_a_checkpoint_of_the_format_before_still_loads(tmp_path):
+    body = {"format": 1, "partition": 4, "offset": "8-0", "state": {"s": 1}, "written_at_ms": 5}
+    (tmp_path / "p0004.ckpt").write_bytes(msgspec.msgpack.encode(body))
+    assert CheckpointStore(str(tmp_path)).load(4) == Checkpoint(4, "8-0", {"s": 1}, 5)
 
 
 def test_unknown_format_is_refused(tmp_path):
