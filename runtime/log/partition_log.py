@@ -26,6 +26,7 @@ Both store an entry as the same fields and read it through :func:`decode_entry`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Iterable
@@ -176,12 +177,20 @@ def id_digest(source: str, event_id: str) -> bytes:
     return id_digests(source, [event_id])
 
 
+@functools.lru_cache(maxsize=256)
+def _source_hash(source: str) -> Any:
+    """The hash state after a source's part of :func:`id_digest`: copied, never updated. Kept
+    per source, since a request's partitions each hash their ids (a 100-event request has
+    about 60 parts, and making the state cost more than copying it for the part's ids)."""
+    src = source.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(len(src).to_bytes(4, "big") + src, digest_size=ID_DIGEST_BYTES)
+
+
 def id_digests(source: str, event_ids: Iterable[str]) -> bytes:
     """:func:`id_digest` of each of ``event_ids`` of ``source``, concatenated. The source's part
     is hashed once and the hash state copied per id: a third of the cost of hashing each
     (source, id) whole, which was the largest single cost of an ingest request in the replica."""
-    src = source.encode("utf-8", "surrogatepass")
-    prefix = hashlib.blake2b(len(src).to_bytes(4, "big") + src, digest_size=ID_DIGEST_BYTES)
+    prefix = _source_hash(source)
     digests = []
     for event_id in event_ids:
         state = prefix.copy()
@@ -238,6 +247,24 @@ class PartitionLog:
         from runtime.redis_client import is_cluster  # imported here: the in-memory log shares this module
 
         self._cluster = is_cluster(client)
+        # (source, id keys' days) -> partition -> its stream and id keys: the same names for
+        # every request of a day (a 100-event request has about 60 parts, each 4-5 names)
+        self._names: dict[tuple[str, tuple[IdKey, ...]], dict[int, tuple[str, list[str]]]] = {}
+
+    def _names_of(self, source: str, checked: tuple[IdKey, ...], partition: int) -> tuple[str, list[str]]:
+        """A partition's log stream and its keys of ``source``'s remembered ids in ``checked``."""
+        names = self._names.get((source, checked))
+        if names is None:
+            if len(self._names) >= 64:  # other days' and sources': made again when needed
+                self._names.clear()
+            names = self._names[(source, checked)] = {}
+        got = names.get(partition)
+        if got is None:
+            got = names[partition] = (
+                keys.log_stream(partition),
+                [keys.idempotency(partition, source, d, n) for d, n in checked],
+            )
+        return got
 
     def append(
         self,
@@ -283,6 +310,7 @@ class PartitionLog:
             written + 1,
         ]
         runs: list[tuple[list[str], list[Any]]] = []  # (streams, their arguments)
+        checked_keys = tuple(checked)
         in_run = 0  # events in the last run
         for partition, events in by_partition.items():
             # a partition's keys share a hash slot, partitions do not: on a cluster, a run each
@@ -290,8 +318,9 @@ class PartitionLog:
                 runs.append(([], []))
                 in_run = 0
             streams, argv = runs[-1]
-            streams.append(keys.log_stream(partition))
-            argv += [keys.idempotency(partition, source, d, n) for d, n in checked]
+            stream, id_key_names = self._names_of(source, checked_keys, partition)
+            streams.append(stream)
+            argv += id_key_names
             argv += [partition, id_digests(source, [e.id for e in events]), encode_events(events)]
             in_run += len(events)
         pipe = self._redis.pipeline(transaction=False)
