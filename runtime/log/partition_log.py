@@ -328,7 +328,7 @@ class PartitionLog:
             queue_script(pipe, _APPEND, streams, shared + argv)
         replies = [part for run in pipe.execute() for part in run]
         return [
-            Appended(p, text(entry_id) if entry_id else None, tuple(int(d) for d in dups))
+            Appended(p, text(entry_id) if entry_id else None, tuple(map(int, dups)) if dups else ())
             for p, (entry_id, dups) in zip(by_partition, replies, strict=True)
         ]
 
