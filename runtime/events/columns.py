@@ -19,6 +19,7 @@ Pure logic: no Redis.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from itertools import compress, count, pairwise
 from operator import attrgetter, itemgetter
@@ -127,18 +128,20 @@ class _Column(Generic[T]):
 
 
 FIELDS_DECODED = 2  # fields read one by one from an encoded data column before the dicts are decoded
-_field_decoders: dict[tuple[str, object], msgspec.msgpack.Decoder] = {}
+
+
+@functools.lru_cache(maxsize=256)
+def _field_decoder(name: str, missing: object) -> msgspec.msgpack.Decoder:
+    """A data column's maps as structs of the one field ``name`` (``missing`` where absent)."""
+    one = msgspec.defstruct("_Field", [("f", Any, missing)], rename={"f": name}, gc=False, module=__name__)
+    return msgspec.msgpack.Decoder(list[one])  # type: ignore[valid-type]
 
 
 def _field(column: Any, name: str, missing: object) -> list[Any]:
     """``data[name]`` per event of an encoded (or :class:`_Later`) data column, decoding that
     field alone: maps decoded as a struct of one field skip the others' keys and values."""
     if type(column) is msgspec.Raw:
-        decoder = _field_decoders.get((name, missing))
-        if decoder is None:
-            one = msgspec.defstruct("_Field", [("f", Any, missing)], rename={"f": name}, gc=False, module=__name__)
-            decoder = _field_decoders[(name, missing)] = msgspec.msgpack.Decoder(list[one])  # type: ignore[valid-type]
-        return [s.f for s in decoder.decode(column)]
+        return [s.f for s in _field_decoder(name, missing).decode(column)]
     if type(column) is _Later:
         parts = [_field(part, name, missing) for part in column.parts]
         joined = parts[0] if len(parts) == 1 else [x for part in parts for x in part]

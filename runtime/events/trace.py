@@ -78,7 +78,7 @@ def trace_event(
 
 
 def _where(
-    client: redis.Redis, source: str, event_id: str, checked: list[IdKey], counts: list[list[bytes | None]]
+    client: redis.Redis, source: str, event_id: str, checked: tuple[IdKey, ...], counts: list[list[bytes | None]]
 ) -> tuple[int, str] | None:
     """(partition, log entry) of an accepted event: its digest looked up in the bucket it falls
     in, in each key of remembered ids of the source (``checked``, as an append checks them) that

@@ -148,7 +148,7 @@ class IdKeys(NamedTuple):
     while after a source's horizon changed kind or after an upgrade from one-day keys only: the
     append script looks them up one by one only when one of them exists."""
 
-    checked: list[IdKey]
+    checked: tuple[IdKey, ...]
     own: int
     written: int
 
@@ -167,7 +167,7 @@ def id_keys(day: int, horizon_days: int) -> IdKeys:
             (own if span == 1 else other).append((first, 1))
         if first % PERIOD_DAYS == 0 and first + PERIOD_DAYS > day - horizon_days:
             (own if span == PERIOD_DAYS else other).append((first, PERIOD_DAYS))
-    return IdKeys(own + other, len(own), own.index((day - day % span, span)))
+    return IdKeys((*own, *other), len(own), own.index((day - day % span, span)))
 
 
 def id_digest(source: str, event_id: str) -> bytes:
@@ -235,6 +235,13 @@ def decode_location(raw: bytes | str, day: int) -> tuple[int, str]:
 encode_events = encode_rows  # a log entry's payload: columns, or rows for a small entry
 
 
+@functools.lru_cache(maxsize=4096)
+def _part_names(partition: int, source: str, checked: tuple[IdKey, ...]) -> tuple[str, tuple[str, ...]]:
+    """A partition's log stream and its keys of ``source``'s remembered ids in ``checked``: the
+    same names for every request of a day (a 100-event request has about 60 parts, each 4-5)."""
+    return keys.log_stream(partition), tuple(keys.idempotency(partition, source, d, n) for d, n in checked)
+
+
 class PartitionLog:
     """:class:`LogStorage` in Redis: one stream per partition; a request's parts are appended
     by runs of one Lua script (see ``append``)."""
@@ -247,24 +254,6 @@ class PartitionLog:
         from runtime.redis_client import is_cluster  # imported here: the in-memory log shares this module
 
         self._cluster = is_cluster(client)
-        # (source, id keys' days) -> partition -> its stream and id keys: the same names for
-        # every request of a day (a 100-event request has about 60 parts, each 4-5 names)
-        self._names: dict[tuple[str, tuple[IdKey, ...]], dict[int, tuple[str, list[str]]]] = {}
-
-    def _names_of(self, source: str, checked: tuple[IdKey, ...], partition: int) -> tuple[str, list[str]]:
-        """A partition's log stream and its keys of ``source``'s remembered ids in ``checked``."""
-        names = self._names.get((source, checked))
-        if names is None:
-            if len(self._names) >= 64:  # other days' and sources': made again when needed
-                self._names.clear()
-            names = self._names[(source, checked)] = {}
-        got = names.get(partition)
-        if got is None:
-            got = names[partition] = (
-                keys.log_stream(partition),
-                [keys.idempotency(partition, source, d, n) for d, n in checked],
-            )
-        return got
 
     def append(
         self,
@@ -310,7 +299,6 @@ class PartitionLog:
             written + 1,
         ]
         runs: list[tuple[list[str], list[Any]]] = []  # (streams, their arguments)
-        checked_keys = tuple(checked)
         in_run = 0  # events in the last run
         for partition, events in by_partition.items():
             # a partition's keys share a hash slot, partitions do not: on a cluster, a run each
@@ -318,7 +306,7 @@ class PartitionLog:
                 runs.append(([], []))
                 in_run = 0
             streams, argv = runs[-1]
-            stream, id_key_names = self._names_of(source, checked_keys, partition)
+            stream, id_key_names = _part_names(partition, source, checked)
             streams.append(stream)
             argv += id_key_names
             argv += [partition, id_digests(source, [e.id for e in events]), encode_events(events)]
