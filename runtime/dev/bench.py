@@ -39,7 +39,7 @@ from runtime.events.columns import EventColumns
 from runtime.events.envelope import Event
 from runtime.log.partition_log import encode_events
 from runtime.process_gc import tune_gc
-from runtime.rules import PartitionEngine, compile_rule
+from runtime.rules import PartitionEngine, compile_rule, pair_scan
 
 BENCH_RULE = {
     "kind": "rule",
@@ -771,6 +771,7 @@ def host_info() -> dict[str, Any]:
         "python": host.python_version(),
         "machine": host.machine(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "compiled_pair_scan": pair_scan.COMPILED,
     }
 
 

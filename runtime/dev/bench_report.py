@@ -205,6 +205,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Measured by `esp bench` on {host.get('cpus', '?')} CPUs, Python {host.get('python', '?')}"
         + (f", load average {' '.join(map(str, host['load_average']))}" if host.get("load_average") else "")
+        + ("; the engine's loop not compiled (no C compiler)" if host.get("compiled_pair_scan") is False else "")
         + (f"; the hand-written sequence loop ran at {loop:,.0f} events/s in the same run." if loop else "."),
         "",
         "| figure | measured | goal | met |",

@@ -51,6 +51,7 @@ from runtime.rules.operators import (
     watch_duration,
     watch_geofence,
 )
+from runtime.rules.pair_scan import scan
 from runtime.rules.state import (
     SEP,
     GroupState,
@@ -578,42 +579,24 @@ class PartitionEngine:
         only partial match comes from its newest first event (the one a later second event
         completes), kept as ``(time, source, id)``: about 64 bytes of its own against 450 for the
         general form (``_group_state`` gives that); the ref string is made only when the match
-        fires, and the output takes the refs as pairs. One loop over the batch, the customers'
-        clocks kept in it (``_advance_clock``)."""
+        fires, and the output takes the refs as pairs. One loop over the batch, compiled
+        (``pair_scan``), the customers' clocks kept in it (``_advance_clock``)."""
         steps, _, within, _ = self._plain[rule.name]  # type: ignore[misc]
         first, second = sorted(steps, key=steps.__getitem__)
         states: dict[str, tuple[int, str, str]] = self._state[rule.name]  # type: ignore[assignment]
-        clocks, fire, intern = self._clock, self._fire_refs, sys.intern
-
-        types = dict.fromkeys((first, second), True)
+        clocks, fire = self._clock, self._fire_refs
 
         def kernel(events: EventColumns, fired: list[tuple[int, list[Output]]]) -> None:
-            kinds, customers, times, ids = events.coded_types.codes, events.customers, events.times, events.ids
-            starts = [n == first for n in events.coded_types.names]  # per type code: whether it is the first step
-            sources, source_of = events.coded_sources.names, events.coded_sources.codes
-            for index in events.positions(types):
-                customer, t = customers[index], times[index]
-                newest = clocks.get(customer)
-                if newest is None:
-                    clocks[intern(customer)] = t
-                elif t > newest:
-                    clocks[customer] = t
-                old = states.get(customer)
-                if starts[kinds[index]]:  # the newest start wins (an older start of a late event does not)
-                    if old is None:
-                        states[intern(customer)] = (t, sources[source_of[index]], ids[index])
-                    elif old[0] <= t:
-                        states[customer] = (t, sources[source_of[index]], ids[index])
-                    continue
-                if old is None:
-                    continue
-                start = old[0]
-                if t - start >= within:  # too late for it, and for any later second event
-                    del states[customer]
-                elif start <= t:
-                    del states[customer]
-                    refs = [old[1:], (sources[source_of[index]], ids[index])]
-                    fired.append((index, fire(rule, customer, t, refs)))
+            types, sources = events.coded_types, events.coded_sources
+            roles = bytes(1 if n == first else 2 if n == second else 0 for n in types.names)
+            kinds = types.codes
+            if type(kinds) is not bytes:  # over 256 types in the batch: each event's role instead
+                kinds, roles = bytes(map(roles.__getitem__, kinds)), _ROLES
+            customers, times, ids = events.customers, events.times, events.ids
+            for index, customer, t, refs in scan(
+                roles, kinds, customers, times, sources.names, sources.codes, ids, clocks, states, within
+            ):
+                fired.append((index, fire(rule, customer, t, refs)))
 
         return kernel
 
@@ -946,6 +929,9 @@ class PartitionEngine:
             "rules": {n: r.version for n, r in self._rules.items()},
             "shapes": {n: _wire_shape(r.shape) for n, r in self._rules.items()},
         }
+
+
+_ROLES = bytes(range(3))  # pair_scan's roles when the events' codes are their roles
 
 
 def _is_pair(plain: PlainSequence | None) -> bool:

@@ -191,3 +191,16 @@ def test_a_timer_due_before_an_event_fires_before_the_kernels_output_for_it():
     topics = [o.topic for o in batch.on_events(events)]
     assert topics == ["business.wait-fired", "business.each-c-fired"]
     assert [o.topic for o in one_at_a_time(rules, events)] == topics
+
+
+def test_a_pair_kernel_over_a_batch_of_more_than_256_types_equals_event_by_event():
+    """Past 256 distinct types a batch's type codes are a list, not bytes: the kernel then
+    hands the compiled loop each event's role instead."""
+    rules = [pair("p", "a", "b", 50, 0)]
+    kinds = [f"other-{n}" for n in range(300)] + ["a", "b", "a", "other-1", "b", "b"]
+    events = [Event(f"e{n}", kind, n, CUSTOMERS[n % 2], CUSTOMERS[n % 2], "s", {}, 0) for n, kind in enumerate(kinds)]
+    columns = EventColumns.decode(encode_rows(events, columns_from=0))
+    assert type(columns.coded_types.codes) is not bytes
+    outputs = engine(rules).on_events(columns)
+    assert outputs == without_kernels(rules).on_events(events)
+    assert len(outputs) == 1  # c0: a at 302, then b at 304 (c1 has no a)

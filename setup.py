@@ -1,0 +1,8 @@
+"""The one part of ESP's build that pyproject.toml does not hold: the engine's hottest loop
+(runtime/rules/pair_scan.py), compiled by Cython. It is optional: without a C compiler the
+install goes on and the module runs as the plain Python it is."""
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+setup(ext_modules=cythonize([Extension("runtime.rules.pair_scan", ["runtime/rules/pair_scan.py"], optional=True)]))
