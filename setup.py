@@ -5,4 +5,5 @@ install goes on and the module runs as the plain Python it is."""
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-setup(ext_modules=cythonize([Extension("runtime.rules.pair_scan", ["runtime/rules/pair_scan.py"], optional=True)]))
+pair_scan = Extension("runtime.rules.pair_scan", ["runtime/rules/pair_scan.py"], optional=True)
+setup(ext_modules=cythonize([pair_scan], build_dir="build"))  # the C it generates goes to build/, not the sources
