@@ -271,10 +271,16 @@ def _batch_decoded(reply: Any) -> dict[str, Any]:
 
 def _decoded(flat: list[Any]) -> dict[str, Any]:
     """An HGETALL reply (flat name, value pairs) as attributes."""
-    return {
-        (flat[i].decode("utf-8", "replace") if isinstance(flat[i], bytes) else flat[i]): decode_value(flat[i + 1])
-        for i in range(0, len(flat), 2)
-    }
+    attrs = {}
+    for i in range(0, len(flat), 2):
+        name, raw = flat[i], flat[i + 1]
+        if name.__class__ is bytes:
+            name = name.decode("utf-8", "replace")
+        try:
+            attrs[name] = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            attrs[name] = decode_value(raw)
+    return attrs
 
 
 def _attributes(stored: Mapping[Any, Any]) -> dict[str, Any]:
@@ -493,8 +499,13 @@ class ProfileStore:
 
     @staticmethod
     def from_reply(customers: Sequence[str], replies: list[Any]) -> dict[str, dict[str, Any]]:
-        pairs = zip(customers, replies[0::2], replies[1::2], strict=True)
-        return {customer: merge_profile(_decoded(own), _batch_decoded(batch)) for customer, own, batch in pairs}
+        profiles = {}
+        for customer, own, batch in zip(customers, replies[0::2], replies[1::2], strict=True):
+            attrs = _decoded(own)
+            if batch or "tags" in attrs or "segments" in attrs:
+                attrs = merge_profile(attrs, _batch_decoded(batch))
+            profiles[customer] = attrs  # else merge_profile would give a copy of attrs
+        return profiles
 
     def _get_spread(self, unique: list[str]) -> dict[str, dict[str, Any]]:
         """:meth:`get_many` on a Redis Cluster: the batch version, then one pipeline."""

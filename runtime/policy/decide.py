@@ -195,7 +195,9 @@ def _check(
             continue
         if (cap.scope == "campaign" and request.campaign is None) or (cap.scope == "rule" and request.rule is None):
             continue  # a per-campaign (per-rule) cap counts nothing for a request without one
-        limit = cap.max_by_tier.get(str(view.profile.get(cap.tier_attribute)), cap.max)
+        limit = cap.max_by_tier.get(str(view.profile.get(cap.tier_attribute)), cap.max) if cap.max_by_tier else cap.max
+        if len(contacts) < limit:
+            continue  # fewer contacts in the ledger than the cap allows: none of its windows can be full
         since = now_ms - cap.window
         used = sum(1 for c in contacts if c.at > since and c.kind in cap.kinds and _same_scope(cap, c, request))
         if used >= limit:
