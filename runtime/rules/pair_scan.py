@@ -1,4 +1,5 @@
-# cython: language_level=3, boundscheck=False, wraparound=False
+# cython: language_level=3, wraparound=False
+# (bounds are checked: a damaged log entry whose columns differ in length raises IndexError)
 """The loop of the engine's "an event of one type, then one of another" kernel
 (``PartitionEngine._pair``), over a batch's columns.
 

@@ -56,3 +56,15 @@ def test_the_compiled_loop_and_its_python_source_agree(batches, within, roles):
         ]
         assert results[0] == results[1]
         assert state[pair_scan] == state[as_python]
+
+
+def test_columns_of_different_lengths_raise_instead_of_reading_past_their_end():
+    """A damaged log entry must fail as an error the partition runner can quarantine, not crash
+    the process: the compiled loop checks its indices."""
+    for module in (pair_scan, as_python):
+        try:
+            times = [5]  # one time for two events
+            module.scan(bytes([0, 1, 2]), bytes([1, 2]), ["c0", "c0"], times, ["s"], bytes(2), ["e0", "e1"], {}, {}, 10)
+        except IndexError:
+            continue
+        raise AssertionError(f"{module.__name__} read past a column's end")
