@@ -64,7 +64,11 @@ def decode_value(raw: bytes | str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return _text(raw)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
 def _scalar_problem(value: Any) -> str | None:
@@ -276,10 +280,10 @@ def _decoded(flat: list[Any]) -> dict[str, Any]:
         name, raw = flat[i], flat[i + 1]
         if name.__class__ is bytes:
             name = name.decode("utf-8", "replace")
-        try:
+        try:  # decode_value, inlined: a call per attribute of every profile read
             attrs[name] = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            attrs[name] = decode_value(raw)
+            attrs[name] = _text(raw)
     return attrs
 
 
@@ -305,7 +309,11 @@ def check_version(version: str) -> str:
 
 def merge_profile(own: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
     """A customer's profile as readers see it: the attributes put on it over the current batch
-    version's, the ``tags`` of both, ``segments`` read as a set of strings."""
+    version's, the ``tags`` of both, ``segments`` read as a set of strings. ``own`` itself when
+    there is nothing to merge or normalise (every caller passes a dict it has just decoded):
+    most profiles of a contact batch, whose copy cost a tenth of the decision's client CPU."""
+    if not batch and "tags" not in own and "segments" not in own:
+        return own
     profile = dict(batch)
     tags = _tags(profile.get("tags")) | _tags(own.get("tags"))
     profile.update(own)
@@ -499,13 +507,8 @@ class ProfileStore:
 
     @staticmethod
     def from_reply(customers: Sequence[str], replies: list[Any]) -> dict[str, dict[str, Any]]:
-        profiles = {}
-        for customer, own, batch in zip(customers, replies[0::2], replies[1::2], strict=True):
-            attrs = _decoded(own)
-            if batch or "tags" in attrs or "segments" in attrs:
-                attrs = merge_profile(attrs, _batch_decoded(batch))
-            profiles[customer] = attrs  # else merge_profile would give a copy of attrs
-        return profiles
+        pairs = zip(customers, replies[0::2], replies[1::2], strict=True)
+        return {customer: merge_profile(_decoded(own), _batch_decoded(batch)) for customer, own, batch in pairs}
 
     def _get_spread(self, unique: list[str]) -> dict[str, dict[str, Any]]:
         """:meth:`get_many` on a Redis Cluster: the batch version, then one pipeline."""
