@@ -82,7 +82,7 @@ def idempotency(partition: int | str, source: str, day: int, days: int = 1) -> s
 
 
 def idempotency_bucket(partition: int | str, source: str, day: int, index: int, days: int = 1) -> str:
-    """One bucket of those ids: 96-bit digest of (source, id) -> where the event went
+    """One bucket of those ids: 96-bit digest of (source, id) -> its log entry's millisecond
     (runtime/log/partition_log.py; the append script builds the same name)."""
     return f"{idempotency(partition, source, day, days)}:{index}"
 

@@ -1,5 +1,5 @@
 """Where did event X go? The trace is put together on demand from what the pipeline keeps
-anyway: the idempotency buckets (digest of the event id -> partition and log entry), the partition's read
+anyway: the idempotency buckets (digest of the event id -> its log entry's millisecond), the partition's read
 position, the outputs each event contributed to, the ids dropped on purpose, and the quarantine.
 Nothing is written per event just for tracing."""
 
@@ -11,7 +11,16 @@ import orjson
 import redis
 
 from runtime import keys
-from runtime.log.partition_log import DAY_MS, IdKey, decode_location, id_bucket, id_digest, id_keys, owner_group
+from runtime.log.partition_log import (
+    DAY_MS,
+    IdKey,
+    decode_entry,
+    decode_location,
+    id_bucket,
+    id_digest,
+    id_keys,
+    owner_group,
+)
 from runtime.log.streams import entry_id_key, text
 from runtime.sources.quarantine import QuarantineStore
 from runtime.subscriptions.topics import CONTACT_TOPICS
@@ -90,7 +99,27 @@ def _where(
     pipe = client.pipeline(transaction=False)
     for p, (first, span), n in found:
         pipe.hget(keys.idempotency_bucket(p, source, first, id_bucket(digest, n), span), digest)
-    return next((decode_location(v, k[0]) for (_, k, _), v in zip(found, pipe.execute(), strict=True) if v), None)
+    stored = zip(found, pipe.execute(), strict=True)
+    location = next((decode_location(v, key[0], p) for (p, key, _), v in stored if v), None)
+    if location is None:
+        return None
+    partition, first_entry, last_entry = location
+    if first_entry == last_entry:
+        return partition, first_entry
+    return partition, _entry_holding(client, partition, first_entry, last_entry, source, event_id)
+
+
+def _entry_holding(client: redis.Redis, partition: int, first: str, last: str, source: str, event_id: str) -> str:
+    """The log entry between ``first`` and ``last`` (one millisecond's) that holds the event;
+    ``first`` when none does any more (the log was trimmed past it)."""
+    for entry, fields in client.xrange(keys.log_stream(partition), first, last):
+        try:
+            events = decode_entry(partition, text(entry), fields).events
+        except Exception:  # a damaged entry holds no event to find
+            continue
+        if any(e.id == event_id and e.source == source for e in events):
+            return text(entry)
+    return first
 
 
 def _contact_decisions(client: redis.Redis, outputs: list[str]) -> list[dict[str, Any]]:

@@ -76,11 +76,11 @@ DAY_MS = DAY_S * 1000
 
 ID_DIGEST_BYTES = 12  # 96 bits of BLAKE2b per (source, event id): what a remembered id is stored as
 BUCKET_LOAD = 48  # mean ids per bucket at which linear hashing adds a bucket (max listpack: 128)
-# days of arrival one key of remembered ids holds under a horizon of LONG_HORIZON_DAYS or more:
-# a compact location counts the ms from the key's first day in 28 bits (3.1 days)
+# days of arrival one key of remembered ids holds under a horizon of LONG_HORIZON_DAYS or more
 PERIOD_DAYS = 3
 LONG_HORIZON_DAYS = 6
-LOCATION_PARTITIONS = 4096  # partitions and sequence numbers a compact location holds
+LOCATION_MS = (1 << 31) - 1  # ms from a key's first day a location holds as a 32-bit integer
+LEGACY_LOCATION_PARTITIONS = 4096  # partitions and sequence numbers of a location stored before
 # events per run of the append script on one Redis: one run for a request's partitions costs Redis
 # less than a run each, and a few thousand events keep a run (which blocks Redis) to a few ms
 APPEND_RUN_EVENTS = 2000
@@ -210,26 +210,34 @@ def id_bucket(digest: bytes, buckets: int) -> int:
 
 
 def encode_location(partition: int, entry_id: str, day: int) -> str:
-    """Where an event went, as the append script stores it in a key whose first day is ``day``:
-    one integer ``((ms since that day began * 4096) + seq) * 4096 + partition`` (a listpack
-    integer), or ``<partition>/<entry id>`` when it does not fit."""
-    ms, _, seq = entry_id.partition("-")
-    rel, sq = int(ms) - day * DAY_MS, int(seq or 0)
-    if 0 <= rel < 1 << 28 and sq < LOCATION_PARTITIONS and partition < LOCATION_PARTITIONS:
-        return str((rel * LOCATION_PARTITIONS + sq) * LOCATION_PARTITIONS + partition)
+    """Where an event went, as the append script stores it in partition ``partition``'s key
+    whose first day is ``day``: the log entry's millisecond, ``-(ms since that day began + 1)``
+    (a 32-bit listpack integer: the key names the partition, and the entry is found again among
+    that millisecond's, :func:`decode_location`), or ``<partition>/<entry id>`` when it does not
+    fit."""
+    rel = int(entry_id.partition("-")[0]) - day * DAY_MS
+    if 0 <= rel < LOCATION_MS:
+        return str(-(rel + 1))
     return f"{partition}/{entry_id}"
 
 
-def decode_location(raw: bytes | str, day: int) -> tuple[int, str]:
-    """(partition, log entry id) from a remembered id's value in a key whose first day is ``day``."""
+def decode_location(raw: bytes | str, day: int, partition: int) -> tuple[int, str, str]:
+    """(partition, first, last): the log entries (ids, inclusive) one of which holds the event
+    whose remembered id has value ``raw`` in ``partition``'s key whose first day is ``day``.
+    Ids remembered before locations were milliseconds (a non-negative
+    ``((ms * 4096) + seq) * 4096 + partition``) name their entry exactly."""
     value = text(raw)
     if "/" in value:
         partition, _, entry = value.partition("/")
-        return int(partition), entry
+        return int(partition), entry, entry
     number = int(value)
-    partition, number = number % LOCATION_PARTITIONS, number // LOCATION_PARTITIONS
-    seq, rel = number % LOCATION_PARTITIONS, number // LOCATION_PARTITIONS
-    return partition, f"{day * DAY_MS + rel}-{seq}"
+    if number < 0:
+        ms = day * DAY_MS - number - 1
+        return partition, f"{ms}-0", f"{ms}-{(1 << 64) - 1}"
+    partition, number = number % LEGACY_LOCATION_PARTITIONS, number // LEGACY_LOCATION_PARTITIONS
+    seq, rel = number % LEGACY_LOCATION_PARTITIONS, number // LEGACY_LOCATION_PARTITIONS
+    entry = f"{day * DAY_MS + rel}-{seq}"
+    return partition, entry, entry
 
 
 encode_events = encode_rows  # a log entry's payload: columns, or rows for a small entry
@@ -266,8 +274,8 @@ class PartitionLog:
         """Append each partition's events as one entry, dropping already-seen (source, id).
 
         Seen ids are remembered per partition, source and arrival day (or three days, under a
-        long horizon: :func:`period_days`) as an 96-bit digest of (source, id) mapped to where
-        the event went (:func:`encode_location`, which the event trace reads), in small hashes
+        long horizon: :func:`period_days`) as an 96-bit digest of (source, id) mapped to its log
+        entry's millisecond (:func:`encode_location`, which the event trace reads), in small hashes
         (buckets) that linear hashing adds one at a time as the key fills, so each stays in
         Redis's compact listpack encoding (docs/operations/sizing.md). Each partition's part
         checks the keys of the whole horizon (:func:`id_keys`) in a run of the append script: on

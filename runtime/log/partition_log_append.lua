@@ -9,7 +9,7 @@
 --       the partition, id digests (DIGEST bytes each, concatenated), payload.
 -- A key of remembered ids holds a day of arrival, or three under a long horizon. It is a hash
 -- {n = buckets, c = ids}; its ids live in buckets '<key>:<index>',
--- hashes 96-bit digest of (source, id) -> where the event went (see encode), added one at a
+-- hashes 96-bit digest of (source, id) -> its log entry's millisecond (see encode), added one at a
 -- time by linear hashing so that every bucket stays small enough for Redis's listpack encoding.
 -- Every bucket holds the sentinel field '' from its creation (when it gets its TTL) on, so it is
 -- never emptied and re-created without one.
@@ -79,11 +79,10 @@ local function split(current) -- linear hashing: bucket n - p gives the ids of b
   current.p = low_power(n + 1)
 end
 
-local function encode(partition, entry) -- ((ms since day_ms * 4096 + seq) * 4096 + partition), or 'p/entry'
-  local ms, seq = string.match(entry, '^(%d+)-(%d+)$')
-  local rel, sq = tonumber(ms) - day_ms, tonumber(seq)
-  if rel >= 0 and rel < 268435456 and sq < 4096 and partition < 4096 then
-    return string.format('%.0f', (rel * 4096 + sq) * 4096 + partition)
+local function encode(partition, entry) -- -(ms since day_ms + 1), or 'p/entry' (encode_location)
+  local rel = tonumber(string.match(entry, '^(%d+)-')) - day_ms
+  if rel >= 0 and rel < 2147483647 then
+    return string.format('%.0f', -(rel + 1))
   end
   return partition .. '/' .. entry
 end
