@@ -64,11 +64,7 @@ def decode_value(raw: bytes | str) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return _text(raw)
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
 def _scalar_problem(value: Any) -> str | None:
@@ -275,16 +271,10 @@ def _batch_decoded(reply: Any) -> dict[str, Any]:
 
 def _decoded(flat: list[Any]) -> dict[str, Any]:
     """An HGETALL reply (flat name, value pairs) as attributes."""
-    attrs = {}
-    for i in range(0, len(flat), 2):
-        name, raw = flat[i], flat[i + 1]
-        if name.__class__ is bytes:
-            name = name.decode("utf-8", "replace")
-        try:  # decode_value, inlined: a call per attribute of every profile read
-            attrs[name] = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            attrs[name] = _text(raw)
-    return attrs
+    return {
+        (flat[i].decode("utf-8", "replace") if isinstance(flat[i], bytes) else flat[i]): decode_value(flat[i + 1])
+        for i in range(0, len(flat), 2)
+    }
 
 
 def _attributes(stored: Mapping[Any, Any]) -> dict[str, Any]:

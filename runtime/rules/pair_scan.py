@@ -30,6 +30,8 @@ def scan(roles, kinds, customers, times, sources, source_of, ids, clocks, states
         if not role:
             continue
         customer = customers[index]
+        # each time twice: ``time`` the object stored (no new int), ``t`` the C integer compared
+        # (pair_scan.pxd); likewise ``seen`` and ``newest`` below. In Python they are one object
         time = times[index]
         t = time
         seen = clocks.get(customer)
